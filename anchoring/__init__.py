@@ -1,0 +1,1 @@
+"""Anchoring Merkle roots on the alliance chain: contract, chain clients, receipts, verification."""

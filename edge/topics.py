@@ -1,0 +1,78 @@
+"""The MQTT topic tree of the platform contract (see docs/mqtt-contract.md).
+
+``tiyi/v1/{region}/{gw}/{channel}`` with channels data/{dev}, batch, anchor, status, key. Pure values,
+so publishers and verifiers share one definition and it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.errors import CodecError
+from edge.record import check_id
+
+ROOT = "tiyi/v1"
+CHANNELS = ("data", "batch", "anchor", "status", "key")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    region: str
+    gw: str
+
+    def __post_init__(self) -> None:
+        check_id(self.region, "region")
+        check_id(self.gw, "gateway id")
+
+    @property
+    def base(self) -> str:
+        return f"{ROOT}/{self.region}/{self.gw}"
+
+    def data(self, dev: str) -> str:
+        return f"{self.base}/data/{check_id(dev, 'device id')}"
+
+    @property
+    def batch(self) -> str:
+        return f"{self.base}/batch"
+
+    @property
+    def anchor(self) -> str:
+        return f"{self.base}/anchor"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def key(self) -> str:
+        return f"{self.base}/key"
+
+    @property
+    def all(self) -> str:
+        """Subscription filter for everything this gateway publishes."""
+        return f"{self.base}/#"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTopic:
+    region: str
+    gw: str
+    channel: str
+    dev: str | None = None
+
+
+def parse_topic(topic: str) -> ParsedTopic:
+    """Split a received topic; raises :class:`CodecError` for anything outside the contract."""
+    parts = topic.split("/")
+    if len(parts) < 5 or "/".join(parts[:2]) != ROOT:
+        raise CodecError(f"topic {topic!r} is not under {ROOT}/")
+    region, gw, channel = parts[2], parts[3], parts[4]
+    check_id(region, "region")
+    check_id(gw, "gateway id")
+    if channel == "data":
+        if len(parts) != 6:
+            raise CodecError(f"data topic {topic!r} must end in /data/<device>")
+        return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
+    if channel not in CHANNELS or len(parts) != 5:
+        raise CodecError(f"topic {topic!r} has an unknown channel")
+    return ParsedTopic(region, gw, channel)

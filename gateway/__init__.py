@@ -1,0 +1,1 @@
+"""The gateway service: the composition root that wires BLE, journal, MQTT, batching and anchoring."""
