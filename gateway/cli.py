@@ -1,0 +1,198 @@
+"""The ``tiyi`` command: run a gateway, the demo, verification, keys and decoding tools.
+
+Heavy imports happen inside each command so ``tiyi --help`` is instant on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+_EPILOG = """\
+examples:
+  tiyi demo                                   simulated straps -> gateway -> embedded broker -> in-process chain
+  tiyi demo --devices 20 --duration 60        a bigger, bounded demo
+  tiyi demo --broker mqtt://127.0.0.1:1883    use a broker that already runs
+  tiyi keys generate --dir /var/lib/tiyi/keys write the gateway's SM2 key pair (0600)
+  tiyi run --config /etc/tiyi/gateway.toml    run a gateway as a service
+  tiyi verify --broker mqtt://HOST:1883 --rpc http://HOST:8545
+                                              independently check everything a gateway publishes
+  tiyi decode 2a37 16 48 00 04                decode one BLE payload to JSON
+"""
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo", help="run the whole path with simulated devices and verify it",
+        description="Start an embedded MQTT broker (unless --broker is given), an in-process EVM chain with the "
+                    "Anchor contract, N simulated heart-rate straps and a gateway; show live progress; on Ctrl-C or "
+                    "after --duration, drain, stop and verify every record independently (records, Merkle proofs, "
+                    "SM2 signatures, the batch chain and the anchors on the chain).")
+    p.add_argument("--devices", type=int, default=5, help="number of simulated straps (default 5)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port) instead of the embedded one")
+    p.add_argument("--region", default="shenzhen", help="region in the topic tree (default shenzhen)")
+    p.add_argument("--gateway-id", default="gw-demo-01", help="gateway id (default gw-demo-01)")
+    p.add_argument("--state-dir", type=Path, default=None, help="journal and keys (default: a temporary directory)")
+    p.add_argument("--batch-records", type=int, default=200, help="close a batch at this many records (default 200)")
+    p.add_argument("--batch-seconds", type=float, default=5.0, help="or after this many seconds (default 5)")
+    p.add_argument("--speed", type=float, default=1.0, help="run device time this many times faster (default 1)")
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a gateway from a configuration file",
+                       description="Run the gateway service. Stops cleanly on SIGTERM/SIGINT, finishing accepted "
+                                   "work first (bounded by --drain-timeout). See deploy/gateway.example.toml.")
+    p.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish work on stop (default 30)")
+
+
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "verify", help="independently verify what a gateway published",
+        description="Subscribe to a gateway's topics (or read a capture file) and check every record: its batch "
+                    "manifest, the Merkle root, the SM2 signature, the prev-chain, seq gaps, and the anchor receipt "
+                    "against the chain (with --rpc). Exits 0 only when everything verifies.")
+    p.add_argument("--broker", default=None, help="subscribe to this broker (mqtt://host:port)")
+    p.add_argument("--region", default="+", help="region to subscribe to (default: all)")
+    p.add_argument("--gateway", default="+", help="gateway id to subscribe to (default: all)")
+    p.add_argument("--capture", type=Path, default=None, help="read messages from this capture file instead")
+    p.add_argument("--save", type=Path, default=None, help="also write received messages to this capture file")
+    p.add_argument("--rpc", default=None, help="chain JSON-RPC URL: check each anchor receipt on the chain")
+    p.add_argument("--key", type=Path, action="append", default=[],
+                   help="trusted gateway public key (SPKI PEM); repeatable. Without it the retained key topic is "
+                        "trusted on first use, and the summary says so")
+    p.add_argument("--idle", type=float, default=5.0, help="stop listening after this many quiet seconds (default 5)")
+    p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
+    p.add_argument("--require-complete", action="store_true", help="records not yet in a batch count as failures")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keys", help="manage the gateway's SM2 signing key")
+    ks = p.add_subparsers(dest="keys_cmd", required=True)
+    g = ks.add_parser("generate", help="write gateway.key (PKCS#8 PEM, 0600) and gateway.pub (SPKI PEM)",
+                      description="Generate an SM2 key pair that OpenSSL reads and writes. The private key file is "
+                                  "created 0600 in a 0700 directory; an existing key is never overwritten unless "
+                                  "--force is given.")
+    g.add_argument("--dir", type=Path, default=Path("/var/lib/tiyi/keys"), help="directory (default /var/lib/tiyi/keys)")
+    g.add_argument("--force", action="store_true", help="replace an existing key (the old one is lost)")
+    s = ks.add_parser("show", help="print the public key and key id of a private key file")
+    s.add_argument("path", type=Path)
+
+
+def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
+                       description="Decode a payload as the gateway would. The characteristic may be given as "
+                                   "2a37, 0x2A37 or 00002a37-0000-1000-8000-00805f9b34fb; the payload as hex "
+                                   "(spaces and colons allowed). Exit code 2 for malformed input.")
+    p.add_argument("characteristic")
+    p.add_argument("hex", nargs="+")
+
+
+def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("chain", help="local chain tools")
+    cs = p.add_subparsers(dest="chain_cmd", required=True)
+    d = cs.add_parser("dev", help="serve an in-process EVM chain with the Anchor contract over JSON-RPC",
+                      description="For tests and demos on one machine: prints one JSON line with the RPC URL and "
+                                  "the contract address, then serves until interrupted.")
+    d.add_argument("--port", type=int, default=8545)
+    d.add_argument("--host", default="127.0.0.1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiyi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="tiyi-edge: collect BLE health and fitness readings, journal them durably, stream them over "
+                    "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_decode, _add_chain):
+        add(sub)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from edge.errors import EdgeError
+    from edge.gatt import decode, parse_uuid
+
+    try:
+        char = parse_uuid(args.characteristic)
+        text = "".join(args.hex).replace(":", "").replace(" ", "")
+        if text.lower().startswith("0x"):
+            text = text[2:]
+        data = bytes.fromhex(text)
+        readings = decode(char, data)
+    except ValueError as exc:
+        if not isinstance(exc, EdgeError):
+            exc = EdgeError(f"payload is not valid hex: {exc}")
+        print(f"tiyi decode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgeError as exc:
+        print(f"tiyi decode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = [{"kind": r.kind, "val": r.val, **({"q": list(r.q)} if r.q else {})} for r in readings]
+    print(json.dumps(out if len(out) != 1 else out[0], indent=2))
+    return EXIT_OK
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.keys import generate_keypair, load_signer
+
+    if args.keys_cmd == "generate":
+        priv, pub = generate_keypair(args.dir, force=args.force)
+        signer = load_signer(priv)
+        print(f"private key: {priv} (0600)\npublic key:  {pub}\nkey id:      {signer.key_id}")
+        return EXIT_OK
+    signer = load_signer(args.path)
+    print(signer.public_key_pem(), end="")
+    print(f"key id: {signer.key_id}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from gateway.errors import GatewayError
+
+    try:
+        if args.cmd == "decode":
+            return _cmd_decode(args)
+        if args.cmd == "keys":
+            return _cmd_keys(args)
+        if args.cmd == "demo":
+            from gateway.demo import demo_main
+            return demo_main(args)
+        if args.cmd == "run":
+            from gateway.runtime import run_main
+            return run_main(args)
+        if args.cmd == "verify":
+            from gateway.verify_cmd import verify_main
+            return verify_main(args)
+        if args.cmd == "chain":
+            from anchoring.devchain import main as devchain_main
+            return devchain_main(["--host", args.host, "--port", str(args.port)])
+    except GatewayError as exc:
+        print(f"tiyi {args.cmd}: {exc}", file=sys.stderr)
+        return EXIT_USAGE if type(exc).__name__ == "ConfigError" else EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

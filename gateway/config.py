@@ -1,0 +1,192 @@
+"""Gateway configuration: TOML parsed once into frozen dataclasses, with errors that name the setting.
+
+Every setting has a default that works for the demo, so a missing file section is never an error;
+an unknown key is, because a typo silently ignored is a misconfigured clinic.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from edge.errors import CodecError
+from edge.record import check_id
+from gateway.errors import ConfigError
+
+ChainKind = Literal["inproc", "evm", "none"]
+SourceKind = Literal["sim"]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    max_inflight: int = 100
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_records: int = 1000
+    max_age_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    # Records that arrive within this window share one MQTT message (fewer, larger messages).
+    linger_ms: int = 20
+    max_records_per_message: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    kind: ChainKind = "inproc"
+    url: str | None = None
+    contract: str | None = None
+    account_key_file: Path | None = None
+    poll_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    devices: int = 3
+    interval_s: float = 1.0
+    seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    gateway_id: str = "gw-demo-01"
+    region: str = "shenzhen"
+    state_dir: Path = Path("/var/lib/tiyi")
+    key_file: Path | None = None
+    source: SourceKind = "sim"
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite3"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.key_file or self.state_dir / "keys" / "gateway.key"
+
+    @property
+    def chain_key_path(self) -> Path:
+        return self.chain.account_key_file or self.state_dir / "keys" / "chain-account.key"
+
+    def validated(self) -> GatewayConfig:
+        """Check cross-field rules; returns self so it chains after construction."""
+        try:
+            check_id(self.gateway_id, "gateway.id")
+            check_id(self.region, "gateway.region")
+        except CodecError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.batch.max_records < 1 or self.batch.max_age_s <= 0:
+            raise ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
+        if not 1 <= self.publish.max_records_per_message <= 10_000 or self.publish.linger_ms < 0:
+            raise ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
+        if not 1 <= self.mqtt.max_inflight <= 65_535:
+            raise ConfigError("mqtt.max_inflight must be 1..65535")
+        if self.chain.kind == "evm" and not self.chain.url:
+            raise ConfigError("chain.kind = 'evm' needs chain.url (the node's JSON-RPC endpoint)")
+        if self.sim.devices < 0 or self.sim.interval_s <= 0:
+            raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
+        return self
+
+
+_SECTIONS: dict[str, type] = {
+    "mqtt": MqttConfig, "batch": BatchConfig, "publish": PublishConfig, "chain": ChainConfig, "sim": SimConfig,
+}
+_TOP_KEYS = {"id": "gateway_id", "region": "region", "state_dir": "state_dir", "key_file": "key_file",
+             "source": "source"}
+
+
+def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown setting [{section}] {key} (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), key)
+        if isinstance(default, Path) or key.endswith(("_file", "_dir")):
+            if not isinstance(value, str):
+                raise ConfigError(f"{origin}: [{section}] {key} must be a path string")
+            value = Path(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{origin}: [{section}] {key} must be true or false")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{origin}: [{section}] {key} must be an integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{origin}: [{section}] {key} must be a number")
+            value = float(value)
+        elif (isinstance(default, str) or default is None) and not isinstance(value, str):
+            raise ConfigError(f"{origin}: [{section}] {key} must be a string")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfig:
+    """Build a validated config from parsed TOML."""
+    top: dict[str, Any] = {}
+    for section, value in data.items():
+        if section == "gateway":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [gateway] must be a table")
+            for key, v in value.items():
+                if key not in _TOP_KEYS:
+                    raise ConfigError(f"{origin}: unknown setting [gateway] {key} (known: {', '.join(_TOP_KEYS)})")
+                name = _TOP_KEYS[key]
+                if name in ("state_dir", "key_file"):
+                    if not isinstance(v, str):
+                        raise ConfigError(f"{origin}: [gateway] {key} must be a path string")
+                    v = Path(v)
+                elif not isinstance(v, str):
+                    raise ConfigError(f"{origin}: [gateway] {key} must be a string")
+                top[name] = v
+        elif section in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{section}] must be a table")
+            top[section] = _coerce(_SECTIONS[section], section, value, origin)
+        else:
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)})")
+    if top.get("source", "sim") != "sim":
+        raise ConfigError(f"{origin}: [gateway] source must be 'sim' (BLE collection arrives with the BLE issue)")
+    if "chain" in top and top["chain"].kind not in ("inproc", "evm", "none"):
+        raise ConfigError(f"{origin}: [chain] kind must be one of inproc, evm, none")
+    if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):
+        raise ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1")
+    try:
+        return GatewayConfig(**top).validated()
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return parse_config(data, str(path))
+
+
+def with_overrides(cfg: GatewayConfig, **changes: Any) -> GatewayConfig:
+    """A copy with top-level fields replaced (CLI flags win over the file), re-validated."""
+    return replace(cfg, **{k: v for k, v in changes.items() if v is not None}).validated()

@@ -1,0 +1,26 @@
+"""Counters the gateway keeps about itself; rendered as progress lines and the status topic."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Metrics:
+    frames_in: int = 0
+    malformed_frames: int = 0
+    unknown_frames: int = 0
+    records: int = 0
+    records_delivered: int = 0
+    messages_published: int = 0
+    publish_failures: int = 0
+    batches: int = 0
+    batches_published: int = 0
+    anchors_submitted: int = 0
+    anchors_included: int = 0
+    receipts_published: int = 0
+    chain_errors: int = 0
+    journal_errors: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)

@@ -1,0 +1,133 @@
+"""Assembling a gateway from its configuration, and ``tiyi run``.
+
+This is the composition root: it is the only place that picks concrete adapters (SQLite journal,
+paho publisher, EVM chain client, simulated source) for the roles the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from anchoring.chain import ChainClient
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.journal import SqliteJournal
+from gateway.keys import load_signer
+from gateway.mqtt import BrokerSettings, PahoPublisher
+from gateway.service import Gateway
+from gateway.sources import SimulatedStrapSource
+
+log = logging.getLogger("tiyi.runtime")
+
+
+def broker_settings(cfg: GatewayConfig, url: str | None = None) -> BrokerSettings:
+    """MQTT settings for this gateway, with the retained ``offline`` status as its last will."""
+    from edge import cbor
+    from edge.topics import Topics
+
+    m = cfg.mqtt
+    password = None
+    if m.password_file is not None:
+        try:
+            password = m.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"[mqtt] password_file {m.password_file}: {exc.strerror}") from exc
+    topics = Topics(cfg.region, cfg.gateway_id)
+    will = cbor.dumps({"state": "offline", "t": 0, "gw": cfg.gateway_id})
+    return BrokerSettings.from_url(
+        url or m.url, client_id=f"tiyi-{cfg.gateway_id}", username=m.username, password=password,
+        ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file, keepalive=m.keepalive_s,
+        max_inflight=m.max_inflight, protocol=m.protocol, will_topic=topics.status, will_payload=will,
+        will_retain=True)
+
+
+def chain_account_key(path: Path) -> bytes:
+    """The gateway's own secp256k1 account key for signing chain transactions (created 0600 if absent)."""
+    import os
+    import secrets
+
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise GatewayError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+        text = path.read_text(encoding="ascii").strip()
+        try:
+            key = bytes.fromhex(text.removeprefix("0x"))
+        except ValueError as exc:
+            raise GatewayError(f"{path}: not a hex private key") from exc
+        if len(key) != 32:
+            raise GatewayError(f"{path}: expected 32 bytes of hex")
+        return key
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    log.info("created chain account key %s", path)
+    return key
+
+
+def build_chain(cfg: GatewayConfig) -> ChainClient | None:
+    if cfg.chain.kind == "none":
+        return None
+    if cfg.chain.kind == "inproc":
+        raise ConfigError("chain.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
+                          "with chain.url (for a local chain: `tiyi chain dev`)")
+    from anchoring.evm import EvmChainClient
+
+    assert cfg.chain.url is not None
+    return EvmChainClient.connect(cfg.chain.url, chain_account_key(cfg.chain_key_path), contract=cfg.chain.contract)
+
+
+@dataclass
+class Assembled:
+    gateway: Gateway
+    journal: SqliteJournal
+
+
+def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | None = None) -> Assembled:
+    cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
+    if not cfg.signing_key_path.exists():
+        raise GatewayError(f"no signing key at {cfg.signing_key_path}: run `tiyi keys generate --dir "
+                           f"{cfg.signing_key_path.parent}`")
+    signer = load_signer(cfg.signing_key_path)
+    publisher = PahoPublisher(broker_settings(cfg, broker_url))
+    return Assembled(Gateway(cfg, journal, publisher, signer, chain), journal)
+
+
+async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
+    chain = build_chain(cfg)
+    parts = assemble(cfg, chain)
+    gw = parts.gateway
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await gw.start()
+    source = SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
+    src = asyncio.create_task(source.run(gw.submit), name="source")
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+    finally:
+        src.cancel()
+        await asyncio.gather(src, return_exceptions=True)
+        drained = await gw.stop(drain_timeout)
+        parts.journal.close()
+    return drained
+
+
+def run_main(args: argparse.Namespace) -> int:
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    cfg = load_config(args.config)
+    drained = asyncio.run(serve(cfg, args.duration, args.drain_timeout))
+    return 0 if drained else 1

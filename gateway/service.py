@@ -1,0 +1,427 @@
+"""The gateway pipeline: frames in → durable records → MQTT → signed batches → anchors.
+
+One asyncio loop owns the flow; the journal runs in one dedicated worker thread (SQLite is a single
+writer, and fsync must not stall the loop), chain calls in another. The journal is the source of
+truth for every later step, so each step is a loop that reads "what is not done yet" from it and
+does it; a crash at any point leaves work that the same loops pick up after restart.
+
+    submit(frame) ─► ingest: decode, assign seq, journal.append (durable) ─► publish: data/{dev}
+                                                  └─► batcher: Merkle root, SM2 sign ─► publish: batch
+                                                                   └─► anchorer: chain tx ─► publish: anchor
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from anchoring.chain import ChainClient
+from anchoring.errors import AnchoringError
+from anchoring.receipt import AnchorReceipt
+from edge import cbor
+from edge.errors import EdgeError, MalformedFrame, UnknownCharacteristic
+from edge.frame import Frame
+from edge.gatt import decode
+from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
+from edge.record import SALT_BYTES, Record, encode_data_message
+from edge.signing import Signer
+from edge.topics import Topics
+from gateway.clock import monotonic, wall_ms
+from gateway.config import GatewayConfig
+from gateway.errors import JournalError, PublishError
+from gateway.journal import SqliteJournal
+from gateway.metrics import Metrics
+from gateway.mqtt import Publisher
+
+log = logging.getLogger("tiyi.gateway")
+T = TypeVar("T")
+
+INGEST_QUEUE_FRAMES = 20_000
+MAX_FRAMES_PER_APPEND = 2_000
+UNDELIVERED_FETCH = 5_000
+ANCHOR_RETRY_S = 2.0
+
+
+class BleSource(Protocol):
+    """Where frames come from: a BLE adapter, the simulator, a replay. ``run`` submits until cancelled."""
+
+    async def run(self, submit: Callable[[Frame], Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    undelivered: int
+    unbatched: int
+    unpublished_batches: int
+    anchors_open: int
+    unpublished_receipts: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.undelivered or self.unbatched or self.unpublished_batches or self.anchors_open
+                    or self.unpublished_receipts)
+
+
+class Gateway:
+    """Owns the pipeline tasks. Create, ``await start()``, feed ``submit``, ``await stop()``."""
+
+    def __init__(self, cfg: GatewayConfig, journal: SqliteJournal, publisher: Publisher, signer: Signer,
+                 chain: ChainClient | None) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.region, cfg.gateway_id)
+        self.journal = journal
+        self.publisher = publisher
+        self.signer = signer
+        self.chain = chain
+        self.metrics = Metrics()
+        self._frames: asyncio.Queue[tuple[Frame, int]] = asyncio.Queue(INGEST_QUEUE_FRAMES)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="tiyi-journal")
+        self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="tiyi-chain")
+        self._wake_publish = asyncio.Event()
+        self._wake_batch = asyncio.Event()
+        self._wake_anchor = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cursor = 0
+        self._acked: list[int] = []
+        self._inflight_batches: set[int] = set()
+        self._inflight_receipts: set[int] = set()
+        self._unbatched_since: float | None = None
+        self._flush_all = False
+        self._stopping = False
+        self._generation = 0
+        self.last_error: str | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self.publisher.on_connect = self._on_connect
+        await self.publisher.start()
+        loops = [self._ingest_loop, self._publish_loop, self._ack_loop, self._batch_loop]
+        if self.chain is not None:
+            loops.append(self._anchor_loop)
+        self._tasks = [asyncio.create_task(f(), name=f.__name__) for f in loops]
+        log.info("gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region,
+                 self.journal.next_seq)
+
+    async def submit(self, frame: Frame) -> None:
+        """Hand a received frame to the pipeline; stamps the gateway receive time now."""
+        self.metrics.frames_in += 1
+        await self._frames.put((frame, wall_ms()))
+
+    async def backlog(self) -> Backlog:
+        st = await self._run(self.journal.stats)
+        rng = await self._run(self.journal.unbatched_range)
+        unbatched = 0 if rng is None else rng[1] - rng[0] + 1
+        return Backlog(undelivered=st.undelivered, unbatched=unbatched,
+                       unpublished_batches=st.unpublished_batches,
+                       anchors_open=sum(n for s, n in st.anchors.items() if s not in ("included", "final")),
+                       unpublished_receipts=st.unpublished_receipts)
+
+    async def drain(self, timeout: float) -> bool:
+        """Close the last batch and wait until everything is delivered, signed and anchored."""
+        self._flush_all = True
+        self._wake_batch.set()
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
+            if self._frames.empty():
+                b = await self.backlog()
+                if b.empty or (self.chain is None and not (b.undelivered or b.unbatched or b.unpublished_batches)):
+                    return True
+            self._wake_publish.set()
+            self._wake_anchor.set()
+            await asyncio.sleep(0.05)
+        return False
+
+    async def stop(self, drain_timeout: float = 30.0) -> bool:
+        """Stop cleanly: finish what was accepted (bounded by ``drain_timeout``), then say offline."""
+        drained = await self.drain(drain_timeout) if drain_timeout > 0 else False
+        self._stopping = True
+        await self._flush_acks()
+        with contextlib.suppress(Exception):
+            if self.publisher.connected:
+                fut = await self.publisher.publish(self.topics.status, self._status_payload("offline"), 1, True)
+                await asyncio.wait_for(fut, 5)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.publisher.stop()
+        await self._flush_acks()
+        self._io.shutdown(wait=True)
+        self._chain_pool.shutdown(wait=True)
+        log.info("gateway stopped (%s)", "drained" if drained else "work left in the journal for next start")
+        return drained
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def _run_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._chain_pool, fn, *args)
+
+    # ---------------------------------------------------------------- ingest
+    async def _ingest_loop(self) -> None:
+        linger = self.cfg.publish.linger_ms / 1000
+        while True:
+            first = await self._frames.get()
+            items = [first]
+            deadline = monotonic() + linger
+            while len(items) < MAX_FRAMES_PER_APPEND:
+                try:
+                    items.append(self._frames.get_nowait())
+                except asyncio.QueueEmpty:
+                    left = deadline - monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        items.append(await asyncio.wait_for(self._frames.get(), left))
+                    except TimeoutError:
+                        break
+            await self._accept(items)
+
+    async def _accept(self, items: list[tuple[Frame, int]]) -> None:
+        seq = self.journal.next_seq
+        records: list[Record] = []
+        for frame, t in items:
+            try:
+                readings = decode(frame.char, frame.data)
+            except UnknownCharacteristic:
+                self.metrics.unknown_frames += 1
+                continue
+            except (MalformedFrame, EdgeError) as exc:
+                self.metrics.malformed_frames += 1
+                if self.metrics.malformed_frames <= 10 or self.metrics.malformed_frames % 1000 == 0:
+                    log.warning("malformed frame from %s on 0x%04X (%d so far): %s", frame.dev, frame.char,
+                                self.metrics.malformed_frames, exc)
+                continue
+            for r in readings:
+                records.append(Record(gw=self.cfg.gateway_id, seq=seq, dev=frame.dev, t=t, kind=r.kind,
+                                      val=r.val, raw=frame.data, salt=secrets.token_bytes(SALT_BYTES), q=r.q))
+                seq += 1
+        if not records:
+            return
+        while True:
+            try:
+                await self._run(self.journal.append, records)
+                break
+            except JournalError as exc:
+                # Nothing was written and no seq was consumed: refuse loudly, retry the same records.
+                self.metrics.journal_errors += 1
+                self.last_error = f"journal: {exc}"
+                log.error("journal refused %d records (%s); retrying in 1 s", len(records), exc)
+                await asyncio.sleep(1.0)
+        self.metrics.records += len(records)
+        self._wake_publish.set()
+        self._wake_batch.set()
+
+    # ---------------------------------------------------------------- publish
+    def _status_payload(self, state: str) -> bytes:
+        return cbor.dumps({"state": state, "t": wall_ms(), "gw": self.cfg.gateway_id})
+
+    async def _on_connect(self) -> None:
+        """Birth on every (re)connect: retained key and status, then re-send from the journal."""
+        self._generation += 1
+        self._cursor = 0
+        self._inflight_batches.clear()
+        self._inflight_receipts.clear()
+        key = cbor.dumps({"key_id": self.signer.key_id, "pem": self.signer.public_key_pem()})
+        await self.publisher.publish(self.topics.key, key, 1, True)
+        await self.publisher.publish(self.topics.status, self._status_payload("online"), 1, True)
+        self._wake_publish.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            try:
+                await self.publisher.wait_connected(None)
+                did = await self._publish_once()
+            except PublishError as exc:
+                self.metrics.publish_failures += 1
+                log.debug("publish interrupted: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if not did:
+                self._wake_publish.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_publish.wait(), 0.5)
+
+    async def _publish_once(self) -> bool:
+        gen = self._generation
+        did = False
+        rows = await self._run(self.journal.undelivered, self._cursor, UNDELIVERED_FETCH)
+        if rows:
+            did = True
+            by_dev: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+            for seq, dev, data in rows:
+                by_dev[dev].append((seq, data))
+            per_msg = self.cfg.publish.max_records_per_message
+            for dev, items in by_dev.items():
+                for i in range(0, len(items), per_msg):
+                    chunk = items[i:i + per_msg]
+                    fut = await self.publisher.publish(self.topics.data(dev),
+                                                       encode_data_message([d for _, d in chunk]), 1, False)
+                    fut.add_done_callback(self._on_data_ack([s for s, _ in chunk], gen))
+                    self.metrics.messages_published += 1
+            if gen == self._generation:
+                self._cursor = rows[-1][0]
+        for batch, payload in await self._run(self.journal.unpublished_batches):
+            if batch in self._inflight_batches:
+                continue
+            did = True
+            self._inflight_batches.add(batch)
+            fut = await self.publisher.publish(self.topics.batch, payload, 1, False)
+            fut.add_done_callback(self._on_batch_ack(batch))
+        for batch, payload in await self._run(self.journal.unpublished_receipts):
+            if batch in self._inflight_receipts:
+                continue
+            did = True
+            self._inflight_receipts.add(batch)
+            fut = await self.publisher.publish(self.topics.anchor, payload, 1, False)
+            fut.add_done_callback(self._on_receipt_ack(batch))
+        return did
+
+    def _on_data_ack(self, seqs: list[int], gen: int) -> Callable[[asyncio.Future[None]], None]:
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self.metrics.publish_failures += 1
+                return
+            self._acked.extend(seqs)
+            self.metrics.records_delivered += len(seqs)
+        return done
+
+    def _on_batch_ack(self, batch: int) -> Callable[[asyncio.Future[None]], None]:
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._inflight_batches.discard(batch)
+                return
+            self.metrics.batches_published += 1
+            asyncio.ensure_future(self._run(self.journal.mark_batch_published, batch))
+        return done
+
+    def _on_receipt_ack(self, batch: int) -> Callable[[asyncio.Future[None]], None]:
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._inflight_receipts.discard(batch)
+                return
+            self.metrics.receipts_published += 1
+            asyncio.ensure_future(self._run(self.journal.mark_receipt_published, batch))
+        return done
+
+    async def _flush_acks(self) -> None:
+        if self._acked:
+            seqs, self._acked = self._acked, []
+            try:
+                await self._run(self.journal.mark_delivered, seqs)
+            except (JournalError, RuntimeError) as exc:
+                # Losing these marks only causes identical re-sends after a restart.
+                log.warning("could not record %d deliveries: %s", len(seqs), exc)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            await self._flush_acks()
+
+    # ---------------------------------------------------------------- batches
+    async def _batch_loop(self) -> None:
+        while True:
+            self._wake_batch.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_batch.wait(), 0.1)
+            try:
+                while await self._maybe_close_batch():
+                    pass
+            except JournalError as exc:
+                self.metrics.journal_errors += 1
+                log.error("could not close a batch: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _maybe_close_batch(self) -> bool:
+        rng = await self._run(self.journal.unbatched_range)
+        if rng is None:
+            self._unbatched_since = None
+            return False
+        first, last = rng
+        now = monotonic()
+        if self._unbatched_since is None:
+            self._unbatched_since = now
+        n = last - first + 1
+        max_n = self.cfg.batch.max_records
+        if n >= max_n:
+            last = first + max_n - 1
+        elif not (self._flush_all or now - self._unbatched_since >= self.cfg.batch.max_age_s):
+            return False
+        await self._close_batch(first, last)
+        self._unbatched_since = None if last == rng[1] else now
+        return True
+
+    async def _close_batch(self, first: int, last: int) -> None:
+        records = await self._run(self.journal.records, first, last)
+        prev_row = await self._run(self.journal.last_batch)
+        number = 1 if prev_row is None else prev_row.batch + 1
+        prev = GENESIS_PREV if prev_row is None else prev_row.digest
+        manifest = build_manifest(self.cfg.gateway_id, number, first, records, prev, wall_ms())
+        signed = await asyncio.get_running_loop().run_in_executor(None, sign_manifest, manifest, self.signer)
+        await self._run(self.journal.add_batch, manifest, signed)
+        self.metrics.batches += 1
+        log.info("batch %d closed: seq %d..%d (%d records), root %s", number, first, last, manifest.count,
+                 manifest.root.hex()[:16])
+        self._wake_publish.set()
+        self._wake_anchor.set()
+
+    # ---------------------------------------------------------------- anchoring
+    async def _anchor_loop(self) -> None:
+        while True:
+            self._wake_anchor.clear()
+            try:
+                busy = await self._anchor_once()
+            except AnchoringError as exc:
+                self.metrics.chain_errors += 1
+                self.last_error = f"chain: {exc}"
+                log.warning("anchoring paused: %s (retrying in %.0f s)", exc, ANCHOR_RETRY_S)
+                await asyncio.sleep(ANCHOR_RETRY_S)
+                continue
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_anchor.wait(), self.cfg.chain.poll_s)
+
+    async def _anchor_once(self) -> bool:
+        chain = self.chain
+        assert chain is not None
+        jobs = await self._run(self.journal.anchor_jobs, ("pending", "signed", "submitted"))
+        progressed = False
+        for job in jobs:
+            if job.state == "pending":
+                tx = await self._run_chain(chain.prepare_anchor, job.root, self.cfg.gateway_id, job.batch, job.count)
+                # Keep the signed transaction before sending, so a resubmission is the same transaction.
+                await self._run(self.journal.set_anchor_state, job.batch, "signed", tx.raw, tx.tx_hash)
+                await self._run_chain(chain.send, tx)
+                await self._run(self.journal.set_anchor_state, job.batch, "submitted")
+                self.metrics.anchors_submitted += 1
+                progressed = True
+            elif job.state == "signed":
+                assert job.raw_tx is not None and job.tx_hash is not None
+                await self._run_chain(chain.send_raw, job.raw_tx)
+                await self._run(self.journal.set_anchor_state, job.batch, "submitted")
+                progressed = True
+            else:
+                assert job.tx_hash is not None
+                rec = await self._run_chain(chain.receipt, job.tx_hash)
+                if rec is None:
+                    continue
+                if not rec.ok:
+                    self.metrics.chain_errors += 1
+                    log.error("anchor tx for batch %d failed on chain; preparing a new one", job.batch)
+                    await self._run(self.journal.set_anchor_state, job.batch, "pending")
+                    progressed = True
+                    continue
+                receipt = AnchorReceipt(gw=self.cfg.gateway_id, batch=job.batch, root=job.root,
+                                        chain_id=chain.chain_id, contract=chain.contract, tx=job.tx_hash,
+                                        block=rec.block_number, status="included")
+                await self._run(self.journal.set_anchor_state, job.batch, "included", None, None, bytes(receipt))
+                self.metrics.anchors_included += 1
+                self._wake_publish.set()
+                progressed = True
+        return progressed
