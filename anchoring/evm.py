@@ -1,0 +1,181 @@
+"""``EvmChainClient``: anchoring over the Ethereum JSON-RPC through web3.py.
+
+The same class serves any provider: ``Web3(HTTPProvider(url))`` for ganache, FISCO BCOS >= 3.9's Web3
+RPC (non-国密 chains), Besu or Quorum, and ``Web3(EthereumTesterProvider())`` in-process. The gateway
+signs its own legacy (type-0) transactions with explicit gas, which every one of these accepts, and
+pays whatever ``eth_gasPrice`` says (0 on FISCO-like chains).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from eth_account import Account
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.logs import DISCARD
+from web3.types import TxParams
+
+from anchoring.chain import AnchorInfo, SignedTx, TxReceipt, anchor_artifact
+from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, TransactionFailed
+
+log = logging.getLogger("tiyi.chain")
+T = TypeVar("T")
+
+ANCHOR_GAS = 250_000
+DEPLOY_GAS = 1_500_000
+RPC_TIMEOUT_S = 10
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Map transport failures to ``ChainUnavailable`` so callers back off and retry."""
+    try:
+        return fn()
+    except AnchoringError:
+        raise
+    except (OSError, TimeoutError) as exc:
+        raise ChainUnavailable(f"chain node unreachable: {exc}") from exc
+    except Exception as exc:
+        # requests' ConnectionError derives from OSError; anything else from the transport is a node problem.
+        name = type(exc).__module__
+        if name.startswith(("requests", "urllib3", "aiohttp")):
+            raise ChainUnavailable(f"chain node unreachable: {exc}") from exc
+        raise
+
+
+class EvmChainClient:
+    def __init__(self, w3: Web3, account_key: bytes, contract: str | bytes | None = None,
+                 gas_limit: int = ANCHOR_GAS) -> None:
+        self.w3 = w3
+        self.account = Account.from_key(account_key)
+        self.gas_limit = gas_limit
+        self._chain_id: int = _guard(lambda: int(w3.eth.chain_id))
+        self._nonce: int | None = None
+        art = anchor_artifact()
+        self._abi = art["abi"]
+        if contract is None:
+            address = self.deploy()
+        else:
+            address = contract if isinstance(contract, str) else "0x" + contract.hex()
+        self._contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=self._abi)
+
+    @classmethod
+    def connect(cls, url: str, account_key: bytes, contract: str | bytes | None = None) -> EvmChainClient:
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
+        return cls(w3, account_key, contract)
+
+    @classmethod
+    def reader(cls, url: str, contract: str | bytes) -> EvmChainClient:
+        """A read-only client for verification: a throwaway key that never signs anything."""
+        return cls.connect(url, secrets.token_bytes(32), contract)
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    @property
+    def contract(self) -> bytes:
+        return bytes.fromhex(self._contract.address[2:])
+
+    @property
+    def account_address(self) -> str:
+        return str(self.account.address)
+
+    # ------------------------------------------------------------------ transactions
+    def _gas_price(self) -> int:
+        return _guard(lambda: int(self.w3.eth.gas_price))
+
+    def _next_nonce(self) -> int:
+        if self._nonce is None:
+            self._nonce = _guard(lambda: int(self.w3.eth.get_transaction_count(self.account.address, "pending")))
+        n = self._nonce
+        self._nonce += 1
+        return n
+
+    def resync_nonce(self) -> None:
+        """Forget the local nonce (after a failed send) so the next one comes from the node."""
+        self._nonce = None
+
+    def _params(self, gas: int) -> TxParams:
+        return cast(TxParams, {"from": self.account.address, "nonce": self._next_nonce(), "gas": gas,
+                               "gasPrice": self._gas_price(), "chainId": self._chain_id})
+
+    def _sign(self, tx: Any) -> SignedTx:
+        signed = self.account.sign_transaction(tx)
+        return SignedTx(raw=bytes(signed.raw_transaction), tx_hash=bytes(signed.hash), nonce=int(tx["nonce"]))
+
+    def deploy(self) -> str:
+        """Deploy the committed Anchor bytecode; the address comes from the receipt (FISCO < 3.12 derives
+        addresses differently, so never compute it locally)."""
+        factory = self.w3.eth.contract(abi=self._abi, bytecode=anchor_artifact()["bytecode"])
+        tx = factory.constructor().build_transaction(self._params(DEPLOY_GAS))
+        stx = self._sign(tx)
+        self.send(stx)
+        rec = _guard(lambda: self.w3.eth.wait_for_transaction_receipt(HexBytes(stx.tx_hash), timeout=60))
+        if rec["status"] != 1 or not rec.get("contractAddress"):
+            raise TransactionFailed("Anchor contract deployment failed")
+        address = str(rec["contractAddress"])
+        log.info("deployed Anchor at %s (block %d)", address, rec["blockNumber"])
+        return address
+
+    def prepare_anchor(self, root: bytes, gw: str, batch: int, count: int) -> SignedTx:
+        if self.lookup(root) is not None:
+            raise AlreadyAnchored(f"root {root.hex()} is already anchored")
+        fn = self._contract.functions.anchor(root, gw, batch, count)
+        tx = fn.build_transaction(self._params(self.gas_limit))
+        return self._sign(tx)
+
+    def send(self, tx: SignedTx) -> None:
+        self.send_raw(tx.raw)
+
+    def send_raw(self, raw: bytes) -> None:
+        """Submit a signed transaction; re-sending one the node already has is not an error."""
+        try:
+            _guard(lambda: self.w3.eth.send_raw_transaction(raw))
+        except ChainUnavailable:
+            raise
+        except Exception as exc:  # nodes and eth-tester report rejections with assorted types
+            text = str(exc).lower()
+            if "already known" in text or "already imported" in text or "known transaction" in text:
+                return
+            if "nonce too low" in text or "nonce is too low" in text or "invalid transaction nonce" in text:
+                # Either this very transaction was mined already (the receipt will show it) or the
+                # nonce was used by another; the queue notices the latter when no receipt appears.
+                return
+            self.resync_nonce()
+            raise TransactionFailed(f"node rejected the transaction: {exc}") from exc
+
+    def receipt(self, tx_hash: bytes) -> TxReceipt | None:
+        try:
+            rec = _guard(lambda: self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
+        except TransactionNotFound:
+            return None
+        if rec is None or rec.get("blockNumber") is None:
+            return None
+        return TxReceipt(tx_hash=bytes(tx_hash), ok=rec["status"] == 1, block_number=int(rec["blockNumber"]),
+                         block_hash=bytes(rec["blockHash"]), logs=tuple(rec["logs"]))
+
+    def anchored_in(self, receipt: TxReceipt, root: bytes) -> AnchorInfo | None:
+        events = self._contract.events.Anchored().process_receipt({"logs": list(receipt.logs)}, errors=DISCARD)
+        for ev in events:
+            if bytes(ev["args"]["root"]) == root and ev["address"] == self._contract.address:
+                a = ev["args"]
+                return AnchorInfo(int(a["blockNumber"]), str(a["gw"]), int(a["batch"]), int(a["count"]))
+        return None
+
+    # ------------------------------------------------------------------ reads
+    def lookup(self, root: bytes) -> AnchorInfo | None:
+        try:
+            block, gw, batch, count = _guard(lambda: self._contract.functions.anchorInfo(root).call())
+        except ContractLogicError as exc:
+            raise TransactionFailed(f"anchorInfo call reverted: {exc}") from exc
+        if int(block) == 0:
+            return None
+        return AnchorInfo(int(block), str(gw), int(batch), int(count))
+
+    def block_number(self) -> int:
+        return _guard(lambda: int(self.w3.eth.block_number))
