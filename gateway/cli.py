@@ -84,7 +84,8 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       description="Generate an SM2 key pair that OpenSSL reads and writes. The private key file is "
                                   "created 0600 in a 0700 directory; an existing key is never overwritten unless "
                                   "--force is given.")
-    g.add_argument("--dir", type=Path, default=Path("/var/lib/tiyi/keys"), help="directory (default /var/lib/tiyi/keys)")
+    g.add_argument("--dir", type=Path, default=Path("/var/lib/tiyi/keys"),
+                   help="directory (default /var/lib/tiyi/keys)")
     g.add_argument("--force", action="store_true", help="replace an existing key (the old one is lost)")
     s = ks.add_parser("show", help="print the public key and key id of a private key file")
     s.add_argument("path", type=Path)
@@ -137,13 +138,11 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             text = text[2:]
         data = bytes.fromhex(text)
         readings = decode(char, data)
-    except ValueError as exc:
-        if not isinstance(exc, EdgeError):
-            exc = EdgeError(f"payload is not valid hex: {exc}")
-        print(f"tiyi decode: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except EdgeError as exc:
         print(f"tiyi decode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"tiyi decode: payload is not valid hex: {exc}", file=sys.stderr)
         return EXIT_USAGE
     out = [{"kind": r.kind, "val": r.val, **({"q": list(r.q)} if r.q else {})} for r in readings]
     print(json.dumps(out if len(out) != 1 else out[0], indent=2))

@@ -211,12 +211,14 @@ class _LoopClient:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, s.backoff_max)
                 continue
-            try:
-                await asyncio.wait_for(self._connected.wait(), s.connect_timeout)
-            except TimeoutError:
-                if not self._dropped.is_set():
-                    self.last_error = f"no CONNACK from {s.url} within {s.connect_timeout} s"
-                    log.warning("%s", self.last_error)
+            waiters = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._dropped)]
+            _done, pending = await asyncio.wait(waiters, timeout=s.connect_timeout,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+            if not (self._connected.is_set() or self._dropped.is_set()):
+                self.last_error = f"no CONNACK from {s.url} within {s.connect_timeout} s"
+                log.warning("%s", self.last_error)
             if not self._connected.is_set():
                 self._teardown(client, "not connected")
                 if self.settings.protocol == "auto" and self._use_v5 and self.protocol_in_use is None:

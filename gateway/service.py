@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -97,6 +97,8 @@ class Gateway:
         self._stopping = False
         self._generation = 0
         self.last_error: str | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        self._unsettled = 0  # frames submitted but not yet journaled or rejected
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -112,6 +114,7 @@ class Gateway:
     async def submit(self, frame: Frame) -> None:
         """Hand a received frame to the pipeline; stamps the gateway receive time now."""
         self.metrics.frames_in += 1
+        self._unsettled += 1
         await self._frames.put((frame, wall_ms()))
 
     async def backlog(self) -> Backlog:
@@ -129,7 +132,7 @@ class Gateway:
         self._wake_batch.set()
         deadline = monotonic() + timeout
         while monotonic() < deadline:
-            if self._frames.empty():
+            if self._unsettled == 0:
                 b = await self.backlog()
                 if b.empty or (self.chain is None and not (b.undelivered or b.unbatched or b.unpublished_batches)):
                     return True
@@ -203,6 +206,7 @@ class Gateway:
                                       val=r.val, raw=frame.data, salt=secrets.token_bytes(SALT_BYTES), q=r.q))
                 seq += 1
         if not records:
+            self._unsettled -= len(items)
             return
         while True:
             try:
@@ -215,6 +219,7 @@ class Gateway:
                 log.error("journal refused %d records (%s); retrying in 1 s", len(records), exc)
                 await asyncio.sleep(1.0)
         self.metrics.records += len(records)
+        self._unsettled -= len(items)
         self._wake_publish.set()
         self._wake_batch.set()
 
@@ -298,7 +303,7 @@ class Gateway:
                 self._inflight_batches.discard(batch)
                 return
             self.metrics.batches_published += 1
-            asyncio.ensure_future(self._run(self.journal.mark_batch_published, batch))
+            self._spawn(self._run(self.journal.mark_batch_published, batch))
         return done
 
     def _on_receipt_ack(self, batch: int) -> Callable[[asyncio.Future[None]], None]:
@@ -307,8 +312,13 @@ class Gateway:
                 self._inflight_receipts.discard(batch)
                 return
             self.metrics.receipts_published += 1
-            asyncio.ensure_future(self._run(self.journal.mark_receipt_published, batch))
+            self._spawn(self._run(self.journal.mark_receipt_published, batch))
         return done
+
+    def _spawn(self, aw: Awaitable[None]) -> None:
+        fut = asyncio.ensure_future(aw)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
 
     async def _flush_acks(self) -> None:
         if self._acked:

@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 from anchoring.capture import read_capture, write_capture_item
+from anchoring.errors import CaptureError
 from anchoring.receipt import AnchorReceipt
 from anchoring.stream_verifier import StreamVerifier
 from edge.signing import Verifier
@@ -40,7 +41,7 @@ def _trusted_keys(paths: list[Path]) -> dict[str, Verifier] | None:
     return keys
 
 
-async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: IO[bytes] | None) -> int:
+async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
     topic = f"tiyi/v1/{args.region}/{args.gateway}/#"
     settings = BrokerSettings.from_url(args.broker, client_id=f"tiyi-verify-{int(time.time())}")
     count = 0
@@ -101,14 +102,16 @@ def verify_main(args: argparse.Namespace) -> int:
         try:
             with args.capture.open("rb") as fh:
                 n = 0
-                for item in read_capture(fh):
+                for n, item in enumerate(read_capture(fh), start=1):  # noqa: B007 - n is the count afterwards
                     verifier.feed(item.topic, item.payload, item.retained)
-                    n += 1
         except OSError as exc:
             raise ConfigError(f"--capture {args.capture}: {exc.strerror}") from exc
+        except CaptureError as exc:
+            # Verify what was captured intact; the damage itself is reported, not hidden.
+            print(f"warning: {exc}; verifying the {n} message(s) before it", file=sys.stderr)
     else:
         with contextlib.ExitStack() as stack:
-            save = stack.enter_context(args.save.open("ab")) if args.save else None
+            save: BinaryIO | None = stack.enter_context(args.save.open("ab")) if args.save else None
             n = asyncio.run(_listen(args, verifier, save))
     report = verifier.report(check_anchor=_anchor_checker(args.rpc), require_complete=args.require_complete)
     if args.json:
