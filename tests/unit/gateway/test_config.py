@@ -1,0 +1,47 @@
+"""Configuration: defaults that work, and errors that name the file and the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig, load_config, parse_config
+from gateway.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "gateway.example.toml"
+
+
+def test_empty_config_gives_working_defaults() -> None:
+    cfg = parse_config({})
+    assert cfg == GatewayConfig().validated()
+    assert cfg.batch.max_records == 1000 and cfg.mqtt.url.startswith("mqtt://")
+
+
+def test_example_config_parses() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.chain.kind == "evm" and cfg.gateway_id
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ({"gateway": {"idd": "x"}}, "unknown setting \\[gateway\\] idd"),
+    ({"mqtt": {"url": 5}}, "must be a string"),
+    ({"batch": {"max_records": 0}}, "max_records"),
+    ({"batch": {"max_records": "10"}}, "must be an integer"),
+    ({"chain": {"kind": "evm"}}, "chain.url"),
+    ({"chain": {"kind": "bitcoin"}}, "kind must be one of"),
+    ({"gateway": {"id": "a/b"}}, "gateway.id"),
+    ({"nonsense": {}}, "unknown section"),
+])
+def test_errors_name_the_setting(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config(data, "test.toml")
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text("[gateway\nid=")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")

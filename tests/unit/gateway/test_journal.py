@@ -1,0 +1,110 @@
+"""The journal keeps exact bytes, continuous seqs, batch continuity and the anchor queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
+from edge.record import Record
+from edge.sm2 import generate_signer
+from gateway.errors import JournalError
+from gateway.journal import SqliteJournal
+
+SIGNER = generate_signer()
+
+
+def rec(seq: int, gw: str = "gw-1", dev: str = "dev-1") -> Record:
+    return Record(gw=gw, seq=seq, dev=dev, t=1_700_000_000_000 + seq, kind="heart_rate",
+                  val={"heart_rate": 60 + seq % 50}, raw=bytes([0, 60 + seq % 50]), salt=seq.to_bytes(16, "big"))
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> SqliteJournal:
+    return SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+
+
+def test_append_and_read_back_exact_bytes(journal: SqliteJournal) -> None:
+    records = [rec(i) for i in range(1, 11)]
+    journal.append(records)
+    assert journal.next_seq == 11
+    assert journal.records(1, 10) == [bytes(r) for r in records]
+    assert [s for s, _, _ in journal.undelivered(0, 100)] == list(range(1, 11))
+
+
+@pytest.mark.parametrize("bad", [[rec(2)], [rec(1), rec(3)], [rec(1, gw="gw-2")]])
+def test_seq_continuity_and_gateway_enforced(journal: SqliteJournal, bad: list[Record]) -> None:
+    with pytest.raises(JournalError):
+        journal.append(bad)
+    assert journal.next_seq == 1
+    assert journal.stats().records == 0
+
+
+def test_seq_survives_reopen(tmp_path: Path) -> None:
+    j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    j.append([rec(1), rec(2)])
+    j.close()
+    j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    assert j.next_seq == 3
+    with pytest.raises(JournalError):
+        j.append([rec(2)])
+
+
+def test_journal_of_another_gateway_refused(tmp_path: Path) -> None:
+    SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1").close()
+    with pytest.raises(JournalError, match="belongs to gateway"):
+        SqliteJournal.open(tmp_path / "j.sqlite3", "gw-2")
+
+
+def test_delivery_marks(journal: SqliteJournal) -> None:
+    journal.append([rec(i) for i in range(1, 6)])
+    journal.mark_delivered([2, 4])
+    assert [s for s, _, _ in journal.undelivered(0, 10)] == [1, 3, 5]
+    assert [s for s, _, _ in journal.undelivered(3, 10)] == [5]
+
+
+def _batch(journal: SqliteJournal, number: int, first: int, last: int, prev: bytes):  # type: ignore[no-untyped-def]
+    m = build_manifest("gw-1", number, first, journal.records(first, last), prev, 1)
+    return m, sign_manifest(m, SIGNER)
+
+
+def test_batches_must_chain(journal: SqliteJournal) -> None:
+    journal.append([rec(i) for i in range(1, 11)])
+    assert journal.unbatched_range() == (1, 10)
+    m1, s1 = _batch(journal, 1, 1, 4, GENESIS_PREV)
+    journal.add_batch(m1, s1)
+    assert journal.unbatched_range() == (5, 10)
+    bad_prev, sb = _batch(journal, 2, 5, 8, GENESIS_PREV)
+    with pytest.raises(JournalError, match="prev"):
+        journal.add_batch(bad_prev, sb)
+    gap, sg = _batch(journal, 2, 6, 8, m1.digest)
+    with pytest.raises(JournalError, match="continuity"):
+        journal.add_batch(gap, sg)
+    m2, s2 = _batch(journal, 2, 5, 10, m1.digest)
+    journal.add_batch(m2, s2)
+    assert journal.unbatched_range() is None
+    last = journal.last_batch()
+    assert last is not None and (last.batch, last.last_seq, last.digest) == (2, 10, m2.digest)
+
+
+def test_anchor_queue_lifecycle(journal: SqliteJournal) -> None:
+    journal.append([rec(i) for i in range(1, 4)])
+    m, s = _batch(journal, 1, 1, 3, GENESIS_PREV)
+    journal.add_batch(m, s)
+    assert journal.unpublished_batches() == [(1, bytes(s))]
+    journal.mark_batch_published(1)
+    (job,) = journal.anchor_jobs(["pending"])
+    assert (job.batch, job.root, job.count) == (1, m.root, 3)
+    journal.set_anchor_state(1, "signed", b"raw", b"h" * 32)
+    journal.set_anchor_state(1, "submitted")
+    (job,) = journal.anchor_jobs(["submitted"])
+    assert job.raw_tx == b"raw" and job.tx_hash == b"h" * 32
+    journal.set_anchor_state(1, "pending")  # the tx failed: a fresh one will be prepared
+    (job,) = journal.anchor_jobs(["pending"])
+    assert job.raw_tx is None and job.attempts == 1
+    journal.set_anchor_state(1, "included", receipt=b"receipt")
+    assert journal.unpublished_receipts() == [(1, b"receipt")]
+    journal.mark_receipt_published(1)
+    st = journal.stats()
+    assert st.anchors == {"included": 1} and st.unpublished_receipts == 0
