@@ -142,10 +142,14 @@ class EvmChainClient:
             text = str(exc).lower()
             if "already known" in text or "already imported" in text or "known transaction" in text:
                 return
-            if "nonce too low" in text or "nonce is too low" in text or "invalid transaction nonce" in text:
-                # Either this very transaction was mined already (the receipt will show it) or the
-                # nonce was used by another; the queue notices the latter when no receipt appears.
-                return
+            if any(p in text for p in ("nonce too low", "nonce is too low", "invalid transaction nonce",
+                                       "correct nonce")):
+                # Fine if this very transaction is already mined; otherwise its nonce went to another one
+                # and the queue must prepare a fresh transaction.
+                if self.receipt(bytes(Web3.keccak(raw))) is not None:
+                    return
+                self.resync_nonce()
+                raise TransactionFailed(f"nonce already used by another transaction: {exc}") from exc
             self.resync_nonce()
             raise TransactionFailed(f"node rejected the transaction: {exc}") from exc
 

@@ -17,7 +17,7 @@ from typing import Any
 from anchoring.errors import ReceiptError
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
-from edge.errors import EdgeError
+from edge.errors import CodecError, EdgeError
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest
 from edge.merkle import merkle_root
 from edge.record import Record, decode_data_message
@@ -188,7 +188,10 @@ class StreamVerifier:
                 m = cbor.expect_map(cbor.loads(payload), "key message", {"key_id", "pem"})
                 st.key_id = cbor.field(m, "key_id", str, "key")
                 st.key_pem = cbor.field(m, "pem", str, "key")
-            # status: informational only
+            else:  # status: informational, but it must still be well formed
+                m = cbor.loads(payload)
+                if not isinstance(m, dict) or m.get("state") not in ("online", "offline"):
+                    raise CodecError("status message must be a map with state online|offline")
         except (EdgeError, ReceiptError) as exc:
             self._note(st, Reason.MALFORMED, f"{topic}: {exc}", t.gw)
 

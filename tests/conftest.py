@@ -78,3 +78,48 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GANACHE = ROOT / "tools" / "node_modules" / "ganache" / "dist" / "node" / "cli.js"
+
+
+@dataclass
+class Ganache:
+    """A real JSON-RPC EVM node (ganache 7.9.2) configured like a FISCO BCOS chain: legacy transactions,
+    no base fee, gas price 0 so an unfunded account can send."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    block_time: float = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = ["node", str(GANACHE), "--host", "127.0.0.1", "--port", str(self.port), "--chain.chainId", "20200",
+                "--chain.hardfork", "berlin", "--miner.defaultGasPrice", "0", "--logging.quiet",
+                "--wallet.totalAccounts", "1"]
+        if self.block_time:
+            args += ["--miner.blockTime", str(self.block_time)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def ganache() -> Iterator[Ganache]:
+    if not GANACHE.exists():
+        pytest.fail("ganache is not installed: run `make test` (it runs npm ci in tools/)")
+    node = Ganache(port=free_port())
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -1,0 +1,55 @@
+"""Anchor receipts and capture files: exact round trips, strict rejection, damage reported not hidden."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anchoring.capture import read_capture, write_capture_item
+from anchoring.errors import CaptureError, ReceiptError
+from anchoring.receipt import AnchorReceipt
+from edge import cbor
+
+R = AnchorReceipt("gw-1", 3, b"\x01" * 32, 20200, b"\x02" * 20, b"\x03" * 32, 77)
+
+
+def test_receipt_round_trip_is_canonical() -> None:
+    data = bytes(R)
+    assert AnchorReceipt.from_bytes(data) == R
+    assert cbor.loads(data)["status"] == "included"
+
+
+@pytest.mark.parametrize("change", [{"root": b"\x01" * 31}, {"contract": b""}, {"block": -1}, {"status": "maybe"},
+                                    {"gw": "a b"}, {"batch": True}])
+def test_receipt_rejects_bad_fields(change: dict[str, object]) -> None:
+    m = cbor.loads(bytes(R))
+    m.update(change)
+    with pytest.raises(ReceiptError):
+        AnchorReceipt.from_bytes(cbor.dumps(m))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_receipt_fuzz(data: bytes) -> None:
+    try:
+        AnchorReceipt.from_bytes(data)
+    except ReceiptError:
+        pass
+
+
+def test_capture_round_trip_and_truncation() -> None:
+    buf = io.BytesIO()
+    for i in range(5):
+        write_capture_item(buf, f"t/{i}", bytes([i]) * i, i % 2 == 0, 1000 + i)
+    whole = buf.getvalue()
+    items = list(read_capture(io.BytesIO(whole)))
+    assert [(x.topic, x.payload, x.retained, x.t_ms) for x in items] == [
+        (f"t/{i}", bytes([i]) * i, i % 2 == 0, 1000 + i) for i in range(5)]
+    got = []
+    with pytest.raises(CaptureError, match="item 4"):
+        for item in read_capture(io.BytesIO(whole[:-2])):
+            got.append(item)
+    assert len(got) == 4

@@ -1,0 +1,227 @@
+"""The platform-side verifier accepts an honest stream and names each forgery by its reason."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anchoring.receipt import AnchorReceipt
+from anchoring.stream_verifier import Reason, StreamVerifier
+from edge import cbor
+from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
+from edge.record import Record, encode_data_message
+from edge.sm2 import N, Sm2Signer, decode_signature, encode_signature, generate_signer, load_public_key_pem
+from edge.topics import Topics
+
+GW = "gw-test"
+T = Topics("shenzhen", GW)
+SIGNER = generate_signer()
+OTHER = generate_signer()
+
+
+def record(seq: int) -> bytes:
+    return bytes(Record(gw=GW, seq=seq, dev=f"dev-{seq % 3}", t=1_700_000_000_000 + seq, kind="heart_rate",
+                        val={"heart_rate": 60 + seq}, raw=bytes([0, 60 + seq]),
+                        salt=random.Random(seq).randbytes(16)))
+
+
+@dataclass
+class Stream:
+    """An honest gateway's output: records, signed batches, receipts; mutate it to forge."""
+
+    records: dict[int, bytes] = field(default_factory=dict)
+    batches: list[bytes] = field(default_factory=list)
+    receipts: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def honest(cls, n: int = 25, per_batch: int = 10, signer: Sm2Signer = SIGNER) -> Stream:
+        s = cls({i: record(i) for i in range(1, n + 1)})
+        prev, first, number = GENESIS_PREV, 1, 1
+        while first <= n:
+            last = min(n, first + per_batch - 1)
+            m = build_manifest(GW, number, first, [s.records[i] for i in range(first, last + 1)], prev, 1)
+            s.batches.append(bytes(sign_manifest(m, signer)))
+            s.receipts.append(bytes(AnchorReceipt(GW, number, m.root, 20200, b"\x11" * 20, bytes([number]) * 32,
+                                                  100 + number)))
+            prev, first, number = m.digest, last + 1, number + 1
+        return s
+
+    def feed(self, v: StreamVerifier) -> None:
+        for _seq, data in sorted(self.records.items()):
+            v.feed(T.data(Record.from_bytes(data).dev), encode_data_message([data]))
+        for b in self.batches:
+            v.feed(T.batch, b)
+        for r in self.receipts:
+            v.feed(T.anchor, r)
+
+    def verify(self, **kw: object) -> set[Reason]:
+        v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+        self.feed(v)
+        report = v.report(**kw)  # type: ignore[arg-type]
+        return {p.reason for p in report.problems}
+
+
+def test_honest_stream_verifies() -> None:
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    Stream.honest().feed(v)
+    report = v.report(require_complete=True)
+    assert report.ok, report.summary()
+    g = report.gateways[GW]
+    assert (g.records, g.batches_verified, g.anchors_verified, g.records_in_verified_batches) == (25, 3, 3, 25)
+
+
+def test_order_of_arrival_does_not_matter() -> None:
+    s = Stream.honest()
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    msgs = [(T.data(f"dev-{q % 3}"), encode_data_message([d])) for q, d in s.records.items()]
+    msgs += [(T.batch, b) for b in s.batches] + [(T.anchor, r) for r in s.receipts]
+    random.Random(1).shuffle(msgs)
+    for topic, payload in msgs:
+        v.feed(topic, payload)
+    assert v.report().ok
+
+
+def test_identical_duplicates_are_fine_different_ones_are_not() -> None:
+    s = Stream.honest()
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    s.feed(v)
+    s.feed(v)  # a full re-send after a reconnect
+    assert v.report().ok
+    forged = Record.from_bytes(s.records[5])
+    v.feed(T.data(forged.dev), encode_data_message([bytes(replace(forged, val={"heart_rate": 200}))]))
+    assert Reason.CONFLICTING_DUPLICATE in {p.reason for p in v.report().problems}
+
+
+def test_altered_record_byte() -> None:
+    s = Stream.honest()
+    r = Record.from_bytes(s.records[7])
+    s.records[7] = bytes(replace(r, val={"heart_rate": 180}))
+    assert Reason.ROOT_MISMATCH in s.verify()
+
+
+def test_reordered_records() -> None:
+    s = Stream.honest()
+    a, b = Record.from_bytes(s.records[3]), Record.from_bytes(s.records[4])
+    s.records[3], s.records[4] = bytes(replace(b, seq=3)), bytes(replace(a, seq=4))
+    assert Reason.ROOT_MISMATCH in s.verify()
+
+
+def test_missing_record() -> None:
+    s = Stream.honest()
+    del s.records[12]
+    assert Reason.MISSING_RECORD in s.verify()
+
+
+def test_manifest_signed_by_another_gateway_key() -> None:
+    s = Stream.honest()
+    forged = Stream.honest(signer=OTHER)
+    s.batches[1] = forged.batches[1]
+    assert Reason.UNTRUSTED_KEY in s.verify()
+
+
+def test_signature_that_does_not_verify() -> None:
+    s = Stream.honest()
+    sm = cbor.loads(s.batches[0])
+    r, sig_s = decode_signature(sm["sig"])
+    sm["sig"] = encode_signature(r, (sig_s + 1) % N)
+    s.batches[0] = cbor.dumps(sm)
+    assert Reason.BAD_SIGNATURE in s.verify()
+
+
+def test_signature_with_s_out_of_range() -> None:
+    s = Stream.honest()
+    sm = cbor.loads(s.batches[0])
+    r, sig_s = decode_signature(sm["sig"])
+    sm["sig"] = encode_signature(r, sig_s + N)
+    s.batches[0] = cbor.dumps(sm)
+    assert Reason.BAD_SIGNATURE in s.verify()
+
+
+def test_signature_made_with_another_sm2_id() -> None:
+    s = Stream.honest()
+    sm = cbor.loads(s.batches[0])
+    sm["sig"] = SIGNER.sign(sm["manifest"], uid=b"")
+    s.batches[0] = cbor.dumps(sm)
+    assert Reason.BAD_SIGNATURE in s.verify()
+
+
+def test_replayed_old_batch_breaks_the_chain() -> None:
+    s = Stream.honest(n=30)
+    # Batch 3 replaced by a re-signed copy of batch 2's content under number 3.
+    m2 = cbor.loads(cbor.loads(s.batches[1])["manifest"])
+    m2["batch"] = 3
+    from edge.manifest import Manifest
+    s.batches[2] = bytes(sign_manifest(Manifest.from_bytes(cbor.dumps(m2)), SIGNER))
+    reasons = s.verify()
+    assert Reason.BROKEN_CHAIN in reasons or Reason.BATCH_GAP in reasons
+
+
+def test_broken_prev_chain() -> None:
+    s = Stream.honest()
+    m = cbor.loads(cbor.loads(s.batches[2])["manifest"])
+    m["prev"] = b"\x00" * 32
+    from edge.manifest import Manifest
+    s.batches[2] = bytes(sign_manifest(Manifest.from_bytes(cbor.dumps(m)), SIGNER))
+    assert s.verify() == {Reason.BROKEN_CHAIN}
+
+
+def test_missing_batch() -> None:
+    s = Stream.honest()
+    del s.batches[1]
+    assert Reason.MISSING_BATCH in s.verify()
+
+
+def test_missing_anchor_and_mismatched_anchor() -> None:
+    s = Stream.honest()
+    del s.receipts[0]
+    assert Reason.MISSING_ANCHOR in s.verify()
+    s = Stream.honest()
+    r = AnchorReceipt.from_bytes(s.receipts[0])
+    s.receipts[0] = bytes(replace(r, root=b"\x22" * 32))
+    assert Reason.ANCHOR_MISMATCH in s.verify()
+
+
+def test_receipt_not_confirmed_by_the_chain() -> None:
+    s = Stream.honest()
+    assert s.verify(check_anchor=lambda r: None if r.batch != 2 else "transaction not found") == {
+        Reason.ANCHOR_NOT_ON_CHAIN}
+
+
+def test_unbatched_records_are_pending_unless_completeness_is_required() -> None:
+    s = Stream.honest()
+    s.records[26] = record(26)
+    assert s.verify() == set()
+    assert s.verify(require_complete=True) == {Reason.UNBATCHED}
+
+
+def test_key_from_retained_topic_is_trust_on_first_use() -> None:
+    v = StreamVerifier(load_key=load_public_key_pem)
+    v.feed(T.key, cbor.dumps({"key_id": SIGNER.key_id, "pem": SIGNER.public_key_pem()}), True)
+    Stream.honest().feed(v)
+    report = v.report()
+    assert report.ok and "trust on first use" in report.gateways[GW].key_source
+
+
+def test_record_on_the_wrong_topic() -> None:
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v.feed(T.data("dev-x"), encode_data_message([record(1)]))
+    assert Reason.WRONG_TOPIC in {p.reason for p in v.report().problems}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, "tiyi/v1/x", "other"]), st.binary(max_size=200))
+def test_random_payloads_never_raise(topic: str, payload: bytes) -> None:
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v.feed(topic, payload)
+    assert not v.report().ok
+
+
+@pytest.mark.parametrize("payload", [cbor.dumps([b"\xa0"]), cbor.dumps({"x": 1}), b"\xff"])
+def test_malformed_payloads_are_findings(payload: bytes) -> None:
+    v = StreamVerifier()
+    v.feed(T.data("d"), payload)
+    assert {p.reason for p in v.report().problems} == {Reason.MALFORMED}
