@@ -18,7 +18,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -357,9 +357,9 @@ class PahoSubscriber(_LoopClient):
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._queue.put_nowait(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
+    def __aiter__(self) -> PahoSubscriber:
+        return self
 
-    async def _messages(self) -> AsyncIterator[Message]:
-        while True:
-            yield await self._queue.get()
+    async def __anext__(self) -> Message:
+        # A plain method, not an async generator: a timeout around it must not close the iterator.
+        return await self._queue.get()
