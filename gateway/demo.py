@@ -83,7 +83,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
         cfg = GatewayConfig(
             gateway_id=args.gateway_id, region=args.region, state_dir=state_dir,
-            mqtt=MqttConfig(url=url, protocol="3.1.1" if broker else "auto"), batch=BatchConfig(max_records=args.batch_records, max_age_s=args.batch_seconds),
+            mqtt=MqttConfig(url=url, protocol="3.1.1" if broker else "auto"),
+            batch=BatchConfig(max_records=args.batch_records, max_age_s=args.batch_seconds),
             publish=PublishConfig(), chain=ChainConfig(kind="inproc", poll_s=0.2),
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)

@@ -6,9 +6,9 @@ import asyncio
 import threading
 import time
 
+from anchoring.chain import ChainClient
 from anchoring.stream_verifier import StreamVerifier, VerificationReport
 from anchoring.verify_anchor import check_receipt
-from anchoring.chain import ChainClient
 from edge.signing import Verifier
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.sm2 import Sm2Signer, generate_signer, load_private_key_pem
 from edge.signing import DEFAULT_SM2_ID
+from edge.sm2 import Sm2Signer, generate_signer, load_private_key_pem
 
 KEYS = 200
 DISTID = f"distid:{DEFAULT_SM2_ID.decode()}"
@@ -43,7 +43,8 @@ def _ours_then_openssl(i: int, tmp: Path) -> None:
 def _openssl_then_ours(i: int, tmp: Path) -> None:
     d = tmp / f"s{i}"
     d.mkdir()
-    assert run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2", "-out", str(d / "k.pem")).returncode == 0
+    gen = run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2", "-out", str(d / "k.pem"))
+    assert gen.returncode == 0
     msg = f"record {i}".encode() * (i % 5 + 1)
     (d / "m.bin").write_bytes(msg)
     r = run("pkeyutl", "-sign", "-rawin", "-digest", "sm3", "-inkey", str(d / "k.pem"), "-in", str(d / "m.bin"),

@@ -213,7 +213,8 @@ def test_record_on_the_wrong_topic() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, "tiyi/v1/x", "other"]), st.binary(max_size=200))
+@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, "tiyi/v1/x", "other"]),
+       st.binary(max_size=200))
 def test_random_payloads_never_raise(topic: str, payload: bytes) -> None:
     v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
     v.feed(topic, payload)

@@ -42,7 +42,7 @@ def test_rr_intervals_account_for_elapsed_time() -> None:
     model = HeartRateModel(seed=5)
     total = 0.0
     for t in range(1, 601):
-        hr, rr = model.advance(float(t))
+        _hr, rr = model.advance(float(t))
         total += sum(rr)
         for x in rr:
             assert 60 / HR_MAX - 1e-9 <= x <= 60 / HR_MIN + 1e-9
