@@ -75,6 +75,13 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     log = tmp_path / "gateway.log"
     key = load_public_key_pem((state / "keys" / "gateway.pub").read_text())
 
+    # The platform's own tool, live: subscribes, verifies every proof and checks anchors on the chain.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    verify = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url,
+         "--key", str(state / "keys" / "gateway.pub"), "--require-complete", "--idle", "10",
+         "--save", str(tmp_path / "capture.cbor")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     with Recorder(mosquitto.url, Topics("macao", "gw-kill").all) as rec:
         for _ in range(KILLS):
             gw = start_gateway(config, log)
@@ -99,5 +106,14 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     assert (g.first_seq, g.last_seq, g.records) == (1, committed, committed)
     assert g.records_in_verified_batches == committed
     assert g.anchors_verified == g.batches_verified
+    out, _ = verify.communicate(timeout=60)
+    print(out)
+    assert verify.returncode == 0, out
+    assert "every record verified" in out and f"seq 1..{committed}" in out
+    # The capture it saved verifies offline too.
+    again = subprocess.run([sys.executable, "-m", "gateway.cli", "verify", "--capture", str(tmp_path / "capture.cbor"),
+                            "--key", str(state / "keys" / "gateway.pub"), "--rpc", ganache.url],
+                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
     seen = [t for t, _, _ in rec.messages if "/data/" in t]
     print(f"{len(seen)} data messages for {committed} records (re-sends after kills are allowed)")
