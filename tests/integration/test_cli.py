@@ -15,7 +15,7 @@ from anchoring.capture import write_capture_item
 from edge.record import Record, encode_data_message
 from gateway.cli import main
 from tests.conftest import ROOT
-from tests.unit.anchoring.test_stream_verifier import SIGNER, T, Stream
+from tests.unit.anchoring.test_stream_verifier import SIGNER, Stream, T
 
 
 def test_help_teaches_the_commands() -> None:

@@ -14,13 +14,29 @@ from anchoring.stream_verifier import Reason, StreamVerifier
 from edge import cbor
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record, encode_data_message
-from edge.sm2 import N, Sm2Signer, decode_signature, encode_signature, generate_signer, load_public_key_pem
+from edge.sm2 import (
+    GmsslSm2Signer,
+    N,
+    decode_signature,
+    encode_signature,
+    generate_signer,
+    load_public_key_pem,
+)
 from edge.topics import Topics
 
 GW = "gw-test"
 T = Topics("shenzhen", GW)
 SIGNER = generate_signer()
 OTHER = generate_signer()
+
+
+def der_unchecked(r: int, s: int) -> bytes:
+    """DER for any r, s — including out-of-range ones our encoder refuses to produce."""
+    def integer(v: int) -> bytes:
+        body = v.to_bytes(v.bit_length() // 8 + 1, "big")
+        return bytes([0x02, len(body)]) + body
+    body = integer(r) + integer(s)
+    return bytes([0x30, len(body)]) + body
 
 
 def record(seq: int) -> bytes:
@@ -38,7 +54,7 @@ class Stream:
     receipts: list[bytes] = field(default_factory=list)
 
     @classmethod
-    def honest(cls, n: int = 25, per_batch: int = 10, signer: Sm2Signer = SIGNER) -> Stream:
+    def honest(cls, n: int = 25, per_batch: int = 10, signer: GmsslSm2Signer = SIGNER) -> Stream:
         s = cls({i: record(i) for i in range(1, n + 1)})
         prev, first, number = GENESIS_PREV, 1, 1
         while first <= n:
@@ -136,7 +152,7 @@ def test_signature_with_s_out_of_range() -> None:
     s = Stream.honest()
     sm = cbor.loads(s.batches[0])
     r, sig_s = decode_signature(sm["sig"])
-    sm["sig"] = encode_signature(r, sig_s + N)
+    sm["sig"] = der_unchecked(r, sig_s + N)
     s.batches[0] = cbor.dumps(sm)
     assert Reason.BAD_SIGNATURE in s.verify()
 
@@ -144,7 +160,7 @@ def test_signature_with_s_out_of_range() -> None:
 def test_signature_made_with_another_sm2_id() -> None:
     s = Stream.honest()
     sm = cbor.loads(s.batches[0])
-    sm["sig"] = SIGNER.sign(sm["manifest"], uid=b"")
+    sm["sig"] = GmsslSm2Signer(SIGNER.private_key, user_id=b"").sign(sm["manifest"])
     s.batches[0] = cbor.dumps(sm)
     assert Reason.BAD_SIGNATURE in s.verify()
 
