@@ -6,12 +6,8 @@ with -9, a separate verifier) use ganache instead (tests/chain.py), which speaks
 
 from __future__ import annotations
 
-import argparse
-import json
 import secrets
-import sys
 import threading
-from collections.abc import Sequence
 
 from web3 import EthereumTesterProvider, Web3
 from web3.types import Wei
@@ -43,14 +39,3 @@ class DevChain:
 
     def close(self) -> None:
         """Nothing to release; kept so callers can treat every chain alike."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tiyi chain dev")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8545)
-    p.parse_args(argv)
-    print(json.dumps({"error": "the in-process dev chain cannot be served over JSON-RPC; run ganache "
-                      "(npm install ganache@7.9.2; npx ganache --chain.chainId 20200 --chain.hardfork berlin "
-                      "--miner.defaultGasPrice 0) and point --rpc / chain.url at it"}), file=sys.stderr)
-    return 2

@@ -100,16 +100,6 @@ def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("hex", nargs="+")
 
 
-def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("chain", help="local chain tools")
-    cs = p.add_subparsers(dest="chain_cmd", required=True)
-    d = cs.add_parser("dev", help="serve an in-process EVM chain with the Anchor contract over JSON-RPC",
-                      description="For tests and demos on one machine: prints one JSON line with the RPC URL and "
-                                  "the contract address, then serves until interrupted.")
-    d.add_argument("--port", type=int, default=8545)
-    d.add_argument("--host", default="127.0.0.1")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiyi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
@@ -117,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_decode, _add_chain):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_decode):
         add(sub)
     return parser
 
@@ -182,9 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "verify":
             from gateway.verify_cmd import verify_main
             return verify_main(args)
-        if args.cmd == "chain":
-            from anchoring.devchain import main as devchain_main
-            return devchain_main(["--host", args.host, "--port", str(args.port)])
     except GatewayError as exc:
         print(f"tiyi {args.cmd}: {exc}", file=sys.stderr)
         return EXIT_USAGE if type(exc).__name__ == "ConfigError" else EXIT_FAIL
