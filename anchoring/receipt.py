@@ -22,7 +22,7 @@ class AnchorReceipt:
     contract: bytes
     tx: bytes
     block: int
-    status: str = "included"
+    status: str = "final"
 
     def __post_init__(self) -> None:
         try:

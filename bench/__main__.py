@@ -204,7 +204,7 @@ async def _pipeline(url: str, n: int, devices: int) -> dict[str, Any]:
         if not drained or m.records != n:
             raise RuntimeError(f"pipeline did not finish: drained={drained} records={m.records}/{n}")
         return {"records": n, "seconds": elapsed, "records_per_s": _rate(n, elapsed), "batches": m.batches,
-                "anchored": m.anchors_included, "messages": m.messages_published}
+                "anchored": m.anchors_final, "messages": m.messages_published}
 
 
 def bench_pipeline(n: int = 30_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:

@@ -52,6 +52,9 @@ class ChainConfig:
     contract: str | None = None
     account_key_file: Path | None = None
     poll_s: float = 0.5
+    # Blocks on top of the anchor's block before it is final. 0 suits BFT chains (FISCO BCOS PBFT), where
+    # an included transaction cannot be reverted; set it for proof-of-work/authority chains that can reorg.
+    confirmations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,8 @@ class GatewayConfig:
             raise ConfigError("mqtt.max_inflight must be 1..65535")
         if self.chain.kind == "evm" and not self.chain.url:
             raise ConfigError("chain.kind = 'evm' needs chain.url (the node's JSON-RPC endpoint)")
+        if not 0 <= self.chain.confirmations <= 10_000:
+            raise ConfigError("chain.confirmations must be 0..10000")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self

@@ -123,7 +123,7 @@ async def _demo(args: argparse.Namespace) -> int:
             rate = (m.records - last_records) / max(now - last_t, 1e-6)
             last_records, last_t = m.records, now
             progress.show(f"{now - start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
-                          f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_included}  "
+                          f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
                           f"messages seen by verifier {received[0]}")
             if args.duration is not None and now - start >= args.duration:
                 stop.set()

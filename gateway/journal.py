@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS anchors (
     raw_tx BLOB,
     tx_hash BLOB,
     receipt BLOB,
+    block_number INTEGER,
+    block_hash BLOB,
     attempts INTEGER NOT NULL DEFAULT 0,
     published INTEGER NOT NULL DEFAULT 0
 );
@@ -79,6 +81,8 @@ class AnchorJob:
     receipt: bytes | None
     attempts: int
     published: bool
+    block_number: int | None = None
+    block_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,23 +259,32 @@ class SqliteJournal:
     def anchor_jobs(self, states: Collection[str]) -> list[AnchorJob]:
         marks = ",".join("?" * len(states))
         rows = self._query(
-            f"SELECT batch, root, count, state, raw_tx, tx_hash, receipt, attempts, published FROM anchors "  # noqa: S608
-            f"WHERE state IN ({marks}) ORDER BY batch", tuple(states))
+            f"SELECT batch, root, count, state, raw_tx, tx_hash, receipt, attempts, published, block_number, "  # noqa: S608
+            f"block_hash FROM anchors WHERE state IN ({marks}) ORDER BY batch", tuple(states))
         return [AnchorJob(int(b), bytes(r), int(c), str(s), None if raw is None else bytes(raw),
-                          None if h is None else bytes(h), None if rc is None else bytes(rc), int(a), bool(p))
-                for b, r, c, s, raw, h, rc, a, p in rows]
+                          None if h is None else bytes(h), None if rc is None else bytes(rc), int(a), bool(p),
+                          None if bn is None else int(bn), None if bh is None else bytes(bh))
+                for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
 
     def set_anchor_state(self, batch: int, state: str, raw_tx: bytes | None = None, tx_hash: bytes | None = None,
-                         receipt: bytes | None = None) -> None:
-        """Move a job to ``state``; given fields replace stored ones (``pending`` clears the old tx)."""
+                         receipt: bytes | None = None, block_number: int | None = None,
+                         block_hash: bytes | None = None) -> None:
+        """Move a job to ``state``; given fields replace stored ones (``pending`` clears the old tx, ``signed``
+        the block it was once seen in)."""
         if state not in ANCHOR_STATES:
             raise JournalError(f"unknown anchor state {state!r}")
         if state == "pending":
-            self._tx([("UPDATE anchors SET state = 'pending', raw_tx = NULL, tx_hash = NULL, "
+            self._tx([("UPDATE anchors SET state = 'pending', raw_tx = NULL, tx_hash = NULL, block_number = NULL, "
+                       "block_hash = NULL, attempts = attempts + 1 WHERE batch = ?", (batch,), False)])
+            return
+        if state == "signed" and raw_tx is None:  # back from 'included': the block it was in is gone
+            self._tx([("UPDATE anchors SET state = 'signed', block_number = NULL, block_hash = NULL, "
                        "attempts = attempts + 1 WHERE batch = ?", (batch,), False)])
             return
         self._tx([("UPDATE anchors SET state = ?, raw_tx = COALESCE(?, raw_tx), tx_hash = COALESCE(?, tx_hash), "
-                   "receipt = COALESCE(?, receipt) WHERE batch = ?", (state, raw_tx, tx_hash, receipt, batch), False)])
+                   "receipt = COALESCE(?, receipt), block_number = COALESCE(?, block_number), "
+                   "block_hash = COALESCE(?, block_hash) WHERE batch = ?",
+                   (state, raw_tx, tx_hash, receipt, block_number, block_hash, batch), False)])
 
     def unpublished_receipts(self) -> list[tuple[int, bytes]]:
         rows = self._query("SELECT batch, receipt FROM anchors WHERE receipt IS NOT NULL AND published = 0 "

@@ -18,6 +18,8 @@ class Metrics:
     batches_published: int = 0
     anchors_submitted: int = 0
     anchors_included: int = 0
+    anchors_final: int = 0
+    anchors_reverted: int = 0
     receipts_published: int = 0
     chain_errors: int = 0
     journal_errors: int = 0

@@ -36,7 +36,7 @@ from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
 from gateway.config import GatewayConfig
 from gateway.errors import JournalError, PublishError
-from gateway.journal import SqliteJournal
+from gateway.journal import AnchorJob, SqliteJournal
 from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
 
@@ -123,7 +123,7 @@ class Gateway:
         unbatched = 0 if rng is None else rng[1] - rng[0] + 1
         return Backlog(undelivered=st.undelivered, unbatched=unbatched,
                        unpublished_batches=st.unpublished_batches,
-                       anchors_open=sum(n for s, n in st.anchors.items() if s not in ("included", "final")),
+                       anchors_open=sum(n for s, n in st.anchors.items() if s != "final"),
                        unpublished_receipts=st.unpublished_receipts)
 
     async def drain(self, timeout: float) -> bool:
@@ -400,7 +400,7 @@ class Gateway:
     async def _anchor_once(self) -> bool:
         chain = self.chain
         assert chain is not None
-        jobs = await self._run(self.journal.anchor_jobs, ("pending", "signed", "submitted"))
+        jobs = await self._run(self.journal.anchor_jobs, ("pending", "signed", "submitted", "included"))
         progressed = False
         for job in jobs:
             if job.state == "pending":
@@ -416,6 +416,8 @@ class Gateway:
                 await self._run_chain(chain.send_raw, job.raw_tx)
                 await self._run(self.journal.set_anchor_state, job.batch, "submitted")
                 progressed = True
+            elif job.state == "included":
+                progressed |= await self._check_final(chain, job)
             else:
                 assert job.tx_hash is not None
                 rec = await self._run_chain(chain.receipt, job.tx_hash)
@@ -427,11 +429,31 @@ class Gateway:
                     await self._run(self.journal.set_anchor_state, job.batch, "pending")
                     progressed = True
                     continue
-                receipt = AnchorReceipt(gw=self.cfg.gateway_id, batch=job.batch, root=job.root,
-                                        chain_id=chain.chain_id, contract=chain.contract, tx=job.tx_hash,
-                                        block=rec.block_number, status="included")
-                await self._run(self.journal.set_anchor_state, job.batch, "included", None, None, bytes(receipt))
+                await self._run(self.journal.set_anchor_state, job.batch, "included", None, None, None,
+                                rec.block_number, rec.block_hash)
                 self.metrics.anchors_included += 1
-                self._wake_publish.set()
                 progressed = True
         return progressed
+
+    async def _check_final(self, chain: ChainClient, job: AnchorJob) -> bool:
+        """Promote an included anchor to final once deep enough, re-checking that its block is still there.
+
+        Only final anchors are published: a receipt that could still vanish in a reorg is never reported.
+        """
+        assert job.tx_hash is not None
+        rec = await self._run_chain(chain.receipt, job.tx_hash)
+        if rec is None or not rec.ok or rec.block_hash != job.block_hash:
+            self.metrics.anchors_reverted += 1
+            log.warning("anchor of batch %d left block %s (reorg or revert); resubmitting the same transaction",
+                        job.batch, job.block_number)
+            await self._run(self.journal.set_anchor_state, job.batch, "signed")
+            return True
+        depth = await self._run_chain(chain.block_number) - rec.block_number
+        if depth < self.cfg.chain.confirmations:
+            return False
+        receipt = AnchorReceipt(gw=self.cfg.gateway_id, batch=job.batch, root=job.root, chain_id=chain.chain_id,
+                                contract=chain.contract, tx=job.tx_hash, block=rec.block_number, status="final")
+        await self._run(self.journal.set_anchor_state, job.batch, "final", None, None, bytes(receipt))
+        self.metrics.anchors_final += 1
+        self._wake_publish.set()
+        return True

@@ -34,6 +34,7 @@ class Ganache:
     no base fee, gas price 0 so an unfunded account can send."""
 
     port: int
+    db_path: Path | None = None  # keeps chain state across stop/start, like a real node's disk
     proc: subprocess.Popen[bytes] | None = None
     block_time: float = 0
 
@@ -45,6 +46,8 @@ class Ganache:
         args = ["node", str(GANACHE), "--host", "127.0.0.1", "--port", str(self.port), "--chain.chainId", "20200",
                 "--chain.hardfork", "berlin", "--miner.defaultGasPrice", "0", "--logging.quiet",
                 "--wallet.totalAccounts", "1"]
+        if self.db_path is not None:
+            args += ["--database.dbPath", str(self.db_path)]
         if self.block_time:
             args += ["--miner.blockTime", str(self.block_time)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -52,16 +55,30 @@ class Ganache:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()  # lets ganache flush its database
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
+
+    def rpc(self, method: str, *params: object) -> object:
+        import json
+        import urllib.request
+
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
+        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback test node
+            return json.loads(resp.read())["result"]
 
 
 @pytest.fixture
-def ganache() -> Iterator[Ganache]:
+def ganache(tmp_path: Path) -> Iterator[Ganache]:
     if not GANACHE.exists():
         pytest.fail("ganache is not installed: run `make test` (it runs npm ci in tools/)")
-    node = Ganache(port=free_port())
+    (tmp_path / "chaindb").mkdir()
+    node = Ganache(port=free_port(), db_path=tmp_path / "chaindb")
     node.start()
     try:
         yield node

@@ -20,7 +20,7 @@ R = AnchorReceipt("gw-1", 3, b"\x01" * 32, 20200, b"\x02" * 20, b"\x03" * 32, 77
 def test_receipt_round_trip_is_canonical() -> None:
     data = bytes(R)
     assert AnchorReceipt.from_bytes(data) == R
-    assert cbor.loads(data)["status"] == "included"
+    assert cbor.loads(data)["status"] == "final"
 
 
 @pytest.mark.parametrize("change", [{"root": b"\x01" * 31}, {"contract": b""}, {"block": -1}, {"status": "maybe"},

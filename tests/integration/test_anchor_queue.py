@@ -1,0 +1,116 @@
+"""The durable anchor queue against a real node: reverts, outages and finality."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import pytest
+
+from anchoring.evm import EvmChainClient
+from anchoring.receipt import AnchorReceipt
+from anchoring.verify_anchor import check_receipt
+from edge.topics import Topics
+from firmware_sim.heart_rate_strap import HeartRateStrap
+from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
+from gateway.keys import generate_keypair
+from gateway.runtime import assemble
+from gateway.service import Gateway
+from tests.conftest import Ganache, Mosquitto
+from tests.e2e.harness import Recorder
+
+pytestmark = pytest.mark.slow
+
+
+def make_gateway(tmp: Path, mqtt: str, chain: EvmChainClient, confirmations: int) -> Gateway:
+    generate_keypair(tmp / "keys")
+    cfg = GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp, mqtt=MqttConfig(url=mqtt),
+                        batch=BatchConfig(max_records=10, max_age_s=0.3),
+                        chain=ChainConfig(kind="evm", url="unused", poll_s=0.1, confirmations=confirmations))
+    return assemble(cfg.validated(), chain).gateway
+
+
+async def feed(gw: Gateway, n: int) -> None:
+    strap = HeartRateStrap("hr-q", seed=1)
+    for i in range(n):
+        await gw.submit(strap.frame_at(float(i)))
+
+
+async def wait_for(pred, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await pred():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+def receipts(rec: Recorder) -> list[AnchorReceipt]:
+    return [AnchorReceipt.from_bytes(p) for t, p, _ in rec.messages if t.endswith("/anchor")]
+
+
+def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
+        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+    snapshot = ganache.rpc("evm_snapshot")
+
+    async def main(rec: Recorder) -> Gateway:
+        gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=3)
+        await gw.start()
+        await feed(gw, 10)
+
+        async def included() -> bool:
+            return bool(await gw._run(gw.journal.anchor_jobs, ["included"]))
+
+        await wait_for(included)
+        assert receipts(rec) == []  # included is not final: nothing reported yet
+        # The contract deployment is in the snapshot too, so revert to just after it: only the anchor vanishes.
+        ganache.rpc("evm_revert", snapshot)
+
+        async def reverted() -> bool:
+            return gw.metrics.anchors_reverted >= 1
+
+        await wait_for(reverted)
+
+        async def final() -> bool:
+            ganache.rpc("evm_mine")
+            return gw.metrics.anchors_final >= 1
+
+        await wait_for(final)
+        await gw.stop(drain_timeout=30)
+        gw.journal.close()
+        return gw
+
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        gw = asyncio.run(main(rec))
+        rec.wait_idle(0.5)
+        got = receipts(rec)
+    assert gw.metrics.anchors_reverted >= 1
+    assert [r.status for r in got] == ["final"]
+    assert check_receipt(got[0], chain) is None
+    assert ganache.rpc("eth_blockNumber") != "0x0"
+
+
+def test_chain_outage_only_delays_anchors(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+
+    async def main() -> Gateway:
+        gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=0)
+        await gw.start()
+        ganache.stop()
+        await feed(gw, 30)  # three batches close while the node is down
+        await asyncio.sleep(3)
+        assert gw.metrics.chain_errors >= 1 and gw.metrics.anchors_final == 0
+        ganache.start()
+        assert await gw.drain(60), "the anchor queue did not drain after the node came back"
+        await gw.stop(drain_timeout=5)
+        gw.journal.close()
+        return gw
+
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        gw = asyncio.run(main())
+        rec.wait_idle(0.5)
+        got = receipts(rec)
+    assert gw.metrics.anchors_final == 3
+    assert sorted(r.batch for r in got) == [1, 2, 3]
+    assert all(check_receipt(r, chain) is None for r in got)
