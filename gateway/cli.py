@@ -25,6 +25,8 @@ examples:
   tiyi run --config /etc/tiyi/gateway.toml    run a gateway as a service
   tiyi verify --broker mqtt://HOST:1883 --rpc http://HOST:8545
                                               independently check everything a gateway publishes
+  tiyi proof export --config gateway.toml --seq 42 -o proof.json
+  tiyi verify --bundle proof.json --key gateway.pub --rpc http://HOST:8545
   tiyi decode 2a37 16 48 00 04                decode one BLE payload to JSON
 """
 
@@ -66,6 +68,8 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--region", default="+", help="region to subscribe to (default: all)")
     p.add_argument("--gateway", default="+", help="gateway id to subscribe to (default: all)")
     p.add_argument("--capture", type=Path, default=None, help="read messages from this capture file instead")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="check one proof bundle (tiyi proof export) instead of a stream; with --rpc also on chain")
     p.add_argument("--save", type=Path, default=None, help="also write received messages to this capture file")
     p.add_argument("--rpc", default=None, help="chain JSON-RPC URL: check each anchor receipt on the chain")
     p.add_argument("--key", type=Path, action="append", default=[],
@@ -91,6 +95,18 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("path", type=Path)
 
 
+def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("proof", help="export a self-contained proof for one reading")
+    ps = p.add_subparsers(dest="proof_cmd", required=True)
+    e = ps.add_parser("export", help="write a JSON proof bundle for one record from the gateway's journal",
+                      description="The bundle holds the record's exact bytes, its Merkle inclusion path, the "
+                                  "SM2-signed batch manifest (with the gateway's public key) and the final anchor "
+                                  "receipt. Anyone can check it with `tiyi verify --bundle FILE [--rpc URL]`.")
+    e.add_argument("--config", type=Path, required=True, help="the gateway's configuration (for its state dir)")
+    e.add_argument("--seq", type=int, required=True, help="the record's seq number")
+    e.add_argument("-o", "--output", type=Path, default=None, help="write here instead of standard output")
+
+
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
                        description="Decode a payload as the gateway would. The characteristic may be given as "
@@ -107,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_decode):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_decode):
         add(sub)
     return parser
 
@@ -169,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
+        if args.cmd == "proof":
+            from gateway.proof_cmd import export_main
+            return export_main(args)
+        if args.cmd == "verify" and args.bundle is not None:
+            from gateway.proof_cmd import verify_bundle_main
+            return verify_bundle_main(args)
         if args.cmd == "verify":
             from gateway.verify_cmd import verify_main
             return verify_main(args)

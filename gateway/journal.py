@@ -248,6 +248,15 @@ class SqliteJournal:
              (manifest.batch, manifest.root, manifest.count), False),
         ])
 
+    def batch_for_seq(self, seq: int) -> tuple[bytes, bytes | None] | None:
+        """(signed manifest bytes, final receipt bytes or None) of the batch holding ``seq``."""
+        rows = self._query("SELECT b.signed, a.receipt FROM batches b LEFT JOIN anchors a ON a.batch = b.batch "
+                           "WHERE ? BETWEEN b.first_seq AND b.last_seq", (seq,))
+        if not rows:
+            return None
+        signed, receipt = rows[0]
+        return bytes(signed), None if receipt is None else bytes(receipt)
+
     def unpublished_batches(self) -> list[tuple[int, bytes]]:
         rows = self._query("SELECT batch, signed FROM batches WHERE published = 0 ORDER BY batch")
         return [(int(b), bytes(s)) for b, s in rows]

@@ -26,7 +26,7 @@ from gateway.errors import ConfigError
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 
 
-def _trusted_keys(paths: list[Path]) -> dict[str, Verifier] | None:
+def trusted_keys(paths: list[Path]) -> dict[str, Verifier] | None:
     if not paths:
         return None
     keys: dict[str, Verifier] = {}
@@ -74,7 +74,7 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
     return count
 
 
-def _anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | None:
+def anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | None:
     if rpc is None:
         return None
     from anchoring.evm import EvmChainClient
@@ -96,7 +96,7 @@ def _anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | 
 def verify_main(args: argparse.Namespace) -> int:
     if (args.broker is None) == (args.capture is None):
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
-    keys = _trusted_keys(args.key)
+    keys = trusted_keys(args.key)
     verifier = StreamVerifier(trusted_keys=keys, load_key=None if keys else load_public_key_pem)
     if args.capture is not None:
         try:
@@ -113,7 +113,7 @@ def verify_main(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             save: BinaryIO | None = stack.enter_context(args.save.open("ab")) if args.save else None
             n = asyncio.run(_listen(args, verifier, save))
-    report = verifier.report(check_anchor=_anchor_checker(args.rpc), require_complete=args.require_complete)
+    report = verifier.report(check_anchor=anchor_checker(args.rpc), require_complete=args.require_complete)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

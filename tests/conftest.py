@@ -69,7 +69,7 @@ class Ganache:
 
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
         req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback test node
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())["result"]
 
 

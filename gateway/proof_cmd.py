@@ -1,0 +1,64 @@
+"""``tiyi proof export`` and ``tiyi verify --bundle``: one reading, proven to anyone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from anchoring.bundle import BundleError, build_bundle, verify_bundle
+from anchoring.receipt import AnchorReceipt
+from edge.manifest import SignedManifest
+from edge.sm2 import load_public_key_pem
+from gateway.config import load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.journal import SqliteJournal
+from gateway.keys import load_signer
+from gateway.verify_cmd import anchor_checker, trusted_keys
+
+
+def export_main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
+    try:
+        found = journal.batch_for_seq(args.seq)
+        if found is None:
+            raise GatewayError(f"seq {args.seq} is not in any closed batch yet (next seq is {journal.next_seq})")
+        signed = SignedManifest.from_bytes(found[0])
+        m = signed.manifest
+        records = journal.records(m.first_seq, m.last_seq)
+    finally:
+        journal.close()
+    receipt = None if found[1] is None else AnchorReceipt.from_bytes(found[1])
+    pem = load_signer(cfg.signing_key_path).public_key_pem()
+    bundle = build_bundle(args.seq, records, signed, receipt, pem)
+    text = json.dumps(bundle, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote proof of seq {args.seq} (batch {m.batch}) to {args.output}"
+              + ("" if receipt else "; warning: the batch is not anchored yet"), file=sys.stderr)
+    return 0
+
+
+def verify_bundle_main(args: argparse.Namespace) -> int:
+    try:
+        bundle = json.loads(args.bundle.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--bundle {args.bundle}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"--bundle {args.bundle}: not JSON ({exc})") from exc
+    if not isinstance(bundle, dict):
+        raise ConfigError(f"--bundle {args.bundle}: not a proof bundle")
+    keys = trusted_keys(args.key)
+    try:
+        result = verify_bundle(bundle, keys, load_public_key_pem, anchor_checker(args.rpc))
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(result.summary())
+    if not keys:
+        print("note: the signing key came from the bundle itself; pin it with --key for a real check")
+    if args.rpc is None:
+        print("note: the anchor was not checked against a chain (give --rpc URL)")
+    return 0 if result.ok else 1

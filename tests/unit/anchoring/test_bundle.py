@@ -1,0 +1,75 @@
+"""Proof bundles: every link is checked, and each broken link is named."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from anchoring.bundle import BundleError, build_bundle, verify_bundle
+from anchoring.receipt import AnchorReceipt
+from edge.manifest import SignedManifest
+from edge.sm2 import load_public_key_pem
+from tests.unit.anchoring.test_stream_verifier import OTHER, SIGNER, Stream
+
+TRUSTED = {SIGNER.key_id: SIGNER}
+
+
+def bundle_for(seq: int) -> dict[str, Any]:
+    s = Stream.honest(n=25, per_batch=10)
+    batch = (seq - 1) // 10
+    signed = SignedManifest.from_bytes(s.batches[batch])
+    m = signed.manifest
+    records = [s.records[i] for i in range(m.first_seq, m.last_seq + 1)]
+    return build_bundle(seq, records, signed, AnchorReceipt.from_bytes(s.receipts[batch]), SIGNER.public_key_pem())
+
+
+def failed(b: dict[str, Any], **kw: Any) -> set[str]:
+    result = verify_bundle(b, kw.pop("trusted", TRUSTED), **kw)
+    return {name for name, good, _ in result.steps if not good}
+
+
+@pytest.mark.parametrize("seq", [1, 10, 11, 17, 25])
+def test_honest_bundles_verify(seq: int) -> None:
+    result = verify_bundle(bundle_for(seq), TRUSTED, check_anchor=lambda r: None)
+    assert result.ok, result.summary()
+
+
+def test_each_broken_link_is_named() -> None:
+    b = bundle_for(12)
+    bad = copy.deepcopy(b)
+    bad["inclusion"]["path"][0] = "00" * 32
+    assert failed(bad) == {"Merkle inclusion"}
+    bad = copy.deepcopy(b)
+    bad["inclusion"]["index"] = 3
+    assert "position" in failed(bad)
+    assert failed(b, trusted={OTHER.key_id: OTHER}) == {"signature"}
+    bad = copy.deepcopy(b)
+    bad["anchor"] = None
+    assert failed(bad) == {"anchor"}
+    assert failed(b, check_anchor=lambda r: "transaction not found on the chain") == {"on chain"}
+    bad = copy.deepcopy(b)
+    bad["batch"]["sig"] = bundle_for(2)["batch"]["sig"]
+    assert failed(bad) == {"signature"}
+
+
+def test_embedded_key_is_used_only_when_nothing_is_pinned() -> None:
+    result = verify_bundle(bundle_for(3), None, load_public_key_pem)
+    assert result.ok and "not pinned" in result.summary()
+
+
+@pytest.mark.parametrize("mutate", [lambda b: b.update(version=2), lambda b: b.update(record="zz"),
+                                    lambda b: b["inclusion"].update(path="x"), lambda b: b.update(batch=[])])
+def test_malformed_bundles_fail_cleanly(mutate: Any) -> None:
+    b = bundle_for(4)
+    mutate(b)
+    result = verify_bundle(b, TRUSTED)
+    assert not result.ok and result.steps[0][0] == "bundle format"
+
+
+def test_seq_outside_the_batch_is_refused() -> None:
+    s = Stream.honest(n=10, per_batch=10)
+    signed = SignedManifest.from_bytes(s.batches[0])
+    with pytest.raises(BundleError):
+        build_bundle(11, list(s.records.values()), signed, None)
