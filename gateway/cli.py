@@ -47,6 +47,10 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--batch-records", type=int, default=200, help="close a batch at this many records (default 200)")
     p.add_argument("--batch-seconds", type=float, default=5.0, help="or after this many seconds (default 5)")
     p.add_argument("--speed", type=float, default=1.0, help="run device time this many times faster (default 1)")
+    p.add_argument("--chain", default=None, metavar="URL",
+                   help="anchor on this EVM JSON-RPC node (ganache, FISCO BCOS Web3 RPC, Besu) instead of the "
+                        "in-process chain; the Anchor contract is deployed unless --contract is given")
+    p.add_argument("--contract", default=None, help="address of an existing Anchor contract on --chain")
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

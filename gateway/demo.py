@@ -75,11 +75,16 @@ async def _demo(args: argparse.Namespace) -> int:
             url = await broker.start()
         print(f"broker   {url}{' (embedded amqtt, MQTT 3.1.1)' if broker else ''}")
 
-        chain_dev = DevChain()
-        chain = EvmChainClient(chain_dev.web3, chain_account_key(key_dir / "chain-account.key"),
-                               contract=chain_dev.contract_address)
-        chain_dev.fund(chain.account_address)
-        print(f"chain    in-process EVM, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}")
+        account = chain_account_key(key_dir / "chain-account.key")
+        if args.chain is None:
+            chain_dev = DevChain()
+            chain = EvmChainClient(chain_dev.web3, account, contract=chain_dev.contract_address)
+            chain_dev.fund(chain.account_address)
+            where = "in-process EVM"
+        else:
+            chain = EvmChainClient.connect(args.chain, account, contract=args.contract)
+            where = f"{args.chain}{'' if args.contract else ' (contract deployed now)'}"
+        print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}")
 
         cfg = GatewayConfig(
             gateway_id=args.gateway_id, region=args.region, state_dir=state_dir,
@@ -144,7 +149,6 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records}, "
               f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}")
         print(report.summary())
-        chain_dev.close()
         if not drained:
             print("warning: the gateway could not finish all work before stopping", file=sys.stderr)
         complete = gw.metrics.records == source.frames_sent

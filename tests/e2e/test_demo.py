@@ -1,0 +1,26 @@
+"""`tiyi demo` as `make demo` runs it, and against external services."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cli import main
+from tests.conftest import Ganache, Mosquitto
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_with_no_arguments_verifies_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--duration", "3", "--speed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "embedded amqtt" in out and "in-process EVM" in out
+    assert "RESULT: every record verified" in out
+
+
+def test_demo_against_a_real_broker_and_chain(mosquitto: Mosquitto, ganache: Ganache,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--duration", "3", "--speed", "5", "--devices", "3", "--broker", mosquitto.url,
+                 "--chain", ganache.url, "--region", "macao", "--gateway-id", "gw-mo-1"]) == 0
+    out = capsys.readouterr().out
+    assert "tiyi/v1/macao/gw-mo-1/#" in out and "chain id 20200" in out
+    assert "RESULT: every record verified" in out
