@@ -41,7 +41,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--devices", type=int, default=5, help="number of simulated straps (default 5)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port) instead of the embedded one")
-    p.add_argument("--region", default="shenzhen", help="region in the topic tree (default shenzhen)")
+    p.add_argument("--region", default="shenzhen",
+                   help="regional sub-chain and topic region: hongkong, macao or a Guangdong city (default shenzhen)")
     p.add_argument("--gateway-id", default="gw-demo-01", help="gateway id (default gw-demo-01)")
     p.add_argument("--state-dir", type=Path, default=None, help="journal and keys (default: a temporary directory)")
     p.add_argument("--batch-records", type=int, default=200, help="close a batch at this many records (default 200)")

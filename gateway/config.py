@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from edge.errors import CodecError
 from edge.record import check_id
+from edge.regions import REGIONS, is_region
 from gateway.errors import ConfigError
 
 ChainKind = Literal["inproc", "evm", "none"]
@@ -93,9 +94,11 @@ class GatewayConfig:
         """Check cross-field rules; returns self so it chains after construction."""
         try:
             check_id(self.gateway_id, "gateway.id")
-            check_id(self.region, "gateway.region")
         except CodecError as exc:
             raise ConfigError(str(exc)) from exc
+        if not is_region(self.region):
+            raise ConfigError(f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: "
+                              f"{', '.join(REGIONS)}")
         if self.batch.max_records < 1 or self.batch.max_age_s <= 0:
             raise ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
         if not 1 <= self.publish.max_records_per_message <= 10_000 or self.publish.linger_ms < 0:

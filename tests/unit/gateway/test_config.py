@@ -32,6 +32,8 @@ def test_example_config_parses() -> None:
     ({"chain": {"kind": "bitcoin"}}, "kind must be one of"),
     ({"gateway": {"id": "a/b"}}, "gateway.id"),
     ({"nonsense": {}}, "unknown section"),
+    ({"gateway": {"region": "beijing"}}, "23 regional sub-chains"),
+    ({"chain": {"confirmations": -1}}, "confirmations"),
 ])
 def test_errors_name_the_setting(data: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
