@@ -20,7 +20,7 @@ REGIONS = ("hongkong", "macao", *GUANGDONG_CITIES)
 SCENARIO_CHAINS = ("sports_medical_consumption", "enterprise_public_services", "national_fitness_services")
 JUDICIAL_CHAIN = "judicial"
 
-assert len(GUANGDONG_CITIES) == 21 and len(REGIONS) == 23  # noqa: S101 - the topology's own invariant
+assert len(GUANGDONG_CITIES) == 21 and len(REGIONS) == 23
 
 
 def is_region(name: str) -> bool:
