@@ -170,46 +170,10 @@ def _bare_paho_rate(url: str, payloads: list[bytes]) -> float:
     return _rate(len(payloads), elapsed)
 
 
-async def _pipeline(url: str, n: int, devices: int) -> dict[str, Any]:
-    from anchoring.devchain import DevChain
-    from anchoring.evm import EvmChainClient
-    from firmware_sim.heart_rate_strap import HeartRateStrap
-    from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
-    from gateway.keys import generate_keypair
-    from gateway.runtime import assemble
-
-    straps = [HeartRateStrap(f"hr-{i:03d}", seed=i) for i in range(devices)]
-    frames = [straps[i % devices].frame_at(float(i // devices)) for i in range(n)]
-    with tempfile.TemporaryDirectory() as d:
-        state = Path(d)
-        generate_keypair(state / "keys")
-        chain_dev = DevChain()
-        chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-        chain_dev.fund(chain.account_address)
-        cfg = GatewayConfig(gateway_id="gw-bench", region="shenzhen", state_dir=state, mqtt=MqttConfig(url=url),
-                            batch=BatchConfig(max_records=5000, max_age_s=1.0),
-                            chain=ChainConfig(kind="inproc", poll_s=0.05)).validated()
-        parts = assemble(cfg, chain)
-        gw = parts.gateway
-        await gw.start()
-        await gw.publisher.wait_connected(10)
-        t = time.perf_counter()
-        for f in frames:
-            await gw.submit(f)
-        drained = await gw.drain(300)
-        elapsed = time.perf_counter() - t
-        m = gw.metrics
-        await gw.stop(drain_timeout=0)
-        parts.journal.close()
-        if not drained or m.records != n:
-            raise RuntimeError(f"pipeline did not finish: drained={drained} records={m.records}/{n}")
-        return {"records": n, "seconds": elapsed, "records_per_s": _rate(n, elapsed), "batches": m.batches,
-                "anchored": m.anchors_final, "messages": m.messages_published}
-
-
 def bench_pipeline(n: int = 30_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:
     from bench.services import Mosquitto, free_port
     from edge.record import Record
+    from gateway.bench_pipeline import run_pipeline
 
     with tempfile.TemporaryDirectory() as d:
         broker = Mosquitto(free_port(), Path(d))
@@ -219,9 +183,11 @@ def bench_pipeline(n: int = 30_000, devices: int = 50) -> tuple[Result, dict[str
                                   val={"heart_rate": 72, "rr_intervals": [0.8, 0.81], "sensor_contact": True},
                                   raw=b"\x16\x48\x33\x03\x40\x03", salt=secrets.token_bytes(16)))
             baseline = _bare_paho_rate(broker.url, [sample] * min(n, 20_000))
-            detail = asyncio.run(_pipeline(broker.url, n, devices))
+            detail = asyncio.run(run_pipeline(broker.url, n, devices))
         finally:
             broker.stop()
+    if not detail.get("verified_ok") or detail["verified"] != n:
+        raise RuntimeError(f"the pipeline's output did not verify: {detail}")
     ours = detail["records_per_s"]
     ratio = ours / baseline
     goal_met = ours >= 50_000 and ratio >= 2.5

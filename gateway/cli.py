@@ -112,6 +112,20 @@ def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("-o", "--output", type=Path, default=None, help="write here instead of standard output")
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure the pipeline against a running broker")
+    bs = p.add_subparsers(dest="bench_cmd", required=True)
+    b = bs.add_parser("pipeline", help="push N records through the full pipeline as fast as possible",
+                      description="Decode, journal (temporary state dir), publish QoS 1 on the real topics, batch, "
+                                  "Merkle, SM2-sign and anchor on the in-process chain; wait until everything is "
+                                  "acknowledged and anchored, verify the stream with a subscriber, and print one "
+                                  "JSON line: records, seconds, records_per_s, batches, anchored, verified.")
+    b.add_argument("--broker", required=True, help="mqtt://HOST:PORT of a broker that already runs")
+    b.add_argument("--records", type=int, default=20_000)
+    b.add_argument("--devices", type=int, default=50)
+    b.add_argument("--no-verify", action="store_true", help="skip the verifying subscriber")
+
+
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
                        description="Decode a payload as the gateway would. The characteristic may be given as "
@@ -128,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_decode):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_bench, _add_decode):
         add(sub)
     return parser
 
@@ -190,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
+        if args.cmd == "bench":
+            from gateway.bench_pipeline import bench_pipeline_main
+            return bench_pipeline_main(args)
         if args.cmd == "proof":
             from gateway.proof_cmd import export_main
             return export_main(args)

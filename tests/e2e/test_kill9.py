@@ -21,7 +21,7 @@ from anchoring.evm import EvmChainClient
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from gateway.journal import SqliteJournal
-from gateway.keys import generate_keypair
+from gateway.keys import generate_keypair, load_signer
 from tests.conftest import ROOT, Ganache, Mosquitto
 from tests.e2e.harness import Recorder
 
@@ -115,5 +115,12 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
                             "--key", str(state / "keys" / "gateway.pub"), "--rpc", ganache.url],
                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
+    # No secret ever reaches a log: the SM2 private key (PEM body or raw scalar) or the chain account key.
+    text = log.read_text() + out
+    pem = (state / "keys" / "gateway.key").read_text()
+    scalar = f"{load_signer(state / 'keys' / 'gateway.key').private_key.d:064x}"
+    chain_key = (state / "keys" / "chain-account.key").read_text().strip()
+    for secret in ("".join(pem.splitlines()[1:-1]), *pem.splitlines()[1:-1], scalar, scalar.upper(), chain_key):
+        assert secret not in text
     seen = [t for t, _, _ in rec.messages if "/data/" in t]
     print(f"{len(seen)} data messages for {committed} records (re-sends after kills are allowed)")

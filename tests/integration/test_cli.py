@@ -14,7 +14,7 @@ import pytest
 from anchoring.capture import write_capture_item
 from edge.record import Record, encode_data_message
 from gateway.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Mosquitto
 from tests.unit.anchoring.test_stream_verifier import SIGNER, Stream, T
 
 
@@ -85,3 +85,11 @@ def test_run_with_a_broken_config_says_what_is_wrong(tmp_path: Path, capsys: pyt
     cfg.write_text("[batch]\nmax_records = -1\n")
     assert main(["run", "--config", str(cfg)]) == 2
     assert "max_records" in capsys.readouterr().err
+
+
+def test_bench_pipeline_prints_one_verified_json_line(mosquitto: Mosquitto,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "pipeline", "--broker", mosquitto.url, "--records", "2000", "--devices", "10"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["records"] == result["verified"] == 2000 and result["verified_ok"]
+    assert result["anchored"] == result["batches"] >= 1 and result["records_per_s"] > 0
