@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,7 @@ class Mosquitto:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    persistent: bool = False  # keep sessions and queued messages across restarts (saved on SIGTERM)
 
     @property
     def url(self) -> str:
@@ -45,10 +47,16 @@ class Mosquitto:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
+        if self.persistent:
+            # As root, Mosquitto would drop to user "mosquitto", which cannot write into a private temp dir.
+            persistence = f"persistence true\npersistence_location {self.workdir}/\n"
+            persistence += "user root\n" if os.geteuid() == 0 else ""
+        else:
+            persistence = "persistence false\n"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"{persistence}"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 100\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"

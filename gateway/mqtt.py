@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -53,6 +54,9 @@ class BrokerSettings:
     backoff_min: float = 0.5
     backoff_max: float = 30.0
     connect_timeout: float = 5.0
+    # > 0 asks an MQTT 5 broker to keep this client's session (subscriptions and queued QoS 1 messages)
+    # for that many seconds while it is away: what a platform subscriber wants. Publishers keep 0.
+    session_expiry_s: int = 0
     will_topic: str | None = None
     will_payload: bytes = b""
     will_retain: bool = False
@@ -150,7 +154,7 @@ class _LoopClient:
         proto = paho.MQTTv5 if self._use_v5 else paho.MQTTv311
         kwargs: dict[str, Any] = {"client_id": s.client_id, "protocol": proto}
         if not self._use_v5:
-            kwargs["clean_session"] = True
+            kwargs["clean_session"] = s.session_expiry_s == 0
         c = paho.Client(CallbackAPIVersion.VERSION2, **kwargs)
         c.connect_timeout = s.connect_timeout
         c.max_inflight_messages_set(s.max_inflight)
@@ -201,7 +205,12 @@ class _LoopClient:
             try:
                 # A blocking TCP connect, bounded by connect_timeout; on a LAN it takes microseconds.
                 if self._use_v5:
-                    client.connect(s.host, s.port, s.keepalive, clean_start=True)
+                    props = None
+                    if s.session_expiry_s > 0:
+                        props = Properties(PacketTypes.CONNECT)
+                        props.SessionExpiryInterval = s.session_expiry_s
+                    client.connect(s.host, s.port, s.keepalive, clean_start=s.session_expiry_s == 0,
+                                   properties=props)
                 else:
                     client.connect(s.host, s.port, s.keepalive)
             except (OSError, ssl.SSLError, ValueError) as exc:

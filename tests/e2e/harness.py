@@ -16,7 +16,8 @@ from gateway.mqtt import BrokerSettings, PahoSubscriber
 class Recorder:
     """Subscribes before the gateway starts and keeps every message, like a platform would."""
 
-    def __init__(self, url: str, topic_filter: str) -> None:
+    def __init__(self, url: str, topic_filter: str, session_expiry_s: int = 0) -> None:
+        self._expiry = session_expiry_s
         self.messages: list[tuple[str, bytes, bool]] = []
         self.last_message = time.monotonic()
         self._url, self._filter = url, topic_filter
@@ -34,7 +35,8 @@ class Recorder:
         self._thread.join(10)
 
     async def _run(self) -> None:
-        settings = BrokerSettings.from_url(self._url, client_id=f"recorder-{time.monotonic_ns()}")
+        settings = BrokerSettings.from_url(self._url, client_id=f"recorder-{time.monotonic_ns()}",
+                                           session_expiry_s=self._expiry, backoff_min=0.1, backoff_max=1.0)
         async with PahoSubscriber(settings, self._filter) as sub:
             self._ready.set()
             it = sub.__aiter__()
