@@ -207,7 +207,7 @@ class _LoopClient:
                 if self._use_v5:
                     props = None
                     if s.session_expiry_s > 0:
-                        props = Properties(PacketTypes.CONNECT)
+                        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                         props.SessionExpiryInterval = s.session_expiry_s
                     client.connect(s.host, s.port, s.keepalive, clean_start=s.session_expiry_s == 0,
                                    properties=props)
