@@ -23,6 +23,7 @@ class Metrics:
     receipts_published: int = 0
     chain_errors: int = 0
     journal_errors: int = 0
+    clock_jumps: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

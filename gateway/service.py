@@ -47,6 +47,7 @@ INGEST_QUEUE_FRAMES = 20_000
 MAX_FRAMES_PER_APPEND = 2_000
 UNDELIVERED_FETCH = 5_000
 ANCHOR_RETRY_S = 2.0
+CLOCK_JUMP_MS = 2_000  # NTP slews far less than this; a step this large is a jump worth flagging
 
 
 class BleSource(Protocol):
@@ -81,7 +82,8 @@ class Gateway:
         self.signer = signer
         self.chain = chain
         self.metrics = Metrics()
-        self._frames: asyncio.Queue[tuple[Frame, int]] = asyncio.Queue(INGEST_QUEUE_FRAMES)
+        self._frames: asyncio.Queue[tuple[Frame, int, bool]] = asyncio.Queue(INGEST_QUEUE_FRAMES)
+        self._last_clock: tuple[int, float] | None = None  # (wall ms, monotonic s) of the previous frame
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tiyi-journal")
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="tiyi-chain")
         self._wake_publish = asyncio.Event()
@@ -115,7 +117,25 @@ class Gateway:
         """Hand a received frame to the pipeline; stamps the gateway receive time now."""
         self.metrics.frames_in += 1
         self._unsettled += 1
-        await self._frames.put((frame, wall_ms()))
+        await self._frames.put((frame, *self._stamp()))
+
+    def _stamp(self) -> tuple[int, bool]:
+        """Wall time for the record, and whether the wall clock jumped since the previous frame.
+
+        Order never depends on it (seq does); a jump is flagged on the record (``clock_jump``) so a
+        platform knows not to trust that timestamp's distance to its neighbours.
+        """
+        wall, mono = wall_ms(), monotonic()
+        jumped = False
+        if self._last_clock is not None:
+            last_wall, last_mono = self._last_clock
+            drift_ms = (wall - last_wall) - (mono - last_mono) * 1000
+            jumped = wall < last_wall or abs(drift_ms) > CLOCK_JUMP_MS
+            if jumped:
+                self.metrics.clock_jumps += 1
+                log.warning("wall clock jumped by %+.0f ms; flagging the affected record", drift_ms)
+        self._last_clock = (wall, mono)
+        return wall, jumped
 
     async def backlog(self) -> Backlog:
         st = await self._run(self.journal.stats)
@@ -186,10 +206,10 @@ class Gateway:
                         break
             await self._accept(items)
 
-    async def _accept(self, items: list[tuple[Frame, int]]) -> None:
+    async def _accept(self, items: list[tuple[Frame, int, bool]]) -> None:
         seq = self.journal.next_seq
         records: list[Record] = []
-        for frame, t in items:
+        for frame, t, jumped in items:
             try:
                 readings = decode(frame.char, frame.data)
             except UnknownCharacteristic:
@@ -203,7 +223,8 @@ class Gateway:
                 continue
             for r in readings:
                 records.append(Record(gw=self.cfg.gateway_id, seq=seq, dev=frame.dev, t=t, kind=r.kind,
-                                      val=r.val, raw=frame.data, salt=secrets.token_bytes(SALT_BYTES), q=r.q))
+                                      val=r.val, raw=frame.data, salt=secrets.token_bytes(SALT_BYTES),
+                                      q=(*r.q, "clock_jump") if jumped else r.q))
                 seq += 1
         if not records:
             self._unsettled -= len(items)
