@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import gateway.service as service
 from anchoring.devchain import DevChain
 from anchoring.evm import EvmChainClient
 from edge.record import Record, decode_data_message
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
+from gateway import service
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
