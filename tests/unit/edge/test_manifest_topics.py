@@ -1,0 +1,71 @@
+"""Manifests sign exactly their bytes and chain by SM3; topics follow the contract and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge import cbor
+from edge.errors import CodecError
+from edge.manifest import GENESIS_PREV, Manifest, SignedManifest, build_manifest, sign_manifest
+from edge.merkle import merkle_root
+from edge.sm2 import generate_signer
+from edge.sm3 import sm3
+from edge.topics import Topics, parse_topic
+
+SIGNER, OTHER = generate_signer(), generate_signer()
+RECORDS = [f"r{i}".encode() for i in range(5)]
+
+
+def test_build_sign_parse_verify() -> None:
+    m = build_manifest("gw-1", 1, 1, RECORDS, GENESIS_PREV, 1_700_000_000_000)
+    assert (m.first_seq, m.last_seq, m.count, m.root, m.hash) == (1, 5, 5, merkle_root(RECORDS), "sm3")
+    signed = sign_manifest(m, SIGNER)
+    again = SignedManifest.from_bytes(bytes(signed))
+    assert again == signed and again.manifest == m
+    assert again.verify(SIGNER) and not again.verify(OTHER)
+    assert m.digest == sm3(bytes(m))
+    m2 = build_manifest("gw-1", 2, 6, RECORDS, m.digest, 1_700_000_001_000)
+    assert m2.prev == m.digest and m2.first_seq == 6
+
+
+def test_tampered_manifest_bytes_fail() -> None:
+    signed = sign_manifest(build_manifest("gw-1", 1, 1, RECORDS, GENESIS_PREV, 1), SIGNER)
+    forged = cbor.loads(signed.manifest_bytes)
+    forged["count"], forged["last_seq"] = 4, 4
+    assert not SignedManifest(cbor.dumps(forged), signed.sig, signed.key_id).verify(SIGNER)
+    assert not SignedManifest(signed.manifest_bytes, signed.sig, OTHER.key_id).verify(SIGNER)
+
+
+@pytest.mark.parametrize("change", [{"count": 4}, {"last_seq": 0, "first_seq": 1}, {"root": b"x"},
+                                    {"prev": b"\x00" * 31}, {"hash": "sha256"}, {"batch": -1}])
+def test_manifest_rules(change: dict[str, object]) -> None:
+    m = build_manifest("gw-1", 1, 1, RECORDS, GENESIS_PREV, 1)
+    fields = {**cbor.loads(bytes(m)), **change}
+    with pytest.raises(CodecError):
+        Manifest.from_bytes(cbor.dumps(fields))
+
+
+def test_empty_batch_is_refused() -> None:
+    with pytest.raises(CodecError):
+        build_manifest("gw-1", 1, 1, [], GENESIS_PREV, 1)
+
+
+def test_topics() -> None:
+    t = Topics("shenzhen", "gw-1")
+    assert t.data("hr-1") == "tiyi/v1/shenzhen/gw-1/data/hr-1"
+    assert (t.batch, t.anchor, t.status, t.key, t.all) == (
+        "tiyi/v1/shenzhen/gw-1/batch", "tiyi/v1/shenzhen/gw-1/anchor", "tiyi/v1/shenzhen/gw-1/status",
+        "tiyi/v1/shenzhen/gw-1/key", "tiyi/v1/shenzhen/gw-1/#")
+    p = parse_topic("tiyi/v1/shenzhen/gw-1/data/hr-1")
+    assert (p.region, p.gw, p.channel, p.dev) == ("shenzhen", "gw-1", "data", "hr-1")
+    assert parse_topic(t.key).channel == "key"
+
+
+@pytest.mark.parametrize("topic", ["tiyi/v2/r/g/batch", "tiyi/v1/r/g/secrets", "tiyi/v1/r/g/data",
+                                   "tiyi/v1/r/g+/batch", "tiyi/v1/r/#/batch", "tiyi/v1/r/g/batch/extra",
+                                   "other/topic"])
+def test_bad_topics(topic: str) -> None:
+    with pytest.raises(CodecError):
+        parse_topic(topic)
+    with pytest.raises(CodecError):
+        Topics("shen zhen", "gw")
