@@ -202,7 +202,15 @@ class SqliteJournal:
         return [(int(s), str(d), bytes(b)) for s, d, b in rows]
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
-        self._tx([("UPDATE records SET delivered = 1 WHERE seq = ?", [(s,) for s in seqs], True)])
+        """Acks arrive in runs of consecutive seqs: one ranged UPDATE per run instead of one per record."""
+        runs: list[tuple[int, int]] = []
+        for s in sorted(set(seqs)):
+            if runs and s == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], s)
+            else:
+                runs.append((s, s))
+        if runs:
+            self._tx([("UPDATE records SET delivered = 1 WHERE seq BETWEEN ? AND ?", runs, True)])
 
     def records(self, first_seq: int, last_seq: int) -> list[bytes]:
         rows = self._query("SELECT seq, data FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",

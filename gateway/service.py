@@ -206,9 +206,18 @@ class Gateway:
                         break
             await self._accept(items)
 
+    @staticmethod
+    def _salt(pool: bytes, i: int) -> bytes:
+        start = i * SALT_BYTES
+        if start + SALT_BYTES > len(pool):  # more readings than the pool was sized for
+            return secrets.token_bytes(SALT_BYTES)
+        return pool[start:start + SALT_BYTES]
+
     async def _accept(self, items: list[tuple[Frame, int, bool]]) -> None:
         seq = self.journal.next_seq
         records: list[Record] = []
+        # One getrandom call for the whole group; decoders yield at most a few readings per frame.
+        salts = secrets.token_bytes(SALT_BYTES * 4 * len(items))
         for frame, t, jumped in items:
             try:
                 readings = decode(frame.char, frame.data)
@@ -223,7 +232,7 @@ class Gateway:
                 continue
             for r in readings:
                 records.append(Record(gw=self.cfg.gateway_id, seq=seq, dev=frame.dev, t=t, kind=r.kind,
-                                      val=r.val, raw=frame.data, salt=secrets.token_bytes(SALT_BYTES),
+                                      val=r.val, raw=frame.data, salt=self._salt(salts, seq - self.journal.next_seq),
                                       q=(*r.q, "clock_jump") if jumped else r.q))
                 seq += 1
         if not records:
