@@ -38,6 +38,17 @@ class AnchorInfo:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayEntry:
+    """A gateway in the on-chain registry: who vouches for it and its SM2 key (64 bytes X‖Y)."""
+
+    gw: str
+    operator: str
+    sm2_public_key: bytes
+    revoked: bool
+    updated_block: int
+
+
 class ChainClient(Protocol):
     @property
     def chain_id(self) -> int: ...

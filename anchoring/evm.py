@@ -16,11 +16,11 @@ from typing import Any, TypeVar, cast
 from eth_account import Account
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.logs import DISCARD
 from web3.types import TxParams
 
-from anchoring.chain import AnchorInfo, SignedTx, TxReceipt, anchor_artifact
+from anchoring.chain import AnchorInfo, GatewayEntry, SignedTx, TxReceipt, anchor_artifact
 from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, TransactionFailed
 
 log = logging.getLogger("tiyi.chain")
@@ -170,6 +170,37 @@ class EvmChainClient:
                 a = ev["args"]
                 return AnchorInfo(int(a["blockNumber"]), str(a["gw"]), int(a["batch"]), int(a["count"]))
         return None
+
+    # ------------------------------------------------------------------ gateway registry (operator actions)
+    def _transact(self, fn: Any, what: str) -> TxReceipt:
+        """Sign, send and wait for an administrative transaction; a revert raises with the node's reason."""
+        try:
+            _guard(lambda: fn.call({"from": self.account.address}))  # surfaces the revert reason first
+        except (ContractLogicError, Web3RPCError) as exc:
+            # ganache reports call reverts as RPC errors; other nodes as ContractLogicError.
+            reason = getattr(exc, "message", None) or str(exc)
+            raise TransactionFailed(f"{what} refused by the contract: {reason}") from exc
+        stx = self._sign(fn.build_transaction(self._params(self.gas_limit)))
+        self.send(stx)
+        rec = _guard(lambda: self.w3.eth.wait_for_transaction_receipt(HexBytes(stx.tx_hash), timeout=120))
+        if rec["status"] != 1:
+            raise TransactionFailed(f"{what} failed on chain (tx 0x{stx.tx_hash.hex()})")
+        return TxReceipt(stx.tx_hash, True, int(rec["blockNumber"]), bytes(rec["blockHash"]))
+
+    def register_gateway(self, gw: str, sm2_public_key: bytes) -> TxReceipt:
+        return self._transact(self._contract.functions.registerGateway(gw, sm2_public_key), f"registering {gw}")
+
+    def rotate_gateway_key(self, gw: str, sm2_public_key: bytes) -> TxReceipt:
+        return self._transact(self._contract.functions.rotateGatewayKey(gw, sm2_public_key), f"rotating {gw}'s key")
+
+    def revoke_gateway(self, gw: str) -> TxReceipt:
+        return self._transact(self._contract.functions.revokeGateway(gw), f"revoking {gw}")
+
+    def gateway(self, gw: str) -> GatewayEntry | None:
+        operator, key, revoked, block = _guard(lambda: self._contract.functions.gatewayInfo(gw).call())
+        if int(operator, 16) == 0:
+            return None
+        return GatewayEntry(gw, str(operator), bytes(key), bool(revoked), int(block))
 
     # ------------------------------------------------------------------ reads
     def lookup(self, root: bytes) -> AnchorInfo | None:

@@ -147,9 +147,14 @@ class _GatewayState:
 
 class StreamVerifier:
     def __init__(self, trusted_keys: Mapping[str, Verifier] | None = None,
-                 load_key: Callable[[str], Verifier] | None = None) -> None:
+                 load_key: Callable[[str], Verifier] | None = None,
+                 key_for_gateway: Callable[[str], Verifier | None] | None = None) -> None:
+        """Keys, strongest first: ``key_for_gateway`` (e.g. the on-chain registry), pinned ``trusted_keys``,
+        then ``load_key`` on the retained key topic (trust on first use, reported as such)."""
         self.trusted = dict(trusted_keys or {})
         self.load_key = load_key
+        self.key_for_gateway = key_for_gateway
+        self._registry_cache: dict[str, Verifier | None] = {}
         self._gws: dict[str, _GatewayState] = {}
         self._stray: list[Problem] = []
         self.messages = 0
@@ -228,6 +233,14 @@ class StreamVerifier:
 
     # ---------------------------------------------------------------- checks
     def _verifier_for(self, st: _GatewayState, rep: GatewayReport, key_id: str) -> Verifier | None:
+        if self.key_for_gateway is not None:
+            if rep.gw not in self._registry_cache:
+                self._registry_cache[rep.gw] = self.key_for_gateway(rep.gw)
+            v = self._registry_cache[rep.gw]
+            if v is None or v.key_id != key_id:
+                return None
+            rep.key_source = f"{key_id} (from the on-chain gateway registry)"
+            return v
         if key_id in self.trusted:
             rep.key_source = f"{key_id} (pinned)"
             return self.trusted[key_id]

@@ -80,6 +80,8 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--key", type=Path, action="append", default=[],
                    help="trusted gateway public key (SPKI PEM); repeatable. Without it the retained key topic is "
                         "trusted on first use, and the summary says so")
+    p.add_argument("--registry", default=None, metavar="CONTRACT",
+                   help="take each gateway's key from this Anchor contract's on-chain registry (needs --rpc)")
     p.add_argument("--idle", type=float, default=5.0, help="stop listening after this many quiet seconds (default 5)")
     p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
     p.add_argument("--require-complete", action="store_true", help="records not yet in a batch count as failures")
@@ -112,6 +114,28 @@ def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("-o", "--output", type=Path, default=None, help="write here instead of standard output")
 
 
+def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("chain", help="the on-chain gateway registry (for gym operators)",
+                       description="A gym operator vouches for its gateways on the chain: it registers a gateway id "
+                                   "with the gateway's SM2 public key, and may later rotate or revoke it. Platforms "
+                                   "then verify with `tiyi verify --registry CONTRACT --rpc URL` instead of pinning "
+                                   "keys by hand. Only the registering operator account can rotate or revoke.")
+    cs = p.add_subparsers(dest="chain_cmd", required=True)
+    for name, hlp in (("register", "register a gateway id with its SM2 public key"),
+                      ("rotate", "replace a registered gateway's key"),
+                      ("revoke", "revoke a gateway (its signatures stop being trusted)"),
+                      ("show", "print a gateway's registry entry")):
+        c = cs.add_parser(name, help=hlp)
+        c.add_argument("--rpc", required=True, help="chain JSON-RPC URL")
+        c.add_argument("--contract", required=True, help="the Anchor contract address")
+        c.add_argument("--gateway", required=True, help="gateway id")
+        if name in ("register", "rotate"):
+            c.add_argument("--pub", type=Path, required=True, help="the gateway's SM2 public key (gateway.pub)")
+        if name != "show":
+            c.add_argument("--operator-key", type=Path, required=True,
+                           help="the operator's chain account key file (hex, 0600; created if absent)")
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against a running broker")
     bs = p.add_subparsers(dest="bench_cmd", required=True)
@@ -142,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_bench, _add_decode):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_bench, _add_decode):
         add(sub)
     return parser
 
@@ -204,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
+        if args.cmd == "chain":
+            from gateway.registry_cmd import registry_main
+            return registry_main(args)
         if args.cmd == "bench":
             from gateway.bench_pipeline import bench_pipeline_main
             return bench_pipeline_main(args)

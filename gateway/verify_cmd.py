@@ -93,11 +93,31 @@ def anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | N
     return check
 
 
+def registry_lookup(rpc: str, contract: str) -> Callable[[str], Verifier | None]:
+    """Gateway keys from the Anchor contract's registry; revoked or unknown gateways get no key."""
+    from anchoring.evm import EvmChainClient
+    from edge.sm2 import GmsslSm2Verifier, Sm2PublicKey
+
+    client = EvmChainClient.reader(rpc, contract)
+
+    def lookup(gw: str) -> Verifier | None:
+        entry = client.gateway(gw)
+        if entry is None or entry.revoked or len(entry.sm2_public_key) != 64:
+            return None
+        return GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + entry.sm2_public_key))
+
+    return lookup
+
+
 def verify_main(args: argparse.Namespace) -> int:
     if (args.broker is None) == (args.capture is None):
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
+    if args.registry is not None and args.rpc is None:
+        raise ConfigError("--registry needs --rpc (the chain to read the gateway registry from)")
     keys = trusted_keys(args.key)
-    verifier = StreamVerifier(trusted_keys=keys, load_key=None if keys else load_public_key_pem)
+    registry = None if args.registry is None else registry_lookup(args.rpc, args.registry)
+    verifier = StreamVerifier(trusted_keys=keys, load_key=None if keys else load_public_key_pem,
+                              key_for_gateway=registry)
     if args.capture is not None:
         try:
             with args.capture.open("rb") as fh:
@@ -121,6 +141,7 @@ def verify_main(args: argparse.Namespace) -> int:
         print(report.summary())
         if args.rpc is None:
             print("note: anchors were not checked against a chain (give --rpc URL)")
-        if not keys:
-            print("note: gateway keys were trusted on first use from the retained key topic (pin with --key)")
+        if not keys and registry is None:
+            print("note: gateway keys were trusted on first use from the retained key topic (pin with --key, or "
+                  "use --registry ADDRESS to take them from the on-chain registry)")
     return 0 if report.ok else 1
