@@ -1,0 +1,110 @@
+"""Simulated peripherals on an emulated Bluetooth link (Bumble): the same GATT bytes a real strap sends.
+
+Each device has its own Bumble controller on a shared ``LocalLink``; the gateway's central joins the
+same link through the bleak-over-Bumble backend, so the gateway's real BLE code path is exercised.
+Misbehaviour is injected here, because Bumble itself never drops, stalls or corrupts anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from bumble import gatt
+from bumble.controller import Controller
+from bumble.device import Connection, Device
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport.common import AsyncPipeSink
+
+from firmware_sim.heart_rate_strap import HeartRateStrap
+
+HEART_RATE_SERVICE = "180D"
+BATTERY_SERVICE = "180F"
+
+
+def advertising_data(name: str, services16: list[int]) -> bytes:
+    """Flags (LE general discoverable, no BR/EDR), complete 16-bit service list, complete local name."""
+    uuids = b"".join(u.to_bytes(2, "little") for u in services16)
+    name_b = name.encode()[:20]
+    return bytes([2, 0x01, 0x06, 1 + len(uuids), 0x03]) + uuids + bytes([1 + len(name_b), 0x09]) + name_b
+
+
+@dataclass
+class Misbehaviour:
+    silent: bool = False  # stay connected, stop notifying
+    malformed_every: int = 0  # every n-th notification is truncated garbage (0: never)
+
+
+@dataclass
+class BumbleHeartRateStrap:
+    link: LocalLink
+    address: str
+    strap: HeartRateStrap
+    interval_s: float = 1.0
+    speed: float = 1.0
+    misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
+    sent: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        c = Controller(self.strap.dev_id, link=self.link, public_address=self.address)
+        self.device = Device(name=self.strap.dev_id, address=Address(self.address), host=Host(c, AsyncPipeSink(c)))
+        self.hrm = gatt.Characteristic("2A37", gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE,
+                                       b"")
+        self.battery = gatt.Characteristic("2A19", gatt.Characteristic.Properties.READ,
+                                           gatt.Characteristic.READABLE, bytes([self.strap.battery]))
+        self.device.add_services([gatt.Service(HEART_RATE_SERVICE, [self.hrm]),
+                                  gatt.Service(BATTERY_SERVICE, [self.battery])])
+        self._task: asyncio.Task[None] | None = None
+        self._connections: list[Connection] = []
+        self.device.on("connection", self._on_connection)
+
+    def _on_connection(self, conn: Connection) -> None:
+        self._connections.append(conn)
+        conn.on("disconnection", lambda _reason: self._forget(conn))
+        # Stay connectable for a reconnect after this connection drops.
+
+    def _forget(self, conn: Connection) -> None:
+        if conn in self._connections:
+            self._connections.remove(conn)
+        asyncio.get_event_loop().create_task(self._advertise())
+
+    async def _advertise(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.device.start_advertising(advertising_data=advertising_data(self.strap.dev_id, [0x180D, 0x180F]),
+                                                advertising_interval_min=20, advertising_interval_max=20)
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        await self._advertise()
+        self._task = asyncio.create_task(self._notify_loop())
+
+    async def _notify_loop(self) -> None:
+        t = 0.0
+        n = 0
+        while True:
+            await asyncio.sleep(self.interval_s / self.speed)
+            t += self.interval_s
+            frame = self.strap.frame_at(t)
+            n += 1
+            data = frame.data
+            if self.misbehaviour.malformed_every and n % self.misbehaviour.malformed_every == 0:
+                data = b"\x11"  # flags announce a u16 heart rate, and nothing follows
+            if self.misbehaviour.silent or not self._connections:
+                continue
+            self.sent.append(data)
+            await self.device.notify_subscribers(self.hrm, data)
+
+    async def drop_connections(self) -> None:
+        """The peripheral disconnects (walks out of range, power-cycles)."""
+        for conn in list(self._connections):
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.drop_connections()

@@ -1,0 +1,1 @@
+"""BLE collection: the bleak adapter and, for tests and the demo, a bleak backend over Bumble."""

@@ -1,0 +1,226 @@
+"""A bleak backend over Bumble, so the unmodified gateway BLE code drives emulated peripherals.
+
+bleak lets callers inject a backend class (``BleakScanner(backend=...)``, ``BleakClient(backend=...)``);
+these two classes implement bleak's abstract scanner and client on a Bumble host whose controller sits
+on a Bumble link shared with simulated devices (``firmware_sim.bumble_devices``). Nothing above bleak
+knows the difference: the gateway's ``BleakSource`` is the same code that runs against BlueZ on a Pi.
+
+Bumble has no radio model (fixed RSSI, no connection limit, no supervision timeout); the gateway's own
+watchdogs and slot budget are what the tests exercise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bleak.args import SizedBuffer
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient, NotifyCallback
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
+from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
+from bleak.exc import BleakError
+from bumble.controller import Controller
+from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport.common import AsyncPipeSink
+
+log = logging.getLogger("tiyi.ble.bumble")
+
+BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+_PROPS = {0x02: "read", 0x04: "write-without-response", 0x08: "write", 0x10: "notify", 0x20: "indicate"}
+
+
+def uuid128(text: str) -> str:
+    """bleak's normalised form: 16-bit SIG UUIDs expanded on the Bluetooth base UUID, lower case."""
+    t = text.lower().removeprefix("0x")
+    return f"0000{t}{BASE_UUID_TAIL}" if len(t) == 4 else t
+
+
+def parse_advertising_data(data: bytes) -> tuple[str | None, list[str], dict[str, bytes], dict[int, bytes], int | None]:
+    """AD structures → (local name, service UUIDs, service data, manufacturer data, tx power).
+
+    Radio input: malformed structures end parsing instead of raising.
+    """
+    name: str | None = None
+    uuids: list[str] = []
+    service_data: dict[str, bytes] = {}
+    manufacturer: dict[int, bytes] = {}
+    tx_power: int | None = None
+    i = 0
+    while i < len(data):
+        length = data[i]
+        if length == 0 or i + 1 + length > len(data):
+            break
+        ad_type, body = data[i + 1], data[i + 2:i + 1 + length]
+        i += 1 + length
+        if ad_type in (0x08, 0x09):
+            name = body.decode("utf-8", "replace")
+        elif ad_type in (0x02, 0x03):
+            uuids += [uuid128(body[j:j + 2][::-1].hex()) for j in range(0, len(body) - 1, 2)]
+        elif ad_type == 0x16 and len(body) >= 2:
+            service_data[uuid128(body[:2][::-1].hex())] = bytes(body[2:])
+        elif ad_type == 0xFF and len(body) >= 2:
+            manufacturer[int.from_bytes(body[:2], "little")] = bytes(body[2:])
+        elif ad_type == 0x0A and len(body) == 1:
+            tx_power = int.from_bytes(body, "little", signed=True)
+    return name, uuids, service_data, manufacturer, tx_power
+
+
+class BumbleCentral:
+    """The gateway's emulated adapter: a Bumble host and controller on a link shared with peripherals."""
+
+    def __init__(self, link: LocalLink, address: str = "C0:FF:EE:00:00:01", name: str = "tiyi-gateway") -> None:
+        self.link = link
+        self.controller = Controller(name, link=link, public_address=address)
+        self.device = Device(name=name, address=Address(address), host=Host(self.controller,
+                                                                             AsyncPipeSink(self.controller)))
+        self._started = False
+        self._scan_users = 0
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.device.power_on()
+            self._started = True
+
+    async def scan(self, on: bool) -> None:
+        """Reference-counted scanning, because BlueZ-like callers start and stop independently."""
+        await self.start()
+        if on:
+            self._scan_users += 1
+            if self._scan_users == 1:
+                await self.device.start_scanning(filter_duplicates=False)
+        else:
+            self._scan_users = max(0, self._scan_users - 1)
+            if self._scan_users == 0:
+                await self.device.stop_scanning()
+
+
+class BumbleScanner(BaseBleakScanner):
+    """bleak scanner backend: Bumble advertisement reports become bleak detection callbacks."""
+
+    def __init__(self, detection_callback: AdvertisementDataCallback | None, service_uuids: list[str] | None,
+                 scanning_mode: str = "active", *, central: BumbleCentral, **kwargs: Any) -> None:
+        super().__init__(detection_callback, service_uuids)
+        self.central = central
+        self._running = False
+
+    def _on_advertisement(self, adv: Advertisement) -> None:
+        name, uuids, sdata, mdata, tx = parse_advertising_data(adv.data_bytes)
+        if not self.is_allowed_uuid(uuids):
+            return
+        data = AdvertisementData(local_name=name, manufacturer_data=mdata, service_data=sdata, service_uuids=uuids,
+                                 tx_power=tx, rssi=adv.rssi, platform_data=(adv,))
+        address = str(adv.address).split("/")[0]
+        device = self.create_or_update_device(address, address, name, adv.address, data)
+        self.call_detection_callbacks(device, data)
+
+    async def start(self) -> None:
+        if not self._running:
+            self.seen_devices = {}
+            self.central.device.on("advertisement", self._on_advertisement)
+            await self.central.scan(True)
+            self._running = True
+
+    async def stop(self) -> None:
+        if self._running:
+            self.central.device.remove_listener("advertisement", self._on_advertisement)
+            await self.central.scan(False)
+            self._running = False
+
+
+class BumbleClient(BaseBleakClient):
+    """bleak client backend: connect, discover, read, write and notify through a Bumble GATT client."""
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, *, central: BumbleCentral, **kwargs: Any) -> None:
+        super().__init__(address_or_ble_device, disconnected_callback=kwargs.pop("disconnected_callback", None),
+                         timeout=kwargs.pop("timeout", 10.0))
+        self.central = central
+        details = address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice) else None
+        self._peer_address: Address = details if isinstance(details, Address) else Address(self.address)
+        self._connection: Connection | None = None
+        self._peer: Peer | None = None
+
+    @property
+    def mtu_size(self) -> int:
+        return 23 if self._connection is None else int(self._connection.att_mtu)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None
+
+    async def connect(self, pair: bool, **kwargs: Any) -> None:
+        await self.central.start()
+        try:
+            conn = await asyncio.wait_for(self.central.device.connect(self._peer_address), self._timeout)
+        except (TimeoutError, Exception) as exc:  # bumble raises several types; bleak callers expect BleakError
+            raise BleakError(f"could not connect to {self.address}: {exc!r}") from exc
+        self._connection = conn
+        conn.on("disconnection", self._on_disconnection)
+        peer = Peer(conn)
+        self._peer = peer
+        await peer.discover_services()
+        collection = BleakGATTServiceCollection()
+        for s in peer.services:
+            await s.discover_characteristics()
+            service = BleakGATTService(s, s.handle, uuid128(str(s.uuid.to_hex_str())))
+            collection.add_service(service)
+            for c in s.characteristics:
+                props: list[Any] = [name for bit, name in _PROPS.items() if int(c.properties) & bit]
+                ch = BleakGATTCharacteristic(c, c.handle, uuid128(c.uuid.to_hex_str()), props,
+                                             lambda: self.mtu_size - 3, service)
+                collection.add_characteristic(ch)
+        self.services = collection
+
+    def _on_disconnection(self, reason: int) -> None:
+        self._connection = None
+        self._peer = None
+        if self._disconnected_callback is not None:
+            self._disconnected_callback()
+
+    async def disconnect(self) -> None:
+        conn = self._connection
+        if conn is not None:
+            try:
+                await conn.disconnect()
+            except Exception as exc:  # already gone
+                log.debug("disconnect: %r", exc)
+            self._connection = None
+
+    async def pair(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("pairing is not emulated")
+
+    async def unpair(self) -> None:
+        raise NotImplementedError("pairing is not emulated")
+
+    def _require(self) -> Peer:
+        if self._peer is None:
+            raise BleakError("not connected")
+        return self._peer
+
+    async def read_gatt_char(self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False,
+                             **kwargs: Any) -> bytearray:
+        return bytearray(await self._require().read_value(characteristic.obj))
+
+    async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False,
+                                   **kwargs: Any) -> bytearray:
+        return bytearray(await self._require().read_value(descriptor.handle))
+
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer,
+                              response: bool) -> None:
+        await self._require().write_value(characteristic.obj, bytes(data), with_response=response)
+
+    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+        await self._require().write_value(descriptor.handle, bytes(data), with_response=True)
+
+    async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback,
+                           **kwargs: Any) -> None:
+        await self._require().subscribe(characteristic.obj, lambda value: callback(bytearray(value)))
+
+    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
+        await self._require().unsubscribe(characteristic.obj)

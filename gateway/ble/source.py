@@ -1,0 +1,213 @@
+"""``BleakSource``: BLE collection through bleak, the gateway's ``BleSource`` for real radios.
+
+One long-lived scanner; a connection manager that connects serially (BlueZ rejects concurrent
+connects with ``InProgress``), within a slot budget (about five links per onboard Pi radio), always
+with the scanner's ``BLEDevice`` (an address string triggers a hidden scan), never reusing a client;
+a silence watchdog per device (Bumble and BlueZ may both keep a dead link "connected"); reconnects with
+exponential backoff and jitter. Notification callbacks only enqueue; one pump submits frames in order.
+
+Device ids are pseudonyms: HMAC-SM3 of the Bluetooth address under a per-gateway secret, so a MAC
+address never leaves the gateway (topics and records carry only the pseudonym).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from edge.frame import Frame
+from edge.gatt import known_characteristics
+
+log = logging.getLogger("tiyi.ble")
+
+BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+HEART_RATE_SERVICE = f"0000180d{BASE_UUID_TAIL}"
+BATTERY_LEVEL = 0x2A19
+
+
+def uuid16(uuid: str) -> int | None:
+    u = uuid.lower()
+    if u.endswith(BASE_UUID_TAIL) and u.startswith("0000"):
+        return int(u[4:8], 16)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BleSettings:
+    """``allow`` holds upper-case addresses or ``name:<local name>`` entries; nothing else is ingested."""
+
+    allow: frozenset[str] = frozenset()
+    max_connections: int = 5
+    silence_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    scan_stall_s: float = 30.0
+
+
+@dataclass
+class DeviceState:
+    """What the gateway knows about one device; becomes metrics and the device state topic."""
+
+    dev: str
+    address: str
+    name: str | None = None
+    rssi: int | None = None
+    connected: bool = False
+    notifications: int = 0
+    connects: int = 0
+    failures: int = 0
+    battery: int | None = None
+    last_error: str | None = None
+    next_attempt: float = 0.0
+    backoff: float = 0.0
+    last_seen: float = 0.0
+    ble_device: BLEDevice | None = field(default=None, repr=False)
+
+
+class BleakSource:
+    """Collects from allowed devices; ``run(submit)`` until cancelled."""
+
+    def __init__(self, settings: BleSettings, pseudonym_key: bytes, backend_kwargs: dict[str, Any] | None = None,
+                 scanner_backend: type | None = None, client_backend: type | None = None) -> None:
+        self.settings = settings
+        self._key = pseudonym_key
+        self._kw = backend_kwargs or {}
+        self._scanner_backend = scanner_backend
+        self._client_backend = client_backend
+        self.devices: dict[str, DeviceState] = {}  # by address
+        self.unknown_seen: dict[str, str | None] = {}  # address -> name, for `devices list`
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self._connect_lock = asyncio.Lock()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_adv = 0.0
+        self.scanner_restarts = 0
+
+    def dev_id(self, address: str) -> str:
+        digest = hmac.new(self._key, address.upper().encode(), "sm3").hexdigest()
+        return f"ble-{digest[:12]}"
+
+    def _allowed(self, address: str, name: str | None) -> bool:
+        a = self.settings.allow
+        return address.upper() in a or (name is not None and f"name:{name}" in a)
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_adv = loop.time()
+        address = device.address.upper()
+        if not self._allowed(address, adv.local_name):
+            self.unknown_seen[address] = adv.local_name
+            return
+        st = self.devices.get(address)
+        if st is None:
+            st = self.devices[address] = DeviceState(self.dev_id(address), address)
+            log.info("allowed device %s (%s) seen; its records use id %s", adv.local_name, address, st.dev)
+        st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        pump = asyncio.create_task(self._pump(submit))
+        scanner = self._new_scanner()
+        await scanner.start()
+        loop = asyncio.get_running_loop()
+        self._last_adv = loop.time()
+        try:
+            while True:
+                await asyncio.sleep(0.2)
+                now = loop.time()
+                if now - self._last_adv > self.settings.scan_stall_s:
+                    # Discovery can silently stall (BlueZ): restart it rather than wait forever.
+                    log.warning("no advertisements for %.0f s: restarting the scanner", now - self._last_adv)
+                    self.scanner_restarts += 1
+                    with contextlib.suppress(Exception):
+                        await scanner.stop()
+                    scanner = self._new_scanner()
+                    await scanner.start()
+                    self._last_adv = now
+                busy = sum(1 for t in self._tasks.values() if not t.done())
+                for st in sorted(self.devices.values(), key=lambda s: s.next_attempt):
+                    if busy >= self.settings.max_connections:
+                        break
+                    task = self._tasks.get(st.address)
+                    if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
+                        self._tasks[st.address] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
+                        busy += 1
+        finally:
+            for t in self._tasks.values():
+                t.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await scanner.stop()
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    def _new_scanner(self) -> BleakScanner:
+        return BleakScanner(self._on_advertisement, backend=self._scanner_backend, **self._kw)
+
+    async def _pump(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        while True:
+            await submit(await self._frames.get())
+
+    async def _session(self, st: DeviceState) -> None:
+        """One connection's life: connect, subscribe, watch for silence, and schedule the next attempt."""
+        loop = asyncio.get_running_loop()
+        disconnected = asyncio.Event()
+        client = BleakClient(st.ble_device or st.address, disconnected_callback=lambda _c: disconnected.set(),
+                             timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw)
+        last_note = [loop.time()]
+
+        def on_notify(char: Any, data: bytearray) -> None:
+            u = uuid16(char.uuid)
+            if u is None:
+                return
+            last_note[0] = loop.time()
+            st.notifications += 1
+            self._frames.put_nowait(Frame(st.dev, u, bytes(data)))
+
+        try:
+            async with self._connect_lock:  # one connect at a time per adapter
+                await client.connect()
+            st.connected, st.connects = True, st.connects + 1
+            log.info("connected to %s (%s)", st.dev, st.name)
+            known = set(known_characteristics())
+            for service in client.services or []:
+                for char in service.characteristics:
+                    u = uuid16(char.uuid)
+                    if u is None or u not in known:
+                        continue
+                    if "notify" in char.properties or "indicate" in char.properties:
+                        await client.start_notify(char, on_notify)
+                    elif u == BATTERY_LEVEL and "read" in char.properties:
+                        value = bytes(await client.read_gatt_char(char))
+                        st.battery = value[0] if len(value) == 1 else None
+                        self._frames.put_nowait(Frame(st.dev, u, value))
+            st.backoff = 0.0
+            while not disconnected.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(disconnected.wait(), 1.0)
+                if loop.time() - last_note[0] > self.settings.silence_s:
+                    log.warning("%s silent for %.0f s: dropping the link to reconnect", st.dev, self.settings.silence_s)
+                    st.last_error = "silent"
+                    break
+            if disconnected.is_set():
+                log.info("%s disconnected", st.dev)
+        except (BleakError, TimeoutError, OSError) as exc:
+            st.failures += 1
+            st.last_error = str(exc)
+            log.warning("%s: %s", st.dev, exc)
+        finally:
+            st.connected = False
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
+            st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
