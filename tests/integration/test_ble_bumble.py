@@ -113,7 +113,7 @@ def test_more_devices_than_slots() -> None:
                 await asyncio.sleep(0.02)
         asyncio.get_running_loop().create_task(loop())
 
-    source, frames, _ = run_for(1.5, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)),
+    _source, frames, _ = run_for(1.5, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)),
                                                             max_connections=2), watch)
     assert peak[0] == 2
     assert len({f.dev for f in frames}) == 2  # the others wait for a free slot
