@@ -53,13 +53,24 @@ class BumbleHeartRateStrap:
         self.device = Device(name=self.strap.dev_id, address=Address(self.address), host=Host(c, AsyncPipeSink(c)))
         self.hrm = gatt.Characteristic("2A37", gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE,
                                        b"")
-        self.battery = gatt.Characteristic("2A19", gatt.Characteristic.Properties.READ,
-                                           gatt.Characteristic.READABLE, bytes([self.strap.battery]))
+        battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
+        self.battery: gatt.Characteristic[bytes] = gatt.Characteristic(
+            "2A19", gatt.Characteristic.Properties.READ, gatt.Characteristic.READABLE, battery_value)
+        self.battery_reads = 0
         self.device.add_services([gatt.Service(HEART_RATE_SERVICE, [self.hrm]),
                                   gatt.Service(BATTERY_SERVICE, [self.battery])])
         self._task: asyncio.Task[None] | None = None
         self._connections: list[Connection] = []
         self.device.on("connection", self._on_connection)
+
+    def _read_battery(self, _conn: Connection) -> bytes:
+        self.battery_reads += 1
+        return bytes([self.strap.battery])
+
+    @property
+    def frames_emitted(self) -> int:
+        """Notifications sent plus battery values served: every frame a central could have received."""
+        return len(self.sent) + self.battery_reads
 
     def _on_connection(self, conn: Connection) -> None:
         self._connections.append(conn)
@@ -92,10 +103,15 @@ class BumbleHeartRateStrap:
             data = frame.data
             if self.misbehaviour.malformed_every and n % self.misbehaviour.malformed_every == 0:
                 data = b"\x11"  # flags announce a u16 heart rate, and nothing follows
-            if self.misbehaviour.silent or not self._connections:
-                continue
+            if self.misbehaviour.silent or not self._subscribed():
+                continue  # like a real strap: nobody listening, nothing sent (and nothing counted)
+            # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
+            await asyncio.shield(self.device.notify_subscribers(self.hrm, data))
             self.sent.append(data)
-            await self.device.notify_subscribers(self.hrm, data)
+
+    def _subscribed(self) -> bool:
+        subs = self.device.gatt_server.subscribers.values()
+        return any(cccd.get(self.hrm.handle, b"\x00\x00")[0] & 0x01 for cccd in subs)
 
     async def drop_connections(self) -> None:
         """The peripheral disconnects (walks out of range, power-cycles)."""
@@ -103,8 +119,12 @@ class BumbleHeartRateStrap:
             with contextlib.suppress(Exception):
                 await conn.disconnect()
 
-    async def stop(self) -> None:
+    async def stop_notifying(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def stop(self) -> None:
+        await self.stop_notifying()
         await self.drop_connections()

@@ -52,6 +52,9 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="anchor on this EVM JSON-RPC node (ganache, FISCO BCOS Web3 RPC, Besu) instead of the "
                         "in-process chain; the Anchor contract is deployed unless --contract is given")
     p.add_argument("--contract", default=None, help="address of an existing Anchor contract on --chain")
+    p.add_argument("--ble", action="store_true",
+                   help="emulate the straps as Bluetooth peripherals (Bumble) and collect them through the gateway's "
+                        "real bleak code path, instead of feeding frames directly")
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,7 +17,7 @@ from edge.regions import REGIONS, is_region
 from gateway.errors import ConfigError
 
 ChainKind = Literal["inproc", "evm", "none"]
-SourceKind = Literal["sim"]
+SourceKind = Literal["sim", "ble"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,15 @@ class SimConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BleConfig:
+    # Upper-case addresses or "name:<advertised name>"; nothing else is ingested (devices are only listed).
+    allow: frozenset[str] = frozenset()
+    max_connections: int = 5  # about what an onboard Pi radio sustains; add USB adapters for more
+    silence_s: float = 10.0
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     gateway_id: str = "gw-demo-01"
     region: str = "shenzhen"
@@ -77,6 +86,7 @@ class GatewayConfig:
     publish: PublishConfig = field(default_factory=PublishConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    ble: BleConfig = field(default_factory=BleConfig)
 
     @property
     def journal_path(self) -> Path:
@@ -85,6 +95,11 @@ class GatewayConfig:
     @property
     def signing_key_path(self) -> Path:
         return self.key_file or self.state_dir / "keys" / "gateway.key"
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        """Secret for device pseudonyms (HMAC of the Bluetooth address); losing it renames every device."""
+        return self.state_dir / "keys" / "device-pseudonym.key"
 
     @property
     def chain_key_path(self) -> Path:
@@ -109,6 +124,11 @@ class GatewayConfig:
             raise ConfigError("chain.kind = 'evm' needs chain.url (the node's JSON-RPC endpoint)")
         if not 0 <= self.chain.confirmations <= 10_000:
             raise ConfigError("chain.confirmations must be 0..10000")
+        if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
+            raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
+        if self.source == "ble" and not self.ble.allow:
+            raise ConfigError("source = 'ble' needs [ble] allow = [...] (addresses or \"name:...\"): "
+                              "the gateway never ingests devices nobody paired")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self
@@ -116,6 +136,7 @@ class GatewayConfig:
 
 _SECTIONS: dict[str, type] = {
     "mqtt": MqttConfig, "batch": BatchConfig, "publish": PublishConfig, "chain": ChainConfig, "sim": SimConfig,
+    "ble": BleConfig,
 }
 _TOP_KEYS = {"id": "gateway_id", "region": "region", "state_dir": "state_dir", "key_file": "key_file",
              "source": "source"}
@@ -128,7 +149,11 @@ def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
         if key not in known:
             raise ConfigError(f"{origin}: unknown setting [{section}] {key} (known: {', '.join(sorted(known))})")
         default = getattr(cls(), key)
-        if isinstance(default, Path) or key.endswith(("_file", "_dir")):
+        if isinstance(default, frozenset):
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ConfigError(f"{origin}: [{section}] {key} must be a list of strings")
+            value = frozenset(x.upper() if not x.startswith("name:") else x for x in value)
+        elif isinstance(default, Path) or key.endswith(("_file", "_dir")):
             if not isinstance(value, str):
                 raise ConfigError(f"{origin}: [{section}] {key} must be a path string")
             value = Path(value)
@@ -171,8 +196,8 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfi
             top[section] = _coerce(_SECTIONS[section], section, value, origin)
         else:
             raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)})")
-    if top.get("source", "sim") != "sim":
-        raise ConfigError(f"{origin}: [gateway] source must be 'sim' (BLE collection arrives with the BLE issue)")
+    if top.get("source", "sim") not in ("sim", "ble"):
+        raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
     if "chain" in top and top["chain"].kind not in ("inproc", "evm", "none"):
         raise ConfigError(f"{origin}: [chain] kind must be one of inproc, evm, none")
     if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):

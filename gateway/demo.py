@@ -14,18 +14,25 @@ import logging
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from anchoring.stream_verifier import StreamVerifier
 from anchoring.verify_anchor import check_receipt
+from edge.frame import Frame
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from gateway.clock import monotonic
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
-from gateway.runtime import assemble, chain_account_key
+from gateway.runtime import assemble, chain_account_key, secret_file
 from gateway.sources import SimulatedStrapSource
+
+if TYPE_CHECKING:
+    from firmware_sim.bumble_devices import BumbleHeartRateStrap
+    from gateway.ble.source import BleakSource
 
 log = logging.getLogger("tiyi.demo")
 
@@ -106,9 +113,14 @@ async def _demo(args: argparse.Namespace) -> int:
         parts = assemble(cfg, chain, url)
         gw = parts.gateway
         await gw.start()
-        source = SimulatedStrapSource(args.devices, 1.0, seed=1, speed=args.speed)
+        if args.ble:
+            source: FrameCounter = await _bumble_source(args, state_dir)
+            how = "emulated Bluetooth peripherals (Bumble), collected through bleak"
+        else:
+            source = SimulatedStrapSource(args.devices, 1.0, seed=1, speed=args.speed)
+            how = "frames fed straight into the gateway"
         src = asyncio.create_task(source.run(gw.submit))
-        print(f"devices  {args.devices} simulated heart-rate straps (0x2A37 every {1 / args.speed:g} s)")
+        print(f"devices  {args.devices} simulated heart-rate straps, 0x2A37 every {1 / args.speed:g} s; {how}")
         print("Ctrl-C to stop" + (f"; stopping after {args.duration:g} s" if args.duration else ""))
 
         stop = asyncio.Event()
@@ -133,6 +145,7 @@ async def _demo(args: argparse.Namespace) -> int:
             if args.duration is not None and now - start >= args.duration:
                 stop.set()
         progress.show("stopping: finishing batches and anchors ...", final=True)
+        await source.quiesce()
         src.cancel()
         await asyncio.gather(src, return_exceptions=True)
         drained = await gw.stop(drain_timeout=30)
@@ -156,6 +169,59 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"error: {source.frames_sent - gw.metrics.records} simulated frame(s) were not journaled",
                   file=sys.stderr)
         return 0 if report.ok and drained and complete else 1
+
+
+class FrameCounter(Protocol):
+    """A demo source: runs, can stop emitting before it is cancelled, and counts what it emitted."""
+
+    @property
+    def frames_sent(self) -> int: ...
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None: ...
+
+    async def quiesce(self) -> None: ...
+
+
+class BumbleDemoSource:
+    """Straps as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
+
+    def __init__(self, straps: list[BumbleHeartRateStrap], source: BleakSource) -> None:
+        self.straps = straps
+        self.source = source
+
+    @property
+    def frames_sent(self) -> int:
+        return sum(s.frames_emitted for s in self.straps)
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        for s in self.straps:
+            await s.start()
+        await self.source.run(submit)
+
+    async def quiesce(self) -> None:
+        for s in self.straps:
+            await s.stop_notifying()
+        await asyncio.sleep(0.5)  # let the last notifications cross the link
+
+
+async def _bumble_source(args: argparse.Namespace, state_dir: Path) -> BumbleDemoSource:
+    from bumble.link import LocalLink
+
+    from firmware_sim.bumble_devices import BumbleHeartRateStrap
+    from firmware_sim.heart_rate_strap import HeartRateStrap
+    from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
+    from gateway.ble.source import BleakSource, BleSettings
+
+    logging.getLogger("bumble").setLevel(logging.WARNING)
+    link = LocalLink()  # type: ignore[no-untyped-call]
+    straps = [BumbleHeartRateStrap(link, f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}",
+                                   HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i), 1.0, args.speed)
+              for i in range(args.devices)]
+    settings = BleSettings(allow=frozenset(s.address for s in straps), max_connections=max(5, args.devices),
+                           backoff_min_s=0.2)
+    source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
+                         {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+    return BumbleDemoSource(straps, source)
 
 
 def demo_main(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
 from gateway.mqtt import BrokerSettings, PahoPublisher
-from gateway.service import Gateway
+from gateway.service import BleSource, Gateway
 from gateway.sources import SimulatedStrapSource
 
 log = logging.getLogger("tiyi.runtime")
@@ -49,6 +49,11 @@ def broker_settings(cfg: GatewayConfig, url: str | None = None) -> BrokerSetting
 
 def chain_account_key(path: Path) -> bytes:
     """The gateway's own secp256k1 account key for signing chain transactions (created 0600 if absent)."""
+    return secret_file(path)
+
+
+def secret_file(path: Path) -> bytes:
+    """32 random bytes kept as hex in a 0600 file, created on first use."""
     import os
     import secrets
 
@@ -69,7 +74,7 @@ def chain_account_key(path: Path) -> bytes:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
-    log.info("created chain account key %s", path)
+    log.info("created secret %s (0600)", path)
     return key
 
 
@@ -102,6 +107,17 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
     return Assembled(Gateway(cfg, journal, publisher, signer, chain), journal)
 
 
+def make_source(cfg: GatewayConfig) -> BleSource:
+    if cfg.source == "ble":
+        from gateway.ble.source import BleakSource, BleSettings
+
+        b = cfg.ble
+        settings = BleSettings(allow=b.allow, max_connections=b.max_connections, silence_s=b.silence_s,
+                               connect_timeout_s=b.connect_timeout_s)
+        return BleakSource(settings, secret_file(cfg.pseudonym_key_path))
+    return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
+
+
 async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
     chain = build_chain(cfg)
     parts = assemble(cfg, chain)
@@ -112,8 +128,7 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await gw.start()
-    source = SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
-    src = asyncio.create_task(source.run(gw.submit), name="source")
+    src = asyncio.create_task(make_source(cfg).run(gw.submit), name="source")
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)

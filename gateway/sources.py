@@ -23,6 +23,9 @@ class SimulatedStrapSource:
         self.speed = speed
         self.frames_sent = 0
 
+    async def quiesce(self) -> None:
+        """Nothing in flight: frames are submitted synchronously."""
+
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -34,6 +34,9 @@ def test_example_config_parses() -> None:
     ({"nonsense": {}}, "unknown section"),
     ({"gateway": {"region": "beijing"}}, "23 regional sub-chains"),
     ({"chain": {"confirmations": -1}}, "confirmations"),
+    ({"gateway": {"source": "ble"}}, "needs \\[ble\\] allow"),
+    ({"ble": {"allow": "AA:BB"}}, "list of strings"),
+    ({"gateway": {"source": "zigbee"}}, "source must be"),
 ])
 def test_errors_name_the_setting(data: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
@@ -47,3 +50,8 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_ble_allowlist_is_normalised() -> None:
+    cfg = parse_config({"gateway": {"source": "ble"}, "ble": {"allow": ["aa:bb:cc:dd:ee:ff", "name:Polar H10"]}})
+    assert cfg.ble.allow == frozenset({"AA:BB:CC:DD:EE:FF", "name:Polar H10"})
