@@ -139,6 +139,24 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                            help="the operator's chain account key file (hex, 0600; created if absent)")
 
 
+def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("devices", help="pair, list and forget Bluetooth devices",
+                       description="The gateway ingests only paired devices (plus [ble] allow in the config). "
+                                   "Pairing takes effect within seconds, without a restart. Devices the gateway "
+                                   "has seen but that are not paired are listed too.")
+    ds = p.add_subparsers(dest="devices_cmd", required=True)
+    for name, hlp in (("list", "paired devices, and devices seen but not paired"),
+                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF or name:<advertised name>"),
+                      ("forget", "stop ingesting a device")):
+        d = ds.add_parser(name, help=hlp)
+        d.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
+        if name != "list":
+            d.add_argument("device", help="AA:BB:CC:DD:EE:FF or name:<advertised name>")
+        if name == "pair":
+            d.add_argument("--model", default=None, help="device model, for per-model quirks")
+            d.add_argument("--note", default=None, help="free text, e.g. where the device lives")
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against a running broker")
     bs = p.add_subparsers(dest="bench_cmd", required=True)
@@ -169,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_bench, _add_decode):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_bench,
+                _add_decode):
         add(sub)
     return parser
 
@@ -215,6 +234,40 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.registry import DeviceRegistry, pseudonym
+    from gateway.runtime import secret_file
+
+    cfg = load_config(args.config)
+    reg = DeviceRegistry(cfg.state_dir)
+    if args.devices_cmd == "pair":
+        p = reg.pair(args.device, args.model, args.note)
+        print(f"paired {p.entry}; the running gateway picks it up within seconds")
+        return EXIT_OK
+    if args.devices_cmd == "forget":
+        if not reg.forget(args.device):
+            print(f"{args.device} was not paired", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"forgot {args.device}; records already journaled stay")
+        return EXIT_OK
+    key = secret_file(cfg.pseudonym_key_path)
+    paired = reg.paired()
+    from_config = sorted(cfg.ble.allow)
+    print(f"paired ({len(paired) + len(from_config)}):")
+    for e in from_config:
+        print(f"  {e:32s} (from {args.config})")
+    for d in paired:
+        pseud = "" if d.entry.startswith("name:") else f"  id {pseudonym(key, d.entry)}"
+        extra = " ".join(x for x in (d.model, d.note) if x)
+        print(f"  {d.entry:32s}{pseud}  {extra}".rstrip())
+    seen = {a: n for a, n in reg.seen().items() if a not in {p.entry for p in paired}}
+    print(f"seen, not paired ({len(seen)}):")
+    for a, n in seen.items():
+        print(f"  {a:32s} {n or ''}".rstrip())
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -231,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
+        if args.cmd == "devices":
+            return _cmd_devices(args)
         if args.cmd == "chain":
             from gateway.registry_cmd import registry_main
             return registry_main(args)
@@ -248,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return verify_main(args)
     except GatewayError as exc:
         print(f"tiyi {args.cmd}: {exc}", file=sys.stderr)
-        return EXIT_USAGE if type(exc).__name__ == "ConfigError" else EXIT_FAIL
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL  # bad input vs. failure
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE

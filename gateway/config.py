@@ -126,9 +126,6 @@ class GatewayConfig:
             raise ConfigError("chain.confirmations must be 0..10000")
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
-        if self.source == "ble" and not self.ble.allow:
-            raise ConfigError("source = 'ble' needs [ble] allow = [...] (addresses or \"name:...\"): "
-                              "the gateway never ingests devices nobody paired")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self

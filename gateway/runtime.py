@@ -114,7 +114,9 @@ def make_source(cfg: GatewayConfig) -> BleSource:
         b = cfg.ble
         settings = BleSettings(allow=b.allow, max_connections=b.max_connections, silence_s=b.silence_s,
                                connect_timeout_s=b.connect_timeout_s)
-        return BleakSource(settings, secret_file(cfg.pseudonym_key_path))
+        from gateway.registry import DeviceRegistry
+
+        return BleakSource(settings, secret_file(cfg.pseudonym_key_path), registry=DeviceRegistry(cfg.state_dir))
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from bleak.exc import BleakError
 
 from edge.frame import Frame
 from edge.gatt import known_characteristics
+from gateway.registry import DeviceRegistry, pseudonym
 
 log = logging.getLogger("tiyi.ble")
 
@@ -80,8 +80,12 @@ class BleakSource:
     """Collects from allowed devices; ``run(submit)`` until cancelled."""
 
     def __init__(self, settings: BleSettings, pseudonym_key: bytes, backend_kwargs: dict[str, Any] | None = None,
-                 scanner_backend: type | None = None, client_backend: type | None = None) -> None:
+                 scanner_backend: type | None = None, client_backend: type | None = None,
+                 registry: DeviceRegistry | None = None) -> None:
+        """``registry`` adds paired devices to ``settings.allow``, re-read while running."""
         self.settings = settings
+        self.registry = registry
+        self._allow = settings.allow
         self._key = pseudonym_key
         self._kw = backend_kwargs or {}
         self._scanner_backend = scanner_backend
@@ -95,11 +99,10 @@ class BleakSource:
         self.scanner_restarts = 0
 
     def dev_id(self, address: str) -> str:
-        digest = hmac.new(self._key, address.upper().encode(), "sm3").hexdigest()
-        return f"ble-{digest[:12]}"
+        return pseudonym(self._key, address)
 
     def _allowed(self, address: str, name: str | None) -> bool:
-        a = self.settings.allow
+        a = self._allow
         return address.upper() in a or (name is not None and f"name:{name}" in a)
 
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
@@ -121,10 +124,14 @@ class BleakSource:
         await scanner.start()
         loop = asyncio.get_running_loop()
         self._last_adv = loop.time()
+        last_registry = 0.0
         try:
             while True:
                 await asyncio.sleep(0.2)
                 now = loop.time()
+                if self.registry is not None and now - last_registry >= 5.0:
+                    last_registry = now
+                    self._refresh_registry(self.registry)
                 if now - self._last_adv > self.settings.scan_stall_s:
                     # Discovery can silently stall (BlueZ): restart it rather than wait forever.
                     log.warning("no advertisements for %.0f s: restarting the scanner", now - self._last_adv)
@@ -150,6 +157,14 @@ class BleakSource:
                 await scanner.stop()
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+
+    def _refresh_registry(self, registry: DeviceRegistry) -> None:
+        """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
+        try:
+            self._allow = self.settings.allow | registry.allowed()
+            registry.write_seen(self.unknown_seen)
+        except (OSError, ValueError) as exc:
+            log.warning("device registry unreadable (%s); keeping the previous allowlist", exc)
 
     def _new_scanner(self) -> BleakScanner:
         return BleakScanner(self._on_advertisement, backend=self._scanner_backend, **self._kw)

@@ -7,6 +7,7 @@ is swapped for one over Bumble, whose peripherals send real Heart Rate Measureme
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -125,3 +126,20 @@ def test_malformed_frames_pass_through_untouched_for_the_gateway_to_count(every:
                            BleSettings(allow=frozenset({address(0)})))
     bad = [f for f in frames if f.char == 0x2A37 and f.data == b"\x11"]
     assert len(bad) >= 3
+
+
+def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
+    from gateway.registry import DeviceRegistry
+
+    registry = DeviceRegistry(tmp_path)
+
+    async def pair_later(source: BleakSource, _devs: Straps) -> None:
+        source.registry = registry
+        await asyncio.sleep(0.6)
+        assert address(0) in source.unknown_seen and not source.devices  # seen, listed, not ingested
+        registry.pair(address(0))
+        await asyncio.sleep(5.5)  # the registry is re-read every 5 s
+
+    source, frames, _ = run_for(1.0, straps(1), BleSettings(), pair_later)
+    assert {f.dev for f in frames} == {source.dev_id(address(0))}
+    assert address(0) in registry.seen()

@@ -1,0 +1,134 @@
+"""The device registry: which Bluetooth devices a gym has paired, kept in TinyDB.
+
+This is the small, rarely written state TinyDB suits (unlike the journal). TinyDB's JSON storage
+rewrites its file in place, so a power cut mid-write could leave it torn: ``AtomicJSONStorage`` writes
+a temporary file, fsyncs it and renames it over the old one instead.
+
+Only the ``tiyi devices`` command writes ``devices.json``; the running gateway only reads it (re-reading
+when the file changes, so pairing takes effect without a restart) and writes what it has *seen* to
+``seen.json``, so the two processes never write the same file.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query, TinyDB
+from tinydb.storages import JSONStorage
+
+from gateway.errors import GatewayError
+
+REGISTRY_FILE = "devices.json"
+SEEN_FILE = "seen.json"
+
+
+class RegistryError(GatewayError, ValueError):
+    """A pairing request is malformed or names an unknown device."""
+
+
+class AtomicJSONStorage(JSONStorage):
+    """TinyDB storage that replaces the file atomically (temp file, fsync, rename)."""
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._target = Path(path)
+
+    def write(self, data: Mapping[str, Mapping[str, Any]]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self._target.parent, prefix=".devices-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def pseudonym(key: bytes, address: str) -> str:
+    """A device's id in records and topics: HMAC-SM3 of its address under the gateway's secret."""
+    return "ble-" + hmac.new(key, address.upper().encode(), "sm3").hexdigest()[:12]
+
+
+def normalise(entry: str) -> str:
+    """An allow entry: an address (upper case, six hex octets) or ``name:<advertised name>``."""
+    e = entry.strip()
+    if e.startswith("name:"):
+        if len(e) <= 5 or len(e) > 64:
+            raise RegistryError(f"{entry!r}: a name entry needs 1-59 characters after 'name:'")
+        return e
+    octets = e.upper().split(":")
+    if len(octets) != 6 or not all(len(o) == 2 and all(c in "0123456789ABCDEF" for c in o) for o in octets):
+        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF) nor name:<name>")
+    return ":".join(octets)
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDevice:
+    entry: str
+    model: str | None
+    note: str | None
+
+
+class DeviceRegistry:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.path = state_dir / REGISTRY_FILE
+        self._mtime: float | None = None
+        self._cache: frozenset[str] = frozenset()
+
+    def _db(self) -> TinyDB:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return TinyDB(str(self.path), storage=AtomicJSONStorage)
+
+    def pair(self, entry: str, model: str | None = None, note: str | None = None) -> PairedDevice:
+        e = normalise(entry)
+        with self._db() as db:
+            db.upsert({"entry": e, "model": model, "note": note}, Query().entry == e)
+        return PairedDevice(e, model, note)
+
+    def forget(self, entry: str) -> bool:
+        e = normalise(entry)
+        with self._db() as db:
+            return bool(db.remove(Query().entry == e))
+
+    def paired(self) -> list[PairedDevice]:
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note")) for r in db.all()),
+                          key=lambda p: p.entry)
+
+    def allowed(self) -> frozenset[str]:
+        """Allow entries, re-read only when the file changed (cheap enough to call every few seconds)."""
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return frozenset()
+        if mtime != self._mtime:
+            self._cache = frozenset(p.entry for p in self.paired())
+            self._mtime = mtime
+        return self._cache
+
+    # The running gateway's own file: devices seen but not paired, for `tiyi devices list`.
+    def write_seen(self, seen: Mapping[str, str | None]) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".seen-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({a: n for a, n in sorted(seen.items())}, fh, indent=1)
+        os.replace(tmp, self.dir / SEEN_FILE)
+
+    def seen(self) -> dict[str, str | None]:
+        try:
+            data = json.loads((self.dir / SEEN_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {str(k): (None if v is None else str(v)) for k, v in data.items()} if isinstance(data, dict) else {}
