@@ -7,8 +7,8 @@ is swapped for one over Bumble, whose peripherals send real Heart Rate Measureme
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from bumble.link import LocalLink
