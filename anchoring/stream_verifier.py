@@ -193,6 +193,9 @@ class StreamVerifier:
                 m = cbor.expect_map(cbor.loads(payload), "key message", {"key_id", "pem"})
                 st.key_id = cbor.field(m, "key_id", str, "key")
                 st.key_pem = cbor.field(m, "pem", str, "key")
+            elif t.channel == "devices":  # operations data: not part of the proof, but must be well formed
+                if not isinstance(cbor.loads(payload), dict):
+                    raise CodecError("device state must be a CBOR map")
             else:  # status: informational, but it must still be well formed
                 m = cbor.loads(payload)
                 if not isinstance(m, dict) or m.get("state") not in ("online", "offline"):

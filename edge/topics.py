@@ -12,7 +12,7 @@ from edge.errors import CodecError
 from edge.record import check_id
 
 ROOT = "tiyi/v1"
-CHANNELS = ("data", "batch", "anchor", "status", "key")
+CHANNELS = ("data", "batch", "anchor", "status", "key", "devices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,10 @@ class Topics:
     def key(self) -> str:
         return f"{self.base}/key"
 
+    def device_state(self, dev: str) -> str:
+        """Retained per-device state (connection, battery, RSSI): operations data, not readings."""
+        return f"{self.base}/devices/{check_id(dev, 'device id')}/state"
+
     @property
     def all(self) -> str:
         """Subscription filter for everything this gateway publishes."""
@@ -72,6 +76,10 @@ def parse_topic(topic: str) -> ParsedTopic:
     if channel == "data":
         if len(parts) != 6:
             raise CodecError(f"data topic {topic!r} must end in /data/<device>")
+        return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
+    if channel == "devices":
+        if len(parts) != 7 or parts[6] != "state":
+            raise CodecError(f"device topic {topic!r} must end in /devices/<device>/state")
         return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
     if channel not in CHANNELS or len(parts) != 5:
         raise CodecError(f"topic {topic!r} has an unknown channel")

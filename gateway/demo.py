@@ -27,7 +27,7 @@ from gateway.clock import monotonic
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
-from gateway.runtime import assemble, chain_account_key, secret_file
+from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
 from gateway.sources import SimulatedStrapSource
 
 if TYPE_CHECKING:
@@ -120,6 +120,8 @@ async def _demo(args: argparse.Namespace) -> int:
             source = SimulatedStrapSource(args.devices, 1.0, seed=1, speed=args.speed)
             how = "frames fed straight into the gateway"
         src = asyncio.create_task(source.run(gw.submit))
+        if isinstance(source, BumbleDemoSource):
+            states = asyncio.create_task(device_state_loop(gw, source.source, every_s=1.0))
         print(f"devices  {args.devices} simulated heart-rate straps, 0x2A37 every {1 / args.speed:g} s; {how}")
         print("Ctrl-C to stop" + (f"; stopping after {args.duration:g} s" if args.duration else ""))
 
@@ -146,6 +148,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 stop.set()
         progress.show("stopping: finishing batches and anchors ...", final=True)
         await source.quiesce()
+        if isinstance(source, BumbleDemoSource):
+            states.cancel()
         src.cancel()
         await asyncio.gather(src, return_exceptions=True)
         drained = await gw.stop(drain_timeout=30)

@@ -120,6 +120,16 @@ def make_source(cfg: GatewayConfig) -> BleSource:
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
 
 
+async def device_state_loop(gw: Gateway, source: BleSource, every_s: float = 5.0) -> None:
+    """Publish each device's retained state topic when it changes (sources that track devices only)."""
+    states = getattr(source, "device_states", None)
+    if states is None:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        await gw.publish_device_states(states())
+
+
 async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
     chain = build_chain(cfg)
     parts = assemble(cfg, chain)
@@ -130,13 +140,16 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await gw.start()
-    src = asyncio.create_task(make_source(cfg).run(gw.submit), name="source")
+    source = make_source(cfg)
+    src = asyncio.create_task(source.run(gw.submit), name="source")
+    states = asyncio.create_task(device_state_loop(gw, source), name="device-states")
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
         src.cancel()
-        await asyncio.gather(src, return_exceptions=True)
+        states.cancel()
+        await asyncio.gather(src, states, return_exceptions=True)
         drained = await gw.stop(drain_timeout)
         parts.journal.close()
     return drained

@@ -101,6 +101,7 @@ class Gateway:
         self.last_error: str | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._unsettled = 0  # frames submitted but not yet journaled or rejected
+        self._device_states: dict[str, bytes] = {}
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -253,6 +254,19 @@ class Gateway:
         self._wake_publish.set()
         self._wake_batch.set()
 
+    async def publish_device_states(self, states: dict[str, dict[str, Any]]) -> None:
+        """Retained per-device state, published only when it changed (best effort: it is not a reading)."""
+        for dev, state in states.items():
+            payload = cbor.dumps({**state, "t": wall_ms()})
+            key = cbor.dumps(state)
+            if self._device_states.get(dev) == key or not self.publisher.connected:
+                continue
+            try:
+                await self.publisher.publish(self.topics.device_state(dev), payload, 1, True)
+            except PublishError:
+                return
+            self._device_states[dev] = key
+
     # ---------------------------------------------------------------- publish
     def _status_payload(self, state: str) -> bytes:
         return cbor.dumps({"state": state, "t": wall_ms(), "gw": self.cfg.gateway_id})
@@ -263,6 +277,7 @@ class Gateway:
         self._cursor = 0
         self._inflight_batches.clear()
         self._inflight_receipts.clear()
+        self._device_states.clear()  # re-announce device states after a reconnect
         key = cbor.dumps({"key_id": self.signer.key_id, "pem": self.signer.public_key_pem()})
         await self.publisher.publish(self.topics.key, key, 1, True)
         await self.publisher.publish(self.topics.status, self._status_payload("online"), 1, True)

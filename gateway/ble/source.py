@@ -158,6 +158,12 @@ class BleakSource:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
+    def device_states(self) -> dict[str, dict[str, Any]]:
+        """What the gateway publishes per device: no address, only the pseudonymous id."""
+        return {st.dev: {"connected": st.connected, "rssi": st.rssi, "battery": st.battery, "connects": st.connects,
+                         "failures": st.failures, "notifications": st.notifications, "error": st.last_error}
+                for st in self.devices.values()}
+
     def _refresh_registry(self, registry: DeviceRegistry) -> None:
         """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
         try:

@@ -59,10 +59,13 @@ def test_topics() -> None:
     p = parse_topic("tiyi/v1/shenzhen/gw-1/data/hr-1")
     assert (p.region, p.gw, p.channel, p.dev) == ("shenzhen", "gw-1", "data", "hr-1")
     assert parse_topic(t.key).channel == "key"
+    d = parse_topic(t.device_state("ble-0123"))
+    assert (d.channel, d.dev) == ("devices", "ble-0123")
 
 
 @pytest.mark.parametrize("topic", ["tiyi/v2/r/g/batch", "tiyi/v1/r/g/secrets", "tiyi/v1/r/g/data",
                                    "tiyi/v1/r/g+/batch", "tiyi/v1/r/#/batch", "tiyi/v1/r/g/batch/extra",
+                                   "tiyi/v1/r/g/devices/d", "tiyi/v1/r/g/devices/d/other",
                                    "other/topic"])
 def test_bad_topics(topic: str) -> None:
     with pytest.raises(CodecError):
