@@ -16,7 +16,7 @@ from edge.record import check_id
 from edge.regions import REGIONS, is_region
 from gateway.errors import ConfigError
 
-ChainKind = Literal["inproc", "evm", "none"]
+ChainKind = Literal["inproc", "evm", "fisco2", "none"]
 SourceKind = Literal["sim", "ble"]
 
 
@@ -56,6 +56,9 @@ class ChainConfig:
     # Blocks on top of the anchor's block before it is final. 0 suits BFT chains (FISCO BCOS PBFT), where
     # an included transaction cannot be reverted; set it for proof-of-work/authority chains that can reorg.
     confirmations: int = 0
+    # FISCO BCOS 2.x native RPC (kind = "fisco2", 国密 groups): the group and the chain's fiscoChainId.
+    group_id: int = 1
+    fisco_chain_id: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +123,11 @@ class GatewayConfig:
             raise ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             raise ConfigError("mqtt.max_inflight must be 1..65535")
-        if self.chain.kind == "evm" and not self.chain.url:
-            raise ConfigError("chain.kind = 'evm' needs chain.url (the node's JSON-RPC endpoint)")
+        if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
+            raise ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
+        if self.chain.kind == "fisco2" and not self.chain.contract:
+            raise ConfigError("chain.kind = 'fisco2' needs chain.contract: deploy Anchor with FISCO's 国密 toolchain "
+                              "(SM3 selectors) and give its address")
         if not 0 <= self.chain.confirmations <= 10_000:
             raise ConfigError("chain.confirmations must be 0..10000")
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
@@ -195,8 +201,8 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfi
             raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)})")
     if top.get("source", "sim") not in ("sim", "ble"):
         raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
-    if "chain" in top and top["chain"].kind not in ("inproc", "evm", "none"):
-        raise ConfigError(f"{origin}: [chain] kind must be one of inproc, evm, none")
+    if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):
+        raise ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)")
     if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):
         raise ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1")
     try:

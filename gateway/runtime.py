@@ -84,9 +84,21 @@ def build_chain(cfg: GatewayConfig) -> ChainClient | None:
     if cfg.chain.kind == "inproc":
         raise ConfigError("chain.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
                           "with chain.url (for a local chain: `tiyi chain dev`)")
+    assert cfg.chain.url is not None
+    if cfg.chain.kind == "fisco2":
+        from anchoring.fisco2 import Fisco2ChainClient
+        from gateway.keys import generate_keypair
+
+        # A 国密 chain account is an SM2 key of its own, kept apart from the manifest-signing key.
+        key_dir = cfg.chain_key_path.parent / "fisco-account"
+        if not (key_dir / "gateway.key").exists():
+            generate_keypair(key_dir)
+        assert cfg.chain.contract is not None
+        return Fisco2ChainClient(cfg.chain.url, load_signer(key_dir / "gateway.key"),
+                                 bytes.fromhex(cfg.chain.contract.removeprefix("0x")), cfg.chain.group_id,
+                                 cfg.chain.fisco_chain_id)
     from anchoring.evm import EvmChainClient
 
-    assert cfg.chain.url is not None
     return EvmChainClient.connect(cfg.chain.url, chain_account_key(cfg.chain_key_path), contract=cfg.chain.contract)
 
 

@@ -34,6 +34,7 @@ def test_example_config_parses() -> None:
     ({"nonsense": {}}, "unknown section"),
     ({"gateway": {"region": "beijing"}}, "23 regional sub-chains"),
     ({"chain": {"confirmations": -1}}, "confirmations"),
+    ({"chain": {"kind": "fisco2", "url": "http://n:8545"}}, "needs chain.contract"),
     ({"ble": {"allow": "AA:BB"}}, "list of strings"),
     ({"gateway": {"source": "zigbee"}}, "source must be"),
 ])
