@@ -19,6 +19,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from firmware_sim.devices import SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 
 HEART_RATE_SERVICE = "180D"
@@ -128,3 +129,60 @@ class BumbleHeartRateStrap:
     async def stop(self) -> None:
         await self.stop_notifying()
         await self.drop_connections()
+
+
+@dataclass
+class BumbleSensor:
+    """Any ``firmware_sim.devices`` model as a Bumble peripheral: notifications or indications, as the
+    profile prescribes (blood-pressure cuffs, thermometers and scales indicate)."""
+
+    link: LocalLink
+    address: str
+    model: SimDevice
+    speed: float = 1.0
+    sent: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        c = Controller(self.model.dev_id, link=self.link, public_address=self.address)
+        self.device = Device(name=self.model.dev_id, address=Address(self.address),
+                             host=Host(c, AsyncPipeSink(c)))
+        kind = gatt.Characteristic.Properties
+        props = kind.INDICATE if self.model.indicate else kind.NOTIFY
+        self.char = gatt.Characteristic(f"{self.model.char:04X}", props, gatt.Characteristic.READABLE, b"")
+        service = self.model.services[0] if self.model.services else 0x1800
+        self.device.add_services([gatt.Service(f"{service:04X}", [self.char])])
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        self.device.on("disconnection", lambda *_: asyncio.get_event_loop().create_task(self._advertise()))
+        await self._advertise()
+        self._task = asyncio.create_task(self._loop())
+
+    async def _advertise(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.device.start_advertising(
+                advertising_data=advertising_data(self.model.dev_id, list(self.model.services)),
+                advertising_interval_min=20, advertising_interval_max=20)
+
+    def _subscribed(self) -> bool:
+        return any(cccd.get(self.char.handle, b"\x00\x00")[0] & 0x03
+                   for cccd in self.device.gatt_server.subscribers.values())
+
+    async def _loop(self) -> None:
+        t = 0.0
+        while True:
+            await asyncio.sleep(self.model.interval_s / self.speed)
+            t += self.model.interval_s
+            frames = self.model.frames_at(t)
+            if not self._subscribed():
+                continue
+            for f in frames:
+                send = self.device.indicate_subscribers if self.model.indicate else self.device.notify_subscribers
+                await asyncio.shield(send(self.char, f.data))
+                self.sent.append(f.data)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -8,6 +8,7 @@ current SIG definitions disagree on a few resolutions; ``Variant`` selects them 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -240,7 +241,7 @@ class FtmsAssembler:
         return out
 
 
-def split_record(layout: Layout, flags: int, values: dict[str, Raw], mtu_payload: int = 20) -> list[bytes]:
+def split_record(layout: Layout, flags: int, values: Mapping[str, Raw], mtu_payload: int = 20) -> list[bytes]:
     """Encode one record as as many notifications as ``mtu_payload`` needs (used by simulators).
 
     Parts before the last carry More Data, so they cannot hold the inverted group (its presence means

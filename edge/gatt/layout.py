@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -79,7 +80,7 @@ class Layout:
             raise MalformedFrame(f"{self.name}: {len(data) - pos} trailing byte(s) after the announced fields")
         return flags, out
 
-    def encode(self, flags: int, values: dict[str, Raw]) -> bytes:
+    def encode(self, flags: int, values: Mapping[str, Raw]) -> bytes:
         out = bytearray(flags.to_bytes(self.flags_size, "little"))
         for g in self.groups:
             if not g.present(flags):

@@ -143,3 +143,44 @@ def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
     source, frames, _ = run_for(1.0, straps(1), BleSettings(), pair_later)
     assert {f.dev for f in frames} == {source.dev_id(address(0))}
     assert address(0) in registry.seen()
+
+
+def test_indications_and_split_ftms_records_over_the_air() -> None:
+    """A blood-pressure cuff indicates; a bike splits each record over notifications: both arrive whole."""
+    from edge.gatt.ftms import INDOOR_BIKE, FtmsAssembler
+    from firmware_sim.bumble_devices import BumbleSensor
+    from firmware_sim.devices import BloodPressureCuff, IndoorBike
+
+    async def main() -> tuple[list[Frame], list[BumbleSensor], BleakSource]:
+        link = LocalLink()
+        sensors = [BumbleSensor(link, address(10), BloodPressureCuff("cuff", seed=1, interval_s=0.2)),
+                   BumbleSensor(link, address(11), IndoorBike("bike", seed=2, interval_s=0.1))]
+        for s in sensors:
+            await s.start()
+        source = BleakSource(BleSettings(allow=frozenset({address(10), address(11)})), KEY,
+                             {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+        frames: list[Frame] = []
+
+        async def submit(f: Frame) -> None:
+            frames.append(f)
+
+        task = asyncio.create_task(source.run(submit))
+        await asyncio.sleep(2.0)
+        for s in sensors:
+            await s.stop()
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return frames, sensors, source
+
+    frames, sensors, source = asyncio.run(main())
+    cuff = [f.data for f in frames if f.dev == source.dev_id(address(10))]
+    bike = [f.data for f in frames if f.dev == source.dev_id(address(11))]
+    assert cuff == sensors[0].sent and len(cuff) >= 5
+    assert bike == sensors[1].sent and len(bike) >= 20
+    for data in cuff:
+        (r,) = decode(0x2A35, data)
+        assert r.kind == "blood_pressure" and "device_time" in r.val
+    asm = FtmsAssembler(INDOOR_BIKE)
+    records = [rec for data in bike for rec in asm.feed(data)]
+    assert records and all(complete for _, _, complete in records)
