@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from edge.gatt import decode
@@ -58,4 +60,4 @@ def test_bike_records_are_split_and_reassemble() -> None:
 def test_power_meter_counters_wrap() -> None:
     pm = PowerMeter("pm", seed=4, interval_s=60.0)
     revs = [decode(0x2A63, pm.frames_at(60.0 * i)[0].data)[0].val["crank_revolutions"] for i in range(1, 1000)]
-    assert max(revs) < 65536 and any(b < a for a, b in zip(revs, revs[1:], strict=False))  # it wrapped
+    assert max(revs) < 65536 and any(b < a for a, b in itertools.pairwise(revs))  # it wrapped
