@@ -64,6 +64,14 @@ class BumbleHeartRateStrap:
         self._connections: list[Connection] = []
         self.device.on("connection", self._on_connection)
 
+    @property
+    def dev_id(self) -> str:
+        return self.strap.dev_id
+
+    @property
+    def char_uuid(self) -> int:
+        return 0x2A37
+
     def _read_battery(self, _conn: Connection) -> bytes:
         self.battery_reads += 1
         return bytes([self.strap.battery])
@@ -153,6 +161,18 @@ class BumbleSensor:
         self.device.add_services([gatt.Service(f"{service:04X}", [self.char])])
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def dev_id(self) -> str:
+        return self.model.dev_id
+
+    @property
+    def char_uuid(self) -> int:
+        return self.model.char
+
+    @property
+    def frames_emitted(self) -> int:
+        return len(self.sent)
+
     async def start(self) -> None:
         await self.device.power_on()
         self.device.on("disconnection", lambda *_: asyncio.get_event_loop().create_task(self._advertise()))
@@ -186,3 +206,6 @@ class BumbleSensor:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def stop_notifying(self) -> None:
+        await self.stop()

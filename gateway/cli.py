@@ -39,6 +39,10 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "after --duration, drain, stop and verify every record independently (records, Merkle proofs, "
                     "SM2 signatures, the batch chain and the anchors on the chain).")
     p.add_argument("--devices", type=int, default=5, help="number of simulated straps (default 5)")
+    _add_run_options(p)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--region", default="shenzhen",
@@ -157,6 +161,20 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             d.add_argument("--note", default=None, help="free text, e.g. where the device lives")
 
 
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sim", help="simulated gyms and clinics: list and run scenarios",
+                       description="Scenarios describe a site's devices in TOML (see firmware_sim/scenarios/). "
+                                   "`run` drives them through a full gateway, broker and chain like `tiyi demo`, "
+                                   "directly or as emulated Bluetooth peripherals (--ble), and verifies the result.")
+    ss = p.add_subparsers(dest="sim_cmd", required=True)
+    ss.add_parser("list", help="the built-in scenarios")
+    r = ss.add_parser("run", help="run a scenario (a built-in name or a .toml file)")
+    r.add_argument("scenario", help="built-in name (tiyi sim list) or path to a scenario file")
+    r.add_argument("--truth", type=Path, default=None,
+                   help="write every emitted frame (device, characteristic, raw bytes, time) to this CBOR sequence")
+    _add_run_options(r)
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against a running broker")
     bs = p.add_subparsers(dest="bench_cmd", required=True)
@@ -187,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_bench,
-                _add_decode):
+    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
+                _add_bench, _add_decode):
         add(sub)
     return parser
 
@@ -232,6 +250,35 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     print(signer.public_key_pem(), end="")
     print(f"key id: {signer.key_id}")
     return EXIT_OK
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from firmware_sim.scenario import ScenarioError, builtin_scenarios, parse_scenario
+    from gateway.errors import ConfigError
+
+    scenarios = builtin_scenarios()
+    if args.sim_cmd == "list":
+        for name, sc in scenarios.items():
+            print(f"{name:16s} {sc.device_count:4d} devices, {sc.duration_s / 60:5.1f} min  {sc.description}")
+        return EXIT_OK
+    try:
+        if args.scenario in scenarios:
+            scenario = scenarios[args.scenario]
+        else:
+            path = Path(args.scenario)
+            scenario = parse_scenario(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        raise ConfigError(f"no built-in scenario {args.scenario!r} and no such file ({exc.strerror}); "
+                          "see `tiyi sim list`") from exc
+    except ScenarioError as exc:
+        raise ConfigError(str(exc)) from exc
+    from gateway.demo import demo_main
+
+    args.scenario = scenario
+    args.devices = scenario.device_count
+    if args.duration is None:
+        args.duration = scenario.duration_s / args.speed
+    return demo_main(args)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -284,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
+        if args.cmd == "sim":
+            return _cmd_sim(args)
         if args.cmd == "devices":
             return _cmd_devices(args)
         if args.cmd == "chain":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import logging
 import signal
 import sys
@@ -18,20 +19,24 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import cbor2
+
 from anchoring.stream_verifier import StreamVerifier
 from anchoring.verify_anchor import check_receipt
 from edge.frame import Frame
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
-from gateway.clock import monotonic
+from firmware_sim.devices import SimDevice
+from firmware_sim.heart_rate_strap import HeartRateStrap
+from firmware_sim.scenario import Chaos, Scenario
+from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
-from gateway.sources import SimulatedStrapSource
 
 if TYPE_CHECKING:
-    from firmware_sim.bumble_devices import BumbleHeartRateStrap
+    from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor
     from gateway.ble.source import BleakSource
 
 log = logging.getLogger("tiyi.demo")
@@ -113,16 +118,23 @@ async def _demo(args: argparse.Namespace) -> int:
         parts = assemble(cfg, chain, url)
         gw = parts.gateway
         await gw.start()
+        scenario: Scenario | None = getattr(args, "scenario", None)
+        models: list[HeartRateStrap | SimDevice] = (
+            scenario.build() if scenario else [HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i)
+                                               for i in range(args.devices)])
+        chaos = scenario.chaos if scenario else Chaos()
         if args.ble:
-            source: FrameCounter = await _bumble_source(args, state_dir)
+            source: FrameCounter = await _bumble_source(models, chaos, args.speed, state_dir)
             how = "emulated Bluetooth peripherals (Bumble), collected through bleak"
         else:
-            source = SimulatedStrapSource(args.devices, 1.0, seed=1, speed=args.speed)
+            source = ModelSource(models, chaos, args.speed)
             how = "frames fed straight into the gateway"
         src = asyncio.create_task(source.run(gw.submit))
         if isinstance(source, BumbleDemoSource):
             states = asyncio.create_task(device_state_loop(gw, source.source, every_s=1.0))
-        print(f"devices  {args.devices} simulated heart-rate straps, 0x2A37 every {1 / args.speed:g} s; {how}")
+        what = (f"scenario '{scenario.name}': {scenario.device_count} devices" if scenario
+                else f"{args.devices} simulated heart-rate straps")
+        print(f"devices  {what}, time x{args.speed:g}; {how}")
         print("Ctrl-C to stop" + (f"; stopping after {args.duration:g} s" if args.duration else ""))
 
         stop = asyncio.Event()
@@ -168,9 +180,15 @@ async def _demo(args: argparse.Namespace) -> int:
         print(report.summary())
         if not drained:
             print("warning: the gateway could not finish all work before stopping", file=sys.stderr)
-        complete = gw.metrics.records == source.frames_sent
+        truth = getattr(args, "truth", None)
+        if truth is not None:
+            n = source.write_truth(truth)
+            print(f"ground truth: {n} emitted frames written to {truth}")
+        # Every emitted frame is either a record or counted as malformed: nothing vanishes.
+        accounted = gw.metrics.records + gw.metrics.malformed_frames
+        complete = accounted == source.frames_sent
         if not complete:
-            print(f"error: {source.frames_sent - gw.metrics.records} simulated frame(s) were not journaled",
+            print(f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
                   file=sys.stderr)
         return 0 if report.ok and drained and complete else 1
 
@@ -185,47 +203,115 @@ class FrameCounter(Protocol):
 
     async def quiesce(self) -> None: ...
 
+    def write_truth(self, path: Path) -> int: ...
+
+
+def _write_truth(path: Path, items: list[tuple[str, int, bytes, int | None]]) -> int:
+    """Ground truth as a CBOR sequence of [dev, characteristic, raw bytes, t_ms or null]."""
+    with path.open("wb") as fh:
+        for item in items:
+            fh.write(cbor2.dumps(list(item)))
+    return len(items)
+
+
+class ModelSource:
+    """Direct mode: every model's frames go straight to the gateway, on the models' own schedules."""
+
+    def __init__(self, models: list[HeartRateStrap | SimDevice], chaos: Chaos, speed: float) -> None:
+        self.models = models
+        self.chaos = chaos
+        self.speed = speed
+        self.emitted: list[tuple[str, int, bytes, int | None]] = []
+
+    @property
+    def frames_sent(self) -> int:
+        return len(self.emitted)
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = len(self.models)
+        due = [(((i + 0.5) / n) * _interval(m), i) for i, m in enumerate(self.models)]  # spread, not in lockstep
+        heapq.heapify(due)
+        count = 0
+        while True:
+            t, i = heapq.heappop(due)
+            await asyncio.sleep(max(0.0, start + t / self.speed - loop.time()))
+            m = self.models[i]
+            for f in _frames(m, t):
+                count += 1
+                if self.chaos.malformed_every and count % self.chaos.malformed_every == 0:
+                    f = Frame(f.dev, f.char, f.data[:1])  # flags without the fields they announce
+                self.emitted.append((f.dev, f.char, f.data, wall_ms()))
+                await submit(f)
+            heapq.heappush(due, (t + _interval(m), i))
+
+    async def quiesce(self) -> None:
+        """Nothing in flight: frames are submitted synchronously."""
+
+    def write_truth(self, path: Path) -> int:
+        return _write_truth(path, self.emitted)
+
+
+def _interval(m: HeartRateStrap | SimDevice) -> float:
+    return 1.0 if isinstance(m, HeartRateStrap) else m.interval_s
+
+
+def _frames(m: HeartRateStrap | SimDevice, t: float) -> list[Frame]:
+    return [m.frame_at(t)] if isinstance(m, HeartRateStrap) else m.frames_at(t)
+
 
 class BumbleDemoSource:
-    """Straps as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
+    """Devices as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
 
-    def __init__(self, straps: list[BumbleHeartRateStrap], source: BleakSource) -> None:
-        self.straps = straps
+    def __init__(self, peripherals: list[BumbleHeartRateStrap | BumbleSensor], source: BleakSource) -> None:
+        self.peripherals = peripherals
         self.source = source
 
     @property
     def frames_sent(self) -> int:
-        return sum(s.frames_emitted for s in self.straps)
+        return sum(p.frames_emitted for p in self.peripherals)
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
-        for s in self.straps:
-            await s.start()
+        for p in self.peripherals:
+            await p.start()
         await self.source.run(submit)
 
     async def quiesce(self) -> None:
-        for s in self.straps:
-            await s.stop_notifying()
+        for p in self.peripherals:
+            await p.stop_notifying()
         await asyncio.sleep(0.5)  # let the last notifications cross the link
 
+    def write_truth(self, path: Path) -> int:
+        return _write_truth(path, [(p.dev_id, p.char_uuid, d, None) for p in self.peripherals for d in p.sent])
 
-async def _bumble_source(args: argparse.Namespace, state_dir: Path) -> BumbleDemoSource:
+
+async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos, speed: float,
+                         state_dir: Path) -> BumbleDemoSource:
     from bumble.link import LocalLink
 
-    from firmware_sim.bumble_devices import BumbleHeartRateStrap
-    from firmware_sim.heart_rate_strap import HeartRateStrap
+    from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
     from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
     from gateway.ble.source import BleakSource, BleSettings
 
     logging.getLogger("bumble").setLevel(logging.WARNING)
     link = LocalLink()  # type: ignore[no-untyped-call]
-    straps = [BumbleHeartRateStrap(link, f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}",
-                                   HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i), 1.0, args.speed)
-              for i in range(args.devices)]
-    settings = BleSettings(allow=frozenset(s.address for s in straps), max_connections=max(5, args.devices),
-                           backoff_min_s=0.2)
+    peripherals: list[BumbleHeartRateStrap | BumbleSensor] = []
+    silent_every = round(1 / chaos.silent_fraction) if chaos.silent_fraction else 0
+    for i, m in enumerate(models):
+        address = f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}"
+        if isinstance(m, HeartRateStrap):
+            misbehave = Misbehaviour(silent=bool(silent_every) and i % silent_every == 0,
+                                     malformed_every=chaos.malformed_every)
+            peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave))
+        else:
+            peripherals.append(BumbleSensor(link, address, m, speed))
+    addresses = [p.address for p in peripherals]
+    settings = BleSettings(allow=frozenset(addresses), max_connections=max(5, len(addresses)), backoff_min_s=0.2,
+                           silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
     source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
                          {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
-    return BumbleDemoSource(straps, source)
+    return BumbleDemoSource(peripherals, source)
 
 
 def demo_main(args: argparse.Namespace) -> int:
