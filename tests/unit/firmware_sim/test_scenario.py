@@ -22,7 +22,7 @@ def test_build_is_reproducible_with_stable_ids() -> None:
     assert [m.dev_id for m in a] == [m.dev_id for m in b]
     assert len({m.dev_id for m in a}) == len(a) == 43
     straps = [m for m in a if isinstance(m, HeartRateStrap)]
-    assert straps[0].frame_at(5.0).data == [m for m in b if isinstance(m, HeartRateStrap)][0].frame_at(5.0).data
+    assert straps[0].frame_at(5.0).data == next(m for m in b if isinstance(m, HeartRateStrap)).frame_at(5.0).data
     assert any(isinstance(m, IndoorBike) for m in a)
 
 
