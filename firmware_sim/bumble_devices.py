@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bumble import gatt
 from bumble.controller import Controller
-from bumble.device import Connection, Device
+from bumble.device import AdvertisingType, Connection, Device
 from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
@@ -209,3 +209,61 @@ class BumbleSensor:
 
     async def stop_notifying(self) -> None:
         await self.stop()
+
+
+@dataclass
+class BumbleBroadcaster:
+    """An advertisement-only device (a bathroom-style scale): measurements as service data, never connectable."""
+
+    link: LocalLink
+    address: str
+    model: SimDevice
+    service: int = 0x181D
+    speed: float = 1.0
+    sent: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        c = Controller(self.model.dev_id, link=self.link, public_address=self.address)
+        self.device = Device(name=self.model.dev_id, address=Address(self.address), host=Host(c, AsyncPipeSink(c)))
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def dev_id(self) -> str:
+        return self.model.dev_id
+
+    @property
+    def char_uuid(self) -> int:
+        return self.model.char
+
+    @property
+    def frames_emitted(self) -> int:
+        return len(self.sent)
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        t = 0.0
+        while True:
+            t += self.model.interval_s
+            (frame,) = self.model.frames_at(t)
+            name = self.model.dev_id.encode()[:10]
+            ad = (bytes([2, 0x01, 0x04, 3 + len(frame.data), 0x16]) + self.service.to_bytes(2, "little") + frame.data
+                  + bytes([1 + len(name), 0x09]) + name)
+            with contextlib.suppress(Exception):
+                await self.device.stop_advertising()
+            await self.device.start_advertising(advertising_type=AdvertisingType.UNDIRECTED, advertising_data=ad,
+                                                advertising_interval_min=20, advertising_interval_max=20)
+            self.sent.append(frame.data)
+            await asyncio.sleep(self.model.interval_s / self.speed)
+
+    async def stop_notifying(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+
+    async def stop(self) -> None:
+        await self.stop_notifying()

@@ -32,6 +32,10 @@ from gateway.registry import DeviceRegistry, pseudonym
 log = logging.getLogger("tiyi.ble")
 
 BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+# Advertisement-only devices (many scales and thermometers) broadcast a measurement as service data.
+# Our convention: service data under a measurement's service carries that characteristic's value, and
+# service data under a characteristic UUID carries its own value. Vendor formats need per-model quirks.
+ADV_SERVICE_TO_CHAR = {0x181D: 0x2A9D, 0x181B: 0x2A9C, 0x1809: 0x2A1C, 0x1810: 0x2A35, 0x1822: 0x2A5E}
 HEART_RATE_SERVICE = f"0000180d{BASE_UUID_TAIL}"
 BATTERY_LEVEL = 0x2A19
 
@@ -49,7 +53,9 @@ class BleSettings:
 
     allow: frozenset[str] = frozenset()
     max_connections: int = 5
-    silence_s: float = 10.0
+    silence_s: float = 10.0  # before a device's rhythm is known
+    silence_factor: float = 5.0  # then: this many of its usual notification intervals ...
+    silence_floor_s: float = 2.0  # ... but never less than this
     connect_timeout_s: float = 10.0
     backoff_min_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -73,6 +79,8 @@ class DeviceState:
     next_attempt: float = 0.0
     backoff: float = 0.0
     last_seen: float = 0.0
+    advertisement_only: bool = False
+    last_adv_payload: dict[int, bytes] = field(default_factory=dict)
     ble_device: BLEDevice | None = field(default=None, repr=False)
 
 
@@ -117,7 +125,18 @@ class BleakSource:
             st = self.devices[address] = DeviceState(self.dev_id(address), address)
             log.info("allowed device %s (%s) seen; its records use id %s", adv.local_name, address, st.dev)
         st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
-
+        known = set(known_characteristics())
+        for uuid, payload in adv.service_data.items():
+            u = uuid16(uuid)
+            char = ADV_SERVICE_TO_CHAR.get(u) if u is not None else None
+            char = char or (u if u in known else None)
+            if char is None:
+                continue
+            st.advertisement_only = True  # its data arrives in advertisements: never spend a link on it
+            if st.last_adv_payload.get(char) != payload:  # advertisements repeat one measurement many times
+                st.last_adv_payload[char] = payload
+                st.notifications += 1
+                self._frames.put_nowait(Frame(st.dev, char, bytes(payload)))
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         pump = asyncio.create_task(self._pump(submit))
         scanner = self._new_scanner()
@@ -146,6 +165,8 @@ class BleakSource:
                     if busy >= self.settings.max_connections:
                         break
                     task = self._tasks.get(st.address)
+                    if st.advertisement_only:
+                        continue
                     if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
                         self._tasks[st.address] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
                         busy += 1
@@ -157,6 +178,15 @@ class BleakSource:
                 await scanner.stop()
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+
+    def _silence_limit(self, gaps: list[float]) -> float:
+        """A strap that notifies every second is suspicious after seconds; a cuff that indicates once a
+        minute only after minutes: the limit follows each device's own rhythm once three gaps are seen."""
+        s = self.settings
+        if len(gaps) < 3:
+            return s.silence_s
+        typical = sorted(gaps)[len(gaps) // 2]
+        return max(s.silence_floor_s, s.silence_factor * typical)
 
     def device_states(self) -> dict[str, dict[str, Any]]:
         """What the gateway publishes per device: no address, only the pseudonymous id."""
@@ -186,12 +216,16 @@ class BleakSource:
         client = BleakClient(st.ble_device or st.address, disconnected_callback=lambda _c: disconnected.set(),
                              timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw)
         last_note = [loop.time()]
+        gaps: list[float] = []
 
         def on_notify(char: Any, data: bytearray) -> None:
             u = uuid16(char.uuid)
             if u is None:
                 return
-            last_note[0] = loop.time()
+            now = loop.time()
+            gaps.append(now - last_note[0])
+            del gaps[:-10]
+            last_note[0] = now
             st.notifications += 1
             self._frames.put_nowait(Frame(st.dev, u, bytes(data)))
 
@@ -216,8 +250,9 @@ class BleakSource:
             while not disconnected.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(disconnected.wait(), 1.0)
-                if loop.time() - last_note[0] > self.settings.silence_s:
-                    log.warning("%s silent for %.0f s: dropping the link to reconnect", st.dev, self.settings.silence_s)
+                limit = self._silence_limit(gaps)
+                if loop.time() - last_note[0] > limit:
+                    log.warning("%s silent for %.1f s: dropping the link to reconnect", st.dev, limit)
                     st.last_error = "silent"
                     break
             if disconnected.is_set():

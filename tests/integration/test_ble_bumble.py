@@ -99,7 +99,8 @@ def test_peripheral_disconnect_then_reconnect() -> None:
 
 def test_a_silent_peripheral_is_dropped_and_reconnected() -> None:
     source, _, _ = run_for(2.5, straps(1, misbehaviour=Misbehaviour(silent=True)),
-                           BleSettings(allow=frozenset({address(0)}), silence_s=0.5, backoff_min_s=0.1))
+                           BleSettings(allow=frozenset({address(0)}), silence_s=0.5, silence_floor_s=0.3,
+                                       backoff_min_s=0.1))
     st = source.devices[address(0)]
     assert st.connects >= 2 and st.last_error == "silent"
 
@@ -184,3 +185,43 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
     asm = FtmsAssembler(INDOOR_BIKE)
     records = [rec for data in bike for rec in asm.feed(data)]
     assert records and all(complete for _, _, complete in records)
+
+
+
+def test_advertisement_only_scale_is_decoded_passively_without_a_connection() -> None:
+    from firmware_sim.bumble_devices import BumbleBroadcaster
+    from firmware_sim.devices import Scale
+
+    async def main() -> tuple[list[Frame], BumbleBroadcaster, BleakSource]:
+        link = LocalLink()
+        scale = BumbleBroadcaster(link, address(20), Scale("scale", seed=3, interval_s=0.3))
+        await scale.start()
+        source = BleakSource(BleSettings(allow=frozenset({address(20)})), KEY, {"central": BumbleCentral(link)},
+                             BumbleScanner, BumbleClient)
+        frames: list[Frame] = []
+
+        async def submit(f: Frame) -> None:
+            frames.append(f)
+
+        task = asyncio.create_task(source.run(submit))
+        await asyncio.sleep(2.0)
+        await scale.stop()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return frames, scale, source
+
+    frames, scale, source = asyncio.run(main())
+    st = source.devices[address(20)]
+    assert st.advertisement_only and st.connects == 0
+    assert [f.data for f in frames] == scale.sent[:len(frames)] and len(frames) >= 4  # each weighing once
+    for f in frames:
+        (r,) = decode(f.char, f.data)
+        assert r.kind == "weight" and 50 <= r.val["weight"] <= 100  # type: ignore[operator]
+
+
+def test_silence_limit_follows_each_devices_rhythm() -> None:
+    src = BleakSource(BleSettings(silence_s=10, silence_factor=5, silence_floor_s=2), KEY)
+    assert src._silence_limit([0.1, 0.1]) == 10  # rhythm not known yet
+    assert src._silence_limit([0.1] * 5) == 2  # a fast strap: the floor
+    assert src._silence_limit([60.0] * 5) == 300  # a cuff that indicates once a minute

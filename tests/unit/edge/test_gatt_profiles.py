@@ -187,3 +187,15 @@ def test_layout_round_trip(layout: Layout, data: st.DataObject) -> None:
     assert back_flags == flags
     assert back == {k: v for k, v in values.items() if k in back}
     assert layout.encode(back_flags, back) == raw
+
+
+def test_device_information_strings() -> None:
+    from edge.gatt.device_info import decode_device_info
+
+    assert decode_device_info(0x2A29, b"Polar Electro Oy\x00") == ("manufacturer", "Polar Electro Oy")
+    assert decode_device_info(0x2A24, "体测仪-3".encode()) == ("model", "体测仪-3")
+    for bad in (b"\xff\xfe", b"ok\x07", b"x" * 300):
+        with pytest.raises(MalformedFrame):
+            decode_device_info(0x2A25, bad)
+    with pytest.raises(EdgeError):
+        decode_device_info(0x2A37, b"x")
