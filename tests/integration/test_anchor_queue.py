@@ -114,3 +114,75 @@ def test_chain_outage_only_delays_anchors(mosquitto: Mosquitto, ganache: Ganache
     assert gw.metrics.anchors_final == 3
     assert sorted(r.batch for r in got) == [1, 2, 3]
     assert all(check_receipt(r, chain) is None for r in got)
+
+
+def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
+        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    """Power cut right after the anchor tx was signed and stored, before it was sent."""
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+
+    async def crash_after_signing() -> None:
+        gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=0)
+        gw.chain = None  # no anchoring loop in this first life: we drive the queue by hand
+        await gw.start()
+        await feed(gw, 20)  # two batches
+
+        async def two_batches() -> bool:
+            return len(await gw._run(gw.journal.anchor_jobs, ["pending"])) == 2
+
+        await wait_for(two_batches)
+        job = (await gw._run(gw.journal.anchor_jobs, ["pending"]))[0]
+        tx = chain.prepare_anchor(job.root, "gw-q", job.batch, job.count)  # takes the account's next nonce
+        await gw._run(gw.journal.set_anchor_state, job.batch, "signed", tx.raw, tx.tx_hash)
+        await gw.stop(drain_timeout=5)
+        gw.journal.close()
+
+    asyncio.run(crash_after_signing())
+    restarted = EvmChainClient.connect(ganache.url, chain.account.key, contract=chain.contract)
+
+    async def second_life() -> Gateway:
+        gw = assemble(GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp_path,
+                                    mqtt=MqttConfig(url=mosquitto.url),
+                                    chain=ChainConfig(kind="evm", url="unused", poll_s=0.1)).validated(),
+                      restarted).gateway
+        await gw.start()
+        assert await gw.drain(30)
+        await gw.stop(drain_timeout=5)
+        gw.journal.close()
+        return gw
+
+    gw = asyncio.run(second_life())
+    assert gw.metrics.anchors_final == 2
+    # nonce 0 deployed the contract; 1 is the stored transaction, sent first after the restart; 2 the next
+    # batch's. A gap would leave the count at 1 or 2 and the second anchor stuck.
+    assert chain.w3.eth.get_transaction_count(chain.account.address) == 3
+
+
+def test_slow_blocks_and_confirmations(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    from tests.conftest import GANACHE, free_port
+
+    if not GANACHE.exists():
+        pytest.fail("ganache is not installed: run `make test`")
+    node = Ganache(port=free_port(), block_time=1)  # a block every second, like a slow consortium chain
+    node.start()
+    try:
+        chain = EvmChainClient.connect(node.url, secrets.token_bytes(32), contract=None)
+
+        async def main() -> Gateway:
+            gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=2)
+            await gw.start()
+            await feed(gw, 10)
+            assert await gw.drain(60)
+            await gw.stop(drain_timeout=5)
+            gw.journal.close()
+            return gw
+
+        with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+            gw = asyncio.run(main())
+            rec.wait_idle(0.5)
+            got = receipts(rec)
+        assert gw.metrics.anchors_final == 1 and [r.status for r in got] == ["final"]
+        assert chain.block_number() >= got[0].block + 2  # reported only after two blocks on top
+        assert check_receipt(got[0], chain) is None
+    finally:
+        node.stop()
