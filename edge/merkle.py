@@ -47,35 +47,31 @@ def empty_root() -> bytes:
     return sm3()
 
 
+def _levels(level: list[bytes]) -> list[list[bytes]]:
+    """All levels bottom-up; an unpaired last node is promoted, which yields RFC 9162's shape."""
+    levels = [level]
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        levels.append(nxt)
+        level = nxt
+    return levels
+
+
 class MerkleTree:
     """An immutable tree over a list of leaf byte strings, keeping every level for proofs."""
 
     __slots__ = ("_levels",)
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
-        level = [leaf_hash(x) for x in leaves]
-        levels = [level]
-        while len(level) > 1:
-            nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            levels.append(nxt)
-            level = nxt
-        self._levels = levels
+        self._levels = _levels([leaf_hash(x) for x in leaves])
 
     @classmethod
     def from_leaf_hashes(cls, hashes: Sequence[bytes]) -> MerkleTree:
         """Build from precomputed leaf hashes (e.g. batch roots in a roll-up)."""
         tree = cls([])
-        level = list(hashes)
-        levels = [level]
-        while len(level) > 1:
-            nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            levels.append(nxt)
-            level = nxt
-        tree._levels = levels
+        tree._levels = _levels(list(hashes))
         return tree
 
     @property

@@ -26,6 +26,12 @@ HEART_RATE_SERVICE = "180D"
 BATTERY_SERVICE = "180F"
 
 
+def emulated_device(link: LocalLink, address: str, name: str) -> Device:
+    """A Bumble host with its own controller on the shared link: one simulated radio."""
+    c = Controller(name, link=link, public_address=address)
+    return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
+
+
 def advertising_data(name: str, services16: list[int]) -> bytes:
     """Flags (LE general discoverable, no BR/EDR), complete 16-bit service list, complete local name."""
     uuids = b"".join(u.to_bytes(2, "little") for u in services16)
@@ -50,8 +56,7 @@ class BumbleHeartRateStrap:
     sent: list[bytes] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        c = Controller(self.strap.dev_id, link=self.link, public_address=self.address)
-        self.device = Device(name=self.strap.dev_id, address=Address(self.address), host=Host(c, AsyncPipeSink(c)))
+        self.device = emulated_device(self.link, self.address, self.strap.dev_id)
         self.hrm = gatt.Characteristic("2A37", gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE,
                                        b"")
         battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
@@ -140,9 +145,8 @@ class BumbleHeartRateStrap:
 
 
 @dataclass
-class BumbleSensor:
-    """Any ``firmware_sim.devices`` model as a Bumble peripheral: notifications or indications, as the
-    profile prescribes (blood-pressure cuffs, thermometers and scales indicate)."""
+class _ModelPeripheral:
+    """What every model-driven peripheral shares: identity, what it sent, and stopping its loop."""
 
     link: LocalLink
     address: str
@@ -151,14 +155,7 @@ class BumbleSensor:
     sent: list[bytes] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        c = Controller(self.model.dev_id, link=self.link, public_address=self.address)
-        self.device = Device(name=self.model.dev_id, address=Address(self.address),
-                             host=Host(c, AsyncPipeSink(c)))
-        kind = gatt.Characteristic.Properties
-        props = kind.INDICATE if self.model.indicate else kind.NOTIFY
-        self.char = gatt.Characteristic(f"{self.model.char:04X}", props, gatt.Characteristic.READABLE, b"")
-        service = self.model.services[0] if self.model.services else 0x1800
-        self.device.add_services([gatt.Service(f"{service:04X}", [self.char])])
+        self.device = emulated_device(self.link, self.address, self.model.dev_id)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -172,6 +169,26 @@ class BumbleSensor:
     @property
     def frames_emitted(self) -> int:
         return len(self.sent)
+
+    async def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+@dataclass
+class BumbleSensor(_ModelPeripheral):
+    """Any ``firmware_sim.devices`` model as a Bumble peripheral: notifications or indications, as the
+    profile prescribes (blood-pressure cuffs, thermometers and scales indicate)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        kind = gatt.Characteristic.Properties
+        props = kind.INDICATE if self.model.indicate else kind.NOTIFY
+        self.char = gatt.Characteristic(f"{self.model.char:04X}", props, gatt.Characteristic.READABLE, b"")
+        service = self.model.services[0] if self.model.services else 0x1800
+        self.device.add_services([gatt.Service(f"{service:04X}", [self.char])])
 
     async def start(self) -> None:
         await self.device.power_on()
@@ -203,41 +220,17 @@ class BumbleSensor:
                 self.sent.append(f.data)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._cancel()
 
     async def stop_notifying(self) -> None:
-        await self.stop()
+        await self._cancel()
 
 
 @dataclass
-class BumbleBroadcaster:
+class BumbleBroadcaster(_ModelPeripheral):
     """An advertisement-only device (a bathroom-style scale): measurements as service data, never connectable."""
 
-    link: LocalLink
-    address: str
-    model: SimDevice
     service: int = 0x181D
-    speed: float = 1.0
-    sent: list[bytes] = field(default_factory=list, repr=False)
-
-    def __post_init__(self) -> None:
-        c = Controller(self.model.dev_id, link=self.link, public_address=self.address)
-        self.device = Device(name=self.model.dev_id, address=Address(self.address), host=Host(c, AsyncPipeSink(c)))
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def dev_id(self) -> str:
-        return self.model.dev_id
-
-    @property
-    def char_uuid(self) -> int:
-        return self.model.char
-
-    @property
-    def frames_emitted(self) -> int:
-        return len(self.sent)
 
     async def start(self) -> None:
         await self.device.power_on()
@@ -259,9 +252,7 @@ class BumbleBroadcaster:
             await asyncio.sleep(self.model.interval_s / self.speed)
 
     async def stop_notifying(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._cancel()
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
 
