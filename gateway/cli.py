@@ -159,6 +159,8 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         if name == "pair":
             d.add_argument("--model", default=None, help="device model, for per-model quirks")
             d.add_argument("--note", default=None, help="free text, e.g. where the device lives")
+            d.add_argument("--quirk", action="append", default=[], metavar="NAME=VALUE",
+                           help="a model's deviation from the spec, e.g. ftms_variant=current (repeatable)")
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -283,13 +285,16 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 def _cmd_devices(args: argparse.Namespace) -> int:
     from gateway.config import load_config
-    from gateway.registry import DeviceRegistry, pseudonym
+    from gateway.registry import DeviceRegistry, RegistryError, pseudonym
     from gateway.runtime import secret_file
 
     cfg = load_config(args.config)
     reg = DeviceRegistry(cfg.state_dir)
     if args.devices_cmd == "pair":
-        p = reg.pair(args.device, args.model, args.note)
+        quirks = dict(q.split("=", 1) for q in args.quirk if "=" in q)
+        if len(quirks) != len(args.quirk):
+            raise RegistryError("--quirk takes NAME=VALUE")
+        p = reg.pair(args.device, args.model, args.note, quirks)
         print(f"paired {p.entry}; the running gateway picks it up within seconds")
         return EXIT_OK
     if args.devices_cmd == "forget":
@@ -306,7 +311,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         print(f"  {e:32s} (from {args.config})")
     for d in paired:
         pseud = "" if d.entry.startswith("name:") else f"  id {pseudonym(key, d.entry)}"
-        extra = " ".join(x for x in (d.model, d.note) if x)
+        extra = " ".join(x for x in (d.model, d.note, *(f"{k}={v}" for k, v in d.quirks.items())) if x)
         print(f"  {d.entry:32s}{pseud}  {extra}".rstrip())
     seen = {a: n for a, n in reg.seen().items() if a not in {p.entry for p in paired}}
     print(f"seen, not paired ({len(seen)}):")

@@ -16,13 +16,15 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinydb import Query, TinyDB
 from tinydb.storages import JSONStorage
 
+from edge.errors import EdgeError
+from edge.gatt.registry import check_quirks
 from gateway.errors import GatewayError
 
 REGISTRY_FILE = "devices.json"
@@ -76,6 +78,7 @@ class PairedDevice:
     entry: str
     model: str | None
     note: str | None
+    quirks: Mapping[str, str] = field(default_factory=dict)
 
 
 class DeviceRegistry:
@@ -83,17 +86,23 @@ class DeviceRegistry:
         self.dir = state_dir
         self.path = state_dir / REGISTRY_FILE
         self._mtime: float | None = None
-        self._cache: frozenset[str] = frozenset()
+        self._cache: dict[str, Mapping[str, str]] = {}
 
     def _db(self) -> TinyDB:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return TinyDB(str(self.path), storage=AtomicJSONStorage)
 
-    def pair(self, entry: str, model: str | None = None, note: str | None = None) -> PairedDevice:
+    def pair(self, entry: str, model: str | None = None, note: str | None = None,
+             quirks: Mapping[str, str] | None = None) -> PairedDevice:
+        """Allow a device; ``quirks`` are its model's deviations from the spec (see edge.gatt.QUIRKS)."""
         e = normalise(entry)
+        try:
+            q = check_quirks(quirks or {})
+        except EdgeError as exc:
+            raise RegistryError(str(exc)) from exc
         with self._db() as db:
-            db.upsert({"entry": e, "model": model, "note": note}, Query().entry == e)
-        return PairedDevice(e, model, note)
+            db.upsert({"entry": e, "model": model, "note": note, "quirks": q}, Query().entry == e)
+        return PairedDevice(e, model, note, q)
 
     def forget(self, entry: str) -> bool:
         e = normalise(entry)
@@ -104,19 +113,28 @@ class DeviceRegistry:
         if not self.path.exists():
             return []
         with self._db() as db:
-            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note")) for r in db.all()),
-                          key=lambda p: p.entry)
+            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note"), dict(r.get("quirks") or {}))
+                           for r in db.all()), key=lambda p: p.entry)
 
     def allowed(self) -> frozenset[str]:
         """Allow entries, re-read only when the file changed (cheap enough to call every few seconds)."""
+        self._reload()
+        return frozenset(self._cache)
+
+    def quirks(self) -> dict[str, Mapping[str, str]]:
+        """Allow entry → quirks, for the paired devices that have any."""
+        self._reload()
+        return {e: q for e, q in self._cache.items() if q}
+
+    def _reload(self) -> None:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
-            return frozenset()
+            self._cache, self._mtime = {}, None
+            return
         if mtime != self._mtime:
-            self._cache = frozenset(p.entry for p in self.paired())
+            self._cache = {p.entry: p.quirks for p in self.paired()}
             self._mtime = mtime
-        return self._cache
 
     # The running gateway's own file: devices seen but not paired, for `tiyi devices list`.
     def write_seen(self, seen: Mapping[str, str | None]) -> None:

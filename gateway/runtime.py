@@ -153,6 +153,7 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
             loop.add_signal_handler(sig, stop.set)
     await gw.start()
     source = make_source(cfg)
+    gw.quirks_for = getattr(source, "decode_quirks", None)
     src = asyncio.create_task(source.run(gw.submit), name="source")
     states = asyncio.create_task(device_state_loop(gw, source), name="device-states")
     try:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -99,6 +99,8 @@ class Gateway:
         self._stopping = False
         self._generation = 0
         self.last_error: str | None = None
+        # Per-device decoding quirks (device model deviations), supplied by the source that knows the devices.
+        self.quirks_for: Callable[[str], Mapping[str, str] | None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._unsettled = 0  # frames submitted but not yet journaled or rejected
         self._device_states: dict[str, bytes] = {}
@@ -220,8 +222,9 @@ class Gateway:
         # One getrandom call for the whole group; decoders yield at most a few readings per frame.
         salts = secrets.token_bytes(SALT_BYTES * 4 * len(items))
         for frame, t, jumped in items:
+            quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
             try:
-                readings = decode(frame.char, frame.data)
+                readings = decode(frame.char, frame.data, quirks)
             except UnknownCharacteristic:
                 self.metrics.unknown_frames += 1
                 continue

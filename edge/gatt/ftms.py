@@ -15,7 +15,7 @@ from enum import Enum
 from edge.errors import MalformedFrame
 from edge.gatt.health import Builder
 from edge.gatt.layout import Field, Group, Layout, Raw
-from edge.gatt.registry import Reading, register
+from edge.gatt.registry import Reading, register, register_with_options
 
 KMH = 1 / 3.6  # km/h → m/s
 KCAL = 4184.0  # J
@@ -183,6 +183,26 @@ def decode_treadmill(data: bytes) -> list[Reading]:
     flags, r = TREADMILL.decode(data)
     out = readings_treadmill(r)
     return _mark_partial(out, flags)
+
+
+def _variant(quirks: Mapping[str, str]) -> Variant:
+    return Variant(quirks.get("ftms_variant", Variant.FTMS_1_0.value))
+
+
+TREADMILL_CURRENT = treadmill_layout(Variant.CURRENT)
+
+
+@register_with_options(0x2ACD)
+def decode_treadmill_quirks(data: bytes, quirks: Mapping[str, str]) -> list[Reading]:
+    variant = _variant(quirks)
+    flags, r = (TREADMILL if variant is Variant.FTMS_1_0 else TREADMILL_CURRENT).decode(data)
+    return _mark_partial(readings_treadmill(r, variant), flags)
+
+
+@register_with_options(0x2AD1)
+def decode_rower_quirks(data: bytes, quirks: Mapping[str, str]) -> list[Reading]:
+    flags, r = ROWER.decode(data)
+    return _mark_partial(readings_rower(r, _variant(quirks)), flags)
 
 
 @register(0x2AD2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edge.errors import EdgeError, UnknownCharacteristic
@@ -20,6 +20,10 @@ class BadUuid(EdgeError, ValueError):
     """A characteristic UUID is not a 16-bit SIG UUID in any accepted spelling."""
 
 
+class BadQuirk(EdgeError, ValueError):
+    """A per-model quirk has an unknown name or value."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One decoded measurement: its ``kind`` and ``val`` go into a record; ``q`` are quality flags."""
@@ -30,6 +34,26 @@ class Reading:
 
 
 _DECODERS: dict[int, Decoder] = {}
+# Decoders whose output depends on per-device-model quirks (e.g. FTMS 1.0 vs the current definition).
+OptionDecoder = Callable[[bytes, Mapping[str, str]], list["Reading"]]
+_OPTION_DECODERS: dict[int, OptionDecoder] = {}
+QUIRKS = {"ftms_variant": ("ftms_1_0", "current")}
+
+
+def register_with_options(uuid16: int) -> Callable[[OptionDecoder], OptionDecoder]:
+    def deco(fn: OptionDecoder) -> OptionDecoder:
+        _OPTION_DECODERS[uuid16] = fn
+        return fn
+    return deco
+
+
+def check_quirks(quirks: Mapping[str, str]) -> dict[str, str]:
+    """Validate per-model quirks (names and values), e.g. ``{"ftms_variant": "current"}``."""
+    for k, v in quirks.items():
+        if k not in QUIRKS or v not in QUIRKS[k]:
+            allowed = "; ".join(f"{n}: {', '.join(vs)}" for n, vs in QUIRKS.items())
+            raise BadQuirk(f"unknown quirk {k}={v!r} (known: {allowed})")
+    return dict(quirks)
 
 
 def register(uuid16: int) -> Callable[[Decoder], Decoder]:
@@ -41,8 +65,15 @@ def register(uuid16: int) -> Callable[[Decoder], Decoder]:
     return deco
 
 
-def decode(char: int, data: bytes) -> list[Reading]:
-    """Decode one payload; raises ``UnknownCharacteristic`` or ``MalformedFrame``, nothing else."""
+def decode(char: int, data: bytes, quirks: Mapping[str, str] | None = None) -> list[Reading]:
+    """Decode one payload; raises ``UnknownCharacteristic`` or ``MalformedFrame``, nothing else.
+
+    ``quirks`` carries the device model's deviations from the specification, if any.
+    """
+    if quirks:
+        special = _OPTION_DECODERS.get(char)
+        if special is not None:
+            return special(bytes(data), quirks)
     fn = _DECODERS.get(char)
     if fn is None:
         raise UnknownCharacteristic(f"no decoder for characteristic 0x{char:04X}")

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,7 @@ class BleakSource:
         self.settings = settings
         self.registry = registry
         self._allow = settings.allow
+        self._quirks: dict[str, Mapping[str, str]] = {}  # dev id → its model's quirks
         self._key = pseudonym_key
         self._kw = backend_kwargs or {}
         self._scanner_backend = scanner_backend
@@ -188,6 +189,10 @@ class BleakSource:
         typical = sorted(gaps)[len(gaps) // 2]
         return max(s.silence_floor_s, s.silence_factor * typical)
 
+    def decode_quirks(self, dev: str) -> Mapping[str, str] | None:
+        """The quirks the gateway must decode this device's frames with (from its registry entry)."""
+        return self._quirks.get(dev)
+
     def device_states(self) -> dict[str, dict[str, Any]]:
         """What the gateway publishes per device: no address, only the pseudonymous id."""
         return {st.dev: {"connected": st.connected, "rssi": st.rssi, "battery": st.battery, "connects": st.connects,
@@ -198,6 +203,13 @@ class BleakSource:
         """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
         try:
             self._allow = self.settings.allow | registry.allowed()
+            quirks = registry.quirks()
+            by_dev: dict[str, Mapping[str, str]] = {}
+            for st in self.devices.values():
+                q = quirks.get(st.address) or (quirks.get(f"name:{st.name}") if st.name else None)
+                if q:
+                    by_dev[st.dev] = q
+            self._quirks = by_dev
             registry.write_seen(self.unknown_seen)
         except (OSError, ValueError) as exc:
             log.warning("device registry unreadable (%s); keeping the previous allowlist", exc)

@@ -138,8 +138,11 @@ def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
         source.registry = registry
         await asyncio.sleep(0.6)
         assert address(0) in source.unknown_seen and not source.devices  # seen, listed, not ingested
-        registry.pair(address(0))
+        registry.pair(address(0), quirks={"ftms_variant": "current"})
         await asyncio.sleep(5.5)  # the registry is re-read every 5 s
+        # ... and a second refresh maps the now-known device to its model's quirks
+        await asyncio.sleep(5.0)
+        assert source.decode_quirks(source.dev_id(address(0))) == {"ftms_variant": "current"}
 
     source, frames, _ = run_for(1.0, straps(1), BleSettings(), pair_later)
     assert {f.dev for f in frames} == {source.dev_id(address(0))}

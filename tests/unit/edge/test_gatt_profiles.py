@@ -199,3 +199,19 @@ def test_device_information_strings() -> None:
             decode_device_info(0x2A25, bad)
     with pytest.raises(EdgeError):
         decode_device_info(0x2A37, b"x")
+
+
+def test_per_model_quirks_change_only_what_the_model_does_differently() -> None:
+    from edge.gatt import check_quirks
+    from edge.gatt.registry import BadQuirk
+
+    rower = bytes.fromhex("00001c6400")  # stroke rate byte 0x1c
+    assert decode(0x2AD1, rower)[0].val["stroke_rate"] == 28.0  # FTMS 1.0, what most machines send
+    assert decode(0x2AD1, rower, {"ftms_variant": "current"})[0].val["stroke_rate"] == 14.0
+    tread = bytes.fromhex("2000e8032c01")  # pace as u16 s/km in the current definition
+    with pytest.raises(MalformedFrame):
+        decode(0x2ACD, tread)  # read as FTMS 1.0 (u8 pace) the length does not add up
+    assert decode(0x2ACD, tread, {"ftms_variant": "current"})[0].val["pace"] == 300
+    assert decode(0x2A37, bytes.fromhex("0048"), {"ftms_variant": "current"})[0].val["heart_rate"] == 72
+    with pytest.raises(BadQuirk):
+        check_quirks({"ftms_variant": "2.0"})

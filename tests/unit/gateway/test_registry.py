@@ -49,3 +49,12 @@ def test_devices_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["devices", "forget", "--config", str(cfg), "aa:bb:cc:dd:ee:ff"]) == 0
     assert main(["devices", "forget", "--config", str(cfg), "aa:bb:cc:dd:ee:ff"]) == 1
     assert main(["devices", "pair", "--config", str(cfg), "not-an-address"]) == 2
+
+
+def test_quirks_are_stored_validated_and_listed(tmp_path: Path) -> None:
+    reg = DeviceRegistry(tmp_path)
+    reg.pair("aa:bb:cc:dd:ee:ff", model="RowerX", quirks={"ftms_variant": "current"})
+    reg.pair("name:Strap")
+    assert reg.quirks() == {"AA:BB:CC:DD:EE:FF": {"ftms_variant": "current"}}
+    with pytest.raises(RegistryError, match="unknown quirk"):
+        reg.pair("aa:bb:cc:dd:ee:01", quirks={"colour": "red"})
