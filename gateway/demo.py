@@ -175,7 +175,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
         report = verifier.report(check_anchor=lambda r: check_receipt(r, chain), require_complete=True)
         print()
-        print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records}, "
+        print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
+              f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
               f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}")
         print(report.summary())
         if not drained:
@@ -184,8 +185,8 @@ async def _demo(args: argparse.Namespace) -> int:
         if truth is not None:
             n = source.write_truth(truth)
             print(f"ground truth: {n} emitted frames written to {truth}")
-        # Every emitted frame is either a record or counted as malformed: nothing vanishes.
-        accounted = gw.metrics.records + gw.metrics.malformed_frames
+        # Every emitted frame is a record, a part joined into one, or counted as malformed: nothing vanishes.
+        accounted = gw.metrics.records + gw.metrics.frames_joined + gw.metrics.malformed_frames
         complete = accounted == source.frames_sent
         if not complete:
             print(f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",

@@ -10,6 +10,7 @@ class Metrics:
     frames_in: int = 0
     malformed_frames: int = 0
     unknown_frames: int = 0
+    frames_joined: int = 0  # parts of multi-notification records joined into a later record
     records: int = 0
     records_delivered: int = 0
     messages_published: int = 0

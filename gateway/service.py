@@ -29,6 +29,7 @@ from edge import cbor
 from edge.errors import EdgeError, MalformedFrame, UnknownCharacteristic
 from edge.frame import Frame
 from edge.gatt import decode
+from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import SALT_BYTES, Record, encode_data_message
 from edge.signing import Signer
@@ -103,6 +104,9 @@ class Gateway:
         self.quirks_for: Callable[[str], Mapping[str, str] | None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._unsettled = 0  # frames submitted but not yet journaled or rejected
+        # Parts of multi-notification records wait here for the rest (in memory: like frames still in
+        # the radio, they are not accepted until their record is whole or given up on).
+        self._assembler: RecordAssembler[tuple[int, bool]] = RecordAssembler()
         self._device_states: dict[str, bytes] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -155,7 +159,7 @@ class Gateway:
         self._wake_batch.set()
         deadline = monotonic() + timeout
         while monotonic() < deadline:
-            if self._unsettled == 0:
+            if self._unsettled == 0 and not self._assembler.holding:
                 b = await self.backlog()
                 if b.empty or (self.chain is None and not (b.undelivered or b.unbatched or b.unpublished_batches)):
                     return True
@@ -193,7 +197,13 @@ class Gateway:
     async def _ingest_loop(self) -> None:
         linger = self.cfg.publish.linger_ms / 1000
         while True:
-            first = await self._frames.get()
+            try:
+                # While parts are held, wake up to give up on records whose last part never comes.
+                first = await asyncio.wait_for(self._frames.get(), 0.2 if self._assembler.holding else None)
+            except TimeoutError:
+                if self._assembler.holding:
+                    await self._accept([])
+                continue
             items = [first]
             deadline = monotonic() + linger
             while len(items) < MAX_FRAMES_PER_APPEND:
@@ -209,6 +219,25 @@ class Gateway:
                         break
             await self._accept(items)
 
+    def _join(self, items: list[tuple[Frame, int, bool]]) -> list[Joined[tuple[int, bool]]]:
+        """Pass frames through the assembler: whole records out, parts of unfinished ones held back."""
+        now = monotonic()
+        asm = self._assembler
+        out: list[Joined[tuple[int, bool]]] = []
+        for frame, t, jumped in items:
+            if frame.char not in JOINABLE:  # the common case, kept cheap
+                out.append(Joined(frame.dev, frame.char, frame.data, (t, jumped), 1))
+                continue
+            quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
+            for j in asm.feed(frame.dev, frame.char, frame.data, (t, jumped), now, quirks):
+                self.metrics.frames_joined += j.parts - 1
+                out.append(j)
+        if asm.holding:
+            for j in asm.flush() if self._flush_all else asm.expire(now):
+                self.metrics.frames_joined += j.parts - 1
+                out.append(j)
+        return out
+
     @staticmethod
     def _salt(pool: bytes, i: int) -> bytes:
         start = i * SALT_BYTES
@@ -220,8 +249,10 @@ class Gateway:
         seq = self.journal.next_seq
         records: list[Record] = []
         # One getrandom call for the whole group; decoders yield at most a few readings per frame.
-        salts = secrets.token_bytes(SALT_BYTES * 4 * len(items))
-        for frame, t, jumped in items:
+        joined = self._join(items)
+        salts = secrets.token_bytes(SALT_BYTES * 4 * len(joined))
+        for frame in joined:
+            t, jumped = frame.tag
             quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
             try:
                 readings = decode(frame.char, frame.data, quirks)

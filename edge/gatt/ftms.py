@@ -1,15 +1,15 @@
 """Fitness Machine Service data: treadmill, indoor bike, rower, cross trainer.
 
 Bit 0 of the flags is "More Data" and **inverted**: clear means the first field is present. A record
-longer than the MTU is split over notifications; every part but the last has More Data set, and
-``FtmsAssembler`` merges the parts into one reading. FTMS 1.0 (what machines in gyms send) and the
+longer than the MTU is split over notifications; every part but the last has More Data set. The
+gateway joins the parts (``edge.gatt.assembly``) and the decoders here read a joined value part by
+part, so one record comes out. FTMS 1.0 (what machines in gyms send) and the
 current SIG definitions disagree on a few resolutions; ``Variant`` selects them per device model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import Enum
 
 from edge.errors import MalformedFrame
@@ -178,11 +178,15 @@ TREADMILL = treadmill_layout()
 _MORE_DATA = 0x0001
 
 
+def _joined(layout: Layout, data: bytes) -> tuple[int, dict[str, Raw]]:
+    flags, r, _ = layout.decode_joined(data, _MORE_DATA)
+    return flags, r
+
+
 @register(0x2ACD)
 def decode_treadmill(data: bytes) -> list[Reading]:
-    flags, r = TREADMILL.decode(data)
-    out = readings_treadmill(r)
-    return _mark_partial(out, flags)
+    flags, r = _joined(TREADMILL, data)
+    return _mark_partial(readings_treadmill(r), flags)
 
 
 def _variant(quirks: Mapping[str, str]) -> Variant:
@@ -192,73 +196,49 @@ def _variant(quirks: Mapping[str, str]) -> Variant:
 TREADMILL_CURRENT = treadmill_layout(Variant.CURRENT)
 
 
+def layout_for(char: int, quirks: Mapping[str, str] | None = None) -> Layout:
+    """The layout a device's FTMS characteristic uses, given its model's quirks."""
+    if char == 0x2ACD and quirks and _variant(quirks) is Variant.CURRENT:
+        return TREADMILL_CURRENT
+    return {0x2ACD: TREADMILL, 0x2AD2: INDOOR_BIKE, 0x2AD1: ROWER, 0x2ACE: CROSS_TRAINER}[char]
+
+
 @register_with_options(0x2ACD)
 def decode_treadmill_quirks(data: bytes, quirks: Mapping[str, str]) -> list[Reading]:
     variant = _variant(quirks)
-    flags, r = (TREADMILL if variant is Variant.FTMS_1_0 else TREADMILL_CURRENT).decode(data)
+    flags, r = _joined(TREADMILL if variant is Variant.FTMS_1_0 else TREADMILL_CURRENT, data)
     return _mark_partial(readings_treadmill(r, variant), flags)
 
 
 @register_with_options(0x2AD1)
 def decode_rower_quirks(data: bytes, quirks: Mapping[str, str]) -> list[Reading]:
-    flags, r = ROWER.decode(data)
+    flags, r = _joined(ROWER, data)
     return _mark_partial(readings_rower(r, _variant(quirks)), flags)
 
 
 @register(0x2AD2)
 def decode_indoor_bike(data: bytes) -> list[Reading]:
-    flags, r = INDOOR_BIKE.decode(data)
+    flags, r = _joined(INDOOR_BIKE, data)
     return _mark_partial(readings_indoor_bike(r), flags)
 
 
 @register(0x2AD1)
 def decode_rower(data: bytes) -> list[Reading]:
-    flags, r = ROWER.decode(data)
+    flags, r = _joined(ROWER, data)
     return _mark_partial(readings_rower(r), flags)
 
 
 @register(0x2ACE)
 def decode_cross_trainer(data: bytes) -> list[Reading]:
-    flags, r = CROSS_TRAINER.decode(data)
+    flags, r = _joined(CROSS_TRAINER, data)
     return _mark_partial(readings_cross_trainer(r, flags), flags)
 
 
 def _mark_partial(readings: list[Reading], flags: int) -> list[Reading]:
-    """A part of a split record decoded on its own is kept, flagged ``more_data``, never dropped."""
+    """A record whose last part still says More Data is incomplete: kept, flagged ``more_data``, never dropped."""
     if not flags & _MORE_DATA:
         return readings
     return [Reading(x.kind, x.val, (*x.q, "more_data")) for x in readings]
-
-
-@dataclass
-class FtmsAssembler:
-    """Merges split FTMS records: parts with More Data set are held until the part that completes them.
-
-    Pure and per device: feed each notification, get the merged raw fields when a record completes.
-    A part whose fields repeat ones already held starts a new record (the previous one was incomplete
-    and is returned as is, flagged), so a lost final part never glues two records together.
-    """
-
-    layout: Layout
-    _held: dict[str, Raw] = field(default_factory=dict)
-    _flags: int = 0
-    max_parts: int = 8
-    _parts: int = 0
-
-    def feed(self, data: bytes) -> list[tuple[int, dict[str, Raw], bool]]:
-        """Returns completed records as (merged flags, fields, complete?)."""
-        flags, r = self.layout.decode(data)
-        out: list[tuple[int, dict[str, Raw], bool]] = []
-        if self._held and (set(r) & set(self._held) or self._parts >= self.max_parts):
-            out.append((self._flags, self._held, False))
-            self._held, self._flags, self._parts = {}, 0, 0
-        self._held.update(r)
-        self._flags |= flags & ~_MORE_DATA
-        self._parts += 1
-        if not flags & _MORE_DATA:
-            out.append((self._flags, self._held, True))
-            self._held, self._flags, self._parts = {}, 0, 0
-        return out
 
 
 def split_record(layout: Layout, flags: int, values: Mapping[str, Raw], mtu_payload: int = 20) -> list[bytes]:

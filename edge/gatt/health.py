@@ -175,11 +175,13 @@ BODY_COMPOSITION = Layout("body composition 0x2A9C", 2, (
     Group(0x0800, (Field("height", "u16"),)),
 ))
 BODY_COMPOSITION_MULTI_PACKET = 0x1000
+# Fields a scale may repeat in every packet of a multi-packet measurement (body fat is mandatory in each).
+BODY_COMPOSITION_SHARED = frozenset({"body_fat", "timestamp", "user_id"})
 
 
 @register(0x2A9C)
 def decode_body_composition(data: bytes) -> list[Reading]:
-    flags, r = BODY_COMPOSITION.decode(data)
+    flags, r, parts = BODY_COMPOSITION.decode_joined(data, BODY_COMPOSITION_MULTI_PACKET, BODY_COMPOSITION_SHARED)
     imperial = bool(flags & 0x0001)
     mass = 0.01 * KG_PER_LB if imperial else 0.005
     b = Builder("body_composition")
@@ -192,8 +194,8 @@ def decode_body_composition(data: bytes) -> list[Reading]:
         b.number(name, r.get(name), mass)
     b.number("impedance", r.get("impedance"), 0.1)
     b.number("height", r.get("height"), 0.1 * M_PER_INCH if imperial else 0.001)
-    if flags & BODY_COMPOSITION_MULTI_PACKET:
-        # The scale splits one measurement over several indications; each part is kept as it came.
+    if flags & BODY_COMPOSITION_MULTI_PACKET and parts == 1:
+        # One packet of a measurement the scale split over several indications, seen alone.
         b.q.append("partial_record")
     return b.reading()
 

@@ -59,10 +59,18 @@ class Layout:
     groups: tuple[Group, ...]
 
     def decode(self, data: bytes) -> tuple[int, dict[str, Raw]]:
-        if len(data) < self.flags_size:
-            raise MalformedFrame(f"{self.name}: {len(data)} byte(s), too short for the {self.flags_size}-byte flags")
-        flags = int.from_bytes(data[:self.flags_size], "little")
-        pos = self.flags_size
+        flags, out, end = self.decode_at(data, 0)
+        if end != len(data):
+            raise MalformedFrame(f"{self.name}: {len(data) - end} trailing byte(s) after the announced fields")
+        return flags, out
+
+    def decode_at(self, data: bytes, start: int) -> tuple[int, dict[str, Raw], int]:
+        """Decode one value that begins at ``start``; also return where it ends (for joined parts)."""
+        if len(data) - start < self.flags_size:
+            raise MalformedFrame(f"{self.name}: {len(data) - start} byte(s), too short for the "
+                                 f"{self.flags_size}-byte flags")
+        flags = int.from_bytes(data[start:start + self.flags_size], "little")
+        pos = start + self.flags_size
         out: dict[str, Raw] = {}
         for g in self.groups:
             if not g.present(flags):
@@ -76,9 +84,30 @@ class Layout:
                 out[f.name] = chunk if f.fmt == "datetime" else int.from_bytes(chunk, "little",
                                                                                   signed=f.fmt in _SIGNED)
                 pos += size
-        if pos != len(data):
-            raise MalformedFrame(f"{self.name}: {len(data) - pos} trailing byte(s) after the announced fields")
-        return flags, out
+        return flags, out, pos
+
+    def decode_joined(self, data: bytes, continue_bit: int,
+                      repeatable: frozenset[str] = frozenset()) -> tuple[int, dict[str, Raw], int]:
+        """Decode one record sent as several values and joined in arrival order (see ``edge.gatt.assembly``).
+
+        A value with ``continue_bit`` set may be followed by another; the fields of all parts are merged.
+        A field may appear in more than one part only if it is ``repeatable`` and has the same value each
+        time, so a join can never hide a contradiction. Returns (flags of all parts OR-ed, with
+        ``continue_bit`` as the last part has it; merged fields; number of parts).
+        """
+        flags, merged, pos = self.decode_at(data, 0)
+        all_flags, parts = flags, 1
+        while pos < len(data):
+            if not flags & continue_bit:
+                raise MalformedFrame(f"{self.name}: {len(data) - pos} trailing byte(s) after the announced fields")
+            flags, fields, pos = self.decode_at(data, pos)
+            parts += 1
+            for name, value in fields.items():
+                if name in merged and (name not in repeatable or merged[name] != value):
+                    raise MalformedFrame(f"{self.name}: part {parts} repeats {name}")
+                merged[name] = value
+            all_flags |= flags
+        return (all_flags & ~continue_bit) | (flags & continue_bit), merged, parts
 
     def encode(self, flags: int, values: Mapping[str, Raw]) -> bytes:
         out = bytearray(flags.to_bytes(self.flags_size, "little"))

@@ -57,3 +57,36 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
     assert g.records == g.records_in_verified_batches == sent
     assert (g.first_seq, g.last_seq) == (1, sent)
     assert g.anchors_verified == g.batches_verified >= 4
+
+
+def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(mosquitto: Mosquitto,
+                                                                            tmp_path: Path) -> None:
+    """A bike's two-notification records become one record each, its raw the parts as sent; a part still
+    waiting for the rest when the gateway stops is journaled anyway, flagged, not dropped."""
+    from edge.frame import Frame
+    from edge.record import Record
+    from firmware_sim.devices import IndoorBike
+
+    generate_keypair(tmp_path / "keys")
+    cfg = GatewayConfig(gateway_id="gw-split", region="foshan", state_dir=tmp_path,
+                        mqtt=MqttConfig(url=mosquitto.url), chain=ChainConfig(kind="none")).validated()
+    bike = IndoorBike("bike-1", seed=5)
+    sent = [f for step in range(1, 31) for f in bike.frames_at(float(step))]
+
+    async def run() -> tuple[list[Record], int]:
+        parts = assemble(cfg, None)
+        gw = parts.gateway
+        await gw.start()
+        for f in sent:
+            await gw.submit(f)
+        await gw.submit(Frame("bike-1", 0x2AD2, sent[0].data))  # a first part whose record never completes
+        assert await gw.stop(drain_timeout=30)
+        records = [Record.from_bytes(b) for b in parts.journal.records(1, parts.journal.next_seq - 1)]
+        parts.journal.close()
+        return records, gw.metrics.frames_joined
+
+    records, joined = asyncio.run(run())
+    assert len(sent) == 60 and len(records) == 31 and joined == 30
+    assert b"".join(r.raw for r in records) == b"".join(f.data for f in sent) + sent[0].data
+    assert all("more_data" not in r.q and r.val["elapsed_time"] == i + 1 for i, r in enumerate(records[:30]))
+    assert records[30].q == ("more_data",)

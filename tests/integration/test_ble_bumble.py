@@ -151,7 +151,7 @@ def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
 
 def test_indications_and_split_ftms_records_over_the_air() -> None:
     """A blood-pressure cuff indicates; a bike splits each record over notifications: both arrive whole."""
-    from edge.gatt.ftms import INDOOR_BIKE, FtmsAssembler
+    from edge.gatt.assembly import RecordAssembler
     from firmware_sim.bumble_devices import BumbleSensor
     from firmware_sim.devices import BloodPressureCuff, IndoorBike
 
@@ -185,9 +185,9 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
     for data in cuff:
         (r,) = decode(0x2A35, data)
         assert r.kind == "blood_pressure" and "device_time" in r.val
-    asm = FtmsAssembler(INDOOR_BIKE)
-    records = [rec for data in bike for rec in asm.feed(data)]
-    assert records and all(complete for _, _, complete in records)
+    asm: RecordAssembler[int] = RecordAssembler()
+    records = [j for i, data in enumerate(bike) for j in asm.feed("bike", 0x2AD2, data, i, now=0.0)]
+    assert records and all(j.parts >= 2 and "more_data" not in decode(0x2AD2, j.data)[0].q for j in records)
 
 
 

@@ -16,7 +16,6 @@ from edge.gatt.ftms import (
     INDOOR_BIKE,
     ROWER,
     TREADMILL,
-    FtmsAssembler,
     Variant,
     readings_rower,
     readings_treadmill,
@@ -76,6 +75,11 @@ def test_weight_and_body_composition() -> None:
     assert val == {"body_fat": 25.5} and q == ("partial_record",)
     val, _ = d(0x2A9C, "0004 ff00 b036")  # + weight
     assert val == {"body_fat": 25.5, "weight": 70.0}
+    # Two packets of one multi-packet measurement, joined: body fat repeats (same value), the rest merges.
+    val, q = d(0x2A9C, "0810 ff00 a00f" "0014 ff00 b036")
+    assert val == {"body_fat": 25.5, "basal_metabolism": 4_000_000.0, "weight": 70.0} and q == ()
+    with pytest.raises(MalformedFrame, match="repeats body_fat"):
+        decode(0x2A9C, bytes.fromhex("0810ff00a00f" "00140001b036"))
 
 
 def test_temperature() -> None:
@@ -128,18 +132,20 @@ def test_split_records_reassemble_exactly() -> None:
     parts = split_record(TREADMILL, flags, values, mtu_payload=20)
     assert len(parts) >= 2 and all(len(p) <= 20 for p in parts)
     assert all(p[0] & 1 for p in parts[:-1]) and not parts[-1][0] & 1
-    asm = FtmsAssembler(TREADMILL)
-    done = [rec for p in parts for rec in asm.feed(p)]
-    assert len(done) == 1
-    merged_flags, merged, complete = done[0]
-    assert complete and merged == values and merged_flags == flags
+    merged_flags, merged, n = TREADMILL.decode_joined(b"".join(parts), 0x0001)
+    assert merged == values and merged_flags == flags and n == len(parts)
+    (whole,) = decode(0x2ACD, b"".join(parts))
+    assert whole.q == () and whole.val == readings_treadmill(values)[0].val
 
 
-def test_assembler_never_glues_two_records() -> None:
-    asm = FtmsAssembler(INDOOR_BIKE)
-    assert asm.feed(bytes.fromhex("4500b400fa00")) == []  # first part of record 1
-    out = asm.feed(bytes.fromhex("4500b400fa00"))  # record 1's last part was lost; record 2 starts
-    assert len(out) == 1 and out[0][2] is False
+def test_joined_parts_must_not_contradict_each_other() -> None:
+    part = bytes.fromhex("4500b400fa00")  # More Data, cadence and power
+    with pytest.raises(MalformedFrame, match="repeats cadence"):
+        decode(0x2AD2, part + part)
+    with pytest.raises(MalformedFrame, match="trailing"):
+        decode(0x2AD2, bytes.fromhex("4400c409b400fa00") + part)  # a complete record cannot be continued
+    (r,) = decode(0x2AD2, part + bytes.fromhex("0000c409"))  # cadence + power, then speed: one record
+    assert r.val == {"cadence": 90.0, "power": 250, "speed": pytest.approx(25 / 3.6)} and r.q == ()
 
 
 def test_counter_wrap_around() -> None:

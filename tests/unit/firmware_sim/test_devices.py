@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from edge.gatt import decode
-from edge.gatt.ftms import INDOOR_BIKE, FtmsAssembler, readings_indoor_bike
+from edge.gatt.assembly import RecordAssembler
 from firmware_sim.devices import MODELS, BloodPressureCuff, IndoorBike, PowerMeter, Scale, Thermometer
 
 RANGES = {
@@ -47,13 +47,14 @@ def test_units_variants_decode_to_the_same_quantities() -> None:
 
 def test_bike_records_are_split_and_reassemble() -> None:
     bike = IndoorBike("bike", seed=1)
-    asm = FtmsAssembler(INDOOR_BIKE)
+    asm: RecordAssembler[int] = RecordAssembler()
     for step in range(1, 20):
         frames = bike.frames_at(float(step))
         assert len(frames) >= 2 and all(len(f.data) <= 20 for f in frames)
-        done = [rec for f in frames for rec in asm.feed(f.data)]
-        assert len(done) == 1 and done[0][2]
-        (r,) = readings_indoor_bike(done[0][1])
+        done = [j for f in frames for j in asm.feed(f.dev, f.char, f.data, step, now=step)]
+        assert len(done) == 1 and done[0].parts == len(frames)
+        (r,) = decode(0x2AD2, done[0].data)
+        assert "more_data" not in r.q and "speed" in r.val
         assert r.val["elapsed_time"] == step and 0 < r.val["power"] < 400  # type: ignore[operator]
 
 
