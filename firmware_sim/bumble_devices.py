@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from dataclasses import dataclass, field
 
 from bumble import gatt
 from bumble.controller import Controller
 from bumble.device import AdvertisingType, Connection, Device
-from bumble.hci import Address
+from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from edge.frame import Frame
 from firmware_sim.devices import SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
+
+log = logging.getLogger("tiyi.sim")
 
 HEART_RATE_SERVICE = "180D"
 BATTERY_SERVICE = "180F"
@@ -32,6 +37,14 @@ def emulated_device(link: LocalLink, address: str, name: str) -> Device:
     return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
 
 
+# Which service each measurement characteristic lives in, for models that send on several.
+SERVICE_OF = {0x2A37: 0x180D, 0x2A5E: 0x1822, 0x2A5F: 0x1822, 0x2A9C: 0x181B, 0x2A9D: 0x181D, 0x2A35: 0x1810,
+              0x2A1C: 0x1809, 0x2A53: 0x1814, 0x2A5B: 0x1816, 0x2A63: 0x1818, 0x2ACD: 0x1826, 0x2AD2: 0x1826,
+              0x2AD1: 0x1826, 0x2ACE: 0x1826}
+DEVICE_INFORMATION_SERVICE = "180A"
+REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
+
+
 def advertising_data(name: str, services16: list[int]) -> bytes:
     """Flags (LE general discoverable, no BR/EDR), complete 16-bit service list, complete local name."""
     uuids = b"".join(u.to_bytes(2, "little") for u in services16)
@@ -41,95 +54,201 @@ def advertising_data(name: str, services16: list[int]) -> bytes:
 
 @dataclass
 class Misbehaviour:
+    """What real devices do to a gateway, on demand. Every field defaults to a well-behaved device."""
+
     silent: bool = False  # stay connected, stop notifying
     malformed_every: int = 0  # every n-th notification is truncated garbage (0: never)
+    duplicate_every: int = 0  # every n-th notification is sent twice (a retransmission the central sees twice)
+    battery_drain_per_min: float = 0.0  # battery percent lost per minute; at 0 % the device switches off
+    rename_every_s: float = 0.0  # the advertised name changes (firmware that appends a counter)
+    rotate_address_every_s: float = 0.0  # a resolvable private address, renewed with the device's IRK
+    refuse_connections: int = 0  # the first n connections are refused at once ("busy")
+    seed: int = 0
 
 
 @dataclass
-class BumbleHeartRateStrap:
+class StrapModel(SimDevice):
+    """A ``HeartRateStrap`` seen as a generic model (one notification per second on 0x2A37)."""
+
+    strap: HeartRateStrap | None = None
+    char: int = 0x2A37
+    services: tuple[int, ...] = (0x180D,)
+
+    def frames_at(self, t: float) -> list[Frame]:
+        assert self.strap is not None
+        return [self.strap.frame_at(t)]
+
+
+@dataclass
+class BumbleSensor:
+    """Any ``firmware_sim.devices`` model as a Bumble peripheral: its measurement characteristics (notify, or
+    indicate where the profile says so), Device Information and Battery, and any ``Misbehaviour``."""
+
     link: LocalLink
     address: str
-    strap: HeartRateStrap
-    interval_s: float = 1.0
+    model: SimDevice
     speed: float = 1.0
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
     sent: list[bytes] = field(default_factory=list, repr=False)
+    battery: float = 100.0
+    irk: bytes | None = None
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.strap.dev_id)
-        self.hrm = gatt.Characteristic("2A37", gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.READABLE,
-                                       b"")
-        battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
-        self.battery: gatt.Characteristic[bytes] = gatt.Characteristic(
-            "2A19", gatt.Characteristic.Properties.READ, gatt.Characteristic.READABLE, battery_value)
-        self.battery_reads = 0
-        self.device.add_services([gatt.Service(HEART_RATE_SERVICE, [self.hrm]),
-                                  gatt.Service(BATTERY_SERVICE, [self.battery])])
+        self.device = emulated_device(self.link, self.address, self.model.dev_id)
         self._task: asyncio.Task[None] | None = None
-        self._connections: list[Connection] = []
+        self._rng = random.Random(self.misbehaviour.seed or self.model.seed)  # noqa: S311 - simulation
+        self.name = self.model.dev_id
+        self.renames = 0
+        self.refused = 0
+        self.battery_reads = 0
+        self.switched_off = False
+        self.addresses: list[str] = [self.address]
+        props = gatt.Characteristic.Properties
+        self.chars: dict[int, gatt.Characteristic[bytes]] = {}
+        by_service: dict[int, list[gatt.Characteristic[bytes]]] = {}
+        for uuid in (self.model.char, *self.model.also):
+            c = gatt.Characteristic(f"{uuid:04X}", props.INDICATE if self.model.indicate else props.NOTIFY,
+                                    gatt.Characteristic.READABLE, b"")
+            self.chars[uuid] = c
+            default = self.model.services[0] if self.model.services else 0x1800
+            by_service.setdefault(SERVICE_OF.get(uuid, default), []).append(c)
+        battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
+        self.battery_char: gatt.Characteristic[bytes] = gatt.Characteristic(
+            "2A19", props.READ | props.NOTIFY, gatt.Characteristic.READABLE, battery_value)
+        info = [gatt.Characteristic(f"{u:04X}", props.READ, gatt.Characteristic.READABLE, text.encode())
+                for u, text in ((0x2A29, "tiyi-sim"), (0x2A24, type(self.model).__name__), (0x2A26, "1.0.0"))]
+        self.device.add_services([*(gatt.Service(f"{svc:04X}", chars) for svc, chars in by_service.items()),
+                                  gatt.Service(DEVICE_INFORMATION_SERVICE, info),
+                                  gatt.Service(BATTERY_SERVICE, [self.battery_char])])
         self.device.on("connection", self._on_connection)
 
     @property
     def dev_id(self) -> str:
-        return self.strap.dev_id
+        return self.model.dev_id
 
     @property
     def char_uuid(self) -> int:
-        return 0x2A37
-
-    def _read_battery(self, _conn: Connection) -> bytes:
-        self.battery_reads += 1
-        return bytes([self.strap.battery])
+        return self.model.char
 
     @property
     def frames_emitted(self) -> int:
         """Notifications sent plus battery values served: every frame a central could have received."""
         return len(self.sent) + self.battery_reads
 
-    def _on_connection(self, conn: Connection) -> None:
-        self._connections.append(conn)
-        conn.on("disconnection", lambda _reason: self._forget(conn))
-        # Stay connectable for a reconnect after this connection drops.
+    def _read_battery(self, _conn: Connection) -> bytes:
+        self.battery_reads += 1
+        return bytes([round(self.battery)])
 
-    def _forget(self, conn: Connection) -> None:
-        if conn in self._connections:
-            self._connections.remove(conn)
-        asyncio.get_event_loop().create_task(self._advertise())
+    def _on_connection(self, conn: Connection) -> None:
+        if self.refused < self.misbehaviour.refuse_connections:
+            self.refused += 1
+            log.info("%s: busy, refusing connection %d", self.dev_id, self.refused)
+            asyncio.get_event_loop().create_task(self._refuse(conn))
+            return
+        conn.on("disconnection", lambda *_: self._on_disconnection())
+
+    async def _refuse(self, conn: Connection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.disconnect(REJECTED_LIMITED_RESOURCES)
+        await self._advertise()
+
+    def _on_disconnection(self) -> None:
+        if not self.switched_off:
+            asyncio.get_event_loop().create_task(self._advertise())
+
+    def _advertising_data(self) -> bytes:
+        services = sorted({SERVICE_OF.get(u, u) for u in (self.model.char, *self.model.also)} | {0x180F})
+        return advertising_data(self.name, [s for s in services if s < 0x2A00])
 
     async def _advertise(self) -> None:
         with contextlib.suppress(Exception):
-            await self.device.start_advertising(advertising_data=advertising_data(self.strap.dev_id, [0x180D, 0x180F]),
+            await self.device.stop_advertising()
+        with contextlib.suppress(Exception):
+            await self.device.start_advertising(advertising_data=self._advertising_data(),
                                                 advertising_interval_min=20, advertising_interval_max=20)
 
     async def start(self) -> None:
         await self.device.power_on()
         await self._advertise()
-        self._task = asyncio.create_task(self._notify_loop())
+        self._task = asyncio.create_task(self._loop())
 
-    async def _notify_loop(self) -> None:
-        t = 0.0
-        n = 0
-        while True:
-            await asyncio.sleep(self.interval_s / self.speed)
-            t += self.interval_s
-            frame = self.strap.frame_at(t)
-            n += 1
-            data = frame.data
-            if self.misbehaviour.malformed_every and n % self.misbehaviour.malformed_every == 0:
-                data = b"\x11"  # flags announce a u16 heart rate, and nothing follows
-            if self.misbehaviour.silent or not self._subscribed():
-                continue  # like a real strap: nobody listening, nothing sent (and nothing counted)
-            # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
-            await asyncio.shield(self.device.notify_subscribers(self.hrm, data))
-            self.sent.append(data)
+    def _subscribed(self, char: gatt.Characteristic[bytes]) -> bool:
+        return any(cccd.get(char.handle, b"\x00\x00")[0] & 0x03
+                   for cccd in self.device.gatt_server.subscribers.values())
 
-    def _subscribed(self) -> bool:
-        subs = self.device.gatt_server.subscribers.values()
-        return any(cccd.get(self.hrm.handle, b"\x00\x00")[0] & 0x01 for cccd in subs)
+    async def _send(self, char: gatt.Characteristic[bytes], data: bytes) -> None:
+        send = self.device.indicate_subscribers if self.model.indicate and char is not self.battery_char \
+            else self.device.notify_subscribers
+        # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
+        await asyncio.shield(send(char, data))
+        self.sent.append(data)
+
+    async def _loop(self) -> None:
+        m, mis = self.model, self.misbehaviour
+        t, n = 0.0, 0
+        next_rename = mis.rename_every_s or None
+        next_rotation = mis.rotate_address_every_s or None
+        while not self.switched_off:
+            await asyncio.sleep(m.interval_s / self.speed)
+            t += m.interval_s
+            frames = m.frames_at(t)
+            if next_rename is not None and t >= next_rename:
+                next_rename += mis.rename_every_s
+                await self._rename()
+            if next_rotation is not None and t >= next_rotation:
+                next_rotation += mis.rotate_address_every_s
+                await self._rotate_address()
+            if mis.battery_drain_per_min:
+                await self._drain(m.interval_s)
+                if self.switched_off:
+                    return
+            for f in frames:
+                char = self.chars.get(f.char)
+                if char is None or mis.silent or not self._subscribed(char):
+                    continue  # like a real device: nobody listening, nothing sent (and nothing counted)
+                n += 1
+                data = f.data
+                if mis.malformed_every and n % mis.malformed_every == 0:
+                    data = data[:1]  # flags that announce fields which never follow
+                await self._send(char, data)
+                if mis.duplicate_every and n % mis.duplicate_every == 0:
+                    await self._send(char, data)
+
+    async def _drain(self, dt: float) -> None:
+        before = round(self.battery)
+        self.battery = max(0.0, self.battery - self.misbehaviour.battery_drain_per_min * dt / 60)
+        if round(self.battery) != before and self._subscribed(self.battery_char):
+            await self._send(self.battery_char, bytes([round(self.battery)]))
+        if self.battery <= 0:
+            log.info("%s: battery empty, switching off", self.dev_id)
+            self.switched_off = True
+            with contextlib.suppress(Exception):
+                await self.device.stop_advertising()
+            await self.drop_connections()
+
+    async def _rename(self) -> None:
+        self.renames += 1
+        self.name = f"{self.model.dev_id}-{self.renames}"
+        if not self.device.connections:
+            await self._advertise()
+
+    async def _rotate_address(self) -> None:
+        """A new resolvable private address from the device's IRK (Core Vol 6 Part B 1.3.2.2)."""
+        if self.irk is None:
+            raise ValueError("rotating a resolvable private address needs the device's IRK")
+        new = Address.generate_private_address(self.irk)
+        self.addresses.append(str(new).split("/")[0])
+        if self.device.connections:
+            return  # the address changes on the next advertising round; the link keeps its address
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        self.device.random_address = new
+        await self.device.send_sync_command(HCI_LE_Set_Random_Address_Command(random_address=new))
+        await self._advertise()
 
     async def drop_connections(self) -> None:
         """The peripheral disconnects (walks out of range, power-cycles)."""
-        for conn in list(self._connections):
+        for conn in list(self.device.connections.values()):
             with contextlib.suppress(Exception):
                 await conn.disconnect()
 
@@ -144,14 +263,26 @@ class BumbleHeartRateStrap:
         await self.drop_connections()
 
 
+class BumbleHeartRateStrap(BumbleSensor):
+    """A chest strap on the emulated link (kept as its own class for readability at call sites)."""
+
+    def __init__(self, link: LocalLink, address: str, strap: HeartRateStrap, interval_s: float = 1.0,
+                 speed: float = 1.0, misbehaviour: Misbehaviour | None = None, irk: bytes | None = None) -> None:
+        model = StrapModel(strap.dev_id, seed=strap.seed, strap=strap, interval_s=interval_s)
+        super().__init__(link, address, model, speed, misbehaviour or Misbehaviour(), battery=float(strap.battery),
+                         irk=irk)
+        self.strap = strap
+
+
 @dataclass
-class _ModelPeripheral:
-    """What every model-driven peripheral shares: identity, what it sent, and stopping its loop."""
+class BumbleBroadcaster:
+    """An advertisement-only device (a bathroom-style scale): measurements as service data, never connectable."""
 
     link: LocalLink
     address: str
     model: SimDevice
     speed: float = 1.0
+    service: int = 0x181D
     sent: list[bytes] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -169,68 +300,6 @@ class _ModelPeripheral:
     @property
     def frames_emitted(self) -> int:
         return len(self.sent)
-
-    async def _cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-
-@dataclass
-class BumbleSensor(_ModelPeripheral):
-    """Any ``firmware_sim.devices`` model as a Bumble peripheral: notifications or indications, as the
-    profile prescribes (blood-pressure cuffs, thermometers and scales indicate)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        kind = gatt.Characteristic.Properties
-        props = kind.INDICATE if self.model.indicate else kind.NOTIFY
-        self.char = gatt.Characteristic(f"{self.model.char:04X}", props, gatt.Characteristic.READABLE, b"")
-        service = self.model.services[0] if self.model.services else 0x1800
-        self.device.add_services([gatt.Service(f"{service:04X}", [self.char])])
-
-    async def start(self) -> None:
-        await self.device.power_on()
-        self.device.on("disconnection", lambda *_: asyncio.get_event_loop().create_task(self._advertise()))
-        await self._advertise()
-        self._task = asyncio.create_task(self._loop())
-
-    async def _advertise(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.device.start_advertising(
-                advertising_data=advertising_data(self.model.dev_id, list(self.model.services)),
-                advertising_interval_min=20, advertising_interval_max=20)
-
-    def _subscribed(self) -> bool:
-        return any(cccd.get(self.char.handle, b"\x00\x00")[0] & 0x03
-                   for cccd in self.device.gatt_server.subscribers.values())
-
-    async def _loop(self) -> None:
-        t = 0.0
-        while True:
-            await asyncio.sleep(self.model.interval_s / self.speed)
-            t += self.model.interval_s
-            frames = self.model.frames_at(t)
-            if not self._subscribed():
-                continue
-            for f in frames:
-                send = self.device.indicate_subscribers if self.model.indicate else self.device.notify_subscribers
-                await asyncio.shield(send(self.char, f.data))
-                self.sent.append(f.data)
-
-    async def stop(self) -> None:
-        await self._cancel()
-
-    async def stop_notifying(self) -> None:
-        await self._cancel()
-
-
-@dataclass
-class BumbleBroadcaster(_ModelPeripheral):
-    """An advertisement-only device (a bathroom-style scale): measurements as service data, never connectable."""
-
-    service: int = 0x181D
 
     async def start(self) -> None:
         await self.device.power_on()
@@ -252,7 +321,10 @@ class BumbleBroadcaster(_ModelPeripheral):
             await asyncio.sleep(self.model.interval_s / self.speed)
 
     async def stop_notifying(self) -> None:
-        await self._cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
 

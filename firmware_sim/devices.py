@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from edge.frame import Frame
 from edge.gatt import fitness, ftms, health
-from edge.gatt.layout import Raw, encode_date_time, encode_float32, encode_sfloat
+from edge.gatt.heart_rate import HeartRateMeasurement
+from edge.gatt.layout import Layout, Raw, encode_date_time, encode_float32, encode_sfloat
 
 
 def _rng(seed: int) -> random.Random:
@@ -30,6 +31,7 @@ class SimDevice:
     interval_s: float = 1.0
     indicate: bool = False
     services: tuple[int, ...] = ()
+    also: tuple[int, ...] = ()  # further characteristics the model sends on (a watch: HR and SpO2)
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,7 +166,221 @@ class PowerMeter(SimDevice):
         return [Frame(self.dev_id, self.char, fitness.CYCLING_POWER.encode(0x0020, values))]
 
 
+def _session_effort(t: float, period_s: float = 600.0) -> float:
+    """0..1 workload: a 5-minute warm-up ramp, then intervals of hard and easy work."""
+    warm = min(1.0, t / 300)
+    return warm * (0.55 + 0.35 * (1 if (t % period_s) < period_s * 0.4 else 0) + 0.05 * math.sin(t / 37))
+
+
+def _heart_rate(effort: float, rng: random.Random) -> int:
+    return round(70 + 100 * effort + rng.gauss(0, 2))
+
+
+@dataclass
+class _Machine(SimDevice):
+    """What the FTMS machines share: an MTU (records longer than it go in parts) and running totals."""
+
+    services: tuple[int, ...] = (0x1826,)
+    mtu_payload: int = 20
+    _distance: float = 0.0
+    _energy_kcal: float = 0.0
+    _last_t: float = 0.0
+
+    def _advance(self, t: float, speed_ms: float, power_w: float) -> float:
+        dt = max(0.0, t - self._last_t)
+        self._last_t = t
+        self._distance += speed_ms * dt
+        self._energy_kcal += power_w * dt / 4184 * 4  # ~25 % mechanical efficiency
+        return dt
+
+    def _split(self, layout: Layout, flags: int, values: dict[str, Raw]) -> list[Frame]:
+        return [Frame(self.dev_id, self.char, p) for p in ftms.split_record(layout, flags, values, self.mtu_payload)]
+
+
+@dataclass
+class Treadmill(_Machine):
+    """FTMS treadmill (0x2ACD): speed following the session, incline changes, distance, energy, HR."""
+
+    char: int = 0x2ACD
+
+    def frames_at(self, t: float) -> list[Frame]:
+        effort = _session_effort(t)
+        speed_kmh = max(0.0, 5 + 9 * effort + self.rng.gauss(0, 0.1))
+        incline = 1.0 if (t % 900) < 600 else 4.0
+        weight_kg = 70
+        power = weight_kg * 9.81 * speed_kmh / 3.6 * (0.1 + incline / 100)  # rough metabolic equivalent
+        self._advance(t, speed_kmh / 3.6, power)
+        values: dict[str, Raw] = {
+            "speed": round(speed_kmh * 100), "average_speed": round(self._distance / max(t, 1) * 360),
+            "total_distance": int(self._distance), "inclination": round(incline * 10),
+            "ramp_angle": round(math.degrees(math.atan(incline / 100)) * 10),
+            "total_energy": int(self._energy_kcal), "energy_per_hour": round(power * 3600 / 4184 * 4),
+            "energy_per_minute": min(254, round(power * 60 / 4184 * 4)),
+            "heart_rate": _heart_rate(effort, self.rng), "elapsed_time": int(t)}
+        flags = 0x0002 | 0x0004 | 0x0008 | 0x0080 | 0x0100 | 0x0400
+        return self._split(ftms.TREADMILL, flags, values)
+
+
+@dataclass
+class Rower(_Machine):
+    """FTMS rower (0x2AD1): stroke rate (FTMS 1.0: per minute; the current definition halves the unit),
+    strokes, distance, pace per 500 m, power."""
+
+    char: int = 0x2AD1
+    _strokes: float = 0.0
+
+    def frames_at(self, t: float) -> list[Frame]:
+        effort = _session_effort(t)
+        rate = 18 + 14 * effort + self.rng.gauss(0, 0.5)  # strokes/min
+        power = max(20.0, 60 + 220 * effort + self.rng.gauss(0, 6))
+        speed = (power / 2.8) ** (1 / 3)  # Concept2's pace-power relation
+        dt = self._advance(t, speed, power)
+        self._strokes += rate * dt / 60
+        values: dict[str, Raw] = {
+            "stroke_rate": round(rate), "stroke_count": int(self._strokes) % 65536, "average_stroke_rate": round(rate),
+            "total_distance": int(self._distance),
+            "pace": round(500 / speed), "power": round(power), "total_energy": int(self._energy_kcal),
+            "energy_per_hour": 0xFFFF, "energy_per_minute": 0xFF, "heart_rate": _heart_rate(effort, self.rng),
+            "elapsed_time": int(t)}
+        flags = 0x0002 | 0x0004 | 0x0008 | 0x0020 | 0x0100 | 0x0200 | 0x0800
+        return self._split(ftms.ROWER, flags, values)
+
+
+@dataclass
+class CrossTrainer(_Machine):
+    """FTMS cross trainer (0x2ACE, 24-bit flags): speed, steps, strides, power; now and then backwards."""
+
+    char: int = 0x2ACE
+    _strides: float = 0.0
+
+    def frames_at(self, t: float) -> list[Frame]:
+        effort = _session_effort(t)
+        steps = 100 + 60 * effort + self.rng.gauss(0, 2)  # steps/min
+        power = max(10.0, 50 + 200 * effort + self.rng.gauss(0, 5))
+        speed_kmh = steps * 0.055
+        dt = self._advance(t, speed_kmh / 3.6, power)
+        self._strides += steps / 2 * dt / 60
+        values: dict[str, Raw] = {
+            "speed": round(speed_kmh * 100), "total_distance": int(self._distance), "step_rate": round(steps),
+            "average_step_rate": round(steps), "stride_count": round(self._strides * 10) % 65536,
+            "power": round(power), "total_energy": int(self._energy_kcal), "energy_per_hour": 0xFFFF,
+            "energy_per_minute": 0xFF, "heart_rate": _heart_rate(effort, self.rng), "elapsed_time": int(t)}
+        flags = 0x000004 | 0x000008 | 0x000010 | 0x000100 | 0x000400 | 0x000800 | 0x002000
+        if 0 < t % 1200 < 30:
+            flags |= ftms.CROSS_TRAINER_BACKWARD
+        return self._split(ftms.CROSS_TRAINER, flags, values)
+
+
+@dataclass
+class RunningPod(SimDevice):
+    """RSC foot pod (0x2A53): speed 1/256 m/s, cadence, stride length (cm), total distance (dm)."""
+
+    char: int = 0x2A53
+    services: tuple[int, ...] = (0x1814,)
+    _distance: float = 0.0
+    _last_t: float = 0.0
+
+    def frames_at(self, t: float) -> list[Frame]:
+        effort = _session_effort(t)
+        speed = max(0.0, 1.4 + 2.6 * effort + self.rng.gauss(0, 0.05))  # walking to running, m/s
+        cadence = round(110 + 70 * effort)
+        self._distance += speed * max(0.0, t - self._last_t)
+        self._last_t = t
+        stride = speed * 60 / cadence * 2  # a stride is two steps
+        running = speed > 2.2
+        values: dict[str, Raw] = {"speed": round(speed * 256), "cadence": cadence,
+                                  "instantaneous_stride_length": round(stride * 100),
+                                  "total_distance": round(self._distance * 10)}
+        flags = 0x01 | 0x02 | (0x04 if running else 0)
+        return [Frame(self.dev_id, self.char, fitness.RSC.encode(flags, values))]
+
+
+@dataclass
+class SpeedCadenceSensor(SimDevice):
+    """CSC sensor (0x2A5B): wheel (u32) and crank (u16) revolutions with 1/1024 s event times that wrap."""
+
+    char: int = 0x2A5B
+    services: tuple[int, ...] = (0x1816,)
+    wheel_m: float = 2.105  # 700x25c
+    _wheel: float = 0.0
+    _crank: float = 0.0
+    _wheel_event: float = 0.0
+    _crank_event: float = 0.0
+    _last_t: float = 0.0
+
+    def frames_at(self, t: float) -> list[Frame]:
+        effort = _session_effort(t)
+        dt = max(0.0, t - self._last_t)
+        self._last_t = t
+        speed = 6 + 5 * effort + self.rng.gauss(0, 0.1)
+        cadence = 70 + 25 * effort + self.rng.gauss(0, 1)
+        wheel_new, crank_new = int(self._wheel + speed * dt / self.wheel_m) - int(self._wheel), \
+            int(self._crank + cadence * dt / 60) - int(self._crank)
+        self._wheel += speed * dt / self.wheel_m
+        self._crank += cadence * dt / 60
+        if wheel_new:
+            self._wheel_event = t - (self._wheel % 1) * self.wheel_m / speed
+        if crank_new:
+            self._crank_event = t - (self._crank % 1) * 60 / cadence
+        values: dict[str, Raw] = {"wheel_revolutions": int(self._wheel) % (1 << 32),
+                                  "last_wheel_event_time": int(self._wheel_event * 1024) % 65536,
+                                  "crank_revolutions": int(self._crank) % 65536,
+                                  "last_crank_event_time": int(self._crank_event * 1024) % 65536}
+        return [Frame(self.dev_id, self.char, fitness.CSC.encode(0x03, values))]
+
+
+@dataclass
+class Watch(SimDevice):
+    """A sports watch: heart rate every second (0x2A37) and a continuous SpO2 value every 5 s (0x2A5F)."""
+
+    char: int = 0x2A37
+    services: tuple[int, ...] = (0x180D, 0x1822)
+    also: tuple[int, ...] = (0x2A5F,)
+
+    def frames_at(self, t: float) -> list[Frame]:
+        hr = _heart_rate(_session_effort(t), self.rng)
+        out = [Frame(self.dev_id, 0x2A37, bytes(HeartRateMeasurement(heart_rate=hr, sensor_contact=True)))]
+        if int(t) % 5 == 0:
+            spo2 = min(100, round(self.rng.gauss(97, 1)))
+            values = {"spo2": encode_sfloat(spo2, 0), "pulse_rate": encode_sfloat(hr, 0)}
+            out.append(Frame(self.dev_id, 0x2A5F, health.PLX_CONTINUOUS.encode(0, values)))
+        return out
+
+
+@dataclass
+class BodyCompositionScale(SimDevice):
+    """Body composition (0x2A9C) split over two indications with the multiple-packet bit, as scales do
+    when the whole measurement does not fit one 20-byte value; weight also sent on 0x2A9D."""
+
+    char: int = 0x2A9C
+    interval_s: float = 180.0
+    indicate: bool = True
+    services: tuple[int, ...] = (0x181B, 0x181D)
+    also: tuple[int, ...] = (0x2A9D,)
+
+    def frames_at(self, t: float) -> list[Frame]:
+        kg = 50 + 45 * self.rng.random()
+        fat = 12 + 22 * self.rng.random()
+        height = 1.55 + 0.35 * self.rng.random()
+        muscle = kg * (1 - fat / 100) * 0.9
+        common: dict[str, Raw] = {"body_fat": round(fat * 10), "timestamp": encode_date_time(1_767_225_600 + int(t))}
+        first = {**common, "user_id": 1, "basal_metabolism": round((370 + 21.6 * kg * (1 - fat / 100)) * 4.184),
+                 "muscle_percentage": round(muscle / kg * 1000), "muscle_mass": round(muscle / 0.005)}
+        second = {"body_fat": common["body_fat"], "fat_free_mass": round(kg * (1 - fat / 100) / 0.005),
+                  "body_water_mass": round(kg * 0.55 / 0.005), "impedance": round(self.rng.uniform(400, 600) * 10),
+                  "weight": round(kg / 0.005), "height": round(height / 0.001)}
+        multi = health.BODY_COMPOSITION_MULTI_PACKET
+        p1 = health.BODY_COMPOSITION.encode(multi | 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020, first)
+        p2 = health.BODY_COMPOSITION.encode(multi | 0x0040 | 0x0100 | 0x0200 | 0x0400 | 0x0800, second)
+        weight = health.WEIGHT.encode(0x02 | 0x08, {"weight": round(kg / 0.005), "bmi": round(kg / height**2 * 10),
+                                                    "height": round(height / 0.001),
+                                                    "timestamp": common["timestamp"]})
+        return [Frame(self.dev_id, 0x2A9C, p1), Frame(self.dev_id, 0x2A9C, p2), Frame(self.dev_id, 0x2A9D, weight)]
+
+
 MODELS: dict[str, type[SimDevice]] = {
     "bp_cuff": BloodPressureCuff, "thermometer": Thermometer, "scale": Scale, "oximeter": Oximeter,
-    "indoor_bike": IndoorBike, "power_meter": PowerMeter,
+    "indoor_bike": IndoorBike, "power_meter": PowerMeter, "treadmill": Treadmill, "rower": Rower,
+    "cross_trainer": CrossTrainer, "running_pod": RunningPod, "csc_sensor": SpeedCadenceSensor, "watch": Watch,
+    "body_composition_scale": BodyCompositionScale,
 }

@@ -239,6 +239,8 @@ class BleakSource:
             del gaps[:-10]
             last_note[0] = now
             st.notifications += 1
+            if u == BATTERY_LEVEL and len(data) == 1:
+                st.battery = data[0]
             self._frames.put_nowait(Frame(st.dev, u, bytes(data)))
 
         try:
@@ -252,12 +254,13 @@ class BleakSource:
                     u = uuid16(char.uuid)
                     if u is None or u not in known:
                         continue
-                    if "notify" in char.properties or "indicate" in char.properties:
-                        await client.start_notify(char, on_notify)
-                    elif u == BATTERY_LEVEL and "read" in char.properties:
+                    if u == BATTERY_LEVEL and "read" in char.properties:
+                        # The level now; a battery that also notifies reports changes from here on.
                         value = bytes(await client.read_gatt_char(char))
                         st.battery = value[0] if len(value) == 1 else None
                         self._frames.put_nowait(Frame(st.dev, u, value))
+                    if "notify" in char.properties or "indicate" in char.properties:
+                        await client.start_notify(char, on_notify)
             st.backoff = 0.0
             while not disconnected.is_set():
                 with contextlib.suppress(TimeoutError):

@@ -14,6 +14,7 @@ import pytest
 from bumble.link import LocalLink
 
 from edge.frame import Frame
+from edge.errors import MalformedFrame
 from edge.gatt import decode
 from firmware_sim.bumble_devices import BumbleHeartRateStrap, Misbehaviour
 from firmware_sim.heart_rate_strap import HeartRateStrap
@@ -125,8 +126,11 @@ def test_more_devices_than_slots() -> None:
 def test_malformed_frames_pass_through_untouched_for_the_gateway_to_count(every: int) -> None:
     _, frames, _ = run_for(1.5, straps(1, misbehaviour=Misbehaviour(malformed_every=every)),
                            BleSettings(allow=frozenset({address(0)})))
-    bad = [f for f in frames if f.char == 0x2A37 and f.data == b"\x11"]
+    bad = [f for f in frames if f.char == 0x2A37 and len(f.data) == 1]  # flags whose fields never follow
     assert len(bad) >= 3
+    for f in bad:
+        with pytest.raises(MalformedFrame):
+            decode(f.char, f.data)
 
 
 def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
@@ -178,8 +182,10 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
         return frames, sensors, source
 
     frames, sensors, source = asyncio.run(main())
-    cuff = [f.data for f in frames if f.dev == source.dev_id(address(10))]
-    bike = [f.data for f in frames if f.dev == source.dev_id(address(11))]
+    cuff = [f.data for f in frames if f.dev == source.dev_id(address(10)) and f.char == 0x2A35]
+    bike = [f.data for f in frames if f.dev == source.dev_id(address(11)) and f.char == 0x2AD2]
+    battery = [f.data for f in frames if f.char == 0x2A19]
+    assert battery == [b"\x64", b"\x64"]  # each sensor's level, read once when connected
     assert cuff == sensors[0].sent and len(cuff) >= 5
     assert bike == sensors[1].sent and len(bike) >= 20
     for data in cuff:
