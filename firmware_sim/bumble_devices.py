@@ -91,7 +91,7 @@ class BumbleSensor:
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
     sent: list[bytes] = field(default_factory=list, repr=False)
     battery: float = 100.0
-    irk: bytes | None = None
+    irk: bytes | None = None  # most significant byte first, as `tiyi devices pair irk:<hex>` takes it
 
     def __post_init__(self) -> None:
         self.device = emulated_device(self.link, self.address, self.model.dev_id)
@@ -169,7 +169,10 @@ class BumbleSensor:
 
     async def start(self) -> None:
         await self.device.power_on()
-        await self._advertise()
+        if self.misbehaviour.rotate_address_every_s:
+            await self._rotate_address()  # a private device never shows its identity address
+        else:
+            await self._advertise()
         self._task = asyncio.create_task(self._loop())
 
     def _subscribed(self, char: gatt.Characteristic[bytes]) -> bool:
@@ -236,7 +239,7 @@ class BumbleSensor:
         """A new resolvable private address from the device's IRK (Core Vol 6 Part B 1.3.2.2)."""
         if self.irk is None:
             raise ValueError("rotating a resolvable private address needs the device's IRK")
-        new = Address.generate_private_address(self.irk)
+        new = Address.generate_private_address(self.irk[::-1])  # Bumble takes keys least significant byte first
         self.addresses.append(str(new).split("/")[0])
         if self.device.connections:
             return  # the address changes on the next advertising round; the link keeps its address

@@ -3,11 +3,17 @@
     name = "evening class"
     duration_s = 2700
     [[devices]]
-    model = "hr_strap"     # hr_strap, bp_cuff, thermometer, scale, oximeter, indoor_bike, power_meter
+    model = "hr_strap"     # see ALL_MODELS (`tiyi sim list` prints them)
     count = 30
-    [chaos]                # optional misbehaviour (Bumble mode)
+    [chaos]                # optional misbehaviour
     malformed_every = 50   # every n-th notification of each device is corrupt
-    silent_fraction = 0.1  # share of devices that go quiet while staying connected
+    duplicate_every = 40   # every n-th notification is sent twice
+
+Over the emulated radio (``--ble``) these apply too: ``silent_fraction`` (share of devices that stay
+connected but go quiet), ``battery_drain_per_min`` (at 0 % the device switches off),
+``rename_every_s`` (the advertised name changes), ``rotate_address_every_s`` (devices advertise from
+resolvable private addresses and are paired by IRK) and ``refuse_connections`` (each device refuses
+its first n connections, as a busy peripheral does).
 
 Pure: parsing and building models do no I/O beyond reading the text they are given.
 """
@@ -41,6 +47,11 @@ class DeviceGroup:
 class Chaos:
     malformed_every: int = 0
     silent_fraction: float = 0.0
+    duplicate_every: int = 0
+    battery_drain_per_min: float = 0.0
+    rename_every_s: float = 0.0
+    rotate_address_every_s: float = 0.0
+    refuse_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +110,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         if interval is not None and (not isinstance(interval, int | float) or interval <= 0):
             raise ScenarioError(f"{origin}: devices[{i}].interval_s must be a positive number")
         groups.append(DeviceGroup(model, count, None if interval is None else float(interval)))
-    chaos_raw = data.get("chaos", {})
-    if not isinstance(chaos_raw, dict) or set(chaos_raw) - {"malformed_every", "silent_fraction"}:
-        raise ScenarioError(f"{origin}: [chaos] may only set malformed_every, silent_fraction")
-    chaos = Chaos(int(chaos_raw.get("malformed_every", 0)), float(chaos_raw.get("silent_fraction", 0.0)))
-    if chaos.malformed_every < 0 or not 0 <= chaos.silent_fraction <= 1:
-        raise ScenarioError(f"{origin}: chaos values out of range")
+    chaos = _parse_chaos(data.get("chaos", {}), origin)
     duration = data.get("duration_s", 600)
     if not isinstance(duration, int | float) or duration <= 0:
         raise ScenarioError(f"{origin}: duration_s must be a positive number")
@@ -113,6 +119,23 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     if sc.device_count > MAX_DEVICES:
         raise ScenarioError(f"{origin}: {sc.device_count} devices is more than {MAX_DEVICES}")
     return sc
+
+
+def _parse_chaos(raw: object, origin: str) -> Chaos:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{origin}: [chaos] must be a table")
+    kinds = {f: type(getattr(Chaos(), f)) for f in Chaos.__slots__}
+    unknown = set(raw) - set(kinds)
+    if unknown:
+        raise ScenarioError(f"{origin}: [chaos] may only set {', '.join(kinds)} (not {', '.join(sorted(unknown))})")
+    values: dict[str, int | float] = {}
+    for name, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or (kinds[name] is int and not isinstance(v, int)):
+            raise ScenarioError(f"{origin}: [chaos] {name} must be a{'n integer' if kinds[name] is int else ' number'}")
+        if v < 0 or (name == "silent_fraction" and v > 1):
+            raise ScenarioError(f"{origin}: [chaos] {name} = {v} is out of range")
+        values[name] = kinds[name](v)
+    return Chaos(**values)  # type: ignore[arg-type]
 
 
 def builtin_scenarios() -> dict[str, Scenario]:

@@ -150,12 +150,14 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                    "has seen but that are not paired are listed too.")
     ds = p.add_subparsers(dest="devices_cmd", required=True)
     for name, hlp in (("list", "paired devices, and devices seen but not paired"),
-                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF or name:<advertised name>"),
+                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF, name:<advertised name>, or "
+                               "irk:<32 hex digits> for a device that rotates private addresses"),
                       ("forget", "stop ingesting a device")):
         d = ds.add_parser(name, help=hlp)
         d.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
         if name != "list":
-            d.add_argument("device", help="AA:BB:CC:DD:EE:FF or name:<advertised name>")
+            d.add_argument("device", help="AA:BB:CC:DD:EE:FF, name:<advertised name> or irk:<IRK, most significant "
+                                          "byte first> (phones and watches that hide behind private addresses)")
         if name == "pair":
             d.add_argument("--model", default=None, help="device model, for per-model quirks")
             d.add_argument("--note", default=None, help="free text, e.g. where the device lives")

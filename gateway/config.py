@@ -145,6 +145,15 @@ _TOP_KEYS = {"id": "gateway_id", "region": "region", "state_dir": "state_dir", "
              "source": "source"}
 
 
+def _allow_entry(entry: str, origin: str) -> str:
+    from gateway.registry import RegistryError, normalise
+
+    try:
+        return normalise(entry)
+    except RegistryError as exc:
+        raise ConfigError(f"{origin}: [ble] allow: {exc}") from None
+
+
 def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -155,7 +164,7 @@ def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
         if isinstance(default, frozenset):
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise ConfigError(f"{origin}: [{section}] {key} must be a list of strings")
-            value = frozenset(x.upper() if not x.startswith("name:") else x for x in value)
+            value = frozenset(_allow_entry(x, origin) for x in value)
         elif isinstance(default, Path) or key.endswith(("_file", "_dir")):
             if not isinstance(value, str):
                 raise ConfigError(f"{origin}: [{section}] {key} must be a path string")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import logging
 import signal
@@ -178,6 +179,8 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
               f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
               f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}")
+        if isinstance(source, BumbleDemoSource):
+            print(source.misbehaviour_summary())
         print(report.summary())
         if not drained:
             print("warning: the gateway could not finish all work before stopping", file=sys.stderr)
@@ -243,8 +246,10 @@ class ModelSource:
                 count += 1
                 if self.chaos.malformed_every and count % self.chaos.malformed_every == 0:
                     f = Frame(f.dev, f.char, f.data[:1])  # flags without the fields they announce
-                self.emitted.append((f.dev, f.char, f.data, wall_ms()))
-                await submit(f)
+                copies = 2 if self.chaos.duplicate_every and count % self.chaos.duplicate_every == 0 else 1
+                for _ in range(copies):
+                    self.emitted.append((f.dev, f.char, f.data, wall_ms()))
+                    await submit(f)
             heapq.heappush(due, (t + _interval(m), i))
 
     async def quiesce(self) -> None:
@@ -286,6 +291,13 @@ class BumbleDemoSource:
     def write_truth(self, path: Path) -> int:
         return _write_truth(path, [(p.dev_id, p.char_uuid, d, None) for p in self.peripherals for d in p.sent])
 
+    def misbehaviour_summary(self) -> str:
+        ps = self.peripherals
+        return (f"misbehaviour: {sum(p.refused for p in ps)} connections refused, {sum(p.renames for p in ps)} "
+                f"renames, {sum(len(p.addresses) - 1 for p in ps)} private-address rotations, "
+                f"{sum(p.switched_off for p in ps)} devices switched off (battery empty); "
+                f"gateway connects {sum(s.connects for s in self.source.devices.values())}")
+
 
 async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos, speed: float,
                          state_dir: Path) -> BumbleDemoSource:
@@ -298,17 +310,24 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
     logging.getLogger("bumble").setLevel(logging.WARNING)
     link = LocalLink()  # type: ignore[no-untyped-call]
     peripherals: list[BumbleHeartRateStrap | BumbleSensor] = []
+    allow: set[str] = set()
     silent_every = round(1 / chaos.silent_fraction) if chaos.silent_fraction else 0
     for i, m in enumerate(models):
         address = f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}"
+        misbehave = Misbehaviour(silent=bool(silent_every) and i % silent_every == 0,
+                                 malformed_every=chaos.malformed_every, duplicate_every=chaos.duplicate_every,
+                                 battery_drain_per_min=chaos.battery_drain_per_min,
+                                 rename_every_s=chaos.rename_every_s,
+                                 rotate_address_every_s=chaos.rotate_address_every_s,
+                                 refuse_connections=chaos.refuse_connections, seed=i + 1)
+        # A device that rotates private addresses is paired by its IRK, as a phone or watch would be.
+        irk = hashlib.sha256(f"tiyi-sim-irk-{i}".encode()).digest()[:16] if chaos.rotate_address_every_s else None
+        allow.add(f"irk:{irk.hex()}" if irk else address)
         if isinstance(m, HeartRateStrap):
-            misbehave = Misbehaviour(silent=bool(silent_every) and i % silent_every == 0,
-                                     malformed_every=chaos.malformed_every)
-            peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave))
+            peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave, irk=irk))
         else:
-            peripherals.append(BumbleSensor(link, address, m, speed))
-    addresses = [p.address for p in peripherals]
-    settings = BleSettings(allow=frozenset(addresses), max_connections=max(5, len(addresses)), backoff_min_s=0.2,
+            peripherals.append(BumbleSensor(link, address, m, speed, misbehaviour=misbehave, irk=irk))
+    settings = BleSettings(allow=frozenset(allow), max_connections=max(5, len(allow)), backoff_min_s=0.2,
                            silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
     source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
                          {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)

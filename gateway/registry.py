@@ -61,15 +61,22 @@ def pseudonym(key: bytes, address: str) -> str:
 
 
 def normalise(entry: str) -> str:
-    """An allow entry: an address (upper case, six hex octets) or ``name:<advertised name>``."""
+    """An allow entry: an address (upper case, six hex octets), ``name:<advertised name>``, or
+    ``irk:<32 hex digits>`` (a device that hides behind resolvable private addresses)."""
     e = entry.strip()
+    if e.lower().startswith("irk:"):
+        key = e[4:].strip().lower()
+        if len(key) != 32 or any(c not in "0123456789abcdef" for c in key):
+            raise RegistryError(f"{entry!r}: an IRK entry needs 32 hex digits (16 bytes, as the device reports it)")
+        return "irk:" + key
     if e.startswith("name:"):
         if len(e) <= 5 or len(e) > 64:
             raise RegistryError(f"{entry!r}: a name entry needs 1-59 characters after 'name:'")
         return e
     octets = e.upper().split(":")
     if len(octets) != 6 or not all(len(o) == 2 and all(c in "0123456789ABCDEF" for c in o) for o in octets):
-        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF) nor name:<name>")
+        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF), name:<name> nor "
+                            "irk:<32 hex digits>")
     return ":".join(octets)
 
 

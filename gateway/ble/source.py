@@ -6,8 +6,9 @@ with the scanner's ``BLEDevice`` (an address string triggers a hidden scan), nev
 a silence watchdog per device (Bumble and BlueZ may both keep a dead link "connected"); reconnects with
 exponential backoff and jitter. Notification callbacks only enqueue; one pump submits frames in order.
 
-Device ids are pseudonyms: HMAC-SM3 of the Bluetooth address under a per-gateway secret, so a MAC
-address never leaves the gateway (topics and records carry only the pseudonym).
+Device ids are pseudonyms: HMAC-SM3 of the device's identity (its Bluetooth address, or for a device
+behind rotating private addresses the IRK it was paired with) under a per-gateway secret, so an address
+never leaves the gateway (topics and records carry only the pseudonym) and an RPA device keeps one id.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bleak.exc import BleakError
 
 from edge.frame import Frame
 from edge.gatt import known_characteristics
+from gateway.ble.privacy import IrkResolver
 from gateway.registry import DeviceRegistry, pseudonym
 
 log = logging.getLogger("tiyi.ble")
@@ -49,7 +51,8 @@ def uuid16(uuid: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class BleSettings:
-    """``allow`` holds upper-case addresses or ``name:<local name>`` entries; nothing else is ingested."""
+    """``allow`` holds upper-case addresses, ``name:<local name>`` or ``irk:<hex>`` entries; nothing else is
+    ingested."""
 
     allow: frozenset[str] = frozenset()
     max_connections: int = 5
@@ -67,7 +70,8 @@ class DeviceState:
     """What the gateway knows about one device; becomes metrics and the device state topic."""
 
     dev: str
-    address: str
+    address: str  # the address it advertises from now (changes for RPA devices)
+    identity: str = ""  # what it is allowed and known by: the address, name:<name> or irk:<hex>
     name: str | None = None
     rssi: int | None = None
     connected: bool = False
@@ -99,7 +103,8 @@ class BleakSource:
         self._kw = backend_kwargs or {}
         self._scanner_backend = scanner_backend
         self._client_backend = client_backend
-        self.devices: dict[str, DeviceState] = {}  # by address
+        self.devices: dict[str, DeviceState] = {}  # by identity (see DeviceState.identity)
+        self._resolver = IrkResolver(_irks(settings.allow))
         self.unknown_seen: dict[str, str | None] = {}  # address -> name, for `devices list`
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._connect_lock = asyncio.Lock()
@@ -110,21 +115,33 @@ class BleakSource:
     def dev_id(self, address: str) -> str:
         return pseudonym(self._key, address)
 
-    def _allowed(self, address: str, name: str | None) -> bool:
+    def _identity(self, address: str, name: str | None) -> str | None:
+        """What an advertiser is allowed as: its address, its IRK (an RPA that resolves), or its name."""
         a = self._allow
-        return address.upper() in a or (name is not None and f"name:{name}" in a)
+        if address in a:
+            return address
+        irk = self._resolver.resolve(address)
+        if irk is not None:
+            return "irk:" + irk.hex()
+        if name is not None and f"name:{name}" in a:
+            return address  # allowed by name, known by address
+        return None
 
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         loop = asyncio.get_running_loop()
         self._last_adv = loop.time()
         address = device.address.upper()
-        if not self._allowed(address, adv.local_name):
+        identity = self._identity(address, adv.local_name)
+        if identity is None:
             self.unknown_seen[address] = adv.local_name
             return
-        st = self.devices.get(address)
+        st = self.devices.get(identity)
         if st is None:
-            st = self.devices[address] = DeviceState(self.dev_id(address), address)
-            log.info("allowed device %s (%s) seen; its records use id %s", adv.local_name, address, st.dev)
+            st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity)
+            log.info("allowed device %s seen; its records use id %s", adv.local_name, st.dev)
+        elif st.address != address and not st.connected:
+            log.debug("%s now advertises from a new private address", st.dev)
+            st.address = address
         st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
         known = set(known_characteristics())
         for uuid, payload in adv.service_data.items():
@@ -165,11 +182,11 @@ class BleakSource:
                 for st in sorted(self.devices.values(), key=lambda s: s.next_attempt):
                     if busy >= self.settings.max_connections:
                         break
-                    task = self._tasks.get(st.address)
+                    task = self._tasks.get(st.identity)
                     if st.advertisement_only:
                         continue
                     if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
-                        self._tasks[st.address] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
+                        self._tasks[st.identity] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
                         busy += 1
         finally:
             for t in self._tasks.values():
@@ -203,10 +220,11 @@ class BleakSource:
         """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
         try:
             self._allow = self.settings.allow | registry.allowed()
+            self._resolver.update(_irks(self._allow))
             quirks = registry.quirks()
             by_dev: dict[str, Mapping[str, str]] = {}
             for st in self.devices.values():
-                q = quirks.get(st.address) or (quirks.get(f"name:{st.name}") if st.name else None)
+                q = quirks.get(st.identity) or (quirks.get(f"name:{st.name}") if st.name else None)
                 if q:
                     by_dev[st.dev] = q
             self._quirks = by_dev
@@ -282,3 +300,7 @@ class BleakSource:
                 await client.disconnect()
             st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+
+
+def _irks(allow: frozenset[str]) -> list[bytes]:
+    return sorted(bytes.fromhex(e[4:]) for e in allow if e.startswith("irk:"))

@@ -7,14 +7,15 @@ is swapped for one over Bumble, whose peripherals send real Heart Rate Measureme
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from bumble.link import LocalLink
 
-from edge.frame import Frame
 from edge.errors import MalformedFrame
+from edge.frame import Frame
 from edge.gatt import decode
 from firmware_sim.bumble_devices import BumbleHeartRateStrap, Misbehaviour
 from firmware_sim.heart_rate_strap import HeartRateStrap
@@ -234,3 +235,73 @@ def test_silence_limit_follows_each_devices_rhythm() -> None:
     assert src._silence_limit([0.1, 0.1]) == 10  # rhythm not known yet
     assert src._silence_limit([0.1] * 5) == 2  # a fast strap: the floor
     assert src._silence_limit([60.0] * 5) == 300  # a cuff that indicates once a minute
+
+
+def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_irk() -> None:
+    irk = bytes(range(16))
+
+    def private_strap(link: LocalLink) -> Straps:
+        mis = Misbehaviour(rotate_address_every_s=0.3)
+        return [BumbleHeartRateStrap(link, address(0), HeartRateStrap("strap-0", seed=0), 0.1, misbehaviour=mis,
+                                     irk=irk)]
+
+    async def drop_twice(_source: BleakSource, devs: Straps) -> None:
+        for _ in range(2):
+            await asyncio.sleep(0.8)
+            await devs[0].drop_connections()  # it comes back from a new address
+
+    settings = BleSettings(allow=frozenset({"irk:" + irk.hex()}), backoff_min_s=0.1)
+    source, frames, devs = run_for(3.0, private_strap, settings, drop_twice)
+    (st,) = source.devices.values()
+    assert st.identity == "irk:" + irk.hex() and st.connects >= 3
+    assert {f.dev for f in frames} == {source.dev_id("irk:" + irk.hex())}
+    assert len(set(devs[0].addresses[1:])) >= 3 and address(0) not in source.unknown_seen
+    hr = [f.data for f in frames if f.char == 0x2A37]
+    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 15
+
+    # Without its IRK the same device is a stranger: seen, listed, never ingested.
+    source, frames, _ = run_for(1.0, private_strap, BleSettings(allow=frozenset({address(0)})))
+    assert not frames and source.unknown_seen
+
+
+def test_duplicated_notifications_arrive_as_sent() -> None:
+    _, frames, devs = run_for(1.5, straps(1, misbehaviour=Misbehaviour(duplicate_every=3)),
+                              BleSettings(allow=frozenset({address(0)})))
+    hr = [f.data for f in frames if f.char == 0x2A37]
+    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 12
+    assert sum(1 for a, b in itertools.pairwise(hr) if a == b) >= 3  # the repeats are kept, not merged
+
+
+def test_a_busy_peripheral_that_refuses_connections_is_retried() -> None:
+    source, frames, devs = run_for(2.5, straps(1, misbehaviour=Misbehaviour(refuse_connections=2)),
+                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    assert devs[0].refused == 2
+    st = source.devices[address(0)]
+    assert st.connected or st.connects >= 1
+    assert len([f for f in frames if f.char == 0x2A37]) >= 5
+
+
+def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
+    async def drop(_source: BleakSource, devs: Straps) -> None:
+        await asyncio.sleep(1.0)
+        await devs[0].drop_connections()
+
+    source, frames, devs = run_for(2.5, straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
+                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1), drop)
+    st = source.devices[address(0)]
+    assert devs[0].renames >= 3 and st.name is not None and st.name != "strap-0" and st.connects >= 2
+    assert {f.dev for f in frames} == {source.dev_id(address(0))}
+
+
+def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
+    def weak(link: LocalLink) -> Straps:
+        strap = HeartRateStrap("strap-0", seed=0, battery=5)
+        return [BumbleHeartRateStrap(link, address(0), strap, 0.1,
+                                     misbehaviour=Misbehaviour(battery_drain_per_min=600.0))]  # 1 % per 0.1 s
+
+    source, frames, devs = run_for(2.0, weak, BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    levels = [f.data[0] for f in frames if f.char == 0x2A19]
+    assert levels[0] <= 5 and levels[-1] == 0 and levels == sorted(levels, reverse=True)
+    assert devs[0].switched_off
+    st = source.devices[address(0)]
+    assert not st.connected and st.battery == 0

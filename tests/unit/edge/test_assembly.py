@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,7 +101,5 @@ def test_every_part_comes_out_exactly_once_in_order(parts: list[bytes]) -> None:
     assert b"".join(j.data for j in out) == b"".join(parts)
     assert sum(j.parts for j in out) == len(parts)
     for j in out:
-        try:
+        with contextlib.suppress(EdgeError):  # malformed frames are handed back too; the gateway counts them
             decode(BIKE, j.data)
-        except EdgeError:
-            pass  # malformed frames are counted by the gateway; they are still handed back

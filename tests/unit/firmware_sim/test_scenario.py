@@ -20,7 +20,7 @@ def test_build_is_reproducible_with_stable_ids() -> None:
     sc = builtin_scenarios()["evening-class"]
     a, b = sc.build(), sc.build()
     assert [m.dev_id for m in a] == [m.dev_id for m in b]
-    assert len({m.dev_id for m in a}) == len(a) == 43
+    assert len({m.dev_id for m in a}) == len(a) == 52  # 30 straps, 10 treadmills, 6 bikes, 4 rowers, cuff, scale
     straps = [m for m in a if isinstance(m, HeartRateStrap)]
     assert straps[0].frame_at(5.0).data == next(m for m in b if isinstance(m, HeartRateStrap)).frame_at(5.0).data
     assert any(isinstance(m, IndoorBike) for m in a)
@@ -34,8 +34,21 @@ def test_build_is_reproducible_with_stable_ids() -> None:
     ("bogus = 1\n[[devices]]\nmodel = 'scale'", "unknown setting"),
     ("[[devices]]\nmodel = 'scale'\n[chaos]\nsilent_fraction = 2", "out of range"),
     ("[[devices]]\nmodel = 'scale'\ncount = 5000", "more than"),
+    ("[[devices]]\nmodel = 'scale'\n[chaos]\nexplode = 1", "may only set"),
+    ("[[devices]]\nmodel = 'scale'\n[chaos]\nrefuse_connections = 1.5", "must be an integer"),
+    ("[[devices]]\nmodel = 'scale'\n[chaos]\nrename_every_s = 'often'", "must be a number"),
+    ("[[devices]]\nmodel = 'scale'\n[chaos]\nbattery_drain_per_min = -1", "out of range"),
+    ("chaos = 3\n[[devices]]\nmodel = 'scale'", "must be a table"),
     ("[[devices", "invalid TOML"),
 ])
 def test_errors(text: str, fragment: str) -> None:
     with pytest.raises(ScenarioError, match=fragment):
         parse_scenario(text, "test.toml")
+
+
+def test_chaos_settings_are_parsed() -> None:
+    sc = parse_scenario("[[devices]]\nmodel = 'watch'\n[chaos]\nduplicate_every = 4\nrotate_address_every_s = 30\n"
+                        "refuse_connections = 2\nbattery_drain_per_min = 1", "t.toml")
+    c = sc.chaos
+    assert (c.duplicate_every, c.rotate_address_every_s, c.refuse_connections, c.battery_drain_per_min) == (4, 30.0,
+                                                                                                         2, 1.0)
