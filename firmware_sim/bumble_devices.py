@@ -19,7 +19,7 @@ from bumble.device import AdvertisingType, Connection, Device
 from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport.common import AsyncPipeSink
+from bumble.transport.common import AsyncPipeSink, Transport
 
 from edge.frame import Frame
 from firmware_sim.devices import SimDevice
@@ -31,8 +31,13 @@ HEART_RATE_SERVICE = "180D"
 BATTERY_SERVICE = "180F"
 
 
-def emulated_device(link: LocalLink, address: str, name: str) -> Device:
-    """A Bumble host with its own controller on the shared link: one simulated radio."""
+def emulated_device(link: LocalLink | None, address: str, name: str, hci: Transport | None = None) -> Device:
+    """A Bumble host with its own controller on the shared link: one simulated radio. With ``hci`` the
+    controller lives elsewhere (a hub process, ``firmware_sim.hub``) and this host talks to it over that
+    transport."""
+    if hci is not None:
+        return Device(name=name, address=Address(address), host=Host(hci.source, hci.sink))
+    assert link is not None
     c = Controller(name, link=link, public_address=address)
     return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
 
@@ -84,7 +89,7 @@ class BumbleSensor:
     """Any ``firmware_sim.devices`` model as a Bumble peripheral: its measurement characteristics (notify, or
     indicate where the profile says so), Device Information and Battery, and any ``Misbehaviour``."""
 
-    link: LocalLink
+    link: LocalLink | None
     address: str
     model: SimDevice
     speed: float = 1.0
@@ -92,9 +97,10 @@ class BumbleSensor:
     sent: list[bytes] = field(default_factory=list, repr=False)
     battery: float = 100.0
     irk: bytes | None = None  # most significant byte first, as `tiyi devices pair irk:<hex>` takes it
+    hci: Transport | None = None  # attach to a hub's controller over this transport instead of ``link``
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.model.dev_id)
+        self.device = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random(self.misbehaviour.seed or self.model.seed)  # noqa: S311 - simulation
         self.name = self.model.dev_id
@@ -269,11 +275,12 @@ class BumbleSensor:
 class BumbleHeartRateStrap(BumbleSensor):
     """A chest strap on the emulated link (kept as its own class for readability at call sites)."""
 
-    def __init__(self, link: LocalLink, address: str, strap: HeartRateStrap, interval_s: float = 1.0,
-                 speed: float = 1.0, misbehaviour: Misbehaviour | None = None, irk: bytes | None = None) -> None:
+    def __init__(self, link: LocalLink | None, address: str, strap: HeartRateStrap, interval_s: float = 1.0,
+                 speed: float = 1.0, misbehaviour: Misbehaviour | None = None, irk: bytes | None = None,
+                 hci: Transport | None = None) -> None:
         model = StrapModel(strap.dev_id, seed=strap.seed, strap=strap, interval_s=interval_s)
         super().__init__(link, address, model, speed, misbehaviour or Misbehaviour(), battery=float(strap.battery),
-                         irk=irk)
+                         irk=irk, hci=hci)
         self.strap = strap
 
 

@@ -59,6 +59,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ble", action="store_true",
                    help="emulate the straps as Bluetooth peripherals (Bumble) and collect them through the gateway's "
                         "real bleak code path, instead of feeding frames directly")
+    p.add_argument("--hub", choices=["tcp", "ws"], default=None,
+                   help="with --ble: run the devices in separate processes that attach to this process's emulated "
+                        "radio over TCP or WebSocket HCI transports (a hub), instead of all in one process")
+    p.add_argument("--processes", type=int, default=2, help="with --hub: device processes to start (default 2)")
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

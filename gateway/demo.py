@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import heapq
+import json
 import logging
 import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cbor2
 
@@ -27,7 +29,7 @@ from anchoring.verify_anchor import check_receipt
 from edge.frame import Frame
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
-from firmware_sim.devices import SimDevice
+from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
 from gateway.clock import monotonic, wall_ms
@@ -37,7 +39,10 @@ from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
 
 if TYPE_CHECKING:
-    from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor
+    from bumble.link import LocalLink
+
+    from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
+    from firmware_sim.hub import DeviceSpec, Hub
     from gateway.ble.source import BleakSource
 
 log = logging.getLogger("tiyi.demo")
@@ -125,13 +130,16 @@ async def _demo(args: argparse.Namespace) -> int:
                                                for i in range(args.devices)])
         chaos = scenario.chaos if scenario else Chaos()
         if args.ble:
-            source: FrameCounter = await _bumble_source(models, chaos, args.speed, state_dir)
-            how = "emulated Bluetooth peripherals (Bumble), collected through bleak"
+            hub = getattr(args, "hub", None)
+            source: FrameCounter = await _bumble_source(models, chaos, args.speed, state_dir, hub,
+                                                        getattr(args, "processes", 2))
+            how = "emulated Bluetooth peripherals (Bumble), collected through bleak" + (
+                f"; devices in {getattr(args, 'processes', 2)} processes attached to a {hub} hub" if hub else "")
         else:
             source = ModelSource(models, chaos, args.speed)
             how = "frames fed straight into the gateway"
         src = asyncio.create_task(source.run(gw.submit))
-        if isinstance(source, BumbleDemoSource):
+        if isinstance(source, BumbleDemoSource | HubDemoSource):
             states = asyncio.create_task(device_state_loop(gw, source.source, every_s=1.0))
         what = (f"scenario '{scenario.name}': {scenario.device_count} devices" if scenario
                 else f"{args.devices} simulated heart-rate straps")
@@ -161,7 +169,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 stop.set()
         progress.show("stopping: finishing batches and anchors ...", final=True)
         await source.quiesce()
-        if isinstance(source, BumbleDemoSource):
+        if isinstance(source, BumbleDemoSource | HubDemoSource):
             states.cancel()
         src.cancel()
         await asyncio.gather(src, return_exceptions=True)
@@ -300,7 +308,7 @@ class BumbleDemoSource:
 
 
 async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos, speed: float,
-                         state_dir: Path) -> BumbleDemoSource:
+                         state_dir: Path, hub: str | None = None, processes: int = 2) -> FrameCounter:
     from bumble.link import LocalLink
 
     from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
@@ -309,9 +317,9 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
 
     logging.getLogger("bumble").setLevel(logging.WARNING)
     link = LocalLink()  # type: ignore[no-untyped-call]
-    peripherals: list[BumbleHeartRateStrap | BumbleSensor] = []
     allow: set[str] = set()
     silent_every = round(1 / chaos.silent_fraction) if chaos.silent_fraction else 0
+    plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour, bytes | None]] = []
     for i, m in enumerate(models):
         address = f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}"
         misbehave = Misbehaviour(silent=bool(silent_every) and i % silent_every == 0,
@@ -323,15 +331,96 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
         # A device that rotates private addresses is paired by its IRK, as a phone or watch would be.
         irk = hashlib.sha256(f"tiyi-sim-irk-{i}".encode()).digest()[:16] if chaos.rotate_address_every_s else None
         allow.add(f"irk:{irk.hex()}" if irk else address)
-        if isinstance(m, HeartRateStrap):
-            peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave, irk=irk))
-        else:
-            peripherals.append(BumbleSensor(link, address, m, speed, misbehaviour=misbehave, irk=irk))
+        plan.append((m, address, misbehave, irk))
     settings = BleSettings(allow=frozenset(allow), max_connections=max(5, len(allow)), backoff_min_s=0.2,
                            silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
     source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
                          {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+    if hub is not None:
+        return await _hub_source(link, plan, speed, hub, processes, source)
+    peripherals: list[BumbleHeartRateStrap | BumbleSensor] = []
+    for m, address, misbehave, irk in plan:
+        if isinstance(m, HeartRateStrap):
+            peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave, irk=irk))
+        else:
+            peripherals.append(BumbleSensor(link, address, m, speed, misbehaviour=misbehave, irk=irk))
     return BumbleDemoSource(peripherals, source)
+
+
+class HubDemoSource:
+    """Devices in worker processes, attached over TCP or WebSocket to a hub that shares this process's link."""
+
+    def __init__(self, hub: Hub, groups: list[list[DeviceSpec]], source: BleakSource) -> None:
+        self.hub = hub
+        self.groups = groups
+        self.source = source
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.sent: dict[str, dict[str, Any]] = {}
+
+    @property
+    def frames_sent(self) -> int:
+        return sum(len(d["frames"]) + d["battery_reads"] for d in self.sent.values())
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        try:
+            for group in self.groups:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "firmware_sim.hub", "worker", stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE)
+                self.procs.append(proc)
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(json.dumps([s.to_json() for s in group]).encode())
+                await proc.stdin.drain()
+                proc.stdin.close()
+                ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+                if not ready.startswith(b'{"ready"'):
+                    raise RuntimeError(f"a device process failed to start: {ready[:200]!r}")
+            await self.source.run(submit)
+        finally:
+            for p in self.procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+
+    async def quiesce(self) -> None:
+        """Stop every device process; each reports what it sent."""
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            assert p.stdout is not None
+            out, _ = await asyncio.wait_for(p.communicate(), 30)
+            for line in out.decode().splitlines():
+                if line.startswith('{"sent"'):
+                    self.sent.update(json.loads(line)["sent"])
+        await asyncio.sleep(0.5)  # let the last notifications reach the gateway
+        await self.hub.close()
+
+    def write_truth(self, path: Path) -> int:
+        chars = {s.dev_id: s for g in self.groups for s in g}
+        return _write_truth(path, [(dev, _CHAR_OF.get(chars[dev].model, 0), bytes.fromhex(h), None)
+                                   for dev, d in self.sent.items() for h in d["frames"]])
+
+
+async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour,
+                                                        bytes | None]],
+                      speed: float, kind: str, processes: int, source: BleakSource) -> HubDemoSource:
+    from firmware_sim.hub import DeviceSpec, Hub
+
+    if kind not in ("tcp", "ws"):
+        raise ValueError("--hub must be tcp or ws")
+    hub = await Hub.open(link, len(plan), "tcp" if kind == "tcp" else "ws")
+    specs = []
+    for slot, (m, address, misbehave, irk) in enumerate(plan):
+        name = "hr_strap" if isinstance(m, HeartRateStrap) else next(k for k, v in MODELS.items() if type(m) is v)
+        specs.append(DeviceSpec(hub.client_spec(slot), name, m.dev_id, m.seed, address, speed,
+                                None if isinstance(m, HeartRateStrap) else m.interval_s,
+                                dataclasses.asdict(misbehave), irk.hex() if irk else None))
+    n = max(1, min(processes, len(specs)))
+    return HubDemoSource(hub, [specs[i::n] for i in range(n)], source)
+
+
+_CHAR_OF = {"hr_strap": 0x2A37, **{k: v("x", seed=0).char for k, v in MODELS.items()}}
 
 
 def demo_main(args: argparse.Namespace) -> int:

@@ -55,3 +55,19 @@ def test_sim_run_chaos_over_emulated_bluetooth(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "RESULT: every record verified" in out
     assert "malformed 0" not in out  # corrupt frames arrived, were counted, and nothing else was lost
+
+
+@pytest.mark.timeout(180)
+def test_sim_run_with_devices_in_other_processes_attached_to_a_hub(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Device processes attach to the gateway's emulated radio over WebSocket and TCP HCI transports."""
+    scenario = tmp_path / "mix.toml"
+    scenario.write_text('name = "mix"\n[[devices]]\nmodel = "hr_strap"\ncount = 2\n'
+                        '[[devices]]\nmodel = "indoor_bike"\ncount = 1\n[[devices]]\nmodel = "watch"\ncount = 1\n')
+    for kind in ("ws", "tcp"):
+        assert main(["sim", "run", str(scenario), "--ble", "--hub", kind, "--processes", "2", "--duration", "3",
+                     "--speed", "5"]) == 0
+        out = capsys.readouterr().out
+        assert f"devices in 2 processes attached to a {kind} hub" in out and "RESULT: every record verified" in out
+        joined = int(out.split(" notifications joined")[0].rsplit("(", 1)[1])
+        assert joined > 0  # the bike's split records crossed the sockets and were joined
