@@ -261,13 +261,14 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from firmware_sim.scenario import ScenarioError, builtin_scenarios, parse_scenario
+    from firmware_sim.scenario import ALL_MODELS, ScenarioError, builtin_scenarios, parse_scenario
     from gateway.errors import ConfigError
 
     scenarios = builtin_scenarios()
     if args.sim_cmd == "list":
         for name, sc in scenarios.items():
             print(f"{name:16s} {sc.device_count:4d} devices, {sc.duration_s / 60:5.1f} min  {sc.description}")
+        print(f"\ndevice models for scenario files: {', '.join(ALL_MODELS)}")
         return EXIT_OK
     try:
         if args.scenario in scenarios:
