@@ -68,6 +68,7 @@ class Misbehaviour:
     rename_every_s: float = 0.0  # the advertised name changes (firmware that appends a counter)
     rotate_address_every_s: float = 0.0  # a resolvable private address, renewed with the device's IRK
     refuse_connections: int = 0  # the first n connections are refused at once ("busy")
+    disconnect_every_s: float = 0.0  # the device drops its link now and then (range, power saving)
     seed: int = 0
 
 
@@ -95,6 +96,7 @@ class BumbleSensor:
     speed: float = 1.0
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
     sent: list[bytes] = field(default_factory=list, repr=False)
+    sent_on: list[int] = field(default_factory=list, repr=False)  # the characteristic of each frame in ``sent``
     battery: float = 100.0
     irk: bytes | None = None  # most significant byte first, as `tiyi devices pair irk:<hex>` takes it
     hci: Transport | None = None  # attach to a hub's controller over this transport instead of ``link``
@@ -106,7 +108,7 @@ class BumbleSensor:
         self.name = self.model.dev_id
         self.renames = 0
         self.refused = 0
-        self.battery_reads = 0
+        self.served: list[bytes] = []  # battery values read by a central (reads, not notifications)
         self.switched_off = False
         self.addresses: list[str] = [self.address]
         props = gatt.Characteristic.Properties
@@ -139,11 +141,16 @@ class BumbleSensor:
     @property
     def frames_emitted(self) -> int:
         """Notifications sent plus battery values served: every frame a central could have received."""
-        return len(self.sent) + self.battery_reads
+        return len(self.sent) + len(self.served)
+
+    @property
+    def battery_reads(self) -> int:
+        return len(self.served)
 
     def _read_battery(self, _conn: Connection) -> bytes:
-        self.battery_reads += 1
-        return bytes([round(self.battery)])
+        value = bytes([round(self.battery)])
+        self.served.append(value)
+        return value
 
     def _on_connection(self, conn: Connection) -> None:
         if self.refused < self.misbehaviour.refuse_connections:
@@ -191,11 +198,13 @@ class BumbleSensor:
         # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
         await asyncio.shield(send(char, data))
         self.sent.append(data)
+        self.sent_on.append(int(char.uuid.to_hex_str(), 16))
 
     async def _loop(self) -> None:
         m, mis = self.model, self.misbehaviour
         t, n = 0.0, 0
         next_rename = mis.rename_every_s or None
+        next_drop = mis.disconnect_every_s or None
         next_rotation = mis.rotate_address_every_s or None
         while not self.switched_off:
             await asyncio.sleep(m.interval_s / self.speed)
@@ -204,6 +213,9 @@ class BumbleSensor:
             if next_rename is not None and t >= next_rename:
                 next_rename += mis.rename_every_s
                 await self._rename()
+            if next_drop is not None and t >= next_drop:
+                next_drop += mis.disconnect_every_s
+                await self.drop_connections()
             if next_rotation is not None and t >= next_rotation:
                 next_rotation += mis.rotate_address_every_s
                 await self._rotate_address()

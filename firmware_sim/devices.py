@@ -32,6 +32,10 @@ class SimDevice:
     indicate: bool = False
     services: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # further characteristics the model sends on (a watch: HR and SpO2)
+    # Device clocks (cuffs, scales) are often wrong: set and drifting. Records keep both times.
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
+    epoch: int = 1_767_225_600  # device time at session time 0 (2026-01-01 UTC), before offset and drift
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +43,10 @@ class SimDevice:
 
     def frames_at(self, t: float) -> list[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def device_time(self, t: float) -> int:
+        """What the device's own clock says at session time ``t`` (Unix seconds)."""
+        return int(self.epoch + t * (1 + self.clock_drift_ppm / 1e6) + self.clock_offset_s)
 
 
 @dataclass
@@ -50,7 +58,6 @@ class BloodPressureCuff(SimDevice):
     indicate: bool = True
     services: tuple[int, ...] = (0x1810,)
     kpa: bool = False
-    clock_offset_s: int = 0  # cuffs' clocks are often wrong: the record keeps both times
 
     def frames_at(self, t: float) -> list[Frame]:
         sys_ = self.rng.gauss(122, 9)
@@ -62,7 +69,7 @@ class BloodPressureCuff(SimDevice):
             words = [encode_sfloat(round(v), 0) for v in (sys_, dia, mean)]
         flags = 0x02 | 0x04 | (0x01 if self.kpa else 0)
         values: dict[str, Raw] = {"systolic": words[0], "diastolic": words[1], "mean_arterial_pressure": words[2],
-                  "timestamp": encode_date_time(1_767_225_600 + int(t) + self.clock_offset_s),
+                  "timestamp": encode_date_time(self.device_time(t)),
                   "pulse_rate": encode_sfloat(round(self.rng.gauss(70, 8)), 0)}
         return [Frame(self.dev_id, self.char, health.BLOOD_PRESSURE.encode(flags, values))]
 
@@ -363,7 +370,7 @@ class BodyCompositionScale(SimDevice):
         fat = 12 + 22 * self.rng.random()
         height = 1.55 + 0.35 * self.rng.random()
         muscle = kg * (1 - fat / 100) * 0.9
-        common: dict[str, Raw] = {"body_fat": round(fat * 10), "timestamp": encode_date_time(1_767_225_600 + int(t))}
+        common: dict[str, Raw] = {"body_fat": round(fat * 10), "timestamp": encode_date_time(self.device_time(t))}
         first = {**common, "user_id": 1, "basal_metabolism": round((370 + 21.6 * kg * (1 - fat / 100)) * 4.184),
                  "muscle_percentage": round(muscle / kg * 1000), "muscle_mass": round(muscle / 0.005)}
         second = {"body_fat": common["body_fat"], "fat_free_mass": round(kg * (1 - fat / 100) / 0.005),

@@ -9,7 +9,7 @@ is a device that vanished from the air, exactly what the gateway must survive.
 
 Worker protocol (``python -m firmware_sim.hub worker``): a JSON list of device specs on stdin; runs until
 SIGTERM or SIGINT, then stops notifying and prints one JSON line:
-``{"sent": {dev: {"frames": [hex of each frame sent], "battery_reads": n}}}``.
+``{"sent": {dev: {"frames": [hex of each frame sent or battery value read], "chars": [its characteristic]}}}``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ async def run_worker(specs: list[DeviceSpec]) -> dict[str, dict[str, Any]]:
     for d in devices:
         await d.stop_notifying()
     await asyncio.sleep(0.3)  # the last notifications cross the socket before the link goes
-    return {d.dev_id: {"frames": [x.hex() for x in d.sent], "battery_reads": d.battery_reads} for d in devices}
+    return {d.dev_id: {"frames": [x.hex() for x in d.sent] + [x.hex() for x in d.served],
+                       "chars": d.sent_on + [0x2A19] * len(d.served)} for d in devices}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,9 @@ Over the emulated radio (``--ble``) these apply too: ``silent_fraction`` (share 
 connected but go quiet), ``battery_drain_per_min`` (at 0 % the device switches off),
 ``rename_every_s`` (the advertised name changes), ``rotate_address_every_s`` (devices advertise from
 resolvable private addresses and are paired by IRK) and ``refuse_connections`` (each device refuses
-its first n connections, as a busy peripheral does).
+its first n connections, as a busy peripheral does) and ``disconnect_every_s`` (the device drops its
+link now and then). In both modes ``clock_offset_s`` and ``clock_drift_ppm`` set wrong, drifting device
+clocks on devices that time-stamp their measurements (cuffs, scales).
 
 Pure: parsing and building models do no I/O beyond reading the text they are given.
 """
@@ -52,6 +54,9 @@ class Chaos:
     rename_every_s: float = 0.0
     rotate_address_every_s: float = 0.0
     refuse_connections: int = 0
+    disconnect_every_s: float = 0.0
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,9 @@ class Scenario:
                     model = MODELS[g.model](dev_id, seed=seed)
                     if g.interval_s is not None:
                         model.interval_s = g.interval_s
+                    # Wrong device clocks: each device off by up to the configured offset, drifting.
+                    model.clock_offset_s = self.chaos.clock_offset_s * ((n % 7) - 3) / 3
+                    model.clock_drift_ppm = self.chaos.clock_drift_ppm
                     out.append(model)
         return out
 
@@ -132,7 +140,7 @@ def _parse_chaos(raw: object, origin: str) -> Chaos:
     for name, v in raw.items():
         if isinstance(v, bool) or not isinstance(v, int | float) or (kinds[name] is int and not isinstance(v, int)):
             raise ScenarioError(f"{origin}: [chaos] {name} must be a{'n integer' if kinds[name] is int else ' number'}")
-        if v < 0 or (name == "silent_fraction" and v > 1):
+        if (v < 0 and name != "clock_offset_s") or (name == "silent_fraction" and v > 1):
             raise ScenarioError(f"{origin}: [chaos] {name} = {v} is out of range")
         values[name] = kinds[name](v)
     return Chaos(**values)  # type: ignore[arg-type]

@@ -297,7 +297,9 @@ class BumbleDemoSource:
         await asyncio.sleep(0.5)  # let the last notifications cross the link
 
     def write_truth(self, path: Path) -> int:
-        return _write_truth(path, [(p.dev_id, p.char_uuid, d, None) for p in self.peripherals for d in p.sent])
+        return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals
+                                   for c, d in [*zip(p.sent_on, p.sent, strict=True),
+                                                *((0x2A19, v) for v in getattr(p, "served", []))]])
 
     def misbehaviour_summary(self) -> str:
         ps = self.peripherals
@@ -327,7 +329,8 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
                                  battery_drain_per_min=chaos.battery_drain_per_min,
                                  rename_every_s=chaos.rename_every_s,
                                  rotate_address_every_s=chaos.rotate_address_every_s,
-                                 refuse_connections=chaos.refuse_connections, seed=i + 1)
+                                 refuse_connections=chaos.refuse_connections,
+                                 disconnect_every_s=chaos.disconnect_every_s, seed=i + 1)
         # A device that rotates private addresses is paired by its IRK, as a phone or watch would be.
         irk = hashlib.sha256(f"tiyi-sim-irk-{i}".encode()).digest()[:16] if chaos.rotate_address_every_s else None
         allow.add(f"irk:{irk.hex()}" if irk else address)
@@ -359,7 +362,7 @@ class HubDemoSource:
 
     @property
     def frames_sent(self) -> int:
-        return sum(len(d["frames"]) + d["battery_reads"] for d in self.sent.values())
+        return sum(len(d["frames"]) for d in self.sent.values())
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         try:
@@ -397,9 +400,8 @@ class HubDemoSource:
         await self.hub.close()
 
     def write_truth(self, path: Path) -> int:
-        chars = {s.dev_id: s for g in self.groups for s in g}
-        return _write_truth(path, [(dev, _CHAR_OF.get(chars[dev].model, 0), bytes.fromhex(h), None)
-                                   for dev, d in self.sent.items() for h in d["frames"]])
+        return _write_truth(path, [(dev, c, bytes.fromhex(h), None) for dev, d in self.sent.items()
+                                   for c, h in zip(d["chars"], d["frames"], strict=True)])
 
 
 async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour,
@@ -418,9 +420,6 @@ async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevi
                                 dataclasses.asdict(misbehave), irk.hex() if irk else None))
     n = max(1, min(processes, len(specs)))
     return HubDemoSource(hub, [specs[i::n] for i in range(n)], source)
-
-
-_CHAR_OF = {"hr_strap": 0x2A37, **{k: v("x", seed=0).char for k, v in MODELS.items()}}
 
 
 def demo_main(args: argparse.Namespace) -> int:

@@ -305,3 +305,11 @@ def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
     assert devs[0].switched_off
     st = source.devices[address(0)]
     assert not st.connected and st.battery == 0
+
+
+def test_a_device_that_keeps_dropping_its_link_is_reconnected_and_nothing_is_reordered() -> None:
+    source, frames, devs = run_for(3.0, straps(1, misbehaviour=Misbehaviour(disconnect_every_s=0.6)),
+                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    assert source.devices[address(0)].connects >= 3
+    hr = [f.data for f in frames if f.char == 0x2A37]
+    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 10

@@ -119,3 +119,9 @@ def test_watch_sends_heart_rate_and_spo2_on_two_characteristics() -> None:
     w = Watch("watch", seed=2)
     chars = [f.char for t in range(1, 11) for f in w.frames_at(float(t))]
     assert chars.count(0x2A37) == 10 and chars.count(0x2A5F) == 2
+
+
+def test_wrong_and_drifting_device_clocks_reach_the_record() -> None:
+    cuff = BloodPressureCuff("cuff", seed=1, clock_offset_s=-3600, clock_drift_ppm=100)
+    (r,) = decode(0x2A35, cuff.frames_at(10_000)[0].data)
+    assert r.val["device_time"] == cuff.epoch + 10_000 + 1 - 3600  # 100 ppm of 10,000 s is one second

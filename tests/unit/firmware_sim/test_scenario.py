@@ -52,3 +52,12 @@ def test_chaos_settings_are_parsed() -> None:
     c = sc.chaos
     assert (c.duplicate_every, c.rotate_address_every_s, c.refuse_connections, c.battery_drain_per_min) == (4, 30.0,
                                                                                                          2, 1.0)
+
+
+def test_chaos_clock_settings_give_devices_wrong_clocks() -> None:
+    sc = parse_scenario("[[devices]]\nmodel = 'bp_cuff'\ncount = 7\n[chaos]\nclock_offset_s = -600\n"
+                        "clock_drift_ppm = 50", "t.toml")
+    models = sc.build()
+    offsets = sorted(m.clock_offset_s for m in models)  # type: ignore[union-attr]
+    assert offsets[0] == -600 and offsets[-1] == 600 and 0 in offsets
+    assert all(m.clock_drift_ppm == 50 for m in models)  # type: ignore[union-attr]
