@@ -70,11 +70,14 @@ class SimConfig:
 
 @dataclass(frozen=True, slots=True)
 class BleConfig:
-    # Upper-case addresses or "name:<advertised name>"; nothing else is ingested (devices are only listed).
+    # Addresses, "name:<advertised name>" or "irk:<hex>"; nothing else is ingested (devices are only listed).
     allow: frozenset[str] = frozenset()
     max_connections: int = 5  # about what an onboard Pi radio sustains; add USB adapters for more
     silence_s: float = 10.0
     connect_timeout_s: float = 10.0
+    adapter: str = "hci0"  # the BlueZ adapter to use
+    scan_stall_s: float = 30.0  # no advertisements this long: restart discovery ...
+    adapter_reset: bool = True  # ... and if that keeps failing while devices are awaited, power-cycle the adapter
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ class GatewayConfig:
             raise ConfigError("chain.confirmations must be 0..10000")
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
+        if self.ble.scan_stall_s < 5 or not self.ble.adapter.startswith("hci") or not self.ble.adapter[3:].isdigit():
+            raise ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter an adapter name like hci0")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self

@@ -121,14 +121,16 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
 
 def make_source(cfg: GatewayConfig) -> BleSource:
     if cfg.source == "ble":
+        from gateway.ble.adapter import BluezAdapter
         from gateway.ble.source import BleakSource, BleSettings
+        from gateway.registry import DeviceRegistry
 
         b = cfg.ble
         settings = BleSettings(allow=b.allow, max_connections=b.max_connections, silence_s=b.silence_s,
-                               connect_timeout_s=b.connect_timeout_s)
-        from gateway.registry import DeviceRegistry
-
-        return BleakSource(settings, secret_file(cfg.pseudonym_key_path), registry=DeviceRegistry(cfg.state_dir))
+                               connect_timeout_s=b.connect_timeout_s, scan_stall_s=b.scan_stall_s)
+        return BleakSource(settings, secret_file(cfg.pseudonym_key_path), {"adapter": b.adapter},
+                           registry=DeviceRegistry(cfg.state_dir),
+                           adapter=BluezAdapter(b.adapter) if b.adapter_reset else None)
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
 
 

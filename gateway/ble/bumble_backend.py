@@ -12,6 +12,7 @@ watchdogs and slot budget are what the tests exercise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -82,6 +83,10 @@ class BumbleCentral:
                                                                              AsyncPipeSink(self.controller)))
         self._started = False
         self._scan_users = 0
+        self.name = name
+        # Fault injection for tests: a controller whose discovery hangs silently until it is power-cycled.
+        self.wedged = False
+        self.resets = 0
 
     async def start(self) -> None:
         if not self._started:
@@ -93,12 +98,29 @@ class BumbleCentral:
         await self.start()
         if on:
             self._scan_users += 1
-            if self._scan_users == 1:
+            if self._scan_users == 1 and not self.wedged:
                 await self.device.start_scanning(filter_duplicates=False)
         else:
             self._scan_users = max(0, self._scan_users - 1)
-            if self._scan_users == 0:
+            if self._scan_users == 0 and self.device.is_scanning:
                 await self.device.stop_scanning()
+
+    async def wedge(self) -> None:
+        """Stop discovery the way a hung controller does: no error, just no advertisements, even after the
+        scanner is restarted."""
+        self.wedged = True
+        if self.device.is_scanning:
+            await self.device.stop_scanning()
+
+    async def reset(self) -> None:
+        """``AdapterControl``: power-cycle the emulated adapter; its links drop, a wedge clears."""
+        for conn in list(self.device.connections.values()):
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+        self.wedged = False
+        self.resets += 1
+        if self._scan_users and not self.device.is_scanning:
+            await self.device.start_scanning(filter_duplicates=False)
 
 
 class BumbleScanner(BaseBleakScanner):

@@ -25,9 +25,11 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
+from bleak_retry_connector import establish_connection
 
 from edge.frame import Frame
 from edge.gatt import known_characteristics
+from gateway.ble.adapter import AdapterControl
 from gateway.ble.privacy import IrkResolver
 from gateway.registry import DeviceRegistry, pseudonym
 
@@ -60,9 +62,11 @@ class BleSettings:
     silence_factor: float = 5.0  # then: this many of its usual notification intervals ...
     silence_floor_s: float = 2.0  # ... but never less than this
     connect_timeout_s: float = 10.0
+    connect_attempts: int = 3  # per connect, inside bleak-retry-connector (the adapter is busy meanwhile)
     backoff_min_s: float = 1.0
     backoff_max_s: float = 60.0
     scan_stall_s: float = 30.0
+    scan_restarts_before_adapter_reset: int = 2  # then the adapter is power-cycled (if the source may)
 
 
 @dataclass
@@ -93,8 +97,9 @@ class BleakSource:
 
     def __init__(self, settings: BleSettings, pseudonym_key: bytes, backend_kwargs: dict[str, Any] | None = None,
                  scanner_backend: type | None = None, client_backend: type | None = None,
-                 registry: DeviceRegistry | None = None) -> None:
-        """``registry`` adds paired devices to ``settings.allow``, re-read while running."""
+                 registry: DeviceRegistry | None = None, adapter: AdapterControl | None = None) -> None:
+        """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
+        power-cycled when restarting the scanner does not end a stall."""
         self.settings = settings
         self.registry = registry
         self._allow = settings.allow
@@ -111,6 +116,10 @@ class BleakSource:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_adv = 0.0
         self.scanner_restarts = 0
+        self.adapter_resets = 0
+        self._adapter = adapter
+        self._stalled_restarts = 0  # scanner restarts since the last advertisement
+        self._resets_in_a_row = 0  # adapter resets since the last advertisement
 
     def dev_id(self, address: str) -> str:
         return pseudonym(self._key, address)
@@ -130,6 +139,7 @@ class BleakSource:
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         loop = asyncio.get_running_loop()
         self._last_adv = loop.time()
+        self._stalled_restarts = self._resets_in_a_row = 0
         address = device.address.upper()
         identity = self._identity(address, adv.local_name)
         if identity is None:
@@ -170,14 +180,8 @@ class BleakSource:
                     last_registry = now
                     self._refresh_registry(self.registry)
                 if now - self._last_adv > self.settings.scan_stall_s:
-                    # Discovery can silently stall (BlueZ): restart it rather than wait forever.
-                    log.warning("no advertisements for %.0f s: restarting the scanner", now - self._last_adv)
-                    self.scanner_restarts += 1
-                    with contextlib.suppress(Exception):
-                        await scanner.stop()
-                    scanner = self._new_scanner()
-                    await scanner.start()
-                    self._last_adv = now
+                    scanner = await self._recover_discovery(scanner, now - self._last_adv)
+                    self._last_adv = loop.time()
                 busy = sum(1 for t in self._tasks.values() if not t.done())
                 for st in sorted(self.devices.values(), key=lambda s: s.next_attempt):
                     if busy >= self.settings.max_connections:
@@ -196,6 +200,35 @@ class BleakSource:
                 await scanner.stop()
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+
+    async def _recover_discovery(self, scanner: BleakScanner, quiet_s: float) -> BleakScanner:
+        """Discovery can stall silently (BlueZ): restart the scanner; if that keeps not helping, power-cycle
+        the adapter (its links drop too; the sessions reconnect by themselves)."""
+        with contextlib.suppress(Exception):
+            await scanner.stop()
+        # Power-cycling drops every link, so only when discovery is needed: a device we wait for is not
+        # connected (when all are connected, silence on the air is normal). Each reset in a row doubles
+        # the patience, so a site that is simply empty at night is not reset every few minutes.
+        needed = not self.devices or any(not st.connected and not st.advertisement_only
+                                         for st in self.devices.values())
+        patience = self.settings.scan_restarts_before_adapter_reset * 2 ** min(self._resets_in_a_row, 6)
+        if self._adapter is not None and needed and self._stalled_restarts >= patience:
+            log.error("no advertisements for %.0f s after %d scanner restarts: power-cycling adapter %s",
+                      quiet_s, self._stalled_restarts, self._adapter.name)
+            try:
+                await self._adapter.reset()
+                self.adapter_resets += 1
+                self._resets_in_a_row += 1
+            except Exception as exc:  # reported, retried at the next stall; scanning goes on meanwhile
+                log.error("adapter %s could not be reset: %s", self._adapter.name, exc)
+            self._stalled_restarts = 0
+        else:
+            log.warning("no advertisements for %.0f s: restarting the scanner", quiet_s)
+            self._stalled_restarts += 1
+        self.scanner_restarts += 1
+        scanner = self._new_scanner()
+        await scanner.start()
+        return scanner
 
     def _silence_limit(self, gaps: list[float]) -> float:
         """A strap that notifies every second is suspicious after seconds; a cuff that indicates once a
@@ -239,12 +272,22 @@ class BleakSource:
         while True:
             await submit(await self._frames.get())
 
+    async def _connect(self, st: DeviceState, on_disconnect: Callable[[BleakClient], None]) -> BleakClient:
+        """A fresh client, connected with ``bleak-retry-connector``: it retries the transient failures BlueZ
+        is known for (aborted or cancelled connects, stale services) with its own short backoff, and
+        translates the rest into typed errors; our backoff per device takes over when it gives up."""
+        assert st.ble_device is not None
+        return await establish_connection(
+            BleakClient, st.ble_device, st.dev, disconnected_callback=on_disconnect,
+            max_attempts=self.settings.connect_attempts, use_services_cache=False,
+            ble_device_callback=lambda: st.ble_device or _missing(st),
+            timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw)
+
     async def _session(self, st: DeviceState) -> None:
         """One connection's life: connect, subscribe, watch for silence, and schedule the next attempt."""
         loop = asyncio.get_running_loop()
         disconnected = asyncio.Event()
-        client = BleakClient(st.ble_device or st.address, disconnected_callback=lambda _c: disconnected.set(),
-                             timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw)
+        client: BleakClient | None = None
         last_note = [loop.time()]
         gaps: list[float] = []
 
@@ -263,7 +306,7 @@ class BleakSource:
 
         try:
             async with self._connect_lock:  # one connect at a time per adapter
-                await client.connect()
+                client = await self._connect(st, lambda _c: disconnected.set())
             st.connected, st.connects = True, st.connects + 1
             log.info("connected to %s (%s)", st.dev, st.name)
             known = set(known_characteristics())
@@ -296,11 +339,16 @@ class BleakSource:
             log.warning("%s: %s", st.dev, exc)
         finally:
             st.connected = False
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
             st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
 
 
 def _irks(allow: frozenset[str]) -> list[bytes]:
     return sorted(bytes.fromhex(e[4:]) for e in allow if e.startswith("irk:"))
+
+
+def _missing(st: DeviceState) -> BLEDevice:
+    raise BleakError(f"{st.dev} is no longer advertising")

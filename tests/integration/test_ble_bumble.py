@@ -313,3 +313,41 @@ def test_a_device_that_keeps_dropping_its_link_is_reconnected_and_nothing_is_reo
     assert source.devices[address(0)].connects >= 3
     hr = [f.data for f in frames if f.char == 0x2A37]
     assert hr == devs[0].sent[:len(hr)] and len(hr) >= 10
+
+
+def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> None:
+    """Discovery hangs silently while a strap waits to be reconnected: the source restarts its scanner,
+    then power-cycles the adapter, and collection resumes. While every device is connected, silence on
+    the air is normal and the adapter is left alone."""
+
+    async def main() -> tuple[BleakSource, BumbleCentral, list[Frame], int, int]:
+        link = LocalLink()
+        (strap,) = straps(1)(link)
+        await strap.start()
+        central = BumbleCentral(link)
+        settings = BleSettings(allow=frozenset({address(0)}), scan_stall_s=0.3, scan_restarts_before_adapter_reset=2,
+                               backoff_min_s=0.1)
+        source = BleakSource(settings, KEY, {"central": central}, BumbleScanner, BumbleClient, adapter=central)
+        frames: list[Frame] = []
+
+        async def submit(f: Frame) -> None:
+            frames.append(f)
+
+        task = asyncio.create_task(source.run(submit))
+        await asyncio.sleep(2.0)  # connected: no advertisements, scanner restarts, but no adapter reset
+        resets_while_connected = central.resets
+        await central.wedge()
+        await strap.drop_connections()  # now the strap must be found again, and discovery is hung
+        await asyncio.sleep(3.0)
+        before = len(frames)
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await strap.stop()
+        return source, central, frames, resets_while_connected, len(frames) - before
+
+    source, central, _frames, resets_while_connected, late = asyncio.run(main())
+    assert resets_while_connected == 0
+    assert source.scanner_restarts >= 3 and source.adapter_resets >= 1 and central.resets == source.adapter_resets
+    assert not central.wedged and source.devices[address(0)].connects >= 2
+    assert late >= 5  # collection resumed after the power cycle

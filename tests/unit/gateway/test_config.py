@@ -36,6 +36,10 @@ def test_example_config_parses() -> None:
     ({"chain": {"confirmations": -1}}, "confirmations"),
     ({"chain": {"kind": "fisco2", "url": "http://n:8545"}}, "needs chain.contract"),
     ({"ble": {"allow": "AA:BB"}}, "list of strings"),
+    ({"ble": {"allow": ["AA:BB"]}}, "neither a Bluetooth address"),
+    ({"ble": {"allow": ["irk:1234"]}}, "32 hex digits"),
+    ({"ble": {"adapter": "wlan0"}}, "adapter name like hci0"),
+    ({"ble": {"scan_stall_s": 1}}, "scan_stall_s"),
     ({"gateway": {"source": "zigbee"}}, "source must be"),
 ])
 def test_errors_name_the_setting(data: dict[str, object], fragment: str) -> None:
@@ -53,5 +57,7 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_ble_allowlist_is_normalised() -> None:
-    cfg = parse_config({"gateway": {"source": "ble"}, "ble": {"allow": ["aa:bb:cc:dd:ee:ff", "name:Polar H10"]}})
-    assert cfg.ble.allow == frozenset({"AA:BB:CC:DD:EE:FF", "name:Polar H10"})
+    irk = "IRK:EC0234A357C8AD05341010A60A397D9B"
+    cfg = parse_config({"gateway": {"source": "ble"},
+                        "ble": {"allow": ["aa:bb:cc:dd:ee:ff", "name:Polar H10", irk]}})
+    assert cfg.ble.allow == frozenset({"AA:BB:CC:DD:EE:FF", "name:Polar H10", irk.lower()})
