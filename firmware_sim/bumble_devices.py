@@ -50,11 +50,14 @@ DEVICE_INFORMATION_SERVICE = "180A"
 REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
 
 
-def advertising_data(name: str, services16: list[int]) -> bytes:
-    """Flags (LE general discoverable, no BR/EDR), complete 16-bit service list, complete local name."""
+def advertising_data(name: str, services16: list[int], company_id: int | None = None) -> bytes:
+    """Flags (LE general discoverable, no BR/EDR), complete 16-bit service list, complete local name, and
+    manufacturer data under ``company_id`` if given (how brands mark their devices)."""
     uuids = b"".join(u.to_bytes(2, "little") for u in services16)
     name_b = name.encode()[:20]
-    return bytes([2, 0x01, 0x06, 1 + len(uuids), 0x03]) + uuids + bytes([1 + len(name_b), 0x09]) + name_b
+    vendor = b"" if company_id is None else bytes([4, 0xFF]) + company_id.to_bytes(2, "little") + b"\x01"
+    return (bytes([2, 0x01, 0x06, 1 + len(uuids), 0x03]) + uuids + bytes([1 + len(name_b), 0x09]) + name_b
+            + vendor)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class BumbleSensor:
     battery: float = 100.0
     irk: bytes | None = None  # most significant byte first, as `tiyi devices pair irk:<hex>` takes it
     hci: Transport | None = None  # attach to a hub's controller over this transport instead of ``link``
+    company_id: int | None = None  # advertised as manufacturer data (Bluetooth SIG company identifier)
 
     def __post_init__(self) -> None:
         self.device = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
@@ -171,7 +175,7 @@ class BumbleSensor:
 
     def _advertising_data(self) -> bytes:
         services = sorted({SERVICE_OF.get(u, u) for u in (self.model.char, *self.model.also)} | {0x180F})
-        return advertising_data(self.name, [s for s in services if s < 0x2A00])
+        return advertising_data(self.name, [s for s in services if s < 0x2A00], self.company_id)
 
     async def _advertise(self) -> None:
         with contextlib.suppress(Exception):
@@ -289,10 +293,10 @@ class BumbleHeartRateStrap(BumbleSensor):
 
     def __init__(self, link: LocalLink | None, address: str, strap: HeartRateStrap, interval_s: float = 1.0,
                  speed: float = 1.0, misbehaviour: Misbehaviour | None = None, irk: bytes | None = None,
-                 hci: Transport | None = None) -> None:
+                 hci: Transport | None = None, company_id: int | None = None) -> None:
         model = StrapModel(strap.dev_id, seed=strap.seed, strap=strap, interval_s=interval_s)
         super().__init__(link, address, model, speed, misbehaviour or Misbehaviour(), battery=float(strap.battery),
-                         irk=irk, hci=hci)
+                         irk=irk, hci=hci, company_id=company_id)
         self.strap = strap
 
 

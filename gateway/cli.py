@@ -154,19 +154,24 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                    "has seen but that are not paired are listed too.")
     ds = p.add_subparsers(dest="devices_cmd", required=True)
     for name, hlp in (("list", "paired devices, and devices seen but not paired"),
-                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF, name:<advertised name>, or "
-                               "irk:<32 hex digits> for a device that rotates private addresses"),
+                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF, name:<advertised name>, "
+                               "irk:<32 hex digits> for a device that rotates private addresses, or "
+                               "vendor:<company id> for every device of one brand"),
                       ("forget", "stop ingesting a device")):
         d = ds.add_parser(name, help=hlp)
         d.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
         if name != "list":
-            d.add_argument("device", help="AA:BB:CC:DD:EE:FF, name:<advertised name> or irk:<IRK, most significant "
-                                          "byte first> (phones and watches that hide behind private addresses)")
+            d.add_argument("device", help="AA:BB:CC:DD:EE:FF, name:<advertised name>, irk:<IRK, most significant "
+                                          "byte first> (phones and watches that hide behind private addresses) "
+                                          "or vendor:<company id, e.g. 0x006B>")
         if name == "pair":
             d.add_argument("--model", default=None, help="device model, for per-model quirks")
             d.add_argument("--note", default=None, help="free text, e.g. where the device lives")
             d.add_argument("--quirk", action="append", default=[], metavar="NAME=VALUE",
                            help="a model's deviation from the spec, e.g. ftms_variant=current (repeatable)")
+            d.add_argument("--only", action="append", default=[], metavar="UUID",
+                           help="subscribe only to this characteristic, e.g. 2a37 (repeatable; default: every "
+                                "characteristic the gateway decodes)")
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -301,7 +306,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         quirks = dict(q.split("=", 1) for q in args.quirk if "=" in q)
         if len(quirks) != len(args.quirk):
             raise RegistryError("--quirk takes NAME=VALUE")
-        p = reg.pair(args.device, args.model, args.note, quirks)
+        p = reg.pair(args.device, args.model, args.note, quirks, args.only)
         print(f"paired {p.entry}; the running gateway picks it up within seconds")
         return EXIT_OK
     if args.devices_cmd == "forget":
@@ -317,8 +322,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     for e in from_config:
         print(f"  {e:32s} (from {args.config})")
     for d in paired:
-        pseud = "" if d.entry.startswith("name:") else f"  id {pseudonym(key, d.entry)}"
-        extra = " ".join(x for x in (d.model, d.note, *(f"{k}={v}" for k, v in d.quirks.items())) if x)
+        pseud = "" if d.entry.startswith(("name:", "vendor:")) else f"  id {pseudonym(key, d.entry)}"
+        only = f"only {','.join(f'{c:04x}' for c in d.profiles)}" if d.profiles else None
+        extra = " ".join(x for x in (d.model, d.note, *(f"{k}={v}" for k, v in d.quirks.items()), only) if x)
         print(f"  {d.entry:32s}{pseud}  {extra}".rstrip())
     seen = {a: n for a, n in reg.seen().items() if a not in {p.entry for p in paired}}
     print(f"seen, not paired ({len(seen)}):")

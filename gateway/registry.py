@@ -15,7 +15,7 @@ import hmac
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from tinydb import Query, TinyDB
 from tinydb.storages import JSONStorage
 
 from edge.errors import EdgeError
-from edge.gatt.registry import check_quirks
+from edge.gatt.registry import check_quirks, known_characteristics, parse_uuid
 from gateway.errors import GatewayError
 
 REGISTRY_FILE = "devices.json"
@@ -62,8 +62,19 @@ def pseudonym(key: bytes, address: str) -> str:
 
 def normalise(entry: str) -> str:
     """An allow entry: an address (upper case, six hex octets), ``name:<advertised name>``, or
-    ``irk:<32 hex digits>`` (a device that hides behind resolvable private addresses)."""
+    ``irk:<32 hex digits>`` (a device that hides behind resolvable private addresses), or
+    ``vendor:<company id>`` (every device whose advertisement carries that Bluetooth SIG company id in its
+    manufacturer data, e.g. ``vendor:0x006B``: a gym that owns a fleet of one brand's straps)."""
     e = entry.strip()
+    if e.lower().startswith("vendor:"):
+        text = e[7:].strip().lower()
+        try:
+            cid = int(text, 16) if text.startswith("0x") else int(text)
+        except ValueError:
+            cid = -1
+        if not 0 <= cid <= 0xFFFF:
+            raise RegistryError(f"{entry!r}: a vendor entry needs a 16-bit company id, e.g. vendor:0x006B")
+        return f"vendor:{cid:04x}"
     if e.lower().startswith("irk:"):
         key = e[4:].strip().lower()
         if len(key) != 32 or any(c not in "0123456789abcdef" for c in key):
@@ -75,8 +86,8 @@ def normalise(entry: str) -> str:
         return e
     octets = e.upper().split(":")
     if len(octets) != 6 or not all(len(o) == 2 and all(c in "0123456789ABCDEF" for c in o) for o in octets):
-        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF), name:<name> nor "
-                            "irk:<32 hex digits>")
+        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF), name:<name>, "
+                            "irk:<32 hex digits> nor vendor:<company id>")
     return ":".join(octets)
 
 
@@ -86,6 +97,7 @@ class PairedDevice:
     model: str | None
     note: str | None
     quirks: Mapping[str, str] = field(default_factory=dict)
+    profiles: tuple[int, ...] = ()  # characteristics to subscribe to; empty: every one the gateway decodes
 
 
 class DeviceRegistry:
@@ -93,23 +105,29 @@ class DeviceRegistry:
         self.dir = state_dir
         self.path = state_dir / REGISTRY_FILE
         self._mtime: float | None = None
-        self._cache: dict[str, Mapping[str, str]] = {}
+        self._cache: dict[str, PairedDevice] = {}
 
     def _db(self) -> TinyDB:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return TinyDB(str(self.path), storage=AtomicJSONStorage)
 
     def pair(self, entry: str, model: str | None = None, note: str | None = None,
-             quirks: Mapping[str, str] | None = None) -> PairedDevice:
-        """Allow a device; ``quirks`` are its model's deviations from the spec (see edge.gatt.QUIRKS)."""
+             quirks: Mapping[str, str] | None = None, profiles: Sequence[str] = ()) -> PairedDevice:
+        """Allow a device; ``quirks`` are its model's deviations from the spec (see edge.gatt.QUIRKS);
+        ``profiles`` limits what is subscribed to those characteristics (``2a37``, ``0x2A19``, ...)."""
         e = normalise(entry)
         try:
             q = check_quirks(quirks or {})
+            chars = tuple(sorted({parse_uuid(p) for p in profiles}))
         except EdgeError as exc:
             raise RegistryError(str(exc)) from exc
+        unknown = [c for c in chars if c not in known_characteristics()]
+        if unknown:
+            raise RegistryError(f"the gateway does not decode {', '.join(f'0x{c:04X}' for c in unknown)}")
         with self._db() as db:
-            db.upsert({"entry": e, "model": model, "note": note, "quirks": q}, Query().entry == e)
-        return PairedDevice(e, model, note, q)
+            db.upsert({"entry": e, "model": model, "note": note, "quirks": q, "profiles": list(chars)},
+                      Query().entry == e)
+        return PairedDevice(e, model, note, q, chars)
 
     def forget(self, entry: str) -> bool:
         e = normalise(entry)
@@ -120,7 +138,8 @@ class DeviceRegistry:
         if not self.path.exists():
             return []
         with self._db() as db:
-            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note"), dict(r.get("quirks") or {}))
+            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note"), dict(r.get("quirks") or {}),
+                                        tuple(r.get("profiles") or ()))
                            for r in db.all()), key=lambda p: p.entry)
 
     def allowed(self) -> frozenset[str]:
@@ -131,7 +150,12 @@ class DeviceRegistry:
     def quirks(self) -> dict[str, Mapping[str, str]]:
         """Allow entry → quirks, for the paired devices that have any."""
         self._reload()
-        return {e: q for e, q in self._cache.items() if q}
+        return {e: p.quirks for e, p in self._cache.items() if p.quirks}
+
+    def profiles(self) -> dict[str, frozenset[int]]:
+        """Allow entry → the characteristics to subscribe to, for paired devices limited to some."""
+        self._reload()
+        return {e: frozenset(p.profiles) for e, p in self._cache.items() if p.profiles}
 
     def _reload(self) -> None:
         try:
@@ -140,7 +164,7 @@ class DeviceRegistry:
             self._cache, self._mtime = {}, None
             return
         if mtime != self._mtime:
-            self._cache = {p.entry: p.quirks for p in self.paired()}
+            self._cache = {p.entry: p for p in self.paired()}
             self._mtime = mtime
 
     # The running gateway's own file: devices seen but not paired, for `tiyi devices list`.

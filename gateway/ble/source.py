@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,8 @@ class DeviceState:
 
     dev: str
     address: str  # the address it advertises from now (changes for RPA devices)
-    identity: str = ""  # what it is allowed and known by: the address, name:<name> or irk:<hex>
+    identity: str = ""  # what it is known by: its address, or irk:<hex> behind rotating addresses
+    entry: str = ""  # the allow entry that admitted it (address, name:, irk: or vendor:)
     name: str | None = None
     rssi: int | None = None
     connected: bool = False
@@ -104,6 +105,7 @@ class BleakSource:
         self.registry = registry
         self._allow = settings.allow
         self._quirks: dict[str, Mapping[str, str]] = {}  # dev id → its model's quirks
+        self._profiles: dict[str, frozenset[int]] = {}  # allow entry → the only characteristics to subscribe
         self._key = pseudonym_key
         self._kw = backend_kwargs or {}
         self._scanner_backend = scanner_backend
@@ -124,16 +126,20 @@ class BleakSource:
     def dev_id(self, address: str) -> str:
         return pseudonym(self._key, address)
 
-    def _identity(self, address: str, name: str | None) -> str | None:
-        """What an advertiser is allowed as: its address, its IRK (an RPA that resolves), or its name."""
+    def _identity(self, address: str, name: str | None, vendors: Iterable[int] = ()) -> tuple[str, str] | None:
+        """(what an advertiser is known by, the allow entry that admits it): its address, its IRK (an RPA
+        that resolves), its name or its brand (manufacturer data company id); None if not allowed."""
         a = self._allow
         if address in a:
-            return address
+            return address, address
         irk = self._resolver.resolve(address)
         if irk is not None:
-            return "irk:" + irk.hex()
+            return "irk:" + irk.hex(), "irk:" + irk.hex()
         if name is not None and f"name:{name}" in a:
-            return address  # allowed by name, known by address
+            return address, f"name:{name}"
+        for cid in vendors:
+            if f"vendor:{cid:04x}" in a:
+                return address, f"vendor:{cid:04x}"
         return None
 
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
@@ -141,13 +147,15 @@ class BleakSource:
         self._last_adv = loop.time()
         self._stalled_restarts = self._resets_in_a_row = 0
         address = device.address.upper()
-        identity = self._identity(address, adv.local_name)
-        if identity is None:
-            self.unknown_seen[address] = adv.local_name
+        admitted = self._identity(address, adv.local_name, adv.manufacturer_data)
+        if admitted is None:
+            brands = "".join(f" [vendor:0x{cid:04X}]" for cid in adv.manufacturer_data)
+            self.unknown_seen[address] = f"{adv.local_name or ''}{brands}".strip() or None
             return
+        identity, entry = admitted
         st = self.devices.get(identity)
         if st is None:
-            st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity)
+            st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity, entry)
             log.info("allowed device %s seen; its records use id %s", adv.local_name, st.dev)
         elif st.address != address and not st.connected:
             log.debug("%s now advertises from a new private address", st.dev)
@@ -257,10 +265,11 @@ class BleakSource:
             quirks = registry.quirks()
             by_dev: dict[str, Mapping[str, str]] = {}
             for st in self.devices.values():
-                q = quirks.get(st.identity) or (quirks.get(f"name:{st.name}") if st.name else None)
+                q = quirks.get(st.entry) or quirks.get(st.identity)
                 if q:
                     by_dev[st.dev] = q
             self._quirks = by_dev
+            self._profiles = registry.profiles()
             registry.write_seen(self.unknown_seen)
         except (OSError, ValueError) as exc:
             log.warning("device registry unreadable (%s); keeping the previous allowlist", exc)
@@ -309,11 +318,11 @@ class BleakSource:
                 client = await self._connect(st, lambda _c: disconnected.set())
             st.connected, st.connects = True, st.connects + 1
             log.info("connected to %s (%s)", st.dev, st.name)
-            known = set(known_characteristics())
+            wanted = self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
             for service in client.services or []:
                 for char in service.characteristics:
                     u = uuid16(char.uuid)
-                    if u is None or u not in known:
+                    if u is None or u not in wanted:
                         continue
                     if u == BATTERY_LEVEL and "read" in char.properties:
                         # The level now; a battery that also notifies reports changes from here on.

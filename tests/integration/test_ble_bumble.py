@@ -351,3 +351,22 @@ def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> 
     assert source.scanner_restarts >= 3 and source.adapter_resets >= 1 and central.resets == source.adapter_resets
     assert not central.wedged and source.devices[address(0)].connects >= 2
     assert late >= 5  # collection resumed after the power cycle
+
+
+def test_a_brand_paired_by_vendor_id_and_limited_to_one_profile(tmp_path: Path) -> None:
+    from gateway.registry import DeviceRegistry
+
+    registry = DeviceRegistry(tmp_path)
+    registry.pair("vendor:0x006B", model="brand-strap", profiles=["2a37"])  # heart rate only, no battery
+
+    def fleet(link: LocalLink) -> Straps:
+        return [BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1,
+                                     company_id=0x006B if i == 0 else 0x0059) for i in range(2)]
+
+    async def use_registry(source: BleakSource, _devs: Straps) -> None:
+        source.registry = registry  # read at the source's first tick
+
+    source, frames, _ = run_for(1.5, fleet, BleSettings(), use_registry)
+    assert {f.dev for f in frames} == {source.dev_id(address(0))}
+    assert {f.char for f in frames} == {0x2A37} and len(frames) >= 8
+    assert "[vendor:0x0059]" in (source.unknown_seen[address(1)] or "")

@@ -58,3 +58,20 @@ def test_quirks_are_stored_validated_and_listed(tmp_path: Path) -> None:
     assert reg.quirks() == {"AA:BB:CC:DD:EE:FF": {"ftms_variant": "current"}}
     with pytest.raises(RegistryError, match="unknown quirk"):
         reg.pair("aa:bb:cc:dd:ee:01", quirks={"colour": "red"})
+
+
+def test_vendor_entries_and_profiles(tmp_path: Path) -> None:
+    from gateway.registry import DeviceRegistry, RegistryError, normalise
+
+    assert normalise("vendor:0x006B") == normalise("vendor:107") == "vendor:006b"
+    for bad in ("vendor:", "vendor:0x10000", "vendor:polar"):
+        with pytest.raises(RegistryError):
+            normalise(bad)
+    reg = DeviceRegistry(tmp_path)
+    p = reg.pair("AA:BB:CC:DD:EE:FF", profiles=["2a37", "0x2A19"])
+    assert p.profiles == (0x2A19, 0x2A37)
+    assert reg.profiles() == {"AA:BB:CC:DD:EE:FF": frozenset({0x2A19, 0x2A37})}
+    with pytest.raises(RegistryError, match="does not decode"):
+        reg.pair("AA:BB:CC:DD:EE:FF", profiles=["2a00"])
+    with pytest.raises(RegistryError):
+        reg.pair("AA:BB:CC:DD:EE:FF", profiles=["not-a-uuid"])
