@@ -173,10 +173,18 @@ class PowerMeter(SimDevice):
         return [Frame(self.dev_id, self.char, fitness.CYCLING_POWER.encode(0x0020, values))]
 
 
+SESSION_S = 2700.0  # a 45-minute class, then the next one starts
+
+
 def _session_effort(t: float, period_s: float = 600.0) -> float:
-    """0..1 workload: a 5-minute warm-up ramp, then intervals of hard and easy work."""
-    warm = min(1.0, t / 300)
-    return warm * (0.55 + 0.35 * (1 if (t % period_s) < period_s * 0.4 else 0) + 0.05 * math.sin(t / 37))
+    """0..1 workload in a class: a 5-minute warm-up ramp, hard and easy intervals, a 5-minute cool-down."""
+    c = t % SESSION_S
+    wobble = 0.05 * math.sin(t / 37)
+    if c < 300:
+        return (c / 300) * 0.6 + wobble
+    if c > SESSION_S - 300:
+        return 0.6 * (SESSION_S - c) / 300 + 0.15 + wobble
+    return 0.55 + (0.35 if (c % period_s) < period_s * 0.4 else 0.0) + wobble
 
 
 def _heart_rate(effort: float, rng: random.Random) -> int:

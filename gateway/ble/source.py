@@ -191,7 +191,10 @@ class BleakSource:
                     scanner = await self._recover_discovery(scanner, now - self._last_adv)
                     self._last_adv = loop.time()
                 busy = sum(1 for t in self._tasks.values() if not t.done())
-                for st in sorted(self.devices.values(), key=lambda s: s.next_attempt):
+                # Devices paired one by one (address, IRK) come before those admitted wholesale (by name
+                # or brand): when slots are short, the ones the gym registered individually get them.
+                for st in sorted(self.devices.values(), key=lambda s: (s.entry.startswith(("name:", "vendor:")),
+                                                                       s.next_attempt)):
                     if busy >= self.settings.max_connections:
                         break
                     task = self._tasks.get(st.identity)

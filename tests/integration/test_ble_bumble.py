@@ -370,3 +370,13 @@ def test_a_brand_paired_by_vendor_id_and_limited_to_one_profile(tmp_path: Path) 
     assert {f.dev for f in frames} == {source.dev_id(address(0))}
     assert {f.char for f in frames} == {0x2A37} and len(frames) >= 8
     assert "[vendor:0x0059]" in (source.unknown_seen[address(1)] or "")
+
+
+def test_individually_paired_devices_get_the_slots_first() -> None:
+    def fleet(link: LocalLink) -> Straps:
+        return [BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1,
+                                     company_id=0x006B) for i in range(3)]
+
+    settings = BleSettings(allow=frozenset({"vendor:006b", address(2)}), max_connections=1)
+    source, frames, _ = run_for(1.5, fleet, settings)
+    assert {f.dev for f in frames} == {source.dev_id(address(2))}  # the one paired by address, not the brand

@@ -125,3 +125,12 @@ def test_wrong_and_drifting_device_clocks_reach_the_record() -> None:
     cuff = BloodPressureCuff("cuff", seed=1, clock_offset_s=-3600, clock_drift_ppm=100)
     (r,) = decode(0x2A35, cuff.frames_at(10_000)[0].data)
     assert r.val["device_time"] == cuff.epoch + 10_000 + 1 - 3600  # 100 ppm of 10,000 s is one second
+
+
+def test_a_class_has_warm_up_intervals_and_cool_down() -> None:
+    from firmware_sim.devices import SESSION_S, _session_effort
+
+    warm, hard, easy, cool = (_session_effort(t) for t in (60.0, 610.0, 900.0, SESSION_S - 30))
+    assert warm < easy < hard and cool < easy
+    assert max(_session_effort(float(t)) for t in range(0, 2700, 7)) <= 1.0
+    assert min(_session_effort(float(t)) for t in range(0, 2700, 7)) >= -0.05
