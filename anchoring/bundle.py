@@ -1,8 +1,10 @@
 """Proof bundles: everything needed to prove one reading to a third party, in one JSON file.
 
-A bundle holds the record's exact bytes, its RFC 9162 inclusion path, the signed batch manifest, and
-the anchor receipt. Checking it offline needs only this file and the gateway's public key; with a chain
-RPC endpoint the anchor is checked on the chain too. Pure: no files, no network.
+A bundle holds the record's exact bytes, its RFC 9162 inclusion path, the signed batch manifest, the
+anchor receipt and, for each roll-up target the batch went to, the roll-up path from the batch root to
+the roll-up root with that roll-up's receipt. Checking it offline needs only this file and the gateway's
+public key; with a chain RPC endpoint per target the anchors are checked on the chains too. Pure: no
+files, no network.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from edge.errors import EdgeError
 from edge.manifest import SignedManifest
 from edge.merkle import MAX_PROOF_LEN, MerkleTree, verify_inclusion
 from edge.record import Record
+from edge.rollup import Rollup, rollup_gw, verify_rollup_path
 from edge.signing import Verifier
 
 BUNDLE_VERSION = 1
@@ -26,8 +29,16 @@ class BundleError(AnchoringError, ValueError):
     """A bundle is malformed (not merely invalid: that is a verification result)."""
 
 
+@dataclass(frozen=True)
+class RollupProof:
+    """A batch's place in one roll-up, for a bundle."""
+
+    rollup: Rollup
+    receipt: AnchorReceipt | None
+
+
 def build_bundle(seq: int, batch_records: Sequence[bytes], signed: SignedManifest, receipt: AnchorReceipt | None,
-                 public_key_pem: str | None = None) -> dict[str, Any]:
+                 public_key_pem: str | None = None, rollups: Sequence[RollupProof] = ()) -> dict[str, Any]:
     """The bundle for record ``seq`` of a batch whose records (in seq order) are ``batch_records``."""
     m = signed.manifest
     if not m.first_seq <= seq <= m.last_seq:
@@ -50,7 +61,19 @@ def build_bundle(seq: int, batch_records: Sequence[bytes], signed: SignedManifes
     }
     if public_key_pem is not None:
         bundle["batch"]["public_key_pem"] = public_key_pem
+    if rollups:
+        bundle["rollups"] = [_rollup_entry(p, m.batch, m.root) for p in rollups]
     return bundle
+
+
+def _rollup_entry(p: RollupProof, batch: int, root: bytes) -> dict[str, Any]:
+    r = p.rollup
+    index = batch - r.first_batch
+    if not 0 <= index < len(r.roots) or r.roots[index] != root:
+        raise BundleError(f"roll-up {r.number} for {r.target} does not hold batch {batch}'s root")
+    return {"target": r.target, "rollup": r.number, "first_batch": r.first_batch, "index": index,
+            "size": len(r.roots), "path": [h.hex() for h in r.path(batch)], "root": r.root.hex(),
+            "receipt": None if p.receipt is None else bytes(p.receipt).hex()}
 
 
 @dataclass
@@ -74,8 +97,10 @@ def _hex(value: Any, what: str) -> bytes:
 
 def verify_bundle(bundle: Mapping[str, Any], trusted: Mapping[str, Verifier] | None,
                   load_key: Callable[[str], Verifier] | None = None,
-                  check_anchor: Callable[[AnchorReceipt], str | None] | None = None) -> BundleCheck:
-    """Check every link: record → Merkle root → signed manifest → key → anchor (→ chain)."""
+                  check_anchor: Callable[[AnchorReceipt], str | None] | None = None,
+                  check_rollup: Callable[[str, AnchorReceipt], str | None] | None = None) -> BundleCheck:
+    """Check every link: record → Merkle root → signed manifest → key → anchor (→ chain), and for each
+    roll-up: batch root → roll-up root → roll-up anchor (→ that target's chain, via ``check_rollup``)."""
     steps: list[tuple[str, bool, str]] = []
     try:
         if bundle.get("version") != BUNDLE_VERSION or bundle.get("hash") != "sm3":
@@ -135,4 +160,54 @@ def verify_bundle(bundle: Mapping[str, Any], trusted: Mapping[str, Verifier] | N
             if check_anchor is not None:
                 why = check_anchor(receipt)
                 steps.append(("on chain", why is None, why or "the chain confirms the anchor"))
+    rollups = bundle.get("rollups", [])
+    if not isinstance(rollups, list):
+        steps.append(("roll-ups", False, "rollups must be a list"))
+        rollups = []
+    for entry in rollups:
+        steps.extend(_check_rollup_entry(entry, manifest.gw, manifest.batch, manifest.root, check_rollup))
     return BundleCheck(all(good for _, good, _ in steps), steps)
+
+
+def _int(entry: Mapping[str, Any], key: str) -> int:
+    v = entry.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BundleError(f"roll-up entry needs an integer {key}")
+    return v
+
+
+def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes,
+                        check_rollup: Callable[[str, AnchorReceipt], str | None] | None) -> list[tuple[str, bool, str]]:
+    try:
+        if not isinstance(entry, Mapping):
+            raise BundleError("a roll-up entry must be an object")
+        target = entry.get("target")
+        if not isinstance(target, str):
+            raise BundleError("roll-up entry needs a target")
+        number, first, index, size = (_int(entry, k) for k in ("rollup", "first_batch", "index", "size"))
+        path_raw = entry.get("path")
+        if not isinstance(path_raw, list) or len(path_raw) > MAX_PROOF_LEN:
+            raise BundleError("roll-up path must be a list of at most 64 hashes")
+        path = [_hex(h, "rollups[].path[]") for h in path_raw]
+        root = _hex(entry.get("root"), "rollups[].root")
+        receipt = None if entry.get("receipt") is None else AnchorReceipt.from_bytes(
+            _hex(entry.get("receipt"), "rollups[].receipt"))
+    except (BundleError, ReceiptError) as exc:
+        return [("roll-up", False, f"malformed entry: {exc}")]
+    name = f"roll-up {target}"
+    steps = [(name, index == batch - first and verify_rollup_path(batch_root, index, size, path, root),
+              f"batch {batch}'s root is leaf {index} of roll-up {number} ({size} batches), root {root.hex()[:16]}…")]
+    if receipt is None:
+        steps.append((f"{name} anchor", False, "the roll-up is not anchored yet"))
+        return steps
+    try:
+        expected_gw = rollup_gw(gw)
+    except EdgeError as exc:
+        return [*steps, (f"{name} anchor", False, str(exc))]
+    same = receipt.root == root and receipt.gw == expected_gw and receipt.batch == number
+    steps.append((f"{name} anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
+                  f"{receipt.chain_id} names this roll-up's root"))
+    if check_rollup is not None:
+        why = check_rollup(target, receipt)
+        steps.append((f"{name} on chain", why is None, why or f"the {target} chain confirms the roll-up"))
+    return steps

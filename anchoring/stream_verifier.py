@@ -9,7 +9,7 @@ pinned by the caller or, failing that, taken from the retained key topic and rep
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,6 +21,7 @@ from edge.errors import CodecError, EdgeError
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest
 from edge.merkle import merkle_root
 from edge.record import Record, decode_data_message
+from edge.rollup import Rollup, rollup_gw
 from edge.signing import Verifier
 from edge.sm3 import sm3
 from edge.topics import parse_topic
@@ -44,6 +45,8 @@ class Reason(StrEnum):
     MISSING_ANCHOR = "missing_anchor"
     ANCHOR_MISMATCH = "anchor_mismatch"
     ANCHOR_NOT_ON_CHAIN = "anchor_not_on_chain"
+    ROLLUP_MISMATCH = "rollup_mismatch"
+    MISSING_ROLLUP = "missing_rollup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class GatewayReport:
     unbatched: int = 0
     key_source: str = "none"
     problems: list[Problem] = field(default_factory=list)
+    # target → (roll-ups verified, batches they cover); checked on the target's chain if a checker was given
+    rollups: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -99,6 +104,8 @@ class VerificationReport:
                                                                      else ""))
             chain = "checked on the chain" if g.anchors_checked_on_chain else "not checked on a chain"
             lines.append(f"  anchors   {g.anchors_verified} of {g.batches_verified} batches ({chain})")
+            for target, (n, covered) in sorted(g.rollups.items()):
+                lines.append(f"  roll-ups  {n} on {target}, covering {covered} batches")
             lines.append(f"  key       {g.key_source}")
             lines.extend(_problem_lines(g.problems))
         lines.extend(_problem_lines(self.stray))
@@ -113,6 +120,7 @@ class VerificationReport:
                 "batches_verified": g.batches_verified, "records_in_verified_batches": g.records_in_verified_batches,
                 "anchors_verified": g.anchors_verified, "anchors_checked_on_chain": g.anchors_checked_on_chain,
                 "unbatched": g.unbatched, "key_source": g.key_source,
+                "rollups": {t: {"verified": n, "batches": c} for t, (n, c) in g.rollups.items()},
                 "problems": [_problem_json(p) for p in g.problems]} for gw, g in self.gateways.items()},
             "stray": [_problem_json(p) for p in self.stray],
         }
@@ -140,6 +148,7 @@ class _GatewayState:
     records: dict[int, bytes] = field(default_factory=dict)
     batches: dict[int, bytes] = field(default_factory=dict)  # batch number → signed manifest bytes
     receipts: dict[int, list[AnchorReceipt]] = field(default_factory=dict)
+    rollups: dict[tuple[str, int], tuple[Rollup, AnchorReceipt]] = field(default_factory=dict)
     key_pem: str | None = None
     key_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -189,6 +198,8 @@ class StreamVerifier:
                 known = st.receipts.setdefault(r.batch, [])
                 if r not in known:
                     known.append(r)
+            elif t.channel == "rollup":
+                self._feed_rollup(st, t.gw, t.target or "", payload)
             elif t.channel == "key":
                 m = cbor.expect_map(cbor.loads(payload), "key message", {"key_id", "pem"})
                 st.key_id = cbor.field(m, "key_id", str, "key")
@@ -220,6 +231,21 @@ class StreamVerifier:
             elif old != data:
                 self._note(st, Reason.CONFLICTING_DUPLICATE, f"two different records claim seq {rec.seq}", gw,
                            seq=rec.seq)
+
+    def _feed_rollup(self, st: _GatewayState, gw: str, target: str, payload: bytes) -> None:
+        m = cbor.expect_map(cbor.loads(payload), "rollup message", {"rollup", "receipt"})
+        rollup = Rollup.from_bytes(cbor.field(m, "rollup", bytes, "rollup message"))
+        receipt = AnchorReceipt.from_bytes(cbor.field(m, "receipt", bytes, "rollup message"))
+        if rollup.gw != gw or rollup.target != target:
+            self._note(st, Reason.WRONG_TOPIC, f"roll-up of {rollup.gw} for {rollup.target} published under "
+                       f"{gw}/rollup/{target}", gw)
+            return
+        key = (target, rollup.number)
+        old = st.rollups.get(key)
+        if old is not None and old != (rollup, receipt):
+            self._note(st, Reason.ROLLUP_MISMATCH, f"two different roll-ups claim {target} #{rollup.number}", gw)
+            return
+        st.rollups[key] = (rollup, receipt)
 
     def _feed_batch(self, st: _GatewayState, gw: str, payload: bytes) -> None:
         sm = SignedManifest.from_bytes(payload)
@@ -261,12 +287,17 @@ class StreamVerifier:
         return None
 
     def report(self, check_anchor: Callable[[AnchorReceipt], str | None] | None = None,
-               require_complete: bool = False) -> VerificationReport:
-        return VerificationReport({gw: self._check(gw, st, check_anchor, require_complete)
+               require_complete: bool = False, rollup_targets: Collection[str] = (),
+               check_rollup: Callable[[str, AnchorReceipt], str | None] | None = None) -> VerificationReport:
+        """``rollup_targets``: chains every batch must be rolled up to (checked with ``require_complete``);
+        ``check_rollup(target, receipt)`` checks a roll-up's anchor on that target's chain."""
+        return VerificationReport({gw: self._check(gw, st, check_anchor, require_complete, rollup_targets,
+                                                   check_rollup)
                                    for gw, st in self._gws.items()}, list(self._stray))
 
     def _check(self, gw: str, st: _GatewayState, check_anchor: Callable[[AnchorReceipt], str | None] | None,
-               require_complete: bool) -> GatewayReport:
+               require_complete: bool, rollup_targets: Collection[str] = (),
+               check_rollup: Callable[[str, AnchorReceipt], str | None] | None = None) -> GatewayReport:
         rep = GatewayReport(gw=gw, problems=list(st.problems), anchors_checked_on_chain=check_anchor is not None)
 
         def problem(reason: Reason, message: str, **kw: Any) -> None:
@@ -310,6 +341,7 @@ class StreamVerifier:
                 ok = self._check_anchor(n, m, st, rep, check_anchor, problem)
             prev_digest = sm3(sm.manifest_bytes)
             covered_to = m.last_seq
+        self._check_rollups(gw, st, rep, problem, require_complete, rollup_targets, check_rollup)
         # Records: gaps and coverage.
         if seqs:
             present = set(seqs)
@@ -324,6 +356,42 @@ class StreamVerifier:
                 problem(Reason.UNBATCHED, f"{rep.unbatched} record(s) after seq {covered_to} are in no batch",
                         seq=covered_to + 1)
         return rep
+
+    @staticmethod
+    def _check_rollups(gw: str, st: _GatewayState, rep: GatewayReport, problem: Callable[..., None],
+                       require_complete: bool, rollup_targets: Collection[str],
+                       check_rollup: Callable[[str, AnchorReceipt], str | None] | None) -> None:
+        """Each roll-up: its receipt anchors its root under ``<gw>.rollup``; its leaves are exactly the roots
+        of the signed batches it names; with ``check_rollup``, the target's chain confirms it."""
+        covered: dict[str, set[int]] = {}
+        for (target, number), (rollup, receipt) in sorted(st.rollups.items()):
+            ok = (receipt.root == rollup.root and receipt.gw == rollup_gw(gw) and receipt.batch == number)
+            if not ok:
+                problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: its receipt does not anchor its root")
+                continue
+            for i, root in enumerate(rollup.roots):
+                n = rollup.first_batch + i
+                signed = st.batches.get(n)
+                if signed is None or SignedManifest.from_bytes(signed).manifest.root != root:
+                    problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: leaf {i} is not the root of "
+                            f"signed batch {n}", batch=n)
+                    ok = False
+                    break
+            if ok and check_rollup is not None:
+                why = check_rollup(target, receipt)
+                if why is not None:
+                    problem(Reason.ANCHOR_NOT_ON_CHAIN, f"roll-up {number} on {target}: {why}")
+                    ok = False
+            if ok:
+                n_ok, n_batches = rep.rollups.get(target, (0, 0))
+                rep.rollups[target] = (n_ok + 1, n_batches + len(rollup.roots))
+                covered.setdefault(target, set()).update(range(rollup.first_batch, rollup.last_batch + 1))
+        if require_complete:
+            for target in rollup_targets:
+                missing = [n for n in sorted(st.batches) if n not in covered.get(target, set())]
+                if missing:
+                    problem(Reason.MISSING_ROLLUP, f"batches {missing[0]}..{missing[-1]} ({len(missing)}) are in no "
+                            f"verified roll-up on {target}", batch=missing[0])
 
     @staticmethod
     def _check_root(m: Manifest, st: _GatewayState, problem: Callable[..., None]) -> bool:

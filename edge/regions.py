@@ -25,3 +25,11 @@ assert len(GUANGDONG_CITIES) == 21 and len(REGIONS) == 23
 
 def is_region(name: str) -> bool:
     return name in REGIONS
+
+
+# Names an anchor target may take: the chain it anchors on, in the topology above.
+TARGETS = (*(f"{c}_supervision" for c in SUPERVISION_CHAINS), *REGIONS, *SCENARIO_CHAINS, JUDICIAL_CHAIN)
+
+
+def is_target(name: str) -> bool:
+    return name in TARGETS

@@ -12,7 +12,7 @@ from edge.errors import CodecError
 from edge.record import check_id
 
 ROOT = "tiyi/v1"
-CHANNELS = ("data", "batch", "anchor", "status", "key", "devices")
+CHANNELS = ("data", "batch", "anchor", "rollup", "status", "key", "devices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,10 @@ class Topics:
     def anchor(self) -> str:
         return f"{self.base}/anchor"
 
+    def rollup(self, target: str) -> str:
+        """Final roll-ups anchored on another chain of the topology (``target``), with their batch roots."""
+        return f"{self.base}/rollup/{check_id(target, 'target')}"
+
     @property
     def status(self) -> str:
         return f"{self.base}/status"
@@ -63,6 +67,7 @@ class ParsedTopic:
     gw: str
     channel: str
     dev: str | None = None
+    target: str | None = None  # the chain a roll-up message is about
 
 
 def parse_topic(topic: str) -> ParsedTopic:
@@ -81,6 +86,10 @@ def parse_topic(topic: str) -> ParsedTopic:
         if len(parts) != 7 or parts[6] != "state":
             raise CodecError(f"device topic {topic!r} must end in /devices/<device>/state")
         return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
+    if channel == "rollup":
+        if len(parts) != 6:
+            raise CodecError(f"roll-up topic {topic!r} must end in /rollup/<target>")
+        return ParsedTopic(region, gw, channel, target=check_id(parts[5], "target"))
     if channel not in CHANNELS or len(parts) != 5:
         raise CodecError(f"topic {topic!r} has an unknown channel")
     return ParsedTopic(region, gw, channel)

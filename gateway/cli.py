@@ -56,6 +56,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="anchor on this EVM JSON-RPC node (ganache, FISCO BCOS Web3 RPC, Besu) instead of the "
                         "in-process chain; the Anchor contract is deployed unless --contract is given")
     p.add_argument("--contract", default=None, help="address of an existing Anchor contract on --chain")
+    p.add_argument("--rollup-every", type=float, default=10.0, metavar="S",
+                   help="also anchor a roll-up of the batch roots every S seconds on a second in-process chain, "
+                        "as a supervision chain would get (default 10; 0: none)")
     p.add_argument("--ble", action="store_true",
                    help="emulate the straps as Bluetooth peripherals (Bumble) and collect them through the gateway's "
                         "real bleak code path, instead of feeding frames directly")
@@ -88,6 +91,9 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="check one proof bundle (tiyi proof export) instead of a stream; with --rpc also on chain")
     p.add_argument("--save", type=Path, default=None, help="also write received messages to this capture file")
     p.add_argument("--rpc", default=None, help="chain JSON-RPC URL: check each anchor receipt on the chain")
+    p.add_argument("--rollup-rpc", action="append", default=[], metavar="TARGET=URL",
+                   help="a roll-up target's chain (e.g. health_supervision=http://node:8545): check roll-up "
+                        "anchors there too (repeatable)")
     p.add_argument("--key", type=Path, action="append", default=[],
                    help="trusted gateway public key (SPKI PEM); repeatable. Without it the retained key topic is "
                         "trusted on first use, and the summary says so")

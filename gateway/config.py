@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from edge.errors import CodecError
 from edge.record import check_id
-from edge.regions import REGIONS, is_region
+from edge.regions import REGIONS, TARGETS, is_region, is_target
+from edge.rollup import rollup_gw
 from gateway.errors import ConfigError
 
 ChainKind = Literal["inproc", "evm", "fisco2", "none"]
@@ -49,6 +50,8 @@ class PublishConfig:
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
     kind: ChainKind = "inproc"
+    # Which chain of the "2+23+X+M" topology this is (edge.regions.TARGETS); "" means the gateway's region.
+    target: str = ""
     url: str | None = None
     contract: str | None = None
     account_key_file: Path | None = None
@@ -59,6 +62,15 @@ class ChainConfig:
     # FISCO BCOS 2.x native RPC (kind = "fisco2", 国密 groups): the group and the chain's fiscoChainId.
     group_id: int = 1
     fisco_chain_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RollupConfig:
+    """A second anchor target that gets one roll-up per period instead of every batch (``[[rollup]]``)."""
+
+    target: str
+    period_s: float = 3600.0
+    chain: ChainConfig = field(default_factory=ChainConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,11 @@ class GatewayConfig:
     chain: ChainConfig = field(default_factory=ChainConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     ble: BleConfig = field(default_factory=BleConfig)
+    rollups: tuple[RollupConfig, ...] = ()
+
+    @property
+    def chain_target(self) -> str:
+        return self.chain.target or self.region
 
     @property
     def journal_path(self) -> Path:
@@ -110,6 +127,33 @@ class GatewayConfig:
     @property
     def chain_key_path(self) -> Path:
         return self.chain.account_key_file or self.state_dir / "keys" / "chain-account.key"
+
+    def _check_targets(self) -> None:
+        if self.chain.target and not is_target(self.chain.target):
+            raise _target_error("chain.target", self.chain.target)
+        seen: set[str] = set()
+        for i, r in enumerate(self.rollups):
+            where = f"rollup[{i}]"
+            if not is_target(r.target):
+                raise _target_error(f"{where}.target", r.target)
+            if r.target in seen:
+                raise ConfigError(f"{where}.target {r.target!r} is configured twice")
+            seen.add(r.target)
+            if r.period_s < 1:
+                raise ConfigError(f"{where}.period_s must be at least 1 second")
+            if r.chain.kind not in ("evm", "fisco2", "inproc"):
+                raise ConfigError(f"{where}.kind must be evm or fisco2")
+            if r.chain.kind in ("evm", "fisco2") and not r.chain.url:
+                raise ConfigError(f"{where} (kind {r.chain.kind}) needs url, the node's JSON-RPC endpoint")
+            if r.chain.kind == "fisco2" and not r.chain.contract:
+                raise ConfigError(f"{where} (kind fisco2) needs contract")
+        if self.rollups and self.chain.kind == "none":
+            raise ConfigError("roll-ups need batches anchored first: [chain] kind must not be 'none'")
+        if self.rollups:
+            try:
+                rollup_gw(self.gateway_id)
+            except CodecError as exc:
+                raise ConfigError(str(exc)) from exc
 
     def validated(self) -> GatewayConfig:
         """Check cross-field rules; returns self so it chains after construction."""
@@ -133,6 +177,7 @@ class GatewayConfig:
                               "(SM3 selectors) and give its address")
         if not 0 <= self.chain.confirmations <= 10_000:
             raise ConfigError("chain.confirmations must be 0..10000")
+        self._check_targets()
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
         if self.ble.scan_stall_s < 5 or not self.ble.adapter.startswith("hci") or not self.ble.adapter[3:].isdigit():
@@ -148,6 +193,10 @@ _SECTIONS: dict[str, type] = {
 }
 _TOP_KEYS = {"id": "gateway_id", "region": "region", "state_dir": "state_dir", "key_file": "key_file",
              "source": "source"}
+
+
+def _target_error(where: str, name: str) -> ConfigError:
+    return ConfigError(f"{where} {name!r} is not a chain of the alliance topology; use one of: {', '.join(TARGETS)}")
 
 
 def _allow_entry(entry: str, origin: str) -> str:
@@ -189,6 +238,22 @@ def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
     return cls(**kwargs)
 
 
+def _rollup(raw: dict[str, Any], i: int, origin: str) -> RollupConfig:
+    rest = dict(raw)
+    target = rest.pop("target", None)
+    if not isinstance(target, str):
+        raise ConfigError(f"{origin}: rollup[{i}] needs target = \"<chain name>\" (e.g. health_supervision)")
+    period = rest.pop("period_s", 3600.0)
+    if isinstance(period, bool) or not isinstance(period, int | float):
+        raise ConfigError(f"{origin}: rollup[{i}].period_s must be a number")
+    if "target" in rest:
+        raise ConfigError(f"{origin}: rollup[{i}] sets target twice")
+    chain = _coerce(ChainConfig, f"rollup[{i}]", rest, origin)
+    if chain.kind not in ("evm", "fisco2", "inproc", "none"):
+        raise ConfigError(f"{origin}: rollup[{i}].kind must be evm or fisco2")
+    return RollupConfig(target, float(period), replace(chain, target=target))
+
+
 def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfig:
     """Build a validated config from parsed TOML."""
     top: dict[str, Any] = {}
@@ -207,12 +272,17 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfi
                 elif not isinstance(v, str):
                     raise ConfigError(f"{origin}: [gateway] {key} must be a string")
                 top[name] = v
+        elif section == "rollup":
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])")
+            top["rollups"] = tuple(_rollup(v, i, origin) for i, v in enumerate(value))
         elif section in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: [{section}] must be a table")
             top[section] = _coerce(_SECTIONS[section], section, value, origin)
         else:
-            raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)})")
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)}, "
+                              "[[rollup]])")
     if top.get("source", "sim") not in ("sim", "ble"):
         raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
     if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):

@@ -33,7 +33,7 @@ from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
 from gateway.clock import monotonic, wall_ms
-from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig
+from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.ble.source import BleakSource
 
 log = logging.getLogger("tiyi.demo")
+SUPERVISION_TARGET = "health_supervision"
 
 
 class Progress:
@@ -102,13 +103,27 @@ async def _demo(args: argparse.Namespace) -> int:
         else:
             chain = EvmChainClient.connect(args.chain, account, contract=args.contract)
             where = f"{args.chain}{'' if args.contract else ' (contract deployed now)'}"
-        print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}")
+        print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
+              f"every batch (the {args.region} sub-chain)")
+        # A second target, as a supervision chain would be: one roll-up of the batch roots per period.
+        rollup_every = getattr(args, "rollup_every", 0.0) or 0.0
+        rollups: tuple[RollupConfig, ...] = ()
+        rollup_chains: dict[str, EvmChainClient] = {}
+        if rollup_every > 0:
+            sup_dev = DevChain()
+            sup = EvmChainClient(sup_dev.web3, account, contract=sup_dev.contract_address)
+            sup_dev.fund(sup.account_address)
+            rollups = (RollupConfig(SUPERVISION_TARGET, rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
+                                                                                 target=SUPERVISION_TARGET)),)
+            rollup_chains[SUPERVISION_TARGET] = sup
+            print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {rollup_every:g} s "
+                  f"({SUPERVISION_TARGET})")
 
         cfg = GatewayConfig(
             gateway_id=args.gateway_id, region=args.region, state_dir=state_dir,
             mqtt=MqttConfig(url=url, protocol="3.1.1" if broker else "auto"),
             batch=BatchConfig(max_records=args.batch_records, max_age_s=args.batch_seconds),
-            publish=PublishConfig(), chain=ChainConfig(kind="inproc", poll_s=0.2),
+            publish=PublishConfig(), chain=ChainConfig(kind="inproc", poll_s=0.2), rollups=rollups,
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)
         print(f"gateway  {cfg.gateway_id} in {cfg.region}, state in {state_dir}")
@@ -121,7 +136,7 @@ async def _demo(args: argparse.Namespace) -> int:
         collector = asyncio.create_task(_collect(url, cfg.mqtt.protocol, topics, verifier, received))
         await asyncio.sleep(0.3)
 
-        parts = assemble(cfg, chain, url)
+        parts = assemble(cfg, chain, url, rollup_chains)
         gw = parts.gateway
         await gw.start()
         scenario: Scenario | None = getattr(args, "scenario", None)
@@ -164,7 +179,8 @@ async def _demo(args: argparse.Namespace) -> int:
             last_records, last_t = m.records, now
             progress.show(f"{now - start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
                           f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
-                          f"messages seen by verifier {received[0]}")
+                          + (f"roll-ups {m.rollups_final}  " if rollups else "")
+                          + f"messages seen by verifier {received[0]}")
             if args.duration is not None and now - start >= args.duration:
                 stop.set()
         progress.show("stopping: finishing batches and anchors ...", final=True)
@@ -182,7 +198,9 @@ async def _demo(args: argparse.Namespace) -> int:
         if broker is not None:
             await broker.stop()
 
-        report = verifier.report(check_anchor=lambda r: check_receipt(r, chain), require_complete=True)
+        report = verifier.report(check_anchor=lambda r: check_receipt(r, chain), require_complete=True,
+                                 rollup_targets=list(rollup_chains),
+                                 check_rollup=lambda t, r: check_receipt(r, rollup_chains[t]))
         print()
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
               f"({gw.metrics.frames_joined} notifications joined into multi-part records), "

@@ -59,6 +59,23 @@ CREATE TABLE IF NOT EXISTS anchors (
     attempts INTEGER NOT NULL DEFAULT 0,
     published INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS rollups (
+    target TEXT NOT NULL,
+    rollup INTEGER NOT NULL,
+    first_batch INTEGER NOT NULL,
+    last_batch INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    raw_tx BLOB,
+    tx_hash BLOB,
+    receipt BLOB,
+    block_number INTEGER,
+    block_hash BLOB,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    published INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (target, rollup)
+);
 """
 
 
@@ -288,20 +305,25 @@ class SqliteJournal:
                          block_hash: bytes | None = None) -> None:
         """Move a job to ``state``; given fields replace stored ones (``pending`` clears the old tx, ``signed``
         the block it was once seen in)."""
+        self._set_state("anchors", "batch = ?", (batch,), state, raw_tx, tx_hash, receipt, block_number, block_hash)
+
+    def _set_state(self, table: str, where: str, key: tuple[object, ...], state: str, raw_tx: bytes | None,
+                   tx_hash: bytes | None, receipt: bytes | None, block_number: int | None,
+                   block_hash: bytes | None) -> None:
         if state not in ANCHOR_STATES:
             raise JournalError(f"unknown anchor state {state!r}")
         if state == "pending":
-            self._tx([("UPDATE anchors SET state = 'pending', raw_tx = NULL, tx_hash = NULL, block_number = NULL, "
-                       "block_hash = NULL, attempts = attempts + 1 WHERE batch = ?", (batch,), False)])
+            self._tx([(f"UPDATE {table} SET state = 'pending', raw_tx = NULL, tx_hash = NULL, "  # noqa: S608
+                       f"block_number = NULL, block_hash = NULL, attempts = attempts + 1 WHERE {where}", key, False)])
             return
         if state == "signed" and raw_tx is None:  # back from 'included': the block it was in is gone
-            self._tx([("UPDATE anchors SET state = 'signed', block_number = NULL, block_hash = NULL, "
-                       "attempts = attempts + 1 WHERE batch = ?", (batch,), False)])
+            self._tx([(f"UPDATE {table} SET state = 'signed', block_number = NULL, block_hash = NULL, "  # noqa: S608
+                       f"attempts = attempts + 1 WHERE {where}", key, False)])
             return
-        self._tx([("UPDATE anchors SET state = ?, raw_tx = COALESCE(?, raw_tx), tx_hash = COALESCE(?, tx_hash), "
-                   "receipt = COALESCE(?, receipt), block_number = COALESCE(?, block_number), "
-                   "block_hash = COALESCE(?, block_hash) WHERE batch = ?",
-                   (state, raw_tx, tx_hash, receipt, block_number, block_hash, batch), False)])
+        self._tx([(f"UPDATE {table} SET state = ?, raw_tx = COALESCE(?, raw_tx), "  # noqa: S608
+                   "tx_hash = COALESCE(?, tx_hash), receipt = COALESCE(?, receipt), "
+                   f"block_number = COALESCE(?, block_number), block_hash = COALESCE(?, block_hash) WHERE {where}",
+                   (state, raw_tx, tx_hash, receipt, block_number, block_hash, *key), False)])
 
     def unpublished_receipts(self) -> list[tuple[int, bytes]]:
         rows = self._query("SELECT batch, receipt FROM anchors WHERE receipt IS NOT NULL AND published = 0 "
@@ -310,6 +332,79 @@ class SqliteJournal:
 
     def mark_receipt_published(self, batch: int) -> None:
         self._tx([("UPDATE anchors SET published = 1 WHERE batch = ?", (batch,), False)])
+
+    # ------------------------------------------------------------------ roll-ups (second anchor targets)
+    def batch_roots(self, first: int, last: int) -> list[bytes]:
+        rows = self._query("SELECT root FROM batches WHERE batch BETWEEN ? AND ? ORDER BY batch", (first, last))
+        if len(rows) != last - first + 1:
+            raise JournalError(f"journal lacks batches in {first}..{last}")
+        return [bytes(r) for (r,) in rows]
+
+    def last_rollup(self, target: str) -> tuple[int, int] | None:
+        """(number, last batch) of ``target``'s latest roll-up."""
+        rows = self._query("SELECT rollup, last_batch FROM rollups WHERE target = ? ORDER BY rollup DESC LIMIT 1",
+                           (target,))
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]))
+
+    def add_rollup(self, target: str, rollup: int, first_batch: int, last_batch: int, root: bytes) -> None:
+        """Store a roll-up and its pending anchor job, checking it continues the previous one exactly."""
+        prev = self.last_rollup(target)
+        exp_number, exp_first = (1, 1) if prev is None else (prev[0] + 1, prev[1] + 1)
+        if (rollup, first_batch) != (exp_number, exp_first):
+            raise JournalError(f"roll-up {rollup} for {target} from batch {first_batch} breaks continuity: expected "
+                               f"roll-up {exp_number} from batch {exp_first}")
+        last = self.last_batch()
+        if last is None or last_batch > last.batch or last_batch < first_batch:
+            raise JournalError(f"roll-up {rollup} covers batches {first_batch}..{last_batch} that do not exist")
+        self._tx([("INSERT INTO rollups(target, rollup, first_batch, last_batch, root, count, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                   (target, rollup, first_batch, last_batch, root, last_batch - first_batch + 1), False)])
+
+    def rollup_jobs(self, target: str, states: Collection[str]) -> list[AnchorJob]:
+        """Roll-up anchor jobs, as ``AnchorJob``s whose ``batch`` is the roll-up number."""
+        marks = ",".join("?" * len(states))
+        rows = self._query(
+            f"SELECT rollup, root, count, state, raw_tx, tx_hash, receipt, attempts, published, "  # noqa: S608
+            f"block_number, block_hash FROM rollups WHERE target = ? AND state IN ({marks}) ORDER BY rollup",
+            (target, *states))
+        return [AnchorJob(int(b), bytes(r), int(c), str(s), None if raw is None else bytes(raw),
+                          None if h is None else bytes(h), None if rc is None else bytes(rc), int(a), bool(p),
+                          None if bn is None else int(bn), None if bh is None else bytes(bh))
+                for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
+
+    def set_rollup_state(self, target: str, rollup: int, state: str, raw_tx: bytes | None = None,
+                         tx_hash: bytes | None = None, receipt: bytes | None = None, block_number: int | None = None,
+                         block_hash: bytes | None = None) -> None:
+        self._set_state("rollups", "target = ? AND rollup = ?", (target, rollup), state, raw_tx, tx_hash, receipt,
+                        block_number, block_hash)
+
+    def rollup_range(self, target: str, rollup: int) -> tuple[int, int]:
+        rows = self._query("SELECT first_batch, last_batch FROM rollups WHERE target = ? AND rollup = ?",
+                           (target, rollup))
+        if not rows:
+            raise JournalError(f"no roll-up {rollup} for {target}")
+        return int(rows[0][0]), int(rows[0][1])
+
+    def rollup_for_batch(self, target: str, batch: int) -> tuple[int, int, int, bytes | None] | None:
+        """(roll-up number, first batch, last batch, final receipt or None) of the roll-up holding ``batch``."""
+        rows = self._query("SELECT rollup, first_batch, last_batch, receipt FROM rollups WHERE target = ? AND "
+                           "? BETWEEN first_batch AND last_batch", (target, batch))
+        if not rows:
+            return None
+        n, f, last, rc = rows[0]
+        return int(n), int(f), int(last), None if rc is None else bytes(rc)
+
+    def unpublished_rollups(self, target: str) -> list[tuple[int, bytes]]:
+        rows = self._query("SELECT rollup, receipt FROM rollups WHERE target = ? AND receipt IS NOT NULL AND "
+                           "published = 0 ORDER BY rollup", (target,))
+        return [(int(n), bytes(r)) for n, r in rows]
+
+    def mark_rollup_published(self, target: str, rollup: int) -> None:
+        self._tx([("UPDATE rollups SET published = 1 WHERE target = ? AND rollup = ?", (target, rollup), False)])
+
+    def rollups_open(self) -> int:
+        """Roll-ups not yet final, or final but not yet published."""
+        return int(self._query("SELECT COUNT(*) FROM rollups WHERE state != 'final' OR published = 0")[0][0])
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> JournalStats:

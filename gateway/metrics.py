@@ -21,6 +21,9 @@ class Metrics:
     anchors_included: int = 0
     anchors_final: int = 0
     anchors_reverted: int = 0
+    rollups: int = 0
+    rollups_final: int = 0
+    rollups_published: int = 0
     receipts_published: int = 0
     chain_errors: int = 0
     journal_errors: int = 0

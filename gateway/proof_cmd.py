@@ -6,15 +6,16 @@ import argparse
 import json
 import sys
 
-from anchoring.bundle import BundleError, build_bundle, verify_bundle
+from anchoring.bundle import BundleError, RollupProof, build_bundle, verify_bundle
 from anchoring.receipt import AnchorReceipt
 from edge.manifest import SignedManifest
+from edge.rollup import Rollup
 from edge.sm2 import load_public_key_pem
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
-from gateway.verify_cmd import anchor_checker, trusted_keys
+from gateway.verify_cmd import anchor_checker, rollup_checker, trusted_keys
 
 
 def export_main(args: argparse.Namespace) -> int:
@@ -27,11 +28,19 @@ def export_main(args: argparse.Namespace) -> int:
         signed = SignedManifest.from_bytes(found[0])
         m = signed.manifest
         records = journal.records(m.first_seq, m.last_seq)
+        rollups = []
+        for r in cfg.rollups:
+            held = journal.rollup_for_batch(r.target, m.batch)
+            if held is None:
+                continue  # not rolled up yet: the bundle proves against the batch anchor only
+            number, first, last, rreceipt = held
+            rollup = Rollup(cfg.gateway_id, r.target, number, first, tuple(journal.batch_roots(first, last)))
+            rollups.append(RollupProof(rollup, None if rreceipt is None else AnchorReceipt.from_bytes(rreceipt)))
     finally:
         journal.close()
     receipt = None if found[1] is None else AnchorReceipt.from_bytes(found[1])
     pem = load_signer(cfg.signing_key_path).public_key_pem()
-    bundle = build_bundle(args.seq, records, signed, receipt, pem)
+    bundle = build_bundle(args.seq, records, signed, receipt, pem, rollups)
     text = json.dumps(bundle, indent=2) + "\n"
     if args.output is None:
         sys.stdout.write(text)
@@ -53,7 +62,8 @@ def verify_bundle_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bundle {args.bundle}: not a proof bundle")
     keys = trusted_keys(args.key)
     try:
-        result = verify_bundle(bundle, keys, load_public_key_pem, anchor_checker(args.rpc))
+        result = verify_bundle(bundle, keys, load_public_key_pem, anchor_checker(args.rpc),
+                               rollup_checker(args.rollup_rpc))
     except BundleError as exc:
         raise ConfigError(str(exc)) from exc
     print(result.summary())
@@ -61,4 +71,6 @@ def verify_bundle_main(args: argparse.Namespace) -> int:
         print("note: the signing key came from the bundle itself; pin it with --key for a real check")
     if args.rpc is None:
         print("note: the anchor was not checked against a chain (give --rpc URL)")
+    if bundle.get("rollups") and not args.rollup_rpc:
+        print("note: the roll-up anchors were not checked against their chains (give --rollup-rpc TARGET=URL)")
     return 0 if result.ok else 1

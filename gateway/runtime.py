@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from anchoring.chain import ChainClient
-from gateway.config import GatewayConfig, load_config
+from gateway.config import ChainConfig, GatewayConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
@@ -79,27 +80,43 @@ def secret_file(path: Path) -> bytes:
 
 
 def build_chain(cfg: GatewayConfig) -> ChainClient | None:
-    if cfg.chain.kind == "none":
+    """The client for the per-batch target ``[chain]``."""
+    return _client(cfg.chain, cfg.chain_key_path, "chain")
+
+
+def build_rollup_chains(cfg: GatewayConfig) -> dict[str, ChainClient]:
+    """A client per ``[[rollup]]`` target; each account key defaults to the ``[chain]`` one (one gateway
+    identity across chains), or is its own with ``account_key_file``."""
+    out: dict[str, ChainClient] = {}
+    for i, r in enumerate(cfg.rollups):
+        client = _client(r.chain, r.chain.account_key_file or cfg.chain_key_path, f"rollup[{i}]")
+        assert client is not None
+        out[r.target] = client
+    return out
+
+
+def _client(chain: ChainConfig, account_key: Path, where: str) -> ChainClient | None:
+    if chain.kind == "none":
         return None
-    if cfg.chain.kind == "inproc":
-        raise ConfigError("chain.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
-                          "with chain.url (for a local chain: `tiyi chain dev`)")
-    assert cfg.chain.url is not None
-    if cfg.chain.kind == "fisco2":
+    if chain.kind == "inproc":
+        raise ConfigError(f"{where}.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
+                          f"with {where}.url (for a local chain: `tiyi chain dev`)")
+    assert chain.url is not None
+    if chain.kind == "fisco2":
         from anchoring.fisco2 import Fisco2ChainClient
         from gateway.keys import generate_keypair
 
         # A 国密 chain account is an SM2 key of its own, kept apart from the manifest-signing key.
-        key_dir = cfg.chain_key_path.parent / "fisco-account"
+        key_dir = account_key.parent / "fisco-account"
         if not (key_dir / "gateway.key").exists():
             generate_keypair(key_dir)
-        assert cfg.chain.contract is not None
-        return Fisco2ChainClient(cfg.chain.url, load_signer(key_dir / "gateway.key"),
-                                 bytes.fromhex(cfg.chain.contract.removeprefix("0x")), cfg.chain.group_id,
-                                 cfg.chain.fisco_chain_id)
+        assert chain.contract is not None
+        return Fisco2ChainClient(chain.url, load_signer(key_dir / "gateway.key"),
+                                 bytes.fromhex(chain.contract.removeprefix("0x")), chain.group_id,
+                                 chain.fisco_chain_id)
     from anchoring.evm import EvmChainClient
 
-    return EvmChainClient.connect(cfg.chain.url, chain_account_key(cfg.chain_key_path), contract=cfg.chain.contract)
+    return EvmChainClient.connect(chain.url, chain_account_key(account_key), contract=chain.contract)
 
 
 @dataclass
@@ -108,7 +125,8 @@ class Assembled:
     journal: SqliteJournal
 
 
-def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | None = None) -> Assembled:
+def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | None = None,
+             rollup_chains: Mapping[str, ChainClient] | None = None) -> Assembled:
     cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     if not cfg.signing_key_path.exists():
@@ -116,7 +134,7 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
                            f"{cfg.signing_key_path.parent}`")
     signer = load_signer(cfg.signing_key_path)
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
-    return Assembled(Gateway(cfg, journal, publisher, signer, chain), journal)
+    return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains), journal)
 
 
 def make_source(cfg: GatewayConfig) -> BleSource:
@@ -146,7 +164,7 @@ async def device_state_loop(gw: Gateway, source: BleSource, every_s: float = 5.0
 
 async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
     chain = build_chain(cfg)
-    parts = assemble(cfg, chain)
+    parts = assemble(cfg, chain, rollup_chains=build_rollup_chains(cfg))
     gw = parts.gateway
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

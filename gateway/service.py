@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from anchoring.chain import ChainClient
@@ -32,10 +33,11 @@ from edge.gatt import decode
 from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import SALT_BYTES, Record, encode_data_message
+from edge.rollup import Rollup, rollup_gw
 from edge.signing import Signer
 from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, RollupConfig
 from gateway.errors import JournalError, PublishError
 from gateway.journal import AnchorJob, SqliteJournal
 from gateway.metrics import Metrics
@@ -64,18 +66,36 @@ class Backlog:
     unpublished_batches: int
     anchors_open: int
     unpublished_receipts: int
+    rollups_open: int = 0  # roll-ups not final or not published, plus batches not yet rolled up
 
     @property
     def empty(self) -> bool:
         return not (self.undelivered or self.unbatched or self.unpublished_batches or self.anchors_open
-                    or self.unpublished_receipts)
+                    or self.unpublished_receipts or self.rollups_open)
+
+
+@dataclass
+class AnchorTarget:
+    """One anchor queue: the per-batch target, or a roll-up target (one anchor per period)."""
+
+    name: str
+    chain: ChainClient
+    anchor_gw: str  # the id anchors are recorded under on chain
+    confirmations: int
+    poll_s: float
+    jobs: Callable[[Collection[str]], list[AnchorJob]]
+    set_state: Callable[..., None]
+    rollup: RollupConfig | None = None
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tiyi-chain"))
+    retry_at: float = 0.0
 
 
 class Gateway:
     """Owns the pipeline tasks. Create, ``await start()``, feed ``submit``, ``await stop()``."""
 
     def __init__(self, cfg: GatewayConfig, journal: SqliteJournal, publisher: Publisher, signer: Signer,
-                 chain: ChainClient | None) -> None:
+                 chain: ChainClient | None, rollup_chains: Mapping[str, ChainClient] | None = None) -> None:
+        """``rollup_chains`` holds a client per ``[[rollup]]`` target of ``cfg``, by target name."""
         self.cfg = cfg
         self.topics = Topics(cfg.region, cfg.gateway_id)
         self.journal = journal
@@ -86,7 +106,19 @@ class Gateway:
         self._frames: asyncio.Queue[tuple[Frame, int, bool]] = asyncio.Queue(INGEST_QUEUE_FRAMES)
         self._last_clock: tuple[int, float] | None = None  # (wall ms, monotonic s) of the previous frame
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tiyi-journal")
-        self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="tiyi-chain")
+        self.targets: list[AnchorTarget] = []
+        if chain is not None:
+            self.targets.append(AnchorTarget(cfg.chain_target, chain, cfg.gateway_id, cfg.chain.confirmations,
+                                             cfg.chain.poll_s, journal.anchor_jobs, journal.set_anchor_state))
+        for r in cfg.rollups:
+            client = (rollup_chains or {}).get(r.target)
+            if client is None:
+                raise ValueError(f"no chain client for roll-up target {r.target}")
+            self.targets.append(AnchorTarget(
+                r.target, client, rollup_gw(cfg.gateway_id), r.chain.confirmations, r.chain.poll_s,
+                functools.partial(journal.rollup_jobs, r.target), functools.partial(journal.set_rollup_state, r.target),
+                r))
+        self._inflight_rollups: set[tuple[str, int]] = set()
         self._wake_publish = asyncio.Event()
         self._wake_batch = asyncio.Event()
         self._wake_anchor = asyncio.Event()
@@ -114,9 +146,11 @@ class Gateway:
         self.publisher.on_connect = self._on_connect
         await self.publisher.start()
         loops = [self._ingest_loop, self._publish_loop, self._ack_loop, self._batch_loop]
-        if self.chain is not None:
+        if self.targets:
             loops.append(self._anchor_loop)
         self._tasks = [asyncio.create_task(f(), name=f.__name__) for f in loops]
+        self._tasks += [asyncio.create_task(self._rollup_loop(t), name=f"rollup-{t.name}")
+                        for t in self.targets if t.rollup is not None]
         log.info("gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region,
                  self.journal.next_seq)
 
@@ -148,10 +182,21 @@ class Gateway:
         st = await self._run(self.journal.stats)
         rng = await self._run(self.journal.unbatched_range)
         unbatched = 0 if rng is None else rng[1] - rng[0] + 1
+        rollups = await self._run(self._rollup_backlog)
         return Backlog(undelivered=st.undelivered, unbatched=unbatched,
                        unpublished_batches=st.unpublished_batches,
                        anchors_open=sum(n for s, n in st.anchors.items() if s != "final"),
-                       unpublished_receipts=st.unpublished_receipts)
+                       unpublished_receipts=st.unpublished_receipts, rollups_open=rollups)
+
+    def _rollup_backlog(self) -> int:
+        if not self.cfg.rollups:
+            return 0
+        last = self.journal.last_batch()
+        behind = 0
+        for r in self.cfg.rollups:
+            prev = self.journal.last_rollup(r.target)
+            behind += (0 if last is None else last.batch) - (0 if prev is None else prev[1])
+        return self.journal.rollups_open() + behind
 
     async def drain(self, timeout: float) -> bool:
         """Close the last batch and wait until everything is delivered, signed and anchored."""
@@ -183,15 +228,17 @@ class Gateway:
         await self.publisher.stop()
         await self._flush_acks()
         self._io.shutdown(wait=True)
-        self._chain_pool.shutdown(wait=True)
+        for target in self.targets:
+            target.pool.shutdown(wait=True)
         log.info("gateway stopped (%s)", "drained" if drained else "work left in the journal for next start")
         return drained
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    async def _run_chain(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._chain_pool, fn, *args)
+    @staticmethod
+    async def _run_chain(target: AnchorTarget, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(target.pool, fn, *args)
 
     # ---------------------------------------------------------------- ingest
     async def _ingest_loop(self) -> None:
@@ -311,6 +358,7 @@ class Gateway:
         self._cursor = 0
         self._inflight_batches.clear()
         self._inflight_receipts.clear()
+        self._inflight_rollups.clear()
         self._device_states.clear()  # re-announce device states after a reconnect
         key = cbor.dumps({"key_id": self.signer.key_id, "pem": self.signer.public_key_pem()})
         await self.publisher.publish(self.topics.key, key, 1, True)
@@ -365,7 +413,36 @@ class Gateway:
             self._inflight_receipts.add(batch)
             fut = await self.publisher.publish(self.topics.anchor, payload, 1, False)
             fut.add_done_callback(self._on_receipt_ack(batch))
+        for t in self.targets:
+            if t.rollup is not None:
+                did |= await self._publish_rollups(t.name)
         return did
+
+    async def _publish_rollups(self, target: str) -> bool:
+        """A final roll-up goes out with its batch roots, so a platform can check every batch against it."""
+        did = False
+        for number, receipt in await self._run(self.journal.unpublished_rollups, target):
+            key = (target, number)
+            if key in self._inflight_rollups:
+                continue
+            did = True
+            self._inflight_rollups.add(key)
+            first, last = await self._run(self.journal.rollup_range, target, number)
+            roots = await self._run(self.journal.batch_roots, first, last)
+            rollup = Rollup(self.cfg.gateway_id, target, number, first, tuple(roots))
+            payload = cbor.dumps({"rollup": bytes(rollup), "receipt": receipt})
+            fut = await self.publisher.publish(self.topics.rollup(target), payload, 1, False)
+            fut.add_done_callback(self._on_rollup_ack(key))
+        return did
+
+    def _on_rollup_ack(self, key: tuple[str, int]) -> Callable[[asyncio.Future[None]], None]:
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._inflight_rollups.discard(key)
+                return
+            self.metrics.rollups_published += 1
+            self._spawn(self._run(self.journal.mark_rollup_published, *key))
+        return done
 
     def _on_data_ack(self, seqs: list[int], gen: int) -> Callable[[asyncio.Future[None]], None]:
         def done(f: asyncio.Future[None]) -> None:
@@ -462,77 +539,123 @@ class Gateway:
 
     # ---------------------------------------------------------------- anchoring
     async def _anchor_loop(self) -> None:
+        """Advance every target's queue; one target's outage never holds up another's."""
         while True:
             self._wake_anchor.clear()
-            try:
-                busy = await self._anchor_once()
-            except AnchoringError as exc:
-                self.metrics.chain_errors += 1
-                self.last_error = f"chain: {exc}"
-                log.warning("anchoring paused: %s (retrying in %.0f s)", exc, ANCHOR_RETRY_S)
-                await asyncio.sleep(ANCHOR_RETRY_S)
-                continue
+            busy = False
+            for target in self.targets:
+                if monotonic() < target.retry_at:
+                    continue
+                try:
+                    busy |= await self._anchor_once(target)
+                except AnchoringError as exc:
+                    self.metrics.chain_errors += 1
+                    self.last_error = f"chain {target.name}: {exc}"
+                    log.warning("anchoring on %s paused: %s (retrying in %.0f s)", target.name, exc, ANCHOR_RETRY_S)
+                    target.retry_at = monotonic() + ANCHOR_RETRY_S
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_anchor.wait(), self.cfg.chain.poll_s)
+                    await asyncio.wait_for(self._wake_anchor.wait(), min(t.poll_s for t in self.targets))
 
-    async def _anchor_once(self) -> bool:
-        chain = self.chain
-        assert chain is not None
-        jobs = await self._run(self.journal.anchor_jobs, ("pending", "signed", "submitted", "included"))
+    async def _anchor_once(self, target: AnchorTarget) -> bool:
+        chain, what = target.chain, "roll-up" if target.rollup else "batch"
+        jobs = await self._run(target.jobs, ("pending", "signed", "submitted", "included"))
         progressed = False
         for job in jobs:
             if job.state == "pending":
-                tx = await self._run_chain(chain.prepare_anchor, job.root, self.cfg.gateway_id, job.batch, job.count)
+                tx = await self._run_chain(target, chain.prepare_anchor, job.root, target.anchor_gw, job.batch,
+                                           job.count)
                 # Keep the signed transaction before sending, so a resubmission is the same transaction.
-                await self._run(self.journal.set_anchor_state, job.batch, "signed", tx.raw, tx.tx_hash)
-                await self._run_chain(chain.send, tx)
-                await self._run(self.journal.set_anchor_state, job.batch, "submitted")
+                await self._run(target.set_state, job.batch, "signed", tx.raw, tx.tx_hash)
+                await self._run_chain(target, chain.send, tx)
+                await self._run(target.set_state, job.batch, "submitted")
                 self.metrics.anchors_submitted += 1
                 progressed = True
             elif job.state == "signed":
                 assert job.raw_tx is not None and job.tx_hash is not None
-                await self._run_chain(chain.send_raw, job.raw_tx)
-                await self._run(self.journal.set_anchor_state, job.batch, "submitted")
+                await self._run_chain(target, chain.send_raw, job.raw_tx)
+                await self._run(target.set_state, job.batch, "submitted")
                 progressed = True
             elif job.state == "included":
-                progressed |= await self._check_final(chain, job)
+                progressed |= await self._check_final(target, job)
             else:
                 assert job.tx_hash is not None
-                rec = await self._run_chain(chain.receipt, job.tx_hash)
+                rec = await self._run_chain(target, chain.receipt, job.tx_hash)
                 if rec is None:
                     continue
                 if not rec.ok:
                     self.metrics.chain_errors += 1
-                    log.error("anchor tx for batch %d failed on chain; preparing a new one", job.batch)
-                    await self._run(self.journal.set_anchor_state, job.batch, "pending")
+                    log.error("anchor tx for %s %d on %s failed; preparing a new one", what, job.batch, target.name)
+                    await self._run(target.set_state, job.batch, "pending")
                     progressed = True
                     continue
-                await self._run(self.journal.set_anchor_state, job.batch, "included", None, None, None,
-                                rec.block_number, rec.block_hash)
+                await self._run(target.set_state, job.batch, "included", None, None, None, rec.block_number,
+                                rec.block_hash)
                 self.metrics.anchors_included += 1
                 progressed = True
         return progressed
 
-    async def _check_final(self, chain: ChainClient, job: AnchorJob) -> bool:
+    async def _check_final(self, target: AnchorTarget, job: AnchorJob) -> bool:
         """Promote an included anchor to final once deep enough, re-checking that its block is still there.
 
         Only final anchors are published: a receipt that could still vanish in a reorg is never reported.
         """
+        chain = target.chain
         assert job.tx_hash is not None
-        rec = await self._run_chain(chain.receipt, job.tx_hash)
+        rec = await self._run_chain(target, chain.receipt, job.tx_hash)
         if rec is None or not rec.ok or rec.block_hash != job.block_hash:
             self.metrics.anchors_reverted += 1
-            log.warning("anchor of batch %d left block %s (reorg or revert); resubmitting the same transaction",
-                        job.batch, job.block_number)
-            await self._run(self.journal.set_anchor_state, job.batch, "signed")
+            log.warning("anchor of %s %d on %s left block %s (reorg or revert); resubmitting the same transaction",
+                        "roll-up" if target.rollup else "batch", job.batch, target.name, job.block_number)
+            await self._run(target.set_state, job.batch, "signed")
             return True
-        depth = await self._run_chain(chain.block_number) - rec.block_number
-        if depth < self.cfg.chain.confirmations:
+        depth = await self._run_chain(target, chain.block_number) - rec.block_number
+        if depth < target.confirmations:
             return False
-        receipt = AnchorReceipt(gw=self.cfg.gateway_id, batch=job.batch, root=job.root, chain_id=chain.chain_id,
+        receipt = AnchorReceipt(gw=target.anchor_gw, batch=job.batch, root=job.root, chain_id=chain.chain_id,
                                 contract=chain.contract, tx=job.tx_hash, block=rec.block_number, status="final")
-        await self._run(self.journal.set_anchor_state, job.batch, "final", None, None, bytes(receipt))
-        self.metrics.anchors_final += 1
+        await self._run(target.set_state, job.batch, "final", None, None, bytes(receipt))
+        if target.rollup is None:
+            self.metrics.anchors_final += 1
+        else:
+            self.metrics.rollups_final += 1
         self._wake_publish.set()
         return True
+
+    # ---------------------------------------------------------------- roll-ups
+    async def _rollup_loop(self, target: AnchorTarget) -> None:
+        """Every period (and when draining), roll up the batches closed since the previous roll-up."""
+        assert target.rollup is not None
+        period = target.rollup.period_s
+        due = monotonic() + period
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, due - monotonic())))
+            if not (self._flush_all or monotonic() >= due):
+                continue
+            if self._flush_all and await self._run(self.journal.unbatched_range) is not None:
+                continue  # the last batch is still to close; roll it up too
+            try:
+                made = await self._run(self._make_rollup, target.name)
+            except JournalError as exc:
+                self.metrics.journal_errors += 1
+                log.error("could not store a roll-up for %s: %s", target.name, exc)
+                continue
+            if made is not None:
+                log.info("roll-up %d for %s: batches %d..%d, root %s", made.number, target.name, made.first_batch,
+                         made.last_batch, made.root.hex()[:16])
+                self.metrics.rollups += 1
+                self._wake_anchor.set()
+            if monotonic() >= due:
+                due = monotonic() + period
+
+    def _make_rollup(self, target: str) -> Rollup | None:
+        """Runs on the journal thread: read the new batch roots, build the tree, store the job."""
+        last = self.journal.last_batch()
+        prev = self.journal.last_rollup(target)
+        first = 1 if prev is None else prev[1] + 1
+        if last is None or last.batch < first:
+            return None
+        number = 1 if prev is None else prev[0] + 1
+        rollup = Rollup(self.cfg.gateway_id, target, number, first, tuple(self.journal.batch_roots(first, last.batch)))
+        self.journal.add_rollup(target, number, first, rollup.last_batch, rollup.root)
+        return rollup

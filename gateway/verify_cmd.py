@@ -93,6 +93,27 @@ def anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | N
     return check
 
 
+def rollup_checker(specs: list[str] | None) -> Callable[[str, AnchorReceipt], str | None] | None:
+    """``TARGET=URL`` pairs: each roll-up target's chain, to check roll-up anchors on."""
+    if not specs:
+        return None
+    urls: dict[str, str] = {}
+    for spec in specs:
+        target, sep, url = spec.partition("=")
+        if not sep or not target or not url:
+            raise ConfigError(f"--rollup-rpc {spec!r}: expected TARGET=URL, e.g. health_supervision=http://node:8545")
+        urls[target] = url
+    checkers = {t: anchor_checker(u) for t, u in urls.items()}
+
+    def check(target: str, receipt: AnchorReceipt) -> str | None:
+        checker = checkers.get(target)
+        if checker is None:
+            return f"no --rollup-rpc given for {target}"
+        return checker(receipt)
+
+    return check
+
+
 def registry_lookup(rpc: str, contract: str) -> Callable[[str], Verifier | None]:
     """Gateway keys from the Anchor contract's registry; revoked or unknown gateways get no key."""
     from anchoring.evm import EvmChainClient

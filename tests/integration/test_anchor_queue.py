@@ -123,7 +123,7 @@ def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
 
     async def crash_after_signing() -> None:
         gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=0)
-        gw.chain = None  # no anchoring loop in this first life: we drive the queue by hand
+        gw.targets = []  # no anchoring loop in this first life: we drive the queue by hand
         await gw.start()
         await feed(gw, 20)  # two batches
 

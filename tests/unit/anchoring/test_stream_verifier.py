@@ -229,7 +229,8 @@ def test_record_on_the_wrong_topic() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, "tiyi/v1/x", "other"]),
+@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, T.rollup("health_supervision"),
+                        "tiyi/v1/x", "other"]),
        st.binary(max_size=200))
 def test_random_payloads_never_raise(topic: str, payload: bytes) -> None:
     v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
@@ -242,3 +243,60 @@ def test_malformed_payloads_are_findings(payload: bytes) -> None:
     v = StreamVerifier()
     v.feed(T.data("d"), payload)
     assert {p.reason for p in v.report().problems} == {Reason.MALFORMED}
+
+
+# ---------------------------------------------------------------- roll-ups
+SUP = "health_supervision"
+
+
+def rollup_message(stream: Stream, first: int, last: int, number: int, root: bytes | None = None) -> bytes:
+    from edge.manifest import SignedManifest
+    from edge.rollup import Rollup, rollup_gw
+
+    roots = tuple(SignedManifest.from_bytes(stream.batches[n - 1]).manifest.root for n in range(first, last + 1))
+    r = Rollup(GW, SUP, number, first, roots)
+    receipt = AnchorReceipt(rollup_gw(GW), number, root or r.root, 20201, b"\x22" * 20, bytes([0x40 + number]) * 32,
+                            7 + number)
+    return cbor.dumps({"rollup": bytes(r), "receipt": bytes(receipt)})
+
+
+def verify_with_rollups(stream: Stream, messages: list[bytes], **kw: object) -> tuple[set[Reason], object]:
+    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    stream.feed(v)
+    for m in messages:
+        v.feed(T.rollup(SUP), m)
+    report = v.report(require_complete=True, rollup_targets=[SUP], **kw)  # type: ignore[arg-type]
+    return {p.reason for p in report.problems}, report
+
+
+def test_roll_ups_covering_every_batch_verify() -> None:
+    s = Stream.honest(n=45)  # 5 batches
+    reasons, report = verify_with_rollups(s, [rollup_message(s, 1, 3, 1), rollup_message(s, 4, 5, 2)])
+    assert reasons == set(), report.summary()  # type: ignore[attr-defined]
+    assert report.gateways[GW].rollups == {SUP: (2, 5)}  # type: ignore[attr-defined]
+
+
+def test_a_batch_left_out_of_the_roll_ups_is_named() -> None:
+    s = Stream.honest(n=45)
+    assert verify_with_rollups(s, [rollup_message(s, 1, 3, 1)])[0] == {Reason.MISSING_ROLLUP}
+
+
+def test_a_roll_up_whose_leaves_are_not_the_signed_roots_or_whose_receipt_differs_is_refused() -> None:
+    s = Stream.honest(n=45)
+    good = rollup_message(s, 1, 5, 1)
+    m = cbor.loads(good)
+    from edge.rollup import Rollup
+
+    r = Rollup.from_bytes(m["rollup"])
+    swapped = Rollup(r.gw, r.target, r.number, r.first_batch, (r.roots[1], r.roots[0], *r.roots[2:]))
+    bad_leaves = cbor.dumps({"rollup": bytes(swapped), "receipt": m["receipt"]})
+    assert Reason.ROLLUP_MISMATCH in verify_with_rollups(s, [bad_leaves])[0]
+    wrong_root = rollup_message(s, 1, 5, 1, root=b"\x33" * 32)
+    assert Reason.ROLLUP_MISMATCH in verify_with_rollups(s, [wrong_root])[0]
+
+
+def test_a_roll_up_not_confirmed_by_its_chain_is_refused() -> None:
+    s = Stream.honest(n=45)
+    reasons, _ = verify_with_rollups(s, [rollup_message(s, 1, 5, 1)],
+                                     check_rollup=lambda target, r: "transaction not found on the chain")
+    assert reasons == {Reason.ANCHOR_NOT_ON_CHAIN, Reason.MISSING_ROLLUP}

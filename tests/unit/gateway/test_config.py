@@ -41,6 +41,15 @@ def test_example_config_parses() -> None:
     ({"ble": {"adapter": "wlan0"}}, "adapter name like hci0"),
     ({"ble": {"scan_stall_s": 1}}, "scan_stall_s"),
     ({"gateway": {"source": "zigbee"}}, "source must be"),
+    ({"chain": {"target": "mars"}}, "not a chain of the alliance topology"),
+    ({"rollup": [{"target": "health"}]}, "not a chain of the alliance topology"),
+    ({"rollup": [{"kind": "evm", "url": "http://n"}]}, "needs target"),
+    ({"rollup": [{"target": "health_supervision", "kind": "evm"}]}, "needs url"),
+    ({"rollup": [{"target": "health_supervision", "kind": "evm", "url": "http://n", "period_s": 0}]}, "period_s"),
+    ({"rollup": [{"target": "judicial", "kind": "evm", "url": "http://n"},
+                 {"target": "judicial", "kind": "evm", "url": "http://m"}]}, "configured twice"),
+    ({"rollup": {"target": "judicial"}}, "array of tables"),
+    ({"rollup": [{"target": "judicial", "kind": "evm", "url": "http://n", "colour": 1}]}, "unknown setting"),
 ])
 def test_errors_name_the_setting(data: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
@@ -61,3 +70,14 @@ def test_ble_allowlist_is_normalised() -> None:
     cfg = parse_config({"gateway": {"source": "ble"},
                         "ble": {"allow": ["aa:bb:cc:dd:ee:ff", "name:Polar H10", irk]}})
     assert cfg.ble.allow == frozenset({"AA:BB:CC:DD:EE:FF", "name:Polar H10", irk.lower()})
+
+
+def test_roll_up_targets_parse() -> None:
+    cfg = parse_config({"chain": {"kind": "evm", "url": "http://regional:8545"},
+                        "rollup": [{"target": "health_supervision", "kind": "evm", "url": "http://health:8545",
+                                    "period_s": 3600, "confirmations": 2},
+                                   {"target": "national_fitness_services", "kind": "evm", "url": "http://nf:8545"}]})
+    assert cfg.chain_target == "shenzhen"  # the gateway's own regional sub-chain
+    assert [r.target for r in cfg.rollups] == ["health_supervision", "national_fitness_services"]
+    assert cfg.rollups[0].chain.confirmations == 2 and cfg.rollups[0].period_s == 3600.0
+    assert cfg.rollups[1].chain.url == "http://nf:8545" and cfg.rollups[1].period_s == 3600.0

@@ -108,3 +108,30 @@ def test_anchor_queue_lifecycle(journal: SqliteJournal) -> None:
     journal.mark_receipt_published(1)
     st = journal.stats()
     assert st.anchors == {"included": 1} and st.unpublished_receipts == 0
+
+
+def test_roll_ups_continue_exactly_and_their_jobs_move_like_batch_anchors(journal: SqliteJournal) -> None:
+    j = journal
+    prev = GENESIS_PREV
+    for b in range(1, 5):
+        r = rec(b)
+        j.append([r])
+        m = build_manifest("gw-1", b, b, [bytes(r)], prev, 1)
+        j.add_batch(m, sign_manifest(m, SIGNER))
+        prev = m.digest
+    assert j.last_rollup("judicial") is None
+    j.add_rollup("judicial", 1, 1, 3, b"\x01" * 32)
+    with pytest.raises(JournalError, match="continuity"):
+        j.add_rollup("judicial", 2, 3, 4, b"\x02" * 32)  # batch 3 again
+    with pytest.raises(JournalError, match="do not exist"):
+        j.add_rollup("judicial", 2, 4, 9, b"\x02" * 32)
+    j.add_rollup("judicial", 2, 4, 4, b"\x02" * 32)
+    j.add_rollup("health_supervision", 1, 1, 4, b"\x03" * 32)  # targets are independent
+    assert j.last_rollup("judicial") == (2, 4) and j.rollup_for_batch("judicial", 2) == (1, 1, 3, None)
+    assert len(j.batch_roots(1, 3)) == 3
+    j.set_rollup_state("judicial", 1, "signed", b"raw", b"\x09" * 32)
+    j.set_rollup_state("judicial", 1, "final", None, None, b"receipt")
+    assert [x.batch for x in j.rollup_jobs("judicial", ["pending"])] == [2]
+    assert j.unpublished_rollups("judicial") == [(1, b"receipt")] and j.rollups_open() == 3
+    j.mark_rollup_published("judicial", 1)
+    assert j.rollups_open() == 2
