@@ -49,6 +49,50 @@ class GatewayEntry:
     updated_block: int
 
 
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """A registry event for one gateway, in chain order: ``registered``/``rotated`` carry the key."""
+
+    block: int
+    kind: str  # registered | rotated | revoked
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPeriod:
+    """A key and the anchors it may sign for: those in blocks ``< until`` (None: no end yet).
+
+    The first registered key also covers anchors made before its registration (an operator registers the
+    key a gateway has been using); a rotated-in key only covers anchors from its rotation on.
+    """
+
+    key: bytes
+    since: int | None
+    until: int | None
+
+    def covers(self, block: int) -> bool:
+        return (self.since is None or block >= self.since) and (self.until is None or block < self.until)
+
+
+def key_periods(events: list[KeyEvent]) -> list[KeyPeriod]:
+    """Turn a gateway's registry events into the periods each key was vouched for."""
+    out: list[KeyPeriod] = []
+    current: tuple[bytes, int | None] | None = None
+    for e in sorted(events, key=lambda e: e.block):
+        if e.kind == "registered" and e.key is not None and current is None and not out:
+            current = (e.key, None)
+        elif e.kind == "rotated" and e.key is not None and current is not None:
+            out.append(KeyPeriod(current[0], current[1], e.block))
+            current = (e.key, e.block)
+        elif e.kind == "revoked" and current is not None:
+            out.append(KeyPeriod(current[0], current[1], e.block))
+            current = None
+            break  # a revoked gateway id stays revoked
+    if current is not None:
+        out.append(KeyPeriod(current[0], current[1], None))
+    return out
+
+
 class ChainClient(Protocol):
     @property
     def chain_id(self) -> int: ...

@@ -8,6 +8,7 @@ pays whatever ``eth_gasPrice`` says (0 on FISCO-like chains).
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCErro
 from web3.logs import DISCARD
 from web3.types import TxParams
 
-from anchoring.chain import AnchorInfo, GatewayEntry, SignedTx, TxReceipt, anchor_artifact
+from anchoring.chain import AnchorInfo, GatewayEntry, KeyEvent, SignedTx, TxReceipt, anchor_artifact
 from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, TransactionFailed
 
 log = logging.getLogger("tiyi.chain")
@@ -201,6 +202,20 @@ class EvmChainClient:
         if int(operator, 16) == 0:
             return None
         return GatewayEntry(gw, str(operator), bytes(key), bool(revoked), int(block))
+
+    def gateway_key_events(self, gw: str) -> list[KeyEvent]:
+        """Every registry event for ``gw`` (from the contract's logs), oldest first: its key history."""
+        events = self._contract.events
+        out: list[KeyEvent] = []
+        for kind, ev in (("registered", events.GatewayRegistered), ("rotated", events.GatewayKeyRotated),
+                         ("revoked", events.GatewayRevoked)):
+            logs: Any = _guard(functools.partial(ev.get_logs, from_block=0))
+            for log in logs:
+                if log["args"]["gw"] != gw:
+                    continue
+                key = log["args"].get("sm2PublicKey")
+                out.append(KeyEvent(int(log["blockNumber"]), kind, None if key is None else bytes(key)))
+        return sorted(out, key=lambda e: e.block)
 
     # ------------------------------------------------------------------ reads
     def lookup(self, root: bytes) -> AnchorInfo | None:

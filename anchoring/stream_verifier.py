@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from anchoring.chain import KeyPeriod
 from anchoring.errors import ReceiptError
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
@@ -157,13 +158,18 @@ class _GatewayState:
 class StreamVerifier:
     def __init__(self, trusted_keys: Mapping[str, Verifier] | None = None,
                  load_key: Callable[[str], Verifier] | None = None,
-                 key_for_gateway: Callable[[str], Verifier | None] | None = None) -> None:
-        """Keys, strongest first: ``key_for_gateway`` (e.g. the on-chain registry), pinned ``trusted_keys``,
-        then ``load_key`` on the retained key topic (trust on first use, reported as such)."""
+                 key_history: Callable[[str], list[tuple[Verifier, KeyPeriod]]] | None = None) -> None:
+        """Keys, strongest first: ``key_history`` (the on-chain registry: each key a gateway's operator
+        vouched for, with the blocks it covers), pinned ``trusted_keys``, then ``load_key`` on the retained
+        key topic (trust on first use, reported as such).
+
+        With a key history a batch's key must have been vouched for at the block its anchor is in (so
+        batches signed before a rotation still verify, and nothing anchored after a revocation does);
+        a batch without an anchor is judged by the keys valid now."""
         self.trusted = dict(trusted_keys or {})
         self.load_key = load_key
-        self.key_for_gateway = key_for_gateway
-        self._registry_cache: dict[str, Verifier | None] = {}
+        self.key_history = key_history
+        self._registry_cache: dict[str, list[tuple[Verifier, KeyPeriod]]] = {}
         self._gws: dict[str, _GatewayState] = {}
         self._stray: list[Problem] = []
         self.messages = 0
@@ -261,15 +267,18 @@ class StreamVerifier:
                        batch=m.batch)
 
     # ---------------------------------------------------------------- checks
-    def _verifier_for(self, st: _GatewayState, rep: GatewayReport, key_id: str) -> Verifier | None:
-        if self.key_for_gateway is not None:
+    def _verifier_for(self, st: _GatewayState, rep: GatewayReport, key_id: str,
+                      anchored_block: int | None = None) -> Verifier | None:
+        if self.key_history is not None:
             if rep.gw not in self._registry_cache:
-                self._registry_cache[rep.gw] = self.key_for_gateway(rep.gw)
-            v = self._registry_cache[rep.gw]
-            if v is None or v.key_id != key_id:
-                return None
-            rep.key_source = f"{key_id} (from the on-chain gateway registry)"
-            return v
+                self._registry_cache[rep.gw] = self.key_history(rep.gw)
+            for v, period in self._registry_cache[rep.gw]:
+                now_valid = period.until is None
+                if v.key_id == key_id and (period.covers(anchored_block) if anchored_block is not None
+                                           else now_valid):
+                    rep.key_source = f"{key_id} (from the on-chain gateway registry)"
+                    return v
+            return None
         if key_id in self.trusted:
             rep.key_source = f"{key_id} (pinned)"
             return self.trusted[key_id]
@@ -321,9 +330,11 @@ class StreamVerifier:
             sm = SignedManifest.from_bytes(st.batches[n])
             m = sm.manifest
             ok = True
-            verifier = self._verifier_for(st, rep, sm.key_id)
+            anchored = next((r.block for r in st.receipts.get(n, []) if r.root == m.root), None)
+            verifier = self._verifier_for(st, rep, sm.key_id, anchored)
             if verifier is None:
-                problem(Reason.UNTRUSTED_KEY, f"batch {n} is signed by key {sm.key_id}, which is not trusted", batch=n)
+                problem(Reason.UNTRUSTED_KEY, f"batch {n} is signed by key {sm.key_id}, which is not trusted"
+                        + (f" at block {anchored}" if anchored is not None and self.key_history else ""), batch=n)
                 ok = False
             elif not sm.verify(verifier):
                 problem(Reason.BAD_SIGNATURE, f"batch {n}: SM2 signature does not verify under {sm.key_id}", batch=n)

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from anchoring.capture import read_capture, write_capture_item
+from anchoring.chain import KeyPeriod
 from anchoring.errors import CaptureError
 from anchoring.receipt import AnchorReceipt
 from anchoring.stream_verifier import StreamVerifier
+from edge.errors import EdgeError
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
 from gateway.errors import ConfigError
@@ -114,18 +116,25 @@ def rollup_checker(specs: list[str] | None) -> Callable[[str, AnchorReceipt], st
     return check
 
 
-def registry_lookup(rpc: str, contract: str) -> Callable[[str], Verifier | None]:
-    """Gateway keys from the Anchor contract's registry; revoked or unknown gateways get no key."""
+def registry_lookup(rpc: str, contract: str) -> Callable[[str], list[tuple[Verifier, KeyPeriod]]]:
+    """Each gateway's key history from the Anchor contract's registry events: every key its operator
+    vouched for and the blocks it covers. Unknown gateways have none; a revocation ends the last one."""
+    from anchoring.chain import key_periods
     from anchoring.evm import EvmChainClient
     from edge.sm2 import GmsslSm2Verifier, Sm2PublicKey
 
     client = EvmChainClient.reader(rpc, contract)
 
-    def lookup(gw: str) -> Verifier | None:
-        entry = client.gateway(gw)
-        if entry is None or entry.revoked or len(entry.sm2_public_key) != 64:
-            return None
-        return GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + entry.sm2_public_key))
+    def lookup(gw: str) -> list[tuple[Verifier, KeyPeriod]]:
+        out: list[tuple[Verifier, KeyPeriod]] = []
+        for period in key_periods(client.gateway_key_events(gw)):
+            if len(period.key) != 64:
+                continue  # the contract enforces 64 bytes; anything else is not a key we can use
+            try:
+                out.append((GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + period.key)), period))
+            except (EdgeError, ValueError):
+                continue  # not a point on the curve: vouches for nothing
+        return out
 
     return lookup
 
@@ -138,7 +147,7 @@ def verify_main(args: argparse.Namespace) -> int:
     keys = trusted_keys(args.key)
     registry = None if args.registry is None else registry_lookup(args.rpc, args.registry)
     verifier = StreamVerifier(trusted_keys=keys, load_key=None if keys else load_public_key_pem,
-                              key_for_gateway=registry)
+                              key_history=registry)
     if args.capture is not None:
         try:
             with args.capture.open("rb") as fh:

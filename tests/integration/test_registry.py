@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from anchoring.errors import TransactionFailed
 from anchoring.evm import EvmChainClient
+from anchoring.receipt import AnchorReceipt
 from anchoring.stream_verifier import Reason, StreamVerifier
 from edge.sm2 import generate_signer
 from gateway.cli import main
@@ -22,7 +24,7 @@ def point(signer) -> bytes:  # type: ignore[no-untyped-def]
 
 
 def verify_with_registry(stream: Stream, url: str, contract: str) -> set[Reason]:
-    v = StreamVerifier(key_for_gateway=registry_lookup(url, contract))
+    v = StreamVerifier(key_history=registry_lookup(url, contract))
     stream.feed(v)
     return {p.reason for p in v.report().problems}
 
@@ -71,3 +73,26 @@ def test_cli(ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["chain", "revoke", *common, "--operator-key", str(op)]) == 0
     assert main(["chain", "show", *common]) == 0
     assert "REVOKED" in capsys.readouterr().out
+
+
+def test_batches_anchored_before_a_rotation_keep_verifying_under_the_old_key(ganache: Ganache) -> None:
+    """Key history, not just the current key: what the old key signed and anchored before the rotation
+    stays provable; the old key signs nothing valid after it; after a revocation nothing is valid."""
+    operator = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+    contract = "0x" + operator.contract.hex()
+    first, second = generate_signer(), generate_signer()
+    operator.register_gateway(GW, point(first))
+    while operator.block_number() < 120:  # the honest stream's receipts name blocks 101..103
+        ganache.rpc("evm_mine")
+    operator.rotate_gateway_key(GW, point(second))
+    old = Stream.honest(signer=first)
+    assert verify_with_registry(old, ganache.url, contract) == set()
+    late = Stream.honest(signer=first)
+    late.receipts = [bytes(replace(AnchorReceipt.from_bytes(r), block=500)) for r in late.receipts]
+    assert verify_with_registry(late, ganache.url, contract) == {Reason.UNTRUSTED_KEY}
+    newer = Stream.honest(signer=second)
+    newer.receipts = [bytes(replace(AnchorReceipt.from_bytes(r), block=500)) for r in newer.receipts]
+    assert verify_with_registry(newer, ganache.url, contract) == set()
+    operator.revoke_gateway(GW)  # in a block far below 500: what claims to be anchored later is refused
+    assert verify_with_registry(newer, ganache.url, contract) == {Reason.UNTRUSTED_KEY}
+    assert verify_with_registry(old, ganache.url, contract) == set()  # anchored before: still proven

@@ -52,3 +52,15 @@ def test_capture_round_trip_and_truncation() -> None:
         for item in read_capture(io.BytesIO(whole[:-2])):
             got.append(item)
     assert len(got) == 4
+
+
+def test_key_periods_from_registry_events() -> None:
+    from anchoring.chain import KeyEvent, key_periods
+
+    a, b, c = b"a" * 64, b"b" * 64, b"c" * 64
+    periods = key_periods([KeyEvent(20, "rotated", b), KeyEvent(10, "registered", a), KeyEvent(30, "rotated", c)])
+    assert [(p.key, p.since, p.until) for p in periods] == [(a, None, 20), (b, 20, 30), (c, 30, None)]
+    assert periods[0].covers(5) and not periods[0].covers(20) and periods[1].covers(20) and periods[2].covers(10**9)
+    revoked = key_periods([KeyEvent(10, "registered", a), KeyEvent(15, "revoked"), KeyEvent(16, "rotated", b)])
+    assert [(p.key, p.since, p.until) for p in revoked] == [(a, None, 15)]  # nothing after a revocation
+    assert key_periods([KeyEvent(3, "rotated", b)]) == []  # a rotation without a registration vouches nothing
