@@ -204,6 +204,11 @@ class StreamVerifier:
                 known = st.receipts.setdefault(r.batch, [])
                 if r not in known:
                     known.append(r)
+            elif t.channel == "anchor_state":  # progress reports: not part of any proof, but well formed
+                m = cbor.loads(payload)
+                if not isinstance(m, dict) or m.get("state") not in ("pending", "signed", "submitted", "included",
+                                                                     "final"):
+                    raise CodecError("anchor state message must be a map with a known state")
             elif t.channel == "rollup":
                 self._feed_rollup(st, t.gw, t.target or "", payload)
             elif t.channel == "key":

@@ -39,6 +39,11 @@ class Topics:
     def anchor(self) -> str:
         return f"{self.base}/anchor"
 
+    @property
+    def anchor_state(self) -> str:
+        """Each anchor job's state changes (pending → signed → submitted → included → final), as they happen."""
+        return f"{self.base}/anchor/state"
+
     def rollup(self, target: str) -> str:
         """Final roll-ups anchored on another chain of the topology (``target``), with their batch roots."""
         return f"{self.base}/rollup/{check_id(target, 'target')}"
@@ -86,6 +91,10 @@ def parse_topic(topic: str) -> ParsedTopic:
         if len(parts) != 7 or parts[6] != "state":
             raise CodecError(f"device topic {topic!r} must end in /devices/<device>/state")
         return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
+    if channel == "anchor" and len(parts) == 6:
+        if parts[5] != "state":
+            raise CodecError(f"anchor topic {topic!r} must be /anchor or /anchor/state")
+        return ParsedTopic(region, gw, "anchor_state")
     if channel == "rollup":
         if len(parts) != 6:
             raise CodecError(f"roll-up topic {topic!r} must end in /rollup/<target>")

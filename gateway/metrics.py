@@ -21,6 +21,7 @@ class Metrics:
     anchors_included: int = 0
     anchors_final: int = 0
     anchors_reverted: int = 0
+    anchor_transitions: int = 0  # every state change of a batch or roll-up anchor job
     rollups: int = 0
     rollups_final: int = 0
     rollups_published: int = 0

@@ -566,15 +566,15 @@ class Gateway:
                 tx = await self._run_chain(target, chain.prepare_anchor, job.root, target.anchor_gw, job.batch,
                                            job.count)
                 # Keep the signed transaction before sending, so a resubmission is the same transaction.
-                await self._run(target.set_state, job.batch, "signed", tx.raw, tx.tx_hash)
+                await self._move(target, job.batch, "signed", tx.raw, tx.tx_hash)
                 await self._run_chain(target, chain.send, tx)
-                await self._run(target.set_state, job.batch, "submitted")
+                await self._move(target, job.batch, "submitted")
                 self.metrics.anchors_submitted += 1
                 progressed = True
             elif job.state == "signed":
                 assert job.raw_tx is not None and job.tx_hash is not None
                 await self._run_chain(target, chain.send_raw, job.raw_tx)
-                await self._run(target.set_state, job.batch, "submitted")
+                await self._move(target, job.batch, "submitted")
                 progressed = True
             elif job.state == "included":
                 progressed |= await self._check_final(target, job)
@@ -586,14 +586,30 @@ class Gateway:
                 if not rec.ok:
                     self.metrics.chain_errors += 1
                     log.error("anchor tx for %s %d on %s failed; preparing a new one", what, job.batch, target.name)
-                    await self._run(target.set_state, job.batch, "pending")
+                    await self._move(target, job.batch, "pending")
                     progressed = True
                     continue
-                await self._run(target.set_state, job.batch, "included", None, None, None, rec.block_number,
-                                rec.block_hash)
+                await self._move(target, job.batch, "included", None, None, None, rec.block_number, rec.block_hash)
                 self.metrics.anchors_included += 1
                 progressed = True
         return progressed
+
+    async def _move(self, target: AnchorTarget, number: int, state: str, raw_tx: bytes | None = None,
+                    tx_hash: bytes | None = None, receipt: bytes | None = None, block: int | None = None,
+                    block_hash: bytes | None = None) -> None:
+        """Store an anchor job's new state, then announce it (best effort, like any progress report)."""
+        await self._run(target.set_state, number, state, raw_tx, tx_hash, receipt, block, block_hash)
+        self.metrics.anchor_transitions += 1
+        if not self.publisher.connected:
+            return
+        note: dict[str, Any] = {"target": target.name, "kind": "rollup" if target.rollup else "batch",
+                                "n": number, "state": state, "t": wall_ms()}
+        if tx_hash is not None:
+            note["tx"] = tx_hash
+        if block is not None:
+            note["block"] = block
+        with contextlib.suppress(PublishError):
+            await self.publisher.publish(self.topics.anchor_state, cbor.dumps(note), 0, False)
 
     async def _check_final(self, target: AnchorTarget, job: AnchorJob) -> bool:
         """Promote an included anchor to final once deep enough, re-checking that its block is still there.
@@ -607,14 +623,14 @@ class Gateway:
             self.metrics.anchors_reverted += 1
             log.warning("anchor of %s %d on %s left block %s (reorg or revert); resubmitting the same transaction",
                         "roll-up" if target.rollup else "batch", job.batch, target.name, job.block_number)
-            await self._run(target.set_state, job.batch, "signed")
+            await self._move(target, job.batch, "signed")
             return True
         depth = await self._run_chain(target, chain.block_number) - rec.block_number
         if depth < target.confirmations:
             return False
         receipt = AnchorReceipt(gw=target.anchor_gw, batch=job.batch, root=job.root, chain_id=chain.chain_id,
                                 contract=chain.contract, tx=job.tx_hash, block=rec.block_number, status="final")
-        await self._run(target.set_state, job.batch, "final", None, None, bytes(receipt))
+        await self._move(target, job.batch, "final", None, None, bytes(receipt))
         if target.rollup is None:
             self.metrics.anchors_final += 1
         else:

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from anchoring.devchain import DevChain
@@ -49,6 +50,11 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
         sent, journaled = asyncio.run(run())
         rec.wait_idle(1.0)
         report = rec.verify(key, chain)
+        states: dict[int, list[str]] = {}
+        for topic, payload, _ in rec.messages:
+            if topic.endswith("/anchor/state"):
+                note = cbor2.loads(payload)
+                states.setdefault(note["n"], []).append(note["state"])
 
     print(report.summary())
     assert sent == journaled > 500
@@ -57,6 +63,8 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
     assert g.records == g.records_in_verified_batches == sent
     assert (g.first_seq, g.last_seq) == (1, sent)
     assert g.anchors_verified == g.batches_verified >= 4
+    # Every anchor job's state changes were announced as they happened (QoS 0: expect them on localhost).
+    assert all(states.get(n) == ["signed", "submitted", "included", "final"] for n in range(1, g.batches_verified + 1))
 
 
 def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(mosquitto: Mosquitto,
