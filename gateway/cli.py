@@ -290,6 +290,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"no built-in scenario {args.scenario!r} and no such file ({exc.strerror}); "
                           "see `tiyi sim list`") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
     except ScenarioError as exc:
         raise ConfigError(str(exc)) from exc
     from gateway.demo import demo_main

@@ -39,6 +39,8 @@ def broker_settings(cfg: GatewayConfig, url: str | None = None) -> BrokerSetting
             password = m.password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"[mqtt] password_file {m.password_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"[mqtt] password_file {m.password_file}: not UTF-8 text") from exc
     topics = Topics(cfg.region, cfg.gateway_id)
     will = cbor.dumps({"state": "offline", "t": 0, "gw": cfg.gateway_id})
     return BrokerSettings.from_url(

@@ -81,3 +81,44 @@ def test_roll_up_targets_parse() -> None:
     assert [r.target for r in cfg.rollups] == ["health_supervision", "national_fitness_services"]
     assert cfg.rollups[0].chain.confirmations == 2 and cfg.rollups[0].period_s == 3600.0
     assert cfg.rollups[1].chain.url == "http://nf:8545" and cfg.rollups[1].period_s == 3600.0
+
+
+# ---------------------------------------------------------------- fuzzing the parser (network and operator input)
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = st.sampled_from(["id", "region", "state_dir", "source", "url", "kind", "allow", "max_records", "max_age_s",
+                         "confirmations", "target", "period_s", "protocol", "linger_ms", "adapter", "contract",
+                         "devices", "interval_s", "bogus"])
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True)
+                       | st.text(max_size=30), lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=12)
+_SECTIONS = st.sampled_from(["gateway", "mqtt", "batch", "publish", "chain", "sim", "ble", "rollup", "nonsense"])
+
+
+@settings(max_examples=1500, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_SECTIONS, st.dictionaries(_KEYS, _VALUES, max_size=5) | st.lists(
+    st.dictionaries(_KEYS, _VALUES, max_size=5), max_size=2) | _VALUES, max_size=5))
+def test_any_parsed_toml_gives_a_config_or_a_config_error(data: dict[str, object]) -> None:
+    """Whatever the file holds, the parser answers with a valid config or a ConfigError naming the
+    problem: never another exception (seed printed by hypothesis on failure)."""
+    try:
+        cfg = parse_config(data, "fuzz.toml")  # type: ignore[arg-type]
+    except ConfigError as exc:
+        assert "fuzz.toml" in str(exc)  # every error names the file it is about
+        return
+    assert cfg.validated() is cfg
+
+
+@settings(max_examples=500, deadline=None, print_blob=True)
+@given(st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=300))
+def test_any_file_gives_a_config_or_a_config_error(raw: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "g.toml"
+        p.write_bytes(raw)
+        try:
+            load_config(p)
+        except ConfigError as exc:
+            assert str(p) in str(exc)
