@@ -210,6 +210,10 @@ def machine() -> dict[str, Any]:
             "openssl": ssl, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+
+
 def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, Any]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": mach, "results": [asdict(r) for r in results], "detail": extra},
@@ -217,7 +221,7 @@ def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, 
     rows = ["| benchmark | ours | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for r in results:
         met = "n/a" if r.met is None else ("yes" if r.met else "**no**")
-        rows.append(f"| `{r.name}` | {r.value:,.0f} {r.unit} | {r.baseline:,.0f} ({r.baseline_name}) | "
+        rows.append(f"| `{r.name}` | {_num(r.value)} {r.unit} | {_num(r.baseline)} ({r.baseline_name}) | "
                     f"{r.ratio:.2f}x | {r.goal} | {met} |")
     unmet = [r for r in results if r.met is False]
     text = PERF_DOC.read_text() if PERF_DOC.exists() else ""
@@ -233,33 +237,60 @@ def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, 
     PERF_DOC.write_text(text)
 
 
+def _latency_both() -> tuple[list[Result], dict[str, Any]]:
+    from bench.system import bench_latency
+
+    r1, d1 = bench_latency(1000, 10.0)
+    r10, d10 = bench_latency(10_000, 3.0)
+    return [r1, r10], {"1k": d1, "10k": d10}
+
+
+def _process() -> tuple[list[Result], dict[str, Any]]:
+    from bench.system import bench_gateway_process
+
+    return bench_gateway_process()
+
+
+def _ble() -> tuple[list[Result], dict[str, Any]]:
+    from bench.system import bench_ble
+
+    r, d = bench_ble()
+    return [r], d
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--records", type=int, default=30_000, help="records through the pipeline (default 30000)")
-    p.add_argument("--only", choices=["merkle", "sm2", "journal", "pipeline"], action="append")
+    names = ["merkle", "sm2", "journal", "pipeline", "latency", "process", "ble"]
+    p.add_argument("--only", choices=names, action="append", help="run only these (repeatable)")
     args = p.parse_args(argv)
-    only = set(args.only or ["merkle", "sm2", "journal", "pipeline"])
+    only = set(args.only or names)
     results: list[Result] = []
     extra: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("merkle", bench_merkle), ("sm2", bench_sm2), ("journal", bench_journal),
         ("pipeline", lambda: bench_pipeline(args.records)),
+        ("latency", _latency_both), ("process", _process), ("ble", _ble),
     ]
     for name, fn in steps:
         if name not in only:
             continue
         print(f"running {name} ...", flush=True)
+        before = len(results)
         out = fn()
         if name == "pipeline":
             res, extra["pipeline"] = out
             results.append(res)
+        elif isinstance(out, tuple):
+            res_list, extra[name] = out
+            results.extend(res_list)
         elif isinstance(out, list):
             results.extend(out)
         else:
             results.append(out)
-        for r in results[-2:] if name == "sm2" else results[-1:]:
+        for r in results[before:]:
             met = "n/a" if r.met is None else ("met" if r.met else "NOT MET")
-            print(f"  {r.name:20s} {r.value:12,.0f} {r.unit:10s} baseline {r.baseline:12,.0f}  "
+            print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
                   f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}", flush=True)
     write_outputs(results, machine(), extra)
     print(f"wrote {RESULTS.relative_to(ROOT)} and {PERF_DOC.relative_to(ROOT)}")

@@ -14,6 +14,7 @@ the gateway can resume from.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ CREATE TABLE IF NOT EXISTS records (
     data BLOB NOT NULL,
     delivered INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS records_undelivered ON records(seq) WHERE delivered = 0;
+DROP INDEX IF EXISTS records_undelivered;
+-- Delivered seqs as ranges, not a flag per record: marking a delivery rewrites one tiny row instead of
+-- the record pages and an index (write amplification). The records.delivered column is legacy.
+CREATE TABLE IF NOT EXISTS delivered (first INTEGER PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     batch INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,
@@ -125,6 +129,7 @@ class SqliteJournal:
         self.path = path
         self.gw = gw
         self._next_seq = next_seq
+        self._delivered = self._load_delivered()
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -205,29 +210,74 @@ class SqliteJournal:
                 raise JournalError(f"record seq {r.seq} out of order: expected {self._next_seq + i}")
             if r.gw != self.gw:
                 raise JournalError(f"record for gateway {r.gw!r} offered to the journal of {self.gw!r}")
-        new_next = self._next_seq + len(records)
-        self._tx([
-            ("INSERT INTO records(seq, dev, t, data) VALUES (?, ?, ?, ?)",
-             [(r.seq, r.dev, r.t, bytes(r)) for r in records], True),
-            ("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(new_next),), False),
-        ])
-        self._next_seq = new_next
+        # Records are never deleted, so the next seq is MAX(seq) + 1 at open: no counter row to rewrite.
+        self._tx([("INSERT INTO records(seq, dev, t, data) VALUES (?, ?, ?, ?)",
+                   [(r.seq, r.dev, r.t, bytes(r)) for r in records], True)])
+        self._next_seq += len(records)
+
+    def _load_delivered(self) -> list[tuple[int, int]]:
+        rows = self._query("SELECT first, last FROM delivered ORDER BY first")
+        if rows:
+            return [(int(f), int(last)) for f, last in rows]
+        # A journal from before delivery ranges: derive them once from the per-record flags.
+        seqs = [int(s) for (s,) in self._query("SELECT seq FROM records WHERE delivered = 1 ORDER BY seq")]
+        ranges = _runs(seqs)
+        if ranges:
+            self._tx([("INSERT INTO delivered(first, last) VALUES (?, ?)", ranges, True)])
+        return ranges
 
     def undelivered(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
-        rows = self._query("SELECT seq, dev, data FROM records WHERE delivered = 0 AND seq > ? ORDER BY seq LIMIT ?",
-                           (after_seq, limit))
-        return [(int(s), str(d), bytes(b)) for s, d, b in rows]
+        """Records after ``after_seq`` not yet delivered, in seq order (at most ``limit``)."""
+        out: list[tuple[int, str, bytes]] = []
+        cursor = after_seq
+        while len(out) < limit:
+            cursor = self._skip_delivered(cursor)
+            end = self._next_delivered_start(cursor)  # the records between cursor and end are undelivered
+            want = limit - len(out)
+            if end is None:
+                rows = self._query("SELECT seq, dev, data FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                                   (cursor, want))
+            else:
+                rows = self._query("SELECT seq, dev, data FROM records WHERE seq > ? AND seq < ? ORDER BY seq "
+                                   "LIMIT ?", (cursor, end, want))
+            out += [(int(q), str(d), bytes(data)) for q, d, data in rows]
+            if end is None:
+                break
+            cursor = end - 1 if len(rows) < want else out[-1][0]
+        return out
+
+    def _is_delivered(self, seq: int) -> bool:
+        i = bisect.bisect_right(self._delivered, (seq, 1 << 62)) - 1
+        return i >= 0 and self._delivered[i][0] <= seq <= self._delivered[i][1]
+
+    def _skip_delivered(self, after: int) -> int:
+        """``after``, or the end of the delivered range that continues right after it."""
+        if self._is_delivered(after + 1):
+            i = bisect.bisect_right(self._delivered, (after + 1, 1 << 62)) - 1
+            return self._delivered[i][1]
+        return after
+
+    def _next_delivered_start(self, after: int) -> int | None:
+        i = bisect.bisect_right(self._delivered, (after, 1 << 62))
+        return self._delivered[i][0] if i < len(self._delivered) else None
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
-        """Acks arrive in runs of consecutive seqs: one ranged UPDATE per run instead of one per record."""
-        runs: list[tuple[int, int]] = []
-        for s in sorted(set(seqs)):
-            if runs and s == runs[-1][1] + 1:
-                runs[-1] = (runs[-1][0], s)
-            else:
-                runs.append((s, s))
-        if runs:
-            self._tx([("UPDATE records SET delivered = 1 WHERE seq BETWEEN ? AND ?", runs, True)])
+        """Merge acknowledged seqs into the delivered ranges and store the ranges that changed."""
+        new = _runs(sorted(set(seqs)))
+        if not new:
+            return
+        merged = _merge([*self._delivered, *new])
+        old = set(self._delivered)
+        firsts = {f for f, _ in merged}
+        gone = [(f,) for f, _ in self._delivered if f not in firsts]
+        added = [r for r in merged if r not in old]
+        self._tx([("DELETE FROM delivered WHERE first = ?", gone, True),
+                  ("INSERT OR REPLACE INTO delivered(first, last) VALUES (?, ?)", added, True)])
+        self._delivered = merged
+
+    @property
+    def delivered_count(self) -> int:
+        return sum(last - first + 1 for first, last in self._delivered)
 
     def records(self, first_seq: int, last_seq: int) -> list[bytes]:
         rows = self._query("SELECT seq, data FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
@@ -413,10 +463,31 @@ class SqliteJournal:
         size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
         return JournalStats(
             records=int(q("SELECT COUNT(*) FROM records")[0][0]),
-            undelivered=int(q("SELECT COUNT(*) FROM records WHERE delivered = 0")[0][0]),
+            undelivered=self._next_seq - 1 - self.delivered_count,
             batches=int(q("SELECT COUNT(*) FROM batches")[0][0]),
             unpublished_batches=int(q("SELECT COUNT(*) FROM batches WHERE published = 0")[0][0]),
             anchors=anchors,
             unpublished_receipts=int(q("SELECT COUNT(*) FROM anchors WHERE receipt IS NOT NULL AND published = 0")
                                      [0][0]),
             next_seq=self._next_seq, file_bytes=size)
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted seqs → runs of consecutive seqs as (first, last)."""
+    runs: list[tuple[int, int]] = []
+    for s in seqs:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], s)
+        elif not runs or s > runs[-1][1]:
+            runs.append((s, s))
+    return runs
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out

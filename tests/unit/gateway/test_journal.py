@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record
@@ -135,3 +137,41 @@ def test_roll_ups_continue_exactly_and_their_jobs_move_like_batch_anchors(journa
     assert j.unpublished_rollups("judicial") == [(1, b"receipt")] and j.rollups_open() == 3
     j.mark_rollup_published("judicial", 1)
     assert j.rollups_open() == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 60), max_size=15), max_size=8), st.integers(0, 60), st.integers(1, 70))
+def test_delivery_ranges_answer_like_a_flag_per_record(acks: list[list[int]], after: int, limit: int) -> None:
+    """Whatever order acks arrive in, `undelivered` returns exactly the records a per-record flag would,
+    and the ranges survive a reopen."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        j = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-1")
+        j.append([rec(i) for i in range(1, 51)])
+        flags: set[int] = set()
+        for group in acks:
+            j.mark_delivered([s for s in group if s <= 50])
+            flags |= {s for s in group if s <= 50}
+            expected = [s for s in range(after + 1, 51) if s not in flags][:limit]
+            assert [s for s, _, _ in j.undelivered(after, limit)] == expected
+        assert j.stats().undelivered == 50 - len(flags)
+        j.close()
+        again = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-1")
+        assert [s for s, _, _ in again.undelivered(0, 100)] == [s for s in range(1, 51) if s not in flags]
+        assert again.next_seq == 51
+        again.close()
+
+
+def test_a_journal_with_per_record_delivery_flags_is_migrated_to_ranges(tmp_path: Path) -> None:
+    import sqlite3
+
+    j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    j.append([rec(i) for i in range(1, 11)])
+    j.close()
+    conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)  # as an older version left it
+    conn.execute("UPDATE records SET delivered = 1 WHERE seq <= 4 OR seq = 7")
+    conn.close()
+    j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    assert [s for s, _, _ in j.undelivered(0, 100)] == [5, 6, 8, 9, 10]
+    j.close()
