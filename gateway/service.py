@@ -266,24 +266,26 @@ class Gateway:
                         break
             await self._accept(items)
 
-    def _join(self, items: list[tuple[Frame, int, bool]]) -> list[Joined[tuple[int, bool]]]:
+    def _join(self, items: list[tuple[Frame, int, bool]]) -> list[tuple[Frame, int, bool]]:
         """Pass frames through the assembler: whole records out, parts of unfinished ones held back."""
-        now = monotonic()
         asm = self._assembler
-        out: list[Joined[tuple[int, bool]]] = []
+        if not asm.holding and not any(f.char in JOINABLE for f, _, _ in items):
+            return items  # the common case (straps, cuffs, ...): nothing to join, nothing to copy
+        now = monotonic()
+        out: list[tuple[Frame, int, bool]] = []
         for frame, t, jumped in items:
-            if frame.char not in JOINABLE:  # the common case, kept cheap
-                out.append(Joined(frame.dev, frame.char, frame.data, (t, jumped), 1))
+            if frame.char not in JOINABLE:
+                out.append((frame, t, jumped))
                 continue
             quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
-            for j in asm.feed(frame.dev, frame.char, frame.data, (t, jumped), now, quirks):
-                self.metrics.frames_joined += j.parts - 1
-                out.append(j)
+            out += self._unpack(asm.feed(frame.dev, frame.char, frame.data, (t, jumped), now, quirks))
         if asm.holding:
-            for j in asm.flush() if self._flush_all else asm.expire(now):
-                self.metrics.frames_joined += j.parts - 1
-                out.append(j)
+            out += self._unpack(asm.flush() if self._flush_all else asm.expire(now))
         return out
+
+    def _unpack(self, joined: list[Joined[tuple[int, bool]]]) -> list[tuple[Frame, int, bool]]:
+        self.metrics.frames_joined += sum(j.parts - 1 for j in joined)
+        return [(Frame(j.dev, j.char, j.data), *j.tag) for j in joined]
 
     @staticmethod
     def _salt(pool: bytes, i: int) -> bytes:
@@ -298,8 +300,7 @@ class Gateway:
         # One getrandom call for the whole group; decoders yield at most a few readings per frame.
         joined = self._join(items)
         salts = secrets.token_bytes(SALT_BYTES * 4 * len(joined))
-        for frame in joined:
-            t, jumped = frame.tag
+        for frame, t, jumped in joined:
             quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
             try:
                 readings = decode(frame.char, frame.data, quirks)

@@ -102,3 +102,18 @@ def test_round_trip(r: Record) -> None:
 def test_random_bytes_raise_only_package_errors(data: bytes) -> None:
     with contextlib.suppress(EdgeError):
         Record.from_bytes(data)
+
+
+@settings(max_examples=1500, deadline=None, print_blob=True)
+@given(records, st.lists(st.sampled_from([0.5, 72.0, -0.0, 1e-45, 3.4028234663852886e38, 65504.0, 0.8, 1e300]),
+                         max_size=3))
+def test_the_fast_encoding_is_exactly_the_canonical_one(r: Record, floats: list[float]) -> None:
+    """Record bytes are consensus-critical: the hot-path encoder must equal canonical cbor2 byte for byte,
+    including floats that canonical CBOR shortens to float16/float32."""
+    from dataclasses import replace
+
+    from edge import cbor
+
+    if floats:
+        r = replace(r, val={**r.val, "f_a": floats[0], "f_list": floats})
+    assert bytes(r) == cbor.dumps(r.to_map())
