@@ -87,9 +87,13 @@ class BleConfig:
     max_connections: int = 5  # about what an onboard Pi radio sustains; add USB adapters for more
     silence_s: float = 10.0
     connect_timeout_s: float = 10.0
-    adapter: str = "hci0"  # the BlueZ adapter to use
+    adapter: str = "hci0"  # the BlueZ adapter to use; "hci0,hci1" spreads devices over several
     scan_stall_s: float = 30.0  # no advertisements this long: restart discovery ...
     adapter_reset: bool = True  # ... and if that keeps failing while devices are awaited, power-cycle the adapter
+
+    @property
+    def adapters(self) -> list[str]:
+        return [a.strip() for a in self.adapter.split(",") if a.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +184,11 @@ class GatewayConfig:
         self._check_targets()
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
-        if self.ble.scan_stall_s < 5 or not self.ble.adapter.startswith("hci") or not self.ble.adapter[3:].isdigit():
-            raise ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter an adapter name like hci0")
+        names = self.ble.adapters
+        if self.ble.scan_stall_s < 5 or not names or len(set(names)) != len(names) or not all(
+                a.startswith("hci") and a[3:].isdigit() for a in names):
+            raise ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter adapter names like hci0 "
+                              "(several: \"hci0,hci1\", each once)")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self

@@ -142,15 +142,19 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
 def make_source(cfg: GatewayConfig) -> BleSource:
     if cfg.source == "ble":
         from gateway.ble.adapter import BluezAdapter
-        from gateway.ble.source import BleakSource, BleSettings
+        from gateway.ble.source import BleakSource, BleSettings, DeviceClaims, MultiAdapterSource
         from gateway.registry import DeviceRegistry
 
         b = cfg.ble
         settings = BleSettings(allow=b.allow, max_connections=b.max_connections, silence_s=b.silence_s,
                                connect_timeout_s=b.connect_timeout_s, scan_stall_s=b.scan_stall_s)
-        return BleakSource(settings, secret_file(cfg.pseudonym_key_path), {"adapter": b.adapter},
-                           registry=DeviceRegistry(cfg.state_dir),
-                           adapter=BluezAdapter(b.adapter) if b.adapter_reset else None)
+        key = secret_file(cfg.pseudonym_key_path)
+        claims = DeviceClaims() if len(b.adapters) > 1 else None
+        seen: dict[str, str | None] = {}
+        sources = [BleakSource(settings, key, {"adapter": name}, registry=DeviceRegistry(cfg.state_dir),
+                               adapter=BluezAdapter(name) if b.adapter_reset else None, name=name, claims=claims,
+                               unknown_seen=seen) for name in b.adapters]
+        return sources[0] if len(sources) == 1 else MultiAdapterSource(sources)
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
 
 

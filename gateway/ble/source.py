@@ -93,14 +93,37 @@ class DeviceState:
     ble_device: BLEDevice | None = field(default=None, repr=False)
 
 
+class DeviceClaims:
+    """Which adapter owns which device, shared by the sources of one gateway's adapters, so a device that
+    every adapter can hear is collected by exactly one of them (an adapter claims it only when it has a
+    free slot, which spreads devices over adapters)."""
+
+    def __init__(self) -> None:
+        self._owner: dict[str, str] = {}
+
+    def claim(self, identity: str, adapter: str) -> bool:
+        owner = self._owner.setdefault(identity, adapter)
+        return owner == adapter
+
+    def release(self, identity: str, adapter: str) -> None:
+        if self._owner.get(identity) == adapter:
+            del self._owner[identity]
+
+    def owner(self, identity: str) -> str | None:
+        return self._owner.get(identity)
+
+
 class BleakSource:
-    """Collects from allowed devices; ``run(submit)`` until cancelled."""
+    """Collects from allowed devices through one adapter; ``run(submit)`` until cancelled."""
 
     def __init__(self, settings: BleSettings, pseudonym_key: bytes, backend_kwargs: dict[str, Any] | None = None,
                  scanner_backend: type | None = None, client_backend: type | None = None,
-                 registry: DeviceRegistry | None = None, adapter: AdapterControl | None = None) -> None:
+                 registry: DeviceRegistry | None = None, adapter: AdapterControl | None = None,
+                 name: str = "hci0", claims: DeviceClaims | None = None,
+                 unknown_seen: dict[str, str | None] | None = None) -> None:
         """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
-        power-cycled when restarting the scanner does not end a stall."""
+        power-cycled when restarting the scanner does not end a stall. With several adapters, each has a
+        source ``name``d after it, and they share ``claims`` and ``unknown_seen``."""
         self.settings = settings
         self.registry = registry
         self._allow = settings.allow
@@ -112,7 +135,9 @@ class BleakSource:
         self._client_backend = client_backend
         self.devices: dict[str, DeviceState] = {}  # by identity (see DeviceState.identity)
         self._resolver = IrkResolver(_irks(settings.allow))
-        self.unknown_seen: dict[str, str | None] = {}  # address -> name, for `devices list`
+        self.unknown_seen: dict[str, str | None] = {} if unknown_seen is None else unknown_seen  # for `devices list`
+        self.name = name
+        self.claims = claims
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._connect_lock = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -169,6 +194,8 @@ class BleakSource:
             if char is None:
                 continue
             st.advertisement_only = True  # its data arrives in advertisements: never spend a link on it
+            if self.claims is not None and not self.claims.claim(identity, self.name):
+                continue  # another adapter collects this broadcaster
             if st.last_adv_payload.get(char) != payload:  # advertisements repeat one measurement many times
                 st.last_adv_payload[char] = payload
                 st.notifications += 1
@@ -201,6 +228,8 @@ class BleakSource:
                     if st.advertisement_only:
                         continue
                     if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
+                        if self.claims is not None and not self.claims.claim(st.identity, self.name):
+                            continue  # another adapter holds it
                         self._tasks[st.identity] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
                         busy += 1
         finally:
@@ -354,6 +383,8 @@ class BleakSource:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.disconnect()
+            if self.claims is not None:
+                self.claims.release(st.identity, self.name)  # any adapter with a free slot may take it next
             st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
 
@@ -364,3 +395,45 @@ def _irks(allow: frozenset[str]) -> list[bytes]:
 
 def _missing(st: DeviceState) -> BLEDevice:
     raise BleakError(f"{st.dev} is no longer advertising")
+
+
+class MultiAdapterSource:
+    """One gateway, several adapters (USB dongles for more slots): a ``BleakSource`` per adapter, sharing
+    device claims, the list of unknown devices and the pseudonym key, run together."""
+
+    def __init__(self, sources: list[BleakSource]) -> None:
+        if not sources:
+            raise ValueError("at least one adapter")
+        self.sources = sources
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        await asyncio.gather(*(s.run(submit) for s in self.sources))
+
+    @property
+    def devices(self) -> dict[str, DeviceState]:
+        """Each device as seen by the adapter that holds it (or by any, if none does)."""
+        out: dict[str, DeviceState] = {}
+        for s in self.sources:
+            for identity, st in s.devices.items():
+                owner = s.claims.owner(identity) if s.claims is not None else None
+                if identity not in out or owner == s.name:
+                    out[identity] = st
+        return out
+
+    def dev_id(self, identity: str) -> str:
+        return self.sources[0].dev_id(identity)
+
+    def decode_quirks(self, dev: str) -> Mapping[str, str] | None:
+        for s in self.sources:
+            q = s.decode_quirks(dev)
+            if q:
+                return q
+        return None
+
+    def device_states(self) -> dict[str, dict[str, Any]]:
+        states: dict[str, dict[str, Any]] = {}
+        for s in self.sources:
+            for dev, state in s.device_states().items():
+                if dev not in states or state["connected"]:
+                    states[dev] = {**state, "adapter": s.name}
+        return states

@@ -380,3 +380,44 @@ def test_individually_paired_devices_get_the_slots_first() -> None:
     settings = BleSettings(allow=frozenset({"vendor:006b", address(2)}), max_connections=1)
     source, frames, _ = run_for(1.5, fleet, settings)
     assert {f.dev for f in frames} == {source.dev_id(address(2))}  # the one paired by address, not the brand
+
+
+def test_two_adapters_share_the_devices_and_never_collect_one_twice() -> None:
+    """Two emulated adapters hear all six straps; each may hold three: every strap is collected, by one
+    adapter only, and the adapters split the load."""
+    from gateway.ble.source import DeviceClaims, MultiAdapterSource
+
+    async def main() -> tuple[MultiAdapterSource, list[Frame], Straps]:
+        link = LocalLink()
+        devs = straps(6)(link)
+        for s in devs:
+            await s.start()
+        claims = DeviceClaims()
+        seen: dict[str, str | None] = {}
+        settings = BleSettings(allow=frozenset(address(i) for i in range(6)), max_connections=3)
+        sources = [BleakSource(settings, KEY, {"central": BumbleCentral(link, address=f"C0:FF:EE:00:00:0{n}")},
+                               BumbleScanner, BumbleClient, name=f"hci{n}", claims=claims, unknown_seen=seen)
+                   for n in range(2)]
+        multi = MultiAdapterSource(sources)
+        frames: list[Frame] = []
+
+        async def submit(f: Frame) -> None:
+            frames.append(f)
+
+        task = asyncio.create_task(multi.run(submit))
+        await asyncio.sleep(2.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for s in devs:
+            await s.stop()
+        return multi, frames, devs
+
+    multi, frames, devs = asyncio.run(main())
+    per_adapter = [sum(st.connects > 0 for st in s.devices.values()) for s in multi.sources]
+    assert all(0 < n <= 3 for n in per_adapter), per_adapter
+    assert {f.dev for f in frames} == {multi.dev_id(address(i)) for i in range(6)}
+    for i, d in enumerate(devs):
+        got = [f.data for f in frames if f.dev == multi.dev_id(address(i)) and f.char == 0x2A37]
+        assert got == d.sent[:len(got)] and len(got) >= 10  # once each, in order: no adapter doubled it
+    states = multi.device_states()
+    assert len(states) == 6 and {s["adapter"] for s in states.values()} == {"hci0", "hci1"}
