@@ -434,6 +434,9 @@ class MultiAdapterSource:
         states: dict[str, dict[str, Any]] = {}
         for s in self.sources:
             for dev, state in s.device_states().items():
-                if dev not in states or state["connected"]:
+                old = states.get(dev)
+                # The adapter that holds the device (connected, else the one that collected most) reports it.
+                if old is None or (state["connected"], state["notifications"]) > (old["connected"],
+                                                                                   old["notifications"]):
                     states[dev] = {**state, "adapter": s.name}
         return states

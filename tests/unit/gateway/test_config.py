@@ -40,6 +40,8 @@ def test_example_config_parses() -> None:
     ({"ble": {"allow": ["irk:1234"]}}, "32 hex digits"),
     ({"ble": {"adapter": "wlan0"}}, "adapter name like hci0"),
     ({"ble": {"scan_stall_s": 1}}, "scan_stall_s"),
+    ({"ble": {"adapter": "hci0,hci0"}}, "each once"),
+    ({"ble": {"adapter": ","}}, "adapter names"),
     ({"gateway": {"source": "zigbee"}}, "source must be"),
     ({"chain": {"target": "mars"}}, "not a chain of the alliance topology"),
     ({"rollup": [{"target": "health"}]}, "not a chain of the alliance topology"),
@@ -70,6 +72,11 @@ def test_ble_allowlist_is_normalised() -> None:
     cfg = parse_config({"gateway": {"source": "ble"},
                         "ble": {"allow": ["aa:bb:cc:dd:ee:ff", "name:Polar H10", irk]}})
     assert cfg.ble.allow == frozenset({"AA:BB:CC:DD:EE:FF", "name:Polar H10", irk.lower()})
+
+
+def test_several_adapters() -> None:
+    cfg = parse_config({"ble": {"adapter": "hci0, hci1"}})
+    assert cfg.ble.adapters == ["hci0", "hci1"]
 
 
 def test_roll_up_targets_parse() -> None:
