@@ -38,7 +38,7 @@ def test_example_config_parses() -> None:
     ({"ble": {"allow": "AA:BB"}}, "list of strings"),
     ({"ble": {"allow": ["AA:BB"]}}, "neither a Bluetooth address"),
     ({"ble": {"allow": ["irk:1234"]}}, "32 hex digits"),
-    ({"ble": {"adapter": "wlan0"}}, "adapter name like hci0"),
+    ({"ble": {"adapter": "wlan0"}}, "adapter names like hci0"),
     ({"ble": {"scan_stall_s": 1}}, "scan_stall_s"),
     ({"ble": {"adapter": "hci0,hci0"}}, "each once"),
     ({"ble": {"adapter": ","}}, "adapter names"),
