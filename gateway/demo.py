@@ -205,7 +205,7 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
               f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
               f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}")
-        if isinstance(source, BumbleDemoSource):
+        if isinstance(source, BumbleDemoSource) and chaos != Chaos():
             print(source.misbehaviour_summary())
         print(report.summary())
         if not drained:
