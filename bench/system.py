@@ -330,20 +330,27 @@ def _journal_next_seq(state: Path, j: Any = None) -> int:
 
 
 # ----------------------------------------------------------------------------- the emulated radio
-async def _bleak_path(n: int, seconds: float) -> float:
+async def _started_straps(n: int, prefix: str) -> tuple[Any, list[Any]]:
+    """A fresh emulated link with ``n`` straps notifying at 20 Hz, advertising."""
     from bumble.link import LocalLink
 
     from firmware_sim.bumble_devices import BumbleHeartRateStrap
     from firmware_sim.heart_rate_strap import HeartRateStrap
-    from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
-    from gateway.ble.source import BleakSource, BleSettings
 
     _quiet_teardown()
     link = LocalLink()  # type: ignore[no-untyped-call]
-    straps = [BumbleHeartRateStrap(link, f"F6:00:00:00:00:{i:02X}", HeartRateStrap(f"s{i}", seed=i), 0.05)
+    straps = [BumbleHeartRateStrap(link, f"{prefix}:00:00:00:00:{i:02X}", HeartRateStrap(f"s{i}", seed=i), 0.05)
               for i in range(n)]
     for s in straps:
         await s.start()
+    return link, straps
+
+
+async def _bleak_path(n: int, seconds: float) -> float:
+    from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
+    from gateway.ble.source import BleakSource, BleSettings
+
+    link, straps = await _started_straps(n, "F6")
     source = BleakSource(BleSettings(allow=frozenset(s.address for s in straps), max_connections=n),
                          b"k" * 32, {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
     got = [0]
@@ -369,18 +376,9 @@ async def _bumble_only(n: int, seconds: float) -> float:
     from bumble.device import Device, Peer
     from bumble.hci import Address
     from bumble.host import Host
-    from bumble.link import LocalLink
     from bumble.transport.common import AsyncPipeSink
 
-    from firmware_sim.bumble_devices import BumbleHeartRateStrap
-    from firmware_sim.heart_rate_strap import HeartRateStrap
-
-    _quiet_teardown()
-    link = LocalLink()  # type: ignore[no-untyped-call]
-    straps = [BumbleHeartRateStrap(link, f"F7:00:00:00:00:{i:02X}", HeartRateStrap(f"s{i}", seed=i), 0.05)
-              for i in range(n)]
-    for s in straps:
-        await s.start()
+    link, straps = await _started_straps(n, "F7")
     c = Controller("central", link=link, public_address="C0:00:00:00:00:09")
     central = Device(name="central", address=Address("C0:00:00:00:00:09"), host=Host(c, AsyncPipeSink(c)))
     await central.power_on()

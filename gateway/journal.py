@@ -345,10 +345,7 @@ class SqliteJournal:
         rows = self._query(
             f"SELECT batch, root, count, state, raw_tx, tx_hash, receipt, attempts, published, block_number, "  # noqa: S608
             f"block_hash FROM anchors WHERE state IN ({marks}) ORDER BY batch", tuple(states))
-        return [AnchorJob(int(b), bytes(r), int(c), str(s), None if raw is None else bytes(raw),
-                          None if h is None else bytes(h), None if rc is None else bytes(rc), int(a), bool(p),
-                          None if bn is None else int(bn), None if bh is None else bytes(bh))
-                for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
+        return _jobs(rows)
 
     def set_anchor_state(self, batch: int, state: str, raw_tx: bytes | None = None, tx_hash: bytes | None = None,
                          receipt: bytes | None = None, block_number: int | None = None,
@@ -417,10 +414,7 @@ class SqliteJournal:
             f"SELECT rollup, root, count, state, raw_tx, tx_hash, receipt, attempts, published, "  # noqa: S608
             f"block_number, block_hash FROM rollups WHERE target = ? AND state IN ({marks}) ORDER BY rollup",
             (target, *states))
-        return [AnchorJob(int(b), bytes(r), int(c), str(s), None if raw is None else bytes(raw),
-                          None if h is None else bytes(h), None if rc is None else bytes(rc), int(a), bool(p),
-                          None if bn is None else int(bn), None if bh is None else bytes(bh))
-                for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
+        return _jobs(rows)
 
     def set_rollup_state(self, target: str, rollup: int, state: str, raw_tx: bytes | None = None,
                          tx_hash: bytes | None = None, receipt: bytes | None = None, block_number: int | None = None,
@@ -491,3 +485,13 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((first, last))
     return out
+
+
+def _jobs(rows: list[tuple[Any, ...]]) -> list[AnchorJob]:
+    """Rows of (number, root, count, state, raw_tx, tx_hash, receipt, attempts, published, block, block hash)."""
+    def opt(v: Any, kind: type) -> Any:
+        return None if v is None else kind(v)
+
+    return [AnchorJob(int(b), bytes(r), int(c), str(s), opt(raw, bytes), opt(h, bytes), opt(rc, bytes), int(a),
+                      bool(p), opt(bn, int), opt(bh, bytes))
+            for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
