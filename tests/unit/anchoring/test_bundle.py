@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anchoring.bundle import BundleError, build_bundle, verify_bundle
 from anchoring.receipt import AnchorReceipt
@@ -73,3 +75,23 @@ def test_seq_outside_the_batch_is_refused() -> None:
     signed = SignedManifest.from_bytes(s.batches[0])
     with pytest.raises(BundleError):
         build_bundle(11, list(s.records.values()), signed, None)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 2**70) | st.text(max_size=20)
+                     | st.sampled_from(["00" * 32, "0x" + "11" * 20, "zz", ""]),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+                         ["version", "hash", "record", "inclusion", "index", "size", "path", "batch", "manifest",
+                          "sig", "key_id", "anchor", "receipt", "rollups", "target", "rollup", "first_batch",
+                          "root", "public_key_pem"]), inner, max_size=6), max_leaves=20)
+
+
+@settings(max_examples=600, deadline=None, print_blob=True)
+@given(st.dictionaries(st.sampled_from(["version", "hash", "record", "inclusion", "batch", "anchor", "rollups"]),
+                       _json, max_size=7).map(lambda d: {"version": 1, "hash": "sm3", **d}))
+def test_a_hostile_bundle_is_never_proven_and_never_crashes(bundle: dict[str, Any]) -> None:
+    """Bundles come from anyone: whatever the JSON holds, the answer is a check result (or BundleError)."""
+    try:
+        result = verify_bundle(bundle, {SIGNER.key_id: SIGNER}, load_public_key_pem)
+    except BundleError:
+        return
+    assert not result.ok

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge import cbor
-from edge.errors import CodecError
+from edge.errors import CodecError, EdgeError
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest, build_manifest, sign_manifest
 from edge.merkle import merkle_root
 from edge.sm2 import generate_signer
@@ -72,3 +76,25 @@ def test_bad_topics(topic: str) -> None:
         parse_topic(topic)
     with pytest.raises(CodecError):
         Topics("shen zhen", "gw")
+
+
+# ---------------------------------------------------------------- network input: never anything but our errors
+
+
+@settings(max_examples=800, deadline=None, print_blob=True)
+@given(st.binary(max_size=400) | st.builds(
+    lambda d: cbor.dumps(d), st.dictionaries(st.sampled_from(["manifest", "sig", "key_id", "gw", "batch", "root",
+                                                              "prev", "count", "first_seq", "t", "x"]),
+                                             st.integers() | st.binary(max_size=40) | st.text(max_size=10),
+                                             max_size=8)))
+def test_manifests_from_the_network_fail_only_with_our_errors(data: bytes) -> None:
+    for parse in (Manifest.from_bytes, SignedManifest.from_bytes):
+        with contextlib.suppress(EdgeError):
+            parse(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=80))
+def test_topics_from_the_network_fail_only_with_our_errors(topic: str) -> None:
+    with contextlib.suppress(EdgeError):
+        parse_topic(topic)
