@@ -444,4 +444,10 @@ def demo_main(args: argparse.Namespace) -> int:
     if args.devices < 1:
         print("tiyi demo: --devices must be at least 1", file=sys.stderr)
         return 2
+    if getattr(args, "hub", None) and not args.ble:
+        print("tiyi: --hub runs emulated Bluetooth devices in other processes; it needs --ble", file=sys.stderr)
+        return 2
+    if getattr(args, "processes", 1) < 1 or getattr(args, "rollup_every", 0) < 0:
+        print("tiyi: --processes must be at least 1 and --rollup-every not negative", file=sys.stderr)
+        return 2
     return asyncio.run(_demo(args))

@@ -71,3 +71,8 @@ def test_sim_run_with_devices_in_other_processes_attached_to_a_hub(tmp_path: Pat
         assert f"devices in 2 processes attached to a {kind} hub" in out and "RESULT: every record verified" in out
         joined = int(out.split(" notifications joined")[0].rsplit("(", 1)[1])
         assert joined > 0  # the bike's split records crossed the sockets and were joined
+
+
+def test_hub_without_the_radio_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "run", "chaos", "--hub", "tcp"]) == 2
+    assert "needs --ble" in capsys.readouterr().err
