@@ -207,9 +207,11 @@ class BumbleSensor:
     async def _loop(self) -> None:
         m, mis = self.model, self.misbehaviour
         t, n = 0.0, 0
-        next_rename = mis.rename_every_s or None
-        next_drop = mis.disconnect_every_s or None
-        next_rotation = mis.rotate_address_every_s or None
+        # Each device keeps its own phase, as real ones do: a room of devices never misbehaves in lockstep.
+        phase = self._rng.uniform(0.3, 1.0)
+        next_rename = mis.rename_every_s * phase or None
+        next_drop = mis.disconnect_every_s * self._rng.uniform(0.3, 1.0) or None
+        next_rotation = mis.rotate_address_every_s * self._rng.uniform(0.3, 1.0) or None
         while not self.switched_off:
             await asyncio.sleep(m.interval_s / self.speed)
             t += m.interval_s

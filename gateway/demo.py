@@ -353,8 +353,10 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
         irk = hashlib.sha256(f"tiyi-sim-irk-{i}".encode()).digest()[:16] if chaos.rotate_address_every_s else None
         allow.add(f"irk:{irk.hex()}" if irk else address)
         plan.append((m, address, misbehave, irk))
+    # The emulated radio connects in milliseconds: a short timeout keeps a connect to an address that just
+    # rotated away (a private-address device) from holding the adapter's connect slot for long.
     settings = BleSettings(allow=frozenset(allow), max_connections=max(5, len(allow)), backoff_min_s=0.2,
-                           silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
+                           connect_timeout_s=2.0, silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
     source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
                          {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
     if hub is not None:

@@ -105,6 +105,13 @@ class BumbleCentral:
             if self._scan_users == 0 and self.device.is_scanning:
                 await self.device.stop_scanning()
 
+    def abandon_connect(self) -> None:
+        """Withdraw a connect that timed out or was given up. A real controller does this on LE Create
+        Connection Cancel; Bumble's emulated one (0.0.236) acknowledges the command but keeps the connect
+        pending until the peer advertises again, which a device that moved to a new private address never
+        does, and then refuses every later connect. So the emulated adapter drops it itself."""
+        self.controller.pending_le_connection = None
+
     async def wedge(self) -> None:
         """Stop discovery the way a hung controller does: no error, just no advertisements, even after the
         scanner is restarted."""
@@ -179,10 +186,25 @@ class BumbleClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await self.central.start()
         try:
-            conn = await asyncio.wait_for(self.central.device.connect(self._peer_address), self._timeout)
+            try:
+                conn = await asyncio.wait_for(self.central.device.connect(self._peer_address, timeout=None),
+                                              self._timeout)
+            except BaseException:  # timed out, or abandoned because the device moved to a new private address
+                self.central.abandon_connect()
+                raise
+            self._connection = conn
+            # Discovery under a deadline too: a peripheral that drops the link right after accepting it (a
+            # "busy" device) must not leave discovery waiting for answers forever.
+            await asyncio.wait_for(self._discover(conn), self._timeout)
         except (TimeoutError, Exception) as exc:  # bumble raises several types; bleak callers expect BleakError
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    await self._connection.disconnect()
+            self._connection = None
+            self._peer = None
             raise BleakError(f"could not connect to {self.address}: {exc!r}") from exc
-        self._connection = conn
+
+    async def _discover(self, conn: Connection) -> None:
         conn.on("disconnection", self._on_disconnection)
         peer = Peer(conn)
         self._peer = peer

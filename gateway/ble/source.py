@@ -141,6 +141,7 @@ class BleakSource:
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._connect_lock = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dialing: dict[str, str] = {}  # identity → the address a connect is under way to
         self._last_adv = 0.0
         self.scanner_restarts = 0
         self.adapter_resets = 0
@@ -185,6 +186,12 @@ class BleakSource:
         elif st.address != address and not st.connected:
             log.debug("%s now advertises from a new private address", st.dev)
             st.address = address
+            dialled = self._dialing.get(identity)
+            task = self._tasks.get(identity)
+            if dialled is not None and dialled != address and task is not None and not task.done():
+                # The connect under way goes to an address the device has left: it can only time out,
+                # and meanwhile it holds the adapter. Abort it; the next try dials the new address.
+                task.cancel()
         st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
         known = set(known_characteristics())
         for uuid, payload in adv.service_data.items():
@@ -318,17 +325,27 @@ class BleakSource:
         is known for (aborted or cancelled connects, stale services) with its own short backoff, and
         translates the rest into typed errors; our backoff per device takes over when it gives up."""
         assert st.ble_device is not None
-        return await establish_connection(
-            BleakClient, st.ble_device, st.dev, disconnected_callback=on_disconnect,
-            max_attempts=self.settings.connect_attempts, use_services_cache=False,
-            ble_device_callback=lambda: st.ble_device or _missing(st),
-            timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw)
+        # A watchdog over the whole attempt: a backend that hangs (a link dropped mid-discovery, a wedged
+        # controller) must never hold this adapter's connect slot, which every other device waits for.
+        # Retrying the same address is pointless for a device behind private addresses: by then it may
+        # advertise from a new one, which the next try (with the scanner's latest address) will use.
+        attempts = 1 if st.identity.startswith("irk:") else self.settings.connect_attempts
+        limit = attempts * (self.settings.connect_timeout_s + 5.0)
+        try:
+            return await asyncio.wait_for(establish_connection(
+                BleakClient, st.ble_device, st.dev, disconnected_callback=on_disconnect,
+                max_attempts=attempts, use_services_cache=False,
+                ble_device_callback=lambda: st.ble_device or _missing(st),
+                timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw), limit)
+        except TimeoutError as exc:
+            raise BleakError(f"connecting to {st.dev} did not finish within {limit:.0f} s") from exc
 
     async def _session(self, st: DeviceState) -> None:
         """One connection's life: connect, subscribe, watch for silence, and schedule the next attempt."""
         loop = asyncio.get_running_loop()
         disconnected = asyncio.Event()
         client: BleakClient | None = None
+        dialled = st.address  # a private-address device may move on while we dial its old address
         last_note = [loop.time()]
         gaps: list[float] = []
 
@@ -347,7 +364,11 @@ class BleakSource:
 
         try:
             async with self._connect_lock:  # one connect at a time per adapter
-                client = await self._connect(st, lambda _c: disconnected.set())
+                self._dialing[st.identity] = dialled
+                try:
+                    client = await self._connect(st, lambda _c: disconnected.set())
+                finally:
+                    self._dialing.pop(st.identity, None)
             st.connected, st.connects = True, st.connects + 1
             log.info("connected to %s (%s)", st.dev, st.name)
             wanted = self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
@@ -385,7 +406,10 @@ class BleakSource:
                     await client.disconnect()
             if self.claims is not None:
                 self.claims.release(st.identity, self.name)  # any adapter with a free slot may take it next
-            st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
+            if st.address == dialled:
+                st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
+            # else: it failed because the device rotated its address meanwhile; the next try uses the new one
+            # without a longer wait (the failure says nothing about the device).
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
 
 

@@ -286,7 +286,7 @@ def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
         await asyncio.sleep(1.0)
         await devs[0].drop_connections()
 
-    source, frames, devs = run_for(2.5, straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
+    source, frames, devs = run_for(3.5, straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
                                    BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1), drop)
     st = source.devices[address(0)]
     assert devs[0].renames >= 3 and st.name is not None and st.name != "strap-0" and st.connects >= 2
