@@ -326,6 +326,7 @@ class StreamVerifier:
         covered_to = 0
         prev_digest: bytes | None = GENESIS_PREV
         numbers = sorted(st.batches)
+        roots: dict[int, bytes] = {}  # batch number → the root its (received) manifest signs
         expected = 1
         for n in numbers:
             if n != expected:
@@ -334,6 +335,7 @@ class StreamVerifier:
             expected = n + 1
             sm = SignedManifest.from_bytes(st.batches[n])
             m = sm.manifest
+            roots[n] = m.root
             ok = True
             anchored = next((r.block for r in st.receipts.get(n, []) if r.root == m.root), None)
             verifier = self._verifier_for(st, rep, sm.key_id, anchored)
@@ -357,7 +359,7 @@ class StreamVerifier:
                 ok = self._check_anchor(n, m, st, rep, check_anchor, problem)
             prev_digest = sm3(sm.manifest_bytes)
             covered_to = m.last_seq
-        self._check_rollups(gw, st, rep, problem, require_complete, rollup_targets, check_rollup)
+        self._check_rollups(gw, st, roots, rep, problem, require_complete, rollup_targets, check_rollup)
         # Records: gaps and coverage.
         if seqs:
             present = set(seqs)
@@ -374,7 +376,8 @@ class StreamVerifier:
         return rep
 
     @staticmethod
-    def _check_rollups(gw: str, st: _GatewayState, rep: GatewayReport, problem: Callable[..., None],
+    def _check_rollups(gw: str, st: _GatewayState, roots: Mapping[int, bytes], rep: GatewayReport,
+                       problem: Callable[..., None],
                        require_complete: bool, rollup_targets: Collection[str],
                        check_rollup: Callable[[str, AnchorReceipt], str | None] | None) -> None:
         """Each roll-up: its receipt anchors its root under ``<gw>.rollup``; its leaves are exactly the roots
@@ -387,8 +390,7 @@ class StreamVerifier:
                 continue
             for i, root in enumerate(rollup.roots):
                 n = rollup.first_batch + i
-                signed = st.batches.get(n)
-                if signed is None or SignedManifest.from_bytes(signed).manifest.root != root:
+                if roots.get(n) != root:
                     problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: leaf {i} is not the root of "
                             f"signed batch {n}", batch=n)
                     ok = False

@@ -282,7 +282,7 @@ def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[li
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
             j = SqliteJournal.open(state / "journal.sqlite3", "gw-load")
-            seq1 = _journal_next_seq(state, j)
+            seq1 = j.next_seq
             blobs = j.records(seq0, seq1 - 1) if seq1 > seq0 else []
             j.close()
             rate = (seq1 - seq0) / elapsed
@@ -317,10 +317,8 @@ def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[li
     return results, detail
 
 
-def _journal_next_seq(state: Path, j: Any = None) -> int:
+def _journal_next_seq(state: Path) -> int:
     """Next seq, read without disturbing the running gateway (read-only SQLite connection)."""
-    if j is not None:
-        return int(j.next_seq)
     conn = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()

@@ -131,30 +131,20 @@ class Record:
             raise CodecError("record.q: expected a tuple of snake_case flags")
 
     def to_map(self) -> dict[str, Any]:
-        m: dict[str, Any] = {
-            "gw": self.gw,
-            "seq": self.seq,
-            "dev": self.dev,
-            "t": self.t,
-            "kind": self.kind,
-            "val": dict(self.val),
-            "raw": self.raw,
-            "salt": self.salt,
-        }
-        if self.q:
-            m["q"] = list(self.q)
-        return m
-
-    def __bytes__(self) -> bytes:
-        """Canonical CBOR. The map is built in canonical key order; when no value needs a shorter float
-        form, plain encoding then yields the canonical bytes and skips the sort (the hot path)."""
+        """The record as a map, built in canonical key order (``val`` too)."""
         val = self.val
         if len(val) > 1:
             val = {k: val[k] for k in sorted(val, key=_canonical_key)}
         m: dict[str, Any] = {"q": list(self.q)} if self.q else {}
-        m.update(t=self.t, gw=self.gw, dev=self.dev, raw=self.raw, seq=self.seq, val=val, kind=self.kind,
+        m.update(t=self.t, gw=self.gw, dev=self.dev, raw=self.raw, seq=self.seq, val=dict(val), kind=self.kind,
                  salt=self.salt)
-        if all(_plain_ok(v) for v in val.values()):
+        return m
+
+    def __bytes__(self) -> bytes:
+        """Canonical CBOR. The map is already in canonical key order, so when no value needs a shorter float
+        form, plain encoding yields the canonical bytes and skips the sort (the hot path)."""
+        m = self.to_map()
+        if all(_plain_ok(v) for v in m["val"].values()):
             return cbor2.dumps(m)
         return cbor.dumps(m)
 

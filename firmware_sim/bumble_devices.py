@@ -42,11 +42,8 @@ def emulated_device(link: LocalLink | None, address: str, name: str, hci: Transp
     return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
 
 
-# Which service each measurement characteristic lives in, for models that send on several.
-SERVICE_OF = {0x2A37: 0x180D, 0x2A5E: 0x1822, 0x2A5F: 0x1822, 0x2A9C: 0x181B, 0x2A9D: 0x181D, 0x2A35: 0x1810,
-              0x2A1C: 0x1809, 0x2A53: 0x1814, 0x2A5B: 0x1816, 0x2A63: 0x1818, 0x2ACD: 0x1826, 0x2AD2: 0x1826,
-              0x2AD1: 0x1826, 0x2ACE: 0x1826}
 DEVICE_INFORMATION_SERVICE = "180A"
+BATTERY_LEVEL = 0x2A19
 REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
 
 
@@ -118,12 +115,14 @@ class BumbleSensor:
         props = gatt.Characteristic.Properties
         self.chars: dict[int, gatt.Characteristic[bytes]] = {}
         by_service: dict[int, list[gatt.Characteristic[bytes]]] = {}
-        for uuid in (self.model.char, *self.model.also):
+        services = self.model.services or (0x1800,)
+        for i, uuid in enumerate((self.model.char, *self.model.also)):
             c = gatt.Characteristic(f"{uuid:04X}", props.INDICATE if self.model.indicate else props.NOTIFY,
                                     gatt.Characteristic.READABLE, b"")
             self.chars[uuid] = c
-            default = self.model.services[0] if self.model.services else 0x1800
-            by_service.setdefault(SERVICE_OF.get(uuid, default), []).append(c)
+            # A model lists the service of each of its characteristics in the same order (a watch: heart
+            # rate, then pulse oximetry); extra characteristics share the first service.
+            by_service.setdefault(services[i] if i < len(services) else services[0], []).append(c)
         battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
         self.battery_char: gatt.Characteristic[bytes] = gatt.Characteristic(
             "2A19", props.READ | props.NOTIFY, gatt.Characteristic.READABLE, battery_value)
@@ -147,9 +146,10 @@ class BumbleSensor:
         """Notifications sent plus battery values served: every frame a central could have received."""
         return len(self.sent) + len(self.served)
 
-    @property
-    def battery_reads(self) -> int:
-        return len(self.served)
+    def emitted(self) -> list[tuple[int, bytes]]:
+        """(characteristic, bytes) of everything a central could have received: notifications, indications
+        and battery values read."""
+        return [*zip(self.sent_on, self.sent, strict=True), *((BATTERY_LEVEL, v) for v in self.served)]
 
     def _read_battery(self, _conn: Connection) -> bytes:
         value = bytes([round(self.battery)])
@@ -174,8 +174,7 @@ class BumbleSensor:
             asyncio.get_event_loop().create_task(self._advertise())
 
     def _advertising_data(self) -> bytes:
-        services = sorted({SERVICE_OF.get(u, u) for u in (self.model.char, *self.model.also)} | {0x180F})
-        return advertising_data(self.name, [s for s in services if s < 0x2A00], self.company_id)
+        return advertising_data(self.name, sorted({*self.model.services, 0x180F}), self.company_id)
 
     async def _advertise(self) -> None:
         with contextlib.suppress(Exception):
@@ -196,20 +195,20 @@ class BumbleSensor:
         return any(cccd.get(char.handle, b"\x00\x00")[0] & 0x03
                    for cccd in self.device.gatt_server.subscribers.values())
 
-    async def _send(self, char: gatt.Characteristic[bytes], data: bytes) -> None:
-        send = self.device.indicate_subscribers if self.model.indicate and char is not self.battery_char \
+    async def _send(self, uuid: int, data: bytes) -> None:
+        char = self.battery_char if uuid == BATTERY_LEVEL else self.chars[uuid]
+        send = self.device.indicate_subscribers if self.model.indicate and uuid != BATTERY_LEVEL \
             else self.device.notify_subscribers
         # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
         await asyncio.shield(send(char, data))
         self.sent.append(data)
-        self.sent_on.append(int(char.uuid.to_hex_str(), 16))
+        self.sent_on.append(uuid)
 
     async def _loop(self) -> None:
         m, mis = self.model, self.misbehaviour
         t, n = 0.0, 0
         # Each device keeps its own phase, as real ones do: a room of devices never misbehaves in lockstep.
-        phase = self._rng.uniform(0.3, 1.0)
-        next_rename = mis.rename_every_s * phase or None
+        next_rename = mis.rename_every_s * self._rng.uniform(0.3, 1.0) or None
         next_drop = mis.disconnect_every_s * self._rng.uniform(0.3, 1.0) or None
         next_rotation = mis.rotate_address_every_s * self._rng.uniform(0.3, 1.0) or None
         while not self.switched_off:
@@ -237,15 +236,15 @@ class BumbleSensor:
                 data = f.data
                 if mis.malformed_every and n % mis.malformed_every == 0:
                     data = data[:1]  # flags that announce fields which never follow
-                await self._send(char, data)
+                await self._send(f.char, data)
                 if mis.duplicate_every and n % mis.duplicate_every == 0:
-                    await self._send(char, data)
+                    await self._send(f.char, data)
 
     async def _drain(self, dt: float) -> None:
         before = round(self.battery)
         self.battery = max(0.0, self.battery - self.misbehaviour.battery_drain_per_min * dt / 60)
         if round(self.battery) != before and self._subscribed(self.battery_char):
-            await self._send(self.battery_char, bytes([round(self.battery)]))
+            await self._send(BATTERY_LEVEL, bytes([round(self.battery)]))
         if self.battery <= 0:
             log.info("%s: battery empty, switching off", self.dev_id)
             self.switched_off = True

@@ -127,8 +127,11 @@ async def run_worker(specs: list[DeviceSpec]) -> dict[str, dict[str, Any]]:
     for d in devices:
         await d.stop_notifying()
     await asyncio.sleep(0.3)  # the last notifications cross the socket before the link goes
-    return {d.dev_id: {"frames": [x.hex() for x in d.sent] + [x.hex() for x in d.served],
-                       "chars": d.sent_on + [0x2A19] * len(d.served)} for d in devices}
+    out: dict[str, dict[str, Any]] = {}
+    for d in devices:
+        emitted = d.emitted()
+        out[d.dev_id] = {"frames": [x.hex() for _, x in emitted], "chars": [c for c, _ in emitted]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

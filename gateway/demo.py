@@ -315,9 +315,7 @@ class BumbleDemoSource:
         await asyncio.sleep(0.5)  # let the last notifications cross the link
 
     def write_truth(self, path: Path) -> int:
-        return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals
-                                   for c, d in [*zip(p.sent_on, p.sent, strict=True),
-                                                *((0x2A19, v) for v in getattr(p, "served", []))]])
+        return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals for c, d in p.emitted()])
 
     def misbehaviour_summary(self) -> str:
         ps = self.peripherals

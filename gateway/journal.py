@@ -221,7 +221,7 @@ class SqliteJournal:
             return [(int(f), int(last)) for f, last in rows]
         # A journal from before delivery ranges: derive them once from the per-record flags.
         seqs = [int(s) for (s,) in self._query("SELECT seq FROM records WHERE delivered = 1 ORDER BY seq")]
-        ranges = _runs(seqs)
+        ranges = _merge([(q, q) for q in seqs])
         if ranges:
             self._tx([("INSERT INTO delivered(first, last) VALUES (?, ?)", ranges, True)])
         return ranges
@@ -246,14 +246,10 @@ class SqliteJournal:
             cursor = end - 1 if len(rows) < want else out[-1][0]
         return out
 
-    def _is_delivered(self, seq: int) -> bool:
-        i = bisect.bisect_right(self._delivered, (seq, 1 << 62)) - 1
-        return i >= 0 and self._delivered[i][0] <= seq <= self._delivered[i][1]
-
     def _skip_delivered(self, after: int) -> int:
         """``after``, or the end of the delivered range that continues right after it."""
-        if self._is_delivered(after + 1):
-            i = bisect.bisect_right(self._delivered, (after + 1, 1 << 62)) - 1
+        i = bisect.bisect_right(self._delivered, (after + 1, 1 << 62)) - 1
+        if i >= 0 and self._delivered[i][0] <= after + 1 <= self._delivered[i][1]:
             return self._delivered[i][1]
         return after
 
@@ -263,10 +259,9 @@ class SqliteJournal:
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
         """Merge acknowledged seqs into the delivered ranges and store the ranges that changed."""
-        new = _runs(sorted(set(seqs)))
-        if not new:
-            return
-        merged = _merge([*self._delivered, *new])
+        merged = _merge([*self._delivered, *((q, q) for q in seqs)])
+        if merged == self._delivered:
+            return  # nothing new (or nothing at all)
         old = set(self._delivered)
         firsts = {f for f, _ in merged}
         gone = [(f,) for f, _ in self._delivered if f not in firsts]
@@ -466,18 +461,8 @@ class SqliteJournal:
             next_seq=self._next_seq, file_bytes=size)
 
 
-def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted seqs → runs of consecutive seqs as (first, last)."""
-    runs: list[tuple[int, int]] = []
-    for s in seqs:
-        if runs and s == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], s)
-        elif not runs or s > runs[-1][1]:
-            runs.append((s, s))
-    return runs
-
-
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint, non-adjacent ranges covering the same seqs (a seq s alone is (s, s))."""
     out: list[tuple[int, int]] = []
     for first, last in sorted(ranges):
         if out and first <= out[-1][1] + 1:

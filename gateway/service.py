@@ -89,6 +89,11 @@ class AnchorTarget:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tiyi-chain"))
     retry_at: float = 0.0
 
+    @property
+    def kind(self) -> str:
+        """What its jobs anchor: ``batch`` or ``rollup``."""
+        return "batch" if self.rollup is None else "rollup"
+
 
 class Gateway:
     """Owns the pipeline tasks. Create, ``await start()``, feed ``submit``, ``await stop()``."""
@@ -559,7 +564,7 @@ class Gateway:
                     await asyncio.wait_for(self._wake_anchor.wait(), min(t.poll_s for t in self.targets))
 
     async def _anchor_once(self, target: AnchorTarget) -> bool:
-        chain, what = target.chain, "roll-up" if target.rollup else "batch"
+        chain = target.chain
         jobs = await self._run(target.jobs, ("pending", "signed", "submitted", "included"))
         progressed = False
         for job in jobs:
@@ -586,7 +591,8 @@ class Gateway:
                     continue
                 if not rec.ok:
                     self.metrics.chain_errors += 1
-                    log.error("anchor tx for %s %d on %s failed; preparing a new one", what, job.batch, target.name)
+                    log.error("anchor tx for %s %d on %s failed; preparing a new one", target.kind, job.batch,
+                              target.name)
                     await self._move(target, job.batch, "pending")
                     progressed = True
                     continue
@@ -603,7 +609,7 @@ class Gateway:
         self.metrics.anchor_transitions += 1
         if not self.publisher.connected:
             return
-        note: dict[str, Any] = {"target": target.name, "kind": "rollup" if target.rollup else "batch",
+        note: dict[str, Any] = {"target": target.name, "kind": target.kind,
                                 "n": number, "state": state, "t": wall_ms()}
         if tx_hash is not None:
             note["tx"] = tx_hash
@@ -623,7 +629,7 @@ class Gateway:
         if rec is None or not rec.ok or rec.block_hash != job.block_hash:
             self.metrics.anchors_reverted += 1
             log.warning("anchor of %s %d on %s left block %s (reorg or revert); resubmitting the same transaction",
-                        "roll-up" if target.rollup else "batch", job.batch, target.name, job.block_number)
+                        target.kind, job.batch, target.name, job.block_number)
             await self._move(target, job.batch, "signed")
             return True
         depth = await self._run_chain(target, chain.block_number) - rec.block_number

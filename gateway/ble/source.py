@@ -334,9 +334,8 @@ class BleakSource:
         try:
             return await asyncio.wait_for(establish_connection(
                 BleakClient, st.ble_device, st.dev, disconnected_callback=on_disconnect,
-                max_attempts=attempts, use_services_cache=False,
-                ble_device_callback=lambda: st.ble_device or _missing(st),
-                timeout=self.settings.connect_timeout_s, backend=self._client_backend, **self._kw), limit)
+                max_attempts=attempts, use_services_cache=False, timeout=self.settings.connect_timeout_s,
+                backend=self._client_backend, **self._kw), limit)
         except TimeoutError as exc:
             raise BleakError(f"connecting to {st.dev} did not finish within {limit:.0f} s") from exc
 
@@ -415,10 +414,6 @@ class BleakSource:
 
 def _irks(allow: frozenset[str]) -> list[bytes]:
     return sorted(bytes.fromhex(e[4:]) for e in allow if e.startswith("irk:"))
-
-
-def _missing(st: DeviceState) -> BLEDevice:
-    raise BleakError(f"{st.dev} is no longer advertising")
 
 
 class MultiAdapterSource:
