@@ -13,6 +13,11 @@ class TransactionFailed(AnchoringError):
     """The chain rejected a transaction (reverted, underpriced, bad nonce that is not ours to fix)."""
 
 
+class StaleTransaction(TransactionFailed):
+    """A stored signed transaction can never be mined (its nonce went to another transaction, or its block
+    limit passed): prepare a new one. The contract's duplicate check keeps that from anchoring twice."""
+
+
 class AlreadyAnchored(AnchoringError):
     """The contract already holds this root: the anchor exists, look it up instead of sending again."""
 

@@ -22,12 +22,13 @@ from web3.logs import DISCARD
 from web3.types import TxParams
 
 from anchoring.chain import AnchorInfo, GatewayEntry, KeyEvent, SignedTx, TxReceipt, anchor_artifact
-from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, TransactionFailed
+from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, StaleTransaction, TransactionFailed
 
 log = logging.getLogger("tiyi.chain")
 T = TypeVar("T")
 
 ANCHOR_GAS = 250_000
+ANCHORED_TOPIC = Web3.keccak(text="Anchored(bytes32,string,uint64,uint32,uint256)")
 DEPLOY_GAS = 1_500_000
 RPC_TIMEOUT_S = 10
 
@@ -102,8 +103,9 @@ class EvmChainClient:
         self._nonce = None
 
     def _params(self, gas: int) -> TxParams:
+        price = self._gas_price()  # first: a failed call must not use up a nonce (that would leave a gap)
         return cast(TxParams, {"from": self.account.address, "nonce": self._next_nonce(), "gas": gas,
-                               "gasPrice": self._gas_price(), "chainId": self._chain_id})
+                               "gasPrice": price, "chainId": self._chain_id})
 
     def _sign(self, tx: Any) -> SignedTx:
         signed = self.account.sign_transaction(tx)
@@ -150,7 +152,7 @@ class EvmChainClient:
                 if self.receipt(bytes(Web3.keccak(raw))) is not None:
                     return
                 self.resync_nonce()
-                raise TransactionFailed(f"nonce already used by another transaction: {exc}") from exc
+                raise StaleTransaction(f"nonce already used by another transaction: {exc}") from exc
             self.resync_nonce()
             raise TransactionFailed(f"node rejected the transaction: {exc}") from exc
 
@@ -170,6 +172,18 @@ class EvmChainClient:
             if bytes(ev["args"]["root"]) == root and ev["address"] == self._contract.address:
                 a = ev["args"]
                 return AnchorInfo(int(a["blockNumber"]), str(a["gw"]), int(a["batch"]), int(a["count"]))
+        return None
+
+    def own_anchor(self, root: bytes, block: int) -> TxReceipt | None:
+        logs = _guard(lambda: self.w3.eth.get_logs({"address": self._contract.address, "fromBlock": block,
+                                                    "toBlock": block, "topics": [ANCHORED_TOPIC, HexBytes(root)]}))
+        for entry in logs:
+            tx_hash = bytes(entry["transactionHash"])
+            tx = _guard(functools.partial(self.w3.eth.get_transaction, HexBytes(tx_hash)))
+            if tx["from"] == self.account.address:
+                rec = self.receipt(tx_hash)
+                if rec is not None and rec.ok and self.anchored_in(rec, root) is not None:
+                    return rec
         return None
 
     # ------------------------------------------------------------------ gateway registry (operator actions)

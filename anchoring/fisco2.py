@@ -31,7 +31,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 
 from anchoring.chain import AnchorInfo, SignedTx, TxReceipt
-from anchoring.errors import AlreadyAnchored, ChainUnavailable, TransactionFailed
+from anchoring.errors import AlreadyAnchored, ChainUnavailable, StaleTransaction, TransactionFailed
 from edge.sm2 import GmsslSm2Signer, decode_signature
 from edge.sm3 import sm3
 
@@ -151,6 +151,9 @@ class Fisco2ChainClient:
     def send(self, tx: SignedTx) -> None:
         self.send_raw(tx.raw)
 
+    def resync_nonce(self) -> None:
+        """Nothing cached: 2.x transactions carry a random id, not an account nonce."""
+
     def send_raw(self, raw: bytes) -> None:
         try:
             self._rpc("sendRawTransaction", self.group_id, "0x" + raw.hex())
@@ -158,6 +161,9 @@ class Fisco2ChainClient:
             text = str(exc).lower()
             if "already" in text or "known" in text:  # e.g. TxPool already contains, nonce/randomid check
                 return
+            if "blocklimit" in text or "block limit" in text:
+                # Stored too long (a long outage): this transaction can never be mined; sign a new one.
+                raise StaleTransaction(f"transaction outlived its block limit: {exc}") from exc
             raise
 
     def receipt(self, tx_hash: bytes) -> TxReceipt | None:
@@ -178,6 +184,25 @@ class Fisco2ChainClient:
             gw, batch, count, block = abi_decode(["string", "uint64", "uint32", "uint256"],
                                                  bytes.fromhex(log["data"][2:]))
             return AnchorInfo(int(block), str(gw), int(batch), int(count))
+        return None
+
+    @property
+    def address(self) -> str:
+        """The account address of our key on a 国密 chain: the last 20 bytes of SM3 of the public key X‖Y."""
+        return "0x" + sm3(self.signer.public_key.point[1:])[12:].hex()
+
+    def own_anchor(self, root: bytes, block: int) -> TxReceipt | None:
+        # 2.x has no log filter over RPC: read the block's transactions to our contract from our account.
+        found = self._rpc("getBlockByNumber", self.group_id, hex(block), True) or {}
+        for tx in found.get("transactions") or ():
+            if not isinstance(tx, dict):
+                continue
+            if (str(tx.get("from", "")).lower() != self.address
+                    or str(tx.get("to", "")).lower() != "0x" + self._contract.hex()):
+                continue
+            rec = self.receipt(bytes.fromhex(str(tx["hash"])[2:]))
+            if rec is not None and rec.ok and self.anchored_in(rec, root) is not None:
+                return rec
         return None
 
     def lookup(self, root: bytes) -> AnchorInfo | None:

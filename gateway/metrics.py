@@ -21,6 +21,7 @@ class Metrics:
     anchors_included: int = 0
     anchors_final: int = 0
     anchors_reverted: int = 0
+    anchor_conflicts: int = 0  # roots found on chain under someone else's anchor: the job is 'failed'
     anchor_transitions: int = 0  # every state change of a batch or roll-up anchor job
     rollups: int = 0
     rollups_final: int = 0

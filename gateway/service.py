@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from anchoring.chain import ChainClient
-from anchoring.errors import AnchoringError
+from anchoring.errors import AlreadyAnchored, AnchoringError, StaleTransaction
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
 from edge.errors import EdgeError, MalformedFrame, UnknownCharacteristic
@@ -190,7 +190,7 @@ class Gateway:
         rollups = await self._run(self._rollup_backlog)
         return Backlog(undelivered=st.undelivered, unbatched=unbatched,
                        unpublished_batches=st.unpublished_batches,
-                       anchors_open=sum(n for s, n in st.anchors.items() if s != "final"),
+                       anchors_open=sum(n for s, n in st.anchors.items() if s not in ("final", "failed")),
                        unpublished_receipts=st.unpublished_receipts, rollups_open=rollups)
 
     def _rollup_backlog(self) -> int:
@@ -559,6 +559,14 @@ class Gateway:
                     self.last_error = f"chain {target.name}: {exc}"
                     log.warning("anchoring on %s paused: %s (retrying in %.0f s)", target.name, exc, ANCHOR_RETRY_S)
                     target.retry_at = monotonic() + ANCHOR_RETRY_S
+                except JournalError as exc:
+                    # A transaction may have been prepared and not kept: its nonce must not be skipped.
+                    target.chain.resync_nonce()
+                    self.metrics.journal_errors += 1
+                    self.last_error = f"journal: {exc}"
+                    log.error("anchoring on %s paused, the journal failed: %s (retrying in %.0f s)", target.name,
+                              exc, ANCHOR_RETRY_S)
+                    target.retry_at = monotonic() + ANCHOR_RETRY_S
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake_anchor.wait(), min(t.poll_s for t in self.targets))
@@ -569,18 +577,20 @@ class Gateway:
         progressed = False
         for job in jobs:
             if job.state == "pending":
-                tx = await self._run_chain(target, chain.prepare_anchor, job.root, target.anchor_gw, job.batch,
-                                           job.count)
+                try:
+                    tx = await self._run_chain(target, chain.prepare_anchor, job.root, target.anchor_gw, job.batch,
+                                               job.count)
+                except AlreadyAnchored:
+                    progressed |= await self._adopt(target, job)
+                    continue
                 # Keep the signed transaction before sending, so a resubmission is the same transaction.
                 await self._move(target, job.batch, "signed", tx.raw, tx.tx_hash)
-                await self._run_chain(target, chain.send, tx)
-                await self._move(target, job.batch, "submitted")
+                await self._send(target, job.batch, tx.raw)
                 self.metrics.anchors_submitted += 1
                 progressed = True
             elif job.state == "signed":
                 assert job.raw_tx is not None and job.tx_hash is not None
-                await self._run_chain(target, chain.send_raw, job.raw_tx)
-                await self._move(target, job.batch, "submitted")
+                await self._send(target, job.batch, job.raw_tx)
                 progressed = True
             elif job.state == "included":
                 progressed |= await self._check_final(target, job)
@@ -600,6 +610,43 @@ class Gateway:
                 self.metrics.anchors_included += 1
                 progressed = True
         return progressed
+
+    async def _send(self, target: AnchorTarget, number: int, raw: bytes) -> None:
+        try:
+            await self._run_chain(target, target.chain.send_raw, raw)
+        except StaleTransaction as exc:
+            # The stored transaction can never be mined: sign a new one (if the root did get anchored meanwhile,
+            # the next pass adopts that anchor instead).
+            log.warning("anchor tx for %s %d on %s is stale (%s); preparing a new one", target.kind, number,
+                        target.name, exc)
+            await self._move(target, number, "pending")
+            return
+        await self._move(target, number, "submitted")
+
+    async def _adopt(self, target: AnchorTarget, job: AnchorJob) -> bool:
+        """The root is on chain but the queue never saw its transaction land (a crash, or a send that timed out
+        after the node took it). Take over that anchor if our account made it for this very batch; anything
+        else is a conflict for the operator, and retrying cannot fix it."""
+        chain = target.chain
+        info = await self._run_chain(target, chain.lookup, job.root)
+        if info is None:
+            return False  # reorged away since: the next pass prepares a fresh transaction
+        rec = await self._run_chain(target, chain.own_anchor, job.root, info.block_number)
+        if rec is not None and (info.gw, info.batch, info.count) == (target.anchor_gw, job.batch, job.count):
+            log.warning("%s %d on %s was already anchored by our tx 0x%s (block %d); adopting it", target.kind,
+                        job.batch, target.name, rec.tx_hash.hex(), rec.block_number)
+            await self._move(target, job.batch, "included", None, rec.tx_hash, None, rec.block_number,
+                             rec.block_hash)
+            self.metrics.anchors_included += 1
+            return True
+        self.metrics.chain_errors += 1
+        self.metrics.anchor_conflicts += 1
+        who = "another account" if rec is None else "our account"
+        self.last_error = (f"chain {target.name}: root of {target.kind} {job.batch} was anchored by {who} as "
+                           f"{info.gw!r} batch {info.batch} ({info.count} records)")
+        log.error("%s; giving up on this anchor (state 'failed'): the operator must investigate", self.last_error)
+        await self._move(target, job.batch, "failed")
+        return True
 
     async def _move(self, target: AnchorTarget, number: int, state: str, raw_tx: bytes | None = None,
                     tx_hash: bytes | None = None, receipt: bytes | None = None, block: int | None = None,
@@ -628,6 +675,11 @@ class Gateway:
         rec = await self._run_chain(target, chain.receipt, job.tx_hash)
         if rec is None or not rec.ok or rec.block_hash != job.block_hash:
             self.metrics.anchors_reverted += 1
+            if job.raw_tx is None:  # an adopted anchor: we do not hold its transaction, so sign a new one
+                log.warning("adopted anchor of %s %d on %s left block %s; preparing a new transaction",
+                            target.kind, job.batch, target.name, job.block_number)
+                await self._move(target, job.batch, "pending")
+                return True
             log.warning("anchor of %s %d on %s left block %s (reorg or revert); resubmitting the same transaction",
                         target.kind, job.batch, target.name, job.block_number)
             await self._move(target, job.batch, "signed")

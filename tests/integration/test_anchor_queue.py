@@ -14,6 +14,7 @@ from anchoring.verify_anchor import check_receipt
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
+from gateway.journal import AnchorJob, SqliteJournal
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
 from gateway.service import Gateway
@@ -186,3 +187,97 @@ def test_slow_blocks_and_confirmations(mosquitto: Mosquitto, tmp_path: Path) -> 
         assert check_receipt(got[0], chain) is None
     finally:
         node.stop()
+
+
+async def first_life_without_anchoring(tmp: Path, mqtt: str, chain: EvmChainClient, records: int) -> list[AnchorJob]:
+    """Run the gateway with its anchor loop off until its batches are closed; return the pending jobs."""
+    gw = make_gateway(tmp, mqtt, chain, confirmations=0)
+    gw.targets = []
+    await gw.start()
+    await feed(gw, records)
+
+    async def all_closed() -> bool:
+        return len(await gw._run(gw.journal.anchor_jobs, ["pending"])) == records // 10
+
+    await wait_for(all_closed)
+    jobs = await gw._run(gw.journal.anchor_jobs, ["pending"])
+    await gw.stop(drain_timeout=5)
+    gw.journal.close()
+    return jobs
+
+
+def second_life(tmp: Path, mqtt: str, chain: EvmChainClient) -> Gateway:
+    async def run() -> Gateway:
+        gw = assemble(GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp, mqtt=MqttConfig(url=mqtt),
+                                    chain=ChainConfig(kind="evm", url="unused", poll_s=0.1)).validated(),
+                      chain).gateway
+        await gw.start()
+        assert await gw.drain(30), "the anchor queue did not drain"
+        await gw.stop(drain_timeout=5)
+        gw.journal.close()
+        return gw
+
+    return asyncio.run(run())
+
+
+def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
+        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    """The gateway's own anchor landed, but the journal never learnt it (a crash after the node took the
+    transaction, or a send that timed out): the queue takes that anchor over instead of looping on
+    'already anchored'."""
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+    (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
+    lost = chain.prepare_anchor(job.root, "gw-q", job.batch, job.count)
+    chain.send(lost)
+
+    restarted = EvmChainClient.connect(ganache.url, chain.account.key, contract=chain.contract)
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        gw = second_life(tmp_path, mosquitto.url, restarted)
+        rec.wait_idle(0.5)
+        got = receipts(rec)
+    assert gw.metrics.anchors_final == 1 and gw.metrics.anchor_conflicts == 0
+    assert [(r.batch, r.tx) for r in got] == [(job.batch, lost.tx_hash)]
+    assert check_receipt(got[0], chain) is None
+    # deployment + the one anchor: no second transaction was sent
+    assert chain.w3.eth.get_transaction_count(chain.account.address) == 2
+
+
+def test_a_root_anchored_by_someone_else_fails_that_job_only(
+        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+    first, second = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 20))
+    squatter = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=chain.contract)
+    squatter.send(squatter.prepare_anchor(first.root, "gw-q", first.batch, first.count))  # copies our batch
+
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        gw = second_life(tmp_path, mosquitto.url, chain)
+        rec.wait_idle(0.5)
+        got = receipts(rec)
+    assert gw.metrics.anchor_conflicts == 1
+    assert "anchored by another account" in (gw.last_error or "")
+    assert [r.batch for r in got] == [second.batch]  # the queue went on with the next batch
+    journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
+    assert [j.batch for j in journal.anchor_jobs(["failed"])] == [first.batch]
+    journal.close()
+
+
+def test_a_signed_transaction_whose_nonce_went_elsewhere_is_signed_again(
+        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
+    (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
+    stored = chain.prepare_anchor(job.root, "gw-q", job.batch, job.count)
+    journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
+    journal.set_anchor_state(job.batch, "signed", stored.raw, stored.tx_hash)
+    journal.close()
+    # Another transaction from the same account takes that nonce first (say, an operator's registry action).
+    other = EvmChainClient.connect(ganache.url, chain.account.key, contract=chain.contract)
+    other.send(other.prepare_anchor(secrets.token_bytes(32), "elsewhere", 1, 1))
+
+    restarted = EvmChainClient.connect(ganache.url, chain.account.key, contract=chain.contract)
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        gw = second_life(tmp_path, mosquitto.url, restarted)
+        rec.wait_idle(0.5)
+        got = receipts(rec)
+    assert gw.metrics.anchors_final == 1
+    assert len(got) == 1 and got[0].tx != stored.tx_hash
+    assert check_receipt(got[0], chain) is None

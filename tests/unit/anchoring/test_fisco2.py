@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 import rlp
+from eth_abi.abi import encode as abi_encode
 
+from anchoring.errors import StaleTransaction
 from anchoring.fisco2 import (
     ANCHOR_SIG,
+    ANCHORED_EVENT_SIG,
     BLOCK_LIMIT_AHEAD,
     Fisco2ChainClient,
     GmTransaction,
     decode_transaction,
+    event_topic,
     selector,
 )
 from edge.sm2 import GmsslSm2Verifier, generate_signer
@@ -65,6 +69,9 @@ class FakeNode:
     def __init__(self) -> None:
         self.block = 100
         self.sent: list[list[Any]] = []
+        self.reject: str | None = None  # an error message for sendRawTransaction
+        self.blocks: dict[str, dict[str, Any]] = {}
+        self.receipts: dict[str, dict[str, Any]] = {}
         node = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,9 +81,21 @@ class FakeNode:
                 if m == "getBlockNumber":
                     node.block += 7
                     result: Any = hex(node.block)
+                elif m == "sendRawTransaction" and node.reject:
+                    body = json.dumps({"jsonrpc": "2.0", "id": req["id"],
+                                       "error": {"code": -32000, "message": node.reject}}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 elif m == "sendRawTransaction":
                     node.sent.append(p)
                     result = "0x" + sm3(bytes.fromhex(p[1][2:])).hex()
+                elif m == "getBlockByNumber":
+                    result = node.blocks.get(p[1])
+                elif m == "getTransactionReceipt":
+                    result = node.receipts.get(p[1])
                 elif m == "call":
                     result = {"output": "0x" + "00" * 32 + "00" * 31 + "80" + "00" * 64 + "00" * 32}
                 else:
@@ -114,3 +133,37 @@ def test_block_limit_is_refreshed_before_every_signature_and_randomids_differ(no
     assert ta.data[:4] == selector(ANCHOR_SIG)
     client.send(a)
     assert node.sent == [[3, "0x" + a.raw.hex()]]
+
+
+def test_a_transaction_past_its_block_limit_is_stale(node: FakeNode) -> None:
+    client = Fisco2ChainClient(node.url, generate_signer(), b"\x22" * 20)
+    tx = client.prepare_anchor(b"\x01" * 32, "gw-1", 1, 10)
+    node.reject = "BlockLimitCheckFail"
+    with pytest.raises(StaleTransaction):
+        client.send(tx)
+    node.reject = "TxPool already known transaction"
+    client.send(tx)  # a resend of what the node holds is fine
+
+
+def test_own_anchor_is_found_in_the_block_only_when_our_account_sent_it(node: FakeNode) -> None:
+    contract = b"\x22" * 20
+    ours = Fisco2ChainClient(node.url, generate_signer(), contract)
+    theirs = Fisco2ChainClient(node.url, generate_signer(), contract)
+    root = b"\x05" * 32
+    assert ours.address != theirs.address and len(ours.address) == 42
+    topics = ["0x" + event_topic(ANCHORED_EVENT_SIG).hex(), "0x" + root.hex()]
+    log = {"address": "0x" + contract.hex(), "topics": topics,
+           "data": "0x" + abi_encode(["string", "uint64", "uint32", "uint256"], ["gw-1", 7, 10, 300]).hex()}
+    node.blocks[hex(300)] = {"transactions": [
+        {"hash": "0x" + "aa" * 32, "from": theirs.address, "to": "0x" + contract.hex()},
+        {"hash": "0x" + "bb" * 32, "from": ours.address.upper().replace("0X", "0x"), "to": "0x" + contract.hex()},
+    ]}
+    for h in ("aa", "bb"):
+        node.receipts["0x" + h * 32] = {"status": "0x0", "blockNumber": hex(300), "blockHash": "0x" + "cc" * 32,
+                                        "logs": [log]}
+    rec = ours.own_anchor(root, 300)
+    assert rec is not None and rec.tx_hash == b"\xbb" * 32 and rec.block_number == 300
+    other = theirs.own_anchor(root, 300)
+    assert other is not None and other.tx_hash == b"\xaa" * 32
+    assert ours.own_anchor(b"\x06" * 32, 300) is None  # another root
+    assert ours.own_anchor(root, 301) is None  # a block we know nothing of
