@@ -59,6 +59,7 @@ class Mosquitto:
             f"{persistence}"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"  # as deploy/mosquitto/tiyi.conf: acks are not held back by Nagle
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
         )
         exe = mosquitto_binary()

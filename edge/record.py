@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-
 from edge import cbor
 from edge.errors import CodecError
 
@@ -100,6 +98,23 @@ def _check_val(val: Any) -> dict[str, Value]:
     return out
 
 
+def _check_fields(gw: str, seq: int, dev: str, t: int, kind: str, raw: bytes, salt: bytes, q: tuple[str, ...]) -> None:
+    check_id(gw, "record.gw")
+    check_id(dev, "record.dev")
+    if type(seq) is not int or seq < 0 or seq >= 1 << 64:
+        raise CodecError(f"record.seq: expected an unsigned 64-bit int, got {seq!r}")
+    if type(t) is not int or t < 0 or t >= 1 << 64:
+        raise CodecError(f"record.t: expected an unsigned 64-bit int, got {t!r}")
+    if not _is_name(kind):
+        raise CodecError(f"record.kind: {kind!r} is not snake_case text")
+    if not isinstance(raw, bytes) or len(raw) > MAX_RAW_BYTES:
+        raise CodecError(f"record.raw: expected at most {MAX_RAW_BYTES} bytes")
+    if not isinstance(salt, bytes) or len(salt) != SALT_BYTES:
+        raise CodecError(f"record.salt: expected exactly {SALT_BYTES} bytes")
+    if not isinstance(q, tuple) or not all(_is_name(x) for x in q):
+        raise CodecError("record.q: expected a tuple of snake_case flags")
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One accepted measurement. ``t`` is the gateway's receive time in ms since the Unix epoch."""
@@ -115,38 +130,19 @@ class Record:
     q: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        check_id(self.gw, "record.gw")
-        check_id(self.dev, "record.dev")
-        for name, v in (("seq", self.seq), ("t", self.t)):
-            if type(v) is not int or v < 0 or v >= 1 << 64:
-                raise CodecError(f"record.{name}: expected an unsigned 64-bit int, got {v!r}")
-        if not _is_name(self.kind):
-            raise CodecError(f"record.kind: {self.kind!r} is not snake_case text")
+        _check_fields(self.gw, self.seq, self.dev, self.t, self.kind, self.raw, self.salt, self.q)
         object.__setattr__(self, "val", _check_val(self.val))
-        if not isinstance(self.raw, bytes) or len(self.raw) > MAX_RAW_BYTES:
-            raise CodecError(f"record.raw: expected at most {MAX_RAW_BYTES} bytes")
-        if not isinstance(self.salt, bytes) or len(self.salt) != SALT_BYTES:
-            raise CodecError(f"record.salt: expected exactly {SALT_BYTES} bytes")
-        if not isinstance(self.q, tuple) or not all(_is_name(x) for x in self.q):
-            raise CodecError("record.q: expected a tuple of snake_case flags")
 
     def to_map(self) -> dict[str, Any]:
         """The record as a map, built in canonical key order (``val`` too)."""
         val = self.val
         if len(val) > 1:
             val = {k: val[k] for k in sorted(val, key=_canonical_key)}
-        m: dict[str, Any] = {"q": list(self.q)} if self.q else {}
-        m.update(t=self.t, gw=self.gw, dev=self.dev, raw=self.raw, seq=self.seq, val=dict(val), kind=self.kind,
-                 salt=self.salt)
-        return m
+        return _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q)
 
     def __bytes__(self) -> bytes:
-        """Canonical CBOR. The map is already in canonical key order, so when no value needs a shorter float
-        form, plain encoding yields the canonical bytes and skips the sort (the hot path)."""
-        m = self.to_map()
-        if all(_plain_ok(v) for v in m["val"].values()):
-            return cbor2.dumps(m)
-        return cbor.dumps(m)
+        """Canonical CBOR, written directly (see :func:`encode_record`)."""
+        return _encode(self.gw, self.seq, self.dev, self.t, self.kind, self.val, self.raw, self.salt, self.q)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
@@ -175,20 +171,195 @@ def _canonical_key(k: str) -> tuple[int, bytes]:
     return len(b), b
 
 
-def _float64_only(x: float) -> bool:
-    """True if canonical CBOR keeps ``x`` as a float64 (no float32 holds it exactly)."""
+# ----------------------------------------------------------------------------- the direct encoder
+# Record bytes are hashed into Merkle trees, so they must be canonical CBOR (RFC 8949 §4.2.1) byte for byte,
+# and they are made for every reading at ingest. The shape is fixed, so the map is written directly in
+# canonical key order from cached pieces (key heads, ids, field names) instead of building a dict for a
+# general encoder. ``tests/unit/edge/test_record.py`` checks it against cbor2's canonical mode.
+
+_B = struct.Struct(">B")
+_H = struct.Struct(">H")
+_I = struct.Struct(">I")
+_Q = struct.Struct(">Q")
+_F16 = struct.Struct(">e")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+
+
+def _head(major: int, n: int) -> bytes:
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + _H.pack(n)
+    if n < 0x100000000:
+        return bytes((m | 26,)) + _I.pack(n)
+    return bytes((m | 27,)) + _Q.pack(n)
+
+
+_SMALL_INTS = [_head(0, i) for i in range(256)]
+
+
+def _int(v: int) -> bytes:
+    if 0 <= v < 256:
+        return _SMALL_INTS[v]
+    if v >= 0:
+        return _head(0, v)
+    return _head(1, -1 - v)
+
+
+def _float(x: float) -> bytes:
+    """The shortest of float16/32/64 that holds ``x`` exactly (the value is already known to be finite)."""
     try:
-        return bool(struct.unpack("<f", struct.pack("<f", x))[0] != x)
+        h = _F16.pack(x)
+        if _F16.unpack(h)[0] == x:
+            return b"\xf9" + h
     except OverflowError:
-        return True
+        pass
+    try:
+        f = _F32.pack(x)
+        if _F32.unpack(f)[0] == x:
+            return b"\xfa" + f
+    except OverflowError:
+        pass
+    return b"\xfb" + _F64.pack(x)
 
 
-def _plain_ok(v: Any) -> bool:
-    if type(v) is float:
-        return _float64_only(v)
-    if type(v) is list:
-        return all(type(x) is not float or _float64_only(x) for x in v)
-    return True
+# Sensors repeat values (RR intervals are multiples of 1/1024 s, temperatures of 0.01 °C), so encodings
+# are cached. Zeros never are: 0.0 and -0.0 are equal keys but encode differently.
+_FLOATS: dict[float, bytes] = {}
+
+
+def _checked_float(x: float, name: str) -> bytes:
+    if x - x != 0.0:  # inf - inf and nan - nan are nan: cheaper than math.isfinite's call
+        raise CodecError(f"record.val.{name}: non-finite numbers are not allowed (use a quality flag)")
+    out = _float(x)
+    if x != 0.0 and len(_FLOATS) < _CACHE_LIMIT:
+        _FLOATS[x] = out
+    return out
+
+
+_TEXT: dict[str, bytes] = {}
+
+
+def _text(s: str) -> bytes:
+    out = _TEXT.get(s)
+    if out is None:
+        b = s.encode()
+        out = _head(3, len(b)) + b
+        if len(_TEXT) < _CACHE_LIMIT:
+            _TEXT[s] = out
+    return out
+
+
+def _bstr(b: bytes) -> bytes:
+    n = len(b)
+    return (bytes((0x40 | n,)) if n < 24 else _head(2, n)) + b
+
+
+_ORDER: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {}
+_INT_RANGE = (-(1 << 64), 1 << 64)  # beyond this cbor2 writes bignum tags: leave those to it
+
+
+def _order(names: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """``val``'s field names in canonical order, with their encoded heads; cached per set of names."""
+    out = _ORDER.get(names)
+    if out is None:
+        out = tuple((k, _text(k)) for k in sorted(names, key=_canonical_key))
+        if len(_ORDER) < _CACHE_LIMIT:
+            _ORDER[names] = out
+    return out
+
+
+def _number(v: Any, name: str) -> bytes | None:
+    """A checked number's encoding; None for the rare values left to cbor2 (int subclasses, bignums)."""
+    t = type(v)
+    if t is float:
+        return _FLOATS.get(v) or _checked_float(v, name)
+    if t is int:
+        return _int(v) if _INT_RANGE[0] <= v < _INT_RANGE[1] else None
+    _check_number(v, "record.val." + name)
+    return None
+
+
+_ARRAY_HEADS = [_head(4, n) for n in range(24)]
+_MAP_HEADS = [_head(5, n) for n in range(24)]
+
+
+# Keys in canonical order: q, t, gw, dev, raw, seq, val, kind, salt (by encoded length, then bytewise).
+_K_Q, _K_T, _K_GW, _K_DEV, _K_RAW, _K_SEQ, _K_VAL, _K_KIND, _K_SALT = (
+    _text(k) for k in ("q", "t", "gw", "dev", "raw", "seq", "val", "kind", "salt"))
+
+
+def _encode(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes, salt: bytes,
+            q: tuple[str, ...]) -> bytes:
+    """Canonical CBOR of the record; checks ``val`` as it goes (the other fields are checked by the caller)."""
+    if not isinstance(val, Mapping):
+        raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
+    names = tuple(val)
+    order = _ORDER.get(names)
+    if order is None:
+        if len(names) > MAX_VAL_FIELDS:
+            raise CodecError(f"record.val: more than {MAX_VAL_FIELDS} fields")
+        for name in names:
+            if not _is_name(name):
+                raise CodecError(f"record.val: field name {name!r} is not snake_case text")
+        order = _order(names)
+    parts = [b"\xa9" if q else b"\xa8"]
+    if q:
+        parts += [_K_Q, _head(4, len(q)), *(_text(x) for x in q)]
+    parts += [_K_T, _int(t), _K_GW, _text(gw), _K_DEV, _text(dev), _K_RAW, _bstr(raw), _K_SEQ, _int(seq),
+              _K_VAL, _MAP_HEADS[len(names)] if len(names) < 24 else _head(5, len(names))]
+    plain = True
+    floats = _FLOATS
+    for name, head in order:
+        v = val[name]
+        tv = type(v)
+        if tv is float:
+            parts += (head, floats.get(v) or _checked_float(v, name))  # type: ignore[arg-type]
+        elif tv is int and 0 <= v < 256:  # type: ignore[operator]
+            parts += (head, _SMALL_INTS[v])  # type: ignore[index]
+        elif tv is bool:
+            parts += (head, b"\xf5" if v else b"\xf4")
+        elif tv is list:
+            n = len(v)  # type: ignore[arg-type]
+            if n > MAX_LIST_ITEMS:
+                raise CodecError(f"record.val.{name}: more than {MAX_LIST_ITEMS} items")
+            items = [_number(x, name) for x in v]  # type: ignore[union-attr]
+            plain = plain and None not in items
+            parts.append(head)
+            parts.append(_ARRAY_HEADS[n] if n < 24 else _head(4, n))
+            parts += items  # type: ignore[arg-type]
+        else:
+            enc = _number(v, name)
+            if enc is None:
+                plain = False
+            else:
+                parts += (head, enc)
+    if not plain:  # a value only cbor2 writes (a bignum, an int subclass): the general canonical encoder
+        return cbor.dumps(_as_map(gw, seq, dev, t, kind, _check_val(val), raw, salt, q))
+    parts += [_K_KIND, _text(kind), _K_SALT, _bstr(salt)]
+    return b"".join(parts)
+
+
+def _as_map(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes, salt: bytes,
+            q: tuple[str, ...]) -> dict[str, Any]:
+    m: dict[str, Any] = {"q": list(q)} if q else {}
+    m.update(t=t, gw=gw, dev=dev, raw=raw, seq=seq, val=dict(val), kind=kind, salt=salt)
+    return m
+
+
+def encode_record(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes,
+                  salt: bytes, q: tuple[str, ...] = ()) -> bytes:
+    """Validate the fields exactly as :class:`Record` does and return the record's canonical bytes.
+
+    The gateway's ingest path uses this instead of building a ``Record``: the same checks, the same
+    bytes, without an object per reading.
+    """
+    _check_fields(gw, seq, dev, t, kind, raw, salt, q)
+    return _encode(gw, seq, dev, t, kind, val, raw, salt, q)
 
 
 def encode_data_message(records: list[bytes]) -> bytes:

@@ -203,17 +203,26 @@ class SqliteJournal:
     # ------------------------------------------------------------------ records
     def append(self, records: Sequence[Record]) -> None:
         """Store records durably (fsync'd on return). Seqs must continue exactly from ``next_seq``."""
-        if not records:
-            return
-        for i, r in enumerate(records):
-            if r.seq != self._next_seq + i:
-                raise JournalError(f"record seq {r.seq} out of order: expected {self._next_seq + i}")
+        for r in records:
             if r.gw != self.gw:
                 raise JournalError(f"record for gateway {r.gw!r} offered to the journal of {self.gw!r}")
+        self.append_encoded([(r.seq, r.dev, r.t, bytes(r)) for r in records])
+
+    def append_encoded(self, rows: Sequence[tuple[int, str, int, bytes]]) -> None:
+        """Store already-encoded records ``(seq, dev, t, bytes)`` of this gateway durably (fsync'd on return).
+
+        The ingest path encodes each record once and hands the same bytes to the journal and the publisher.
+        Seqs must continue exactly from ``next_seq``.
+        """
+        if not rows:
+            return
+        first = self._next_seq
+        for i, row in enumerate(rows):
+            if row[0] != first + i:
+                raise JournalError(f"record seq {row[0]} out of order: expected {first + i}")
         # Records are never deleted, so the next seq is MAX(seq) + 1 at open: no counter row to rewrite.
-        self._tx([("INSERT INTO records(seq, dev, t, data) VALUES (?, ?, ?, ?)",
-                   [(r.seq, r.dev, r.t, bytes(r)) for r in records], True)])
-        self._next_seq += len(records)
+        self._tx([("INSERT INTO records(seq, dev, t, data) VALUES (?, ?, ?, ?)", rows, True)])
+        self._next_seq += len(rows)
 
     def _load_delivered(self) -> list[tuple[int, int]]:
         rows = self._query("SELECT first, last FROM delivered ORDER BY first")
@@ -451,7 +460,7 @@ class SqliteJournal:
         anchors = {str(s): int(n) for s, n in q("SELECT state, COUNT(*) FROM anchors GROUP BY state")}
         size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
         return JournalStats(
-            records=int(q("SELECT COUNT(*) FROM records")[0][0]),
+            records=self._next_seq - 1,  # seqs run from 1 and records are never deleted (no full-table count)
             undelivered=self._next_seq - 1 - self.delivered_count,
             batches=int(q("SELECT COUNT(*) FROM batches")[0][0]),
             unpublished_batches=int(q("SELECT COUNT(*) FROM batches WHERE published = 0")[0][0]),

@@ -170,6 +170,10 @@ class _LoopClient:
         assert loop is not None
 
         def on_open(cl: paho.Client, _u: Any, sock: Any) -> None:
+            # Small QoS 1 packets and their acks must not wait on Nagle's algorithm (paho leaves it on): with
+            # the peer's delayed ACK, a publish behind an unacknowledged one can sit for 40 ms.
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             loop.add_reader(sock, cl.loop_read)
 
         c.on_socket_open = on_open

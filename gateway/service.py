@@ -32,13 +32,14 @@ from edge.frame import Frame
 from edge.gatt import decode
 from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
-from edge.record import SALT_BYTES, Record, encode_data_message
+from edge.record import SALT_BYTES, encode_data_message, encode_record
 from edge.rollup import Rollup, rollup_gw
 from edge.signing import Signer
 from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
 from gateway.config import GatewayConfig, RollupConfig
 from gateway.errors import JournalError, PublishError
+from gateway.ingest_buffer import IngestBuffer
 from gateway.journal import AnchorJob, SqliteJournal
 from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
@@ -49,6 +50,7 @@ T = TypeVar("T")
 INGEST_QUEUE_FRAMES = 20_000
 MAX_FRAMES_PER_APPEND = 2_000
 UNDELIVERED_FETCH = 5_000
+FRESH_MAX = 20_000  # just-journaled records kept for the publisher (about 4 MB)
 ANCHOR_RETRY_S = 2.0
 CLOCK_JUMP_MS = 2_000  # NTP slews far less than this; a step this large is a jump worth flagging
 
@@ -108,7 +110,7 @@ class Gateway:
         self.signer = signer
         self.chain = chain
         self.metrics = Metrics()
-        self._frames: asyncio.Queue[tuple[Frame, int, bool]] = asyncio.Queue(INGEST_QUEUE_FRAMES)
+        self._frames: IngestBuffer[tuple[Frame, int, bool]] = IngestBuffer(INGEST_QUEUE_FRAMES)
         self._last_clock: tuple[int, float] | None = None  # (wall ms, monotonic s) of the previous frame
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tiyi-journal")
         self.targets: list[AnchorTarget] = []
@@ -129,6 +131,7 @@ class Gateway:
         self._wake_anchor = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = 0
+        self._fresh: list[tuple[int, str, bytes]] = []  # journaled, not yet published: see _keep_fresh
         self._acked: list[int] = []
         self._inflight_batches: set[int] = set()
         self._inflight_receipts: set[int] = set()
@@ -210,12 +213,13 @@ class Gateway:
         deadline = monotonic() + timeout
         while monotonic() < deadline:
             if self._unsettled == 0 and not self._assembler.holding:
+                await self._flush_acks()  # the ack loop's 0.2 s rhythm would hold the last acks back
                 b = await self.backlog()
                 if b.empty or (self.chain is None and not (b.undelivered or b.unbatched or b.unpublished_batches)):
                     return True
             self._wake_publish.set()
             self._wake_anchor.set()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         return False
 
     async def stop(self, drain_timeout: float = 30.0) -> bool:
@@ -249,27 +253,10 @@ class Gateway:
     async def _ingest_loop(self) -> None:
         linger = self.cfg.publish.linger_ms / 1000
         while True:
-            try:
-                # While parts are held, wake up to give up on records whose last part never comes.
-                first = await asyncio.wait_for(self._frames.get(), 0.2 if self._assembler.holding else None)
-            except TimeoutError:
-                if self._assembler.holding:
-                    await self._accept([])
-                continue
-            items = [first]
-            deadline = monotonic() + linger
-            while len(items) < MAX_FRAMES_PER_APPEND:
-                try:
-                    items.append(self._frames.get_nowait())
-                except asyncio.QueueEmpty:
-                    left = deadline - monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        items.append(await asyncio.wait_for(self._frames.get(), left))
-                    except TimeoutError:
-                        break
-            await self._accept(items)
+            # While parts are held, wake up to give up on records whose last part never comes.
+            items = await self._frames.take(MAX_FRAMES_PER_APPEND, linger, 0.2 if self._assembler.holding else None)
+            if items or self._assembler.holding:
+                await self._accept(items)
 
     def _join(self, items: list[tuple[Frame, int, bool]]) -> list[tuple[Frame, int, bool]]:
         """Pass frames through the assembler: whole records out, parts of unfinished ones held back."""
@@ -300,8 +287,9 @@ class Gateway:
         return pool[start:start + SALT_BYTES]
 
     async def _accept(self, items: list[tuple[Frame, int, bool]]) -> None:
-        seq = self.journal.next_seq
-        records: list[Record] = []
+        first = seq = self.journal.next_seq
+        gw = self.cfg.gateway_id
+        rows: list[tuple[int, str, int, bytes]] = []
         # One getrandom call for the whole group; decoders yield at most a few readings per frame.
         joined = self._join(items)
         salts = secrets.token_bytes(SALT_BYTES * 4 * len(joined))
@@ -313,33 +301,64 @@ class Gateway:
                 self.metrics.unknown_frames += 1
                 continue
             except (MalformedFrame, EdgeError) as exc:
-                self.metrics.malformed_frames += 1
-                if self.metrics.malformed_frames <= 10 or self.metrics.malformed_frames % 1000 == 0:
-                    log.warning("malformed frame from %s on 0x%04X (%d so far): %s", frame.dev, frame.char,
-                                self.metrics.malformed_frames, exc)
+                self._malformed(frame, exc)
                 continue
             for r in readings:
-                records.append(Record(gw=self.cfg.gateway_id, seq=seq, dev=frame.dev, t=t, kind=r.kind,
-                                      val=r.val, raw=frame.data, salt=self._salt(salts, seq - self.journal.next_seq),
-                                      q=(*r.q, "clock_jump") if jumped else r.q))
+                try:
+                    data = encode_record(gw, seq, frame.dev, t, r.kind, r.val, frame.data,
+                                         self._salt(salts, seq - first), (*r.q, "clock_jump") if jumped else r.q)
+                except EdgeError as exc:  # a reading no record may hold (say, a bad device id): refused, counted
+                    self._malformed(frame, exc)
+                    continue
+                rows.append((seq, frame.dev, t, data))
                 seq += 1
-        if not records:
+        if not rows:
             self._unsettled -= len(items)
             return
         while True:
             try:
-                await self._run(self.journal.append, records)
+                await self._run(self.journal.append_encoded, rows)
                 break
             except JournalError as exc:
                 # Nothing was written and no seq was consumed: refuse loudly, retry the same records.
                 self.metrics.journal_errors += 1
                 self.last_error = f"journal: {exc}"
-                log.error("journal refused %d records (%s); retrying in 1 s", len(records), exc)
+                log.error("journal refused %d records (%s); retrying in 1 s", len(rows), exc)
                 await asyncio.sleep(1.0)
-        self.metrics.records += len(records)
+        self.metrics.records += len(rows)
         self._unsettled -= len(items)
+        self._keep_fresh(rows)
         self._wake_publish.set()
         self._wake_batch.set()
+
+    def _malformed(self, frame: Frame, exc: Exception) -> None:
+        self.metrics.malformed_frames += 1
+        if self.metrics.malformed_frames <= 10 or self.metrics.malformed_frames % 1000 == 0:
+            log.warning("malformed frame from %s on 0x%04X (%d so far): %s", frame.dev, frame.char,
+                        self.metrics.malformed_frames, exc)
+
+    def _keep_fresh(self, rows: list[tuple[int, str, int, bytes]]) -> None:
+        """Keep just-journaled records in memory so the publisher sends them without reading them back.
+
+        The journal stays the source of truth: the fresh list is only used while it continues exactly where
+        the publisher's cursor is, and it is bounded (past the bound, the publisher reads SQLite as after
+        a restart).
+        """
+        fresh = self._fresh
+        if fresh and (fresh[-1][0] + 1 != rows[0][0] or len(fresh) + len(rows) > FRESH_MAX):
+            fresh.clear()
+        fresh.extend((q, dev, data) for q, dev, _, data in rows)
+
+    def _take_fresh(self, limit: int) -> list[tuple[int, str, bytes]] | None:
+        """Up to ``limit`` fresh records right after the cursor, or None when the journal must be read."""
+        fresh = self._fresh
+        if fresh and fresh[0][0] <= self._cursor:  # already published through the journal
+            del fresh[:self._cursor - fresh[0][0] + 1]
+        if not fresh or fresh[0][0] != self._cursor + 1:
+            return None
+        rows = fresh[:limit]
+        del fresh[:limit]
+        return rows
 
     async def publish_device_states(self, states: dict[str, dict[str, Any]]) -> None:
         """Retained per-device state, published only when it changed (best effort: it is not a reading)."""
@@ -362,6 +381,7 @@ class Gateway:
         """Birth on every (re)connect: retained key and status, then re-send from the journal."""
         self._generation += 1
         self._cursor = 0
+        self._fresh.clear()  # everything undelivered is re-read from the journal
         self._inflight_batches.clear()
         self._inflight_receipts.clear()
         self._inflight_rollups.clear()
@@ -389,7 +409,9 @@ class Gateway:
     async def _publish_once(self) -> bool:
         gen = self._generation
         did = False
-        rows = await self._run(self.journal.undelivered, self._cursor, UNDELIVERED_FETCH)
+        rows = self._take_fresh(UNDELIVERED_FETCH)
+        if rows is None:
+            rows = await self._run(self.journal.undelivered, self._cursor, UNDELIVERED_FETCH)
         if rows:
             did = True
             by_dev: dict[str, list[tuple[int, bytes]]] = defaultdict(list)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import CodecError, EdgeError, NotCanonical
-from edge.record import Record, decode_data_message, encode_data_message
+from edge.record import Record, decode_data_message, encode_data_message, encode_record
 
 R = Record(gw="gw-1", seq=42, dev="hr-001", t=1_795_000_000_000, kind="heart_rate",
            val={"heart_rate": 72, "rr_intervals": [0.974609375], "sensor_contact": True},
@@ -117,3 +117,24 @@ def test_the_fast_encoding_is_exactly_the_canonical_one(r: Record, floats: list[
     if floats:
         r = replace(r, val={**r.val, "f_a": floats[0], "f_list": floats})
     assert bytes(r) == cbor.dumps(r.to_map())
+
+
+junk = st.none() | st.text(max_size=3) | st.binary(max_size=3) | st.booleans() | numbers \
+    | st.floats() | st.lists(numbers | st.booleans() | st.floats(), max_size=3)
+
+
+@settings(max_examples=1500, deadline=None, print_blob=True)
+@given(records, st.dictionaries(st.text(max_size=4) | st.from_regex(r"[a-z]{1,4}", fullmatch=True), junk,
+                                max_size=4), st.integers(-2, 2**64 + 1) | st.just(1.5), st.binary(max_size=20))
+def test_encode_record_checks_exactly_what_record_checks(r: Record, val: dict[str, object], seq: object,
+                                                          salt: bytes) -> None:
+    """The ingest path encodes without building a Record: it must accept, refuse and encode the same."""
+    fields = {"gw": r.gw, "seq": seq, "dev": r.dev, "t": r.t, "kind": r.kind, "val": val, "raw": r.raw,
+              "salt": salt, "q": r.q}
+    try:
+        expected = bytes(Record(**fields))  # type: ignore[arg-type]
+    except CodecError:
+        with pytest.raises(CodecError):
+            encode_record(**fields)  # type: ignore[arg-type]
+        return
+    assert encode_record(**fields) == expected  # type: ignore[arg-type]
