@@ -15,6 +15,7 @@ import platform
 import re
 import secrets
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,11 +171,16 @@ def _bare_paho_rate(url: str, payloads: list[bytes]) -> float:
     return _rate(len(payloads), elapsed)
 
 
-def bench_pipeline(n: int = 30_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:
+PIPELINE_RUNS = 3  # this shared machine drifts by +-10 % from run to run: report the median of each side
+
+
+def bench_pipeline(n: int = 100_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:
     from bench.services import Mosquitto, free_port
     from edge.record import Record
     from gateway.bench_pipeline import run_pipeline
 
+    runs: list[dict[str, Any]] = []
+    baselines: list[float] = []
     with tempfile.TemporaryDirectory() as d:
         broker = Mosquitto(free_port(), Path(d))
         broker.start()
@@ -182,17 +188,23 @@ def bench_pipeline(n: int = 30_000, devices: int = 50) -> tuple[Result, dict[str
             sample = bytes(Record(gw="gw-bench", seq=1, dev="hr-001", t=1_700_000_000_000, kind="heart_rate",
                                   val={"heart_rate": 72, "rr_intervals": [0.8, 0.81], "sensor_contact": True},
                                   raw=b"\x16\x48\x33\x03\x40\x03", salt=secrets.token_bytes(16)))
-            baseline = _bare_paho_rate(broker.url, [sample] * min(n, 20_000))
-            detail = asyncio.run(run_pipeline(broker.url, n, devices))
+            for _ in range(PIPELINE_RUNS):  # interleaved, so both sides see the same drift
+                baselines.append(_bare_paho_rate(broker.url, [sample] * min(n, 20_000)))
+                runs.append(asyncio.run(run_pipeline(broker.url, n, devices)))
         finally:
             broker.stop()
-    if not detail.get("verified_ok") or detail["verified"] != n:
-        raise RuntimeError(f"the pipeline's output did not verify: {detail}")
-    ours = detail["records_per_s"]
+    for detail in runs:
+        if not detail.get("verified_ok") or detail["verified"] != n:
+            raise RuntimeError(f"the pipeline's output did not verify: {detail}")
+    ours = statistics.median(r["records_per_s"] for r in runs)
+    baseline = statistics.median(baselines)
     ratio = ours / baseline
     goal_met = ours >= 50_000 and ratio >= 2.5
-    return (Result("gateway_throughput", ours, "records/s", baseline, "bare paho QoS 1, one message per record",
-                   ratio, ">= 50,000 records/s and >= 2.5x baseline", goal_met), detail)
+    detail = {**min(runs, key=lambda r: abs(r["records_per_s"] - ours)),
+              "runs_records_per_s": [r["records_per_s"] for r in runs], "baseline_runs": baselines}
+    return (Result("gateway_throughput", ours, "records/s", baseline,
+                   f"bare paho QoS 1, one message per record (medians of {PIPELINE_RUNS} runs)", ratio,
+                   ">= 50,000 records/s and >= 2.5x baseline", goal_met), detail)
 
 
 # ----------------------------------------------------------------------------- report
@@ -260,7 +272,8 @@ def _ble() -> tuple[list[Result], dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--records", type=int, default=30_000, help="records through the pipeline (default 30000)")
+    p.add_argument("--records", type=int, default=100_000,
+                   help="records per pipeline run (default 100000; three runs, the median is reported)")
     names = ["merkle", "sm2", "journal", "pipeline", "latency", "process", "ble"]
     p.add_argument("--only", choices=names, action="append", help="run only these (repeatable)")
     args = p.parse_args(argv)

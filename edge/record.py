@@ -205,6 +205,8 @@ _SMALL_INTS = [_head(0, i) for i in range(256)]
 def _int(v: int) -> bytes:
     if 0 <= v < 256:
         return _SMALL_INTS[v]
+    if 0x100000000 <= v < 0x10000000000000000:  # millisecond timestamps
+        return b"\x1b" + _Q.pack(v)
     if v >= 0:
         return _head(0, v)
     return _head(1, -1 - v)

@@ -290,9 +290,10 @@ class Gateway:
         first = seq = self.journal.next_seq
         gw = self.cfg.gateway_id
         rows: list[tuple[int, str, int, bytes]] = []
-        # One getrandom call for the whole group; decoders yield at most a few readings per frame.
+        # One getrandom call for the whole group, one salt per frame (most frames yield one reading; _salt
+        # draws afresh for the rest).
         joined = self._join(items)
-        salts = secrets.token_bytes(SALT_BYTES * 4 * len(joined))
+        salts = secrets.token_bytes(SALT_BYTES * len(joined))
         for frame, t, jumped in joined:
             quirks = None if self.quirks_for is None else self.quirks_for(frame.dev)
             try:

@@ -35,7 +35,7 @@ class HeartRateMeasurement:
             raise ValueError(f"heart_rate {self.heart_rate} does not fit the {'u16' if self.hr_uint16 else 'u8'} field")
         if self.energy_expended is not None and not 0 <= self.energy_expended <= 0xFFFF:
             raise ValueError("energy_expended must fit u16")
-        if any(not 0 <= rr <= 0xFFFF for rr in self.rr_intervals):
+        if self.rr_intervals and not (0 <= min(self.rr_intervals) and max(self.rr_intervals) <= 0xFFFF):
             raise ValueError("rr_intervals must fit u16")
         if self.reserved_flags & ~0xE0:
             raise ValueError("reserved_flags may only hold bits 5-7")
@@ -101,7 +101,7 @@ class HeartRateMeasurement:
         flagged ``no_contact``: its heart rate is the device's guess, not a measurement."""
         val: dict[str, ReadingValue] = {"heart_rate": self.heart_rate}
         if self.rr_intervals:
-            val["rr_intervals"] = [rr / RR_UNITS_PER_S for rr in self.rr_intervals]
+            val["rr_intervals"] = [rr / RR_UNITS_PER_S for rr in self.rr_intervals]  # exact: k / 2**10
         if self.energy_expended is not None:
             val["energy_expended"] = self.energy_expended * 1000
         q: tuple[str, ...] = ()
