@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -31,6 +32,7 @@ ANCHOR_GAS = 250_000
 ANCHORED_TOPIC = Web3.keccak(text="Anchored(bytes32,string,uint64,uint32,uint256)")
 DEPLOY_GAS = 1_500_000
 RPC_TIMEOUT_S = 10
+GAS_PRICE_TTL_S = 30.0  # re-read eth_gasPrice at most this often (0 and constant on FISCO-like chains)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -57,6 +59,7 @@ class EvmChainClient:
         self.gas_limit = gas_limit
         self._chain_id: int = _guard(lambda: int(w3.eth.chain_id))
         self._nonce: int | None = None
+        self._price: tuple[int, float] | None = None  # gas price and when it was read
         art = anchor_artifact()
         self._abi = art["abi"]
         if contract is None:
@@ -89,7 +92,10 @@ class EvmChainClient:
 
     # ------------------------------------------------------------------ transactions
     def _gas_price(self) -> int:
-        return _guard(lambda: int(self.w3.eth.gas_price))
+        now = time.monotonic()
+        if self._price is None or now - self._price[1] > GAS_PRICE_TTL_S:
+            self._price = (_guard(lambda: int(self.w3.eth.gas_price)), now)
+        return self._price[0]
 
     def _next_nonce(self) -> int:
         if self._nonce is None:

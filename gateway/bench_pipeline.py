@@ -23,7 +23,7 @@ from edge.topics import Topics
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
-from gateway.runtime import assemble
+from gateway.runtime import assemble, settle_heap
 
 
 async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> dict[str, Any]:
@@ -64,6 +64,7 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
             collector = asyncio.create_task(collect())
         parts = assemble(cfg, chain)
         gw = parts.gateway
+        settle_heap()  # as `tiyi run` does after start-up
         await gw.start()
         await gw.publisher.wait_connected(10)
         t = time.perf_counter()

@@ -632,6 +632,10 @@ class Gateway:
                 await self._move(target, job.batch, "included", None, None, None, rec.block_number, rec.block_hash)
                 self.metrics.anchors_included += 1
                 progressed = True
+                if target.confirmations == 0:
+                    # Final on inclusion (BFT chains): the receipt just read is the one to report; re-reading
+                    # it and the block number would be two more round trips per anchor for nothing.
+                    await self._finalize(target, job.batch, job.root, job.tx_hash, rec.block_number)
         return progressed
 
     async def _send(self, target: AnchorTarget, number: int, raw: bytes) -> None:
@@ -710,15 +714,19 @@ class Gateway:
         depth = await self._run_chain(target, chain.block_number) - rec.block_number
         if depth < target.confirmations:
             return False
-        receipt = AnchorReceipt(gw=target.anchor_gw, batch=job.batch, root=job.root, chain_id=chain.chain_id,
-                                contract=chain.contract, tx=job.tx_hash, block=rec.block_number, status="final")
-        await self._move(target, job.batch, "final", None, None, bytes(receipt))
+        await self._finalize(target, job.batch, job.root, job.tx_hash, rec.block_number)
+        return True
+
+    async def _finalize(self, target: AnchorTarget, number: int, root: bytes, tx_hash: bytes, block: int) -> None:
+        chain = target.chain
+        receipt = AnchorReceipt(gw=target.anchor_gw, batch=number, root=root, chain_id=chain.chain_id,
+                                contract=chain.contract, tx=tx_hash, block=block, status="final")
+        await self._move(target, number, "final", None, None, bytes(receipt))
         if target.rollup is None:
             self.metrics.anchors_final += 1
         else:
             self.metrics.rollups_final += 1
         self._wake_publish.set()
-        return True
 
     # ---------------------------------------------------------------- roll-ups
     async def _rollup_loop(self, target: AnchorTarget) -> None:

@@ -35,7 +35,7 @@ class HeartRateMeasurement:
             raise ValueError(f"heart_rate {self.heart_rate} does not fit the {'u16' if self.hr_uint16 else 'u8'} field")
         if self.energy_expended is not None and not 0 <= self.energy_expended <= 0xFFFF:
             raise ValueError("energy_expended must fit u16")
-        if self.rr_intervals and not (0 <= min(self.rr_intervals) and max(self.rr_intervals) <= 0xFFFF):
+        if self.rr_intervals and (min(self.rr_intervals) < 0 or max(self.rr_intervals) > 0xFFFF):
             raise ValueError("rr_intervals must fit u16")
         if self.reserved_flags & ~0xE0:
             raise ValueError("reserved_flags may only hold bits 5-7")
