@@ -177,13 +177,13 @@ def _canonical_key(k: str) -> tuple[int, bytes]:
 # canonical key order from cached pieces (key heads, ids, field names) instead of building a dict for a
 # general encoder. ``tests/unit/edge/test_record.py`` checks it against cbor2's canonical mode.
 
-_B = struct.Struct(">B")
 _H = struct.Struct(">H")
 _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 _F16 = struct.Struct(">e")
 _F32 = struct.Struct(">f")
 _F64 = struct.Struct(">d")
+_SHORT_FLOATS = ((_F16, b"\xf9"), (_F32, b"\xfa"))
 
 
 def _head(major: int, n: int) -> bytes:
@@ -214,18 +214,13 @@ def _int(v: int) -> bytes:
 
 def _float(x: float) -> bytes:
     """The shortest of float16/32/64 that holds ``x`` exactly (the value is already known to be finite)."""
-    try:
-        h = _F16.pack(x)
-        if _F16.unpack(h)[0] == x:
-            return b"\xf9" + h
-    except OverflowError:
-        pass
-    try:
-        f = _F32.pack(x)
-        if _F32.unpack(f)[0] == x:
-            return b"\xfa" + f
-    except OverflowError:
-        pass
+    for form, tag in _SHORT_FLOATS:
+        try:
+            packed = form.pack(x)
+        except OverflowError:
+            continue
+        if form.unpack(packed)[0] == x:
+            return tag + packed
     return b"\xfb" + _F64.pack(x)
 
 
