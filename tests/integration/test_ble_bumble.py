@@ -282,8 +282,15 @@ def test_a_busy_peripheral_that_refuses_connections_is_retried() -> None:
 
 
 def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
-    async def drop(_source: BleakSource, devs: Straps) -> None:
-        await asyncio.sleep(1.0)
+    async def drop(source: BleakSource, devs: Straps) -> None:
+        # Drop the link once it is up (a fixed delay raced the first connect on a loaded machine, and
+        # dropping nothing left the reconnect untested).
+        for _ in range(100):
+            st = source.devices.get(address(0))
+            if st is not None and st.connected:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
         await devs[0].drop_connections()
 
     source, frames, devs = run_for(3.5, straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
