@@ -80,12 +80,9 @@ def _check_number(v: Any, where: str) -> int | float:
 def _check_val(val: Any) -> dict[str, Value]:
     if not isinstance(val, Mapping):
         raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
-    if len(val) > MAX_VAL_FIELDS:
-        raise CodecError(f"record.val: more than {MAX_VAL_FIELDS} fields")
+    _field_order(tuple(val))  # the field names
     out: dict[str, Value] = {}
     for name, v in val.items():
-        if not _is_name(name):
-            raise CodecError(f"record.val: field name {name!r} is not snake_case text")
         t = type(v)
         if t is bool:
             out[name] = v
@@ -135,9 +132,7 @@ class Record:
 
     def to_map(self) -> dict[str, Any]:
         """The record as a map, built in canonical key order (``val`` too)."""
-        val = self.val
-        if len(val) > 1:
-            val = {k: val[k] for k in sorted(val, key=_canonical_key)}
+        val = {k: self.val[k] for k, _ in _field_order(tuple(self.val))}
         return _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q)
 
     def __bytes__(self) -> bytes:
@@ -230,8 +225,7 @@ _FLOATS: dict[float, bytes] = {}
 
 
 def _checked_float(x: float, name: str) -> bytes:
-    if x - x != 0.0:  # inf - inf and nan - nan are nan: cheaper than math.isfinite's call
-        raise CodecError(f"record.val.{name}: non-finite numbers are not allowed (use a quality flag)")
+    _check_number(x, "record.val." + name)
     out = _float(x)
     if x != 0.0 and len(_FLOATS) < _CACHE_LIMIT:
         _FLOATS[x] = out
@@ -260,10 +254,16 @@ _ORDER: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {}
 _INT_RANGE = (-(1 << 64), 1 << 64)  # beyond this cbor2 writes bignum tags: leave those to it
 
 
-def _order(names: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
-    """``val``'s field names in canonical order, with their encoded heads; cached per set of names."""
+def _field_order(names: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """Check ``val``'s field names and return them in canonical order with their encoded heads; cached per
+    tuple of names, so a known shape costs one dict lookup."""
     out = _ORDER.get(names)
     if out is None:
+        if len(names) > MAX_VAL_FIELDS:
+            raise CodecError(f"record.val: more than {MAX_VAL_FIELDS} fields")
+        for name in names:
+            if not _is_name(name):
+                raise CodecError(f"record.val: field name {name!r} is not snake_case text")
         out = tuple((k, _text(k)) for k in sorted(names, key=_canonical_key))
         if len(_ORDER) < _CACHE_LIMIT:
             _ORDER[names] = out
@@ -295,30 +295,17 @@ def _encode(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Va
     """Canonical CBOR of the record; checks ``val`` as it goes (the other fields are checked by the caller)."""
     if not isinstance(val, Mapping):
         raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
-    names = tuple(val)
-    order = _ORDER.get(names)
-    if order is None:
-        if len(names) > MAX_VAL_FIELDS:
-            raise CodecError(f"record.val: more than {MAX_VAL_FIELDS} fields")
-        for name in names:
-            if not _is_name(name):
-                raise CodecError(f"record.val: field name {name!r} is not snake_case text")
-        order = _order(names)
+    order = _field_order(tuple(val))
     parts = [b"\xa9" if q else b"\xa8"]
     if q:
         parts += [_K_Q, _head(4, len(q)), *(_text(x) for x in q)]
     parts += [_K_T, _int(t), _K_GW, _text(gw), _K_DEV, _text(dev), _K_RAW, _bstr(raw), _K_SEQ, _int(seq),
-              _K_VAL, _MAP_HEADS[len(names)] if len(names) < 24 else _head(5, len(names))]
+              _K_VAL, _MAP_HEADS[len(order)] if len(order) < 24 else _head(5, len(order))]
     plain = True
-    floats = _FLOATS
     for name, head in order:
         v = val[name]
         tv = type(v)
-        if tv is float:
-            parts += (head, floats.get(v) or _checked_float(v, name))  # type: ignore[arg-type]
-        elif tv is int and 0 <= v < 256:  # type: ignore[operator]
-            parts += (head, _SMALL_INTS[v])  # type: ignore[index]
-        elif tv is bool:
+        if tv is bool:
             parts += (head, b"\xf5" if v else b"\xf4")
         elif tv is list:
             n = len(v)  # type: ignore[arg-type]
