@@ -186,9 +186,9 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    source = make_source(cfg)  # before settling the heap: it imports the radio stack (bleak, dbus-fast)
     settle_heap()
     await gw.start()
-    source = make_source(cfg)
     gw.quirks_for = getattr(source, "decode_quirks", None)
     src = asyncio.create_task(source.run(gw.submit), name="source")
     states = asyncio.create_task(device_state_loop(gw, source), name="device-states")
