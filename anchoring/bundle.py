@@ -3,24 +3,28 @@
 A bundle holds the record's exact bytes, its RFC 9162 inclusion path, the signed batch manifest, the
 anchor receipt and, for each roll-up target the batch went to, the roll-up path from the batch root to
 the roll-up root with that roll-up's receipt. Checking it offline needs only this file and the gateway's
-public key; with a chain RPC endpoint per target the anchors are checked on the chains too. Pure: no
-files, no network.
+public key; with a chain RPC endpoint per target the anchors are checked on the chains too. The key a bundle
+carries is a convenience for reading it, never a reason to trust it: which key may sign comes from the caller's
+``TrustPolicy``. Pure: no files, no network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from anchoring.chain import AnchorInfo, AnchorKind
 from anchoring.errors import AnchoringError, ReceiptError
 from anchoring.receipt import AnchorReceipt
+from anchoring.stream_verifier import Outcome
+from anchoring.trust import KeySource, TrustPolicy
+from anchoring.verify_anchor import AnchorChecker
 from edge.errors import EdgeError
 from edge.manifest import SignedManifest
 from edge.merkle import MAX_PROOF_LEN, MerkleTree, verify_inclusion
 from edge.record import Record
-from edge.rollup import Rollup, rollup_gw, verify_rollup_path
-from edge.signing import Verifier
+from edge.rollup import Rollup, verify_rollup_path
 
 BUNDLE_VERSION = 1
 
@@ -80,10 +84,20 @@ def _rollup_entry(p: RollupProof, batch: int, root: bytes) -> dict[str, Any]:
 class BundleCheck:
     ok: bool
     steps: list[tuple[str, bool, str]]
+    unchecked: list[str] = field(default_factory=list)  # checks that could not run (no chain, trust on first use)
+
+    @property
+    def outcome(self) -> Outcome:
+        if not self.ok:
+            return Outcome.PROBLEMS
+        return Outcome.UNCHECKED if self.unchecked else Outcome.VERIFIED
 
     def summary(self) -> str:
         lines = [f"  {'ok  ' if good else 'FAIL'} {name}: {detail}" for name, good, detail in self.steps]
-        return "\n".join([*lines, "RESULT: " + ("the reading is proven" if self.ok else "NOT proven")])
+        lines += [f"  NOT CHECKED: {u}" for u in self.unchecked]
+        verdict = {Outcome.VERIFIED: "the reading is proven", Outcome.PROBLEMS: "NOT proven",
+                   Outcome.UNCHECKED: "no check failed, but the proof is incomplete (see NOT CHECKED)"}
+        return "\n".join([*lines, "RESULT: " + verdict[self.outcome]])
 
 
 def _hex(value: Any, what: str) -> bytes:
@@ -95,13 +109,14 @@ def _hex(value: Any, what: str) -> bytes:
         raise BundleError(f"{what} is not hex") from exc
 
 
-def verify_bundle(bundle: Mapping[str, Any], trusted: Mapping[str, Verifier] | None,
-                  load_key: Callable[[str], Verifier] | None = None,
-                  check_anchor: Callable[[AnchorReceipt], str | None] | None = None,
-                  check_rollup: Callable[[str, AnchorReceipt], str | None] | None = None) -> BundleCheck:
+def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorChecker | None = None,
+                  rollup_chains: Mapping[str, AnchorChecker] | None = None) -> BundleCheck:
     """Check every link: record → Merkle root → signed manifest → key → anchor (→ chain), and for each
-    roll-up: batch root → roll-up root → roll-up anchor (→ that target's chain, via ``check_rollup``)."""
+    roll-up: batch root → roll-up root → roll-up anchor (→ that target's chain from ``rollup_chains``)."""
+    if trust.uses_registry and chain is None:
+        raise ValueError("registry trust needs the chain: a key's validity is judged at its anchor's block")
     steps: list[tuple[str, bool, str]] = []
+    unchecked: list[str] = []
     try:
         if bundle.get("version") != BUNDLE_VERSION or bundle.get("hash") != "sm3":
             raise BundleError("unsupported bundle version or hash")
@@ -121,6 +136,9 @@ def verify_bundle(bundle: Mapping[str, Any], trusted: Mapping[str, Verifier] | N
                                 str(b.get("key_id")))
         manifest = signed.manifest
         record = Record.from_bytes(record_bytes)
+        embedded = b.get("public_key_pem")
+        if embedded is not None and not isinstance(embedded, str):
+            raise BundleError("batch.public_key_pem must be a string")
     except (EdgeError, BundleError) as exc:
         return BundleCheck(False, [("bundle format", False, str(exc))])
 
@@ -131,42 +149,51 @@ def verify_bundle(bundle: Mapping[str, Any], trusted: Mapping[str, Verifier] | N
     included = verify_inclusion(record_bytes, index, size, path, manifest.root)
     steps.append(("Merkle inclusion", included, f"RFC 9162 path of {len(path)} SM3 hashes to root "
                   f"{manifest.root.hex()[:16]}…"))
-    verifier: Verifier | None = None
-    source = ""
-    if trusted:
-        verifier, source = trusted.get(signed.key_id), "pinned"
-    elif load_key is not None and isinstance(b.get("public_key_pem"), str):
-        try:
-            verifier, source = load_key(b["public_key_pem"]), "embedded in the bundle (not pinned)"
-        except (EdgeError, ValueError):
-            verifier = None
-    if verifier is None:
-        steps.append(("signature", False, f"no trusted key for {signed.key_id}"))
+    anchor_info = _check_anchor(bundle.get("anchor"), manifest.gw, manifest.batch, manifest.count, manifest.root,
+                                chain, steps, unchecked)
+    trusted = trust.key_for(manifest.gw, signed.key_id, anchor_info, 1, embedded)
+    if isinstance(trusted, str):
+        steps.append(("signature", False, trusted))
     else:
-        good = signed.verify(verifier)
-        steps.append(("signature", good, f"SM2 over the manifest, key {signed.key_id} ({source})"))
-    anchor = bundle.get("anchor")
-    if not isinstance(anchor, Mapping):
-        steps.append(("anchor", False, "the bundle has no anchor receipt"))
-    else:
-        try:
-            receipt = AnchorReceipt.from_bytes(_hex(anchor.get("receipt"), "anchor.receipt"))
-        except (ReceiptError, BundleError) as exc:
-            steps.append(("anchor", False, f"malformed receipt: {exc}"))
-        else:
-            same = receipt.root == manifest.root and receipt.gw == manifest.gw and receipt.batch == manifest.batch
-            steps.append(("anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
-                          f"{receipt.chain_id} names this batch's root"))
-            if check_anchor is not None:
-                why = check_anchor(receipt)
-                steps.append(("on chain", why is None, why or "the chain confirms the anchor"))
+        good = signed.verify(trusted.verifier)
+        steps.append(("signature", good, f"SM2 over the manifest, key {signed.key_id} ({trusted.source})"))
+        if trusted.source is KeySource.TOFU:
+            unchecked.append("the key came from the bundle itself (trust on first use); pin it or use the registry")
     rollups = bundle.get("rollups", [])
     if not isinstance(rollups, list):
         steps.append(("roll-ups", False, "rollups must be a list"))
         rollups = []
     for entry in rollups:
-        steps.extend(_check_rollup_entry(entry, manifest.gw, manifest.batch, manifest.root, check_rollup))
-    return BundleCheck(all(good for _, good, _ in steps), steps)
+        steps.extend(_check_rollup_entry(entry, manifest.gw, manifest.batch, manifest.root, trust, rollup_chains or {},
+                                         unchecked))
+    return BundleCheck(all(good for _, good, _ in steps), steps, unchecked)
+
+
+def _check_anchor(anchor: Any, gw: str, batch: int, count: int, root: bytes, chain: AnchorChecker | None,
+                  steps: list[tuple[str, bool, str]], unchecked: list[str]) -> AnchorInfo | None:
+    """The batch's anchor as the chain records it (None when absent, wrong or unconfirmed: a step says why)."""
+    if not isinstance(anchor, Mapping):
+        steps.append(("anchor", False, "the bundle has no anchor receipt"))
+        return None
+    try:
+        receipt = AnchorReceipt.from_bytes(_hex(anchor.get("receipt"), "anchor.receipt"))
+    except (ReceiptError, BundleError) as exc:
+        steps.append(("anchor", False, f"malformed receipt: {exc}"))
+        return None
+    same = (receipt.kind is AnchorKind.BATCH and receipt.root == root and receipt.gw == gw and receipt.number == batch
+            and receipt.count == count)
+    steps.append(("anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
+                  f"{receipt.chain_id} names this batch's root"))
+    if chain is None:
+        unchecked.append("the anchor was not checked on a chain (give --rpc)")
+        return None
+    got = chain.confirm(receipt)
+    if isinstance(got, str):
+        steps.append(("on chain", False, got))
+        return None
+    steps.append(("on chain", same, f"{chain.name} holds the anchor in block {got.block_number}, made by "
+                  f"0x{got.anchorer.hex()}"))
+    return got if same else None
 
 
 def _int(entry: Mapping[str, Any], key: str) -> int:
@@ -176,8 +203,9 @@ def _int(entry: Mapping[str, Any], key: str) -> int:
     return v
 
 
-def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes,
-                        check_rollup: Callable[[str, AnchorReceipt], str | None] | None) -> list[tuple[str, bool, str]]:
+def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes, trust: TrustPolicy,
+                        rollup_chains: Mapping[str, AnchorChecker],
+                        unchecked: list[str]) -> list[tuple[str, bool, str]]:
     try:
         if not isinstance(entry, Mapping):
             raise BundleError("a roll-up entry must be an object")
@@ -200,14 +228,20 @@ def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes,
     if receipt is None:
         steps.append((f"{name} anchor", False, "the roll-up is not anchored yet"))
         return steps
-    try:
-        expected_gw = rollup_gw(gw)
-    except EdgeError as exc:
-        return [*steps, (f"{name} anchor", False, str(exc))]
-    same = receipt.root == root and receipt.gw == expected_gw and receipt.batch == number
+    same = (receipt.kind is AnchorKind.ROLLUP and receipt.root == root and receipt.gw == gw
+            and receipt.number == number and receipt.count == size)
     steps.append((f"{name} anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
                   f"{receipt.chain_id} names this roll-up's root"))
-    if check_rollup is not None:
-        why = check_rollup(target, receipt)
-        steps.append((f"{name} on chain", why is None, why or f"the {target} chain confirms the roll-up"))
+    checker = rollup_chains.get(target)
+    if checker is None:
+        unchecked.append(f"the roll-up on {target} was not checked on that chain (give --rollup-rpc {target}=URL)")
+        return steps
+    got = checker.confirm(receipt)
+    if isinstance(got, str):
+        steps.append((f"{name} on chain", False, got))
+    elif trust.uses_registry and got.anchorer not in trust.anchorers(gw):
+        steps.append((f"{name} on chain", False, f"anchored by 0x{got.anchorer.hex()}, an account the registry does "
+                      f"not name for {gw}"))
+    else:
+        steps.append((f"{name} on chain", True, f"the {target} chain confirms the roll-up"))
     return steps

@@ -27,10 +27,14 @@ class DevChain:
         self.web3 = Web3(EthereumTesterProvider(self.tester))
         self._faucet = self.web3.eth.accounts[0]
         self._lock = threading.Lock()
-        deployer_key = secrets.token_bytes(32)
-        deployer = Web3().eth.account.from_key(deployer_key).address
+        self.admin_key = secrets.token_bytes(32)  # the deployer: the contract's alliance administrator
+        deployer = Web3().eth.account.from_key(self.admin_key).address
         self.fund(deployer)
-        self.contract_address = EvmChainClient(self.web3, deployer_key, contract=None)._contract.address
+        self.contract_address = EvmChainClient(self.web3, self.admin_key, contract=None)._contract.address
+
+    def admin(self) -> EvmChainClient:
+        """A client acting as the contract's administrator (who may approve operators)."""
+        return EvmChainClient(self.web3, self.admin_key, contract=self.contract_address)
 
     def fund(self, address: str, wei: int = FUND_WEI) -> None:
         with self._lock:

@@ -8,7 +8,6 @@ pays whatever ``eth_gasPrice`` says (0 on FISCO-like chains).
 
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
 import time
@@ -22,15 +21,25 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCErro
 from web3.logs import DISCARD
 from web3.types import TxParams
 
-from anchoring.chain import AnchorInfo, GatewayEntry, KeyEvent, SignedTx, TxReceipt, anchor_artifact
+from anchoring.chain import (
+    MAX_KEY_HISTORY,
+    SM2_POINT_SIZE,
+    AnchorInfo,
+    AnchorKind,
+    GatewayEntry,
+    KeyRecord,
+    SignedTx,
+    TxReceipt,
+    anchor_artifact,
+)
 from anchoring.errors import AlreadyAnchored, AnchoringError, ChainUnavailable, StaleTransaction, TransactionFailed
 
 log = logging.getLogger("tiyi.chain")
 T = TypeVar("T")
 
 ANCHOR_GAS = 250_000
-ANCHORED_TOPIC = Web3.keccak(text="Anchored(bytes32,string,uint64,uint32,uint256)")
-DEPLOY_GAS = 1_500_000
+ANCHORED_TOPIC = Web3.keccak(text="Anchored(bytes32,address,uint8,string,uint64,uint32,uint256)")
+DEPLOY_GAS = 3_000_000
 RPC_TIMEOUT_S = 10
 GAS_PRICE_TTL_S = 30.0  # re-read eth_gasPrice at most this often (0 and constant on FISCO-like chains)
 
@@ -51,11 +60,19 @@ def _guard(fn: Callable[[], T]) -> T:
         raise
 
 
+def _address(value: str) -> bytes:
+    return bytes.fromhex(str(value)[2:])
+
+
+def _checksum(account: bytes) -> str:
+    return Web3.to_checksum_address("0x" + account.hex())
+
+
 class EvmChainClient:
     def __init__(self, w3: Web3, account_key: bytes, contract: str | bytes | None = None,
                  gas_limit: int = ANCHOR_GAS) -> None:
         self.w3 = w3
-        self.account = Account.from_key(account_key)
+        self._account = Account.from_key(account_key)
         self.gas_limit = gas_limit
         self._chain_id: int = _guard(lambda: int(w3.eth.chain_id))
         self._nonce: int | None = None
@@ -87,8 +104,12 @@ class EvmChainClient:
         return bytes.fromhex(self._contract.address[2:])
 
     @property
+    def account(self) -> bytes:
+        return bytes.fromhex(self._account.address[2:])
+
+    @property
     def account_address(self) -> str:
-        return str(self.account.address)
+        return str(self._account.address)
 
     # ------------------------------------------------------------------ transactions
     def _gas_price(self) -> int:
@@ -99,7 +120,7 @@ class EvmChainClient:
 
     def _next_nonce(self) -> int:
         if self._nonce is None:
-            self._nonce = _guard(lambda: int(self.w3.eth.get_transaction_count(self.account.address, "pending")))
+            self._nonce = _guard(lambda: int(self.w3.eth.get_transaction_count(self._account.address, "pending")))
         n = self._nonce
         self._nonce += 1
         return n
@@ -110,11 +131,11 @@ class EvmChainClient:
 
     def _params(self, gas: int) -> TxParams:
         price = self._gas_price()  # first: a failed call must not use up a nonce (that would leave a gap)
-        return cast(TxParams, {"from": self.account.address, "nonce": self._next_nonce(), "gas": gas,
+        return cast(TxParams, {"from": self._account.address, "nonce": self._next_nonce(), "gas": gas,
                                "gasPrice": price, "chainId": self._chain_id})
 
     def _sign(self, tx: Any) -> SignedTx:
-        signed = self.account.sign_transaction(tx)
+        signed = self._account.sign_transaction(tx)
         return SignedTx(raw=bytes(signed.raw_transaction), tx_hash=bytes(signed.hash), nonce=int(tx["nonce"]))
 
     def deploy(self) -> str:
@@ -131,10 +152,10 @@ class EvmChainClient:
         log.info("deployed Anchor at %s (block %d)", address, rec["blockNumber"])
         return address
 
-    def prepare_anchor(self, root: bytes, gw: str, batch: int, count: int) -> SignedTx:
-        if self.lookup(root) is not None:
-            raise AlreadyAnchored(f"root {root.hex()} is already anchored")
-        fn = self._contract.functions.anchor(root, gw, batch, count)
+    def prepare_anchor(self, kind: AnchorKind, gw: str, root: bytes, number: int, count: int) -> SignedTx:
+        if self.anchored_at(self.account, kind, gw, root) is not None:
+            raise AlreadyAnchored(f"root {root.hex()} is already anchored by this account")
+        fn = self._contract.functions.anchor(int(kind), gw, root, number, count)
         tx = fn.build_transaction(self._params(self.gas_limit))
         return self._sign(tx)
 
@@ -177,26 +198,50 @@ class EvmChainClient:
         for ev in events:
             if bytes(ev["args"]["root"]) == root and ev["address"] == self._contract.address:
                 a = ev["args"]
-                return AnchorInfo(int(a["blockNumber"]), str(a["gw"]), int(a["batch"]), int(a["count"]))
+                try:
+                    kind = AnchorKind(int(a["kind"]))
+                except ValueError:
+                    continue  # the contract refuses unknown kinds; such an event is not ours to read
+                return AnchorInfo(int(a["blockNumber"]), _address(a["anchorer"]), kind, str(a["gw"]),
+                                  int(a["number"]), int(a["count"]))
         return None
 
-    def own_anchor(self, root: bytes, block: int) -> TxReceipt | None:
-        logs = _guard(lambda: self.w3.eth.get_logs({"address": self._contract.address, "fromBlock": block,
-                                                    "toBlock": block, "topics": [ANCHORED_TOPIC, HexBytes(root)]}))
+    def anchored_at(self, anchorer: bytes, kind: AnchorKind, gw: str, root: bytes) -> AnchorInfo | None:
+        fn = self._contract.functions.anchoredAt(_checksum(anchorer), int(kind), gw, root)
+        block, number, count = self._call(fn, "anchoredAt")
+        if int(block) == 0:
+            return None
+        return AnchorInfo(int(block), anchorer, kind, gw, int(number), int(count))
+
+    def latest_anchored(self, anchorer: bytes, kind: AnchorKind, gw: str) -> tuple[int, int] | None:
+        number, block = self._call(self._contract.functions.latestAnchored(_checksum(anchorer), int(kind), gw),
+                                   "latestAnchored")
+        return None if int(number) == 0 else (int(number), int(block))
+
+    def own_anchor(self, kind: AnchorKind, gw: str, root: bytes) -> tuple[AnchorInfo, TxReceipt] | None:
+        info = self.anchored_at(self.account, kind, gw, root)
+        if info is None:
+            return None
+        logs = _guard(lambda: self.w3.eth.get_logs({
+            "address": self._contract.address, "fromBlock": info.block_number, "toBlock": info.block_number,
+            "topics": [ANCHORED_TOPIC, HexBytes(root), HexBytes(bytes(12) + self.account)]}))
         for entry in logs:
-            tx_hash = bytes(entry["transactionHash"])
-            tx = _guard(functools.partial(self.w3.eth.get_transaction, HexBytes(tx_hash)))
-            if tx["from"] == self.account.address:
-                rec = self.receipt(tx_hash)
-                if rec is not None and rec.ok and self.anchored_in(rec, root) is not None:
-                    return rec
+            rec = self.receipt(bytes(entry["transactionHash"]))
+            if rec is not None and rec.ok and self.anchored_in(rec, root) == info:
+                return info, rec
         return None
+
+    def _call(self, fn: Any, what: str) -> Any:
+        try:
+            return _guard(fn.call)
+        except ContractLogicError as exc:
+            raise TransactionFailed(f"{what} call reverted: {exc}") from exc
 
     # ------------------------------------------------------------------ gateway registry (operator actions)
     def _transact(self, fn: Any, what: str) -> TxReceipt:
         """Sign, send and wait for an administrative transaction; a revert raises with the node's reason."""
         try:
-            _guard(lambda: fn.call({"from": self.account.address}))  # surfaces the revert reason first
+            _guard(lambda: fn.call({"from": self._account.address}))  # surfaces the revert reason first
         except (ContractLogicError, Web3RPCError) as exc:
             # ganache reports call reverts as RPC errors; other nodes as ContractLogicError.
             reason = getattr(exc, "message", None) or str(exc)
@@ -208,44 +253,47 @@ class EvmChainClient:
             raise TransactionFailed(f"{what} failed on chain (tx 0x{stx.tx_hash.hex()})")
         return TxReceipt(stx.tx_hash, True, int(rec["blockNumber"]), bytes(rec["blockHash"]))
 
-    def register_gateway(self, gw: str, sm2_public_key: bytes) -> TxReceipt:
-        return self._transact(self._contract.functions.registerGateway(gw, sm2_public_key), f"registering {gw}")
+    def approve_operator(self, operator: bytes) -> TxReceipt:
+        return self._transact(self._contract.functions.approveOperator(_checksum(operator)), "approving an operator")
 
-    def rotate_gateway_key(self, gw: str, sm2_public_key: bytes) -> TxReceipt:
-        return self._transact(self._contract.functions.rotateGatewayKey(gw, sm2_public_key), f"rotating {gw}'s key")
+    def revoke_operator(self, operator: bytes) -> TxReceipt:
+        return self._transact(self._contract.functions.revokeOperator(_checksum(operator)), "revoking an operator")
+
+    def transfer_admin(self, new_admin: bytes) -> TxReceipt:
+        return self._transact(self._contract.functions.transferAdmin(_checksum(new_admin)),
+                              "transferring the administrator role")
+
+    def register_gateway(self, gw: str, sm2_public_key: bytes, anchorer: bytes) -> TxReceipt:
+        fn = self._contract.functions.registerGateway(gw, sm2_public_key, _checksum(anchorer))
+        return self._transact(fn, f"registering {gw}")
+
+    def rotate_gateway_key(self, gw: str, sm2_public_key: bytes, anchorer: bytes) -> TxReceipt:
+        fn = self._contract.functions.rotateGatewayKey(gw, sm2_public_key, _checksum(anchorer))
+        return self._transact(fn, f"rotating {gw}'s key")
 
     def revoke_gateway(self, gw: str) -> TxReceipt:
         return self._transact(self._contract.functions.revokeGateway(gw), f"revoking {gw}")
 
+    def admin(self) -> bytes:
+        return _address(self._call(self._contract.functions.admin(), "admin"))
+
+    def is_operator(self, account: bytes) -> bool:
+        return bool(self._call(self._contract.functions.isOperator(_checksum(account)), "isOperator"))
+
     def gateway(self, gw: str) -> GatewayEntry | None:
-        operator, key, revoked, block = _guard(lambda: self._contract.functions.gatewayInfo(gw).call())
+        operator, revoked, revoked_block, n = self._call(self._contract.functions.gatewayInfo(gw), "gatewayInfo")
         if int(operator, 16) == 0:
             return None
-        return GatewayEntry(gw, str(operator), bytes(key), bool(revoked), int(block))
-
-    def gateway_key_events(self, gw: str) -> list[KeyEvent]:
-        """Every registry event for ``gw`` (from the contract's logs), oldest first: its key history."""
-        events = self._contract.events
-        out: list[KeyEvent] = []
-        for kind, ev in (("registered", events.GatewayRegistered), ("rotated", events.GatewayKeyRotated),
-                         ("revoked", events.GatewayRevoked)):
-            logs: Any = _guard(functools.partial(ev.get_logs, from_block=0))
-            for log in logs:
-                if log["args"]["gw"] != gw:
-                    continue
-                key = log["args"].get("sm2PublicKey")
-                out.append(KeyEvent(int(log["blockNumber"]), kind, None if key is None else bytes(key)))
-        return sorted(out, key=lambda e: e.block)
+        if not 1 <= int(n) <= MAX_KEY_HISTORY:
+            raise TransactionFailed(f"registry entry of {gw} has {n} keys; at most {MAX_KEY_HISTORY} are read")
+        keys = []
+        for i in range(int(n)):
+            key, anchorer, since = self._call(self._contract.functions.gatewayKey(gw, i), "gatewayKey")
+            if len(key) != SM2_POINT_SIZE:
+                raise TransactionFailed(f"registry key {i} of {gw} is not {SM2_POINT_SIZE} bytes")
+            keys.append(KeyRecord(bytes(key), _address(anchorer), int(since)))
+        return GatewayEntry(gw, _address(operator), bool(revoked), int(revoked_block), tuple(keys))
 
     # ------------------------------------------------------------------ reads
-    def lookup(self, root: bytes) -> AnchorInfo | None:
-        try:
-            block, gw, batch, count = _guard(lambda: self._contract.functions.anchorInfo(root).call())
-        except ContractLogicError as exc:
-            raise TransactionFailed(f"anchorInfo call reverted: {exc}") from exc
-        if int(block) == 0:
-            return None
-        return AnchorInfo(int(block), str(gw), int(batch), int(count))
-
     def block_number(self) -> int:
         return _guard(lambda: int(self.w3.eth.block_number))

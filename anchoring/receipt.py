@@ -1,27 +1,39 @@
-"""Anchor receipts: what the gateway publishes on the ``anchor`` topic once a root is on the chain."""
+"""Anchor receipts: what the gateway publishes once a root is on the chain (batches on ``anchor``, roll-ups inside
+their ``rollup`` message).
+
+Everything in a receipt is a claim until a chain confirms it (``anchoring.verify_anchor``): it only tells a verifier
+where to look. ``kind`` says what was anchored, exactly as the contract's ``kind`` argument did, so a batch anchor can
+never be read as a roll-up or the reverse.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anchoring.chain import ADDRESS_SIZE, AnchorKind
 from anchoring.errors import ReceiptError
 from edge import cbor
 from edge.errors import CodecError
 from edge.record import check_id
 
 STATUSES = ("included", "final")
-_FIELDS = {"gw", "batch", "root", "chain_id", "contract", "tx", "block", "status"}
+_FIELDS = {"gw", "kind", "number", "count", "root", "chain_id", "contract", "anchorer", "tx", "block", "block_hash",
+           "status"}
 
 
 @dataclass(frozen=True, slots=True)
 class AnchorReceipt:
     gw: str
-    batch: int
+    kind: AnchorKind
+    number: int  # the batch number, or the roll-up number
+    count: int  # records in the batch, or batches in the roll-up
     root: bytes
     chain_id: int
     contract: bytes
+    anchorer: bytes  # the account that sent the anchor
     tx: bytes
     block: int
+    block_hash: bytes
     status: str = "final"
 
     def __post_init__(self) -> None:
@@ -29,11 +41,16 @@ class AnchorReceipt:
             check_id(self.gw, "receipt.gw")
         except CodecError as exc:
             raise ReceiptError(str(exc)) from exc
-        for name in ("batch", "chain_id", "block"):
+        if not isinstance(self.kind, AnchorKind):
+            raise ReceiptError(f"receipt.kind: expected an anchor kind, got {self.kind!r}")
+        for name in ("number", "count", "chain_id", "block"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
                 raise ReceiptError(f"receipt.{name}: expected an unsigned 64-bit int, got {v!r}")
-        for name, size in (("root", 32), ("contract", 20), ("tx", 32)):
+        if self.number < 1 or self.count < 1:
+            raise ReceiptError("receipt: number and count start at 1")
+        for name, size in (("root", 32), ("contract", ADDRESS_SIZE), ("anchorer", ADDRESS_SIZE), ("tx", 32),
+                           ("block_hash", 32)):
             v = getattr(self, name)
             if not isinstance(v, bytes) or len(v) != size:
                 raise ReceiptError(f"receipt.{name}: expected {size} bytes")
@@ -41,17 +58,25 @@ class AnchorReceipt:
             raise ReceiptError(f"receipt.status: {self.status!r} is not one of {STATUSES}")
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({"gw": self.gw, "batch": self.batch, "root": self.root, "chain_id": self.chain_id,
-                           "contract": self.contract, "tx": self.tx, "block": self.block, "status": self.status})
+        return cbor.dumps({"gw": self.gw, "kind": self.kind.label, "number": self.number, "count": self.count,
+                           "root": self.root, "chain_id": self.chain_id, "contract": self.contract,
+                           "anchorer": self.anchorer, "tx": self.tx, "block": self.block,
+                           "block_hash": self.block_hash, "status": self.status})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AnchorReceipt:
         try:
             m = cbor.expect_map(cbor.loads(data), "receipt", _FIELDS)
             w = "receipt"
-            return cls(gw=cbor.field(m, "gw", str, w), batch=cbor.uint(m, "batch", w),
-                       root=cbor.field(m, "root", bytes, w), chain_id=cbor.uint(m, "chain_id", w),
-                       contract=cbor.field(m, "contract", bytes, w), tx=cbor.field(m, "tx", bytes, w),
-                       block=cbor.uint(m, "block", w), status=cbor.field(m, "status", str, w))
+            try:
+                kind = AnchorKind.from_label(cbor.field(m, "kind", str, w))
+            except ValueError as exc:
+                raise ReceiptError(f"receipt.kind: {exc}") from exc
+            return cls(gw=cbor.field(m, "gw", str, w), kind=kind, number=cbor.uint(m, "number", w),
+                       count=cbor.uint(m, "count", w), root=cbor.field(m, "root", bytes, w),
+                       chain_id=cbor.uint(m, "chain_id", w), contract=cbor.field(m, "contract", bytes, w),
+                       anchorer=cbor.field(m, "anchorer", bytes, w), tx=cbor.field(m, "tx", bytes, w),
+                       block=cbor.uint(m, "block", w), block_hash=cbor.field(m, "block_hash", bytes, w),
+                       status=cbor.field(m, "status", str, w))
         except CodecError as exc:
             raise ReceiptError(str(exc)) from exc

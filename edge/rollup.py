@@ -5,9 +5,10 @@ period instead. The roll-up tree is RFC 9162 with SM3, exactly like a batch tree
 batch Merkle roots of consecutive batches in batch order. A reading is then provable against either
 target: record → batch root (inclusion path) → roll-up root (roll-up path) → the roll-up's anchor.
 
-On chain a roll-up is anchored like a batch, under the gateway id with ``.rollup`` appended, its roll-up
-number in the batch field and the number of batches in the count field, so it can never be mistaken
-for a batch anchor. Pure: no I/O, no clock.
+On chain a roll-up is anchored under the gateway's own id with the contract's ``kind`` set to roll-up, its
+roll-up number as the number and the number of batches as the count, so it can never be mistaken for a
+batch anchor (the kind is an argument of its own, not a suffix a gateway id could imitate). Pure: no I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -19,18 +20,10 @@ from functools import cached_property
 from edge import cbor
 from edge.errors import CodecError
 from edge.merkle import MAX_PROOF_LEN, MerkleTree, verify_inclusion
-from edge.record import MAX_ID_CHARS, check_id
+from edge.record import check_id
 from edge.sm3 import DIGEST_SIZE
 
-ROLLUP_SUFFIX = ".rollup"
 MAX_BATCHES = 1 << 20  # a roll-up of a day of one-second batches is ~86k; this bounds a malicious message
-
-
-def rollup_gw(gw: str) -> str:
-    """The id a roll-up is anchored under."""
-    if len(gw) + len(ROLLUP_SUFFIX) > MAX_ID_CHARS:
-        raise CodecError(f"gateway id {gw!r} is too long to carry the {ROLLUP_SUFFIX} suffix")
-    return gw + ROLLUP_SUFFIX
 
 
 @dataclass(frozen=True)

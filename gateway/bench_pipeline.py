@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from anchoring.stream_verifier import StreamVerifier
+from anchoring.trust import TrustPolicy
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
@@ -44,7 +45,7 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
                             batch=BatchConfig(max_records=5000, max_age_s=1.0),
                             chain=ChainConfig(kind="inproc", poll_s=0.05)).validated()
         key = load_public_key_pem((state / "keys" / "gateway.pub").read_text())
-        verifier = StreamVerifier(trusted_keys={key.key_id: key})
+        verifier = StreamVerifier(TrustPolicy(pinned={gw_id: [key]}))
         sub = PahoSubscriber(BrokerSettings.from_url(url, client_id=f"{gw_id}-verifier"),
                              Topics(cfg.region, gw_id).all)
         collector: asyncio.Task[None] | None = None

@@ -77,12 +77,31 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish work on stop (default 30)")
 
 
+_VERIFY_EPILOG = """\
+trust (exactly one):
+  --key GW=FILE       pin a gateway's key (repeatable; a bare --key FILE binds to the only gateway in view)
+  --registry ADDRESS  keys from the Anchor contract's on-chain registry, judged at each anchor's block (needs --rpc)
+  --tofu              trust the key a gateway announces on its key topic; never counts as verified (exit 4)
+
+exit codes:
+  0  every record is in a signed batch under a trusted key, every batch's anchor is confirmed by the chain,
+     roll-ups by their chains, and the gateway's signed head shows nothing is missing at the end
+  1  a check failed (a forgery, a gap, a truncated tail, an anchor the chain does not hold ...): see PROBLEM lines
+  2  usage or configuration error, or a broker, chain or file that cannot be reached
+  3  nothing failed and every check ran, but some records are not in a batch yet (pending; run again later)
+  4  nothing failed, but a check could not run: no --rpc, --tofu, a roll-up target without --rollup-rpc, or no
+     signed head received (see NOT CHECKED lines)
+"""
+
+
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "verify", help="independently verify what a gateway published",
-        description="Subscribe to a gateway's topics (or read a capture file) and check every record: its batch "
-                    "manifest, the Merkle root, the SM2 signature, the prev-chain, seq gaps, and the anchor receipt "
-                    "against the chain (with --rpc). Exits 0 only when everything verifies.")
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_VERIFY_EPILOG,
+        description="Subscribe to a gateway's topics (or read a capture file, or one proof bundle) and check every "
+                    "record: its batch manifest, the Merkle root, the SM2 signature under a key you trust, the "
+                    "prev-chain, seq gaps, the signed head (a dropped tail), and each anchor on the chain (with "
+                    "--rpc and --contract). Exits 0 only when everything verifies.")
     p.add_argument("--broker", default=None, help="subscribe to this broker (mqtt://host:port)")
     p.add_argument("--region", default="+", help="region to subscribe to (default: all)")
     p.add_argument("--gateway", default="+", help="gateway id to subscribe to (default: all)")
@@ -90,18 +109,28 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--bundle", type=Path, default=None,
                    help="check one proof bundle (tiyi proof export) instead of a stream; with --rpc also on chain")
     p.add_argument("--save", type=Path, default=None, help="also write received messages to this capture file")
-    p.add_argument("--rpc", default=None, help="chain JSON-RPC URL: check each anchor receipt on the chain")
-    p.add_argument("--rollup-rpc", action="append", default=[], metavar="TARGET=URL",
-                   help="a roll-up target's chain (e.g. health_supervision=http://node:8545): check roll-up "
-                        "anchors there too (repeatable)")
-    p.add_argument("--key", type=Path, action="append", default=[],
-                   help="trusted gateway public key (SPKI PEM); repeatable. Without it the retained key topic is "
-                        "trusted on first use, and the summary says so")
+    p.add_argument("--rpc", default=None, metavar="URL",
+                   help="the anchor chain's JSON-RPC URL (fisco2+http://… for FISCO BCOS 2.x native RPC): confirm "
+                        "every anchor on the chain and ask it for the gateway's latest anchored batch")
+    p.add_argument("--contract", default=None, metavar="ADDRESS",
+                   help="the Anchor contract on --rpc to trust (receipts never choose it)")
+    p.add_argument("--rollup-rpc", action="append", default=[], metavar="TARGET=CONTRACT@URL",
+                   help="a roll-up target's chain and contract (e.g. health_supervision=0x5FbD…@http://node:8545): "
+                        "confirm roll-up anchors there, and with --require-complete require every batch rolled up "
+                        "(repeatable)")
+    p.add_argument("--key", action="append", default=[], metavar="[GW=]FILE",
+                   help="a trusted gateway public key (SPKI PEM), pinned for gateway GW (repeatable)")
     p.add_argument("--registry", default=None, metavar="CONTRACT",
-                   help="take each gateway's key from this Anchor contract's on-chain registry (needs --rpc)")
+                   help="take each gateway's keys and anchoring account from this Anchor contract's on-chain "
+                        "registry (needs --rpc)")
+    p.add_argument("--operator", default=None, metavar="ADDRESS",
+                   help="with --registry: accept only gateways registered by this operator account")
+    p.add_argument("--tofu", action="store_true",
+                   help="trust the key each gateway announces (trust on first use); the result is never 'verified'")
     p.add_argument("--idle", type=float, default=5.0, help="stop listening after this many quiet seconds (default 5)")
     p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
-    p.add_argument("--require-complete", action="store_true", help="records not yet in a batch count as failures")
+    p.add_argument("--require-complete", action="store_true",
+                   help="records not yet in a batch, and batches in no roll-up on a --rollup-rpc target, are failures")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -132,25 +161,42 @@ def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("chain", help="the on-chain gateway registry (for gym operators)",
-                       description="A gym operator vouches for its gateways on the chain: it registers a gateway id "
-                                   "with the gateway's SM2 public key, and may later rotate or revoke it. Platforms "
-                                   "then verify with `tiyi verify --registry CONTRACT --rpc URL` instead of pinning "
-                                   "keys by hand. Only the registering operator account can rotate or revoke.")
+    p = sub.add_parser(
+        "chain", help="the on-chain gateway registry (alliance administrator and gym operators)",
+        description="Roles on the Anchor contract: the alliance administrator (the account that deployed it) approves "
+                    "operator accounts; an approved operator registers a gateway id with the gateway's SM2 public key "
+                    "and the chain account the gateway anchors from (`tiyi chain account`), and may later rotate or "
+                    "revoke it (the administrator may revoke too). Platforms then verify with `tiyi verify --registry "
+                    "CONTRACT --rpc URL` instead of pinning keys by hand. URLs: http(s)://… for EVM JSON-RPC, "
+                    "fisco2+http(s)://… for FISCO BCOS 2.x.")
     cs = p.add_subparsers(dest="chain_cmd", required=True)
-    for name, hlp in (("register", "register a gateway id with its SM2 public key"),
-                      ("rotate", "replace a registered gateway's key"),
-                      ("revoke", "revoke a gateway (its signatures stop being trusted)"),
-                      ("show", "print a gateway's registry entry")):
-        c = cs.add_parser(name, help=hlp)
+    for name, hlp in (("approve-operator", "administrator: allow an operator account to register gateways"),
+                      ("revoke-operator", "administrator: withdraw an operator's right to register and rotate"),
+                      ("transfer-admin", "administrator: hand the administrator role to another account"),
+                      ("register", "operator: register a gateway id with its SM2 key and anchoring account"),
+                      ("rotate", "operator: replace a registered gateway's key (and anchoring account)"),
+                      ("revoke", "operator or administrator: revoke a gateway (its signatures stop being trusted)"),
+                      ("show", "print a gateway's registry entry and key history")):
+        c = cs.add_parser(name, help=hlp, description=hlp)
         c.add_argument("--rpc", required=True, help="chain JSON-RPC URL")
         c.add_argument("--contract", required=True, help="the Anchor contract address")
-        c.add_argument("--gateway", required=True, help="gateway id")
+        if name.endswith("operator") or name == "transfer-admin":
+            c.add_argument("--account", required=True, help="the account address (0x + 40 hex digits)")
+        else:
+            c.add_argument("--gateway", required=True, help="gateway id")
         if name in ("register", "rotate"):
             c.add_argument("--pub", type=Path, required=True, help="the gateway's SM2 public key (gateway.pub)")
+            c.add_argument("--anchorer", required=True, metavar="ADDRESS",
+                           help="the chain account the gateway anchors from (on the gateway: tiyi chain account "
+                                "--config FILE)")
         if name != "show":
             c.add_argument("--operator-key", type=Path, required=True,
-                           help="the operator's chain account key file (hex, 0600; created if absent)")
+                           help="your own chain account key file (hex, 0600; created if absent): the administrator's "
+                                "or the operator's")
+    a = cs.add_parser("account", help="print the chain account address a gateway anchors from",
+                      description="Reads (or creates, 0600) the gateway's chain account key named by its configuration "
+                                  "and prints the account address, to give to the operator for `tiyi chain register`.")
+    a.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
 
 
 def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

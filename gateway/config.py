@@ -14,7 +14,6 @@ from typing import Any, Literal
 from edge.errors import CodecError
 from edge.record import check_id
 from edge.regions import REGIONS, TARGETS, is_region, is_target
-from edge.rollup import rollup_gw
 from gateway.errors import ConfigError
 
 ChainKind = Literal["inproc", "evm", "fisco2", "none"]
@@ -153,11 +152,6 @@ class GatewayConfig:
                 raise ConfigError(f"{where} (kind fisco2) needs contract")
         if self.rollups and self.chain.kind == "none":
             raise ConfigError("roll-ups need batches anchored first: [chain] kind must not be 'none'")
-        if self.rollups:
-            try:
-                rollup_gw(self.gateway_id)
-            except CodecError as exc:
-                raise ConfigError(str(exc)) from exc
 
     def validated(self) -> GatewayConfig:
         """Check cross-field rules; returns self so it chains after construction."""

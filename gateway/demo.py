@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import cbor2
 
-from anchoring.stream_verifier import StreamVerifier
-from anchoring.verify_anchor import check_receipt
+from anchoring.stream_verifier import Outcome, StreamVerifier
+from anchoring.trust import TrustPolicy
+from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
 from edge.frame import Frame
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
@@ -37,10 +38,12 @@ from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, 
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
+from gateway.verify_cmd import point_verifier
 
 if TYPE_CHECKING:
     from bumble.link import LocalLink
 
+    from anchoring.evm import EvmChainClient
     from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
     from firmware_sim.hub import DeviceSpec, Hub
     from gateway.ble.source import BleakSource
@@ -95,13 +98,16 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"broker   {url}{' (embedded amqtt, MQTT 3.1.1)' if broker else ''}")
 
         account = chain_account_key(key_dir / "chain-account.key")
+        admin: EvmChainClient | None = None
         if args.chain is None:
             chain_dev = DevChain()
             chain = EvmChainClient(chain_dev.web3, account, contract=chain_dev.contract_address)
             chain_dev.fund(chain.account_address)
+            admin = chain_dev.admin()
             where = "in-process EVM"
         else:
             chain = EvmChainClient.connect(args.chain, account, contract=args.contract)
+            admin = None if args.contract else chain  # the deployer is the contract's administrator
             where = f"{args.chain}{'' if args.contract else ' (contract deployed now)'}"
         print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
               f"every batch (the {args.region} sub-chain)")
@@ -129,9 +135,18 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"gateway  {cfg.gateway_id} in {cfg.region}, state in {state_dir}")
         print(f"topics   {topics.all}")
 
-        # The platform side pins the gateway's public key, obtained out of band (here: its file).
-        pinned = load_public_key_pem((key_dir / "gateway.pub").read_text(encoding="ascii"))
-        verifier = StreamVerifier(trusted_keys={pinned.key_id: pinned})
+        # The alliance administrator approves an operator, who registers the gateway's key and anchoring account;
+        # the platform then takes keys from the on-chain registry. On a contract we do not administer, the
+        # platform pins the gateway's public key, obtained out of band (here: its file).
+        pub = load_public_key_pem((key_dir / "gateway.pub").read_text(encoding="ascii"))
+        if admin is not None:
+            register_gateway(admin, cfg.gateway_id, pub.public_key.point[1:], chain.account)
+            trust = TrustPolicy(registry=chain.gateway, point_verifier=point_verifier)
+            print(f"registry {cfg.gateway_id} registered by operator 0x{admin.account.hex()}, anchoring from "
+                  f"0x{chain.account.hex()}")
+        else:
+            trust = TrustPolicy(pinned={cfg.gateway_id: [pub]})
+        verifier = StreamVerifier(trust)
         received = [0]
         collector = asyncio.create_task(_collect(url, cfg.mqtt.protocol, topics, verifier, received))
         await asyncio.sleep(0.3)
@@ -198,9 +213,9 @@ async def _demo(args: argparse.Namespace) -> int:
         if broker is not None:
             await broker.stop()
 
-        report = verifier.report(check_anchor=lambda r: check_receipt(r, chain), require_complete=True,
-                                 rollup_targets=list(rollup_chains),
-                                 check_rollup=lambda t, r: check_receipt(r, rollup_chains[t]))
+        checkers: dict[str, AnchorChecker] = {t: ChainAnchorChecker(t, c) for t, c in rollup_chains.items()}
+        report = verifier.report(ChainAnchorChecker(cfg.chain_target, chain), require_complete=True,
+                                 rollup_targets=list(rollup_chains), rollup_chains=checkers)
         print()
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
               f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
@@ -220,7 +235,14 @@ async def _demo(args: argparse.Namespace) -> int:
         if not complete:
             print(f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
                   file=sys.stderr)
-        return 0 if report.ok and drained and complete else 1
+        return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
+
+
+def register_gateway(admin: EvmChainClient, gw: str, point: bytes, anchorer: bytes) -> None:
+    """As the administrator: approve ourselves as an operator (once), then register ``gw``."""
+    if not admin.is_operator(admin.account):
+        admin.approve_operator(admin.account)
+    admin.register_gateway(gw, point, anchorer)
 
 
 class FrameCounter(Protocol):

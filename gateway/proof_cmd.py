@@ -10,12 +10,11 @@ from anchoring.bundle import BundleError, RollupProof, build_bundle, verify_bund
 from anchoring.receipt import AnchorReceipt
 from edge.manifest import SignedManifest
 from edge.rollup import Rollup
-from edge.sm2 import load_public_key_pem
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
-from gateway.verify_cmd import anchor_checker, rollup_checker, trusted_keys
+from gateway.verify_cmd import chain_checker, rollup_checkers, trust_policy
 
 
 def export_main(args: argparse.Namespace) -> int:
@@ -60,17 +59,10 @@ def verify_bundle_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bundle {args.bundle}: not JSON ({exc})") from exc
     if not isinstance(bundle, dict):
         raise ConfigError(f"--bundle {args.bundle}: not a proof bundle")
-    keys = trusted_keys(args.key)
+    chain = chain_checker(args)
     try:
-        result = verify_bundle(bundle, keys, load_public_key_pem, anchor_checker(args.rpc),
-                               rollup_checker(args.rollup_rpc))
+        result = verify_bundle(bundle, trust_policy(args, chain), chain, rollup_checkers(args.rollup_rpc))
     except BundleError as exc:
         raise ConfigError(str(exc)) from exc
     print(result.summary())
-    if not keys:
-        print("note: the signing key came from the bundle itself; pin it with --key for a real check")
-    if args.rpc is None:
-        print("note: the anchor was not checked against a chain (give --rpc URL)")
-    if bundle.get("rollups") and not args.rollup_rpc:
-        print("note: the roll-up anchors were not checked against their chains (give --rollup-rpc TARGET=URL)")
-    return 0 if result.ok else 1
+    return int(result.outcome)

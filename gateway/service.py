@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from anchoring.chain import ChainClient
+from anchoring.chain import AnchorKind, ChainClient
 from anchoring.errors import AlreadyAnchored, AnchoringError, StaleTransaction
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
@@ -33,7 +33,7 @@ from edge.gatt import decode
 from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import SALT_BYTES, encode_data_message, encode_record
-from edge.rollup import Rollup, rollup_gw
+from edge.rollup import Rollup
 from edge.signing import Signer
 from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
@@ -82,7 +82,6 @@ class AnchorTarget:
 
     name: str
     chain: ChainClient
-    anchor_gw: str  # the id anchors are recorded under on chain
     confirmations: int
     poll_s: float
     jobs: Callable[[Collection[str]], list[AnchorJob]]
@@ -92,9 +91,14 @@ class AnchorTarget:
     retry_at: float = 0.0
 
     @property
+    def anchor_kind(self) -> AnchorKind:
+        """What its jobs anchor, as the contract records it."""
+        return AnchorKind.BATCH if self.rollup is None else AnchorKind.ROLLUP
+
+    @property
     def kind(self) -> str:
-        """What its jobs anchor: ``batch`` or ``rollup``."""
-        return "batch" if self.rollup is None else "rollup"
+        """``batch`` or ``rollup``, for logs and state messages."""
+        return self.anchor_kind.label
 
 
 class Gateway:
@@ -115,14 +119,14 @@ class Gateway:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tiyi-journal")
         self.targets: list[AnchorTarget] = []
         if chain is not None:
-            self.targets.append(AnchorTarget(cfg.chain_target, chain, cfg.gateway_id, cfg.chain.confirmations,
+            self.targets.append(AnchorTarget(cfg.chain_target, chain, cfg.chain.confirmations,
                                              cfg.chain.poll_s, journal.anchor_jobs, journal.set_anchor_state))
         for r in cfg.rollups:
             client = (rollup_chains or {}).get(r.target)
             if client is None:
                 raise ValueError(f"no chain client for roll-up target {r.target}")
             self.targets.append(AnchorTarget(
-                r.target, client, rollup_gw(cfg.gateway_id), r.chain.confirmations, r.chain.poll_s,
+                r.target, client, r.chain.confirmations, r.chain.poll_s,
                 functools.partial(journal.rollup_jobs, r.target), functools.partial(journal.set_rollup_state, r.target),
                 r))
         self._inflight_rollups: set[tuple[str, int]] = set()
@@ -601,8 +605,8 @@ class Gateway:
         for job in jobs:
             if job.state == "pending":
                 try:
-                    tx = await self._run_chain(target, chain.prepare_anchor, job.root, target.anchor_gw, job.batch,
-                                               job.count)
+                    tx = await self._run_chain(target, chain.prepare_anchor, target.anchor_kind, self.cfg.gateway_id,
+                                               job.root, job.batch, job.count)
                 except AlreadyAnchored:
                     progressed |= await self._adopt(target, job)
                     continue
@@ -635,7 +639,7 @@ class Gateway:
                 if target.confirmations == 0:
                     # Final on inclusion (BFT chains): the receipt just read is the one to report; re-reading
                     # it and the block number would be two more round trips per anchor for nothing.
-                    await self._finalize(target, job.batch, job.root, job.tx_hash, rec.block_number)
+                    await self._finalize(target, job, job.tx_hash, rec.block_number, rec.block_hash)
         return progressed
 
     async def _send(self, target: AnchorTarget, number: int, raw: bytes) -> None:
@@ -655,11 +659,11 @@ class Gateway:
         after the node took it). Take over that anchor if our account made it for this very batch; anything
         else is a conflict for the operator, and retrying cannot fix it."""
         chain = target.chain
-        info = await self._run_chain(target, chain.lookup, job.root)
-        if info is None:
+        found = await self._run_chain(target, chain.own_anchor, target.anchor_kind, self.cfg.gateway_id, job.root)
+        if found is None:
             return False  # reorged away since: the next pass prepares a fresh transaction
-        rec = await self._run_chain(target, chain.own_anchor, job.root, info.block_number)
-        if rec is not None and (info.gw, info.batch, info.count) == (target.anchor_gw, job.batch, job.count):
+        info, rec = found
+        if (info.number, info.count) == (job.batch, job.count):
             log.warning("%s %d on %s was already anchored by our tx 0x%s (block %d); adopting it", target.kind,
                         job.batch, target.name, rec.tx_hash.hex(), rec.block_number)
             await self._move(target, job.batch, "included", None, rec.tx_hash, None, rec.block_number,
@@ -668,9 +672,8 @@ class Gateway:
             return True
         self.metrics.chain_errors += 1
         self.metrics.anchor_conflicts += 1
-        who = "another account" if rec is None else "our account"
-        self.last_error = (f"chain {target.name}: root of {target.kind} {job.batch} was anchored by {who} as "
-                           f"{info.gw!r} batch {info.batch} ({info.count} records)")
+        self.last_error = (f"chain {target.name}: root of {target.kind} {job.batch} was already anchored by our "
+                           f"account as {target.kind} {info.number} ({info.count})")
         log.error("%s; giving up on this anchor (state 'failed'): the operator must investigate", self.last_error)
         await self._move(target, job.batch, "failed")
         return True
@@ -714,14 +717,17 @@ class Gateway:
         depth = await self._run_chain(target, chain.block_number) - rec.block_number
         if depth < target.confirmations:
             return False
-        await self._finalize(target, job.batch, job.root, job.tx_hash, rec.block_number)
+        await self._finalize(target, job, job.tx_hash, rec.block_number, rec.block_hash)
         return True
 
-    async def _finalize(self, target: AnchorTarget, number: int, root: bytes, tx_hash: bytes, block: int) -> None:
+    async def _finalize(self, target: AnchorTarget, job: AnchorJob, tx_hash: bytes, block: int,
+                        block_hash: bytes | None) -> None:
         chain = target.chain
-        receipt = AnchorReceipt(gw=target.anchor_gw, batch=number, root=root, chain_id=chain.chain_id,
-                                contract=chain.contract, tx=tx_hash, block=block, status="final")
-        await self._move(target, number, "final", None, None, bytes(receipt))
+        assert block_hash is not None
+        receipt = AnchorReceipt(gw=self.cfg.gateway_id, kind=target.anchor_kind, number=job.batch, count=job.count,
+                                root=job.root, chain_id=chain.chain_id, contract=chain.contract, anchorer=chain.account,
+                                tx=tx_hash, block=block, block_hash=block_hash, status="final")
+        await self._move(target, job.batch, "final", None, None, bytes(receipt))
         if target.rollup is None:
             self.metrics.anchors_final += 1
         else:

@@ -12,35 +12,134 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from anchoring.capture import read_capture, write_capture_item
-from anchoring.chain import KeyPeriod
-from anchoring.errors import CaptureError
-from anchoring.receipt import AnchorReceipt
+from anchoring.chain import ADDRESS_SIZE, ChainReader
+from anchoring.errors import AnchoringError, CaptureError
 from anchoring.stream_verifier import StreamVerifier
+from anchoring.trust import TrustPolicy
+from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
 from edge.errors import EdgeError
+from edge.record import check_id
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
 from gateway.errors import ConfigError
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 
 
-def trusted_keys(paths: list[Path]) -> dict[str, Verifier] | None:
-    if not paths:
+def _load_pem_key(path: Path, what: str) -> Verifier:
+    try:
+        return load_public_key_pem(path.read_text(encoding="ascii"))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: not an SM2 public key ({exc})") from exc
+
+
+def pinned_keys(specs: list[str]) -> tuple[dict[str, list[Verifier]], list[Verifier]]:
+    """``--key GW=FILE`` pins a key for one gateway; a bare ``--key FILE`` binds to the only gateway in view."""
+    pinned: dict[str, list[Verifier]] = {}
+    unbound: list[Verifier] = []
+    for spec in specs:
+        gw, sep, path = spec.partition("=")
+        if sep and gw and path:
+            try:
+                check_id(gw, "--key gateway id")
+            except EdgeError as exc:
+                raise ConfigError(str(exc)) from exc
+            pinned.setdefault(gw, []).append(_load_pem_key(Path(path), "--key"))
+        else:
+            unbound.append(_load_pem_key(Path(spec), "--key"))
+    return pinned, unbound
+
+
+def point_verifier(point: bytes) -> Verifier:
+    """A verifier for a registry key (64 bytes X‖Y)."""
+    from edge.sm2 import GmsslSm2Verifier, Sm2PublicKey
+
+    return GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + point))
+
+
+def _address(text: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raw = b""
+    if len(raw) != ADDRESS_SIZE:
+        raise ConfigError(f"{what} {text!r}: expected a 20-byte hex account address (0x + 40 hex digits)")
+    return raw
+
+
+def open_reader(url: str, contract: str, what: str) -> ChainReader:
+    """A read-only client for the chain at ``url`` (``fisco2+http://…`` for FISCO BCOS 2.x native RPC, group 1)."""
+    address = _address(contract, f"{what} contract")
+    if url.startswith("fisco2+"):
+        from anchoring.fisco2 import Fisco2ChainClient
+
+        return Fisco2ChainClient.reader(url.removeprefix("fisco2+"), address)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{what} {url!r}: expected http(s)://HOST:PORT or fisco2+http(s)://HOST:PORT")
+    from anchoring.evm import EvmChainClient
+
+    try:
+        return EvmChainClient.reader(url, address)
+    except AnchoringError as exc:
+        raise ConfigError(f"{what} {url}: {exc}") from exc
+
+
+def chain_checker(args: argparse.Namespace) -> AnchorChecker | None:
+    """The batches' chain, with the platform's own pin of the contract: a receipt never chooses it."""
+    if args.rpc is None:
+        if args.contract is not None:
+            raise ConfigError("--contract needs --rpc (the chain the contract is on)")
         return None
-    keys: dict[str, Verifier] = {}
-    for p in paths:
-        try:
-            v = load_public_key_pem(p.read_text(encoding="ascii"))
-        except OSError as exc:
-            raise ConfigError(f"--key {p}: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"--key {p}: not an SM2 public key ({exc})") from exc
-        keys[v.key_id] = v
-    return keys
+    contract = args.contract or args.registry
+    if contract is None:
+        raise ConfigError("--rpc needs --contract ADDRESS (or --registry ADDRESS): the Anchor contract to trust")
+    if args.registry is not None and args.contract is not None and args.registry != args.contract:
+        raise ConfigError("--registry and --contract name different contracts; anchors and registry live in one")
+    return ChainAnchorChecker(f"anchor chain {args.rpc}", open_reader(args.rpc, contract, "--rpc"))
+
+
+def rollup_checkers(specs: list[str]) -> dict[str, AnchorChecker]:
+    """``TARGET=CONTRACT@URL``: each roll-up target's chain and the Anchor contract on it."""
+    out: dict[str, AnchorChecker] = {}
+    for spec in specs:
+        target, sep, rest = spec.partition("=")
+        contract, at, url = rest.partition("@")
+        if not sep or not target or not at or not contract or not url:
+            raise ConfigError(f"--rollup-rpc {spec!r}: expected TARGET=CONTRACT@URL, e.g. "
+                              "health_supervision=0x5FbD…0aa3@http://node:8545")
+        if target in out:
+            raise ConfigError(f"--rollup-rpc: {target} given twice")
+        out[target] = ChainAnchorChecker(f"{target} {url}", open_reader(url, contract, f"--rollup-rpc {target}"))
+    return out
+
+
+def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> TrustPolicy:
+    """Exactly one trust root: pinned keys, the on-chain registry, or an explicit --tofu."""
+    roots = [name for name, given in (("--key", bool(args.key)), ("--registry", args.registry is not None),
+                                      ("--tofu", args.tofu)) if given]
+    if len(roots) != 1:
+        raise ConfigError("give exactly one trust root: --key [GW=]FILE (pinned), --registry CONTRACT (on-chain, "
+                          "with --rpc), or --tofu (trust the key the gateway announces: never counts as verified)"
+                          + (f"; got {' and '.join(roots)}" if roots else ""))
+    if args.operator is not None and args.registry is None:
+        raise ConfigError("--operator needs --registry")
+    if args.registry is not None:
+        if chain is None:
+            raise ConfigError("--registry needs --rpc: a key is judged at the block the chain says its batch was "
+                              "anchored in")
+        reader = chain.client if isinstance(chain, ChainAnchorChecker) else None
+        assert reader is not None
+        operator = None if args.operator is None else _address(args.operator, "--operator")
+        return TrustPolicy(registry=reader.gateway, point_verifier=point_verifier, operator=operator)
+    if args.tofu:
+        return TrustPolicy(tofu=load_public_key_pem)
+    pinned, unbound = pinned_keys(args.key)
+    return TrustPolicy(pinned=pinned, unbound=unbound)
 
 
 async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
@@ -76,78 +175,12 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
     return count
 
 
-def anchor_checker(rpc: str | None) -> Callable[[AnchorReceipt], str | None] | None:
-    if rpc is None:
-        return None
-    from anchoring.evm import EvmChainClient
-    from anchoring.verify_anchor import check_receipt
-
-    clients: dict[bytes, EvmChainClient] = {}
-
-    def check(receipt: AnchorReceipt) -> str | None:
-        client = clients.get(receipt.contract)
-        if client is None:
-            client = clients[receipt.contract] = EvmChainClient.reader(rpc, receipt.contract)
-        if client.chain_id != receipt.chain_id:
-            return f"receipt names chain {receipt.chain_id} but {rpc} is chain {client.chain_id}"
-        return check_receipt(receipt, client)
-
-    return check
-
-
-def rollup_checker(specs: list[str] | None) -> Callable[[str, AnchorReceipt], str | None] | None:
-    """``TARGET=URL`` pairs: each roll-up target's chain, to check roll-up anchors on."""
-    if not specs:
-        return None
-    urls: dict[str, str] = {}
-    for spec in specs:
-        target, sep, url = spec.partition("=")
-        if not sep or not target or not url:
-            raise ConfigError(f"--rollup-rpc {spec!r}: expected TARGET=URL, e.g. health_supervision=http://node:8545")
-        urls[target] = url
-    checkers = {t: anchor_checker(u) for t, u in urls.items()}
-
-    def check(target: str, receipt: AnchorReceipt) -> str | None:
-        checker = checkers.get(target)
-        if checker is None:
-            return f"no --rollup-rpc given for {target}"
-        return checker(receipt)
-
-    return check
-
-
-def registry_lookup(rpc: str, contract: str) -> Callable[[str], list[tuple[Verifier, KeyPeriod]]]:
-    """Each gateway's key history from the Anchor contract's registry events: every key its operator
-    vouched for and the blocks it covers. Unknown gateways have none; a revocation ends the last one."""
-    from anchoring.chain import key_periods
-    from anchoring.evm import EvmChainClient
-    from edge.sm2 import GmsslSm2Verifier, Sm2PublicKey
-
-    client = EvmChainClient.reader(rpc, contract)
-
-    def lookup(gw: str) -> list[tuple[Verifier, KeyPeriod]]:
-        out: list[tuple[Verifier, KeyPeriod]] = []
-        for period in key_periods(client.gateway_key_events(gw)):
-            if len(period.key) != 64:
-                continue  # the contract enforces 64 bytes; anything else is not a key we can use
-            try:
-                out.append((GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + period.key)), period))
-            except (EdgeError, ValueError):
-                continue  # not a point on the curve: vouches for nothing
-        return out
-
-    return lookup
-
-
 def verify_main(args: argparse.Namespace) -> int:
     if (args.broker is None) == (args.capture is None):
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
-    if args.registry is not None and args.rpc is None:
-        raise ConfigError("--registry needs --rpc (the chain to read the gateway registry from)")
-    keys = trusted_keys(args.key)
-    registry = None if args.registry is None else registry_lookup(args.rpc, args.registry)
-    verifier = StreamVerifier(trusted_keys=keys, load_key=None if keys else load_public_key_pem,
-                              key_history=registry)
+    chain = chain_checker(args)
+    verifier = StreamVerifier(trust_policy(args, chain))
+    rollups = rollup_checkers(args.rollup_rpc)
     if args.capture is not None:
         try:
             with args.capture.open("rb") as fh:
@@ -163,15 +196,11 @@ def verify_main(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             save: BinaryIO | None = stack.enter_context(args.save.open("ab")) if args.save else None
             n = asyncio.run(_listen(args, verifier, save))
-    report = verifier.report(check_anchor=anchor_checker(args.rpc), require_complete=args.require_complete)
+    report = verifier.report(chain, require_complete=args.require_complete, rollup_targets=list(rollups),
+                             rollup_chains=rollups)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(f"{n} messages read")
         print(report.summary())
-        if args.rpc is None:
-            print("note: anchors were not checked against a chain (give --rpc URL)")
-        if not keys and registry is None:
-            print("note: gateway keys were trusted on first use from the retained key topic (pin with --key, or "
-                  "use --registry ADDRESS to take them from the on-chain registry)")
-    return 0 if report.ok else 1
+    return int(report.outcome)
