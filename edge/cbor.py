@@ -75,3 +75,9 @@ def uint(m: dict[str, Any], name: str, what: str) -> int:
     if v < 0:
         raise CodecError(f"{what}.{name}: must not be negative")
     return v
+
+
+def check_u64(v: Any, what: str) -> None:
+    """Signed structures carry unsigned 64-bit ints only: what every consumer can hold without overflow."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+        raise CodecError(f"{what}: expected an unsigned 64-bit int, got {v!r}")

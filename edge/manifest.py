@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from edge import cbor
+from edge import cbor, envelope
 from edge.errors import CodecError
 from edge.merkle import merkle_root
 from edge.record import check_id
@@ -20,11 +19,8 @@ from edge.sm3 import DIGEST_SIZE, sm3
 
 GENESIS_PREV = bytes(DIGEST_SIZE)
 HASH_NAME = "sm3"
-MAX_SIG_BYTES = 80  # DER SM2 signatures are 70-72 bytes
-MAX_KEY_ID_CHARS = 64
 
 _MANIFEST_FIELDS = {"gw", "batch", "first_seq", "last_seq", "count", "root", "prev", "hash", "created"}
-_SIGNED_FIELDS = {"manifest", "sig", "key_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +38,7 @@ class Manifest:
     def __post_init__(self) -> None:
         check_id(self.gw, "manifest.gw")
         for name in ("batch", "first_seq", "last_seq", "count", "created"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
-                raise CodecError(f"manifest.{name}: expected an unsigned 64-bit int, got {v!r}")
+            cbor.check_u64(getattr(self, name), f"manifest.{name}")
         if self.last_seq < self.first_seq:
             raise CodecError("manifest: last_seq precedes first_seq")
         if self.count != self.last_seq - self.first_seq + 1:
@@ -103,21 +97,16 @@ class SignedManifest:
         return Manifest.from_bytes(self.manifest_bytes)
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({"manifest": self.manifest_bytes, "sig": self.sig, "key_id": self.key_id})
+        return envelope.encode("manifest", self.manifest_bytes, self.sig, self.key_id)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedManifest:
-        m: dict[str, Any] = cbor.expect_map(cbor.loads(data), "signed manifest", _SIGNED_FIELDS)
-        w = "signed manifest"
-        sig = cbor.field(m, "sig", bytes, w)
-        key_id = cbor.field(m, "key_id", str, w)
-        if len(sig) > MAX_SIG_BYTES or len(key_id) > MAX_KEY_ID_CHARS:
-            raise CodecError("signed manifest: signature or key id too long")
-        return cls(manifest_bytes=cbor.field(m, "manifest", bytes, w), sig=sig, key_id=key_id)
+        body, sig, key_id = envelope.decode(data, "manifest", "signed manifest")
+        return cls(manifest_bytes=body, sig=sig, key_id=key_id)
 
     def verify(self, verifier: Verifier) -> bool:
         """True when the signature is valid under ``verifier`` and the key ids agree."""
-        return self.key_id == verifier.key_id and verifier.verify(self.manifest_bytes, self.sig)
+        return envelope.verify(self.manifest_bytes, self.sig, self.key_id, verifier)
 
 
 def sign_manifest(manifest: Manifest, signer: Signer) -> SignedManifest:

@@ -1,6 +1,6 @@
 """The MQTT topic tree of the platform contract (see docs/mqtt-contract.md).
 
-``tiyi/v1/{region}/{gw}/{channel}`` with channels data/{dev}, batch, anchor, status, key. Pure values,
+``tiyi/v1/{region}/{gw}/{channel}`` with channels data/{dev}, batch, head, anchor, status, key. Pure values,
 so publishers and verifiers share one definition and it is tested without a broker.
 """
 
@@ -12,7 +12,7 @@ from edge.errors import CodecError
 from edge.record import check_id
 
 ROOT = "tiyi/v1"
-CHANNELS = ("data", "batch", "anchor", "rollup", "status", "key", "devices")
+CHANNELS = ("data", "batch", "head", "anchor", "rollup", "status", "key", "devices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,11 @@ class Topics:
     @property
     def batch(self) -> str:
         return f"{self.base}/batch"
+
+    @property
+    def head(self) -> str:
+        """Retained signed head: the latest batch the gateway has published (see edge.head)."""
+        return f"{self.base}/head"
 
     @property
     def anchor(self) -> str:
