@@ -11,11 +11,15 @@ from hypothesis import strategies as st
 
 from anchoring.bundle import BundleError, build_bundle, verify_bundle
 from anchoring.receipt import AnchorReceipt
+from anchoring.stream_verifier import Outcome
+from anchoring.trust import TrustPolicy
 from edge.manifest import SignedManifest
 from edge.sm2 import load_public_key_pem
-from tests.unit.anchoring.test_stream_verifier import OTHER, SIGNER, Stream
+from tests.unit.anchoring.fakes import FakeChain
+from tests.unit.anchoring.test_stream_verifier import GW, OTHER, SIGNER, Stream, pinned
 
-TRUSTED = {SIGNER.key_id: SIGNER}
+TRUSTED = pinned()
+CHAIN = Stream.honest(n=25, per_batch=10).chain()
 
 
 def bundle_for(seq: int) -> dict[str, Any]:
@@ -34,8 +38,9 @@ def failed(b: dict[str, Any], **kw: Any) -> set[str]:
 
 @pytest.mark.parametrize("seq", [1, 10, 11, 17, 25])
 def test_honest_bundles_verify(seq: int) -> None:
-    result = verify_bundle(bundle_for(seq), TRUSTED, check_anchor=lambda r: None)
+    result = verify_bundle(bundle_for(seq), TRUSTED, CHAIN)
     assert result.ok, result.summary()
+    assert result.outcome is Outcome.VERIFIED
 
 
 def test_each_broken_link_is_named() -> None:
@@ -46,19 +51,20 @@ def test_each_broken_link_is_named() -> None:
     bad = copy.deepcopy(b)
     bad["inclusion"]["index"] = 3
     assert "position" in failed(bad)
-    assert failed(b, trusted={OTHER.key_id: OTHER}) == {"signature"}
+    assert failed(b, trusted=pinned(OTHER)) == {"signature"}
     bad = copy.deepcopy(b)
     bad["anchor"] = None
     assert failed(bad) == {"anchor"}
-    assert failed(b, check_anchor=lambda r: "transaction not found on the chain") == {"on chain"}
+    assert failed(b, chain=FakeChain()) == {"on chain"}
     bad = copy.deepcopy(b)
     bad["batch"]["sig"] = bundle_for(2)["batch"]["sig"]
     assert failed(bad) == {"signature"}
 
 
-def test_embedded_key_is_used_only_when_nothing_is_pinned() -> None:
-    result = verify_bundle(bundle_for(3), None, load_public_key_pem)
-    assert result.ok and "not pinned" in result.summary()
+def test_embedded_key_is_used_only_with_explicit_trust_on_first_use_and_never_counts_as_verified() -> None:
+    result = verify_bundle(bundle_for(3), TrustPolicy(tofu=load_public_key_pem), CHAIN)
+    assert result.ok and "trust on first use" in result.summary()
+    assert result.outcome is Outcome.UNCHECKED
 
 
 @pytest.mark.parametrize("mutate", [lambda b: b.update(version=2), lambda b: b.update(record="zz"),
@@ -91,7 +97,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-5, 2**70) | st.tex
 def test_a_hostile_bundle_is_never_proven_and_never_crashes(bundle: dict[str, Any]) -> None:
     """Bundles come from anyone: whatever the JSON holds, the answer is a check result (or BundleError)."""
     try:
-        result = verify_bundle(bundle, {SIGNER.key_id: SIGNER}, load_public_key_pem)
+        result = verify_bundle(bundle, TrustPolicy(pinned={GW: [SIGNER]}))
     except BundleError:
         return
     assert not result.ok

@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anchoring.capture import read_capture, write_capture_item
+from anchoring.chain import AnchorKind, GatewayEntry, KeyRecord
 from anchoring.errors import CaptureError, ReceiptError
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
 
-R = AnchorReceipt("gw-1", 3, b"\x01" * 32, 20200, b"\x02" * 20, b"\x03" * 32, 77)
+R = AnchorReceipt("gw-1", AnchorKind.BATCH, 3, 10, b"\x01" * 32, 20200, b"\x02" * 20, b"\x04" * 20, b"\x03" * 32, 77,
+                  b"\x05" * 32)
 
 
 def test_receipt_round_trip_is_canonical() -> None:
@@ -23,8 +25,17 @@ def test_receipt_round_trip_is_canonical() -> None:
     assert cbor.loads(data)["status"] == "final"
 
 
+def test_receipt_says_what_it_anchors() -> None:
+    m = cbor.loads(bytes(R))
+    assert (m["kind"], m["number"], m["count"]) == ("batch", 3, 10)
+    rollup = AnchorReceipt.from_bytes(cbor.dumps({**m, "kind": "rollup"}))
+    assert rollup.kind is AnchorKind.ROLLUP and rollup != R
+
+
 @pytest.mark.parametrize("change", [{"root": b"\x01" * 31}, {"contract": b""}, {"block": -1}, {"status": "maybe"},
-                                    {"gw": "a b"}, {"batch": True}])
+                                    {"gw": "a b"}, {"number": True}, {"kind": "batches"}, {"kind": 0},
+                                    {"anchorer": b"\x01" * 19}, {"block_hash": b""}, {"count": 0}, {"number": 0},
+                                    {"extra": 1}])
 def test_receipt_rejects_bad_fields(change: dict[str, object]) -> None:
     m = cbor.loads(bytes(R))
     m.update(change)
@@ -54,13 +65,15 @@ def test_capture_round_trip_and_truncation() -> None:
     assert len(got) == 4
 
 
-def test_key_periods_from_registry_events() -> None:
-    from anchoring.chain import KeyEvent, key_periods
-
+def test_key_periods_from_the_registry_history() -> None:
     a, b, c = b"a" * 64, b"b" * 64, b"c" * 64
-    periods = key_periods([KeyEvent(20, "rotated", b), KeyEvent(10, "registered", a), KeyEvent(30, "rotated", c)])
-    assert [(p.key, p.since, p.until) for p in periods] == [(a, None, 20), (b, 20, 30), (c, 30, None)]
+    x, y = b"x" * 20, b"y" * 20
+    entry = GatewayEntry("gw-1", b"o" * 20, False, 0, (KeyRecord(a, x, 10), KeyRecord(b, x, 20), KeyRecord(c, y, 30)))
+    periods = entry.periods()
+    assert [(p.key, p.anchorer, p.since, p.until) for p in periods] == [(a, x, None, 20), (b, x, 20, 30),
+                                                                        (c, y, 30, None)]
     assert periods[0].covers(5) and not periods[0].covers(20) and periods[1].covers(20) and periods[2].covers(10**9)
-    revoked = key_periods([KeyEvent(10, "registered", a), KeyEvent(15, "revoked"), KeyEvent(16, "rotated", b)])
-    assert [(p.key, p.since, p.until) for p in revoked] == [(a, None, 15)]  # nothing after a revocation
-    assert key_periods([KeyEvent(3, "rotated", b)]) == []  # a rotation without a registration vouches nothing
+    assert entry.current == KeyRecord(c, y, 30)
+    revoked = GatewayEntry("gw-1", b"o" * 20, True, 15, (KeyRecord(a, x, 10),))
+    assert [(p.key, p.since, p.until) for p in revoked.periods()] == [(a, None, 15)]  # nothing after a revocation
+    assert revoked.current is None

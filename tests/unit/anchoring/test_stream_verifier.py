@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anchoring.chain import AnchorKind
 from anchoring.receipt import AnchorReceipt
 from anchoring.stream_verifier import Reason, StreamVerifier
+from anchoring.trust import TrustPolicy
 from edge import cbor
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record, encode_data_message
@@ -23,11 +25,16 @@ from edge.sm2 import (
     load_public_key_pem,
 )
 from edge.topics import Topics
+from tests.unit.anchoring.fakes import FakeChain, receipt
 
 GW = "gw-test"
 T = Topics("shenzhen", GW)
 SIGNER = generate_signer()
 OTHER = generate_signer()
+
+
+def pinned(*keys: GmsslSm2Signer, gw: str = GW) -> TrustPolicy:
+    return TrustPolicy(pinned={gw: list(keys or (SIGNER,))})
 
 
 def der_unchecked(r: int, s: int) -> bytes:
@@ -61,8 +68,7 @@ class Stream:
             last = min(n, first + per_batch - 1)
             m = build_manifest(GW, number, first, [s.records[i] for i in range(first, last + 1)], prev, 1)
             s.batches.append(bytes(sign_manifest(m, signer)))
-            s.receipts.append(bytes(AnchorReceipt(GW, number, m.root, 20200, b"\x11" * 20, bytes([number]) * 32,
-                                                  100 + number)))
+            s.receipts.append(bytes(receipt(GW, number, m.count, m.root, 100 + number)))
             prev, first, number = m.digest, last + 1, number + 1
         return s
 
@@ -74,15 +80,22 @@ class Stream:
         for r in self.receipts:
             v.feed(T.anchor, r)
 
+    def chain(self) -> FakeChain:
+        """The chain as the honest gateway left it: every receipt's anchor is there."""
+        c = FakeChain()
+        for r in self.receipts:
+            c.put(AnchorReceipt.from_bytes(r))
+        return c
+
     def verify(self, **kw: object) -> set[Reason]:
-        v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+        v = StreamVerifier(pinned())
         self.feed(v)
         report = v.report(**kw)  # type: ignore[arg-type]
         return {p.reason for p in report.problems}
 
 
 def test_honest_stream_verifies() -> None:
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     Stream.honest().feed(v)
     report = v.report(require_complete=True)
     assert report.ok, report.summary()
@@ -92,7 +105,7 @@ def test_honest_stream_verifies() -> None:
 
 def test_order_of_arrival_does_not_matter() -> None:
     s = Stream.honest()
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     msgs = [(T.data(f"dev-{q % 3}"), encode_data_message([d])) for q, d in s.records.items()]
     msgs += [(T.batch, b) for b in s.batches] + [(T.anchor, r) for r in s.receipts]
     random.Random(1).shuffle(msgs)
@@ -103,7 +116,7 @@ def test_order_of_arrival_does_not_matter() -> None:
 
 def test_identical_duplicates_are_fine_different_ones_are_not() -> None:
     s = Stream.honest()
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     s.feed(v)
     s.feed(v)  # a full re-send after a reconnect
     assert v.report().ok
@@ -203,8 +216,9 @@ def test_missing_anchor_and_mismatched_anchor() -> None:
 
 def test_receipt_not_confirmed_by_the_chain() -> None:
     s = Stream.honest()
-    assert s.verify(check_anchor=lambda r: None if r.batch != 2 else "transaction not found") == {
-        Reason.ANCHOR_NOT_ON_CHAIN}
+    chain = s.chain()
+    chain.refuse[AnchorReceipt.from_bytes(s.receipts[1]).tx] = "transaction not found"
+    assert s.verify(chain=chain) == {Reason.ANCHOR_NOT_ON_CHAIN}
 
 
 def test_unbatched_records_are_pending_unless_completeness_is_required() -> None:
@@ -215,7 +229,7 @@ def test_unbatched_records_are_pending_unless_completeness_is_required() -> None
 
 
 def test_key_from_retained_topic_is_trust_on_first_use() -> None:
-    v = StreamVerifier(load_key=load_public_key_pem)
+    v = StreamVerifier(TrustPolicy(tofu=load_public_key_pem))
     v.feed(T.key, cbor.dumps({"key_id": SIGNER.key_id, "pem": SIGNER.public_key_pem()}), True)
     Stream.honest().feed(v)
     report = v.report()
@@ -223,7 +237,7 @@ def test_key_from_retained_topic_is_trust_on_first_use() -> None:
 
 
 def test_record_on_the_wrong_topic() -> None:
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     v.feed(T.data("dev-x"), encode_data_message([record(1)]))
     assert Reason.WRONG_TOPIC in {p.reason for p in v.report().problems}
 
@@ -233,14 +247,14 @@ def test_record_on_the_wrong_topic() -> None:
                         "tiyi/v1/x", "other"]),
        st.binary(max_size=200))
 def test_random_payloads_never_raise(topic: str, payload: bytes) -> None:
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     v.feed(topic, payload)
     assert not v.report().ok
 
 
 @pytest.mark.parametrize("payload", [cbor.dumps([b"\xa0"]), cbor.dumps({"x": 1}), b"\xff"])
 def test_malformed_payloads_are_findings(payload: bytes) -> None:
-    v = StreamVerifier()
+    v = StreamVerifier(pinned())
     v.feed(T.data("d"), payload)
     assert {p.reason for p in v.report().problems} == {Reason.MALFORMED}
 
@@ -251,17 +265,17 @@ SUP = "health_supervision"
 
 def rollup_message(stream: Stream, first: int, last: int, number: int, root: bytes | None = None) -> bytes:
     from edge.manifest import SignedManifest
-    from edge.rollup import Rollup, rollup_gw
+    from edge.rollup import Rollup
 
     roots = tuple(SignedManifest.from_bytes(stream.batches[n - 1]).manifest.root for n in range(first, last + 1))
     r = Rollup(GW, SUP, number, first, roots)
-    receipt = AnchorReceipt(rollup_gw(GW), number, root or r.root, 20201, b"\x22" * 20, bytes([0x40 + number]) * 32,
-                            7 + number)
-    return cbor.dumps({"rollup": bytes(r), "receipt": bytes(receipt)})
+    rr = receipt(GW, number, len(roots), root or r.root, 7 + number, kind=AnchorKind.ROLLUP, chain_id=20201,
+                 contract=b"\x22" * 20)
+    return cbor.dumps({"rollup": bytes(r), "receipt": bytes(rr)})
 
 
 def verify_with_rollups(stream: Stream, messages: list[bytes], **kw: object) -> tuple[set[Reason], object]:
-    v = StreamVerifier(trusted_keys={SIGNER.key_id: SIGNER})
+    v = StreamVerifier(pinned())
     stream.feed(v)
     for m in messages:
         v.feed(T.rollup(SUP), m)
@@ -297,6 +311,5 @@ def test_a_roll_up_whose_leaves_are_not_the_signed_roots_or_whose_receipt_differ
 
 def test_a_roll_up_not_confirmed_by_its_chain_is_refused() -> None:
     s = Stream.honest(n=45)
-    reasons, _ = verify_with_rollups(s, [rollup_message(s, 1, 5, 1)],
-                                     check_rollup=lambda target, r: "transaction not found on the chain")
+    reasons, _ = verify_with_rollups(s, [rollup_message(s, 1, 5, 1)], rollup_chains={SUP: FakeChain()})
     assert reasons == {Reason.ANCHOR_NOT_ON_CHAIN, Reason.MISSING_ROLLUP}

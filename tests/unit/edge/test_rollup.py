@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from edge.errors import CodecError, EdgeError
 from edge.merkle import merkle_root
-from edge.rollup import Rollup, rollup_gw, verify_rollup_path
+from edge.rollup import Rollup, verify_rollup_path
 from edge.sm3 import sm3
 
 
@@ -31,12 +31,9 @@ def test_every_batch_root_has_a_path_to_the_roll_up_root(n: int, first: int) -> 
             assert not verify_rollup_path(r.roots[i], (i + 1) % n, n, path, r.root)
 
 
-def test_round_trip_and_anchor_id() -> None:
+def test_round_trip_and_path_bounds() -> None:
     r = Rollup("gw-1", "judicial", 1, 5, roots(3))
     assert Rollup.from_bytes(bytes(r)) == r
-    assert rollup_gw("gw-1") == "gw-1.rollup"
-    with pytest.raises(CodecError):
-        rollup_gw("g" * 60)
     with pytest.raises(CodecError):
         r.path(9)
 
