@@ -111,6 +111,11 @@ class EvmChainClient:
     def account_address(self) -> str:
         return str(self._account.address)
 
+    @property
+    def account_key(self) -> bytes:
+        """The account's private key (for tests and tools that open a second client on the same account)."""
+        return bytes(self._account.key)
+
     # ------------------------------------------------------------------ transactions
     def _gas_price(self) -> int:
         now = time.monotonic()

@@ -6,9 +6,10 @@ import asyncio
 import threading
 import time
 
-from anchoring.chain import ChainClient
+from anchoring.chain import ChainReader
 from anchoring.stream_verifier import StreamVerifier, VerificationReport
-from anchoring.verify_anchor import check_receipt
+from anchoring.trust import TrustPolicy
+from anchoring.verify_anchor import ChainAnchorChecker
 from edge.signing import Verifier
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 
@@ -56,9 +57,9 @@ class Recorder:
             time.sleep(0.1)
         raise TimeoutError("the stream never went quiet")
 
-    def verify(self, key: Verifier, chain: ChainClient | None) -> VerificationReport:
-        v = StreamVerifier(trusted_keys={key.key_id: key})
+    def verify(self, key: Verifier, chain: ChainReader | None) -> VerificationReport:
+        """Verify as a platform that pinned ``key`` for the one gateway it receives."""
+        v = StreamVerifier(TrustPolicy(unbound=[key]))
         for topic, payload, retained in list(self.messages):
             v.feed(topic, payload, retained)
-        check = None if chain is None else (lambda r: check_receipt(r, chain))
-        return v.report(check_anchor=check, require_complete=True)
+        return v.report(None if chain is None else ChainAnchorChecker("chain", chain), require_complete=True)

@@ -78,7 +78,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     # The platform's own tool, live: subscribes, verifies every proof and checks anchors on the chain.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     verify = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url,
+        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url, "--contract", contract,
          "--key", str(state / "keys" / "gateway.pub"), "--require-complete", "--idle", "10",
          "--save", str(tmp_path / "capture.cbor")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
@@ -112,7 +112,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     assert "every record verified" in out and f"seq 1..{committed}" in out
     # The capture it saved verifies offline too.
     again = subprocess.run([sys.executable, "-m", "gateway.cli", "verify", "--capture", str(tmp_path / "capture.cbor"),
-                            "--key", str(state / "keys" / "gateway.pub"), "--rpc", ganache.url],
+                            "--key", str(state / "keys" / "gateway.pub"), "--rpc", ganache.url, "--contract", contract],
                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     # No secret ever reaches a log: the SM2 private key (PEM body or raw scalar) or the chain account key.

@@ -44,7 +44,7 @@ def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Pat
     bundle = tmp_path / "proof.json"
     assert main(["proof", "export", "--config", str(config), "--seq", "11", "-o", str(bundle)]) == 0
     pub = state / "keys" / "gateway.pub"
-    assert main(["verify", "--bundle", str(bundle), "--key", str(pub), "--rpc", ganache.url]) == 0
+    assert main(["verify", "--bundle", str(bundle), "--key", str(pub), "--rpc", ganache.url, "--contract", "0x" + chain.contract.hex()]) == 0
     out = capsys.readouterr().out
     assert "the reading is proven" in out and "the chain confirms the anchor" in out
 
@@ -54,7 +54,7 @@ def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Pat
     data["record"] = rec.hex()
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(data))
-    assert main(["verify", "--bundle", str(forged), "--key", str(pub), "--rpc", ganache.url]) == 1
+    assert main(["verify", "--bundle", str(forged), "--key", str(pub), "--rpc", ganache.url, "--contract", "0x" + chain.contract.hex()]) == 1
     assert "FAIL Merkle inclusion" in capsys.readouterr().out
     assert main(["proof", "export", "--config", str(config), "--seq", "999"]) == 1
 
@@ -99,7 +99,8 @@ def test_a_reading_proven_against_its_regional_anchor_and_a_supervision_roll_up(
     pub = state / "keys" / "gateway.pub"
     capsys.readouterr()
     assert main(["verify", "--bundle", str(bundle), "--key", str(pub), "--rpc", ganache.url,
-                 "--rollup-rpc", f"health_supervision={ganache.url}"]) == 0
+                 "--contract", "0x" + regional.contract.hex(),
+                 "--rollup-rpc", f"health_supervision=0x{supervision.contract.hex()}@{ganache.url}"]) == 0
     out = capsys.readouterr().out
     assert "the health_supervision chain confirms the roll-up" in out and "the reading is proven" in out
 

@@ -7,17 +7,23 @@ from dataclasses import replace
 
 import pytest
 
+from anchoring.chain import AnchorInfo, AnchorKind, ChainReader
 from anchoring.devchain import DevChain
 from anchoring.errors import AlreadyAnchored, ChainUnavailable
 from anchoring.evm import EvmChainClient
 from anchoring.receipt import AnchorReceipt
-from anchoring.verify_anchor import check_receipt
+from anchoring.verify_anchor import confirm_receipt
 from tests.conftest import Ganache
+
+
+def check_receipt(receipt: AnchorReceipt, client: ChainReader) -> str | None:
+    got = confirm_receipt(receipt, client)
+    return got if isinstance(got, str) else None
 
 
 def anchor_once(client: EvmChainClient, batch: int = 1) -> tuple[bytes, AnchorReceipt]:
     root = secrets.token_bytes(32)
-    tx = client.prepare_anchor(root, "gw-1", batch, 10)
+    tx = client.prepare_anchor(AnchorKind.BATCH, "gw-1", root, batch, 10)
     client.send(tx)
     rec = None
     for _ in range(100):
@@ -25,23 +31,31 @@ def anchor_once(client: EvmChainClient, batch: int = 1) -> tuple[bytes, AnchorRe
         if rec is not None:
             break
     assert rec is not None and rec.ok
-    return root, AnchorReceipt("gw-1", batch, root, client.chain_id, client.contract, tx.tx_hash, rec.block_number)
+    return root, AnchorReceipt("gw-1", AnchorKind.BATCH, batch, 10, root, client.chain_id, client.contract,
+                               client.account, tx.tx_hash, rec.block_number, rec.block_hash)
 
 
 def exercise(client: EvmChainClient) -> None:
     root, receipt = anchor_once(client)
-    info = client.lookup(root)
-    assert info is not None and (info.gw, info.batch, info.count, info.block_number) == ("gw-1", 1, 10, receipt.block)
-    assert check_receipt(receipt, client) is None
-    # Idempotent: the same root cannot be anchored twice, and the client says so before sending.
+    info = client.anchored_at(client.account, AnchorKind.BATCH, "gw-1", root)
+    assert info == AnchorInfo(receipt.block, client.account, AnchorKind.BATCH, "gw-1", 1, 10)
+    assert confirm_receipt(receipt, client) == info
+    assert client.latest_anchored(client.account, AnchorKind.BATCH, "gw-1") == (1, receipt.block)
+    # The kind is part of the key: the same root is no roll-up, and another gateway id is another anchor.
+    assert client.anchored_at(client.account, AnchorKind.ROLLUP, "gw-1", root) is None
+    assert client.anchored_at(client.account, AnchorKind.BATCH, "gw-2", root) is None
+    # Idempotent per account: the same root cannot be anchored twice, and the client says so before sending.
     with pytest.raises(AlreadyAnchored):
-        client.prepare_anchor(root, "gw-1", 1, 10)
-    # Re-sending the very same signed transaction is harmless.
-    assert client.lookup(secrets.token_bytes(32)) is None
+        client.prepare_anchor(AnchorKind.BATCH, "gw-1", root, 1, 10)
+    assert client.anchored_at(client.account, AnchorKind.BATCH, "gw-1", secrets.token_bytes(32)) is None
     # Tampered receipts are each refused with a reason.
     assert check_receipt(replace(receipt, tx=b"\x00" * 32), client) == "transaction not found on the chain"
     assert "block mismatch" in (check_receipt(replace(receipt, block=receipt.block + 5), client) or "")
     assert "no Anchored event" in (check_receipt(replace(receipt, root=b"\x05" * 32), client) or "")
+    assert "on-chain event is" in (check_receipt(replace(receipt, kind=AnchorKind.ROLLUP), client) or "")
+    assert "on-chain event is" in (check_receipt(replace(receipt, count=11), client) or "")
+    assert "on-chain event is" in (check_receipt(replace(receipt, anchorer=b"\x07" * 20), client) or "")
+    assert "block mismatch" in (check_receipt(replace(receipt, block_hash=b"\x08" * 32), client) or "")
     assert "contract" in (check_receipt(replace(receipt, contract=b"\x01" * 20), client) or "")
 
 
@@ -56,7 +70,7 @@ def test_ganache_unfunded_account_with_zero_gas_price(ganache: Ganache) -> None:
 
 def test_resubmitting_the_same_signed_transaction_is_harmless(ganache: Ganache) -> None:
     client = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
-    tx = client.prepare_anchor(secrets.token_bytes(32), "gw-1", 1, 1)
+    tx = client.prepare_anchor(AnchorKind.BATCH, "gw-1", secrets.token_bytes(32), 1, 1)
     client.send(tx)
     client.send(tx)
     client.send_raw(tx.raw)
@@ -71,7 +85,7 @@ def test_node_down_is_reported_as_unavailable_and_recovers(ganache: Ganache) -> 
     with pytest.raises(ChainUnavailable):
         client.block_number()
     with pytest.raises(ChainUnavailable):
-        client.prepare_anchor(secrets.token_bytes(32), "gw-1", 1, 1)
+        client.prepare_anchor(AnchorKind.BATCH, "gw-1", secrets.token_bytes(32), 1, 1)
     ganache.start()  # a fresh node: state is gone, so deploy again
     client = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     assert client.contract == contract or client.contract  # address may or may not repeat

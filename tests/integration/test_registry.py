@@ -1,98 +1,140 @@
-"""The on-chain gateway registry: operators vouch for keys, platforms verify against the chain."""
+"""The on-chain gateway registry: the administrator approves operators, operators vouch for keys and anchoring
+accounts, and platforms verify against the chain (ganache: a real EVM node over JSON-RPC)."""
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from anchoring.errors import TransactionFailed
-from anchoring.evm import EvmChainClient
-from anchoring.receipt import AnchorReceipt
-from anchoring.stream_verifier import Reason, StreamVerifier
+from anchoring.stream_verifier import Outcome, Reason, StreamVerifier
+from anchoring.trust import TrustPolicy
 from edge.sm2 import generate_signer
 from gateway.cli import main
-from gateway.verify_cmd import registry_lookup
 from tests.conftest import Ganache
+from tests.integration.chainkit import Alliance, anchor_stream, point
 from tests.unit.anchoring.test_stream_verifier import GW, Stream
 
 
-def point(signer) -> bytes:  # type: ignore[no-untyped-def]
-    return signer.public_key.point[1:]
-
-
-def verify_with_registry(stream: Stream, url: str, contract: str) -> set[Reason]:
-    v = StreamVerifier(key_history=registry_lookup(url, contract))
+def verify(stream: Stream, alliance: Alliance, trust: TrustPolicy | None = None) -> set[Reason]:
+    v = StreamVerifier(trust or alliance.registry())
     stream.feed(v)
-    return {p.reason for p in v.report().problems}
+    return {p.reason for p in v.report(alliance.checker()).problems}
 
 
-def test_register_rotate_revoke(ganache: Ganache) -> None:
-    operator = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
-    contract = "0x" + operator.contract.hex()
-    stranger = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=contract)
-    first, second = generate_signer(), generate_signer()
-
-    assert operator.gateway(GW) is None
-    operator.register_gateway(GW, point(first))
+def test_only_the_administrator_approves_and_only_approved_operators_register(ganache: Ganache) -> None:
+    alliance = Alliance(ganache.url)
+    stranger, gateway_account = alliance.account(), alliance.account()
+    key = generate_signer()
+    assert alliance.admin.admin() == alliance.admin.account
+    with pytest.raises(TransactionFailed, match="not an approved operator"):
+        stranger.register_gateway(GW, point(key), gateway_account.account)  # first come is no longer first served
+    with pytest.raises(TransactionFailed, match="only the alliance administrator"):
+        stranger.approve_operator(stranger.account)
+    operator = alliance.operator()
+    assert alliance.admin.is_operator(operator.account) and not alliance.admin.is_operator(stranger.account)
+    operator.register_gateway(GW, point(key), gateway_account.account)
     entry = operator.gateway(GW)
-    assert entry is not None and entry.sm2_public_key == point(first) and not entry.revoked
-    assert entry.operator.lower() == operator.account_address.lower()
+    assert entry is not None and entry.operator == operator.account and not entry.revoked
+    assert [(k.key, k.anchorer) for k in entry.keys] == [(point(key), gateway_account.account)]
+    other = alliance.operator()
     with pytest.raises(TransactionFailed, match="already registered"):
-        stranger.register_gateway(GW, point(second))
+        other.register_gateway(GW, point(generate_signer()), other.account)
     with pytest.raises(TransactionFailed, match="only the gateway's operator"):
-        stranger.rotate_gateway_key(GW, point(second))
+        other.rotate_gateway_key(GW, point(generate_signer()), other.account)
+    with pytest.raises(TransactionFailed, match="64 bytes"):
+        operator.register_gateway("gw-short", point(key)[:63], gateway_account.account)
+    # A withdrawn operator can neither register nor rotate; the administrator can still revoke its gateway.
+    alliance.admin.revoke_operator(operator.account)
+    with pytest.raises(TransactionFailed, match="not an approved operator"):
+        operator.register_gateway("gw-new", point(key), gateway_account.account)
+    with pytest.raises(TransactionFailed, match="not an approved operator"):
+        operator.rotate_gateway_key(GW, point(generate_signer()), gateway_account.account)
+    alliance.admin.revoke_gateway(GW)
+    revoked = operator.gateway(GW)
+    assert revoked is not None and revoked.revoked
+    # The administrator role moves, and the old administrator loses it.
+    successor = alliance.account()
+    alliance.admin.transfer_admin(successor.account)
+    with pytest.raises(TransactionFailed, match="only the alliance administrator"):
+        alliance.admin.approve_operator(stranger.account)
+    successor.approve_operator(stranger.account)
 
-    honest = Stream.honest(signer=first)
-    assert verify_with_registry(honest, ganache.url, contract) == set()
-    operator.rotate_gateway_key(GW, point(second))
-    assert verify_with_registry(honest, ganache.url, contract) == {Reason.UNTRUSTED_KEY}
-    assert verify_with_registry(Stream.honest(signer=second), ganache.url, contract) == set()
-    with pytest.raises(TransactionFailed, match="only the gateway's operator"):
-        stranger.revoke_gateway(GW)
+
+def test_register_rotate_revoke_with_real_anchors(ganache: Ganache) -> None:
+    alliance = Alliance(ganache.url)
+    operator, gateway_account = alliance.operator(), alliance.account()
+    first, second = generate_signer(), generate_signer()
+    operator.register_gateway(GW, point(first), gateway_account.account)
+
+    old = anchor_stream(Stream.honest(signer=first), gateway_account)
+    assert verify(old, alliance) == set()
+    operator.rotate_gateway_key(GW, point(second), gateway_account.account)
+    assert verify(old, alliance) == set()  # anchored while its key was registered: stays proven
+    # (Each stream cuts its batches differently, so no two share a root: every anchor here is a new one.)
+    late = anchor_stream(Stream.honest(per_batch=9, signer=first), gateway_account)  # old key, after the rotation
+    assert verify(late, alliance) == {Reason.UNTRUSTED_KEY}
+    newer = anchor_stream(Stream.honest(per_batch=8, signer=second), gateway_account)
+    assert verify(newer, alliance) == set()
     operator.revoke_gateway(GW)
-    assert verify_with_registry(Stream.honest(signer=second), ganache.url, contract) == {Reason.UNTRUSTED_KEY}
+    after = anchor_stream(Stream.honest(per_batch=7, signer=second), gateway_account)
+    assert verify(after, alliance) == {Reason.UNTRUSTED_KEY}  # nothing anchored after a revocation
+    assert verify(newer, alliance) == set()  # anchored before it: still proven
+
+
+def test_a_required_operator_must_be_the_one_that_registered_the_gateway(ganache: Ganache) -> None:
+    alliance = Alliance(ganache.url)
+    ours, theirs, gateway_account = alliance.operator(), alliance.operator(), alliance.account()
+    key = generate_signer()
+    theirs.register_gateway(GW, point(key), gateway_account.account)
+    stream = anchor_stream(Stream.honest(signer=key), gateway_account)
+    assert verify(stream, alliance, alliance.registry(operator=theirs.account)) == set()
+    assert verify(stream, alliance, alliance.registry(operator=ours.account)) == {Reason.UNTRUSTED_KEY}
 
 
 def test_cli(ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    deployer = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
-    contract = "0x" + deployer.contract.hex()
+    alliance = Alliance(ganache.url)
+    admin_key = tmp_path / "admin.key"
+    admin_key.write_text(alliance.admin.account_key.hex())
+    admin_key.chmod(0o600)
     signer = generate_signer()
     pub = tmp_path / "gateway.pub"
     pub.write_text(signer.public_key_pem())
     op = tmp_path / "operator.key"
-    common = ["--rpc", ganache.url, "--contract", contract, "--gateway", "gw-cli"]
-    assert main(["chain", "register", *common, "--pub", str(pub), "--operator-key", str(op)]) == 0
+    anchorer = "0x" + alliance.account().account.hex()
+    chain = ["--rpc", ganache.url, "--contract", alliance.contract]
+    common = [*chain, "--gateway", "gw-cli"]
+    register = ["chain", "register", *common, "--pub", str(pub), "--anchorer", anchorer, "--operator-key", str(op)]
+    assert main(register) == 1  # the operator account is not approved yet (its key file is created now)
+    assert "not an approved operator" in capsys.readouterr().err
     assert (op.stat().st_mode & 0o777) == 0o600
+    from eth_account import Account
+
+    op_address = Account.from_key(bytes.fromhex(op.read_text().strip())).address
+    assert main(["chain", "approve-operator", *chain, "--account", op_address, "--operator-key", str(admin_key)]) == 0
+    assert main(register) == 0
     assert main(["chain", "show", *common]) == 0
-    assert "active" in capsys.readouterr().out
-    assert main(["chain", "register", *common, "--pub", str(pub), "--operator-key", str(op)]) == 1
+    out = capsys.readouterr().out
+    assert "active" in out and f"anchoring account {anchorer}" in out and op_address.lower()[2:] in out
+    assert main(register) == 1
     assert "already registered" in capsys.readouterr().err
     assert main(["chain", "revoke", *common, "--operator-key", str(op)]) == 0
     assert main(["chain", "show", *common]) == 0
     assert "REVOKED" in capsys.readouterr().out
+    assert main(["chain", "register", *common, "--pub", str(pub), "--anchorer", "0x1234", "--operator-key",
+                 str(op)]) == 2
+    assert "--anchorer" in capsys.readouterr().err
 
 
-def test_batches_anchored_before_a_rotation_keep_verifying_under_the_old_key(ganache: Ganache) -> None:
-    """Key history, not just the current key: what the old key signed and anchored before the rotation
-    stays provable; the old key signs nothing valid after it; after a revocation nothing is valid."""
-    operator = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
-    contract = "0x" + operator.contract.hex()
-    first, second = generate_signer(), generate_signer()
-    operator.register_gateway(GW, point(first))
-    while operator.block_number() < 120:  # the honest stream's receipts name blocks 101..103
-        ganache.rpc("evm_mine")
-    operator.rotate_gateway_key(GW, point(second))
-    old = Stream.honest(signer=first)
-    assert verify_with_registry(old, ganache.url, contract) == set()
-    late = Stream.honest(signer=first)
-    late.receipts = [bytes(replace(AnchorReceipt.from_bytes(r), block=500)) for r in late.receipts]
-    assert verify_with_registry(late, ganache.url, contract) == {Reason.UNTRUSTED_KEY}
-    newer = Stream.honest(signer=second)
-    newer.receipts = [bytes(replace(AnchorReceipt.from_bytes(r), block=500)) for r in newer.receipts]
-    assert verify_with_registry(newer, ganache.url, contract) == set()
-    operator.revoke_gateway(GW)  # in a block far below 500: what claims to be anchored later is refused
-    assert verify_with_registry(newer, ganache.url, contract) == {Reason.UNTRUSTED_KEY}
-    assert verify_with_registry(old, ganache.url, contract) == set()  # anchored before: still proven
+def test_registry_trust_is_refused_without_the_chain(ganache: Ganache, capsys: pytest.CaptureFixture[str]) -> None:
+    alliance = Alliance(ganache.url)
+    v = StreamVerifier(alliance.registry())
+    Stream.honest().feed(v)
+    with pytest.raises(ValueError, match="needs the chain"):
+        v.report(None)
+    assert main(["verify", "--capture", "/dev/null", "--registry", alliance.contract]) == 2
+    assert "--registry needs --rpc" in capsys.readouterr().err
+    report = StreamVerifier(alliance.registry())
+    Stream.honest().feed(report)
+    assert report.report(alliance.checker()).outcome is Outcome.PROBLEMS  # not registered, not anchored
