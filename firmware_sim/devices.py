@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from edge.frame import Frame
 from edge.gatt import fitness, ftms, health
 from edge.gatt.heart_rate import HeartRateMeasurement
-from edge.gatt.layout import Layout, Raw, encode_date_time, encode_float32, encode_sfloat
+from edge.gatt.layout import SFLOAT_NAN, Layout, Raw, encode_date_time, encode_float32, encode_sfloat
 
 
 def _rng(seed: int) -> random.Random:
@@ -82,7 +82,7 @@ class BloodPressureCuff(SimDevice):
         dia = self.rng.gauss(79, 6)
         mean = dia + (sys_ - dia) / 3
         unit = 0x01 if self.kpa else 0
-        nan = health.SFLOAT_NAN
+        nan = SFLOAT_NAN
         out = [Frame(self.dev_id, 0x2A36, health.INTERMEDIATE_CUFF_PRESSURE.encode(unit, {
             "cuff_pressure": self._pressure(max(0.0, sys_ + step + self.rng.gauss(0, 1))),
             "unused_diastolic": nan, "unused_mean_arterial_pressure": nan})) for step in CUFF_PROFILE]

@@ -8,7 +8,7 @@ means the device has no valid number: the field is left out of ``val`` and a qua
 
 from __future__ import annotations
 
-from edge.gatt.layout import Field, Group, Layout, Raw, date_time, float32, sfloat
+from edge.gatt.layout import SFLOAT_NAN, Field, Group, Layout, Raw, date_time, float32, sfloat
 from edge.gatt.registry import Reading, ReadingValue, register
 
 MMHG_PER_KPA = 7.500616827  # 1 kPa in mmHg (760 mmHg = 101.325 kPa)
@@ -104,7 +104,6 @@ INTERMEDIATE_CUFF_PRESSURE = Layout("intermediate cuff pressure 0x2A36", 1, (
     Group(0x08, (Field("user_id", "u8"),)),
     Group(0x10, (Field("measurement_status", "u16"),)),
 ))
-SFLOAT_NAN = 0x07FF
 # A cuff that puts anything but NaN in the unused positions does not follow the profile. Its cuff pressure
 # is kept (the record's kind already says it is no blood pressure), the unused values never are (they are
 # in ``raw``), and this flag says the frame was not as specified.

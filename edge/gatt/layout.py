@@ -27,7 +27,8 @@ Raw = int | bytes
 _SIGNED = frozenset({"s8", "s16", "s24"})  # SFLOAT/FLOAT words are kept as unsigned raw words
 
 # IEEE 11073-20601 special values.
-SFLOAT_SPECIAL = {0x07FF: "nan", 0x0800: "nres", 0x07FE: "pos_inf", 0x0802: "neg_inf", 0x0801: "reserved"}
+SFLOAT_NAN = 0x07FF
+SFLOAT_SPECIAL = {SFLOAT_NAN: "nan", 0x0800: "nres", 0x07FE: "pos_inf", 0x0802: "neg_inf", 0x0801: "reserved"}
 FLOAT_SPECIAL = {0x007FFFFF: "nan", 0x00800000: "nres", 0x007FFFFE: "pos_inf", 0x00800002: "neg_inf",
                  0x00800001: "reserved"}
 
