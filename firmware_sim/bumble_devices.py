@@ -117,7 +117,7 @@ class BumbleSensor:
         by_service: dict[int, list[gatt.Characteristic[bytes]]] = {}
         services = self.model.services or (0x1800,)
         for i, uuid in enumerate((self.model.char, *self.model.also)):
-            c = gatt.Characteristic(f"{uuid:04X}", props.INDICATE if self.model.indicate else props.NOTIFY,
+            c = gatt.Characteristic(f"{uuid:04X}", props.INDICATE if self.model.indicates(uuid) else props.NOTIFY,
                                     gatt.Characteristic.READABLE, b"")
             self.chars[uuid] = c
             # A model lists the service of each of its characteristics in the same order (a watch: heart
@@ -197,7 +197,7 @@ class BumbleSensor:
 
     async def _send(self, uuid: int, data: bytes) -> None:
         char = self.battery_char if uuid == BATTERY_LEVEL else self.chars[uuid]
-        send = self.device.indicate_subscribers if self.model.indicate and uuid != BATTERY_LEVEL \
+        send = self.device.indicate_subscribers if self.model.indicates(uuid) and uuid != BATTERY_LEVEL \
             else self.device.notify_subscribers
         # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
         await asyncio.shield(send(char, data))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from edge.frame import Frame
 from edge.gatt import fitness, ftms, health
 from edge.gatt.heart_rate import HeartRateMeasurement
-from edge.gatt.layout import Layout, Raw, encode_date_time, encode_float32, encode_sfloat
+from edge.gatt.layout import SFLOAT_NAN, Layout, Raw, encode_date_time, encode_float32, encode_sfloat
 
 
 def _rng(seed: int) -> random.Random:
@@ -32,6 +32,7 @@ class SimDevice:
     indicate: bool = False
     services: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # further characteristics the model sends on (a watch: HR and SpO2)
+    notified: tuple[int, ...] = ()  # characteristics notified even by a model that indicates (a cuff's 0x2A36)
     # Device clocks (cuffs, scales) are often wrong: set and drifting. Records keep both times.
     clock_offset_s: float = 0.0
     clock_drift_ppm: float = 0.0
@@ -44,34 +45,53 @@ class SimDevice:
     def frames_at(self, t: float) -> list[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def indicates(self, char: int) -> bool:
+        """Whether ``char`` is sent as an indication (acknowledged) rather than a notification."""
+        return self.indicate and char not in self.notified
+
     def device_time(self, t: float) -> int:
         """What the device's own clock says at session time ``t`` (Unix seconds)."""
         return int(self.epoch + t * (1 + self.clock_drift_ppm / 1e6) + self.clock_offset_s)
 
 
+# Pressures (mmHg above the systolic value) the cuff notifies while it inflates past systolic and deflates.
+CUFF_PROFILE = (-100, -50, 0, 30, 15, 0, -15, -30, -45)
+
+
 @dataclass
 class BloodPressureCuff(SimDevice):
-    """Indications with SFLOAT mmHg (or kPa), a timestamp from the cuff's own clock, and pulse rate."""
+    """One measurement per interval: the cuff pressure notified while inflating and deflating (0x2A36,
+    systolic position, the other two NaN), then the result indicated (0x2A35) with a timestamp from the
+    cuff's own clock and the pulse rate."""
 
     char: int = 0x2A35
     interval_s: float = 60.0
     indicate: bool = True
     services: tuple[int, ...] = (0x1810,)
+    also: tuple[int, ...] = (0x2A36,)
+    notified: tuple[int, ...] = (0x2A36,)
     kpa: bool = False
+
+    def _pressure(self, mmhg: float) -> int:
+        if self.kpa:
+            return encode_sfloat(round(mmhg / health.MMHG_PER_KPA * 10), -1)
+        return encode_sfloat(round(mmhg), 0)
 
     def frames_at(self, t: float) -> list[Frame]:
         sys_ = self.rng.gauss(122, 9)
         dia = self.rng.gauss(79, 6)
         mean = dia + (sys_ - dia) / 3
-        if self.kpa:
-            words = [encode_sfloat(round(v / health.MMHG_PER_KPA * 10), -1) for v in (sys_, dia, mean)]
-        else:
-            words = [encode_sfloat(round(v), 0) for v in (sys_, dia, mean)]
-        flags = 0x02 | 0x04 | (0x01 if self.kpa else 0)
-        values: dict[str, Raw] = {"systolic": words[0], "diastolic": words[1], "mean_arterial_pressure": words[2],
-                  "timestamp": encode_date_time(self.device_time(t)),
-                  "pulse_rate": encode_sfloat(round(self.rng.gauss(70, 8)), 0)}
-        return [Frame(self.dev_id, self.char, health.BLOOD_PRESSURE.encode(flags, values))]
+        unit = 0x01 if self.kpa else 0
+        nan = SFLOAT_NAN
+        out = [Frame(self.dev_id, 0x2A36, health.INTERMEDIATE_CUFF_PRESSURE.encode(unit, {
+            "cuff_pressure": self._pressure(max(0.0, sys_ + step + self.rng.gauss(0, 1))),
+            "unused_diastolic": nan, "unused_mean_arterial_pressure": nan})) for step in CUFF_PROFILE]
+        values: dict[str, Raw] = {"systolic": self._pressure(sys_), "diastolic": self._pressure(dia),
+                                  "mean_arterial_pressure": self._pressure(mean),
+                                  "timestamp": encode_date_time(self.device_time(t)),
+                                  "pulse_rate": encode_sfloat(round(self.rng.gauss(70, 8)), 0)}
+        out.append(Frame(self.dev_id, self.char, health.BLOOD_PRESSURE.encode(0x02 | 0x04 | unit, values)))
+        return out
 
 
 @dataclass

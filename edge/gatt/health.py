@@ -1,4 +1,5 @@
-"""Health device characteristics: blood pressure, pulse oximetry, weight, body composition, temperature.
+"""Health device characteristics: blood pressure (and the cuff pressure while measuring), pulse oximetry,
+weight, body composition, temperature.
 
 Most are sent as indications with IEEE 11073 SFLOAT/FLOAT values. A special value (NaN, NRes, ±INF)
 means the device has no valid number: the field is left out of ``val`` and a quality flag
@@ -7,7 +8,7 @@ means the device has no valid number: the field is left out of ``val`` and a qua
 
 from __future__ import annotations
 
-from edge.gatt.layout import Field, Group, Layout, Raw, date_time, float32, sfloat
+from edge.gatt.layout import SFLOAT_NAN, Field, Group, Layout, Raw, date_time, float32, sfloat
 from edge.gatt.registry import Reading, ReadingValue, register
 
 MMHG_PER_KPA = 7.500616827  # 1 kPa in mmHg (760 mmHg = 101.325 kPa)
@@ -47,11 +48,10 @@ class Builder:
         if raw is None:
             return
         assert isinstance(raw, bytes)
-        ts, problem = date_time(raw)
-        if ts is None:
-            self.q.append(problem or "device_time_unknown")
-        else:
-            self.val["device_time"] = ts
+        fields, flag = date_time(raw)
+        self.val.update(fields)
+        if flag is not None:
+            self.q.append(flag)
 
     def number(self, name: str, raw: Raw | None, scale: float = 1.0, invalid: int | None = None) -> None:
         if raw is None:
@@ -88,6 +88,36 @@ def decode_blood_pressure(data: bytes) -> list[Reading]:
     scale = MMHG_PER_KPA if flags & 0x01 else 1.0
     for name in ("systolic", "diastolic", "mean_arterial_pressure"):
         b.sfloat(name, r[name], scale)
+    b.time(r.get("timestamp"))
+    b.sfloat("pulse_rate", r.get("pulse_rate"))
+    b.number("user_id", r.get("user_id"), invalid=0xFF)
+    b.number("measurement_status", r.get("measurement_status"))
+    return b.reading()
+
+
+# Intermediate Cuff Pressure: 0x2A35's layout, sent (notified) while the cuff inflates and deflates. The
+# current cuff pressure stands where the systolic value would; the other two positions must be NaN.
+INTERMEDIATE_CUFF_PRESSURE = Layout("intermediate cuff pressure 0x2A36", 1, (
+    Group(0, (_sf("cuff_pressure"), _sf("unused_diastolic"), _sf("unused_mean_arterial_pressure"))),
+    Group(0x02, (TIMESTAMP,)),
+    Group(0x04, (_sf("pulse_rate"),)),
+    Group(0x08, (Field("user_id", "u8"),)),
+    Group(0x10, (Field("measurement_status", "u16"),)),
+))
+# A cuff that puts anything but NaN in the unused positions does not follow the profile. Its cuff pressure
+# is kept (the record's kind already says it is no blood pressure), the unused values never are (they are
+# in ``raw``), and this flag says the frame was not as specified.
+ICP_UNUSED_NOT_NAN = "unused_fields_not_nan"
+
+
+@register(0x2A36)
+def decode_intermediate_cuff_pressure(data: bytes) -> list[Reading]:
+    """Its own kind, ``intermediate_cuff_pressure``: an inflation pressure is never a blood pressure."""
+    flags, r = INTERMEDIATE_CUFF_PRESSURE.decode(data)
+    b = Builder("intermediate_cuff_pressure")
+    b.sfloat("cuff_pressure", r["cuff_pressure"], MMHG_PER_KPA if flags & 0x01 else 1.0)
+    if r["unused_diastolic"] != SFLOAT_NAN or r["unused_mean_arterial_pressure"] != SFLOAT_NAN:
+        b.q.append(ICP_UNUSED_NOT_NAN)
     b.time(r.get("timestamp"))
     b.sfloat("pulse_rate", r.get("pulse_rate"))
     b.number("user_id", r.get("user_id"), invalid=0xFF)

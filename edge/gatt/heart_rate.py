@@ -1,9 +1,9 @@
 """Heart Rate Measurement (0x2A37, Heart Rate Service 1.0).
 
 Flags u8: bit0 HR is u16 (else u8); bit1 contact detected; bit2 contact supported (bit1 means
-something only when bit2 is set); bit3 Energy Expended u16 kJ present; bit4 RR intervals (u16,
-1/1024 s, oldest first) fill the rest of the value. Bits 5-7 are reserved: accepted and kept in the
-raw bytes, never interpreted.
+something only when bit2 is set); bit3 Energy Expended u16 kJ present; bit4 one or more RR intervals
+(u16, 1/1024 s, oldest first) fill the rest of the value. Bits 5-7 are reserved: accepted and kept in
+the raw bytes, never interpreted.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class HeartRateMeasurement:
         rr: tuple[int, ...] = ()
         rest = len(data) - pos
         if flags & _F_RR:
+            if not rest:  # bit 4 means "one or more RR values": an empty field contradicts the flags
+                raise MalformedFrame("heart rate 0x2A37: flags announce RR intervals but none follow")
             if rest % 2:
                 raise MalformedFrame(f"heart rate 0x2A37: RR interval field has {rest} byte(s), not a multiple of 2")
             rr = struct.unpack_from(f"<{rest // 2}H", data, pos)

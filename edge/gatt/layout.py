@@ -10,6 +10,7 @@ unit conversion happens afterwards, in each profile's ``to_reading``.
 
 from __future__ import annotations
 
+import calendar
 import math
 import struct
 from collections.abc import Mapping
@@ -26,7 +27,8 @@ Raw = int | bytes
 _SIGNED = frozenset({"s8", "s16", "s24"})  # SFLOAT/FLOAT words are kept as unsigned raw words
 
 # IEEE 11073-20601 special values.
-SFLOAT_SPECIAL = {0x07FF: "nan", 0x0800: "nres", 0x07FE: "pos_inf", 0x0802: "neg_inf", 0x0801: "reserved"}
+SFLOAT_NAN = 0x07FF
+SFLOAT_SPECIAL = {SFLOAT_NAN: "nan", 0x0800: "nres", 0x07FE: "pos_inf", 0x0802: "neg_inf", 0x0801: "reserved"}
 FLOAT_SPECIAL = {0x007FFFFF: "nan", 0x00800000: "nres", 0x007FFFFE: "pos_inf", 0x00800002: "neg_inf",
                  0x00800001: "reserved"}
 
@@ -172,20 +174,46 @@ def encode_float32(mantissa: int, exponent: int) -> int:
     return ((exponent & 0xFF) << 24) | (mantissa & 0xFFFFFF)
 
 
-def date_time(raw: bytes) -> tuple[int | None, str | None]:
-    """Date Time (year u16, month, day, hours, minutes, seconds) → Unix seconds, read as UTC.
+# Quality flags a Date Time value can raise. Named here only; decoders and docs use these.
+DEVICE_TIME_UNKNOWN = "device_time_unknown"  # year, month and day all 0: the device's clock is not set
+DEVICE_TIME_PARTIAL = "device_time_partial"  # some of year/month/day 0: the known parts are kept as fields
+DEVICE_TIME_INVALID = "device_time_invalid"  # a field out of range (month 13, 31 April, 24:00): nothing kept
+
+
+def date_time(raw: bytes) -> tuple[dict[str, int], str | None]:
+    """Date Time (year u16, month, day, hours, minutes, seconds) → record fields and at most one flag.
 
     The characteristic has no time zone; the device's clock is kept as given and the gateway's own
-    receive time sits next to it in the record. Year/month/day 0 mean "not known".
+    receive time sits next to it in the record. Year, month and day 0 each mean "not known" (hours,
+    minutes and seconds have no such value). A complete value becomes ``device_time`` (Unix seconds, read
+    as UTC). An incomplete one is not guessed at: its known parts become ``device_year``,
+    ``device_month``, ``device_day`` and ``device_time_of_day`` (s since midnight) with
+    ``device_time_partial``, so a platform can still place it (with the receive time) at its resolution.
+    With no date part at all the time of day is that of an unset clock (time since power-on), so nothing
+    is kept. Every present field is range-checked first: a value that is wrong is never partly believed.
     """
     year = int.from_bytes(raw[:2], "little")
     month, day, hour, minute, second = raw[2:7]
-    if year == 0 or month == 0 or day == 0:
-        return None, "device_time_unknown"
-    try:
-        return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()), None
-    except ValueError:
-        return None, "device_time_invalid"
+    if year > 9999 or month > 12 or hour > 23 or minute > 59 or second > 59 \
+            or day > _days_in_month(year, month):
+        return {}, DEVICE_TIME_INVALID
+    if year == month == day == 0:
+        return {}, DEVICE_TIME_UNKNOWN
+    if year and month and day:
+        return {"device_time": int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())}, None
+    known = {"device_year": year, "device_month": month, "device_day": day}
+    fields = {k: v for k, v in known.items() if v}
+    fields["device_time_of_day"] = hour * 3600 + minute * 60 + second
+    return fields, DEVICE_TIME_PARTIAL
+
+
+def _days_in_month(year: int, month: int) -> int:
+    """The largest valid day: 31 when the month is not known, 29 in February of an unknown year."""
+    if month == 0:
+        return 31
+    if month == 2 and year == 0:
+        return 29
+    return calendar.monthrange(year or 2001, month)[1]
 
 
 def encode_date_time(ts: int) -> bytes:

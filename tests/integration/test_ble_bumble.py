@@ -155,7 +155,8 @@ def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
 
 
 def test_indications_and_split_ftms_records_over_the_air() -> None:
-    """A blood-pressure cuff indicates; a bike splits each record over notifications: both arrive whole."""
+    """A blood-pressure cuff notifies its cuff pressure and indicates its result; a bike splits each record over
+    notifications: all arrive whole."""
     from edge.gatt.assembly import RecordAssembler
     from firmware_sim.bumble_devices import BumbleSensor
     from firmware_sim.devices import BloodPressureCuff, IndoorBike
@@ -184,14 +185,22 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
 
     frames, sensors, source = asyncio.run(main())
     cuff = [f.data for f in frames if f.dev == source.dev_id(address(10)) and f.char == 0x2A35]
+    cuff_pressure = [f.data for f in frames if f.dev == source.dev_id(address(10)) and f.char == 0x2A36]
+    sent_by_cuff = list(zip(sensors[0].sent_on, sensors[0].sent, strict=True))
     bike = [f.data for f in frames if f.dev == source.dev_id(address(11)) and f.char == 0x2AD2]
     battery = [f.data for f in frames if f.char == 0x2A19]
     assert battery == [b"\x64", b"\x64"]  # each sensor's level, read once when connected
-    assert cuff == sensors[0].sent and len(cuff) >= 5
+    # The cuff notifies its pressure while measuring (0x2A36) and indicates each result (0x2A35): both arrive.
+    assert cuff == [d for c, d in sent_by_cuff if c == 0x2A35] and len(cuff) >= 5
+    # (9 per measurement; the first result may beat the subscription to 0x2A36, which comes second.)
+    assert cuff_pressure == [d for c, d in sent_by_cuff if c == 0x2A36] and len(cuff_pressure) >= 9 * (len(cuff) - 1)
     assert bike == sensors[1].sent and len(bike) >= 20
     for data in cuff:
         (r,) = decode(0x2A35, data)
         assert r.kind == "blood_pressure" and "device_time" in r.val
+    for data in cuff_pressure:
+        (r,) = decode(0x2A36, data)
+        assert r.kind == "intermediate_cuff_pressure" and r.q == ()
     asm: RecordAssembler[int] = RecordAssembler()
     records = [j for i, data in enumerate(bike) for j in asm.feed("bike", 0x2AD2, data, i, now=0.0)]
     assert records and all(j.parts >= 2 and "more_data" not in decode(0x2AD2, j.data)[0].q for j in records)

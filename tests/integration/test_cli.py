@@ -38,6 +38,13 @@ def test_decode_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str
     assert "tiyi decode:" in capsys.readouterr().err
 
 
+def test_decode_rejects_rr_flag_without_rr_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "2a37", "170101"]) == 2  # flags say RR intervals follow; none do
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "tiyi decode: heart rate 0x2A37: flags announce RR intervals but none follow\n"
+
+
 def test_keys_generate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "keys"
     assert main(["keys", "generate", "--dir", str(d)]) == 0

@@ -22,8 +22,27 @@ from edge.gatt.ftms import (
     split_record,
     treadmill_layout,
 )
-from edge.gatt.health import BLOOD_PRESSURE, BODY_COMPOSITION, PLX_CONTINUOUS, PLX_SPOT, TEMPERATURE, WEIGHT
-from edge.gatt.layout import Layout, encode_float32, encode_sfloat, float32, sfloat
+from edge.gatt.health import (
+    BLOOD_PRESSURE,
+    BODY_COMPOSITION,
+    ICP_UNUSED_NOT_NAN,
+    INTERMEDIATE_CUFF_PRESSURE,
+    PLX_CONTINUOUS,
+    PLX_SPOT,
+    TEMPERATURE,
+    WEIGHT,
+)
+from edge.gatt.layout import (
+    DEVICE_TIME_INVALID,
+    DEVICE_TIME_PARTIAL,
+    DEVICE_TIME_UNKNOWN,
+    Layout,
+    date_time,
+    encode_float32,
+    encode_sfloat,
+    float32,
+    sfloat,
+)
 
 
 def d(char: int, hexstr: str) -> tuple[dict[str, object], tuple[str, ...]]:
@@ -53,6 +72,126 @@ def test_blood_pressure() -> None:
     assert "systolic" not in val and q == ("systolic_nan",)
     val, q = d(0x2A35, "02 7800 5000 5a00 0000 00 00 00 00 00")
     assert "device_time" not in val and q == ("device_time_unknown",)
+
+
+# Intermediate Cuff Pressure 0x2A36 (BLS 1.0): flags u8 (bit0 kPa, bit1 time stamp, bit2 pulse rate, bit3 user id,
+# bit4 measurement status), then the 0x2A35 compound value with the current cuff pressure in the systolic position
+# and NaN (SFLOAT 0x07FF, bytes ff 07) in the diastolic and mean-arterial positions.
+ICP_GOLDEN = [
+    # flags 00: mmHg, nothing optional | cuff 78 00 = 0x0078: exponent 0, mantissa 120 | ff07 ff07: NaN, NaN
+    ("00 7800 ff07 ff07", {"cuff_pressure": 120.0}, ()),
+    # flags 00 | cuff 0a 00 = 10 mmHg (the cuff at rest, before inflating)
+    ("00 0a00 ff07 ff07", {"cuff_pressure": 10.0}, ()),
+    # flags 1e: time stamp + pulse rate + user id + status | cuff 96 00 = 150 | NaN, NaN
+    # | e8 07 0b 18 0a 00 00 = 2024-11-24 10:00:00 = 1732442400 | pulse 48 00 = 72 | user 02 | status 04 00 = 0x0004
+    ("1e 9600 ff07 ff07 e807 0b 18 0a 00 00 4800 02 0400",
+     {"cuff_pressure": 150.0, "device_time": 1732442400, "pulse_rate": 72.0, "user_id": 2, "measurement_status": 4},
+     ()),
+    # flags 08: user id | cuff 120 | NaN, NaN | user ff = unknown user
+    ("08 7800 ff07 ff07 ff", {"cuff_pressure": 120.0}, ("user_id_unavailable",)),
+    # flags 00 | cuff ff 07 = NaN: the cuff has no pressure to report
+    ("00 ff07 ff07 ff07", {}, ("cuff_pressure_nan",)),
+]
+
+
+@pytest.mark.parametrize("hexstr,val,q", ICP_GOLDEN)
+def test_intermediate_cuff_pressure_golden_vectors(hexstr: str, val: dict[str, object], q: tuple[str, ...]) -> None:
+    data = bytes.fromhex(hexstr.replace(" ", ""))
+    (r,) = decode(0x2A36, data)
+    assert (r.kind, r.val, r.q) == ("intermediate_cuff_pressure", val, q)
+    flags, fields = INTERMEDIATE_CUFF_PRESSURE.decode(data)
+    assert INTERMEDIATE_CUFF_PRESSURE.encode(flags, fields) == data
+
+
+def test_intermediate_cuff_pressure_in_kpa_and_never_as_a_blood_pressure() -> None:
+    # flags 01: kPa | cuff a0 f0 = 0xF0A0: exponent -1 (0xF), mantissa 0x0A0 = 160 → 16.0 kPa | NaN, NaN
+    (r,) = decode(0x2A36, bytes.fromhex("01a0f0ff07ff07"))
+    assert r.kind == "intermediate_cuff_pressure" and set(r.val) == {"cuff_pressure"}
+    assert r.val["cuff_pressure"] == pytest.approx(16.0 * 7.500616827)
+    # The same bytes on 0x2A35 would be a (NaN-diastolic) blood pressure: the characteristic decides, not the bytes.
+    assert not {"systolic", "diastolic", "mean_arterial_pressure"} & set(r.val)
+
+
+@pytest.mark.parametrize("hexstr", [
+    "00 7800 5000 ff07",  # diastolic position holds 80 (0x0050) instead of NaN
+    "00 7800 ff07 5a00",  # mean-arterial position holds 90 (0x005A)
+    "00 7800 0008 ff07",  # NRes (0x0800) is a special value, but not the NaN the profile requires
+    "00 7800 0000 0000",  # zeros, as a careless firmware might send
+])
+def test_intermediate_cuff_pressure_unused_fields_must_be_nan(hexstr: str) -> None:
+    """A cuff that fills the unused positions is flagged; its cuff pressure is kept, the other values never are."""
+    (r,) = decode(0x2A36, bytes.fromhex(hexstr.replace(" ", "")))
+    assert r.val == {"cuff_pressure": 120.0} and r.q == (ICP_UNUSED_NOT_NAN,)
+
+
+@pytest.mark.parametrize("hexstr,fragment", [
+    ("", "too short"),
+    ("00 7800 ff07", "unused_mean_arterial_pressure"),  # the compound value is cut short
+    ("02 7800 ff07 ff07 e807 0b", "timestamp"),  # flag 1 announces a 7-byte time stamp; 2 bytes follow
+    ("04 7800 ff07 ff07", "pulse_rate"),  # flag 2 announces a pulse rate that never comes
+    ("00 7800 ff07 ff07 00", "trailing"),  # one byte more than the flags announce
+])
+def test_intermediate_cuff_pressure_malformed(hexstr: str, fragment: str) -> None:
+    with pytest.raises(MalformedFrame, match=fragment):
+        decode(0x2A36, bytes.fromhex(hexstr.replace(" ", "")))
+
+
+# Date Time (7 bytes): year u16 LE (0 = not known), month (0 = not known), day (0 = not known), hours, minutes,
+# seconds. Complete → device_time (Unix s, UTC); partial → the known parts; nothing believed from a bad value.
+DATE_TIMES = [
+    ("e807 0b 18 0a 00 00", {"device_time": 1732442400}, None),  # 2024-11-24 10:00:00
+    ("e807 02 1d 00 00 00", {"device_time": 1709164800}, None),  # 2024-02-29 00:00:00 (a leap year)
+    # year 00 00 = not known | month 0b = 11 | day 18 = 24 | 0a 00 00 = 10:00:00 = 36000 s after midnight
+    ("0000 0b 18 0a 00 00", {"device_month": 11, "device_day": 24, "device_time_of_day": 36000}, DEVICE_TIME_PARTIAL),
+    # year e8 07 = 2024 | month 00 = not known | day 18 = 24 | 0a 1e 05 = 10:30:05 = 37805 s
+    ("e807 00 18 0a 1e 05", {"device_year": 2024, "device_day": 24, "device_time_of_day": 37805}, DEVICE_TIME_PARTIAL),
+    # 2024 | November | day 00 = not known | 17 3b 3b = 23:59:59 = 86399 s
+    ("e807 0b 00 17 3b 3b", {"device_year": 2024, "device_month": 11, "device_time_of_day": 86399},
+     DEVICE_TIME_PARTIAL),
+    # year not known | 02 1d = 29 February: valid in some year, so kept
+    ("0000 02 1d 00 00 01", {"device_month": 2, "device_day": 29, "device_time_of_day": 1}, DEVICE_TIME_PARTIAL),
+    ("0000 00 00 00 00 00", {}, DEVICE_TIME_UNKNOWN),  # all zero: a cuff whose clock was never set
+    ("0000 00 00 0a 00 00", {}, DEVICE_TIME_UNKNOWN),  # no date at all: a time of day since power-on, not kept
+    ("0000 0d 01 00 00 00", {}, DEVICE_TIME_INVALID),  # month 13
+    ("0000 02 1e 00 00 00", {}, DEVICE_TIME_INVALID),  # 30 February, in no year
+    ("0000 04 1f 00 00 00", {}, DEVICE_TIME_INVALID),  # 31 April
+    ("0000 00 20 00 00 00", {}, DEVICE_TIME_INVALID),  # day 32 of an unknown month
+    ("e907 02 1d 00 00 00", {}, DEVICE_TIME_INVALID),  # 2025-02-29: 2025 is no leap year
+    ("0000 0b 18 18 00 00", {}, DEVICE_TIME_INVALID),  # hour 24
+    ("0000 0b 18 0a 3c 00", {}, DEVICE_TIME_INVALID),  # minute 60
+    ("0000 0b 18 0a 00 3c", {}, DEVICE_TIME_INVALID),  # second 60
+    ("1027 0b 18 0a 00 00", {}, DEVICE_TIME_INVALID),  # year 0x2710 = 10000
+    ("0000 00 00 18 00 00", {}, DEVICE_TIME_INVALID),  # hour 24 without a date: still wrong, not "unknown"
+]
+
+
+@pytest.mark.parametrize("hexstr,fields,flag", DATE_TIMES)
+def test_date_time_keeps_what_the_device_knows(hexstr: str, fields: dict[str, int], flag: str | None) -> None:
+    assert date_time(bytes.fromhex(hexstr.replace(" ", ""))) == (fields, flag)
+
+
+# Every characteristic that carries a Date Time, with its time-stamp flag and the mandatory fields before it.
+TIMESTAMPED = [
+    (0x2A35, "02", "7800 5000 5a00", {"systolic": 120.0, "diastolic": 80.0, "mean_arterial_pressure": 90.0}),
+    (0x2A36, "02", "7800 ff07 ff07", {"cuff_pressure": 120.0}),
+    (0x2A5E, "01", "6200 4800", {"spo2": 98.0, "pulse_rate": 72.0}),
+    (0x2A9D, "02", "b036", {"weight": 70.0}),
+    (0x2A9C, "0200", "ff00", {"body_fat": 25.5}),
+    (0x2A1C, "02", "6e0100ff", {"temperature": 36.6}),
+]
+
+
+@pytest.mark.parametrize("char,flags,before,val", TIMESTAMPED)
+def test_partial_device_time_on_every_characteristic(char: int, flags: str, before: str,
+                                                     val: dict[str, object]) -> None:
+    """Year 0 with a valid month, day and time: the known parts reach the record, flagged precisely."""
+    (r,) = decode(char, bytes.fromhex((flags + before + "0000 0b 18 0a 00 00").replace(" ", "")))
+    assert r.val == {**val, "device_month": 11, "device_day": 24, "device_time_of_day": 36000}
+    assert r.q == (DEVICE_TIME_PARTIAL,) and "device_time" not in r.val
+    (r,) = decode(char, bytes.fromhex((flags + before + "e807 0b 18 0a 00 00").replace(" ", "")))
+    assert r.val == {**val, "device_time": 1732442400} and r.q == ()
+    (r,) = decode(char, bytes.fromhex((flags + before + "0000 0d 18 0a 00 00").replace(" ", "")))
+    assert r.val == val and r.q == (DEVICE_TIME_INVALID,)  # month 13: nothing of it kept
 
 
 def test_pulse_oximetry() -> None:
@@ -157,9 +296,13 @@ def test_counter_wrap_around() -> None:
 
 @pytest.mark.parametrize("hexstr", ["", "00", "0e7800", "00 6200", "2000fa", "4400c409b4"])
 def test_truncation_is_named(hexstr: str) -> None:
-    for char in (0x2A35, 0x2A5E, 0x2A63, 0x2AD2):
+    for char in (0x2A35, 0x2A36, 0x2A5E, 0x2A63, 0x2AD2):
         with contextlib.suppress(MalformedFrame):
             decode(char, bytes.fromhex(hexstr.replace(" ", "")))
+
+
+def test_the_fuzzer_reaches_every_health_decoder() -> None:
+    assert {0x2A35, 0x2A36, 0x2A5E, 0x2A5F, 0x2A9D, 0x2A9C, 0x2A1C} <= set(known_characteristics())
 
 
 @settings(max_examples=3000, deadline=None, print_blob=True)
@@ -169,8 +312,8 @@ def test_fuzz_every_decoder(char: int, data: bytes) -> None:
         decode(char, data)
 
 
-LAYOUTS = [BLOOD_PRESSURE, PLX_SPOT, PLX_CONTINUOUS, WEIGHT, BODY_COMPOSITION, TEMPERATURE, CSC, RSC,
-           CYCLING_POWER, TREADMILL, INDOOR_BIKE, ROWER, CROSS_TRAINER]
+LAYOUTS = [BLOOD_PRESSURE, INTERMEDIATE_CUFF_PRESSURE, PLX_SPOT, PLX_CONTINUOUS, WEIGHT, BODY_COMPOSITION, TEMPERATURE,
+           CSC, RSC, CYCLING_POWER, TREADMILL, INDOOR_BIKE, ROWER, CROSS_TRAINER]
 _MAX = {"u8": 0xFF, "s8": 0x7F, "u16": 0xFFFF, "s16": 0x7FFF, "u24": 0xFFFFFF, "s24": 0x7FFFFF, "u32": 0xFFFFFFFF,
         "sfloat": 0xFFFF, "float": 0xFFFFFFFF}
 

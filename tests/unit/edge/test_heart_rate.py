@@ -58,6 +58,11 @@ def test_reserved_bits_are_kept_not_interpreted() -> None:
     ("0148", "u16 heart rate"),
     ("0848e8", "energy expended"),
     ("1048f9", "multiple of 2"),
+    # flags 0x17: u16 HR (bit0), contact supported+detected (bits 1-2), RR present (bit4); HR 01 01 = 257; then
+    # nothing, though bit 4 promises one or more RR values (the frame the peer library accepted as 257 bpm)
+    ("170101", "RR intervals but none follow"),
+    ("1048", "RR intervals but none follow"),  # flags 0x10 (RR), u8 HR 72, no RR
+    ("1848e803", "RR intervals but none follow"),  # flags 0x18 (energy + RR), HR 72, energy 1000 kJ, no RR
     ("004801", "trailing"),
 ])
 def test_malformed_frames_say_what_is_wrong(hexstr: str, fragment: str) -> None:

@@ -12,6 +12,7 @@ from firmware_sim.devices import MODELS, BloodPressureCuff, IndoorBike, PowerMet
 
 RANGES = {
     "blood_pressure": {"systolic": (80, 180), "diastolic": (45, 120), "pulse_rate": (40, 120)},
+    "intermediate_cuff_pressure": {"cuff_pressure": (0, 250)},
     "temperature": {"temperature": (35, 39)},
     "weight": {"weight": (50, 100), "bmi": (12, 45), "height": (1.5, 1.95)},
     "spo2": {"spo2": (90, 100), "pulse_rate": (40, 120)},
@@ -49,7 +50,7 @@ def test_models_decode_in_range_and_are_reproducible(name: str) -> None:
 
 def test_units_variants_decode_to_the_same_quantities() -> None:
     for kpa in (False, True):
-        (r,) = decode(0x2A35, BloodPressureCuff("c", seed=1, kpa=kpa).frames_at(60)[0].data)
+        (r,) = decode(0x2A35, BloodPressureCuff("c", seed=1, kpa=kpa).frames_at(60)[-1].data)  # the result comes last
         assert 80 <= r.val["systolic"] <= 180  # type: ignore[operator]
     c = decode(0x2A1C, Thermometer("t", seed=2).frames_at(30)[0].data)[0].val["temperature"]
     f = decode(0x2A1C, Thermometer("t", seed=2, fahrenheit=True).frames_at(30)[0].data)[0].val["temperature"]
@@ -57,6 +58,21 @@ def test_units_variants_decode_to_the_same_quantities() -> None:
     kg = decode(0x2A9D, Scale("s", seed=3).frames_at(1)[0].data)[0].val["weight"]
     lb = decode(0x2A9D, Scale("s", seed=3, imperial=True).frames_at(1)[0].data)[0].val["weight"]
     assert kg == pytest.approx(lb, abs=0.005)
+
+
+def test_cuff_notifies_its_pressure_while_measuring_then_indicates_the_result() -> None:
+    for kpa in (False, True):
+        cuff = BloodPressureCuff("c", seed=1, kpa=kpa)
+        frames = cuff.frames_at(60)
+        assert [f.char for f in frames] == [0x2A36] * 9 + [0x2A35]
+        assert not cuff.indicates(0x2A36) and cuff.indicates(0x2A35)  # as the Blood Pressure Service has it
+        readings = [r for f in frames for r in decode(f.char, f.data)]
+        assert [r.kind for r in readings] == ["intermediate_cuff_pressure"] * 9 + ["blood_pressure"]
+        assert all(r.q == () for r in readings)  # the unused positions are NaN, as specified
+        pressures = [r.val["cuff_pressure"] for r in readings[:-1]]
+        peak = pressures.index(max(pressures))
+        assert 0 < peak < 8 and pressures[peak] > readings[-1].val["systolic"]  # type: ignore[operator]
+        assert pressures[-1] < readings[-1].val["systolic"]  # type: ignore[operator]  # deflated past it
 
 
 def test_bike_records_are_split_and_reassemble() -> None:
@@ -123,7 +139,7 @@ def test_watch_sends_heart_rate_and_spo2_on_two_characteristics() -> None:
 
 def test_wrong_and_drifting_device_clocks_reach_the_record() -> None:
     cuff = BloodPressureCuff("cuff", seed=1, clock_offset_s=-3600, clock_drift_ppm=100)
-    (r,) = decode(0x2A35, cuff.frames_at(10_000)[0].data)
+    (r,) = decode(0x2A35, cuff.frames_at(10_000)[-1].data)
     assert r.val["device_time"] == cuff.epoch + 10_000 + 1 - 3600  # 100 ppm of 10,000 s is one second
 
 
