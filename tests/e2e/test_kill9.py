@@ -78,7 +78,8 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     # The platform's own tool, live: subscribes, verifies every proof and checks anchors on the chain.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     verify = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url, "--contract", contract,
+        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url,
+         "--contract", contract,
          "--key", str(state / "keys" / "gateway.pub"), "--require-complete", "--idle", "10",
          "--save", str(tmp_path / "capture.cbor")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)

@@ -44,7 +44,8 @@ def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Pat
     bundle = tmp_path / "proof.json"
     assert main(["proof", "export", "--config", str(config), "--seq", "11", "-o", str(bundle)]) == 0
     pub = state / "keys" / "gateway.pub"
-    assert main(["verify", "--bundle", str(bundle), "--key", str(pub), "--rpc", ganache.url, "--contract", "0x" + chain.contract.hex()]) == 0
+    on_chain = ["--rpc", ganache.url, "--contract", "0x" + chain.contract.hex()]
+    assert main(["verify", "--bundle", str(bundle), "--key", str(pub), *on_chain]) == 0
     out = capsys.readouterr().out
     assert "the reading is proven" in out and "the chain confirms the anchor" in out
 
@@ -54,7 +55,7 @@ def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Pat
     data["record"] = rec.hex()
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(data))
-    assert main(["verify", "--bundle", str(forged), "--key", str(pub), "--rpc", ganache.url, "--contract", "0x" + chain.contract.hex()]) == 1
+    assert main(["verify", "--bundle", str(forged), "--key", str(pub), *on_chain]) == 1
     assert "FAIL Merkle inclusion" in capsys.readouterr().out
     assert main(["proof", "export", "--config", str(config), "--seq", "999"]) == 1
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from anchoring.chain import AnchorInfo, AnchorKind, ChainReader
 from anchoring.evm import EvmChainClient
 from anchoring.receipt import AnchorReceipt
-from anchoring.chain import AnchorInfo, AnchorKind, ChainReader
 from anchoring.verify_anchor import confirm_receipt
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
@@ -138,7 +138,7 @@ def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
 
         await wait_for(two_batches)
         job = (await gw._run(gw.journal.anchor_jobs, ["pending"]))[0]
-        tx = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.batch, job.count)  # takes the account's next nonce
+        tx = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.batch, job.count)  # the next nonce
         await gw._run(gw.journal.set_anchor_state, job.batch, "signed", tx.raw, tx.tx_hash)
         await gw.stop(drain_timeout=5)
         gw.journal.close()

@@ -14,7 +14,8 @@ ANCHORER = b"\xaa" * 20
 def receipt(gw: str, number: int, count: int, root: bytes, block: int, kind: AnchorKind = AnchorKind.BATCH,
             anchorer: bytes = ANCHORER, chain_id: int = 20200, contract: bytes = CONTRACT) -> AnchorReceipt:
     tx = bytes([kind, number % 256, number // 256 % 256]) + root[:29]
-    return AnchorReceipt(gw, kind, number, count, root, chain_id, contract, anchorer, tx, block, bytes([block % 256]) * 32)
+    return AnchorReceipt(gw, kind, number, count, root, chain_id, contract, anchorer, tx, block,
+                         bytes([block % 256]) * 32)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from anchoring.receipt import AnchorReceipt
 from anchoring.stream_verifier import Reason, StreamVerifier
 from anchoring.trust import TrustPolicy
 from edge import cbor
-from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
+from edge.manifest import GENESIS_PREV, SignedManifest, build_manifest, sign_manifest
 from edge.record import Record, encode_data_message
 from edge.sm2 import (
     GmsslSm2Signer,
@@ -24,6 +24,7 @@ from edge.sm2 import (
     generate_signer,
     load_public_key_pem,
 )
+from edge.sm3 import sm3
 from edge.topics import Topics
 from tests.unit.anchoring.fakes import FakeChain, receipt
 
@@ -59,6 +60,15 @@ class Stream:
     records: dict[int, bytes] = field(default_factory=dict)
     batches: list[bytes] = field(default_factory=list)
     receipts: list[bytes] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
+
+    def signed_head(self, signer: GmsslSm2Signer = SIGNER, issued: int = 1_700_000_100_000) -> bytes:
+        """The gateway's signed head naming the last batch of this stream."""
+        from edge.head import Head, sign_head
+
+        sm = SignedManifest.from_bytes(self.batches[-1])
+        m = sm.manifest
+        return bytes(sign_head(Head(m.gw, m.batch, m.last_seq, sm3(sm.manifest_bytes), issued), signer))
 
     @classmethod
     def honest(cls, n: int = 25, per_batch: int = 10, signer: GmsslSm2Signer = SIGNER) -> Stream:
@@ -79,6 +89,8 @@ class Stream:
             v.feed(T.batch, b)
         for r in self.receipts:
             v.feed(T.anchor, r)
+        for h in self.heads:
+            v.feed(T.head, h, True)
 
     def chain(self) -> FakeChain:
         """The chain as the honest gateway left it: every receipt's anchor is there."""
