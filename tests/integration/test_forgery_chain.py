@@ -24,7 +24,7 @@ from edge.sm2 import generate_signer
 from gateway.cli import main
 from tests.conftest import Ganache
 from tests.integration.chainkit import Alliance, anchor, anchor_stream, point
-from tests.unit.anchoring.test_stream_verifier import GW, SIGNER, T, Stream
+from tests.unit.anchoring.test_stream_verifier import GW, SIGNER, Stream, T
 
 
 def capture(path: Path, stream: Stream) -> Path:
