@@ -44,6 +44,9 @@ class PublishConfig:
     # Records that arrive within this window share one MQTT message (fewer, larger messages).
     linger_ms: int = 20
     max_records_per_message: int = 256
+    # The signed head (latest published batch) is re-signed with a fresh time this often even when no batch
+    # closes, so a platform can tell a live gateway with nothing new from a stale or withheld head.
+    head_interval_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,8 @@ class GatewayConfig:
             raise ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
         if not 1 <= self.publish.max_records_per_message <= 10_000 or self.publish.linger_ms < 0:
             raise ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
+        if not 1 <= self.publish.head_interval_s <= 86_400:
+            raise ConfigError("publish.head_interval_s must be 1..86400 seconds")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             raise ConfigError("mqtt.max_inflight must be 1..65535")
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:

@@ -298,6 +298,18 @@ class SqliteJournal:
         b, f, last, d = rows[0]
         return BatchRow(int(b), int(f), int(last), bytes(d))
 
+    def last_published_batch(self) -> BatchRow | None:
+        """The latest batch whose manifest the broker acknowledged: the most a signed head may name.
+
+        Walks the primary key down from the newest batch, so it reads only the unpublished tail.
+        """
+        rows = self._query("SELECT batch, first_seq, last_seq, digest FROM batches WHERE published = 1 "
+                           "ORDER BY batch DESC LIMIT 1")
+        if not rows:
+            return None
+        b, f, last, d = rows[0]
+        return BatchRow(int(b), int(f), int(last), bytes(d))
+
     def unbatched_range(self) -> tuple[int, int] | None:
         """First and last committed seq not yet covered by a batch."""
         last = self.last_batch()

@@ -17,6 +17,7 @@ class Metrics:
     publish_failures: int = 0
     batches: int = 0
     batches_published: int = 0
+    heads_published: int = 0  # signed heads the broker acknowledged
     anchors_submitted: int = 0
     anchors_included: int = 0
     anchors_final: int = 0

@@ -7,6 +7,7 @@ does it; a crash at any point leaves work that the same loops pick up after rest
 
     submit(frame) ─► ingest: decode, assign seq, journal.append (durable) ─► publish: data/{dev}
                                                   └─► batcher: Merkle root, SM2 sign ─► publish: batch
+                                                                   ├─► on its ack: signed head ─► publish: head
                                                                    └─► anchorer: chain tx ─► publish: anchor
 """
 
@@ -31,6 +32,7 @@ from edge.errors import EdgeError, MalformedFrame, UnknownCharacteristic
 from edge.frame import Frame
 from edge.gatt import decode
 from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
+from edge.head import NO_MANIFEST, Head, sign_head
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import SALT_BYTES, encode_data_message, encode_record
 from edge.rollup import Rollup
@@ -53,6 +55,7 @@ UNDELIVERED_FETCH = 5_000
 FRESH_MAX = 20_000  # just-journaled records kept for the publisher (about 4 MB)
 ANCHOR_RETRY_S = 2.0
 CLOCK_JUMP_MS = 2_000  # NTP slews far less than this; a step this large is a jump worth flagging
+HEAD_MIN_SPACING_S = 1.0  # batches can close several times a second: one head signature per second is enough
 
 
 class BleSource(Protocol):
@@ -133,6 +136,9 @@ class Gateway:
         self._wake_publish = asyncio.Event()
         self._wake_batch = asyncio.Event()
         self._wake_anchor = asyncio.Event()
+        self._wake_head = asyncio.Event()  # a batch's publication was recorded: the head can move on
+        self._head_lock = asyncio.Lock()  # heads go out in the order their journal reads were made
+        self._head_sent = 0.0  # monotonic time of the last head sent
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = 0
         self._fresh: list[tuple[int, str, bytes]] = []  # journaled, not yet published: see _keep_fresh
@@ -157,7 +163,7 @@ class Gateway:
     async def start(self) -> None:
         self.publisher.on_connect = self._on_connect
         await self.publisher.start()
-        loops = [self._ingest_loop, self._publish_loop, self._ack_loop, self._batch_loop]
+        loops = [self._ingest_loop, self._publish_loop, self._ack_loop, self._batch_loop, self._head_loop]
         if self.targets:
             loops.append(self._anchor_loop)
         self._tasks = [asyncio.create_task(f(), name=f.__name__) for f in loops]
@@ -233,6 +239,7 @@ class Gateway:
         await self._flush_acks()
         with contextlib.suppress(Exception):
             if self.publisher.connected:
+                await asyncio.wait_for(await self._publish_head(), 5)  # naming the batch drain just closed
                 fut = await self.publisher.publish(self.topics.status, self._status_payload("offline"), 1, True)
                 await asyncio.wait_for(fut, 5)
         for t in self._tasks:
@@ -383,7 +390,7 @@ class Gateway:
         return cbor.dumps({"state": state, "t": wall_ms(), "gw": self.cfg.gateway_id})
 
     async def _on_connect(self) -> None:
-        """Birth on every (re)connect: retained key and status, then re-send from the journal."""
+        """Birth on every (re)connect: retained key, status and head, then re-send from the journal."""
         self._generation += 1
         self._cursor = 0
         self._fresh.clear()  # everything undelivered is re-read from the journal
@@ -394,6 +401,12 @@ class Gateway:
         key = cbor.dumps({"key_id": self.signer.key_id, "pem": self.signer.public_key_pem()})
         await self.publisher.publish(self.topics.key, key, 1, True)
         await self.publisher.publish(self.topics.status, self._status_payload("online"), 1, True)
+        try:
+            await self._publish_head()
+        except JournalError as exc:
+            self.metrics.journal_errors += 1
+            log.error("could not read the latest batch for the head: %s (retrying)", exc)
+            self._wake_head.set()
         self._wake_publish.set()
 
     async def _publish_loop(self) -> None:
@@ -492,8 +505,56 @@ class Gateway:
                 self._inflight_batches.discard(batch)
                 return
             self.metrics.batches_published += 1
-            self._spawn(self._run(self.journal.mark_batch_published, batch))
+            self._spawn(self._batch_published(batch))
         return done
+
+    async def _batch_published(self, batch: int) -> None:
+        """Record the ack, and only then let the head name the batch (so no head outruns the journal)."""
+        await self._run(self.journal.mark_batch_published, batch)
+        self._wake_head.set()
+
+    # ---------------------------------------------------------------- signed head
+    async def _publish_head(self) -> asyncio.Future[None]:
+        """Sign and publish, retained, a head naming the latest batch whose manifest the broker acknowledged.
+
+        The journal is read under the lock, so heads leave in the order of their reads and a later head
+        never names an older batch than an earlier one (after a restart too: acks are recorded first).
+        """
+        async with self._head_lock:
+            row = await self._run(self.journal.last_published_batch)
+            gw = self.cfg.gateway_id
+            head = (Head(gw, 0, 0, NO_MANIFEST, wall_ms()) if row is None
+                    else Head(gw, row.batch, row.last_seq, row.digest, wall_ms()))
+            signed = await asyncio.get_running_loop().run_in_executor(None, sign_head, head, self.signer)
+            fut = await self.publisher.publish(self.topics.head, bytes(signed), 1, True)
+            self._head_sent = monotonic()
+        fut.add_done_callback(self._on_head_ack)
+        return fut
+
+    def _on_head_ack(self, f: asyncio.Future[None]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            self.metrics.heads_published += 1
+
+    async def _head_loop(self) -> None:
+        """Move the head on once a batch's publication is recorded, and re-sign it every
+        ``publish.head_interval_s`` even when nothing closes, so its ``issued`` time shows it is current."""
+        interval = self.cfg.publish.head_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_head.wait(), max(0.0, self._head_sent + interval - monotonic()))
+            await asyncio.sleep(max(0.0, self._head_sent + HEAD_MIN_SPACING_S - monotonic()))
+            self._wake_head.clear()
+            if not self.publisher.connected:
+                await self.publisher.wait_connected(None)  # the birth on connect sends a fresh head
+                continue
+            try:
+                await self._publish_head()
+            except PublishError as exc:
+                log.debug("head not sent: %s", exc)
+            except JournalError as exc:
+                self.metrics.journal_errors += 1
+                log.error("could not read the latest batch for the head: %s", exc)
+                await asyncio.sleep(1.0)
 
     def _on_receipt_ack(self, batch: int) -> Callable[[asyncio.Future[None]], None]:
         def done(f: asyncio.Future[None]) -> None:

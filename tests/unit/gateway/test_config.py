@@ -34,6 +34,10 @@ def test_example_config_parses() -> None:
     ({"nonsense": {}}, "unknown section"),
     ({"gateway": {"region": "beijing"}}, "23 regional sub-chains"),
     ({"chain": {"confirmations": -1}}, "confirmations"),
+    ({"publish": {"head_interval_s": 0}}, "head_interval_s must be 1..86400"),
+    ({"publish": {"head_interval_s": 86_401}}, "head_interval_s must be 1..86400"),
+    ({"publish": {"head_interval_s": float("nan")}}, "head_interval_s must be 1..86400"),
+    ({"publish": {"head_interval_s": "60"}}, "must be a number"),
     ({"chain": {"kind": "fisco2", "url": "http://n:8545"}}, "needs chain.contract"),
     ({"ble": {"allow": "AA:BB"}}, "list of strings"),
     ({"ble": {"allow": ["AA:BB"]}}, "neither a Bluetooth address"),
@@ -96,7 +100,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 _KEYS = st.sampled_from(["id", "region", "state_dir", "source", "url", "kind", "allow", "max_records", "max_age_s",
                          "confirmations", "target", "period_s", "protocol", "linger_ms", "adapter", "contract",
-                         "devices", "interval_s", "bogus"])
+                         "devices", "interval_s", "head_interval_s", "bogus"])
 _VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True)
                        | st.text(max_size=30), lambda inner: st.lists(inner, max_size=4)
                        | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=12)
