@@ -28,3 +28,12 @@ class ReceiptError(AnchoringError, ValueError):
 
 class CaptureError(AnchoringError, ValueError):
     """A capture file is truncated or corrupt."""
+
+
+class MalformedReply(AnchoringError, ValueError):
+    """A chain node answered with something its protocol does not define (bad JSON, hex, types, ABI data, or a
+    registry the verifier refuses to read in full): the node is broken or hostile, and nothing in it is used."""
+
+
+class MalformedTransaction(TransactionFailed, ValueError):
+    """A transaction's bytes break the chain's encoding rules (or a signer produced values that would)."""
