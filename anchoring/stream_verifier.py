@@ -12,10 +12,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
-
-from edge.head import SignedHead
 
 from anchoring.chain import AnchorInfo, AnchorKind
 from anchoring.errors import AnchoringError, ReceiptError
@@ -24,6 +23,7 @@ from anchoring.trust import KeySource, TrustPolicy
 from anchoring.verify_anchor import AnchorChecker
 from edge import cbor
 from edge.errors import CodecError, EdgeError
+from edge.head import SignedHead
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest
 from edge.merkle import merkle_root
 from edge.record import Record, decode_data_message
@@ -158,7 +158,7 @@ class VerificationReport:
             for target, (n, covered) in sorted(g.rollups.items()):
                 how = "NOT checked on that chain" if target in g.rollups_unchecked else "checked on that chain"
                 lines.append(f"  roll-ups  {n} on {target}, covering {covered} batches ({how})")
-            head = "none received" if g.head is None else f"batch {g.head[0]}, signed at {g.head[1]} ms"
+            head = "none received" if g.head is None else f"batch {g.head[0]}, signed {_utc(g.head[1])}"
             if g.chain_latest is not None:
                 head += f"; the chain's latest anchored batch is {g.chain_latest}"
             lines.append(f"  head      {head}")
@@ -197,6 +197,14 @@ class VerificationReport:
                 "problems": [_problem_json(p) for p in g.problems]} for gw, g in self.gateways.items()},
             "stray": [_problem_json(p) for p in self.stray],
         }
+
+
+def _utc(ms: int) -> str:
+    """A head's wall time for people (it is the gateway's claim, shown as it said it)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"at {ms} ms"
 
 
 def _problem_json(p: Problem) -> dict[str, Any]:

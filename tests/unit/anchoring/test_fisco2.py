@@ -786,3 +786,37 @@ def test_an_http_error_status_is_unavailable() -> None:
             Fisco2ChainClient(f"http://127.0.0.1:{server.server_address[1]}", our_signer(), CONTRACT).block_number()
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+def test_tiyi_chain_show_reads_a_fisco2_registry(node: ReplayNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tiyi chain show --rpc fisco2+URL`: the platform's and operator's tools speak FISCO 2.x too."""
+    from gateway.cli import main
+
+    node.calls[GATEWAY_INFO] = "call gatewayInfo rotated and revoked"
+    node.calls[gateway_key(0)] = "call gatewayKey 0"
+    node.calls[gateway_key(1)] = "call gatewayKey 1"
+    assert main(["chain", "show", "--rpc", "fisco2+" + node.url, "--contract", "0x" + CONTRACT.hex(),
+                 "--gateway", GW]) == 0
+    out = capsys.readouterr().out
+    assert "REVOKED in block 420" in out and f"anchoring account 0x{THEIRS.hex()}" in out
+    assert "valid from block 250 until block 420" in out
+
+
+def test_tiyi_verify_reads_the_registry_over_fisco2(node: ReplayNode, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`tiyi verify --registry … --rpc fisco2+URL` asks the FISCO node for keys (here: an unregistered gateway,
+    so a stream signed by anyone is untrusted, exit 1)."""
+    from anchoring.capture import write_capture_item
+    from gateway.cli import main
+    from tests.unit.anchoring.test_stream_verifier import Stream, T
+
+    node.calls[data("gatewayInfo(string)", word(0x20), tail(b"gw-test"))] = "call gatewayInfo unregistered"
+    s = Stream.honest()
+    path = tmp_path / "c.cbor"
+    with path.open("wb") as fh:
+        for b in s.batches:
+            write_capture_item(fh, T.batch, b, False, 0)
+    assert main(["verify", "--capture", str(path), "--rpc", "fisco2+" + node.url, "--registry",
+                 "0x" + CONTRACT.hex()]) == 1
+    assert "is not in the on-chain registry" in capsys.readouterr().out
