@@ -7,13 +7,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from anchoring.chain import ADDRESS_SIZE
 from anchoring.errors import AnchoringError
 from edge.errors import KeyFormatError
 from edge.sm2 import load_public_key_pem
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import chain_account_key
+from gateway.verify_cmd import address_arg
 
 
 def _point(path: Path) -> bytes:
@@ -26,19 +26,9 @@ def _point(path: Path) -> bytes:
     return v.public_key.point[1:]
 
 
-def _address(text: str, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raw = b""
-    if len(raw) != ADDRESS_SIZE:
-        raise ConfigError(f"{what} {text!r}: expected an account address (0x + 40 hex digits)")
-    return raw
-
-
 def _client(args: argparse.Namespace) -> Any:
     """A registry client for ``--rpc``: EVM JSON-RPC, or FISCO BCOS 2.x native RPC for ``fisco2+http(s)://``."""
-    contract = _address(args.contract, "--contract")
+    contract = address_arg(args.contract, "--contract")
     if args.rpc.startswith("fisco2+"):
         from anchoring.fisco2 import Fisco2ChainClient
         from gateway.keys import generate_keypair, load_signer
@@ -85,15 +75,15 @@ def registry_main(args: argparse.Namespace) -> int:
         if cmd == "show":
             return _show(client, args.gateway)
         if cmd == "approve-operator":
-            rec = client.approve_operator(_address(args.account, "--account"))
+            rec = client.approve_operator(address_arg(args.account, "--account"))
         elif cmd == "revoke-operator":
-            rec = client.revoke_operator(_address(args.account, "--account"))
+            rec = client.revoke_operator(address_arg(args.account, "--account"))
         elif cmd == "transfer-admin":
-            rec = client.transfer_admin(_address(args.account, "--account"))
+            rec = client.transfer_admin(address_arg(args.account, "--account"))
         elif cmd == "register":
-            rec = client.register_gateway(args.gateway, _point(args.pub), _address(args.anchorer, "--anchorer"))
+            rec = client.register_gateway(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
         elif cmd == "rotate":
-            rec = client.rotate_gateway_key(args.gateway, _point(args.pub), _address(args.anchorer, "--anchorer"))
+            rec = client.rotate_gateway_key(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
         else:
             rec = client.revoke_gateway(args.gateway)
     except AnchoringError as exc:

@@ -62,7 +62,8 @@ def point_verifier(point: bytes) -> Verifier:
     return GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + point))
 
 
-def _address(text: str, what: str) -> bytes:
+def address_arg(text: str, what: str) -> bytes:
+    """An account or contract address given on the command line (0x + 40 hex digits)."""
     try:
         raw = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
@@ -74,7 +75,7 @@ def _address(text: str, what: str) -> bytes:
 
 def open_reader(url: str, contract: str, what: str) -> ChainReader:
     """A read-only client for the chain at ``url`` (``fisco2+http://…`` for FISCO BCOS 2.x native RPC, group 1)."""
-    address = _address(contract, f"{what} contract")
+    address = address_arg(contract, f"{what} contract")
     if url.startswith("fisco2+"):
         from anchoring.fisco2 import Fisco2ChainClient
 
@@ -134,7 +135,7 @@ def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> Trust
                               "anchored in")
         reader = chain.client if isinstance(chain, ChainAnchorChecker) else None
         assert reader is not None
-        operator = None if args.operator is None else _address(args.operator, "--operator")
+        operator = None if args.operator is None else address_arg(args.operator, "--operator")
         return TrustPolicy(registry=reader.gateway, point_verifier=point_verifier, operator=operator)
     if args.tofu:
         return TrustPolicy(tofu=load_public_key_pem)
