@@ -61,7 +61,7 @@ from anchoring.errors import (
     TransactionFailed,
 )
 from edge.errors import SignatureError
-from edge.sm2 import GmsslSm2Signer, N, decode_signature, generate_signer
+from edge.sm2 import N, Sm2Signer, decode_signature, generate_signer
 from edge.sm3 import sm3
 
 BLOCK_LIMIT_AHEAD = 500  # within the node's window of 1000, with room for a slow submission
@@ -152,7 +152,7 @@ class GmTransaction:
     def signing_hash(self) -> bytes:
         return sm3(rlp.encode(self.fields()))
 
-    def sign(self, signer: GmsslSm2Signer) -> SignedTx:
+    def sign(self, signer: Sm2Signer) -> SignedTx:
         """RLP of the ten fields plus v = public key (64 bytes), r and s as minimal integers; hash = SM3 of all."""
         point = signer.public_key.point
         if len(point) != 1 + SM2_POINT_SIZE or point[0] != 0x04:
@@ -296,7 +296,7 @@ def _parse_log(entry: Any) -> _Log:
 class Fisco2ChainClient:
     """``ChainClient`` over the FISCO BCOS 2.x JSON-RPC (port 8545 by default), for 国密 groups."""
 
-    def __init__(self, url: str, signer: GmsslSm2Signer, contract: bytes, group_id: int = 1, chain_id: int = 1,
+    def __init__(self, url: str, signer: Sm2Signer, contract: bytes, group_id: int = 1, chain_id: int = 1,
                  *, receipt_wait_s: float = RECEIPT_WAIT_S, sleep: Callable[[float], None] = time.sleep) -> None:
         if not url.startswith(("http://", "https://")):
             raise TransactionFailed(f"FISCO RPC URL must be http(s)://, got {url!r}")

@@ -31,3 +31,7 @@ class KeyFormatError(EdgeError, ValueError):
 
 class SignatureError(EdgeError, ValueError):
     """Signing failed or a signature is structurally invalid."""
+
+
+class BackendUnavailable(EdgeError, RuntimeError):
+    """A cryptographic backend cannot be used here: its library is missing or it failed its self-test."""

@@ -13,25 +13,27 @@ does everything else itself:
   checks ranges and encodings first and never raises (gmssl accepts ``(r, s + n)`` and raises on junk);
 * keys are read and written as PKCS#8 / SubjectPublicKeyInfo PEM, byte-identical to OpenSSL 3.
 
-Limitation: gmssl's scalar multiplication is plain Python double-and-add, not constant time. That is
-acceptable for a gateway signing a few manifests a minute on its own hardware; it would not be for a
-signing service an attacker can time at will.
+Limitation: gmssl's scalar multiplication is plain Python double-and-add, not constant time, so its
+signing time reveals the nonce's bit length. It is therefore the fallback: :func:`make_signer` and
+:func:`make_verifier` pick OpenSSL's libcrypto (:mod:`edge.sm2_libcrypto`) when it loads and passes
+:func:`self_test`, and this module otherwise.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol, cast
 
 from gmssl.sm2 import CryptSM2, default_ecc_table
 
-from edge.errors import KeyFormatError, SignatureError
-from edge.signing import DEFAULT_SM2_ID, key_id_for
+from edge.errors import BackendUnavailable, KeyFormatError, SignatureError
+from edge.signing import DEFAULT_SM2_ID, Signer, Verifier, key_id_for
 from edge.sm3 import sm3
 
 # ---------------------------------------------------------------------------------------- curve
@@ -577,16 +579,129 @@ class GmsslSm2Signer(GmsslSm2Verifier):
         return encode_signature(r, s)
 
 
+# ----------------------------------------------------------------------------- backend choice
+class Sm2Verifier(Verifier, Protocol):
+    """A :class:`Verifier` that is known to be SM2: its key and user ID are available."""
+
+    @property
+    def public_key(self) -> Sm2PublicKey: ...
+
+    @property
+    def user_id(self) -> bytes: ...
+
+
+class Sm2Signer(Sm2Verifier, Signer, Protocol):
+    """A :class:`Signer` that is known to be SM2 (a FISCO transaction carries its public point)."""
+
+    @property
+    def private_key(self) -> Sm2PrivateKey: ...
+
+    def private_key_pem(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sm2Backend:
+    """One SM2 implementation: how to build its signer and verifier; ``note`` says why it was chosen."""
+
+    name: str
+    signer: Callable[[Sm2PrivateKey, bytes], Sm2Signer]
+    verifier: Callable[[Sm2PublicKey, bytes], Sm2Verifier]
+    note: str = ""
+
+
+GMSSL_BACKEND: Final = Sm2Backend("gmssl", GmsslSm2Signer, GmsslSm2Verifier, "pure Python, not constant time")
+
+# GM/T 0003.5 example (sm2p256v1, default ID): the self-test's independent reference.
+_KAT_D: Final = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8
+_KAT_R: Final = 0xF5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3
+_KAT_S: Final = 0xB1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA
+_KAT_MSG: Final = b"message digest"
+
+
+def self_test(backend: Sm2Backend) -> None:
+    """Refuse a backend that disagrees with GB/T 32918.5 or with gmssl before it signs anything real.
+
+    It must accept the standard's signature and refuse it for another message or user ID, and its own
+    signatures must verify under gmssl with a fresh nonce each time. BackendUnavailable names what failed.
+    """
+    msg = b"tiyi-edge SM2 self-test"
+    try:
+        key = Sm2PrivateKey(_KAT_D)
+        kat = encode_signature(_KAT_R, _KAT_S)
+        verifier = backend.verifier(key.public_key, DEFAULT_SM2_ID)
+        signer = backend.signer(key, DEFAULT_SM2_ID)
+        first, second = signer.sign(msg), signer.sign(msg)
+        reference = GmsslSm2Verifier(key.public_key)
+        checks = {
+            "accept the GM/T 0003.5 signature": verifier.verify(_KAT_MSG, kat) is True,
+            "refuse it for another message": verifier.verify(_KAT_MSG + b"!", kat) is False,
+            "refuse it under the empty user ID": backend.verifier(key.public_key, b"").verify(_KAT_MSG, kat) is False,
+            "sign what gmssl verifies": reference.verify(msg, first) and reference.verify(msg, second),
+            "verify its own signature": signer.verify(msg, first) is True,
+            "draw a fresh nonce per signature": decode_signature(first)[0] != decode_signature(second)[0],
+        }
+    except Exception as exc:
+        raise BackendUnavailable(f"SM2 backend {backend.name} failed its self-test: {exc}") from exc
+    failed = [what for what, ok in checks.items() if not ok]
+    if failed:
+        raise BackendUnavailable(f"SM2 backend {backend.name} failed its self-test: did not {'; '.join(failed)}")
+
+
+def libcrypto_backend() -> Sm2Backend:
+    """OpenSSL's SM2 through the system libcrypto, loaded and self-tested; BackendUnavailable otherwise."""
+    from edge.sm2_libcrypto import LibcryptoSm2Signer, LibcryptoSm2Verifier, load_libcrypto
+
+    lib = load_libcrypto()
+
+    def signer(key: Sm2PrivateKey, user_id: bytes) -> Sm2Signer:
+        return LibcryptoSm2Signer(key, user_id, lib=lib)
+
+    def verifier(key: Sm2PublicKey, user_id: bytes) -> Sm2Verifier:
+        return LibcryptoSm2Verifier(key, user_id, lib=lib)
+
+    backend = Sm2Backend("libcrypto", signer, verifier, f"{lib.version} ({lib.name})")
+    self_test(backend)
+    return backend
+
+
+def choose_backend(preferred: Callable[[], Sm2Backend] = libcrypto_backend) -> Sm2Backend:
+    """``preferred()`` when it loads and passes its self-test, else gmssl with the reason in ``note``."""
+    try:
+        return preferred()
+    except BackendUnavailable as exc:
+        return replace(GMSSL_BACKEND, note=f"fallback, {GMSSL_BACKEND.note}: {exc}")
+
+
+@functools.cache
+def default_backend() -> Sm2Backend:
+    """The backend :func:`make_signer`/:func:`make_verifier` use, chosen once per process at first use."""
+    return choose_backend()
+
+
+def make_signer(private_key: Sm2PrivateKey, user_id: bytes = DEFAULT_SM2_ID, *,
+                backend: Sm2Backend | None = None) -> Sm2Signer:
+    """The one place signers are built: ``backend`` (tests force one), else :func:`default_backend`."""
+    return (backend or default_backend()).signer(private_key, user_id)
+
+
+def make_verifier(public_key: Sm2PublicKey, user_id: bytes = DEFAULT_SM2_ID, *,
+                  backend: Sm2Backend | None = None) -> Sm2Verifier:
+    """The one place verifiers are built: ``backend`` (tests force one), else :func:`default_backend`."""
+    return (backend or default_backend()).verifier(public_key, user_id)
+
+
 # ------------------------------------------------------------------------------- convenience
-def generate_signer(user_id: bytes = DEFAULT_SM2_ID) -> GmsslSm2Signer:
-    return GmsslSm2Signer(generate_private_key(), user_id)
+def generate_signer(user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | None = None) -> Sm2Signer:
+    return make_signer(generate_private_key(), user_id, backend=backend)
 
 
-def load_private_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID) -> GmsslSm2Signer:
+def load_private_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *,
+                         backend: Sm2Backend | None = None) -> Sm2Signer:
     """A signer from PEM (ours or OpenSSL's); KeyFormatError for anything else."""
-    return GmsslSm2Signer(Sm2PrivateKey.from_pem(text), user_id)
+    return make_signer(Sm2PrivateKey.from_pem(text), user_id, backend=backend)
 
 
-def load_public_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID) -> GmsslSm2Verifier:
+def load_public_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *,
+                        backend: Sm2Backend | None = None) -> Sm2Verifier:
     """A verifier from ``PUBLIC KEY`` PEM; KeyFormatError for anything else (input may be untrusted)."""
-    return GmsslSm2Verifier(Sm2PublicKey.from_pem(text), user_id)
+    return make_verifier(Sm2PublicKey.from_pem(text), user_id, backend=backend)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge.errors import KeyFormatError
 from edge.signing import DEFAULT_SM2_ID
-from edge.sm2 import GmsslSm2Signer, Sm2PrivateKey, generate_private_key
+from edge.sm2 import Sm2PrivateKey, Sm2Signer, generate_private_key, make_signer
 from gateway.errors import GatewayError
 
 PRIVATE_NAME = "gateway.key"
@@ -122,8 +122,9 @@ def generate_keypair(directory: Path, force: bool = False) -> tuple[Path, Path]:
     return priv, pub
 
 
-def load_signer(path: Path, user_id: bytes = DEFAULT_SM2_ID) -> GmsslSm2Signer:
-    """Load the private key as a signer, refusing a file that group or others can access."""
+def load_signer(path: Path, user_id: bytes = DEFAULT_SM2_ID) -> Sm2Signer:
+    """Load the private key as a signer (libcrypto backend where it works, see :func:`edge.sm2.make_signer`),
+    refusing a file that group or others can access."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not hang us
@@ -150,6 +151,6 @@ def load_signer(path: Path, user_id: bytes = DEFAULT_SM2_ID) -> GmsslSm2Signer:
     if len(data) > _MAX_KEY_FILE:
         raise KeyFileError(f"{path} is too large to be an SM2 key")
     try:
-        return GmsslSm2Signer(Sm2PrivateKey.from_pem(data), user_id)
+        return make_signer(Sm2PrivateKey.from_pem(data), user_id)
     except KeyFormatError as exc:
         raise KeyFileError(f"{path}: {exc}") from exc

@@ -136,8 +136,20 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
         raise GatewayError(f"no signing key at {cfg.signing_key_path}: run `tiyi keys generate --dir "
                            f"{cfg.signing_key_path.parent}`")
     signer = load_signer(cfg.signing_key_path)
+    _log_sm2_backend()
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
     return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains), journal)
+
+
+def _log_sm2_backend() -> None:
+    """Say which SM2 implementation signs; the gmssl fallback leaks nonce lengths through timing."""
+    from edge.sm2 import default_backend
+
+    sm2 = default_backend()
+    if sm2.name == "libcrypto":
+        log.info("SM2 signing through %s", sm2.note)
+    else:
+        log.warning("SM2 signing through %s (%s)", sm2.name, sm2.note)
 
 
 def make_source(cfg: GatewayConfig) -> BleSource:

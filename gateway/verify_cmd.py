@@ -57,9 +57,9 @@ def pinned_keys(specs: list[str]) -> tuple[dict[str, list[Verifier]], list[Verif
 
 def point_verifier(point: bytes) -> Verifier:
     """A verifier for a registry key (64 bytes X‖Y)."""
-    from edge.sm2 import GmsslSm2Verifier, Sm2PublicKey
+    from edge.sm2 import Sm2PublicKey, make_verifier
 
-    return GmsslSm2Verifier(Sm2PublicKey.from_point(b"\x04" + point))
+    return make_verifier(Sm2PublicKey.from_point(b"\x04" + point))
 
 
 def address_arg(text: str, what: str) -> bytes:
