@@ -42,6 +42,9 @@ _MIN_VERSION: Final = 0x3000_0000  # EVP_PKEY_is_a, EVP_PKEY_CTX_new_from_pkey, 
 _SIGNATURE_BUFFER: Final = 80  # DER SEQUENCE{r, s} of two 256-bit integers is at most 72 bytes
 _MAX_KEY_DER: Final = 1024  # our PKCS#8 is 138 bytes, SPKI 91; nothing near this size is an SM2 key
 _ERROR_TEXT: Final = 256
+# OpenSSL refuses IDs of 8191 bytes and more (ENTL would reach 2^16 - 8); edge.sm2 allows 8191. Real IDs are
+# 16 bytes; refusing at construction beats a signer whose every signature fails.
+MAX_ID_BYTES: Final = 8190
 
 # name: (restype, argtypes). Pointers are c_void_p both ways so ctypes never narrows them.
 _PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
@@ -123,6 +126,15 @@ class Libcrypto:
 
     def __repr__(self) -> str:
         return f"Libcrypto({self.name!r}, {self.version!r})"
+
+    def __copy__(self) -> Libcrypto:  # one loaded library per process; copies of signers share it
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Libcrypto:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a loaded libcrypto cannot be pickled")
 
     # ------------------------------------------------------------------------------ errors
     def _drain_errors(self, what: str) -> str:
@@ -256,6 +268,8 @@ class LibcryptoSm2Verifier:
         if not isinstance(lib, Libcrypto):
             raise TypeError("lib must be a Libcrypto")
         self._user_id = _check_user_id(user_id)
+        if len(self._user_id) > MAX_ID_BYTES:
+            raise ValueError(f"OpenSSL's SM2 takes user IDs of at most {MAX_ID_BYTES} bytes")
         self._public_key = public_key
         self._key_id = public_key.key_id
         self._pem = public_key.pem()

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from edge.sm2 import Sm2PrivateKey, load_public_key_pem
+from edge.sm2 import Sm2PrivateKey, default_backend, load_public_key_pem
+from edge.sm2_libcrypto import LibcryptoSm2Signer
 from gateway.errors import GatewayError
 from gateway.keys import KeyFileError, generate_keypair, load_signer
 
@@ -48,6 +49,13 @@ def test_loaded_signer_signs_verifiably(tmp_path: Path) -> None:
     assert not verifier.verify(b"manifest!", sig)
     assert priv.read_text(encoding="ascii").startswith("-----BEGIN PRIVATE KEY-----\n")
     assert pub.read_text(encoding="ascii").startswith("-----BEGIN PUBLIC KEY-----\n")
+
+
+def test_the_gateway_signs_through_libcrypto_where_it_is_available(tmp_path: Path) -> None:
+    """Debian 12 / Raspberry Pi OS Bookworm ship libcrypto.so.3 with SM2, and so does this machine."""
+    priv, _ = generate_keypair(tmp_path / "keys")
+    assert default_backend().name == "libcrypto", default_backend().note
+    assert type(load_signer(priv)) is LibcryptoSm2Signer
 
 
 def test_private_key_is_never_created_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
