@@ -22,4 +22,5 @@ def test_artifact_matches_a_fresh_compile() -> None:
     art = json.loads(committed)
     assert art["evmVersion"] == "london"
     names = {x.get("name") for x in art["abi"]}
-    assert {"anchor", "anchoredAt", "anchorInfo", "Anchored"} <= names
+    assert {"anchor", "anchoredAt", "latestAnchored", "Anchored", "approveOperator", "registerGateway",
+            "gatewayKey"} <= names
