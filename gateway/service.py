@@ -403,9 +403,9 @@ class Gateway:
         await self.publisher.publish(self.topics.status, self._status_payload("online"), 1, True)
         try:
             await self._publish_head()
-        except JournalError as exc:
-            self.metrics.journal_errors += 1
-            log.error("could not read the latest batch for the head: %s (retrying)", exc)
+        except (JournalError, EdgeError) as exc:  # the rest of the birth (re-sending) must still happen
+            self.metrics.journal_errors += isinstance(exc, JournalError)
+            log.error("could not make the signed head: %s (retrying)", exc)
             self._wake_head.set()
         self._wake_publish.set()
 
@@ -551,9 +551,9 @@ class Gateway:
                 await self._publish_head()
             except PublishError as exc:
                 log.debug("head not sent: %s", exc)
-            except JournalError as exc:
-                self.metrics.journal_errors += 1
-                log.error("could not read the latest batch for the head: %s", exc)
+            except (JournalError, EdgeError) as exc:
+                self.metrics.journal_errors += isinstance(exc, JournalError)
+                log.error("could not make the signed head: %s", exc)
                 await asyncio.sleep(1.0)
 
     def _on_receipt_ack(self, batch: int) -> Callable[[asyncio.Future[None]], None]:

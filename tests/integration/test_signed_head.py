@@ -28,10 +28,11 @@ from tests.conftest import Mosquitto
 HR = 0x2A37
 
 
-def config(tmp_path: Path, url: str, max_records: int) -> GatewayConfig:
+def config(tmp_path: Path, url: str, max_records: int, head_interval_s: float = 1.0) -> GatewayConfig:
     return GatewayConfig(gateway_id="gw-head", region="foshan", state_dir=tmp_path, mqtt=MqttConfig(url=url),
                          batch=BatchConfig(max_records=max_records, max_age_s=0.5),
-                         publish=PublishConfig(head_interval_s=1.0), chain=ChainConfig(kind="none")).validated()
+                         publish=PublishConfig(head_interval_s=head_interval_s),
+                         chain=ChainConfig(kind="none")).validated()
 
 
 class Inbox:
@@ -47,8 +48,9 @@ class Inbox:
             self.messages.append(m)
             self._new.set()
 
-    async def wait(self, match: Callable[[Message], bool], timeout: float = 15) -> Message:
-        seen = 0
+    async def wait(self, match: Callable[[Message], bool], timeout: float = 15, after: int = 0) -> Message:
+        """The first message from index ``after`` on that ``match`` accepts (waiting for it to arrive)."""
+        seen = after
 
         async def run() -> Message:
             nonlocal seen
@@ -156,6 +158,33 @@ def test_head_names_the_last_published_batch_is_retained_refreshed_and_survives_
                 if m.topic == topics.head and m.payload and (n := head_of(m).batch):
                     assert any(SignedManifest.from_bytes(b.payload).manifest.batch == n
                                for b in inbox.messages[:i] if b.topic == topics.batch)
+            inbox.close()
+
+    asyncio.run(main())
+
+
+def test_the_birth_on_reconnect_restores_a_head_the_broker_lost(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "keys")
+    cfg = config(tmp_path, mosquitto.url, max_records=3, head_interval_s=3600)  # no refresh: only births
+    topics = Topics(cfg.region, cfg.gateway_id)
+
+    async def main() -> None:
+        async with PahoSubscriber(BrokerSettings.from_url(mosquitto.url, client_id="platform"), topics.head) as sub:
+            inbox = Inbox(sub)
+            parts = assemble(cfg, None)
+            await parts.gateway.start()
+            await feed(parts, 3)
+            await inbox.wait(lambda m: head_of(m).batch == 1)
+            before = len(inbox.messages)
+            mosquitto.stop()
+            mosquitto.start()  # without persistence: every retained message is gone
+            # No batch closes and the refresh is an hour away: only the birth can bring a head back.
+            back = await inbox.wait(lambda m: True, after=before)
+            assert head_of(back).batch == 1
+            late = await retained_head(mosquitto.url, topics)
+            assert late.retain and (head_of(late).batch, head_of(late).last_seq) == (1, 3)
+            await parts.gateway.stop(drain_timeout=5)
+            parts.journal.close()
             inbox.close()
 
     asyncio.run(main())

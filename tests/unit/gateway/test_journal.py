@@ -90,6 +90,27 @@ def test_batches_must_chain(journal: SqliteJournal) -> None:
     assert last is not None and (last.batch, last.last_seq, last.digest) == (2, 10, m2.digest)
 
 
+def test_the_head_names_only_batches_whose_publication_was_recorded(tmp_path: Path) -> None:
+    journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    journal.append([rec(i) for i in range(1, 10)])
+    assert journal.last_published_batch() is None
+    m1, s1 = _batch(journal, 1, 1, 3, GENESIS_PREV)
+    journal.add_batch(m1, s1)
+    m2, s2 = _batch(journal, 2, 4, 6, m1.digest)
+    journal.add_batch(m2, s2)
+    assert journal.last_published_batch() is None  # closed and signed, but no broker has acknowledged them
+    journal.mark_batch_published(1)
+    row = journal.last_published_batch()
+    assert row is not None and (row.batch, row.last_seq, row.digest) == (1, 3, m1.digest)
+    m3, s3 = _batch(journal, 3, 7, 9, m2.digest)
+    journal.add_batch(m3, s3)
+    journal.mark_batch_published(2)
+    journal.close()
+    again = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")  # what a restarted gateway starts from
+    row = again.last_published_batch()
+    assert row is not None and (row.batch, row.last_seq, row.digest) == (2, 6, m2.digest)
+
+
 def test_anchor_queue_lifecycle(journal: SqliteJournal) -> None:
     journal.append([rec(i) for i in range(1, 4)])
     m, s = _batch(journal, 1, 1, 3, GENESIS_PREV)
