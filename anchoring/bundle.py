@@ -191,8 +191,8 @@ def _check_anchor(anchor: Any, gw: str, batch: int, count: int, root: bytes, cha
     if isinstance(got, str):
         steps.append(("on chain", False, got))
         return None
-    steps.append(("on chain", same, f"{chain.name} holds the anchor in block {got.block_number}, made by "
-                  f"0x{got.anchorer.hex()}"))
+    steps.append(("on chain", same, f"the chain confirms the anchor: block {got.block_number} of {chain.name}, "
+                  f"sent by 0x{got.anchorer.hex()}"))
     return got if same else None
 
 
