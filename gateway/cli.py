@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    from gateway.ble.redact import install_scrub_filter
+
+    install_scrub_filter()  # bleak, BlueZ and D-Bus messages carry device addresses: none reaches a log line
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
