@@ -261,6 +261,21 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--no-verify", action="store_true", help="skip the verifying subscriber")
 
 
+def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("broker", help="broker configuration for tiyi (Mosquitto ACL)")
+    bs = p.add_subparsers(dest="broker_cmd", required=True)
+    a = bs.add_parser("acl", help="write the Mosquitto ACL file: gateways write only their own topics, platforms read",
+                      description="One section per account, no patterns (Mosquitto applies pattern lines to every "
+                                  "account). A gateway's MQTT user name is its gateway id. Regenerate the whole file "
+                                  "when gateways come or go, then reload Mosquitto. See deploy/README.md.")
+    a.add_argument("--gateway", action="append", default=[], metavar="REGION/ID",
+                   help="a gateway account, e.g. shenzhen/gw-sz-futian-001: may write only tiyi/v1/REGION/ID/# "
+                        "(repeatable)")
+    a.add_argument("--platform", action="append", default=[], metavar="USER[=REGION,...]",
+                   help="a read-only platform account: every region, or only those listed (repeatable)")
+    a.add_argument("-o", "--output", type=Path, default=None, help="write the file here (default: standard output)")
+
+
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
                        description="Decode a payload as the gateway would. The characteristic may be given as "
@@ -278,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
-                _add_bench, _add_decode):
+                _add_bench, _add_broker, _add_decode):
         add(sub)
     return parser
 
@@ -451,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "chain":
             from gateway.registry_cmd import registry_main
             return registry_main(args)
+        if args.cmd == "broker":
+            from gateway.broker_acl import acl_main
+            return acl_main(args)
         if args.cmd == "bench":
             from gateway.bench_pipeline import bench_pipeline_main
             return bench_pipeline_main(args)
