@@ -17,7 +17,7 @@ import pytest
 from bench.services import free_port
 from edge import cbor
 from edge.topics import Topics
-from gateway.cli import EXIT_UNAVAILABLE, EXIT_USAGE
+from gateway.cli import EXIT_USAGE
 from gateway.config import parse_config
 from gateway.mqtt import PahoPublisher
 from gateway.runtime import broker_settings
@@ -52,8 +52,8 @@ def closed_port() -> int:
 
 def test_verify_against_a_broker_that_is_down(closed_port: int) -> None:
     t = time.monotonic()
-    r = tiyi("verify", "--broker", f"mqtt://127.0.0.1:{closed_port}")
-    one_line_error(r, EXIT_UNAVAILABLE, "tiyi verify:", "Connection refused")
+    r = tiyi("verify", "--broker", f"mqtt://127.0.0.1:{closed_port}", "--tofu")
+    one_line_error(r, EXIT_USAGE, "tiyi verify:", "Connection refused")
     assert time.monotonic() - t < 20  # gives up after a few refused tries, not after the full 30 s wait
 
 
@@ -61,17 +61,18 @@ def test_chain_commands_against_a_node_that_is_down(closed_port: int, tmp_path: 
     rpc = f"http://127.0.0.1:{closed_port}"
     contract = "0x" + "11" * 20
     r = tiyi("chain", "show", "--rpc", rpc, "--contract", contract, "--gateway", "gw-1")
-    one_line_error(r, EXIT_UNAVAILABLE, "tiyi chain:", "unreachable")
+    one_line_error(r, EXIT_USAGE, "tiyi chain:", "unreachable")
     r = tiyi("chain", "revoke", "--rpc", rpc, "--contract", contract, "--gateway", "gw-1",
              "--operator-key", tmp_path / "op.key")
-    one_line_error(r, EXIT_UNAVAILABLE, "tiyi chain:", "unreachable")
+    one_line_error(r, EXIT_USAGE, "tiyi chain:", "unreachable")
 
 
 def test_verify_a_proof_against_a_node_that_is_down(closed_port: int, tmp_path: Path) -> None:
     bundle = tmp_path / "proof.json"
     bundle.write_text(json.dumps(bundle_for(3)))
-    r = tiyi("verify", "--bundle", bundle, "--rpc", f"http://127.0.0.1:{closed_port}")
-    one_line_error(r, EXIT_UNAVAILABLE, "tiyi verify:", "unreachable")
+    r = tiyi("verify", "--bundle", bundle, "--tofu", "--rpc", f"http://127.0.0.1:{closed_port}", "--contract",
+             "0x" + "11" * 20)
+    one_line_error(r, EXIT_USAGE, "tiyi verify:", "unreachable")
 
 
 def test_proof_export_of_a_record_not_batched_yet(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_run_against_a_chain_node_that_is_down(closed_port: int, tmp_path: Path)
     cfg.write_text(f'[gateway]\nid = "gw-1"\nstate_dir = "{state}"\n'
                    f'[chain]\nkind = "evm"\nurl = "http://127.0.0.1:{closed_port}"\n')
     r = tiyi("run", "--config", cfg, "--duration", "5")
-    one_line_error(r, EXIT_UNAVAILABLE, "tiyi run:", "unreachable", service=True)
+    one_line_error(r, EXIT_USAGE, "tiyi run:", "unreachable", service=True)
 
 
 # ------------------------------------------------------------------ TLS with a private CA
@@ -107,7 +108,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
 
 
 def _client_args(pki: Pki, pw: Path) -> list[str | Path]:
-    return ["--cert-file", pki.client_cert, "--key-file", pki.client_key, "--username", "platform",
+    return ["--tofu", "--cert-file", pki.client_cert, "--key-file", pki.client_key, "--username", "platform",
             "--password-file", pw]
 
 
@@ -134,7 +135,7 @@ def test_verify_reaches_a_private_ca_broker_with_the_ca_file(tls_broker: tuple[i
     pw = secret(tmp_path / "platform.pw", "correct horse")
     r = tiyi("verify", "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", pki.ca, *_client_args(pki, pw),
              "--idle", "1")
-    assert "Traceback" not in r.stderr and r.returncode != EXIT_UNAVAILABLE, r.stderr
+    assert "Traceback" not in r.stderr and r.returncode != EXIT_USAGE, r.stderr
     assert "1 messages read" in r.stdout, (r.stdout, r.stderr)
 
 
@@ -144,7 +145,7 @@ def test_verify_without_the_ca_file_does_not_trust_the_broker(tls_broker: tuple[
     pw = secret(tmp_path / "platform.pw", "correct horse")
     t = time.monotonic()
     r = tiyi("verify", "--broker", f"mqtts://127.0.0.1:{port}", *_client_args(pki, pw))
-    one_line_error(r, EXIT_UNAVAILABLE, "certificate verify failed")
+    one_line_error(r, EXIT_USAGE, "certificate verify failed")
     assert time.monotonic() - t < 15  # an untrusted certificate is not retried for 30 s
 
 
@@ -152,7 +153,7 @@ def test_verify_with_a_wrong_password_is_refused(tls_broker: tuple[int, Pki, Pat
     port, pki, _ = tls_broker
     pw = secret(tmp_path / "platform.pw", "wrong")
     r = tiyi("verify", "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", pki.ca, *_client_args(pki, pw))
-    line = one_line_error(r, EXIT_UNAVAILABLE, "refused the connection")
+    line = one_line_error(r, EXIT_USAGE, "refused the connection")
     assert "Not authorized" in line or "Bad user name or password" in line
     assert "wrong" not in line
 
@@ -168,5 +169,5 @@ def test_a_password_file_others_can_read_is_refused_with_the_fix(tls_broker: tup
 
 def test_tls_files_with_a_plain_mqtt_url_are_an_error(tls_broker: tuple[int, Pki, Path]) -> None:
     port, pki, _ = tls_broker
-    r = tiyi("verify", "--broker", f"mqtt://127.0.0.1:{port}", "--ca-file", pki.ca)
+    r = tiyi("verify", "--broker", f"mqtt://127.0.0.1:{port}", "--ca-file", pki.ca, "--tofu")
     one_line_error(r, EXIT_USAGE, "--ca-file", "mqtts://")
