@@ -195,8 +195,10 @@ class SqliteJournal:
                 rows = {"schema": str(SCHEMA_VERSION), "gw": gw, "next_seq": "1"}
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
-        except OSError as exc:
-            raise JournalError(f"cannot open journal {path}: {exc.strerror}") from exc
+        except JournalError:
+            raise
+        except OSError as exc:  # creating or tightening the directory or files
+            raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from exc
         if rows.get("gw") != gw:
             conn.close()
             raise JournalError(f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "

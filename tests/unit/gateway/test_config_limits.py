@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 import tomllib
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, JournalError
 from gateway.journal import SqliteJournal
 from gateway.mqtt import CLI_NAMES, client_settings
 
@@ -168,3 +169,35 @@ def test_a_shared_sticky_directory_is_warned_about_not_changed(tmp_path: Path,
     assert _mode(shared) == 0o1777
     assert _mode(shared / "journal.sqlite3") == 0o600
     assert any("chmod 700" in r.getMessage() for r in caplog.records)
+
+
+def test_a_corrupt_journal_still_says_so(tmp_path: Path) -> None:
+    """The permission code's OSError handling must not swallow the journal's own errors (JournalError is an
+    OSError too): damage that only the integrity check finds is still reported as corruption."""
+    base = tmp_path / "base.sqlite3"
+    SqliteJournal.open(base, "gw-1").close()
+    with sqlite3.connect(base) as db:  # enough b-tree pages to damage one in the middle
+        db.execute("CREATE TABLE filler(x INTEGER PRIMARY KEY, y)")
+        db.executemany("INSERT INTO filler(y) VALUES (?)", [(i,) for i in range(3000)])
+    sqlite3.connect(base).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    messages = []
+    for offset in range(4096 * 5, base.stat().st_size, 4096 * 3 + 1000):
+        damaged = tmp_path / f"j{offset}" / "journal.sqlite3"
+        damaged.parent.mkdir(mode=0o700)
+        damaged.write_bytes(base.read_bytes())
+        with damaged.open("r+b") as fh:
+            fh.seek(offset)
+            fh.write(b"\x00\x07")
+        try:
+            SqliteJournal.open(damaged, "gw-1").close()
+        except JournalError as exc:
+            messages.append(str(exc))
+    corrupt = [m for m in messages if "is corrupt" in m]
+    assert corrupt and all(m.startswith("journal ") for m in corrupt), messages  # not re-wrapped as an open error
+
+
+def test_a_state_dir_that_cannot_be_created_is_a_journal_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        SqliteJournal.open(blocker / "state" / "journal.sqlite3", "gw-1")
