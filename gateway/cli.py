@@ -487,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code(exc)
         if code is None:
             raise
+        logging.getLogger("tiyi").debug("the error's traceback (-vv)", exc_info=exc)
         print(f"tiyi {args.cmd}: {_one_line(exc)}", file=sys.stderr)
         return code
     return EXIT_USAGE
