@@ -14,7 +14,7 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAIL = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # also: a broker or chain node that cannot be reached (nothing was checked or done)
 
 _EPILOG = """\
 examples:
@@ -102,7 +102,14 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     "record: its batch manifest, the Merkle root, the SM2 signature under a key you trust, the "
                     "prev-chain, seq gaps, the signed head (a dropped tail), and each anchor on the chain (with "
                     "--rpc and --contract). Exits 0 only when everything verifies.")
-    p.add_argument("--broker", default=None, help="subscribe to this broker (mqtt://host:port)")
+    p.add_argument("--broker", default=None, help="subscribe to this broker (mqtt://host:port, mqtts:// for TLS)")
+    p.add_argument("--ca-file", type=Path, default=None, help="with mqtts://: trust the broker's certificate only "
+                                                              "if this CA (PEM) signed it (default: the system CAs)")
+    p.add_argument("--cert-file", type=Path, default=None, help="with mqtts://: client certificate (PEM)")
+    p.add_argument("--key-file", type=Path, default=None, help="its private key (PEM, mode 0600)")
+    p.add_argument("--username", default=None, help="MQTT user name")
+    p.add_argument("--password-file", type=Path, default=None,
+                   help="file holding the MQTT password (mode 0600; never give a password on the command line)")
     p.add_argument("--region", default="+", help="region to subscribe to (default: all)")
     p.add_argument("--gateway", default="+", help="gateway id to subscribe to (default: all)")
     p.add_argument("--capture", type=Path, default=None, help="read messages from this capture file instead")
@@ -254,6 +261,21 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--no-verify", action="store_true", help="skip the verifying subscriber")
 
 
+def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("broker", help="broker configuration for tiyi (Mosquitto ACL)")
+    bs = p.add_subparsers(dest="broker_cmd", required=True)
+    a = bs.add_parser("acl", help="write the Mosquitto ACL file: gateways write only their own topics, platforms read",
+                      description="One section per account, no patterns (Mosquitto applies pattern lines to every "
+                                  "account). A gateway's MQTT user name is its gateway id. Regenerate the whole file "
+                                  "when gateways come or go, then reload Mosquitto. See deploy/README.md.")
+    a.add_argument("--gateway", action="append", default=[], metavar="REGION/ID",
+                   help="a gateway account, e.g. shenzhen/gw-sz-futian-001: may write only tiyi/v1/REGION/ID/# "
+                        "(repeatable)")
+    a.add_argument("--platform", action="append", default=[], metavar="USER[=REGION,...]",
+                   help="a read-only platform account: every region, or only those listed (repeatable)")
+    a.add_argument("-o", "--output", type=Path, default=None, help="write the file here (default: standard output)")
+
+
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
                        description="Decode a payload as the gateway would. The characteristic may be given as "
@@ -271,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
-                _add_bench, _add_decode):
+                _add_bench, _add_broker, _add_decode):
         add(sub)
     return parser
 
@@ -279,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    from gateway.ble.redact import install_scrub_filter
+
+    install_scrub_filter()  # bleak, BlueZ and D-Bus messages carry device addresses: none reaches a log line
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -387,11 +412,42 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _exit_code(exc: BaseException) -> int | None:
+    """The exit code for an error a user can cause (bad input, a node or broker that is down), or None for
+    a bug, which keeps its traceback. Every package's error root is mapped here, and nowhere else."""
+    from anchoring.errors import AnchoringError
+    from edge.errors import EdgeError
+    from gateway.errors import GatewayError
+
+    if isinstance(exc, BaseExceptionGroup):  # from a TaskGroup: the first error tells
+        return _exit_code(exc.exceptions[0])
+    web3_errors = sys.modules.get("web3.exceptions")
+    unreachable: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    if web3_errors is not None:
+        unreachable += (web3_errors.ProviderConnectionError,)
+    cause: BaseException | None = exc
+    for _ in range(8):  # a wrapped connection failure is still one (e.g. ChainUnavailable inside GatewayError)
+        if cause is None:
+            break
+        if isinstance(cause, unreachable):
+            return EXIT_USAGE
+        cause = cause.__cause__
+    if isinstance(exc, GatewayError | AnchoringError | EdgeError):
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL  # bad input vs. failure
+    if isinstance(exc, OSError):  # a file that cannot be read or written
+        return EXIT_FAIL
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return " ".join((str(exc) or type(exc).__name__).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from gateway.errors import GatewayError
-
     try:
         if args.cmd == "decode":
             return _cmd_decode(args)
@@ -410,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "chain":
             from gateway.registry_cmd import registry_main
             return registry_main(args)
+        if args.cmd == "broker":
+            from gateway.broker_acl import acl_main
+            return acl_main(args)
         if args.cmd == "bench":
             from gateway.bench_pipeline import bench_pipeline_main
             return bench_pipeline_main(args)
@@ -422,11 +481,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "verify":
             from gateway.verify_cmd import verify_main
             return verify_main(args)
-    except GatewayError as exc:
-        print(f"tiyi {args.cmd}: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL  # bad input vs. failure
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        logging.getLogger("tiyi").debug("the error's traceback (-vv)", exc_info=exc)
+        print(f"tiyi {args.cmd}: {_one_line(exc)}", file=sys.stderr)
+        return code
     return EXIT_USAGE
 
 

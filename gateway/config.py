@@ -6,6 +6,7 @@ an unknown key is, because a typo silently ignored is a misconfigured clinic.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -156,12 +157,28 @@ class GatewayConfig:
         if self.rollups and self.chain.kind == "none":
             raise ConfigError("roll-ups need batches anchored first: [chain] kind must not be 'none'")
 
+    def _check_ranges(self) -> None:
+        """Every duration is a finite number in a range that makes sense: TOML accepts ``nan`` and ``inf``,
+        and ``nan`` passes every ``<``/``>`` check written for ordinary numbers."""
+        values: list[tuple[str, float | int]] = [
+            (f"{section}.{key}", getattr(getattr(self, section), key)) for section, key in _DURATIONS]
+        for i, r in enumerate(self.rollups):
+            values += [(f"rollup[{i}].period_s", r.period_s), (f"rollup[{i}].poll_s", r.chain.poll_s)]
+        for name, value in values:
+            lo, hi, unit = _RANGES[name.split(".", 1)[1] if name.startswith("rollup[") else name]
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise ConfigError(f"{name} must be a finite number of {unit} from {lo:g} to {hi:g}, not {value!r}")
+
     def validated(self) -> GatewayConfig:
         """Check cross-field rules; returns self so it chains after construction."""
         try:
             check_id(self.gateway_id, "gateway.id")
         except CodecError as exc:
             raise ConfigError(str(exc)) from exc
+        self._check_ranges()
+        from gateway.mqtt import check_tls_options
+
+        check_tls_options(self.mqtt.url, self.mqtt.ca_file, self.mqtt.cert_file, self.mqtt.key_file)
         if not is_region(self.region):
             raise ConfigError(f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: "
                               f"{', '.join(REGIONS)}")
@@ -192,6 +209,21 @@ class GatewayConfig:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
         return self
 
+
+# Durations: (lowest, highest, unit). Generous, but finite and never negative.
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "batch.max_age_s": (0.01, 86_400, "seconds"),
+    "publish.linger_ms": (0, 10_000, "milliseconds"),
+    "mqtt.keepalive_s": (1, 65_535, "seconds"),  # MQTT's keep alive is a 16-bit number of seconds
+    "chain.poll_s": (0.01, 3_600, "seconds"),
+    "sim.interval_s": (0.001, 3_600, "seconds"),
+    "ble.silence_s": (0.1, 3_600, "seconds"),
+    "ble.connect_timeout_s": (1, 300, "seconds"),
+    "ble.scan_stall_s": (5, 86_400, "seconds"),
+    "period_s": (1, 366 * 86_400, "seconds"),  # rollup[i].period_s
+    "poll_s": (0.01, 3_600, "seconds"),  # rollup[i].poll_s
+}
+_DURATIONS = [tuple(k.split(".")) for k in _RANGES if "." in k]
 
 _SECTIONS: dict[str, type] = {
     "mqtt": MqttConfig, "batch": BatchConfig, "publish": PublishConfig, "chain": ChainConfig, "sim": SimConfig,

@@ -19,3 +19,7 @@ class JournalFull(JournalError):
 
 class PublishError(GatewayError, ConnectionError):
     """A message could not be delivered to the broker (it stays in the journal and is re-sent)."""
+
+
+class BrokerUnavailable(GatewayError, ConnectionError):
+    """The broker could not be reached, or refused us (credentials, TLS trust, a refused subscription)."""

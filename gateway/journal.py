@@ -15,7 +15,10 @@ the gateway can resume from.
 from __future__ import annotations
 
 import bisect
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,8 @@ from typing import Any
 from edge.manifest import Manifest, SignedManifest
 from edge.record import Record
 from gateway.errors import JournalError, JournalFull
+
+log = logging.getLogger("tiyi.journal")
 
 SCHEMA_VERSION = 1
 ANCHOR_STATES = ("pending", "signed", "submitted", "included", "final", "failed")
@@ -123,6 +128,34 @@ def _is_full(exc: sqlite3.Error) -> bool:
     return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
+def _private_dir(path: Path) -> None:
+    """Create the state directory 0700; tighten an existing one that other users can enter or read (if it
+    is ours and not a shared directory such as /tmp), else warn: the journal holds health data."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return
+    if st.st_uid == os.geteuid() and not mode & stat.S_ISVTX:
+        path.chmod(0o700)
+        log.warning("state directory %s was mode %03o, open to other users; changed it to 0700", path, mode)
+    else:
+        log.warning("state directory %s is mode %03o, open to other users; keep the journal in a directory "
+                    "only the service user can enter (chmod 700)", path, mode)
+
+
+def _private_file(path: Path, missing_ok: bool = False) -> None:
+    """Make a journal file 0600 (no-op if it already is)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    if mode != 0o600:
+        path.chmod(0o600)
+
+
 class SqliteJournal:
     def __init__(self, conn: sqlite3.Connection, path: Path, gw: str, next_seq: int) -> None:
         self._db = conn
@@ -134,13 +167,21 @@ class SqliteJournal:
     # ------------------------------------------------------------------ open/close
     @classmethod
     def open(cls, path: Path, gw: str) -> SqliteJournal:
+        """Open (or create) the journal; it and its directory are private to the service user, whatever
+        the umask (outside systemd's ``UMask=0077`` it is usually 022, which made them world-readable)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(path.parent)
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates later
+            # the database file's own permissions.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            _private_file(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            for extra in ("-wal", "-shm"):  # left by an older version with looser modes
+                _private_file(path.with_name(path.name + extra), missing_ok=True)
             if check != "ok":
                 raise JournalError(f"journal {path} is corrupt ({check}); keep the file for analysis and "
                                    "restore from backup")
@@ -154,6 +195,10 @@ class SqliteJournal:
                 rows = {"schema": str(SCHEMA_VERSION), "gw": gw, "next_seq": "1"}
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        except JournalError:
+            raise
+        except OSError as exc:  # creating or tightening the directory or files
+            raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from exc
         if rows.get("gw") != gw:
             conn.close()
             raise JournalError(f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "

@@ -18,7 +18,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.errors import ConfigError, PublishError
+from gateway.errors import BrokerUnavailable, ConfigError, PublishError
 
 log = logging.getLogger("tiyi.mqtt")
 ProtocolChoice = Literal["auto", "5", "3.1.1"]
@@ -75,12 +75,97 @@ class BrokerSettings:
             kw["username"] = parts.username
         if parts.password and "password" not in kw:
             kw["password"] = parts.password
-        tls = parts.scheme == "mqtts" or kw.get("ca_file") is not None
-        return cls(host=parts.hostname, port=port, tls=tls, **{k: v for k, v in kw.items() if v is not None})
+        check_tls_options(url, kw.get("ca_file"), kw.get("cert_file"), kw.get("key_file"))
+        return cls(host=parts.hostname, port=port, tls=parts.scheme == "mqtts",
+                   **{k: v for k, v in kw.items() if v is not None})
 
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+# How a setting is called where the user wrote it: in the configuration file, or on `tiyi verify`'s command line.
+CONFIG_NAMES: Mapping[str, str] = {k: f"[mqtt] {k}" for k in
+                                   ("url", "username", "password_file", "ca_file", "cert_file", "key_file")}
+CLI_NAMES: Mapping[str, str] = {"url": "--broker", **{k: "--" + k.replace("_", "-") for k in
+                                                     ("username", "password_file", "ca_file", "cert_file",
+                                                      "key_file")}}
+
+
+def check_tls_options(url: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+                      names: Mapping[str, str] = CONFIG_NAMES) -> None:
+    """TLS files belong to an ``mqtts://`` URL. With ``mqtt://`` they used to be dropped (or half-used),
+    so a deployment that meant TLS ran in plain text without a word: now it is an error, and the URL's
+    scheme alone decides whether TLS is on."""
+    given = [names[k] for k, v in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file))
+             if v is not None]
+    if given and not url.startswith("mqtts://"):
+        raise ConfigError(f"{', '.join(given)} set, but {names['url']} {url} is plain MQTT: use mqtts://HOST:8883 "
+                          f"for TLS (or drop {', '.join(given)})")
+    if key_file is not None and cert_file is None:
+        raise ConfigError(f"{names['key_file']} needs {names['cert_file']} (the client certificate it belongs to)")
+
+
+def owner_only(path: Path, name: str) -> None:
+    """A secret (password, private key) lives in a file only its owner can read or write, as ssh demands
+    of keys: anything looser is refused, with the command that fixes it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise ConfigError(f"{name} {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"{name} {path} is open to other users (mode {mode:03o}); run: chmod 600 {path}")
+
+
+def read_secret_file(path: Path, name: str) -> str:
+    """The password in an owner-only file (see :func:`owner_only`), surrounding whitespace removed."""
+    owner_only(path, name)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name} {path}: not UTF-8 text") from exc
+    if not text:
+        raise ConfigError(f"{name} {path} is empty")
+    return text
+
+
+def client_settings(url: str, *, client_id: str, username: str | None = None, password_file: Path | None = None,
+                    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None,
+                    names: Mapping[str, str] = CONFIG_NAMES, **kw: Any) -> BrokerSettings:
+    """The one way a gateway (``[mqtt]``) or ``tiyi verify`` (its options) turns user settings into
+    :class:`BrokerSettings`: TLS only with ``mqtts://``, secrets only from owner-only files, and the TLS
+    material loaded once here, so a wrong path or a key that does not fit its certificate is a one-line
+    error now instead of a connection that keeps failing later."""
+    check_tls_options(url, ca_file, cert_file, key_file, names)
+    password = read_secret_file(password_file, names["password_file"]) if password_file is not None else None
+    if password is not None and username is None:
+        raise ConfigError(f"{names['password_file']} needs {names['username']}")
+    if key_file is not None:
+        owner_only(key_file, names["key_file"])
+    if url.startswith("mqtts://"):
+        _load_tls(ca_file, cert_file, key_file, names)
+    return BrokerSettings.from_url(url, client_id=client_id, username=username, password=password, ca_file=ca_file,
+                                   cert_file=cert_file, key_file=key_file, **kw)
+
+
+def _load_tls(ca_file: Path | None, cert_file: Path | None, key_file: Path | None, names: Mapping[str, str]) -> None:
+    ctx = ssl.create_default_context()
+    for path, name in ((ca_file, "ca_file"), (cert_file, "cert_file"), (key_file, "key_file")):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{names[name]} {path}: no such file")
+    try:
+        if ca_file is not None:
+            ctx.load_verify_locations(cafile=str(ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{names['ca_file']} {ca_file}: not a PEM CA certificate ({exc})") from exc
+    try:
+        if cert_file is not None:
+            ctx.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{names['cert_file']} {cert_file}: not a PEM certificate with a matching private key "
+                          f"({exc})") from exc
 
 
 class Publisher(Protocol):
@@ -105,6 +190,8 @@ class Publisher(Protocol):
 class _LoopClient:
     """Connection management shared by the publisher and the subscriber."""
 
+    _reports_first_connect = False
+
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self.on_connect: Callable[[], Awaitable[None]] | None = None
@@ -122,6 +209,16 @@ class _LoopClient:
         self.protocol_in_use: str | None = None
         self.last_error: str | None = None
         self.connects = 0
+        # Set when retrying looks futile (bad credentials, an untrusted certificate, nothing listening
+        # after a few tries): a service keeps retrying regardless; a one-shot command gives up.
+        self.hopeless = asyncio.Event()
+        self._refused_in_a_row = 0
+
+    @property
+    def _retry_level(self) -> int:
+        """Connection trouble is a warning for a service; a client that reports its first connect's
+        failure itself (``PahoSubscriber.__aenter__``) logs it as detail until then."""
+        return logging.INFO if self._reports_first_connect and self.connects == 0 else logging.WARNING
 
     @property
     def connected(self) -> bool:
@@ -219,7 +316,10 @@ class _LoopClient:
                     client.connect(s.host, s.port, s.keepalive)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self.last_error = f"connect to {s.url} failed: {exc}"
-                log.warning("%s; retrying in %.1f s", self.last_error, delay)
+                log.log(self._retry_level, "%s; retrying in %.1f s", self.last_error, delay)
+                self._refused_in_a_row = self._refused_in_a_row + 1 if isinstance(exc, ConnectionRefusedError) else 0
+                if isinstance(exc, ssl.SSLCertVerificationError) or self._refused_in_a_row >= 3:
+                    self.hopeless.set()
                 self._teardown(client, "connect failed")
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, s.backoff_max)
@@ -231,7 +331,7 @@ class _LoopClient:
                 w.cancel()
             if not (self._connected.is_set() or self._dropped.is_set()):
                 self.last_error = f"no CONNACK from {s.url} within {s.connect_timeout} s"
-                log.warning("%s", self.last_error)
+                log.log(self._retry_level, "%s", self.last_error)
             if not self._connected.is_set():
                 self._teardown(client, "not connected")
                 if self.settings.protocol == "auto" and self._use_v5 and self.protocol_in_use is None:
@@ -242,6 +342,7 @@ class _LoopClient:
                 delay = min(delay * 2, s.backoff_max)
                 continue
             delay = s.backoff_min
+            self._refused_in_a_row = 0
             self.connects += 1
             self.protocol_in_use = "5" if self._use_v5 else "3.1.1"
             log.info("connected to %s (MQTT %s)", s.url, self.protocol_in_use)
@@ -288,7 +389,9 @@ class _LoopClient:
         if rc.is_failure:
             self.last_error = f"broker refused the connection: {rc}"
             fallback = self.settings.protocol == "auto" and self._use_v5 and self.protocol_in_use is None
-            log.log(logging.INFO if fallback else logging.WARNING, "%s", self.last_error)
+            log.log(logging.INFO if fallback else self._retry_level, "%s", self.last_error)
+            if rc.value in (0x86, 0x87):  # bad user name or password, not authorized (3.1.1's 4 and 5 map here)
+                self.hopeless.set()
             self._dropped.set()
             return
         self._connected.set()
@@ -348,24 +451,56 @@ class Message:
 class PahoSubscriber(_LoopClient):
     """``async with PahoSubscriber(settings, "tiyi/v1/+/+/#") as sub: async for msg in sub: ...``"""
 
-    def __init__(self, settings: BrokerSettings, topic_filter: str, qos: int = 1) -> None:
+    _reports_first_connect = True
+
+    def __init__(self, settings: BrokerSettings, topic_filter: str, qos: int = 1, connect_wait: float = 30.0) -> None:
         super().__init__(settings)
         self.topic_filter = topic_filter
         self.qos = qos
+        self.connect_wait = connect_wait
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._suback: asyncio.Future[list[ReasonCode]] | None = None
 
     async def __aenter__(self) -> PahoSubscriber:
+        """Connected and subscribed, or :class:`BrokerUnavailable` (after ``connect_wait`` seconds, or at
+        once when retrying cannot help) saying why."""
         await self.start()
-        await self.wait_connected(30)
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._ready, self.hopeless)]
+        await asyncio.wait(waits, timeout=self.connect_wait, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if not self._ready.is_set():
+            await self.stop()
+            why = self.last_error or f"no answer within {self.connect_wait:g} s"
+            raise BrokerUnavailable(f"cannot subscribe to {self.topic_filter} at {self.settings.url}: {why}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     async def _after_connect(self, client: paho.Client) -> None:
+        """Subscribe and wait for the SUBACK: a broker's ACL refuses a subscription there (reason 0x80 or
+        above), and a subscriber that went on regardless would wait for messages that never come."""
+        loop = asyncio.get_running_loop()
+        self._suback = suback = loop.create_future()
+        client.on_subscribe = self._on_subscribe
         rc, _mid = client.subscribe(self.topic_filter, qos=self.qos)
         if rc != paho.MQTT_ERR_SUCCESS:
             raise PublishError(f"subscribe to {self.topic_filter} failed: {paho.error_string(rc)}")
+        try:
+            codes = await asyncio.wait_for(asyncio.shield(suback), self.settings.connect_timeout)
+        except TimeoutError:
+            raise PublishError(f"no SUBACK for {self.topic_filter} within {self.settings.connect_timeout} s") from None
+        refused = [c for c in codes if c.is_failure]
+        if refused:
+            self.last_error = f"the broker refused the subscription to {self.topic_filter}: {refused[0]}"
+            self.hopeless.set()
+            raise PublishError(self.last_error)
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, codes: list[ReasonCode],
+                      _p: Properties | None) -> None:
+        if self._suback is not None and not self._suback.done():
+            self._suback.set_result(list(codes))
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._queue.put_nowait(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))

@@ -21,7 +21,7 @@ from gateway.config import ChainConfig, GatewayConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
-from gateway.mqtt import BrokerSettings, PahoPublisher
+from gateway.mqtt import BrokerSettings, PahoPublisher, client_settings
 from gateway.service import BleSource, Gateway
 from gateway.sources import SimulatedStrapSource
 
@@ -34,18 +34,10 @@ def broker_settings(cfg: GatewayConfig, url: str | None = None) -> BrokerSetting
     from edge.topics import Topics
 
     m = cfg.mqtt
-    password = None
-    if m.password_file is not None:
-        try:
-            password = m.password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"[mqtt] password_file {m.password_file}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"[mqtt] password_file {m.password_file}: not UTF-8 text") from exc
     topics = Topics(cfg.region, cfg.gateway_id)
     will = cbor.dumps({"state": "offline", "t": 0, "gw": cfg.gateway_id})
-    return BrokerSettings.from_url(
-        url or m.url, client_id=f"tiyi-{cfg.gateway_id}", username=m.username, password=password,
+    return client_settings(
+        url or m.url, client_id=f"tiyi-{cfg.gateway_id}", username=m.username, password_file=m.password_file,
         ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file, keepalive=m.keepalive_s,
         max_inflight=m.max_inflight, protocol=m.protocol, will_topic=topics.status, will_payload=will,
         will_retain=True)

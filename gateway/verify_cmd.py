@@ -26,7 +26,7 @@ from edge.record import check_id
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
 from gateway.errors import ConfigError
-from gateway.mqtt import BrokerSettings, PahoSubscriber
+from gateway.mqtt import CLI_NAMES, PahoSubscriber, client_settings
 
 
 def _load_pem_key(path: Path, what: str) -> Verifier:
@@ -145,7 +145,9 @@ def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> Trust
 
 async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
     topic = f"tiyi/v1/{args.region}/{args.gateway}/#"
-    settings = BrokerSettings.from_url(args.broker, client_id=f"tiyi-verify-{int(time.time())}")
+    settings = client_settings(args.broker, client_id=f"tiyi-verify-{int(time.time())}", username=args.username,
+                               password_file=args.password_file, ca_file=args.ca_file, cert_file=args.cert_file,
+                               key_file=args.key_file, names=CLI_NAMES)
     count = 0
     start = last = time.monotonic()
     sub = PahoSubscriber(settings, topic)

@@ -31,6 +31,8 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from gateway.ble.redact import scrub
+
 log = logging.getLogger("tiyi.ble.bumble")
 
 BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
@@ -202,7 +204,7 @@ class BumbleClient(BaseBleakClient):
                     await self._connection.disconnect()
             self._connection = None
             self._peer = None
-            raise BleakError(f"could not connect to {self.address}: {exc!r}") from exc
+            raise BleakError(f"could not connect: {exc!r}") from exc  # no address: it ends up in logs
 
     async def _discover(self, conn: Connection) -> None:
         conn.on("disconnection", self._on_disconnection)
@@ -233,7 +235,7 @@ class BumbleClient(BaseBleakClient):
             try:
                 await conn.disconnect()
             except Exception as exc:  # already gone
-                log.debug("disconnect: %r", exc)
+                log.debug("disconnect: %s", scrub(repr(exc)))
             self._connection = None
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:

@@ -30,7 +30,9 @@ from bleak_retry_connector import establish_connection
 from edge.frame import Frame
 from edge.gatt import known_characteristics
 from gateway.ble.adapter import AdapterControl
+from gateway.ble.failures import error_code
 from gateway.ble.privacy import IrkResolver
+from gateway.ble.redact import describe, scrub
 from gateway.registry import DeviceRegistry, pseudonym
 
 log = logging.getLogger("tiyi.ble")
@@ -84,7 +86,7 @@ class DeviceState:
     connects: int = 0
     failures: int = 0
     battery: int | None = None
-    last_error: str | None = None
+    last_error: str | None = None  # a code of gateway.ble.failures.ERROR_CODES, never free text
     next_attempt: float = 0.0
     backoff: float = 0.0
     last_seen: float = 0.0
@@ -182,7 +184,7 @@ class BleakSource:
         st = self.devices.get(identity)
         if st is None:
             st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity, entry)
-            log.info("allowed device %s seen; its records use id %s", adv.local_name, st.dev)
+            log.info("allowed device %s seen; its records use id %s", scrub(adv.local_name), st.dev)
         elif st.address != address and not st.connected:
             log.debug("%s now advertises from a new private address", st.dev)
             st.address = address
@@ -267,7 +269,7 @@ class BleakSource:
                 self.adapter_resets += 1
                 self._resets_in_a_row += 1
             except Exception as exc:  # reported, retried at the next stall; scanning goes on meanwhile
-                log.error("adapter %s could not be reset: %s", self._adapter.name, exc)
+                log.error("adapter %s could not be reset: %s", self._adapter.name, describe(exc))
             self._stalled_restarts = 0
         else:
             log.warning("no advertisements for %.0f s: restarting the scanner", quiet_s)
@@ -311,7 +313,7 @@ class BleakSource:
             self._profiles = registry.profiles()
             registry.write_seen(self.unknown_seen)
         except (OSError, ValueError) as exc:
-            log.warning("device registry unreadable (%s); keeping the previous allowlist", exc)
+            log.warning("device registry unreadable (%s); keeping the previous allowlist", describe(exc))
 
     def _new_scanner(self) -> BleakScanner:
         return BleakScanner(self._on_advertisement, backend=self._scanner_backend, **self._kw)
@@ -369,7 +371,7 @@ class BleakSource:
                 finally:
                     self._dialing.pop(st.identity, None)
             st.connected, st.connects = True, st.connects + 1
-            log.info("connected to %s (%s)", st.dev, st.name)
+            log.info("connected to %s (%s)", st.dev, scrub(st.name))
             wanted = self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
             for service in client.services or []:
                 for char in service.characteristics:
@@ -395,9 +397,10 @@ class BleakSource:
             if disconnected.is_set():
                 log.info("%s disconnected", st.dev)
         except (BleakError, TimeoutError, OSError) as exc:
+            # The state topic gets a code; the log gets the library's text, minus the device's address.
             st.failures += 1
-            st.last_error = str(exc)
-            log.warning("%s: %s", st.dev, exc)
+            st.last_error = error_code(exc, connected=st.connected)
+            log.warning("%s: %s (%s)", st.dev, st.last_error, describe(exc))
         finally:
             st.connected = False
             if client is not None:
