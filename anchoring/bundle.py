@@ -156,7 +156,8 @@ def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorCh
         steps.append(("signature", False, trusted))
     else:
         good = signed.verify(trusted.verifier)
-        steps.append(("signature", good, f"SM2 over the manifest, key {signed.key_id} ({trusted.source})"))
+        by = "" if trusted.operator is None else f", operator 0x{trusted.operator.hex()}"
+        steps.append(("signature", good, f"SM2 over the manifest, key {signed.key_id} ({trusted.source}{by})"))
         if trusted.source is KeySource.TOFU:
             unchecked.append("the key came from the bundle itself (trust on first use); pin it or use the registry")
     rollups = bundle.get("rollups", [])

@@ -33,6 +33,7 @@ class KeySource(StrEnum):
 class TrustedKey:
     verifier: Verifier
     source: KeySource
+    operator: bytes | None = None  # with the registry: the operator account that vouched for the key
 
 
 class TrustPolicy:
@@ -137,7 +138,7 @@ class TrustPolicy:
             except (EdgeError, ValueError):
                 continue  # not a point on the curve: vouches for nothing
             if v.key_id == key_id:
-                return TrustedKey(v, KeySource.REGISTRY)
+                return TrustedKey(v, KeySource.REGISTRY, entry.operator)
         if anchor is None:
             return f"key {key_id} is not {gw}'s current key in the registry" + (
                 " (the gateway is revoked)" if entry.revoked else "")

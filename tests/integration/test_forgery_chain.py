@@ -121,7 +121,7 @@ def test_a_squatter_cannot_register_and_a_required_operator_is_enforced(
     path = capture(tmp_path / "s.cbor", stream)
     common = ["--rpc", ganache.url, "--registry", alliance.contract]
     assert main(["verify", "--capture", str(path), *common, "--operator", "0x" + operator.account.hex()]) == 0
-    capsys.readouterr()
+    assert f"operator 0x{operator.account.hex()}" in capsys.readouterr().out  # who vouched for the key
     other = alliance.operator()
     assert main(["verify", "--capture", str(path), *common, "--operator", "0x" + other.account.hex()]) == 1
     assert "not the required" in capsys.readouterr().out
