@@ -479,6 +479,7 @@ class VerificationEngine:
         folded only when no problem names it, its records or anything before it, so nothing a report would name is
         forgotten (problems seen at intake stay listed regardless)."""
         rep = self.report(self.chain)
+        self._sig_cache.clear()  # it holds whole manifests: the retained ones are re-checked once at the next report
         folded = 0
         for gw, st in self._gws.items():
             start = self._join_point(gw, st, self.chain)
