@@ -808,3 +808,39 @@ class VerificationEngine:
                     "does not match the signed manifest (a record was altered or reordered)", batch=m.batch)
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class BatchVerdict:
+    """What ``judge_batch`` found: ``reason`` None means proven (root and signature) under ``key_source``."""
+
+    reason: Reason | None
+    message: str
+    key_source: KeySource | None = None
+
+
+def judge_batch(trust: TrustPolicy, gw: str, signed: SignedManifest, records: list[bytes], *,
+                prev_digest: bytes | None = None, anchor: AnchorInfo | None = None, gateways_in_view: int = 1,
+                announced_pem: str | None = None) -> BatchVerdict:
+    """One batch judged from stored rows (``tiyi ingest``): the same checks and ``Reason``s as the engine's —
+    manifest for this gateway, every record present, Merkle root, signature under a trusted key, and the prev chain
+    when the previous batch's digest is known. With registry trust the key is judged at ``anchor`` (the chain's)."""
+    m = signed.manifest
+    if m.gw != gw:
+        return BatchVerdict(Reason.WRONG_TOPIC, f"manifest of {m.gw} stored under {gw}")
+    if len(records) != m.count:
+        return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(records)} record(s) missing")
+    if MerkleTree.from_leaf_hashes([leaf_hash(d) for d in records]).root != m.root:
+        return BatchVerdict(Reason.ROOT_MISMATCH, f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."
+                            f"{m.last_seq} does not match the signed manifest (a record was altered or reordered)")
+    trusted = trust.key_for(gw, signed.key_id, anchor, gateways_in_view, announced_pem)
+    if isinstance(trusted, str):
+        return BatchVerdict(Reason.UNTRUSTED_KEY, f"batch {m.batch} is signed by key {signed.key_id}: {trusted}")
+    if not signed.verify(trusted.verifier):
+        return BatchVerdict(Reason.BAD_SIGNATURE, f"batch {m.batch}: SM2 signature does not verify under "
+                            f"{signed.key_id}")
+    if m.batch == 1 and (m.first_seq != 1 or m.prev != GENESIS_PREV):
+        return BatchVerdict(Reason.BATCH_GAP, "batch 1 must start at seq 1 after the genesis prev")
+    if prev_digest is not None and m.prev != prev_digest:
+        return BatchVerdict(Reason.BROKEN_CHAIN, f"batch {m.batch}: prev does not match the previous manifest's SM3")
+    return BatchVerdict(None, "proven", trusted.source)

@@ -22,7 +22,7 @@ from edge.head import Head, sign_head
 from edge.manifest import GENESIS_PREV, SignedManifest, build_manifest, sign_manifest
 from edge.record import Record, encode_data_message
 from edge.sm3 import sm3
-from tests.unit.anchoring.fakes import FakeChain, receipt
+from tests.unit.anchoring.fakes import receipt
 from tests.unit.anchoring.test_stream_verifier import GW, OTHER, SIGNER, Stream, T, pinned, record
 
 
