@@ -650,6 +650,8 @@ class VerificationEngine:
             return False
         rep.key_sources.add(trusted.source)
         rep.key_ids.add(sm.key_id)
+        if trusted.operator is not None:
+            rep.operators.add(trusted.operator)
         return True
 
     def _confirmed_anchor(self, n: int, m: Manifest, st: _Gw, chain: AnchorChecker | None,

@@ -51,13 +51,29 @@ def _guard(fn: Callable[[], T]) -> T:
     except AnchoringError:
         raise
     except (OSError, TimeoutError) as exc:
-        raise ChainUnavailable(f"chain node unreachable: {exc}") from exc
+        raise ChainUnavailable(f"chain node unreachable: {_root_cause(exc)}") from exc
     except Exception as exc:
         # requests' ConnectionError derives from OSError; anything else from the transport is a node problem.
         name = type(exc).__module__
         if name.startswith(("requests", "urllib3", "aiohttp")):
-            raise ChainUnavailable(f"chain node unreachable: {exc}") from exc
+            raise ChainUnavailable(f"chain node unreachable: {_root_cause(exc)}") from exc
         raise
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason (e.g. "connection refused") instead of urllib3's nested retry text."""
+    seen: BaseException | None = exc
+    reason = str(exc)
+    for _ in range(16):  # bounded: cause chains can loop
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.strerror:
+            reason = seen.strerror.lower()
+        if isinstance(seen, TimeoutError) and not isinstance(seen, OSError):
+            reason = "timed out"
+        nested = getattr(seen, "reason", None)  # urllib3's MaxRetryError keeps its cause here
+        seen = nested if isinstance(nested, BaseException) else (seen.__cause__ or seen.__context__)
+    return reason
 
 
 def _address(value: str) -> bytes:

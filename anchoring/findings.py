@@ -70,6 +70,7 @@ class GatewayReport:
     unbatched: int = 0
     key_sources: set[KeySource] = field(default_factory=set)
     key_ids: set[str] = field(default_factory=set)
+    operators: set[bytes] = field(default_factory=set)  # registry operators that vouched for the keys used
     head: tuple[int, int] | None = None  # (batch, issued ms) of the newest verified signed head
     chain_latest: int | None = None  # the newest batch the chain holds from the gateway's anchoring account(s)
     problems: list[Problem] = field(default_factory=list)
@@ -88,7 +89,8 @@ class GatewayReport:
     def key_source(self) -> str:
         if not self.key_sources:
             return "none"
-        return ", ".join(f"{k} ({s})" for k in sorted(self.key_ids) for s in sorted(self.key_sources))
+        by = "".join(f", operator 0x{o.hex()}" for o in sorted(self.operators))
+        return ", ".join(f"{k} ({s}{by})" for k in sorted(self.key_ids) for s in sorted(self.key_sources))
 
     def unchecked(self) -> list[str]:
         """What could not be checked for this gateway (empty when everything was)."""
