@@ -276,6 +276,17 @@ def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     a.add_argument("-o", "--output", type=Path, default=None, help="write the file here (default: standard output)")
 
 
+def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("config", help="check a gateway configuration file")
+    c = p.add_subparsers(dest="config_cmd", required=True).add_parser(
+        "check", help="list every problem of a configuration, or print its effective settings",
+        description="Parse FILE exactly as `tiyi run` does and list every problem, each naming its setting (exit 1); "
+                    "with none, print OK and a summary of the effective settings with secrets left out (exit 0). "
+                    "The signing key, MQTT password and TLS files it names are checked too unless --no-files.")
+    c.add_argument("file", type=Path)
+    c.add_argument("--no-files", action="store_true", help="check the file alone (e.g. on another machine)")
+
+
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
                        description="Decode a payload as the gateway would. The characteristic may be given as "
@@ -293,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
-                _add_bench, _add_broker, _add_decode):
+                _add_bench, _add_broker, _add_config, _add_decode):
         add(sub)
     return parser
 
@@ -469,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "broker":
             from gateway.broker_acl import acl_main
             return acl_main(args)
+        if args.cmd == "config":
+            from gateway.config_check import config_check_main
+            return config_check_main(args.file, files=not args.no_files)
         if args.cmd == "bench":
             from gateway.bench_pipeline import bench_pipeline_main
             return bench_pipeline_main(args)

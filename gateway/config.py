@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -135,29 +136,29 @@ class GatewayConfig:
     def chain_key_path(self) -> Path:
         return self.chain.account_key_file or self.state_dir / "keys" / "chain-account.key"
 
-    def _check_targets(self) -> None:
+    def _target_problems(self) -> Iterator[ConfigError]:
         if self.chain.target and not is_target(self.chain.target):
-            raise _target_error("chain.target", self.chain.target)
+            yield _target_error("chain.target", self.chain.target)
         seen: set[str] = set()
         for i, r in enumerate(self.rollups):
             where = f"rollup[{i}]"
             if not is_target(r.target):
-                raise _target_error(f"{where}.target", r.target)
+                yield _target_error(f"{where}.target", r.target)
             if r.target in seen:
-                raise ConfigError(f"{where}.target {r.target!r} is configured twice")
+                yield ConfigError(f"{where}.target {r.target!r} is configured twice")
             seen.add(r.target)
             if r.period_s < 1:
-                raise ConfigError(f"{where}.period_s must be at least 1 second")
+                yield ConfigError(f"{where}.period_s must be at least 1 second")
             if r.chain.kind not in ("evm", "fisco2", "inproc"):
-                raise ConfigError(f"{where}.kind must be evm or fisco2")
+                yield ConfigError(f"{where}.kind must be evm or fisco2")
             if r.chain.kind in ("evm", "fisco2") and not r.chain.url:
-                raise ConfigError(f"{where} (kind {r.chain.kind}) needs url, the node's JSON-RPC endpoint")
+                yield ConfigError(f"{where} (kind {r.chain.kind}) needs url, the node's JSON-RPC endpoint")
             if r.chain.kind == "fisco2" and not r.chain.contract:
-                raise ConfigError(f"{where} (kind fisco2) needs contract")
+                yield ConfigError(f"{where} (kind fisco2) needs contract")
         if self.rollups and self.chain.kind == "none":
-            raise ConfigError("roll-ups need batches anchored first: [chain] kind must not be 'none'")
+            yield ConfigError("roll-ups need batches anchored first: [chain] kind must not be 'none'")
 
-    def _check_ranges(self) -> None:
+    def _range_problems(self) -> Iterator[ConfigError]:
         """Every duration is a finite number in a range that makes sense: TOML accepts ``nan`` and ``inf``,
         and ``nan`` passes every ``<``/``>`` check written for ordinary numbers."""
         values: list[tuple[str, float | int]] = [
@@ -167,46 +168,54 @@ class GatewayConfig:
         for name, value in values:
             lo, hi, unit = _RANGES[name.split(".", 1)[1] if name.startswith("rollup[") else name]
             if not math.isfinite(value) or not lo <= value <= hi:
-                raise ConfigError(f"{name} must be a finite number of {unit} from {lo:g} to {hi:g}, not {value!r}")
+                yield ConfigError(f"{name} must be a finite number of {unit} from {lo:g} to {hi:g}, not {value!r}")
 
-    def validated(self) -> GatewayConfig:
-        """Check cross-field rules; returns self so it chains after construction."""
+    def problems(self) -> Iterator[ConfigError]:
+        """Every cross-field rule this configuration breaks, in order (``tiyi config check`` lists them all)."""
         try:
             check_id(self.gateway_id, "gateway.id")
         except CodecError as exc:
-            raise ConfigError(str(exc)) from exc
-        self._check_ranges()
+            yield ConfigError(str(exc))
+        yield from self._range_problems()
         from gateway.mqtt import check_tls_options
 
-        check_tls_options(self.mqtt.url, self.mqtt.ca_file, self.mqtt.cert_file, self.mqtt.key_file)
+        try:
+            check_tls_options(self.mqtt.url, self.mqtt.ca_file, self.mqtt.cert_file, self.mqtt.key_file)
+        except ConfigError as exc:
+            yield exc
         if not is_region(self.region):
-            raise ConfigError(f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: "
+            yield ConfigError(f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: "
                               f"{', '.join(REGIONS)}")
         if self.batch.max_records < 1 or self.batch.max_age_s <= 0:
-            raise ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
+            yield ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
         if not 1 <= self.publish.max_records_per_message <= 10_000 or self.publish.linger_ms < 0:
-            raise ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
+            yield ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
         if not 1 <= self.publish.head_interval_s <= 86_400:
-            raise ConfigError("publish.head_interval_s must be 1..86400 seconds")
+            yield ConfigError("publish.head_interval_s must be 1..86400 seconds")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
-            raise ConfigError("mqtt.max_inflight must be 1..65535")
+            yield ConfigError("mqtt.max_inflight must be 1..65535")
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
-            raise ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
+            yield ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
         if self.chain.kind == "fisco2" and not self.chain.contract:
-            raise ConfigError("chain.kind = 'fisco2' needs chain.contract: deploy Anchor with FISCO's 国密 toolchain "
+            yield ConfigError("chain.kind = 'fisco2' needs chain.contract: deploy Anchor with FISCO's 国密 toolchain "
                               "(SM3 selectors) and give its address")
         if not 0 <= self.chain.confirmations <= 10_000:
-            raise ConfigError("chain.confirmations must be 0..10000")
-        self._check_targets()
+            yield ConfigError("chain.confirmations must be 0..10000")
+        yield from self._target_problems()
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
-            raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
+            yield ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
         names = self.ble.adapters
         if self.ble.scan_stall_s < 5 or not names or len(set(names)) != len(names) or not all(
                 a.startswith("hci") and a[3:].isdigit() for a in names):
-            raise ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter adapter names like hci0 "
+            yield ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter adapter names like hci0 "
                               "(several: \"hci0,hci1\", each once)")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
-            raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
+            yield ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
+
+    def validated(self) -> GatewayConfig:
+        """Check cross-field rules (the first broken one is raised); returns self so it chains after construction."""
+        for problem in self.problems():
+            raise problem
         return self
 
 
@@ -246,33 +255,45 @@ def _allow_entry(entry: str, origin: str) -> str:
         raise ConfigError(f"{origin}: [ble] allow: {exc}") from None
 
 
-def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
+def _coerce_value(cls: type, section: str, key: str, value: Any, origin: str) -> Any:
+    """One setting of a section, checked against its field's type (raises ConfigError naming it)."""
     known = {f.name: f for f in fields(cls)}
+    if key not in known:
+        raise ConfigError(f"{origin}: unknown setting [{section}] {key} (known: {', '.join(sorted(known))})")
+    default = getattr(cls(), key)
+    if isinstance(default, frozenset):
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"{origin}: [{section}] {key} must be a list of strings")
+        value = frozenset(_allow_entry(x, origin) for x in value)
+    elif isinstance(default, Path) or key.endswith(("_file", "_dir")):
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: [{section}] {key} must be a path string")
+        value = Path(value)
+    elif isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{origin}: [{section}] {key} must be true or false")
+    elif isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{origin}: [{section}] {key} must be an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{origin}: [{section}] {key} must be a number")
+        value = float(value)
+    elif (isinstance(default, str) or default is None) and not isinstance(value, str):
+        raise ConfigError(f"{origin}: [{section}] {key} must be a string")
+    return value
+
+
+def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str,
+            problems: list[ConfigError] | None = None) -> Any:
+    """A section's dataclass. With ``problems``, bad settings are collected there and left at their default."""
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{origin}: unknown setting [{section}] {key} (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key)
-        if isinstance(default, frozenset):
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a list of strings")
-            value = frozenset(_allow_entry(x, origin) for x in value)
-        elif isinstance(default, Path) or key.endswith(("_file", "_dir")):
-            if not isinstance(value, str):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a path string")
-            value = Path(value)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{origin}: [{section}] {key} must be true or false")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{origin}: [{section}] {key} must be an integer")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a number")
-            value = float(value)
-        elif (isinstance(default, str) or default is None) and not isinstance(value, str):
-            raise ConfigError(f"{origin}: [{section}] {key} must be a string")
-        kwargs[key] = value
+        try:
+            kwargs[key] = _coerce_value(cls, section, key, value, origin)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(exc)
     return cls(**kwargs)
 
 
@@ -292,48 +313,80 @@ def _rollup(raw: dict[str, Any], i: int, origin: str) -> RollupConfig:
     return RollupConfig(target, float(period), replace(chain, target=target))
 
 
-def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfig:
-    """Build a validated config from parsed TOML."""
+def _top_setting(key: str, v: Any, origin: str) -> tuple[str, Any]:
+    if key not in _TOP_KEYS:
+        raise ConfigError(f"{origin}: unknown setting [gateway] {key} (known: {', '.join(_TOP_KEYS)})")
+    name = _TOP_KEYS[key]
+    if name in ("state_dir", "key_file"):
+        if not isinstance(v, str):
+            raise ConfigError(f"{origin}: [gateway] {key} must be a path string")
+        v = Path(v)
+    elif not isinstance(v, str):
+        raise ConfigError(f"{origin}: [gateway] {key} must be a string")
+    if name == "source" and v not in ("sim", "ble"):
+        raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
+    return name, v
+
+
+def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayConfig | None, list[ConfigError]]:
+    """Every problem of a parsed TOML document, each naming its setting, and the configuration when there is none.
+
+    A setting with the wrong type or value is reported and left at its default so that the rest can still
+    be checked; the cross-field rules then run on what remains. ``tiyi run`` raises the first problem.
+    """
+    problems: list[ConfigError] = []
     top: dict[str, Any] = {}
     for section, value in data.items():
         if section == "gateway":
             if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: [gateway] must be a table")
+                problems.append(ConfigError(f"{origin}: [gateway] must be a table"))
+                continue
             for key, v in value.items():
-                if key not in _TOP_KEYS:
-                    raise ConfigError(f"{origin}: unknown setting [gateway] {key} (known: {', '.join(_TOP_KEYS)})")
-                name = _TOP_KEYS[key]
-                if name in ("state_dir", "key_file"):
-                    if not isinstance(v, str):
-                        raise ConfigError(f"{origin}: [gateway] {key} must be a path string")
-                    v = Path(v)
-                elif not isinstance(v, str):
-                    raise ConfigError(f"{origin}: [gateway] {key} must be a string")
-                top[name] = v
+                try:
+                    name, top[name] = _top_setting(key, v, origin)
+                except ConfigError as exc:
+                    problems.append(exc)
         elif section == "rollup":
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])")
-            top["rollups"] = tuple(_rollup(v, i, origin) for i, v in enumerate(value))
+                problems.append(ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])"))
+                continue
+            rollups: list[RollupConfig] = []
+            for i, v in enumerate(value):
+                try:
+                    rollups.append(_rollup(v, i, origin))
+                except ConfigError as exc:
+                    problems.append(exc)
+            top["rollups"] = tuple(rollups)
         elif section in _SECTIONS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: [{section}] must be a table")
-            top[section] = _coerce(_SECTIONS[section], section, value, origin)
+                problems.append(ConfigError(f"{origin}: [{section}] must be a table"))
+                continue
+            top[section] = _coerce(_SECTIONS[section], section, value, origin, problems)
         else:
-            raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)}, "
-                              "[[rollup]])")
-    if top.get("source", "sim") not in ("sim", "ble"):
-        raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
+            problems.append(ConfigError(f"{origin}: unknown section [{section}] (known: gateway, "
+                                        f"{', '.join(_SECTIONS)}, [[rollup]])"))
     if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):
-        raise ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)")
+        problems.append(ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)"))
+        top["chain"] = replace(top["chain"], kind=ChainConfig().kind)
     if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):
-        raise ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1")
-    try:
-        return GatewayConfig(**top).validated()
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+        problems.append(ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1"))
+        top["mqtt"] = replace(top["mqtt"], protocol=MqttConfig().protocol)
+    cfg = GatewayConfig(**top)
+    problems += (ConfigError(f"{origin}: {exc}") for exc in cfg.problems())
+    return (None if problems else cfg), problems
 
 
-def load_config(path: Path) -> GatewayConfig:
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfig:
+    """Build a validated config from parsed TOML (the first problem is raised)."""
+    cfg, problems = check_data(data, origin)
+    if problems:
+        raise problems[0]
+    assert cfg is not None
+    return cfg
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """The TOML document of a config file; unreadable, non-UTF-8 or invalid TOML is one ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -341,10 +394,13 @@ def load_config(path: Path) -> GatewayConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_config(data, str(path))
+
+
+def load_config(path: Path) -> GatewayConfig:
+    return parse_config(read_config_data(path), str(path))
 
 
 def with_overrides(cfg: GatewayConfig, **changes: Any) -> GatewayConfig:
