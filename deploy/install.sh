@@ -23,7 +23,7 @@ Install or update a tiyi gateway (Debian 12 / Raspberry Pi OS Bookworm, as root)
   -h, --help        this help / 显示帮助
 
 What it does, each step only if needed:
-  1. Debian packages: python3, python3-venv (+ bluez for BLE, + mosquitto with --with-mosquitto)
+  1. Debian packages: python3, python3-venv, systemd (+ bluez for BLE, + mosquitto with --with-mosquitto)
   2. system user "tiyi" in the groups tiyi and bluetooth
   3. /etc/tiyi/gateway.toml from deploy/gateway.example.toml, only if absent (0640 root:tiyi)
   4. /opt/tiyi/.venv with tiyi-edge and the extras its configuration needs (BLE: ble; EVM/FISCO chains: evm)
@@ -207,7 +207,7 @@ fi
 
 # ---- 1. packages --------------------------------------------------------------------------------------
 step "安装系统软件包" "Debian packages"
-ensure_packages python3 python3-venv
+ensure_packages python3 python3-venv systemd
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (apt-get install python3)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed"
 

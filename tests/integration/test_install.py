@@ -6,6 +6,16 @@ Everything is real: useradd/groupadd/usermod edit the root's own /etc/passwd and
 --root`` checks it against the venv it points at. Only what cannot happen in a folder is left out (apt,
 starting the service), and the script says so. To stay fast, the venv gets the core package only
 (``--extras none``); which extras a configuration needs is checked through ``--dry-run``.
+
+A full run in a real Debian 12 root is a manual check (about 2.5 minutes with downloads, too slow for
+``make test``); it was run once on the install branch, twice in a row, the second saying "nothing changed":
+
+    debootstrap --variant=minbase --include=python3-venv,ca-certificates bookworm ROOT
+    pip download -d ROOT/wheels "setuptools>=68" wheel ".[ble,evm]"    # the chroot has no pip index access
+    mkdir ROOT/src && cp -r deploy pyproject.toml README.md edge gateway anchoring firmware_sim ingest ROOT/src/
+    chroot ROOT env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TIYI_PIP_ARGS="--no-index --find-links /wheels" \
+        /src/deploy/install.sh --no-start
+    chroot ROOT systemd-analyze verify tiyi-gateway.service
 """
 
 from __future__ import annotations
