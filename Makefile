@@ -41,7 +41,7 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 test: $(VENV)/.dev-installed tools/node_modules/.installed
-	@$(SYS) mosquitto=mosquitto openssl=openssl
+	@$(SYS) mosquitto=mosquitto openssl=openssl shellcheck=shellcheck systemd-analyze=systemd useradd=passwd
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
