@@ -188,6 +188,30 @@ class Checkpoint:
 GENESIS = Checkpoint(0, GENESIS_PREV, 0, "genesis")
 
 
+@dataclass(frozen=True, slots=True)
+class Untrusted:
+    """Why no trusted key vouches for a signature: ``bad_signature`` when a trusted key was found but the signature
+    does not verify under it (forged or altered), else no key is trusted for this gateway here (``why``)."""
+
+    why: str
+    bad_signature: bool = False
+
+    @property
+    def reason(self) -> Reason:
+        return Reason.BAD_SIGNATURE if self.bad_signature else Reason.UNTRUSTED_KEY
+
+
+def check_signature(trust: TrustPolicy, gw: str, sm: SignedManifest | SignedHead, anchor: AnchorInfo | None,
+                    gateways_in_view: int, announced_pem: str | None) -> TrustedKey | Untrusted:
+    """The trusted key ``sm``'s signature verifies under, or why there is none."""
+    got = trust.key_for(gw, sm.key_id, anchor, gateways_in_view, announced_pem)
+    if isinstance(got, str):
+        return Untrusted(got)
+    if not sm.verify(got.verifier):
+        return Untrusted(f"SM2 signature does not verify under {sm.key_id}", bad_signature=True)
+    return got
+
+
 @dataclass
 class _Batch:
     payload: bytes
@@ -243,7 +267,7 @@ class VerificationEngine:
         self.late_join = late_join
         self._gws: dict[str, _Gw] = {}
         self._stray: list[Problem] = []
-        self._sig_cache: dict[tuple[bytes, AnchorInfo | None, str | None, int], TrustedKey | str] = {}
+        self._sig_cache: dict[tuple[bytes, AnchorInfo | None, str | None, int], TrustedKey | Untrusted] = {}
         self.messages = 0
 
     # ---------------------------------------------------------------- accounting
@@ -424,9 +448,8 @@ class VerificationEngine:
                                               "needs the chain to confirm the batch's anchor first", records))
                 return
         trusted = self._trusted(gw, st, b.signed, anchor)
-        if isinstance(trusted, str):
-            reason = Reason.BAD_SIGNATURE if trusted == "bad signature" else Reason.UNTRUSTED_KEY
-            self.on_event(RecordsRejected(gw, m.batch, reason, f"batch {m.batch}: {trusted}", records))
+        if isinstance(trusted, Untrusted):
+            self.on_event(RecordsRejected(gw, m.batch, trusted.reason, f"batch {m.batch}: {trusted.why}", records))
             return
         b.event_sent = True
         self.on_event(RecordsProven(gw, m.batch, b.signed, trusted.source, records))
@@ -458,15 +481,12 @@ class VerificationEngine:
                     return
 
     def _trusted(self, gw: str, st: _Gw, sm: SignedManifest | SignedHead, anchor: AnchorInfo | None,
-                 ) -> TrustedKey | str:
-        """The trusted key that verifies ``sm``'s signature, or why not ("bad signature" when the key is trusted
-        but the signature does not verify). Cached: ``report`` asks again for every batch."""
+                 ) -> TrustedKey | Untrusted:
+        """``check_signature``, cached: ``report`` asks again for every batch."""
         key = (bytes(sm), anchor, st.key_pem, len(self._gws))
         got = self._sig_cache.get(key)
         if got is None:
-            got = self.trust.key_for(gw, sm.key_id, anchor, len(self._gws), st.key_pem)
-            if not isinstance(got, str) and not sm.verify(got.verifier):
-                got = "bad signature"
+            got = check_signature(self.trust, gw, sm, anchor, len(self._gws), st.key_pem)
             if len(self._sig_cache) > 100_000:
                 self._sig_cache.clear()
             self._sig_cache[key] = got
@@ -548,7 +568,7 @@ class VerificationEngine:
             h = sh.head
             if h.batch == 0 or (first is not None and h.batch >= first):
                 continue
-            if isinstance(self._trusted(gw, st, sh, None), str):
+            if isinstance(self._trusted(gw, st, sh, None), Untrusted):
                 continue
             if best is None or h.batch < best.batch:
                 best = Checkpoint(h.batch, h.manifest, h.last_seq, "signed head")
@@ -642,11 +662,11 @@ class VerificationEngine:
                          anchor: AnchorInfo | None, problem: Callable[..., None]) -> bool:
         n = sm.manifest.batch
         trusted = self._trusted(gw, st, sm, anchor)
-        if trusted == "bad signature":
-            problem(Reason.BAD_SIGNATURE, f"batch {n}: SM2 signature does not verify under {sm.key_id}", batch=n)
-            return False
-        if isinstance(trusted, str):
-            problem(Reason.UNTRUSTED_KEY, f"batch {n} is signed by key {sm.key_id}: {trusted}", batch=n)
+        if isinstance(trusted, Untrusted):
+            if trusted.bad_signature:
+                problem(Reason.BAD_SIGNATURE, f"batch {n}: SM2 signature does not verify under {sm.key_id}", batch=n)
+            else:
+                problem(Reason.UNTRUSTED_KEY, f"batch {n} is signed by key {sm.key_id}: {trusted.why}", batch=n)
             return False
         rep.key_sources.add(trusted.source)
         rep.key_ids.add(sm.key_id)
@@ -704,12 +724,12 @@ class VerificationEngine:
             sh = SignedHead.from_bytes(payload)
             h = sh.head
             trusted = self._trusted(gw, st, sh, None)
-            if trusted == "bad signature":
-                problem(Reason.BAD_SIGNATURE, f"signed head (batch {h.batch}): SM2 signature does not verify")
-                continue
-            if isinstance(trusted, str):
-                problem(Reason.UNTRUSTED_KEY, f"signed head (batch {h.batch}) is signed by key {sh.key_id}: "
-                        f"{trusted}")
+            if isinstance(trusted, Untrusted):
+                if trusted.bad_signature:
+                    problem(Reason.BAD_SIGNATURE, f"signed head (batch {h.batch}): SM2 signature does not verify")
+                else:
+                    problem(Reason.UNTRUSTED_KEY, f"signed head (batch {h.batch}) is signed by key {sh.key_id}: "
+                            f"{trusted.why}")
                 continue
             if h.batch > last:
                 problem(Reason.TRUNCATED, f"the gateway's signed head names batch {h.batch} (up to seq {h.last_seq}), "
@@ -835,12 +855,11 @@ def judge_batch(trust: TrustPolicy, gw: str, signed: SignedManifest, records: li
     if MerkleTree.from_leaf_hashes([leaf_hash(d) for d in records]).root != m.root:
         return BatchVerdict(Reason.ROOT_MISMATCH, f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."
                             f"{m.last_seq} does not match the signed manifest (a record was altered or reordered)")
-    trusted = trust.key_for(gw, signed.key_id, anchor, gateways_in_view, announced_pem)
-    if isinstance(trusted, str):
-        return BatchVerdict(Reason.UNTRUSTED_KEY, f"batch {m.batch} is signed by key {signed.key_id}: {trusted}")
-    if not signed.verify(trusted.verifier):
-        return BatchVerdict(Reason.BAD_SIGNATURE, f"batch {m.batch}: SM2 signature does not verify under "
-                            f"{signed.key_id}")
+    trusted = check_signature(trust, gw, signed, anchor, gateways_in_view, announced_pem)
+    if isinstance(trusted, Untrusted):
+        if trusted.bad_signature:
+            return BatchVerdict(Reason.BAD_SIGNATURE, f"batch {m.batch}: {trusted.why}")
+        return BatchVerdict(Reason.UNTRUSTED_KEY, f"batch {m.batch} is signed by key {signed.key_id}: {trusted.why}")
     if m.batch == 1 and (m.first_seq != 1 or m.prev != GENESIS_PREV):
         return BatchVerdict(Reason.BATCH_GAP, "batch 1 must start at seq 1 after the genesis prev")
     if prev_digest is not None and m.prev != prev_digest:

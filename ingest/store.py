@@ -16,10 +16,11 @@ from typing import Any
 
 import psycopg
 
+from edge.manifest import GENESIS_PREV
 from edge.record import Record
 from ingest.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -53,6 +54,25 @@ CREATE TABLE problems (
     id bigserial PRIMARY KEY, gw text, reason text NOT NULL, message text NOT NULL, seq bigint, batch bigint,
     instance text NOT NULL, at timestamptz NOT NULL DEFAULT now());
 """,
+    # Chain states, gaps and late join: when each batch and head was first stored (gaps are judged by age), the
+    # chain's record of each anchor, batches released to be proven without their predecessor (a gap, or the point
+    # a late join starts from), receipts asked of the chain once each, and problems that must be stated once
+    # however many instances see them.
+    2: """
+ALTER TABLE batches ADD COLUMN received_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN released boolean NOT NULL DEFAULT false, ADD COLUMN join_prev bytea,
+    ADD COLUMN prev_checked boolean NOT NULL DEFAULT false, ADD COLUMN anchorer bytea,
+    ADD COLUMN anchor_block_hash bytea;
+CREATE INDEX batches_anchored ON batches (gw, batch) WHERE state = 'anchored';
+CREATE INDEX batches_unanchored ON batches (gw, batch) WHERE state = 'proven';
+ALTER TABLE heads ADD COLUMN seen_at timestamptz NOT NULL DEFAULT now(), ADD COLUMN checked text;
+ALTER TABLE receipts ADD COLUMN checked text;
+CREATE INDEX receipts_unchecked ON receipts (gw, batch) WHERE checked IS NULL;
+CREATE TABLE gateways (
+    gw text PRIMARY KEY, joined_batch bigint, joined_by text, chain_ahead bigint, chain_ahead_since timestamptz);
+ALTER TABLE problems ADD COLUMN once text;
+CREATE UNIQUE INDEX problems_once ON problems (once) WHERE once IS NOT NULL;
+""",
 }
 
 
@@ -78,6 +98,17 @@ class BatchRow:
     prev: bytes
     digest: bytes
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A batch whose records are all stored: what ``judge_batch`` needs, from the rows."""
+
+    batch: BatchRow
+    records: list[bytes]
+    announced_pem: str | None
+    prev: bytes | None  # the digest the batch's prev must equal; None: unknown (released across a gap)
+    anchor: tuple[int, bytes] | None  # (block, anchorer) the chain confirmed, if it has
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
@@ -110,9 +141,12 @@ class Store:
         self.instance = instance
 
     def problem(self, gw: str | None, reason: str, message: str, seq: int | None = None,
-                batch: int | None = None) -> None:
-        self.conn.execute("INSERT INTO problems (gw, reason, message, seq, batch, instance) VALUES (%s,%s,%s,%s,%s,%s)",
-                          (gw, reason, message, seq, batch, self.instance))
+                batch: int | None = None, once: str | None = None) -> bool:
+        """Record a problem; with ``once``, only the first instance to state it does (False for the others)."""
+        return bool(self.conn.execute(
+            "INSERT INTO problems (gw, reason, message, seq, batch, instance, once) VALUES (%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (once) WHERE once IS NOT NULL DO NOTHING",
+            (gw, reason, message, seq, batch, self.instance, once)).rowcount)
 
     def records(self, rows: Sequence[RecordRow]) -> int:
         """Insert new records; a key already stored with other bytes is kept as evidence and flagged. Returns the
@@ -175,17 +209,20 @@ class Store:
                           "pem = EXCLUDED.pem", (gw, key_id, pem))
 
     # ---------------------------------------------------------------- proving from the rows
-    def ready_batches(self, limit: int) -> list[tuple[BatchRow, list[bytes], str | None, bytes | None]]:
-        """Batches still 'received' whose records are all stored, locked for this instance (others skip them):
-        (batch, its records' bytes in seq order, the announced key PEM, the previous batch's digest if stored)."""
+    def ready_batches(self, limit: int, need_anchor: bool = False) -> list[Ready]:
+        """Batches still 'received' whose records are all stored, locked for this instance (others skip them).
+
+        A batch waits for the one before it, so the prev chain is checked — unless it was *released*: its
+        predecessor never came (a gap, stated as a problem) or it is where a late join starts. ``need_anchor``
+        (registry trust): it also waits until the chain has confirmed its anchor, the block its key is judged at."""
         rows = self.conn.execute(
-            "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload "
+            "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload, "
+            "b.released, b.join_prev, b.anchor_block, b.anchorer "
             "FROM batches b WHERE b.state = 'received' AND NOT b.conflict "
-            # The prev chain is always checked: a batch waits for the one before it (batch 1 for genesis).
-            "AND (b.batch = 1 OR EXISTS (SELECT 1 FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1)) "
-            "AND b.count = "
+            "AND (b.batch = 1 OR b.released OR EXISTS (SELECT 1 FROM batches p WHERE p.gw = b.gw AND "
+            "p.batch = b.batch - 1)) AND (NOT %s OR b.anchor_block IS NOT NULL) AND b.count = "
             "(SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) "
-            "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE SKIP LOCKED", (limit,)).fetchall()
+            "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE SKIP LOCKED", (need_anchor, limit)).fetchall()
         out = []
         for row in rows:
             b = BatchRow(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]), bytes(row[7]),
@@ -194,10 +231,36 @@ class Store:
                 "SELECT data FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
                 (b.gw, b.first_seq, b.last_seq))]
             key = self.conn.execute("SELECT pem FROM keys WHERE gw = %s", (b.gw,)).fetchone()
-            prev = self.conn.execute("SELECT digest FROM batches WHERE gw = %s AND batch = %s",
-                                     (b.gw, b.batch - 1)).fetchone()
-            out.append((b, data, key[0] if key else None, bytes(prev[0]) if prev else None))
+            prev_row = self.conn.execute("SELECT digest FROM batches WHERE gw = %s AND batch = %s",
+                                         (b.gw, b.batch - 1)).fetchone()
+            if b.batch == 1:
+                prev: bytes | None = GENESIS_PREV
+            elif prev_row is not None:
+                prev = bytes(prev_row[0])
+            else:
+                prev = bytes(row[10]) if row[10] is not None else None  # a join point's digest, or unknown
+            anchor = None if row[11] is None else (int(row[11]), bytes(row[12]))
+            out.append(Ready(b, data, key[0] if key else None, prev, anchor))
         return out
+
+    def successor(self, gw: str, batch: int) -> tuple[str, bytes, bool] | None:
+        """(state, prev, prev_checked) of batch ``batch + 1`` when stored."""
+        row = self.conn.execute("SELECT state, prev, prev_checked FROM batches WHERE gw = %s AND batch = %s",
+                                (gw, batch + 1)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), bool(row[2]))
+
+    def chain_checked(self, gw: str, batch: int) -> None:
+        self.conn.execute("UPDATE batches SET prev_checked = true WHERE gw = %s AND batch = %s", (gw, batch))
+
+    def reject(self, gw: str, batch: int, reason: str) -> None:
+        """A batch already proven turns out to be rejected (its late predecessor does not chain to it)."""
+        row = self.conn.execute("SELECT first_seq, last_seq FROM batches WHERE gw = %s AND batch = %s",
+                                (gw, batch)).fetchone()
+        assert row is not None
+        self.conn.execute("UPDATE batches SET state = 'rejected', reason = %s WHERE gw = %s AND batch = %s",
+                          (reason, gw, batch))
+        self.conn.execute("UPDATE records SET state = 'rejected', reason = %s WHERE gw = %s AND seq BETWEEN %s AND "
+                          "%s AND batch = %s", (reason, gw, row[0], row[1], batch))
 
     def alternatives(self, b: BatchRow) -> list[tuple[int, bytes, bytes]]:
         """(seq, data, leaf) of conflicting copies kept as evidence for this batch's records."""
@@ -216,12 +279,139 @@ class Store:
         self.conn.execute("UPDATE records SET data = %s, leaf = %s, dev = %s, t = %s, kind = %s WHERE gw = %s AND "
                           "seq = %s", (data, leaf, rec.dev, rec.t, rec.kind, gw, seq))
 
-    def settle(self, b: BatchRow, state: str, reason: str | None, key_source: str | None) -> None:
-        """Mark a batch and its records proven, or rejected with a reason."""
-        self.conn.execute("UPDATE batches SET state = %s, reason = %s, key_source = %s WHERE gw = %s AND batch = %s",
-                          (state, reason, key_source, b.gw, b.batch))
+    def settle(self, b: BatchRow, state: str, reason: str | None, key_source: str | None,
+               prev_checked: bool = False) -> None:
+        """Mark a batch and its records proven (or anchored, when the chain already confirmed it), or rejected."""
+        self.conn.execute("UPDATE batches SET state = %s, reason = %s, key_source = %s, prev_checked = %s "
+                          "WHERE gw = %s AND batch = %s", (state, reason, key_source, prev_checked, b.gw, b.batch))
         self.conn.execute("UPDATE records SET state = %s, reason = %s, batch = %s WHERE gw = %s AND seq BETWEEN %s "
                           "AND %s AND state = 'received'", (state, reason, b.batch, b.gw, b.first_seq, b.last_seq))
+
+    # ---------------------------------------------------------------- the chain: anchored, then final
+    def unchecked_receipts(self, limit: int) -> list[tuple[str, int, bytes, bytes, BatchRow]]:
+        """Receipts not yet asked of the chain whose batch is stored and not rejected, locked for this instance:
+        (gw, batch, tx, receipt payload, the batch)."""
+        rows = self.conn.execute(
+            "SELECT r.gw, r.batch, r.tx, r.payload, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, "
+            "b.payload FROM receipts r JOIN batches b USING (gw, batch) WHERE r.checked IS NULL "
+            "AND b.state <> 'rejected' AND NOT b.conflict ORDER BY r.gw, r.batch LIMIT %s "
+            "FOR UPDATE OF r SKIP LOCKED", (limit,)).fetchall()
+        return [(g, n, bytes(tx), bytes(p), BatchRow(g, n, f, la, c, bytes(root), bytes(prev), bytes(dg), bytes(bp)))
+                for g, n, tx, p, f, la, c, root, prev, dg, bp in rows]
+
+    def receipt_checked(self, gw: str, batch: int, tx: bytes, outcome: str) -> None:
+        self.conn.execute("UPDATE receipts SET checked = %s WHERE gw = %s AND batch = %s AND tx = %s",
+                          (outcome, gw, batch, tx))
+
+    def set_anchor(self, gw: str, batch: int, tx: bytes, block: int, block_hash: bytes, anchorer: bytes) -> None:
+        """The chain confirmed this batch's anchor: keep the first confirmed one; a proven batch becomes anchored."""
+        self.conn.execute("UPDATE batches SET anchor_tx = %s, anchor_block = %s, anchor_block_hash = %s, "
+                          "anchorer = %s WHERE gw = %s AND batch = %s AND anchor_tx IS NULL",
+                          (tx, block, block_hash, anchorer, gw, batch))
+        self._advance(gw, batch, "proven", "anchored")
+
+    def _advance(self, gw: str, batch: int, frm: str, to: str) -> None:
+        row = self.conn.execute("UPDATE batches SET state = %s WHERE gw = %s AND batch = %s AND state = %s "
+                                "RETURNING first_seq, last_seq", (to, gw, batch, frm)).fetchone()
+        if row is not None:
+            self.conn.execute("UPDATE records SET state = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s "
+                              "AND state = %s", (to, gw, row[0], row[1], batch, frm))
+
+    def anchored(self, limit: int) -> list[tuple[str, int, int, bytes]]:
+        """Anchored batches not yet final, locked: (gw, batch, anchor block, the confirmed receipt's payload)."""
+        rows = self.conn.execute(
+            "SELECT b.gw, b.batch, b.anchor_block, r.payload FROM batches b JOIN receipts r ON r.gw = b.gw AND "
+            "r.batch = b.batch AND r.tx = b.anchor_tx WHERE b.state = 'anchored' ORDER BY b.anchor_block "
+            "LIMIT %s FOR UPDATE OF b SKIP LOCKED", (limit,)).fetchall()
+        return [(g, n, int(blk), bytes(p)) for g, n, blk, p in rows]
+
+    def finalize(self, gw: str, batch: int) -> None:
+        self._advance(gw, batch, "anchored", "final")
+
+    def unanchor(self, gw: str, batch: int) -> None:
+        """The chain no longer holds the anchor where it did (a reorganisation): back to proven, asked again."""
+        self.conn.execute("UPDATE batches SET anchor_tx = NULL, anchor_block = NULL, anchor_block_hash = NULL, "
+                          "anchorer = NULL WHERE gw = %s AND batch = %s", (gw, batch))
+        self.conn.execute("UPDATE receipts SET checked = NULL WHERE gw = %s AND batch = %s", (gw, batch))
+        self._advance(gw, batch, "anchored", "proven")
+
+    # ---------------------------------------------------------------- gaps, truncation, late join
+    def orphans(self) -> list[tuple[str, int, float, int | None]]:
+        """Unreleased batches still waiting for a predecessor that is not stored: (gw, batch, age in seconds, the
+        highest batch stored below it or None)."""
+        return [(g, n, float(age), lower) for g, n, age, lower in self.conn.execute(
+            "SELECT b.gw, b.batch, extract(epoch FROM now() - b.received_at), "
+            "(SELECT max(l.batch) FROM batches l WHERE l.gw = b.gw AND l.batch < b.batch) "
+            "FROM batches b WHERE b.state = 'received' AND NOT b.released AND b.batch > 1 AND NOT EXISTS "
+            "(SELECT 1 FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1) ORDER BY b.gw, b.batch")]
+
+    def release(self, gw: str, batch: int, join_prev: bytes | None) -> None:
+        self.conn.execute("UPDATE batches SET released = true, join_prev = %s WHERE gw = %s AND batch = %s",
+                          (join_prev, gw, batch))
+
+    def joined(self, gw: str, batch: int, by: str) -> None:
+        self.conn.execute("INSERT INTO gateways (gw, joined_batch, joined_by) VALUES (%s,%s,%s) ON CONFLICT (gw) DO "
+                          "UPDATE SET joined_batch = EXCLUDED.joined_batch, joined_by = EXCLUDED.joined_by "
+                          "WHERE gateways.joined_batch IS NULL", (gw, batch, by))
+
+    def incomplete(self, age_s: float) -> list[BatchRow]:
+        """Batches waiting longer than ``age_s`` for records that have not come."""
+        rows = self.conn.execute(
+            "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload "
+            "FROM batches b WHERE b.state = 'received' AND NOT b.conflict AND b.received_at < now() - make_interval("
+            "secs => %s) AND b.count > (SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN "
+            "b.first_seq AND b.last_seq)", (age_s,)).fetchall()
+        return [BatchRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6]), bytes(r[7]), bytes(r[8]))
+                for r in rows]
+
+    def missing_runs(self, gw: str, first: int, last: int) -> list[tuple[int, int]]:
+        """The runs of ``first..last`` with no stored record (work grows with the stored rows, not the span)."""
+        out: list[tuple[int, int]] = []
+        expect = first
+        for (seq,) in self.conn.execute("SELECT seq FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+                                        (gw, first, last)):
+            if seq > expect:
+                out.append((expect, seq - 1))
+            expect = seq + 1
+        if expect <= last:
+            out.append((expect, last))
+        return out
+
+    def heads_to_check(self) -> list[tuple[str, bytes, float]]:
+        """Signed heads not yet judged: (gw, payload, age in seconds)."""
+        return [(g, bytes(p), float(a)) for g, p, a in self.conn.execute(
+            "SELECT gw, payload, extract(epoch FROM now() - seen_at) FROM heads WHERE checked IS NULL")]
+
+    def head_checked(self, gw: str, payload: bytes, outcome: str) -> None:
+        self.conn.execute("UPDATE heads SET checked = %s WHERE gw = %s AND payload = %s", (outcome, gw, payload))
+
+    def batch_digest(self, gw: str, batch: int) -> bytes | None:
+        row = self.conn.execute("SELECT digest FROM batches WHERE gw = %s AND batch = %s", (gw, batch)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def top_batch(self, gw: str) -> int:
+        row = self.conn.execute("SELECT coalesce(max(batch), 0) FROM batches WHERE gw = %s", (gw,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def gateway_ids(self) -> list[str]:
+        return [g for (g,) in self.conn.execute("SELECT DISTINCT gw FROM batches ORDER BY gw")]
+
+    def anchorers(self, gw: str) -> set[bytes]:
+        return {bytes(a) for (a,) in self.conn.execute(
+            "SELECT DISTINCT anchorer FROM batches WHERE gw = %s AND anchorer IS NOT NULL", (gw,))}
+
+    def chain_ahead(self, gw: str, latest: int | None) -> float | None:
+        """Note that the chain holds batch ``latest`` beyond the stream (None: it does not); returns for how many
+        seconds it has been ahead."""
+        if latest is None:
+            self.conn.execute("UPDATE gateways SET chain_ahead = NULL, chain_ahead_since = NULL WHERE gw = %s", (gw,))
+            return None
+        self.conn.execute("INSERT INTO gateways (gw, chain_ahead, chain_ahead_since) VALUES (%s, %s, now()) "
+                          "ON CONFLICT (gw) DO UPDATE SET chain_ahead = EXCLUDED.chain_ahead, chain_ahead_since = "
+                          "coalesce(gateways.chain_ahead_since, now())", (gw, latest))
+        row = self.conn.execute("SELECT extract(epoch FROM now() - chain_ahead_since) FROM gateways WHERE gw = %s",
+                                (gw,)).fetchone()
+        return float(row[0]) if row else 0.0
 
     def counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
