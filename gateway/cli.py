@@ -306,7 +306,30 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
                 _add_bench, _add_broker, _add_config, _add_decode):
         add(sub)
+    for name, hlp in _PLATFORM_COMMANDS.items():  # parsed by the ingest package itself (see main)
+        sub.add_parser(name, help=hlp, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+# The platform side's commands live in ``ingest`` (installed with the ``platform`` extra); tiyi only hands them on.
+_PLATFORM_COMMANDS = {
+    "ingest": "verify gateway streams and store them in PostgreSQL (shared subscription; see tiyi ingest --help)",
+    "export": "export proven records from the ingest database as FHIR R4, SenML or CSV",
+}
+
+
+def _platform(argv: list[str]) -> int | None:
+    """``tiyi ingest …``, ``tiyi export …`` and ``tiyi proof export --db …``, delegated; None for anything else."""
+    if argv[:1] == ["ingest"]:
+        from ingest.__main__ import main as ingest_main
+        return ingest_main(argv[1:])
+    if argv[:1] == ["export"]:
+        from ingest.commands import export_main
+        return export_main(argv[1:])
+    if argv[:2] == ["proof", "export"] and any(a == "--db" or a.startswith("--db=") for a in argv[2:]):
+        from ingest.commands import proof_main
+        return proof_main(argv[2:])
+    return None
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -457,6 +480,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    delegated = _platform(list(sys.argv[1:] if argv is None else argv))
+    if delegated is not None:
+        return delegated
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ class StoredRecord:
     record: Record
     state: str
     batch: int | None
+    anchor_tx: bytes | None = None  # the transaction the chain confirmed for the record's batch
 
 
 def _iso(ms: int) -> str:
@@ -60,7 +61,8 @@ def fhir_observations(r: StoredRecord, subject: str | None = None) -> list[dict[
             "identifier": [{"system": PROVENANCE_SYSTEM, "value": f"{rec.gw}/{rec.seq}"}],
             "effectiveDateTime": _iso(rec.t),
             "device": {"display": f"{rec.gw}/{rec.dev}"},
-            "note": [{"text": f"tiyi provenance: gateway {rec.gw}, seq {rec.seq}, batch {r.batch}, state {r.state}"}],
+            "note": [{"text": f"tiyi provenance: gateway {rec.gw}, seq {rec.seq}, batch {r.batch}, state {r.state}"
+                      + (f", anchor tx 0x{r.anchor_tx.hex()}" if r.anchor_tx else "")}],
         }
         if subject:
             obs["subject"] = {"reference": subject}
@@ -108,29 +110,38 @@ def senml_cbor(records: Iterable[StoredRecord]) -> bytes:
 def csv_text(records: Iterable[StoredRecord]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["gw", "seq", "dev", "time", "kind", "field", "value", "batch", "state"])
+    w.writerow(["gw", "seq", "dev", "time", "kind", "field", "value", "batch", "state", "anchor_tx"])
     for r in records:
         rec = r.record
+        tx = f"0x{r.anchor_tx.hex()}" if r.anchor_tx else ""
         for name, value in sorted(rec.val.items()):
-            w.writerow([rec.gw, rec.seq, rec.dev, _iso(rec.t), rec.kind, name, value, r.batch, r.state])
+            w.writerow([rec.gw, rec.seq, rec.dev, _iso(rec.t), rec.kind, name, value, r.batch, r.state, tx])
     return buf.getvalue()
 
 
+def fhir_bundle(records: Iterable[StoredRecord], subject: str | None = None) -> dict[str, Any]:
+    """The Observations as one FHIR ``Bundle`` of type collection (what a FHIR server imports in one request)."""
+    entries = [{"fullUrl": f"urn:tiyi:observation:{o['id']}", "resource": o}
+               for r in records for o in fhir_observations(r, subject)]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
 def query(conn: Any, gw: str | None = None, dev: str | None = None, kind: str | None = None,
-          since_ms: int | None = None, until_ms: int | None = None) -> list[StoredRecord]:
-    """Stored records matching the filters (rejected ones are never exported)."""
-    where: list[str] = ["state <> 'rejected'"]
-    args: list[str | int] = []
-    for col, val in (("gw", gw), ("dev", dev), ("kind", kind)):
-        if val is not None:
-            where.append(f"{col} = %s")
-            args.append(val)
-    if since_ms is not None:
-        where.append("t >= %s")
-        args.append(since_ms)
-    if until_ms is not None:
-        where.append("t < %s")
-        args.append(until_ms)
-    rows = conn.execute("SELECT data, state, batch FROM records WHERE " + " AND ".join(where)  # noqa: S608
-                        + " ORDER BY gw, seq", args).fetchall()
-    return [StoredRecord(Record.from_bytes(bytes(d)), s, b) for d, s, b in rows]
+          since_ms: int | None = None, until_ms: int | None = None, states: Iterable[str] = ("proven", "anchored",
+                                                                                             "final")
+          ) -> Iterator[StoredRecord]:
+    """Stored records matching the filters, in (gw, seq) order, streamed from the database (only the given states:
+    by default what has been proven; rejected records are never exported). Records are read in chunks by a
+    server-side cursor, so an export of millions of rows does not hold them all."""
+    allowed = [s for s in states if s in ("received", "proven", "anchored", "final")]
+    with conn.transaction(), conn.cursor(name="tiyi_export") as cur:
+        cur.itersize = 2000
+        cur.execute(
+            "SELECT r.data, r.state, r.batch, b.anchor_tx FROM records r LEFT JOIN batches b ON b.gw = r.gw AND "
+            "b.batch = r.batch WHERE r.state = ANY(%(states)s) AND (%(gw)s::text IS NULL OR r.gw = %(gw)s) AND "
+            "(%(dev)s::text IS NULL OR r.dev = %(dev)s) AND (%(kind)s::text IS NULL OR r.kind = %(kind)s) AND "
+            "(%(since)s::bigint IS NULL OR r.t >= %(since)s) AND (%(until)s::bigint IS NULL OR r.t < %(until)s) "
+            "ORDER BY r.gw, r.seq",
+            {"states": allowed, "gw": gw, "dev": dev, "kind": kind, "since": since_ms, "until": until_ms})
+        for d, st, b, tx in cur:
+            yield StoredRecord(Record.from_bytes(bytes(d)), st, b, None if tx is None else bytes(tx))
