@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cbor2
+import pytest
 from fhir.resources.R4B.observation import Observation
+from fhirclient.models.fhirabstractbase import FHIRValidationError
+from fhirclient.models.observation import Observation as R4Observation
 
 from edge.record import Record
 from ingest.export import VITALS, StoredRecord, csv_text, fhir_observations, senml_cbor, senml_json
@@ -54,5 +58,21 @@ def test_senml_json_and_cbor_carry_the_same_pack() -> None:
 
 def test_csv_has_one_row_per_value_with_provenance() -> None:
     lines = csv_text([stored("blood_pressure", {"systolic": 121, "diastolic": 79})]).splitlines()
-    assert lines[0] == "gw,seq,dev,time,kind,field,value,batch,state"
-    assert lines[1] == "gw-1,7,cuff-1,2023-11-14T22:13:20.123Z,blood_pressure,diastolic,79,3,proven"
+    assert lines[0] == "gw,seq,dev,time,kind,field,value,batch,state,anchor_tx"
+    assert lines[1] == "gw-1,7,cuff-1,2023-11-14T22:13:20.123Z,blood_pressure,diastolic,79,3,proven,"
+
+
+def test_the_anchor_tx_travels_with_every_export_so_an_auditor_can_find_the_proof() -> None:
+    r = replace(stored("heart_rate", {"heart_rate": 61}), state="final", anchor_tx=b"\xab" * 32)
+    assert csv_text([r]).splitlines()[1].endswith(",final,0x" + "ab" * 32)
+    (o,) = fhir_observations(r)
+    assert o["status"] == "final" and o["note"][0]["text"].endswith("anchor tx 0x" + "ab" * 32)
+    R4Observation(o, strict=True)  # FHIR R4 (4.0.1)
+
+
+def test_an_observation_that_is_not_r4_is_refused_by_the_r4_models() -> None:
+    (o,) = fhir_observations(stored("heart_rate", {"heart_rate": 61}))
+    with pytest.raises(FHIRValidationError):
+        R4Observation({**o, "valueQuantity": {"value": "sixty-one"}}, strict=True)
+    with pytest.raises(FHIRValidationError):
+        R4Observation({**o, "triggeredBy": []}, strict=True)  # an R5 element
