@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import json
 import logging
+import secrets
 import signal
 import sys
 import tempfile
@@ -69,8 +70,14 @@ class Progress:
             self._last_print = now
 
 
+VERIFIER_SESSION_S = 3600  # how long the broker keeps the demo verifier's session while it is away
+
+
 async def _collect(url: str, protocol: str, topics: Topics, verifier: StreamVerifier, counter: list[int]) -> None:
-    settings = BrokerSettings.from_url(url, client_id="tiyi-demo-verifier", protocol=protocol)
+    # A persistent session under an id of this run's own: a broker restart (with persistence on) keeps the
+    # subscription and queues what the gateway publishes before this client is back, instead of dropping it.
+    settings = BrokerSettings.from_url(url, client_id=f"tiyi-demo-verifier-{secrets.token_hex(4)}",
+                                       protocol=protocol, session_expiry_s=VERIFIER_SESSION_S)
     sub = PahoSubscriber(settings, topics.all)
     async with sub:
         async for msg in sub:
