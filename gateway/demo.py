@@ -86,7 +86,7 @@ async def _collect(url: str, protocol: str, topics: Topics, verifier: StreamVeri
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from anchoring.devchain import DevChain
+    from anchoring.devchain import DEFAULT_CHAIN_ID, DevChain
     from anchoring.evm import EvmChainClient
 
     with contextlib.ExitStack() as stack:
@@ -123,7 +123,7 @@ async def _demo(args: argparse.Namespace) -> int:
         rollups: tuple[RollupConfig, ...] = ()
         rollup_chains: dict[str, EvmChainClient] = {}
         if rollup_every > 0:
-            sup_dev = DevChain()
+            sup_dev = DevChain(chain_id=DEFAULT_CHAIN_ID + 1)  # never the anchor chain's id
             sup = EvmChainClient(sup_dev.web3, account, contract=sup_dev.contract_address)
             sup_dev.fund(sup.account_address)
             rollups = (RollupConfig(SUPERVISION_TARGET, rollup_every, ChainConfig(kind="inproc", poll_s=0.2,

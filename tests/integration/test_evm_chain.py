@@ -97,3 +97,31 @@ def test_in_process_chain_with_a_funded_account() -> None:
     client = EvmChainClient(chain.web3, secrets.token_bytes(32), contract=chain.contract_address)
     chain.fund(client.account_address)
     exercise(client)
+
+
+def test_two_in_process_chains_have_distinct_ids_and_refuse_each_others_receipts() -> None:
+    import dataclasses
+
+    from anchoring.devchain import DEFAULT_CHAIN_ID
+    from anchoring.receipt import AnchorReceipt
+    from anchoring.verify_anchor import confirm_receipt
+
+    clients = []
+    for chain_id in (DEFAULT_CHAIN_ID, DEFAULT_CHAIN_ID + 1):
+        chain = DevChain(chain_id=chain_id)
+        client = EvmChainClient(chain.web3, secrets.token_bytes(32), contract=chain.contract_address)
+        chain.fund(client.account_address)
+        clients.append(client)
+    main, supervision = clients
+    assert (main.chain_id, supervision.chain_id) == (DEFAULT_CHAIN_ID, DEFAULT_CHAIN_ID + 1)
+    exercise(supervision)  # transactions signed for the new id are accepted there
+    root = secrets.token_bytes(32)
+    tx = supervision.prepare_anchor(AnchorKind.ROLLUP, "gw-1", root, 1, 1)
+    supervision.send(tx)
+    rec = supervision.receipt(tx.tx_hash)
+    assert rec is not None and rec.ok
+    receipt = AnchorReceipt("gw-1", AnchorKind.ROLLUP, 1, 1, root, supervision.chain_id, supervision.contract,
+                            supervision.account, tx.tx_hash, rec.block_number, rec.block_hash)
+    assert not isinstance(confirm_receipt(receipt, supervision), str)
+    # Even naming the other chain's contract, a receipt made on one chain is never confirmed by the other.
+    assert "names chain" in str(confirm_receipt(dataclasses.replace(receipt, contract=main.contract), main))
