@@ -776,10 +776,12 @@ class VerificationEngine:
         registered = self.trust.anchorers(gw)
         for (target, number), (rollup, receipt) in sorted(st.rollups.items()):
             ok = (receipt.kind is AnchorKind.ROLLUP and receipt.root == rollup.root and receipt.gw == gw
-                  and receipt.number == number and receipt.count == len(rollup.roots))
+                  and receipt.number == number and receipt.count == len(rollup.roots)
+                  and receipt.target in (None, target))
             if not ok:
                 problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: its receipt does not anchor its root "
-                        "as this gateway's roll-up")
+                        "as this gateway's roll-up" + (f" (it names target {receipt.target})"
+                                                       if receipt.target not in (None, target) else ""))
                 continue
             for i, root in enumerate(rollup.roots):
                 n = rollup.first_batch + i

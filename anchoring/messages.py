@@ -123,7 +123,10 @@ def decode_message(topic: str, payload: bytes) -> Message:
 
 def _decode(t: ParsedTopic, payload: bytes) -> Message:
     if t.channel == "data":
-        return DataMessage(t.gw, t.dev or "", tuple(decode_data_message(payload)))
+        raw = tuple(decode_data_message(payload))
+        if not raw:  # a gateway never sends one: it proves nothing and could only pad a stream
+            raise CodecError("a data message must hold at least one record")
+        return DataMessage(t.gw, t.dev or "", raw)
     if t.channel == "batch":
         return ManifestMessage(t.gw, SignedManifest.from_bytes(payload), payload)
     if t.channel == "anchor":

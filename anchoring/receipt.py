@@ -35,10 +35,15 @@ class AnchorReceipt:
     block: int
     block_hash: bytes
     status: str = "final"
+    # The anchor target (the gateway's name for the chain) the anchor was made for: a roll-up receipt's must be the
+    # target in its topic. Optional on the wire: receipts of contract 1.0 do not carry it.
+    target: str | None = None
 
     def __post_init__(self) -> None:
         try:
             check_id(self.gw, "receipt.gw")
+            if self.target is not None:
+                check_id(self.target, "receipt.target")
         except CodecError as exc:
             raise ReceiptError(str(exc)) from exc
         if not isinstance(self.kind, AnchorKind):
@@ -58,15 +63,17 @@ class AnchorReceipt:
             raise ReceiptError(f"receipt.status: {self.status!r} is not one of {STATUSES}")
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({"gw": self.gw, "kind": self.kind.label, "number": self.number, "count": self.count,
-                           "root": self.root, "chain_id": self.chain_id, "contract": self.contract,
-                           "anchorer": self.anchorer, "tx": self.tx, "block": self.block,
-                           "block_hash": self.block_hash, "status": self.status})
+        m = {"gw": self.gw, "kind": self.kind.label, "number": self.number, "count": self.count, "root": self.root,
+             "chain_id": self.chain_id, "contract": self.contract, "anchorer": self.anchorer, "tx": self.tx,
+             "block": self.block, "block_hash": self.block_hash, "status": self.status}
+        if self.target is not None:
+            m["target"] = self.target
+        return cbor.dumps(m)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AnchorReceipt:
         try:
-            m = cbor.expect_map(cbor.loads(data), "receipt", _FIELDS)
+            m = cbor.expect_map(cbor.loads(data), "receipt", _FIELDS, frozenset({"target"}))
             w = "receipt"
             try:
                 kind = AnchorKind.from_label(cbor.field(m, "kind", str, w))
@@ -77,6 +84,7 @@ class AnchorReceipt:
                        chain_id=cbor.uint(m, "chain_id", w), contract=cbor.field(m, "contract", bytes, w),
                        anchorer=cbor.field(m, "anchorer", bytes, w), tx=cbor.field(m, "tx", bytes, w),
                        block=cbor.uint(m, "block", w), block_hash=cbor.field(m, "block_hash", bytes, w),
-                       status=cbor.field(m, "status", str, w))
+                       status=cbor.field(m, "status", str, w),
+                       target=cbor.field(m, "target", str, w) if "target" in m else None)
         except CodecError as exc:
             raise ReceiptError(str(exc)) from exc

@@ -787,7 +787,7 @@ class Gateway:
         assert block_hash is not None
         receipt = AnchorReceipt(gw=self.cfg.gateway_id, kind=target.anchor_kind, number=job.batch, count=job.count,
                                 root=job.root, chain_id=chain.chain_id, contract=chain.contract, anchorer=chain.account,
-                                tx=tx_hash, block=block, block_hash=block_hash, status="final")
+                                tx=tx_hash, block=block, block_hash=block_hash, status="final", target=target.name)
         await self._move(target, job.batch, "final", None, None, bytes(receipt))
         if target.rollup is None:
             self.metrics.anchors_final += 1

@@ -32,6 +32,18 @@ def test_receipt_says_what_it_anchors() -> None:
     assert rollup.kind is AnchorKind.ROLLUP and rollup != R
 
 
+def test_a_receipt_names_its_target_and_a_receipt_without_one_still_reads() -> None:
+    from dataclasses import replace
+
+    named = replace(R, target="shenzhen")
+    assert cbor.loads(bytes(named))["target"] == "shenzhen"
+    assert AnchorReceipt.from_bytes(bytes(named)) == named
+    assert "target" not in cbor.loads(bytes(R)) and AnchorReceipt.from_bytes(bytes(R)).target is None
+    for bad in ("", "a b", 7, "x" * 65):
+        with pytest.raises(ReceiptError):
+            AnchorReceipt.from_bytes(cbor.dumps({**cbor.loads(bytes(R)), "target": bad}))
+
+
 @pytest.mark.parametrize("change", [{"root": b"\x01" * 31}, {"contract": b""}, {"block": -1}, {"status": "maybe"},
                                     {"gw": "a b"}, {"number": True}, {"kind": "batches"}, {"kind": 0},
                                     {"anchorer": b"\x01" * 19}, {"block_hash": b""}, {"count": 0}, {"number": 0},

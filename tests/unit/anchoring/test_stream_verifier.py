@@ -248,6 +248,12 @@ def test_key_from_retained_topic_is_trust_on_first_use() -> None:
     assert report.ok and "trust on first use" in report.gateways[GW].key_source
 
 
+def test_an_empty_data_message_is_malformed() -> None:
+    v = StreamVerifier(pinned())
+    v.feed(T.data("d"), b"\x80")  # found by the fuzz test below: an empty array used to pass as a clean stream
+    assert {p.reason for p in v.report().problems} == {Reason.MALFORMED}
+
+
 def test_record_on_the_wrong_topic() -> None:
     v = StreamVerifier(pinned())
     v.feed(T.data("dev-x"), encode_data_message([record(1)]))
@@ -275,14 +281,15 @@ def test_malformed_payloads_are_findings(payload: bytes) -> None:
 SUP = "health_supervision"
 
 
-def rollup_message(stream: Stream, first: int, last: int, number: int, root: bytes | None = None) -> bytes:
+def rollup_message(stream: Stream, first: int, last: int, number: int, root: bytes | None = None,
+                   target: str | None = SUP) -> bytes:
     from edge.manifest import SignedManifest
     from edge.rollup import Rollup
 
     roots = tuple(SignedManifest.from_bytes(stream.batches[n - 1]).manifest.root for n in range(first, last + 1))
     r = Rollup(GW, SUP, number, first, roots)
-    rr = receipt(GW, number, len(roots), root or r.root, 7 + number, kind=AnchorKind.ROLLUP, chain_id=20201,
-                 contract=b"\x22" * 20)
+    rr = replace(receipt(GW, number, len(roots), root or r.root, 7 + number, kind=AnchorKind.ROLLUP, chain_id=20201,
+                         contract=b"\x22" * 20), target=target)
     return cbor.dumps({"rollup": bytes(r), "receipt": bytes(rr)})
 
 
@@ -319,6 +326,15 @@ def test_a_roll_up_whose_leaves_are_not_the_signed_roots_or_whose_receipt_differ
     assert Reason.ROLLUP_MISMATCH in verify_with_rollups(s, [bad_leaves])[0]
     wrong_root = rollup_message(s, 1, 5, 1, root=b"\x33" * 32)
     assert Reason.ROLLUP_MISMATCH in verify_with_rollups(s, [wrong_root])[0]
+
+
+def test_a_roll_up_receipt_made_for_another_target_is_refused() -> None:
+    s = Stream.honest(n=45)
+    assert verify_with_rollups(s, [rollup_message(s, 1, 5, 1, target=None)])[0] == set()  # contract 1.0 receipts
+    elsewhere = rollup_message(s, 1, 5, 1, target="insurer_chain")
+    reasons, report = verify_with_rollups(s, [elsewhere])
+    assert Reason.ROLLUP_MISMATCH in reasons
+    assert "it names target insurer_chain" in report.summary()  # type: ignore[attr-defined]
 
 
 def test_a_roll_up_not_confirmed_by_its_chain_is_refused() -> None:
