@@ -308,9 +308,12 @@ def _num(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
 
 
-def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, Any]) -> None:
+def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, Any], block: str = "bench",
+                  results_file: Path = RESULTS, note: str = "") -> None:
+    """Write the JSON and replace the ``block`` table in docs/performance.md (platform benchmarks have their own
+    block, so running one group leaves the other's last numbers in place)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": mach, "results": [asdict(r) for r in results], "detail": extra},
+    results_file.write_text(json.dumps({"machine": mach, "results": [asdict(r) for r in results], "detail": extra},
                                   indent=2) + "\n")
     rows = ["| benchmark | ours | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -319,9 +322,9 @@ def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, 
                     f"{r.ratio:.2f}x | {r.goal} | {met} |")
     unmet = [r for r in results if r.met is False]
     text = PERF_DOC.read_text() if PERF_DOC.exists() else ""
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     block = (f"{start}\nMeasured {mach['when']} on {mach['cpu']} ({mach['cpus']} CPUs), Python {mach['python']}, "
-             f"{mach['openssl']}.\n\n" + "\n".join(rows) + "\n\n"
+             f"{mach['openssl']}.{note}\n\n" + "\n".join(rows) + "\n\n"
              + ("Goals not met: " + ", ".join(f"`{r.name}`" for r in unmet) + ".\n" if unmet else
                 "All stated goals met.\n") + end)
     if start in text and end in text:
@@ -352,14 +355,47 @@ def _ble() -> tuple[list[Result], dict[str, Any]]:
     return [r], d
 
 
+def _platform(only: set[str], soak_s: float) -> None:
+    """The platform side's benchmarks (bench/platform.py), into their own block of docs/performance.md."""
+    from bench import platform as pf
+
+    results: list[Result] = []
+    extra: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tiyi-bench-") as tmp:
+        steps: list[tuple[str, str, Callable[[], tuple[Result, dict[str, Any]]]]] = [
+            ("verify", "verify_throughput", pf.bench_verify_throughput),
+            ("ingest", "ingest_throughput", lambda: pf.bench_ingest_throughput(Path(tmp))),
+            ("ingest", "ingest_latency_p99", lambda: pf.bench_ingest_latency(Path(tmp))),
+            ("soak", "ingest_soak_rss", lambda: pf.bench_ingest_soak(Path(tmp), soak_s)),
+        ]
+        for group, name, fn in steps:
+            if group not in only:
+                continue
+            print(f"running {name} ...", flush=True)
+            r, extra[name] = fn()
+            results.append(r)
+            met = "n/a" if r.met is None else ("met" if r.met else "NOT MET")
+            print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
+                  f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}", flush=True)
+    shared = " The machine is shared with other developers' builds and tests: numbers vary run to run."
+    write_outputs(results, machine(), extra, "bench-platform", RESULTS.with_name("platform.json"), shared)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--records", type=int, default=100_000,
                    help="records per pipeline run (default 100000; three runs, the median is reported)")
     names = ["merkle", "sm2", "journal", "pipeline", "latency", "process", "ble"]
-    p.add_argument("--only", choices=names, action="append", help="run only these (repeatable)")
+    platform_names = ["verify", "ingest", "soak"]
+    p.add_argument("--only", choices=names + platform_names, action="append", help="run only these (repeatable)")
+    p.add_argument("--soak-seconds", type=float, default=600.0, help="length of the ingest soak (default 600)")
     args = p.parse_args(argv)
-    only = set(args.only or names)
+    only = set(args.only or names + platform_names)
+    if only & set(platform_names):
+        _platform(only, args.soak_seconds)
+    only -= set(platform_names)
+    if not only:
+        return 0
     results: list[Result] = []
     extra: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [

@@ -68,6 +68,8 @@ CREATE INDEX batches_unanchored ON batches (gw, batch) WHERE state = 'proven';
 ALTER TABLE heads ADD COLUMN seen_at timestamptz NOT NULL DEFAULT now(), ADD COLUMN checked text;
 ALTER TABLE receipts ADD COLUMN checked text;
 CREATE INDEX receipts_unchecked ON receipts (gw, batch) WHERE checked IS NULL;
+-- when the row was written (not when its transaction began): what latency is measured to
+ALTER TABLE records ALTER COLUMN received_at SET DEFAULT clock_timestamp();
 CREATE TABLE gateways (
     gw text PRIMARY KEY, joined_batch bigint, joined_by text, chain_ahead bigint, chain_ahead_since timestamptz);
 ALTER TABLE problems ADD COLUMN once text;
