@@ -378,7 +378,17 @@ def _platform(only: set[str], soak_s: float) -> None:
             print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
                   f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}", flush=True)
     shared = " The machine is shared with other developers' builds and tests: numbers vary run to run."
-    write_outputs(results, machine(), extra, "bench-platform", RESULTS.with_name("platform.json"), shared)
+    out = RESULTS.with_name("platform.json")
+    if out.exists():  # a group run alone (the soak) keeps the other groups' latest results, and says so
+        before = json.loads(out.read_text())
+        ran = {r.name for r in results}
+        kept = [Result(**r) for r in before["results"] if r["name"] not in ran]
+        if kept:
+            shared += (" Rows " + ", ".join(f"`{r.name}`" for r in kept) + f" are from the run of "
+                       f"{before['machine']['when']}.")
+            extra = {**{k: v for k, v in before["detail"].items() if k not in ran}, **extra}
+            results = kept + results
+    write_outputs(results, machine(), extra, "bench-platform", out, shared)
 
 
 def main(argv: list[str] | None = None) -> int:
