@@ -95,9 +95,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.final_depth < 0 or args.gap_timeout <= 0:
-        print("tiyi-ingest: --final-depth must be >= 0 and --gap-timeout > 0", file=sys.stderr)
-        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         from ingest.service import Ingest, IngestSettings, wait_connected

@@ -261,3 +261,19 @@ def test_registry_trust_rejects_a_gateway_nobody_registered(ganache: Ganache, da
     ing.prove()
     assert states(ing) == [(1, "rejected")]
     assert q(ing, "SELECT reason FROM batches") == [("untrusted_key",)]
+
+
+def test_late_join_starts_at_a_batch_whose_anchor_the_chain_confirms(ganache: Ganache, database: str) -> None:
+    alliance = Alliance(ganache.url)
+    s = anchored_stream(alliance, alliance.account(), n=40)
+    ing = ingest(database, chain=view(alliance), late_join=True)
+    feed(ing, batch_msgs(s, 3, with_receipt=True) + batch_msgs(s, 4, with_receipt=True))
+    # Nothing vouches for batch 3's start yet (4 chains to 3's manifest, so it is proven: 3's prev is what is open).
+    assert states(ing) == [(3, "received"), (4, "proven")]
+    ing.check_chain()  # the chain confirms batch 3's anchor: it may start there
+    ing.check_gaps()
+    ing.prove()
+    ing.check_chain()
+    assert states(ing) == [(3, "final"), (4, "final")] and problems(ing) == []
+    assert q(ing, "SELECT joined_batch, joined_by FROM gateways") == [(3, "anchored manifest")]
+    assert q(ing, "SELECT prev_checked FROM batches ORDER BY batch") == [(False,), (True,)]
