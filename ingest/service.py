@@ -65,7 +65,8 @@ class IngestSettings:
     late_join: bool = False  # a gateway may start at a verified signed head or an anchored manifest
     gap_timeout_s: float = 60.0  # how long a missing batch, record or tail may be in flight before it is a problem
     final_depth: int = 0  # blocks on top of an anchor before it is final (0: BFT chains, final once included)
-    chain_poll_s: float = 1.0  # how often the chain and the gap checks run
+    chain_poll_s: float = 1.0  # how often receipts, finality and the gap checks run
+    chain_tail_s: float = 30.0  # how often the chain is asked for each gateway's latest anchor (an RPC per gateway)
 
     def __post_init__(self) -> None:
         u = urlsplit(self.broker)
@@ -77,6 +78,8 @@ class IngestSettings:
             raise SettingsError("the gap timeout must be more than 0 s and at most 30 days")
         if not 0 <= self.final_depth <= 10_000:
             raise SettingsError("the final depth must be 0 .. 10000 blocks")
+        if not (0 < self.chain_poll_s <= 3600 and 0 < self.chain_tail_s <= 24 * 3600):
+            raise SettingsError("chain polling intervals must be more than 0 s (at most 1 h and 1 day)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class Ingest:
         self.trust = trust
         self.chain = chain
         self._last_checks = 0.0
+        self._last_tail = 0.0
         self.conn = connect(settings.dsn)
         migrate(self.conn)
         self.store = Store(self.conn, settings.client_id)
@@ -397,8 +401,10 @@ class Ingest:
                     self.store.head_checked(gw, payload, "gap")  # batch h.batch itself is a stated gap
 
     def _check_chain_tail(self, timeout: float) -> None:
-        if self.chain is None:
+        now = time.monotonic()
+        if self.chain is None or (self._last_tail and now - self._last_tail < self.settings.chain_tail_s):
             return
+        self._last_tail = now
         for gw in self.store.gateway_ids():
             accounts = self.store.anchorers(gw) | self.trust.anchorers(gw)
             latest = None

@@ -48,7 +48,8 @@ def database() -> Iterator[str]:
 
 
 def ingest(dsn: str, trust: TrustPolicy | None = None, chain: ChainView | None = None, **kw: object) -> Ingest:
-    settings = IngestSettings("mqtt://127.0.0.1:1", dsn, gap_timeout_s=TIMEOUT, **kw)  # type: ignore[arg-type]
+    settings = IngestSettings("mqtt://127.0.0.1:1", dsn, gap_timeout_s=TIMEOUT, chain_tail_s=0.01,
+                              **kw)  # type: ignore[arg-type]
     return Ingest(settings, trust or TrustPolicy(pinned={GW: [SIGNER]}), chain)
 
 
