@@ -259,7 +259,7 @@ PIPELINE_RUNS = 3  # this shared machine drifts by +-10 % from run to run: repor
 def bench_pipeline(n: int = 100_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:
     from bench.services import Mosquitto, free_port
     from edge.record import Record
-    from gateway.bench_pipeline import run_pipeline
+    from gateway.cli.bench import run_pipeline
 
     runs: list[dict[str, Any]] = []
     baselines: list[float] = []

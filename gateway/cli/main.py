@@ -365,7 +365,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
     except ScenarioError as exc:
         raise ConfigError(str(exc)) from exc
-    from gateway.demo import demo_main
+    from gateway.cli.demo import demo_main
 
     args.scenario = scenario
     args.devices = scenario.device_count
@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "keys":
             return _cmd_keys(args)
         if args.cmd == "demo":
-            from gateway.demo import demo_main
+            from gateway.cli.demo import demo_main
             return demo_main(args)
         if args.cmd == "run":
             from gateway.runtime import run_main
@@ -464,22 +464,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "devices":
             return _cmd_devices(args)
         if args.cmd == "chain":
-            from gateway.registry_cmd import registry_main
+            from gateway.cli.chain import registry_main
             return registry_main(args)
         if args.cmd == "broker":
             from gateway.broker_acl import acl_main
             return acl_main(args)
         if args.cmd == "bench":
-            from gateway.bench_pipeline import bench_pipeline_main
+            from gateway.cli.bench import bench_pipeline_main
             return bench_pipeline_main(args)
         if args.cmd == "proof":
-            from gateway.proof_cmd import export_main
+            from gateway.cli.proof import export_main
             return export_main(args)
         if args.cmd == "verify" and args.bundle is not None:
-            from gateway.proof_cmd import verify_bundle_main
+            from gateway.cli.proof import verify_bundle_main
             return verify_bundle_main(args)
         if args.cmd == "verify":
-            from gateway.verify_cmd import verify_main
+            from gateway.cli.verify import verify_main
             return verify_main(args)
     except KeyboardInterrupt:
         return 130
@@ -492,6 +492,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     return EXIT_USAGE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

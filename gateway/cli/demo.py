@@ -33,12 +33,12 @@ from edge.topics import Topics
 from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
+from gateway.cli.verify import point_verifier
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
-from gateway.verify_cmd import point_verifier
 
 if TYPE_CHECKING:
     from bumble.link import LocalLink

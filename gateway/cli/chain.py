@@ -10,10 +10,10 @@ from typing import Any
 from anchoring.errors import AnchoringError
 from edge.errors import KeyFormatError
 from edge.sm2 import load_public_key_pem
+from gateway.cli.verify import address_arg
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import chain_account_key
-from gateway.verify_cmd import address_arg
 
 
 def _point(path: Path) -> bytes:

@@ -10,11 +10,11 @@ from anchoring.bundle import BundleError, RollupProof, build_bundle, verify_bund
 from anchoring.receipt import AnchorReceipt
 from edge.manifest import SignedManifest
 from edge.rollup import Rollup
+from gateway.cli.verify import chain_checker, rollup_checkers, trust_policy
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
-from gateway.verify_cmd import chain_checker, rollup_checkers, trust_policy
 
 
 def export_main(args: argparse.Namespace) -> int:
