@@ -39,6 +39,7 @@ from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, 
 from gateway.keys import generate_keypair
 from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
+from gateway.stages.ports import NO_DEVICES
 
 if TYPE_CHECKING:
     from bumble.link import LocalLink
@@ -151,9 +152,6 @@ async def _demo(args: argparse.Namespace) -> int:
         collector = asyncio.create_task(_collect(url, cfg.mqtt.protocol, topics, verifier, received))
         await asyncio.sleep(0.3)
 
-        parts = assemble(cfg, chain, url, rollup_chains)
-        gw = parts.gateway
-        await gw.start()
         scenario: Scenario | None = getattr(args, "scenario", None)
         models: list[HeartRateStrap | SimDevice] = (
             scenario.build() if scenario else [HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i)
@@ -168,9 +166,12 @@ async def _demo(args: argparse.Namespace) -> int:
         else:
             source = ModelSource(models, chaos, args.speed)
             how = "frames fed straight into the gateway"
+        devices = source.source if isinstance(source, BumbleDemoSource | HubDemoSource) else NO_DEVICES
+        parts = assemble(cfg, chain, url, rollup_chains, devices=devices)
+        gw = parts.gateway
+        await gw.start()
         src = asyncio.create_task(source.run(gw.submit))
-        if isinstance(source, BumbleDemoSource | HubDemoSource):
-            states = asyncio.create_task(device_state_loop(gw, source.source, every_s=1.0))
+        states = asyncio.create_task(device_state_loop(gw, every_s=1.0))
         what = (f"scenario '{scenario.name}': {scenario.device_count} devices" if scenario
                 else f"{args.devices} simulated heart-rate straps")
         print(f"devices  {what}, time x{args.speed:g}; {how}")
@@ -200,10 +201,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 stop.set()
         progress.show("stopping: finishing batches and anchors ...", final=True)
         await source.quiesce()
-        if isinstance(source, BumbleDemoSource | HubDemoSource):
-            states.cancel()
+        states.cancel()
         src.cancel()
-        await asyncio.gather(src, return_exceptions=True)
+        await asyncio.gather(src, states, return_exceptions=True)
         drained = await gw.stop(drain_timeout=30)
         parts.journal.close()
         # Let the last receipts reach the subscriber.

@@ -46,10 +46,10 @@ def test_ble_to_platform(mosquitto: Mosquitto, tmp_path: Path) -> None:
             await s.start()
         source = BleakSource(BleSettings(allow=frozenset(s.address for s in straps)), b"p" * 32,
                              {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
-        gw = assemble(cfg, chain).gateway
+        gw = assemble(cfg, chain, devices=source).gateway
         await gw.start()
         tasks = [asyncio.create_task(source.run(gw.submit)),
-                 asyncio.create_task(device_state_loop(gw, source, every_s=0.5))]
+                 asyncio.create_task(device_state_loop(gw, every_s=0.5))]
         await asyncio.sleep(3)
         for s in straps:
             await s.stop_notifying()
