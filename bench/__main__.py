@@ -22,25 +22,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from bench.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 PERF_DOC = ROOT / "docs" / "performance.md"
-
-
-@dataclass
-class Result:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    baseline_name: str
-    ratio: float
-    goal: str
-    met: bool | None
 
 
 def _rate(n: int, seconds: float) -> float:

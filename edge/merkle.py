@@ -67,13 +67,6 @@ class MerkleTree:
     def __init__(self, leaves: Sequence[bytes]) -> None:
         self._levels = _levels([leaf_hash(x) for x in leaves])
 
-    @classmethod
-    def from_leaf_hashes(cls, hashes: Sequence[bytes]) -> MerkleTree:
-        """Build from precomputed leaf hashes (e.g. batch roots in a roll-up)."""
-        tree = cls([])
-        tree._levels = _levels(list(hashes))
-        return tree
-
     @property
     def size(self) -> int:
         return len(self._levels[0])

@@ -346,7 +346,3 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     return parse_config(data, str(path))
 
-
-def with_overrides(cfg: GatewayConfig, **changes: Any) -> GatewayConfig:
-    """A copy with top-level fields replaced (CLI flags win over the file), re-validated."""
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None}).validated()
