@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from anchoring.errors import AnchoringError
+
 
 class AnchorState(StrEnum):
     PENDING = "pending"  # no transaction yet (or the last one can never be mined)
@@ -196,7 +198,7 @@ ADOPTED_LEFT = Rule(S.PENDING, Event.LEFT_BLOCK, forget_tx=True, forget_block=Tr
 """(included, Left) for an adopted anchor: we never held its transaction, so a new one is signed."""
 
 
-class IllegalStep(LookupError):
+class IllegalStep(AnchoringError, LookupError):
     """An observation that cannot happen in the job's state (the driver asked the wrong question)."""
 
 

@@ -9,7 +9,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK = 0
@@ -343,7 +343,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from firmware_sim.scenario import ALL_MODELS, ScenarioError, builtin_scenarios, parse_scenario
+    from firmware_sim.scenario import ALL_MODELS, builtin_scenarios, parse_scenario
     from gateway.errors import ConfigError
 
     scenarios = builtin_scenarios()
@@ -363,8 +363,6 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                           "see `tiyi sim list`") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
-    except ScenarioError as exc:
-        raise ConfigError(str(exc)) from exc
     from gateway.cli.demo import demo_main
 
     args.scenario = scenario
@@ -412,31 +410,47 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _exit_code(exc: BaseException) -> int | None:
+def exit_code(exc: BaseException) -> int | None:
     """The exit code for an error a user can cause (bad input, a node or broker that is down), or None for
-    a bug, which keeps its traceback. Every package's error root is mapped here, and nowhere else."""
-    from anchoring.errors import AnchoringError
+    a bug, which keeps its traceback. This is the one place errors become exit codes: the first row of
+    ``_exit_rows`` that matches wins (commands raise their package's errors and never re-wrap them for a code)."""
+    if isinstance(exc, BaseExceptionGroup):  # from a TaskGroup: the first error tells
+        return exit_code(exc.exceptions[0])
+    for matches, code in _exit_rows():
+        if matches(exc):
+            return code
+    return None
+
+
+def _exit_rows() -> list[tuple[Callable[[BaseException], bool], int]]:
+    from anchoring.errors import AnchoringError, MalformedReply, MalformedTransaction
     from edge.errors import EdgeError
     from gateway.errors import GatewayError
 
-    if isinstance(exc, BaseExceptionGroup):  # from a TaskGroup: the first error tells
-        return _exit_code(exc.exceptions[0])
     web3_errors = sys.modules.get("web3.exceptions")
     unreachable: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
     if web3_errors is not None:
         unreachable += (web3_errors.ProviderConnectionError,)
+    roots = (GatewayError, AnchoringError, EdgeError)
+    return [
+        # a broker or chain node that cannot be reached, also when wrapped (ChainUnavailable in a GatewayError)
+        (lambda e: any(isinstance(c, unreachable) for c in _causes(e)), EXIT_USAGE),
+        # a node that answered nonsense: a failure, not the user's input
+        (lambda e: isinstance(e, MalformedReply | MalformedTransaction), EXIT_FAIL),
+        # the package errors that resemble ValueError are bad input (arguments, files, scenarios, bundles)
+        (lambda e: isinstance(e, roots) and isinstance(e, ValueError), EXIT_USAGE),
+        (lambda e: isinstance(e, roots), EXIT_FAIL),
+        (lambda e: isinstance(e, OSError), EXIT_FAIL),  # a file that cannot be read or written
+    ]
+
+
+def _causes(exc: BaseException, depth: int = 8) -> list[BaseException]:
+    out: list[BaseException] = []
     cause: BaseException | None = exc
-    for _ in range(8):  # a wrapped connection failure is still one (e.g. ChainUnavailable inside GatewayError)
-        if cause is None:
-            break
-        if isinstance(cause, unreachable):
-            return EXIT_USAGE
+    while cause is not None and len(out) < depth:
+        out.append(cause)
         cause = cause.__cause__
-    if isinstance(exc, GatewayError | AnchoringError | EdgeError):
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL  # bad input vs. failure
-    if isinstance(exc, OSError):  # a file that cannot be read or written
-        return EXIT_FAIL
-    return None
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -484,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        code = _exit_code(exc)
+        code = exit_code(exc)
         if code is None:
             raise
         logging.getLogger("tiyi").debug("the error's traceback (-vv)", exc_info=exc)
