@@ -363,13 +363,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                           "see `tiyi sim list`") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
-    from gateway.cli.demo import demo_main
+    from gateway.cli.demo import DemoOptions, demo_main
 
-    args.scenario = scenario
-    args.devices = scenario.device_count
-    if args.duration is None:
-        args.duration = scenario.duration_s / args.speed
-    return demo_main(args)
+    duration = scenario.duration_s / args.speed if args.duration is None else args.duration
+    return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count,
+                                           duration=duration))
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -468,8 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "keys":
             return _cmd_keys(args)
         if args.cmd == "demo":
-            from gateway.cli.demo import demo_main
-            return demo_main(args)
+            from gateway.cli.demo import DemoOptions, demo_main
+            return demo_main(DemoOptions.from_args(args))
         if args.cmd == "run":
             from gateway.runtime import run_main
             return run_main(args)
@@ -484,8 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.broker_acl import acl_main
             return acl_main(args)
         if args.cmd == "bench":
-            from gateway.cli.bench import bench_pipeline_main
-            return bench_pipeline_main(args)
+            from gateway.cli.bench import PipelineOptions, bench_pipeline_main
+            return bench_pipeline_main(PipelineOptions.from_args(args))
         if args.cmd == "proof":
             from gateway.cli.proof import export_main
             return export_main(args)
