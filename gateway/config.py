@@ -190,6 +190,12 @@ class GatewayConfig:
             raise ConfigError("publish.head_interval_s must be 1..86400 seconds")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             raise ConfigError("mqtt.max_inflight must be 1..65535")
+        self._check_chain()
+        self._check_targets()
+        self._check_sources()
+        return self
+
+    def _check_chain(self) -> None:
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
             raise ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
         if self.chain.kind == "fisco2" and not self.chain.contract:
@@ -197,7 +203,8 @@ class GatewayConfig:
                               "(SM3 selectors) and give its address")
         if not 0 <= self.chain.confirmations <= 10_000:
             raise ConfigError("chain.confirmations must be 0..10000")
-        self._check_targets()
+
+    def _check_sources(self) -> None:
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             raise ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
         names = self.ble.adapters
@@ -207,7 +214,6 @@ class GatewayConfig:
                               "(several: \"hci0,hci1\", each once)")
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             raise ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
-        return self
 
 
 # Durations: (lowest, highest, unit). Generous, but finite and never negative.
@@ -252,28 +258,33 @@ def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str) -> Any:
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"{origin}: unknown setting [{section}] {key} (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key)
-        if isinstance(default, frozenset):
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a list of strings")
-            value = frozenset(_allow_entry(x, origin) for x in value)
-        elif isinstance(default, Path) or key.endswith(("_file", "_dir")):
-            if not isinstance(value, str):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a path string")
-            value = Path(value)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{origin}: [{section}] {key} must be true or false")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{origin}: [{section}] {key} must be an integer")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{origin}: [{section}] {key} must be a number")
-            value = float(value)
-        elif (isinstance(default, str) or default is None) and not isinstance(value, str):
-            raise ConfigError(f"{origin}: [{section}] {key} must be a string")
-        kwargs[key] = value
+        kwargs[key] = _coerce_value(getattr(cls(), key), value, f"{origin}: [{section}] {key}", origin)
     return cls(**kwargs)
+
+
+def _coerce_value(default: Any, value: Any, where: str, origin: str) -> Any:
+    """``value`` as the type of the setting's ``default``, or a ConfigError saying what it must be."""
+    if isinstance(default, frozenset):
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return frozenset(_allow_entry(x, origin) for x in value)
+    if isinstance(default, Path) or where.endswith(("_file", "_dir")):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path string")
+        return Path(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
+    elif (isinstance(default, str) or default is None) and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    return value
 
 
 def _rollup(raw: dict[str, Any], i: int, origin: str) -> RollupConfig:
@@ -292,24 +303,39 @@ def _rollup(raw: dict[str, Any], i: int, origin: str) -> RollupConfig:
     return RollupConfig(target, float(period), replace(chain, target=target))
 
 
+def _gateway_section(value: Any, origin: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: [gateway] must be a table")
+    top: dict[str, Any] = {}
+    for key, v in value.items():
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{origin}: unknown setting [gateway] {key} (known: {', '.join(_TOP_KEYS)})")
+        name = _TOP_KEYS[key]
+        if name in ("state_dir", "key_file"):
+            if not isinstance(v, str):
+                raise ConfigError(f"{origin}: [gateway] {key} must be a path string")
+            v = Path(v)
+        elif not isinstance(v, str):
+            raise ConfigError(f"{origin}: [gateway] {key} must be a string")
+        top[name] = v
+    return top
+
+
+def _check_choices(top: dict[str, Any], origin: str) -> None:
+    if top.get("source", "sim") not in ("sim", "ble"):
+        raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
+    if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):
+        raise ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)")
+    if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):
+        raise ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1")
+
+
 def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfig:
     """Build a validated config from parsed TOML."""
     top: dict[str, Any] = {}
     for section, value in data.items():
         if section == "gateway":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: [gateway] must be a table")
-            for key, v in value.items():
-                if key not in _TOP_KEYS:
-                    raise ConfigError(f"{origin}: unknown setting [gateway] {key} (known: {', '.join(_TOP_KEYS)})")
-                name = _TOP_KEYS[key]
-                if name in ("state_dir", "key_file"):
-                    if not isinstance(v, str):
-                        raise ConfigError(f"{origin}: [gateway] {key} must be a path string")
-                    v = Path(v)
-                elif not isinstance(v, str):
-                    raise ConfigError(f"{origin}: [gateway] {key} must be a string")
-                top[name] = v
+            top.update(_gateway_section(value, origin))
         elif section == "rollup":
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])")
@@ -321,12 +347,7 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> GatewayConfi
         else:
             raise ConfigError(f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)}, "
                               "[[rollup]])")
-    if top.get("source", "sim") not in ("sim", "ble"):
-        raise ConfigError(f"{origin}: [gateway] source must be 'ble' (bleak, the platform's adapter) or 'sim'")
-    if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):
-        raise ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)")
-    if "mqtt" in top and top["mqtt"].protocol not in ("auto", "5", "3.1.1"):
-        raise ConfigError(f"{origin}: [mqtt] protocol must be one of auto, 5, 3.1.1")
+    _check_choices(top, origin)
     try:
         return GatewayConfig(**top).validated()
     except ConfigError as exc:

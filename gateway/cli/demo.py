@@ -110,9 +110,34 @@ class DemoOptions:
         return self
 
 
-async def _demo(o: DemoOptions) -> int:
+def _chains(o: DemoOptions, account: bytes) -> tuple[EvmChainClient, EvmChainClient | None, tuple[RollupConfig, ...],
+                                                   dict[str, EvmChainClient]]:
+    """The per-batch chain and its administrator (None on a contract we do not administer), and the roll-up
+    target: a second in-process chain, as a supervision chain would be, with one roll-up per period."""
     from anchoring.evm import EvmChainClient
 
+    admin: EvmChainClient | None
+    if o.chain is None:
+        dev = dev_chain(account)
+        chain, admin = dev.client, dev.chain.admin()
+        where = "in-process EVM"
+    else:
+        chain = EvmChainClient.connect(o.chain, account, contract=o.contract)
+        admin = None if o.contract else chain  # the deployer is the contract's administrator
+        where = f"{o.chain}{'' if o.contract else ' (contract deployed now)'}"
+    print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
+          f"every batch (the {o.region} sub-chain)")
+    if o.rollup_every <= 0:
+        return chain, admin, (), {}
+    sup = dev_chain(account).client
+    rollup = RollupConfig(SUPERVISION_TARGET, o.rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
+                                                                         target=SUPERVISION_TARGET))
+    print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {o.rollup_every:g} s "
+          f"({SUPERVISION_TARGET})")
+    return chain, admin, (rollup,), {SUPERVISION_TARGET: sup}
+
+
+async def _demo(o: DemoOptions) -> int:
     with contextlib.ExitStack() as stack:
         state_dir: Path = o.state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tiyi-demo-")))
         key_dir = state_dir / "keys"
@@ -128,28 +153,7 @@ async def _demo(o: DemoOptions) -> int:
             url = await broker.start()
         print(f"broker   {url}{' (embedded amqtt, MQTT 3.1.1)' if broker else ''}")
 
-        account = chain_account_key(key_dir / "chain-account.key")
-        admin: EvmChainClient | None = None
-        if o.chain is None:
-            dev = dev_chain(account)
-            chain, admin = dev.client, dev.chain.admin()
-            where = "in-process EVM"
-        else:
-            chain = EvmChainClient.connect(o.chain, account, contract=o.contract)
-            admin = None if o.contract else chain  # the deployer is the contract's administrator
-            where = f"{o.chain}{'' if o.contract else ' (contract deployed now)'}"
-        print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
-              f"every batch (the {o.region} sub-chain)")
-        # A second target, as a supervision chain would be: one roll-up of the batch roots per period.
-        rollups: tuple[RollupConfig, ...] = ()
-        rollup_chains: dict[str, EvmChainClient] = {}
-        if o.rollup_every > 0:
-            sup = dev_chain(account).client
-            rollups = (RollupConfig(SUPERVISION_TARGET, o.rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
-                                                                                   target=SUPERVISION_TARGET)),)
-            rollup_chains[SUPERVISION_TARGET] = sup
-            print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {o.rollup_every:g} s "
-                  f"({SUPERVISION_TARGET})")
+        chain, admin, rollups, rollup_chains = _chains(o, chain_account_key(key_dir / "chain-account.key"))
 
         cfg = GatewayConfig(
             gateway_id=o.gateway_id, region=o.region, state_dir=state_dir,

@@ -457,42 +457,68 @@ def _one_line(exc: BaseException) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.cli.demo import DemoOptions, demo_main
+
+    return demo_main(DemoOptions.from_args(args))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.runtime import run_main
+
+    return run_main(args)
+
+
+def _cmd_chain(args: argparse.Namespace) -> int:
+    from gateway.cli.chain import registry_main
+
+    return registry_main(args)
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from gateway.broker_acl import acl_main
+
+    return acl_main(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from gateway.cli.bench import PipelineOptions, bench_pipeline_main
+
+    return bench_pipeline_main(PipelineOptions.from_args(args))
+
+
+def _cmd_proof(args: argparse.Namespace) -> int:
+    from gateway.cli.proof import export_main
+
+    return export_main(args)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        from gateway.cli.proof import verify_bundle_main
+
+        return verify_bundle_main(args)
+    from gateway.cli.verify import verify_main
+
+    return verify_main(args)
+
+
+# Each command's module is imported only when it runs, so `tiyi --help` stays instant on a Raspberry Pi.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "decode": _cmd_decode, "keys": _cmd_keys, "demo": _cmd_demo, "run": _cmd_run, "sim": _cmd_sim,
+    "devices": _cmd_devices, "chain": _cmd_chain, "broker": _cmd_broker, "bench": _cmd_bench, "proof": _cmd_proof,
+    "verify": _cmd_verify,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    command = _COMMANDS.get(args.cmd)
+    if command is None:
+        return EXIT_USAGE
     try:
-        if args.cmd == "decode":
-            return _cmd_decode(args)
-        if args.cmd == "keys":
-            return _cmd_keys(args)
-        if args.cmd == "demo":
-            from gateway.cli.demo import DemoOptions, demo_main
-            return demo_main(DemoOptions.from_args(args))
-        if args.cmd == "run":
-            from gateway.runtime import run_main
-            return run_main(args)
-        if args.cmd == "sim":
-            return _cmd_sim(args)
-        if args.cmd == "devices":
-            return _cmd_devices(args)
-        if args.cmd == "chain":
-            from gateway.cli.chain import registry_main
-            return registry_main(args)
-        if args.cmd == "broker":
-            from gateway.broker_acl import acl_main
-            return acl_main(args)
-        if args.cmd == "bench":
-            from gateway.cli.bench import PipelineOptions, bench_pipeline_main
-            return bench_pipeline_main(PipelineOptions.from_args(args))
-        if args.cmd == "proof":
-            from gateway.cli.proof import export_main
-            return export_main(args)
-        if args.cmd == "verify" and args.bundle is not None:
-            from gateway.cli.proof import verify_bundle_main
-            return verify_bundle_main(args)
-        if args.cmd == "verify":
-            from gateway.cli.verify import verify_main
-            return verify_main(args)
+        return command(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -502,5 +528,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tiyi").debug("the error's traceback (-vv)", exc_info=exc)
         print(f"tiyi {args.cmd}: {_one_line(exc)}", file=sys.stderr)
         return code
-    return EXIT_USAGE
-

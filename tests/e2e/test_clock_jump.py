@@ -12,11 +12,11 @@ from edge.record import Record, decode_data_message
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
-from gateway import service
 from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
+from gateway.stages import ingest
 from tests.conftest import Mosquitto
 from tests.e2e.harness import Recorder
 
@@ -26,8 +26,8 @@ HOUR_MS = 3_600_000
 
 def test_clock_jumps(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offset = [0]
-    real = service.wall_ms
-    monkeypatch.setattr(service, "wall_ms", lambda: real() + offset[0])
+    real = ingest.wall_ms
+    monkeypatch.setattr(ingest, "wall_ms", lambda: real() + offset[0])  # the clock that stamps records
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-clk", region="jiangmen", state_dir=tmp_path, mqtt=MqttConfig(url=mosquitto.url),
