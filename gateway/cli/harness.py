@@ -69,7 +69,7 @@ class StreamCollector:
         async for m in self._sub:
             self.messages.append((m.topic, m.payload, m.retain))
             self._last = time.monotonic()
-            if m.topic == self._status_topic and not m.retain and _says_offline(m.payload, self._gw):
+            if m.topic == self._status_topic and not m.retain and says_offline(m.payload, self._gw):
                 self._ended.set()
 
     async def wait_end(self, timeout: float = END_WAIT_S) -> bool:
@@ -96,7 +96,8 @@ class StreamCollector:
         return report(verifier)
 
 
-def _says_offline(payload: bytes, gw: str) -> bool:
+def says_offline(payload: bytes, gw: str) -> bool:
+    """Whether a status payload is ``gw``'s own clean-stop ``offline`` (not its last will, which has t = 0)."""
     try:
         msg = cbor.loads(payload)
     except ValueError:
