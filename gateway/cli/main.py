@@ -134,7 +134,12 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="with --registry: accept only gateways registered by this operator account")
     p.add_argument("--tofu", action="store_true",
                    help="trust the key each gateway announces (trust on first use); the result is never 'verified'")
-    p.add_argument("--idle", type=float, default=5.0, help="stop listening after this many quiet seconds (default 5)")
+    p.add_argument("--idle", type=float, default=5.0,
+                   help="stop listening after this many quiet seconds while the gateways heard are up or stopped "
+                        "cleanly (default 5)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="before anything is heard, or while a gateway is down by its last will (it crashed and "
+                        "will re-send), stop after this many quiet seconds instead (default 60)")
     p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
     p.add_argument("--require-complete", action="store_true",
                    help="records not yet in a batch, and batches in no roll-up on a --rollup-rpc target, are failures")
