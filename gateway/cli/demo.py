@@ -341,12 +341,37 @@ def _frames(m: HeartRateStrap | SimDevice, t: float) -> list[Frame]:
     return [m.frame_at(t)] if isinstance(m, HeartRateStrap) else m.frames_at(t)
 
 
+class _Handed:
+    """Frames handed to the gateway, so a stopping demo waits for the ones still crossing the emulated radio
+    (and queued in the BLE source) instead of sleeping a fixed time that a starved CPU can outlast."""
+
+    STALL_S = 3.0  # no frame arrived for this long: the rest were lost on the way, and the demo says so
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def counting(self, submit: Callable[[Frame], Awaitable[None]]) -> Callable[[Frame], Awaitable[None]]:
+        async def counted(frame: Frame) -> None:
+            await submit(frame)
+            self.count += 1
+        return counted
+
+    async def until(self, sent: Callable[[], int]) -> None:
+        """Until every frame sent was handed over, or none arrived for ``STALL_S``."""
+        seen, since = self.count, monotonic()
+        while self.count < sent() and monotonic() - since < self.STALL_S:
+            await asyncio.sleep(0.02)
+            if self.count != seen:
+                seen, since = self.count, monotonic()
+
+
 class BumbleDemoSource:
     """Devices as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
 
     def __init__(self, peripherals: list[BumbleHeartRateStrap | BumbleSensor], source: BleakSource) -> None:
         self.peripherals = peripherals
         self.source = source
+        self.handed = _Handed()
 
     @property
     def frames_sent(self) -> int:
@@ -355,12 +380,12 @@ class BumbleDemoSource:
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         for p in self.peripherals:
             await p.start()
-        await self.source.run(submit)
+        await self.source.run(self.handed.counting(submit))
 
     async def quiesce(self) -> None:
         for p in self.peripherals:
             await p.stop_notifying()
-        await asyncio.sleep(0.5)  # let the last notifications cross the link
+        await self.handed.until(lambda: self.frames_sent)  # the last notifications cross the link
 
     def write_truth(self, path: Path) -> int:
         return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals for c, d in p.emitted()])
@@ -425,6 +450,7 @@ class HubDemoSource:
         self.source = source
         self.procs: list[asyncio.subprocess.Process] = []
         self.sent: dict[str, dict[str, Any]] = {}
+        self.handed = _Handed()
 
     @property
     def frames_sent(self) -> int:
@@ -444,7 +470,7 @@ class HubDemoSource:
                 ready = await asyncio.wait_for(proc.stdout.readline(), 60)
                 if not ready.startswith(b'{"ready"'):
                     raise RuntimeError(f"a device process failed to start: {ready[:200]!r}")
-            await self.source.run(submit)
+            await self.source.run(self.handed.counting(submit))
         finally:
             for p in self.procs:
                 if p.returncode is None:
@@ -462,7 +488,7 @@ class HubDemoSource:
             for line in out.decode().splitlines():
                 if line.startswith('{"sent"'):
                     self.sent.update(json.loads(line)["sent"])
-        await asyncio.sleep(0.5)  # let the last notifications reach the gateway
+        await self.handed.until(lambda: self.frames_sent)  # the last notifications reach the gateway
         await self.hub.close()
 
     def write_truth(self, path: Path) -> int:
