@@ -84,7 +84,7 @@ def registry_main(args: argparse.Namespace) -> int:
         rec = client.rotate_gateway_key(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
     else:
         rec = client.revoke_gateway(args.gateway)
-    what = getattr(args, "gateway", None) or getattr(args, "account", "")
+    what = args.account if cmd in ("approve-operator", "revoke-operator", "transfer-admin") else args.gateway
     print(f"{args.chain_cmd} {what}: done in block {rec.block_number} (tx 0x{rec.tx_hash.hex()}), "
           f"sent by 0x{client.account.hex()}")
     return 0
