@@ -100,7 +100,7 @@ class AnchorDriver:
             if job.state is AnchorState.PENDING:
                 progressed |= await self._pending(job)
             elif job.state is AnchorState.SIGNED:
-                progressed |= await self._send(job)
+                progressed |= await self._resend(job)
             elif job.state is AnchorState.SUBMITTED:
                 progressed |= await self._submitted(job)
             else:
@@ -118,6 +118,16 @@ class AnchorDriver:
         await self._send(job)
         self._health.metrics.anchors_submitted += 1
         return True
+
+    async def _resend(self, job: Job) -> bool:
+        """A transaction stored as signed but perhaps already sent (a crash between the send and its record, or
+        one that left its block). If the chain already has it, it is not sent again: some nodes (ganache) mine a
+        re-sent transaction a second time, and the failed second copy's receipt then hides the first."""
+        assert job.tx_hash is not None
+        if await self._chain(self.target.chain.receipt, job.tx_hash) is not None:
+            await self._store(job, Sent())
+            return True
+        return await self._send(job)
 
     async def _send(self, job: Job) -> bool:
         assert job.raw_tx is not None

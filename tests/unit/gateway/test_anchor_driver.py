@@ -12,7 +12,7 @@ import pytest
 
 from anchoring.chain import AnchorInfo, AnchorKind, SignedTx, TxReceipt
 from anchoring.errors import AlreadyAnchored, StaleTransaction
-from anchoring.lifecycle import AnchorState
+from anchoring.lifecycle import AnchorState, Event, Step
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
@@ -84,8 +84,11 @@ def journal_with_a_batch(tmp_path: Path) -> SqliteJournal:
     return journal
 
 
-def drive(tmp_path: Path, chain: ScriptedChain, passes: int = 1) -> tuple[SqliteJournal, Health, Notes]:
+def drive(tmp_path: Path, chain: ScriptedChain, passes: int = 1,
+          stored: Step | None = None) -> tuple[SqliteJournal, Health, Notes]:
     journal, health, notes = journal_with_a_batch(tmp_path), Health(), Notes()
+    if stored is not None:  # what an earlier life left in the queue
+        journal.advance(1, stored)
     target = AnchorTarget("zhuhai", "*batch", AnchorKind.BATCH, chain, 0, 0.1)  # type: ignore[arg-type]
     worker = Worker("test-journal")
     driver = AnchorDriver("gw-1", target, journal, worker, health, notes, Wakes())
@@ -151,3 +154,22 @@ def test_a_root_already_anchored_by_us_is_adopted_only_for_this_very_batch(
         assert (job.tx_hash, job.raw_tx, job.block_hash) == (b"\x77" * 32, None, BLOCK_HASH)
     else:
         assert health.metrics.anchor_conflicts == 1 and "already anchored" in (health.last_error or "")
+
+
+def test_a_stored_transaction_the_chain_already_has_is_not_sent_again(tmp_path: Path) -> None:
+    """A crash between the send and its record leaves the job 'signed'; re-sending a mined transaction made
+    ganache mine it a second time, and that failed copy's receipt hid the first (seen in the kill -9 test)."""
+    chain = ScriptedChain()
+    earlier = Step(AnchorState.SIGNED, Event.SIGNED, raw_tx=b"raw-earlier", tx_hash=b"\x55" * 32)
+    journal, _, notes = drive(tmp_path, chain, passes=2, stored=earlier)
+    job = only_job(journal)
+    assert chain.sent == [] and chain.prepared == 0
+    assert (job.state, job.tx_hash) == (AnchorState.FINAL, b"\x55" * 32)
+    assert notes.states == ["submitted", "included", "final"]
+
+
+def test_a_stored_transaction_the_chain_does_not_have_is_sent(tmp_path: Path) -> None:
+    chain = ScriptedChain(receipts_ok=None)  # no receipt: never reached a node
+    earlier = Step(AnchorState.SIGNED, Event.SIGNED, raw_tx=b"raw-earlier", tx_hash=b"\x55" * 32)
+    journal, _, _ = drive(tmp_path, chain, stored=earlier)
+    assert chain.sent == [b"raw-earlier"] and only_job(journal).state is AnchorState.SUBMITTED
