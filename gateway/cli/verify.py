@@ -191,6 +191,7 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
     live = Liveness()
     sub = PahoSubscriber(settings, topic)
     async with sub:
+        print(f"listening on {topic} at {args.broker}", file=sys.stderr, flush=True)  # a caller may wait for it
         it = sub.__aiter__()
         last = time.monotonic()  # quiet time counts from the subscription, not from before the connect
         while True:
