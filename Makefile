@@ -35,6 +35,7 @@ demo: $(VENV)/.demo-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.dev-installed
@@ -43,6 +44,7 @@ typecheck: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed tools/node_modules/.installed
 	@$(SYS) mosquitto=mosquitto openssl=openssl shellcheck=shellcheck systemd-analyze=systemd useradd=passwd
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -121,6 +121,14 @@ def decode_message(topic: str, payload: bytes) -> Message:
         raise MessageError(f"{topic}: {exc}") from exc
 
 
+def _anchor_state(t: ParsedTopic, payload: bytes) -> Message:
+    """Progress reports: not part of any proof, but well formed."""
+    m = cbor.loads(payload)
+    if not isinstance(m, dict) or m.get("state") not in ANCHOR_STATES:
+        raise CodecError("anchor state message must be a map with a known state")
+    return AnchorStateMessage(t.gw, m["state"])
+
+
 def _decode(t: ParsedTopic, payload: bytes) -> Message:
     if t.channel == "data":
         raw = tuple(decode_data_message(payload))
@@ -131,11 +139,8 @@ def _decode(t: ParsedTopic, payload: bytes) -> Message:
         return ManifestMessage(t.gw, SignedManifest.from_bytes(payload), payload)
     if t.channel == "anchor":
         return ReceiptMessage(t.gw, AnchorReceipt.from_bytes(payload))
-    if t.channel == "anchor_state":  # progress reports: not part of any proof, but well formed
-        m = cbor.loads(payload)
-        if not isinstance(m, dict) or m.get("state") not in ANCHOR_STATES:
-            raise CodecError("anchor state message must be a map with a known state")
-        return AnchorStateMessage(t.gw, m["state"])
+    if t.channel == "anchor_state":
+        return _anchor_state(t, payload)
     if t.channel == "rollup":
         m = cbor.expect_map(cbor.loads(payload), "rollup message", {"rollup", "receipt"})
         return RollupMessage(t.gw, t.target or "", Rollup.from_bytes(cbor.field(m, "rollup", bytes, "rollup message")),

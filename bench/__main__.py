@@ -22,25 +22,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from bench.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 PERF_DOC = ROOT / "docs" / "performance.md"
-
-
-@dataclass
-class Result:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    baseline_name: str
-    ratio: float
-    goal: str
-    met: bool | None
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -259,7 +249,7 @@ PIPELINE_RUNS = 3  # this shared machine drifts by +-10 % from run to run: repor
 def bench_pipeline(n: int = 100_000, devices: int = 50) -> tuple[Result, dict[str, Any]]:
     from bench.services import Mosquitto, free_port
     from edge.record import Record
-    from gateway.bench_pipeline import run_pipeline
+    from gateway.cli.bench import run_pipeline
 
     runs: list[dict[str, Any]] = []
     baselines: list[float] = []

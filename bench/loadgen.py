@@ -117,6 +117,20 @@ def _first_seq(payload: bytes) -> tuple[int, int]:
     return Record.from_bytes(recs[0]).seq, len(recs)
 
 
+def _first_seqs(streams: Streams) -> dict[tuple[str, int], tuple[int, int]]:
+    """(gateway, message index) → (first seq, records) of every data message, read before the run."""
+    return {(gw, i): _first_seq(payload) for gw in streams.gateways
+            for i, (topic, payload) in enumerate(streams.messages[gw]) if "/data/" in topic}
+
+
+def _pace(start: float, records: int, per_second: float | None) -> None:
+    """Sleep until ``records`` are due at ``per_second`` since ``start`` (None: no pacing)."""
+    if per_second is not None:
+        delay = start + records / per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 def replay(url_port: int, streams: Streams, rate: float | None = None, clients: int = 4,
            timing: bool = False) -> Replay:
     """Publish every gateway's messages (gateways split over ``clients`` connections, each in order) at ``rate``
@@ -125,12 +139,7 @@ def replay(url_port: int, streams: Streams, rate: float | None = None, clients: 
     out = Replay()
     gws = streams.gateways
     shares = [gws[i::clients] for i in range(clients)]
-    firsts: dict[tuple[str, int], tuple[int, int]] = {}
-    if timing:
-        for gw in gws:
-            for i, (topic, payload) in enumerate(streams.messages[gw]):
-                if "/data/" in topic:
-                    firsts[(gw, i)] = _first_seq(payload)
+    firsts = _first_seqs(streams) if timing else {}
     lock = threading.Lock()
     per_client = None if rate is None else rate / len([x for x in shares if x])
 
@@ -150,11 +159,7 @@ def replay(url_port: int, streams: Streams, rate: float | None = None, clients: 
         records = 0
         for gw, i in order:
             topic, payload = streams.messages[gw][i]
-            if per_client is not None:
-                due = start + records / per_client
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            _pace(start, records, per_client)
             infos.append(c.publish(topic, payload, qos=1, retain=topic.endswith("/head")))
             if "/data/" in topic:
                 if timing:

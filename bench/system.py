@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.result import Result
 from bench.services import GANACHE, ROOT, Ganache, Mosquitto, free_port
 
 
@@ -148,7 +149,6 @@ def _bare_latency(url: str, rate: int, seconds: float) -> list[float]:
 
 
 def bench_latency(rate: int, seconds: float) -> tuple[Any, dict[str, Any]]:
-    from bench.__main__ import Result
 
     with tempfile.TemporaryDirectory() as d:
         broker = Mosquitto(free_port(), Path(d))
@@ -243,7 +243,6 @@ def _bare_publisher_cpu(url: str, payload: bytes, rate: int, seconds: float) -> 
 
 def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[list[Any], dict[str, Any]]:
     """`tiyi run` with 300 simulated straps as its own process: RSS, bytes written, CPU."""
-    from bench.__main__ import Result
     from gateway.journal import SqliteJournal
     from gateway.keys import generate_keypair
 
@@ -412,7 +411,6 @@ def _quiet_teardown() -> None:
 def bench_ble(n: int = 20, seconds: float = 5.0) -> tuple[Any, dict[str, Any]]:
     import logging
 
-    from bench.__main__ import Result
 
     logging.getLogger("bumble").setLevel(logging.ERROR)
     ours = asyncio.run(_bleak_path(n, seconds))

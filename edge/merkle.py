@@ -69,7 +69,8 @@ class MerkleTree:
 
     @classmethod
     def from_leaf_hashes(cls, hashes: Sequence[bytes]) -> MerkleTree:
-        """Build from precomputed leaf hashes (e.g. batch roots in a roll-up)."""
+        """Build from leaf hashes already computed (the verification engine keeps a batch's leaves, not its
+        records, once they are proven)."""
         tree = cls([])
         tree._levels = _levels(list(hashes))
         return tree

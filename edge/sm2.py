@@ -1,6 +1,6 @@
 """SM2 signatures (GB/T 32918.2) with gmssl 3.2.2 doing the curve arithmetic, hardened around it.
 
-gmssl's maths is right but its edges are not (see shared notes ``sm-crypto.md``), so this module keeps
+gmssl's maths is right but its edges are not (the list below), so this module keeps
 gmssl to two jobs, scalar multiplication and the sign/verify equations on a precomputed ``e``, and
 does everything else itself:
 

@@ -46,7 +46,3 @@ class HeartRateStrap:
     def frame_at(self, t: float) -> Frame:
         """The notification a real strap would send at session time ``t`` (seconds, non-decreasing)."""
         return Frame(self.dev_id, 0x2A37, bytes(self.measurement_at(t)))
-
-    def battery_frame(self) -> Frame:
-        self.battery = max(0, self.battery - 1)
-        return Frame(self.dev_id, 0x2A19, bytes([self.battery]))

@@ -194,6 +194,11 @@ class GatewayConfig:
             yield ConfigError("publish.head_interval_s must be 1..86400 seconds")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             yield ConfigError("mqtt.max_inflight must be 1..65535")
+        yield from self._chain_problems()
+        yield from self._target_problems()
+        yield from self._source_problems()
+
+    def _chain_problems(self) -> Iterator[ConfigError]:
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
             yield ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
         if self.chain.kind == "fisco2" and not self.chain.contract:
@@ -201,7 +206,8 @@ class GatewayConfig:
                               "(SM3 selectors) and give its address")
         if not 0 <= self.chain.confirmations <= 10_000:
             yield ConfigError("chain.confirmations must be 0..10000")
-        yield from self._target_problems()
+
+    def _source_problems(self) -> Iterator[ConfigError]:
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             yield ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
         names = self.ble.adapters
@@ -328,6 +334,30 @@ def _top_setting(key: str, v: Any, origin: str) -> tuple[str, Any]:
     return name, v
 
 
+def _gateway_section(value: Any, origin: str, top: dict[str, Any], problems: list[ConfigError]) -> None:
+    if not isinstance(value, dict):
+        problems.append(ConfigError(f"{origin}: [gateway] must be a table"))
+        return
+    for key, v in value.items():
+        try:
+            name, top[name] = _top_setting(key, v, origin)
+        except ConfigError as exc:
+            problems.append(exc)
+
+
+def _rollup_section(value: Any, origin: str, top: dict[str, Any], problems: list[ConfigError]) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])"))
+        return
+    rollups: list[RollupConfig] = []
+    for i, v in enumerate(value):
+        try:
+            rollups.append(_rollup(v, i, origin))
+        except ConfigError as exc:
+            problems.append(exc)
+    top["rollups"] = tuple(rollups)
+
+
 def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayConfig | None, list[ConfigError]]:
     """Every problem of a parsed TOML document, each naming its setting, and the configuration when there is none.
 
@@ -338,25 +368,9 @@ def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayC
     top: dict[str, Any] = {}
     for section, value in data.items():
         if section == "gateway":
-            if not isinstance(value, dict):
-                problems.append(ConfigError(f"{origin}: [gateway] must be a table"))
-                continue
-            for key, v in value.items():
-                try:
-                    name, top[name] = _top_setting(key, v, origin)
-                except ConfigError as exc:
-                    problems.append(exc)
+            _gateway_section(value, origin, top, problems)
         elif section == "rollup":
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                problems.append(ConfigError(f"{origin}: rollup must be an array of tables ([[rollup]])"))
-                continue
-            rollups: list[RollupConfig] = []
-            for i, v in enumerate(value):
-                try:
-                    rollups.append(_rollup(v, i, origin))
-                except ConfigError as exc:
-                    problems.append(exc)
-            top["rollups"] = tuple(rollups)
+            _rollup_section(value, origin, top, problems)
         elif section in _SECTIONS:
             if not isinstance(value, dict):
                 problems.append(ConfigError(f"{origin}: [{section}] must be a table"))
@@ -402,7 +416,3 @@ def read_config_data(path: Path) -> dict[str, Any]:
 def load_config(path: Path) -> GatewayConfig:
     return parse_config(read_config_data(path), str(path))
 
-
-def with_overrides(cfg: GatewayConfig, **changes: Any) -> GatewayConfig:
-    """A copy with top-level fields replaced (CLI flags win over the file), re-validated."""
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None}).validated()

@@ -24,14 +24,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anchoring.lifecycle import AnchorState, Job, Step
 from edge.manifest import Manifest, SignedManifest
 from edge.record import Record
 from gateway.errors import JournalError, JournalFull
 
 log = logging.getLogger("tiyi.journal")
 
-SCHEMA_VERSION = 1
-ANCHOR_STATES = ("pending", "signed", "submitted", "included", "final", "failed")
+SCHEMA_VERSION = 2
+BATCH_QUEUE = "*batch"  # the per-batch anchor queue's key (no target name starts with '*')
+
+_ADD_JOB = ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending')")
+_JOB_COLUMNS = "number, root, count, state, raw_tx, tx_hash, block_number, block_hash, attempts"
+
+# Schema 1 kept batch anchors and roll-up anchors in two tables with the same columns: one queue now.
+_MIGRATE_1_TO_2: list[tuple[str, tuple[str, ...]]] = [
+    ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
+     "block_number, block_hash, attempts, published) SELECT ?, batch, batch, batch, root, count, state, raw_tx, "
+     "tx_hash, receipt, block_number, block_hash, attempts, published FROM anchors", (BATCH_QUEUE,)),
+    ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
+     "block_number, block_hash, attempts, published) SELECT target, rollup, first_batch, last_batch, root, count, "
+     "state, raw_tx, tx_hash, receipt, block_number, block_hash, attempts, published FROM rollups", ()),
+    ("DROP TABLE anchors", ()),
+    ("DROP TABLE rollups", ()),
+    ("UPDATE meta SET value = '2' WHERE key = 'schema'", ()),
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,22 +73,11 @@ CREATE TABLE IF NOT EXISTS batches (
     signed BLOB NOT NULL,
     published INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS anchors (
-    batch INTEGER PRIMARY KEY REFERENCES batches(batch),
-    root BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    raw_tx BLOB,
-    tx_hash BLOB,
-    receipt BLOB,
-    block_number INTEGER,
-    block_hash BLOB,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    published INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS rollups (
-    target TEXT NOT NULL,
-    rollup INTEGER NOT NULL,
+-- One anchor queue for every target: the per-batch target (queue BATCH_QUEUE, number = batch, first = last =
+-- batch) and each roll-up target (queue = its name, number = roll-up, first..last = the batches it covers).
+CREATE TABLE IF NOT EXISTS anchor_jobs (
+    queue TEXT NOT NULL,
+    number INTEGER NOT NULL,
     first_batch INTEGER NOT NULL,
     last_batch INTEGER NOT NULL,
     root BLOB NOT NULL,
@@ -83,7 +90,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     block_hash BLOB,
     attempts INTEGER NOT NULL DEFAULT 0,
     published INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (target, rollup)
+    PRIMARY KEY (queue, number)
 );
 """
 
@@ -94,21 +101,6 @@ class BatchRow:
     first_seq: int
     last_seq: int
     digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorJob:
-    batch: int
-    root: bytes
-    count: int
-    state: str
-    raw_tx: bytes | None
-    tx_hash: bytes | None
-    receipt: bytes | None
-    attempts: int
-    published: bool
-    block_number: int | None = None
-    block_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,59 +148,14 @@ def _private_file(path: Path, missing_ok: bool = False) -> None:
         path.chmod(0o600)
 
 
-class SqliteJournal:
+class _Db:
+    """The connection and its two primitives: one IMMEDIATE transaction, one read."""
+
     def __init__(self, conn: sqlite3.Connection, path: Path, gw: str, next_seq: int) -> None:
         self._db = conn
         self.path = path
         self.gw = gw
         self._next_seq = next_seq
-        self._delivered = self._load_delivered()
-
-    # ------------------------------------------------------------------ open/close
-    @classmethod
-    def open(cls, path: Path, gw: str) -> SqliteJournal:
-        """Open (or create) the journal; it and its directory are private to the service user, whatever
-        the umask (outside systemd's ``UMask=0077`` it is usually 022, which made them world-readable)."""
-        try:
-            _private_dir(path.parent)
-            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates later
-            # the database file's own permissions.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-            _private_file(path)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            for extra in ("-wal", "-shm"):  # left by an older version with looser modes
-                _private_file(path.with_name(path.name + extra), missing_ok=True)
-            if check != "ok":
-                raise JournalError(f"journal {path} is corrupt ({check}); keep the file for analysis and "
-                                   "restore from backup")
-            conn.executescript(_SCHEMA)
-            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if not rows:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
-                                 [("schema", str(SCHEMA_VERSION)), ("gw", gw), ("next_seq", "1")])
-                conn.execute("COMMIT")
-                rows = {"schema": str(SCHEMA_VERSION), "gw": gw, "next_seq": "1"}
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from exc
-        except JournalError:
-            raise
-        except OSError as exc:  # creating or tightening the directory or files
-            raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from exc
-        if rows.get("gw") != gw:
-            conn.close()
-            raise JournalError(f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "
-                               "must never change under an existing journal (seq numbers are per gateway)")
-        if rows.get("schema") != str(SCHEMA_VERSION):
-            conn.close()
-            raise JournalError(f"journal {path} has schema {rows.get('schema')}, this version needs {SCHEMA_VERSION}")
-        max_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
-        next_seq = max(int(rows["next_seq"]), max_seq + 1)
-        return cls(conn, path, gw, next_seq)
 
     def close(self) -> None:
         self._db.close()
@@ -245,7 +192,14 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal read failed ({self.path}): {exc}") from exc
 
-    # ------------------------------------------------------------------ records
+
+class _Records(_Db):
+    """Records (append-only, continuous seqs) and their delivery, kept as ranges of seqs."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, gw: str, next_seq: int) -> None:
+        super().__init__(conn, path, gw, next_seq)
+        self._delivered = self._load_delivered()
+
     def append(self, records: Sequence[Record]) -> None:
         """Store records durably (fsync'd on return). Seqs must continue exactly from ``next_seq``."""
         for r in records:
@@ -335,7 +289,10 @@ class SqliteJournal:
             raise JournalError(f"journal lacks records in {first_seq}..{last_seq} ({len(rows)} found)")
         return [bytes(b) for _, b in rows]
 
-    # ------------------------------------------------------------------ batches
+
+class _Batches(_Records):
+    """Signed batches, continuous in number and seq, each with a pending job on the batch anchor queue."""
+
     def last_batch(self) -> BatchRow | None:
         rows = self._query("SELECT batch, first_seq, last_seq, digest FROM batches ORDER BY batch DESC LIMIT 1")
         if not rows:
@@ -380,14 +337,14 @@ class SqliteJournal:
             ("INSERT INTO batches(batch, first_seq, last_seq, digest, root, signed) VALUES (?, ?, ?, ?, ?, ?)",
              (manifest.batch, manifest.first_seq, manifest.last_seq, manifest.digest, manifest.root, bytes(signed)),
              False),
-            ("INSERT INTO anchors(batch, root, count, state) VALUES (?, ?, ?, 'pending')",
-             (manifest.batch, manifest.root, manifest.count), False),
+            (_ADD_JOB, (BATCH_QUEUE, manifest.batch, manifest.batch, manifest.batch, manifest.root, manifest.count),
+             False),
         ])
 
     def batch_for_seq(self, seq: int) -> tuple[bytes, bytes | None] | None:
         """(signed manifest bytes, final receipt bytes or None) of the batch holding ``seq``."""
-        rows = self._query("SELECT b.signed, a.receipt FROM batches b LEFT JOIN anchors a ON a.batch = b.batch "
-                           "WHERE ? BETWEEN b.first_seq AND b.last_seq", (seq,))
+        rows = self._query("SELECT b.signed, a.receipt FROM batches b LEFT JOIN anchor_jobs a ON a.queue = ? AND "
+                           "a.number = b.batch WHERE ? BETWEEN b.first_seq AND b.last_seq", (BATCH_QUEUE, seq))
         if not rows:
             return None
         signed, receipt = rows[0]
@@ -400,62 +357,56 @@ class SqliteJournal:
     def mark_batch_published(self, batch: int) -> None:
         self._tx([("UPDATE batches SET published = 1 WHERE batch = ?", (batch,), False)])
 
-    # ------------------------------------------------------------------ anchor queue
-    def anchor_jobs(self, states: Collection[str]) -> list[AnchorJob]:
-        marks = ",".join("?" * len(states))
-        rows = self._query(
-            f"SELECT batch, root, count, state, raw_tx, tx_hash, receipt, attempts, published, block_number, "  # noqa: S608
-            f"block_hash FROM anchors WHERE state IN ({marks}) ORDER BY batch", tuple(states))
-        return _jobs(rows)
-
-    def set_anchor_state(self, batch: int, state: str, raw_tx: bytes | None = None, tx_hash: bytes | None = None,
-                         receipt: bytes | None = None, block_number: int | None = None,
-                         block_hash: bytes | None = None) -> None:
-        """Move a job to ``state``; given fields replace stored ones (``pending`` clears the old tx, ``signed``
-        the block it was once seen in)."""
-        self._set_state("anchors", "batch = ?", (batch,), state, raw_tx, tx_hash, receipt, block_number, block_hash)
-
-    def _set_state(self, table: str, where: str, key: tuple[object, ...], state: str, raw_tx: bytes | None,
-                   tx_hash: bytes | None, receipt: bytes | None, block_number: int | None,
-                   block_hash: bytes | None) -> None:
-        if state not in ANCHOR_STATES:
-            raise JournalError(f"unknown anchor state {state!r}")
-        if state == "pending":
-            self._tx([(f"UPDATE {table} SET state = 'pending', raw_tx = NULL, tx_hash = NULL, "  # noqa: S608
-                       f"block_number = NULL, block_hash = NULL, attempts = attempts + 1 WHERE {where}", key, False)])
-            return
-        if state == "signed" and raw_tx is None:  # back from 'included': the block it was in is gone
-            self._tx([(f"UPDATE {table} SET state = 'signed', block_number = NULL, block_hash = NULL, "  # noqa: S608
-                       f"attempts = attempts + 1 WHERE {where}", key, False)])
-            return
-        self._tx([(f"UPDATE {table} SET state = ?, raw_tx = COALESCE(?, raw_tx), "  # noqa: S608
-                   "tx_hash = COALESCE(?, tx_hash), receipt = COALESCE(?, receipt), "
-                   f"block_number = COALESCE(?, block_number), block_hash = COALESCE(?, block_hash) WHERE {where}",
-                   (state, raw_tx, tx_hash, receipt, block_number, block_hash, *key), False)])
-
-    def unpublished_receipts(self) -> list[tuple[int, bytes]]:
-        rows = self._query("SELECT batch, receipt FROM anchors WHERE receipt IS NOT NULL AND published = 0 "
-                           "ORDER BY batch")
-        return [(int(b), bytes(r)) for b, r in rows]
-
-    def mark_receipt_published(self, batch: int) -> None:
-        self._tx([("UPDATE anchors SET published = 1 WHERE batch = ?", (batch,), False)])
-
-    # ------------------------------------------------------------------ roll-ups (second anchor targets)
     def batch_roots(self, first: int, last: int) -> list[bytes]:
         rows = self._query("SELECT root FROM batches WHERE batch BETWEEN ? AND ? ORDER BY batch", (first, last))
         if len(rows) != last - first + 1:
             raise JournalError(f"journal lacks batches in {first}..{last}")
         return [bytes(r) for (r,) in rows]
 
+
+class _AnchorQueue(_Batches):
+    """One anchor queue for every target, keyed by (queue, number): batch anchors and roll-up anchors."""
+
+    def anchor_jobs(self, states: Collection[str], queue: str = BATCH_QUEUE) -> list[Job]:
+        """``queue``'s jobs in ``states``, by number (``queue``: BATCH_QUEUE or a roll-up target's name)."""
+        marks = ",".join("?" * len(states))
+        rows = self._query(f"SELECT {_JOB_COLUMNS} FROM anchor_jobs WHERE queue = ? AND state IN ({marks}) "  # noqa: S608
+                           "ORDER BY number", (queue, *states))
+        return [Job(int(n), bytes(r), int(c), AnchorState(s), _opt(raw, bytes), _opt(h, bytes), _opt(bn, int),
+                    _opt(bh, bytes), int(a)) for n, r, c, s, raw, h, bn, bh, a in rows]
+
+    def advance(self, number: int, step: Step, queue: str = BATCH_QUEUE) -> None:
+        """Store one lifecycle step of a job: its state and the fields the step sets, keeps or forgets."""
+        self._tx([(
+            "UPDATE anchor_jobs SET state = ?, "
+            "raw_tx = CASE WHEN ? THEN NULL ELSE COALESCE(?, raw_tx) END, "
+            "tx_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, tx_hash) END, "
+            "block_number = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_number) END, "
+            "block_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_hash) END, "
+            "receipt = COALESCE(?, receipt), attempts = attempts + ? WHERE queue = ? AND number = ?",
+            (str(step.state), step.forget_tx, step.raw_tx, step.forget_tx, step.tx_hash, step.forget_block,
+             step.block_number, step.forget_block, step.block_hash, step.receipt, int(step.retry), queue, number),
+            False)])
+
+    def unpublished_receipts(self, queue: str = BATCH_QUEUE) -> list[tuple[int, bytes]]:
+        rows = self._query("SELECT number, receipt FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL AND "
+                           "published = 0 ORDER BY number", (queue,))
+        return [(int(b), bytes(r)) for b, r in rows]
+
+    def mark_receipt_published(self, number: int, queue: str = BATCH_QUEUE) -> None:
+        self._tx([("UPDATE anchor_jobs SET published = 1 WHERE queue = ? AND number = ?", (queue, number), False)])
+
+    # ------------------------------------------------------------------ roll-ups (second anchor targets)
     def last_rollup(self, target: str) -> tuple[int, int] | None:
         """(number, last batch) of ``target``'s latest roll-up."""
-        rows = self._query("SELECT rollup, last_batch FROM rollups WHERE target = ? ORDER BY rollup DESC LIMIT 1",
+        rows = self._query("SELECT number, last_batch FROM anchor_jobs WHERE queue = ? ORDER BY number DESC LIMIT 1",
                            (target,))
         return None if not rows else (int(rows[0][0]), int(rows[0][1]))
 
     def add_rollup(self, target: str, rollup: int, first_batch: int, last_batch: int, root: bytes) -> None:
-        """Store a roll-up and its pending anchor job, checking it continues the previous one exactly."""
+        """Store a roll-up's pending anchor job, checking it continues the previous one exactly."""
+        if target == BATCH_QUEUE:
+            raise JournalError(f"{target!r} is the batch queue, not a roll-up target")
         prev = self.last_rollup(target)
         exp_number, exp_first = (1, 1) if prev is None else (prev[0] + 1, prev[1] + 1)
         if (rollup, first_batch) != (exp_number, exp_first):
@@ -464,57 +415,86 @@ class SqliteJournal:
         last = self.last_batch()
         if last is None or last_batch > last.batch or last_batch < first_batch:
             raise JournalError(f"roll-up {rollup} covers batches {first_batch}..{last_batch} that do not exist")
-        self._tx([("INSERT INTO rollups(target, rollup, first_batch, last_batch, root, count, state) "
-                   "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                   (target, rollup, first_batch, last_batch, root, last_batch - first_batch + 1), False)])
-
-    def rollup_jobs(self, target: str, states: Collection[str]) -> list[AnchorJob]:
-        """Roll-up anchor jobs, as ``AnchorJob``s whose ``batch`` is the roll-up number."""
-        marks = ",".join("?" * len(states))
-        rows = self._query(
-            f"SELECT rollup, root, count, state, raw_tx, tx_hash, receipt, attempts, published, "  # noqa: S608
-            f"block_number, block_hash FROM rollups WHERE target = ? AND state IN ({marks}) ORDER BY rollup",
-            (target, *states))
-        return _jobs(rows)
-
-    def set_rollup_state(self, target: str, rollup: int, state: str, raw_tx: bytes | None = None,
-                         tx_hash: bytes | None = None, receipt: bytes | None = None, block_number: int | None = None,
-                         block_hash: bytes | None = None) -> None:
-        self._set_state("rollups", "target = ? AND rollup = ?", (target, rollup), state, raw_tx, tx_hash, receipt,
-                        block_number, block_hash)
+        self._tx([(_ADD_JOB, (target, rollup, first_batch, last_batch, root, last_batch - first_batch + 1), False)])
 
     def rollup_range(self, target: str, rollup: int) -> tuple[int, int]:
-        rows = self._query("SELECT first_batch, last_batch FROM rollups WHERE target = ? AND rollup = ?",
+        rows = self._query("SELECT first_batch, last_batch FROM anchor_jobs WHERE queue = ? AND number = ?",
                            (target, rollup))
-        if not rows:
+        if not rows or target == BATCH_QUEUE:
             raise JournalError(f"no roll-up {rollup} for {target}")
         return int(rows[0][0]), int(rows[0][1])
 
     def rollup_for_batch(self, target: str, batch: int) -> tuple[int, int, int, bytes | None] | None:
         """(roll-up number, first batch, last batch, final receipt or None) of the roll-up holding ``batch``."""
-        rows = self._query("SELECT rollup, first_batch, last_batch, receipt FROM rollups WHERE target = ? AND "
+        rows = self._query("SELECT number, first_batch, last_batch, receipt FROM anchor_jobs WHERE queue = ? AND "
                            "? BETWEEN first_batch AND last_batch", (target, batch))
-        if not rows:
+        if not rows or target == BATCH_QUEUE:
             return None
         n, f, last, rc = rows[0]
         return int(n), int(f), int(last), None if rc is None else bytes(rc)
 
-    def unpublished_rollups(self, target: str) -> list[tuple[int, bytes]]:
-        rows = self._query("SELECT rollup, receipt FROM rollups WHERE target = ? AND receipt IS NOT NULL AND "
-                           "published = 0 ORDER BY rollup", (target,))
-        return [(int(n), bytes(r)) for n, r in rows]
-
-    def mark_rollup_published(self, target: str, rollup: int) -> None:
-        self._tx([("UPDATE rollups SET published = 1 WHERE target = ? AND rollup = ?", (target, rollup), False)])
-
     def rollups_open(self) -> int:
         """Roll-ups not yet final, or final but not yet published."""
-        return int(self._query("SELECT COUNT(*) FROM rollups WHERE state != 'final' OR published = 0")[0][0])
+        return int(self._query("SELECT COUNT(*) FROM anchor_jobs WHERE queue != ? AND (state != 'final' OR "
+                               "published = 0)", (BATCH_QUEUE,))[0][0])
 
-    # ------------------------------------------------------------------ stats
+
+class SqliteJournal(_AnchorQueue):
+    """The journal: records, batches and the anchor queue in one SQLite file (see the module docstring)."""
+
+    @classmethod
+    def open(cls, path: Path, gw: str) -> SqliteJournal:
+        """Open (or create) the journal; it and its directory are private to the service user, whatever
+        the umask (outside systemd's ``UMask=0077`` it is usually 022, which made them world-readable)."""
+        try:
+            _private_dir(path.parent)
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates later
+            # the database file's own permissions.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            _private_file(path)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            for extra in ("-wal", "-shm"):  # left by an older version with looser modes
+                _private_file(path.with_name(path.name + extra), missing_ok=True)
+            if check != "ok":
+                raise JournalError(f"journal {path} is corrupt ({check}); keep the file for analysis and "
+                                   "restore from backup")
+            conn.executescript(_SCHEMA)
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                                 [("schema", str(SCHEMA_VERSION)), ("gw", gw), ("next_seq", "1")])
+                conn.execute("COMMIT")
+                rows = {"schema": str(SCHEMA_VERSION), "gw": gw, "next_seq": "1"}
+            if rows.get("schema") == "1" and rows.get("gw") == gw:
+                _migrate(conn, _MIGRATE_1_TO_2)
+                log.info("journal %s upgraded from schema 1 to 2 (one anchor queue for batches and roll-ups)", path)
+                rows["schema"] = "2"
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        except JournalError:
+            raise
+        except OSError as exc:  # creating or tightening the directory or files
+            raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from exc
+        if rows.get("gw") != gw:
+            conn.close()
+            raise JournalError(f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "
+                               "must never change under an existing journal (seq numbers are per gateway)")
+        if rows.get("schema") != str(SCHEMA_VERSION):
+            conn.close()
+            raise JournalError(f"journal {path} has schema {rows.get('schema')}, this version needs {SCHEMA_VERSION}")
+        max_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+        next_seq = max(int(rows["next_seq"]), max_seq + 1)
+        return cls(conn, path, gw, next_seq)
+
     def stats(self) -> JournalStats:
         q = self._query
-        anchors = {str(s): int(n) for s, n in q("SELECT state, COUNT(*) FROM anchors GROUP BY state")}
+        anchors = {str(s): int(n) for s, n in q("SELECT state, COUNT(*) FROM anchor_jobs WHERE queue = ? GROUP BY "
+                                                 "state", (BATCH_QUEUE,))}
         size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
         return JournalStats(
             records=self._next_seq - 1,  # seqs run from 1 and records are never deleted (no full-table count)
@@ -522,8 +502,8 @@ class SqliteJournal:
             batches=int(q("SELECT COUNT(*) FROM batches")[0][0]),
             unpublished_batches=int(q("SELECT COUNT(*) FROM batches WHERE published = 0")[0][0]),
             anchors=anchors,
-            unpublished_receipts=int(q("SELECT COUNT(*) FROM anchors WHERE receipt IS NOT NULL AND published = 0")
-                                     [0][0]),
+            unpublished_receipts=int(q("SELECT COUNT(*) FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL "
+                                       "AND published = 0", (BATCH_QUEUE,))[0][0]),
             next_seq=self._next_seq, file_bytes=size)
 
 
@@ -538,11 +518,18 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _jobs(rows: list[tuple[Any, ...]]) -> list[AnchorJob]:
-    """Rows of (number, root, count, state, raw_tx, tx_hash, receipt, attempts, published, block, block hash)."""
-    def opt(v: Any, kind: type) -> Any:
-        return None if v is None else kind(v)
+def _migrate(conn: sqlite3.Connection, steps: Sequence[tuple[str, Sequence[object]]]) -> None:
+    """Upgrade in place, in one transaction: a crash or error leaves the old schema, untouched."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, params in steps:
+            conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
-    return [AnchorJob(int(b), bytes(r), int(c), str(s), opt(raw, bytes), opt(h, bytes), opt(rc, bytes), int(a),
-                      bool(p), opt(bn, int), opt(bh, bytes))
-            for b, r, c, s, raw, h, rc, a, p, bn, bh in rows]
+
+def _opt(v: Any, kind: type) -> Any:
+    return None if v is None else kind(v)

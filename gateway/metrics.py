@@ -1,4 +1,5 @@
-"""Counters the gateway keeps about itself; rendered as progress lines and the status topic."""
+"""Counters the gateway keeps about itself, for progress lines, benchmarks and tests (not published: the status
+topic carries only online/offline)."""
 
 from __future__ import annotations
 

@@ -304,34 +304,13 @@ class _LoopClient:
             self._client = client
             s = self.settings
             try:
-                # A blocking TCP connect, bounded by connect_timeout; on a LAN it takes microseconds.
-                if self._use_v5:
-                    props = None
-                    if s.session_expiry_s > 0:
-                        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                        props.SessionExpiryInterval = s.session_expiry_s
-                    client.connect(s.host, s.port, s.keepalive, clean_start=s.session_expiry_s == 0,
-                                   properties=props)
-                else:
-                    client.connect(s.host, s.port, s.keepalive)
+                self._open(client)
             except (OSError, ssl.SSLError, ValueError) as exc:
-                self.last_error = f"connect to {s.url} failed: {exc}"
-                log.log(self._retry_level, "%s; retrying in %.1f s", self.last_error, delay)
-                self._refused_in_a_row = self._refused_in_a_row + 1 if isinstance(exc, ConnectionRefusedError) else 0
-                if isinstance(exc, ssl.SSLCertVerificationError) or self._refused_in_a_row >= 3:
-                    self.hopeless.set()
-                self._teardown(client, "connect failed")
+                self._connect_failed(client, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, s.backoff_max)
                 continue
-            waiters = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._dropped)]
-            _done, pending = await asyncio.wait(waiters, timeout=s.connect_timeout,
-                                                return_when=asyncio.FIRST_COMPLETED)
-            for w in pending:
-                w.cancel()
-            if not (self._connected.is_set() or self._dropped.is_set()):
-                self.last_error = f"no CONNACK from {s.url} within {s.connect_timeout} s"
-                log.log(self._retry_level, "%s", self.last_error)
+            await self._wait_connack()
             if not self._connected.is_set():
                 self._teardown(client, "not connected")
                 if self.settings.protocol == "auto" and self._use_v5 and self.protocol_in_use is None:
@@ -346,19 +325,53 @@ class _LoopClient:
             self.connects += 1
             self.protocol_in_use = "5" if self._use_v5 else "3.1.1"
             log.info("connected to %s (MQTT %s)", s.url, self.protocol_in_use)
-            try:
-                await self._after_connect(client)
-                if self.on_connect is not None:
-                    await self.on_connect()
-            except PublishError as exc:
-                log.warning("connection lost during set-up: %s", exc)
-            else:
-                if self._connected.is_set():
-                    self._ready.set()
+            await self._set_up(client)
             await self._dropped.wait()
             self._teardown(client, self.last_error or "connection lost")
             if not self._closing:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+
+    def _open(self, client: paho.Client) -> None:
+        """A blocking TCP connect, bounded by connect_timeout; on a LAN it takes microseconds."""
+        s = self.settings
+        if not self._use_v5:
+            client.connect(s.host, s.port, s.keepalive)
+            return
+        props = None
+        if s.session_expiry_s > 0:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+        client.connect(s.host, s.port, s.keepalive, clean_start=s.session_expiry_s == 0, properties=props)
+
+    def _connect_failed(self, client: paho.Client, exc: Exception, delay: float) -> None:
+        self.last_error = f"connect to {self.settings.url} failed: {exc}"
+        log.log(self._retry_level, "%s; retrying in %.1f s", self.last_error, delay)
+        self._refused_in_a_row = self._refused_in_a_row + 1 if isinstance(exc, ConnectionRefusedError) else 0
+        if isinstance(exc, ssl.SSLCertVerificationError) or self._refused_in_a_row >= 3:
+            self.hopeless.set()
+        self._teardown(client, "connect failed")
+
+    async def _wait_connack(self) -> None:
+        s = self.settings
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._dropped)]
+        _done, pending = await asyncio.wait(waiters, timeout=s.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        if not (self._connected.is_set() or self._dropped.is_set()):
+            self.last_error = f"no CONNACK from {s.url} within {s.connect_timeout} s"
+            log.log(self._retry_level, "%s", self.last_error)
+
+    async def _set_up(self, client: paho.Client) -> None:
+        """The subclass's hook, then the owner's birth; ready only if the connection survived both."""
+        try:
+            await self._after_connect(client)
+            if self.on_connect is not None:
+                await self.on_connect()
+        except PublishError as exc:
+            log.warning("connection lost during set-up: %s", exc)
+        else:
+            if self._connected.is_set():
+                self._ready.set()
 
     async def _after_connect(self, client: paho.Client) -> None:
         """Hook for subclasses (the subscriber subscribes here)."""

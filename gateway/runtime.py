@@ -22,8 +22,9 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
 from gateway.mqtt import BrokerSettings, PahoPublisher, client_settings
-from gateway.service import BleSource, Gateway
+from gateway.service import Gateway
 from gateway.sources import SimulatedStrapSource
+from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource
 
 log = logging.getLogger("tiyi.runtime")
 
@@ -95,7 +96,7 @@ def _client(chain: ChainConfig, account_key: Path, where: str) -> ChainClient | 
         return None
     if chain.kind == "inproc":
         raise ConfigError(f"{where}.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
-                          f"with {where}.url (for a local chain: `tiyi chain dev`)")
+                          f"with {where}.url (for a local chain: a ganache or FISCO BCOS node's RPC URL)")
     assert chain.url is not None
     if chain.kind == "fisco2":
         from anchoring.fisco2 import Fisco2ChainClient
@@ -121,7 +122,8 @@ class Assembled:
 
 
 def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | None = None,
-             rollup_chains: Mapping[str, ChainClient] | None = None) -> Assembled:
+             rollup_chains: Mapping[str, ChainClient] | None = None, devices: DeviceDirectory = NO_DEVICES,
+             anchoring: bool = True) -> Assembled:
     cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     if not cfg.signing_key_path.exists():
@@ -130,7 +132,7 @@ def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | No
     signer = load_signer(cfg.signing_key_path)
     _log_sm2_backend()
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
-    return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains), journal)
+    return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring), journal)
 
 
 def _log_sm2_backend() -> None:
@@ -144,7 +146,8 @@ def _log_sm2_backend() -> None:
         log.warning("SM2 signing through %s (%s)", sm2.name, sm2.note)
 
 
-def make_source(cfg: GatewayConfig) -> BleSource:
+def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
+    """The configured frame source, and what it knows about its devices."""
     if cfg.source == "ble":
         from gateway.ble.adapter import BluezAdapter
         from gateway.ble.source import BleakSource, BleSettings, DeviceClaims, MultiAdapterSource
@@ -159,18 +162,16 @@ def make_source(cfg: GatewayConfig) -> BleSource:
         sources = [BleakSource(settings, key, {"adapter": name}, registry=DeviceRegistry(cfg.state_dir),
                                adapter=BluezAdapter(name) if b.adapter_reset else None, name=name, claims=claims,
                                unknown_seen=seen) for name in b.adapters]
-        return sources[0] if len(sources) == 1 else MultiAdapterSource(sources)
-    return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed)
+        source = sources[0] if len(sources) == 1 else MultiAdapterSource(sources)
+        return source, source
+    return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed), NO_DEVICES
 
 
-async def device_state_loop(gw: Gateway, source: BleSource, every_s: float = 5.0) -> None:
+async def device_state_loop(gw: Gateway, every_s: float = 5.0) -> None:
     """Publish each device's retained state topic when it changes (sources that track devices only)."""
-    states = getattr(source, "device_states", None)
-    if states is None:
-        return
     while True:
         await asyncio.sleep(every_s)
-        await gw.publish_device_states(states())
+        await gw.publish_device_states()
 
 
 def settle_heap() -> None:
@@ -183,19 +184,18 @@ def settle_heap() -> None:
 
 async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
     chain = build_chain(cfg)
-    parts = assemble(cfg, chain, rollup_chains=build_rollup_chains(cfg))
+    source, devices = make_source(cfg)  # before settling the heap: it imports the radio stack (bleak, dbus-fast)
+    parts = assemble(cfg, chain, rollup_chains=build_rollup_chains(cfg), devices=devices)
     gw = parts.gateway
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    source = make_source(cfg)  # before settling the heap: it imports the radio stack (bleak, dbus-fast)
     settle_heap()
     await gw.start()
-    gw.quirks_for = getattr(source, "decode_quirks", None)
     src = asyncio.create_task(source.run(gw.submit), name="source")
-    states = asyncio.create_task(device_state_loop(gw, source), name="device-states")
+    states = asyncio.create_task(device_state_loop(gw), name="device-states")
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)

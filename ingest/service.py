@@ -182,6 +182,19 @@ class Ingest:
             self.check_gaps()
 
     # ---------------------------------------------------------------- writing
+    def _record_rows(self, msg: DataMessage) -> list[RecordRow]:
+        """The rows of a data message's well-formed records on their own topic; the rest become problems."""
+        rows: list[RecordRow] = []
+        for data, rec in msg.records():
+            if isinstance(rec, EdgeError):
+                self.store.problem(msg.gw, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}"[:500])
+            elif rec.gw != msg.gw or rec.dev != msg.dev:
+                self.store.problem(msg.gw, Reason.WRONG_TOPIC, f"record seq {rec.seq} of {rec.gw}/{rec.dev} "
+                                   f"arrived on {msg.gw}/data/{msg.dev}", seq=rec.seq)
+            else:
+                rows.append(RecordRow(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, data, leaf_hash(data)))
+        return rows
+
     def _write(self, items: list[_Incoming]) -> None:
         rows: list[RecordRow] = []
         for it in items:
@@ -192,14 +205,7 @@ class Ingest:
                 self.store.problem(gw, Reason.WRONG_TOPIC if not exc.topic_ok else Reason.MALFORMED, str(exc)[:500])
                 continue
             if isinstance(msg, DataMessage):
-                for data, rec in msg.records():
-                    if isinstance(rec, EdgeError):
-                        self.store.problem(msg.gw, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}"[:500])
-                    elif rec.gw != msg.gw or rec.dev != msg.dev:
-                        self.store.problem(msg.gw, Reason.WRONG_TOPIC, f"record seq {rec.seq} of {rec.gw}/{rec.dev} "
-                                           f"arrived on {msg.gw}/data/{msg.dev}", seq=rec.seq)
-                    else:
-                        rows.append(RecordRow(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, data, leaf_hash(data)))
+                rows.extend(self._record_rows(msg))
             elif isinstance(msg, ManifestMessage):
                 m = msg.signed.manifest
                 if m.gw != msg.gw:

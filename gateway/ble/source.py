@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,58 +345,22 @@ class BleakSource:
     async def _session(self, st: DeviceState) -> None:
         """One connection's life: connect, subscribe, watch for silence, and schedule the next attempt."""
         loop = asyncio.get_running_loop()
-        disconnected = asyncio.Event()
         client: BleakClient | None = None
         dialled = st.address  # a private-address device may move on while we dial its old address
-        last_note = [loop.time()]
-        gaps: list[float] = []
-
-        def on_notify(char: Any, data: bytearray) -> None:
-            u = uuid16(char.uuid)
-            if u is None:
-                return
-            now = loop.time()
-            gaps.append(now - last_note[0])
-            del gaps[:-10]
-            last_note[0] = now
-            st.notifications += 1
-            if u == BATTERY_LEVEL and len(data) == 1:
-                st.battery = data[0]
-            self._frames.put_nowait(Frame(st.dev, u, bytes(data)))
-
+        link = _Link(st, self._frames)
         try:
             async with self._connect_lock:  # one connect at a time per adapter
                 self._dialing[st.identity] = dialled
                 try:
-                    client = await self._connect(st, lambda _c: disconnected.set())
+                    client = await self._connect(st, lambda _c: link.disconnected.set())
                 finally:
                     self._dialing.pop(st.identity, None)
             st.connected, st.connects = True, st.connects + 1
             log.info("connected to %s (%s)", st.dev, scrub(st.name))
             wanted = self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
-            for service in client.services or []:
-                for char in service.characteristics:
-                    u = uuid16(char.uuid)
-                    if u is None or u not in wanted:
-                        continue
-                    if u == BATTERY_LEVEL and "read" in char.properties:
-                        # The level now; a battery that also notifies reports changes from here on.
-                        value = bytes(await client.read_gatt_char(char))
-                        st.battery = value[0] if len(value) == 1 else None
-                        self._frames.put_nowait(Frame(st.dev, u, value))
-                    if "notify" in char.properties or "indicate" in char.properties:
-                        await client.start_notify(char, on_notify)
+            await link.subscribe(client, wanted)
             st.backoff = 0.0
-            while not disconnected.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(disconnected.wait(), 1.0)
-                limit = self._silence_limit(gaps)
-                if loop.time() - last_note[0] > limit:
-                    log.warning("%s silent for %.1f s: dropping the link to reconnect", st.dev, limit)
-                    st.last_error = "silent"
-                    break
-            if disconnected.is_set():
-                log.info("%s disconnected", st.dev)
+            await link.watch(self._silence_limit)
         except (BleakError, TimeoutError, OSError) as exc:
             # The state topic gets a code; the log gets the library's text, minus the device's address.
             st.failures += 1
@@ -413,6 +378,58 @@ class BleakSource:
             # else: it failed because the device rotated its address meanwhile; the next try uses the new one
             # without a longer wait (the failure says nothing about the device).
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+
+
+class _Link:
+    """One connection's notifications: frames out, and the gaps between them for the silence watchdog."""
+
+    def __init__(self, st: DeviceState, frames: asyncio.Queue[Frame]) -> None:
+        self._st, self._frames, self._loop = st, frames, asyncio.get_running_loop()
+        self.disconnected = asyncio.Event()
+        self._last_note = self._loop.time()
+        self._gaps: list[float] = []
+
+    def on_notify(self, char: Any, data: bytearray) -> None:
+        u = uuid16(char.uuid)
+        if u is None:
+            return
+        now = self._loop.time()
+        self._gaps.append(now - self._last_note)
+        del self._gaps[:-10]
+        self._last_note = now
+        st = self._st
+        st.notifications += 1
+        if u == BATTERY_LEVEL and len(data) == 1:
+            st.battery = data[0]
+        self._frames.put_nowait(Frame(st.dev, u, bytes(data)))
+
+    async def subscribe(self, client: BleakClient, wanted: AbstractSet[int]) -> None:
+        st = self._st
+        for service in client.services or []:
+            for char in service.characteristics:
+                u = uuid16(char.uuid)
+                if u is None or u not in wanted:
+                    continue
+                if u == BATTERY_LEVEL and "read" in char.properties:
+                    # The level now; a battery that also notifies reports changes from here on.
+                    value = bytes(await client.read_gatt_char(char))
+                    st.battery = value[0] if len(value) == 1 else None
+                    self._frames.put_nowait(Frame(st.dev, u, value))
+                if "notify" in char.properties or "indicate" in char.properties:
+                    await client.start_notify(char, self.on_notify)
+
+    async def watch(self, silence_limit: Callable[[list[float]], float]) -> None:
+        """Until the link drops, or stays silent longer than the device's rhythm allows."""
+        st = self._st
+        while not self.disconnected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.disconnected.wait(), 1.0)
+            limit = silence_limit(self._gaps)
+            if self._loop.time() - self._last_note > limit:
+                log.warning("%s silent for %.1f s: dropping the link to reconnect", st.dev, limit)
+                st.last_error = "silent"
+                return
+        log.info("%s disconnected", st.dev)
 
 
 def _irks(allow: frozenset[str]) -> list[bytes]:

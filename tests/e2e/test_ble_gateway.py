@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from bumble.link import LocalLink
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from edge import cbor
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics, parse_topic
@@ -18,6 +16,7 @@ from firmware_sim.bumble_devices import BumbleHeartRateStrap, Misbehaviour
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
 from gateway.ble.source import BleakSource, BleSettings
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble, device_state_loop
@@ -29,9 +28,7 @@ pytestmark = pytest.mark.slow
 
 def test_ble_to_platform(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)
+    chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-ble", region="dongguan", state_dir=tmp_path, source="ble",
                         mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=40, max_age_s=0.5),
                         chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
@@ -46,10 +43,10 @@ def test_ble_to_platform(mosquitto: Mosquitto, tmp_path: Path) -> None:
             await s.start()
         source = BleakSource(BleSettings(allow=frozenset(s.address for s in straps)), b"p" * 32,
                              {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
-        gw = assemble(cfg, chain).gateway
+        gw = assemble(cfg, chain, devices=source).gateway
         await gw.start()
         tasks = [asyncio.create_task(source.run(gw.submit)),
-                 asyncio.create_task(device_state_loop(gw, source, every_s=0.5))]
+                 asyncio.create_task(device_state_loop(gw, every_s=0.5))]
         await asyncio.sleep(3)
         for s in straps:
             await s.stop_notifying()

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from bench.services import Mosquitto, free_port
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
@@ -27,9 +26,7 @@ def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
     broker = Mosquitto(free_port(), tmp_path / "broker", persistent=True)
     broker.start()
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)
+    chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-br", region="foshan", state_dir=tmp_path, mqtt=MqttConfig(url=broker.url),
                         batch=BatchConfig(max_records=100, max_age_s=0.5),
                         chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()

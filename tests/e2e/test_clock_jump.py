@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from edge.record import Record, decode_data_message
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
-from gateway import service
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
+from gateway.stages import ingest
 from tests.conftest import Mosquitto
 from tests.e2e.harness import Recorder
 
@@ -27,12 +26,10 @@ HOUR_MS = 3_600_000
 
 def test_clock_jumps(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offset = [0]
-    real = service.wall_ms
-    monkeypatch.setattr(service, "wall_ms", lambda: real() + offset[0])
+    real = ingest.wall_ms
+    monkeypatch.setattr(ingest, "wall_ms", lambda: real() + offset[0])  # the clock that stamps records
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)
+    chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-clk", region="jiangmen", state_dir=tmp_path, mqtt=MqttConfig(url=mosquitto.url),
                         batch=BatchConfig(max_records=7, max_age_s=0.3),
                         chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()

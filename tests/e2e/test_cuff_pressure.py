@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from bumble.link import LocalLink
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from edge.record import Record, decode_data_message
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics, parse_topic
@@ -19,6 +17,7 @@ from firmware_sim.bumble_devices import BumbleSensor, Misbehaviour
 from firmware_sim.devices import BloodPressureCuff
 from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
 from gateway.ble.source import BleakSource, BleSettings
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
@@ -32,9 +31,7 @@ ICP, BPM = 0x2A36, 0x2A35
 
 def test_cuff_pressure_reaches_the_platform_as_its_own_kind(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)
+    chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-cuff", region="zhuhai", state_dir=tmp_path, source="ble",
                         mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=25, max_age_s=0.5),
                         chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()

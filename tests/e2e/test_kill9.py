@@ -62,6 +62,17 @@ def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
                                 cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
+def wait_listening(proc: subprocess.Popen[str]) -> str:
+    """Until `tiyi verify` says it is subscribed (or exits); what it printed meanwhile."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("listening on"):
+            break
+    return "".join(seen)
+
+
 def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
     seed = int(os.environ.get("TIYI_KILL9_SEED") or random.randrange(1 << 30))  # replay a failure with its seed
     print(f"kill -9 test seed {seed}")
@@ -83,6 +94,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
          "--key", str(state / "keys" / "gateway.pub"), "--require-complete", "--idle", "10",
          "--save", str(tmp_path / "capture.cbor")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
+    early = wait_listening(verify)  # records delivered before it subscribed would never reach it
     with Recorder(mosquitto.url, Topics("macao", "gw-kill").all) as rec:
         for _ in range(KILLS):
             gw = start_gateway(config, log)
@@ -108,6 +120,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     assert g.records_in_verified_batches == committed
     assert g.anchors_verified == g.batches_verified
     out, _ = verify.communicate(timeout=60)
+    out = early + out
     print(out)
     assert verify.returncode == 0, out
     assert "every record verified" in out and f"seq 1..{committed}" in out

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
@@ -82,9 +81,7 @@ class BlackholeProxy:
 def test_a_silent_network_cut_delays_but_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
     proxy = BlackholeProxy(mosquitto.port)
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)
+    chain = dev_chain(secrets.token_bytes(32)).client
     cfg = GatewayConfig(gateway_id="gw-cut", region="jiangmen", state_dir=tmp_path,
                         mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{proxy.port}", keepalive_s=2),
                         batch=BatchConfig(max_records=100, max_age_s=0.5),

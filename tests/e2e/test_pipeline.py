@@ -9,10 +9,9 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from anchoring.devchain import DevChain
-from anchoring.evm import EvmChainClient
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
+from gateway.cli.harness import dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
@@ -25,9 +24,7 @@ pytestmark = pytest.mark.slow
 
 def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
-    chain_dev = DevChain()
-    chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-    chain_dev.fund(chain.account_address)  # this chain charges gas: the gateway pays from its own account
+    chain = dev_chain(secrets.token_bytes(32)).client  # funded: this chain charges gas, the gateway pays for it
     cfg = GatewayConfig(gateway_id="gw-e2e", region="guangzhou", state_dir=tmp_path,
                         mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=150, max_age_s=1.0),
                         chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()

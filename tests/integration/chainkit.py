@@ -13,7 +13,7 @@ from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import ChainAnchorChecker
 from edge.manifest import SignedManifest
 from edge.signing import Signer
-from gateway.verify_cmd import point_verifier
+from gateway.cli.verify import point_verifier
 from tests.unit.anchoring.test_stream_verifier import Stream
 
 

@@ -10,12 +10,13 @@ import pytest
 
 from anchoring.chain import AnchorInfo, AnchorKind, ChainReader
 from anchoring.evm import EvmChainClient
+from anchoring.lifecycle import Job, Prepared, next_step
 from anchoring.receipt import AnchorReceipt
 from anchoring.verify_anchor import confirm_receipt
 from edge.topics import Topics
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
-from gateway.journal import AnchorJob, SqliteJournal
+from gateway.journal import SqliteJournal
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble
 from gateway.service import Gateway
@@ -25,12 +26,12 @@ from tests.e2e.harness import Recorder
 pytestmark = pytest.mark.slow
 
 
-def make_gateway(tmp: Path, mqtt: str, chain: EvmChainClient, confirmations: int) -> Gateway:
+def make_gateway(tmp: Path, mqtt: str, chain: EvmChainClient, confirmations: int, anchoring: bool = True) -> Gateway:
     generate_keypair(tmp / "keys")
     cfg = GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp, mqtt=MqttConfig(url=mqtt),
                         batch=BatchConfig(max_records=10, max_age_s=0.3),
                         chain=ChainConfig(kind="evm", url="unused", poll_s=0.1, confirmations=confirmations))
-    return assemble(cfg.validated(), chain).gateway
+    return assemble(cfg.validated(), chain, anchoring=anchoring).gateway
 
 
 async def feed(gw: Gateway, n: int) -> None:
@@ -66,7 +67,7 @@ def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
         await feed(gw, 10)
 
         async def included() -> bool:
-            return bool(await gw._run(gw.journal.anchor_jobs, ["included"]))
+            return bool(await gw.worker.call(gw.journal.anchor_jobs, ["included"]))
 
         await wait_for(included)
         assert receipts(rec) == []  # included is not final: nothing reported yet
@@ -128,18 +129,18 @@ def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
 
     async def crash_after_signing() -> None:
-        gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=0)
-        gw.targets = []  # no anchoring loop in this first life: we drive the queue by hand
+        # no anchoring loop in this first life: we drive the queue by hand
+        gw = make_gateway(tmp_path, mosquitto.url, chain, confirmations=0, anchoring=False)
         await gw.start()
         await feed(gw, 20)  # two batches
 
         async def two_batches() -> bool:
-            return len(await gw._run(gw.journal.anchor_jobs, ["pending"])) == 2
+            return len(await gw.worker.call(gw.journal.anchor_jobs, ["pending"])) == 2
 
         await wait_for(two_batches)
-        job = (await gw._run(gw.journal.anchor_jobs, ["pending"]))[0]
-        tx = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.batch, job.count)  # the next nonce
-        await gw._run(gw.journal.set_anchor_state, job.batch, "signed", tx.raw, tx.tx_hash)
+        job = (await gw.worker.call(gw.journal.anchor_jobs, ["pending"]))[0]
+        tx = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)  # the next nonce
+        await gw.worker.call(gw.journal.advance, job.number, next_step(job, Prepared(tx.raw, tx.tx_hash)))
         await gw.stop(drain_timeout=5)
         gw.journal.close()
 
@@ -194,18 +195,17 @@ def test_slow_blocks_and_confirmations(mosquitto: Mosquitto, tmp_path: Path) -> 
         node.stop()
 
 
-async def first_life_without_anchoring(tmp: Path, mqtt: str, chain: EvmChainClient, records: int) -> list[AnchorJob]:
+async def first_life_without_anchoring(tmp: Path, mqtt: str, chain: EvmChainClient, records: int) -> list[Job]:
     """Run the gateway with its anchor loop off until its batches are closed; return the pending jobs."""
-    gw = make_gateway(tmp, mqtt, chain, confirmations=0)
-    gw.targets = []
+    gw = make_gateway(tmp, mqtt, chain, confirmations=0, anchoring=False)
     await gw.start()
     await feed(gw, records)
 
     async def all_closed() -> bool:
-        return len(await gw._run(gw.journal.anchor_jobs, ["pending"])) == records // 10
+        return len(await gw.worker.call(gw.journal.anchor_jobs, ["pending"])) == records // 10
 
     await wait_for(all_closed)
-    jobs = await gw._run(gw.journal.anchor_jobs, ["pending"])
+    jobs = await gw.worker.call(gw.journal.anchor_jobs, ["pending"])
     await gw.stop(drain_timeout=5)
     gw.journal.close()
     return jobs
@@ -232,7 +232,7 @@ def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
     'already anchored'."""
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
-    lost = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.batch, job.count)
+    lost = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)
     chain.send(lost)
 
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
@@ -241,7 +241,7 @@ def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
         rec.wait_idle(0.5)
         got = receipts(rec)
     assert gw.metrics.anchors_final == 1 and gw.metrics.anchor_conflicts == 0
-    assert [(r.number, r.tx) for r in got] == [(job.batch, lost.tx_hash)]
+    assert [(r.number, r.tx) for r in got] == [(job.number, lost.tx_hash)]
     assert confirmed(got[0], chain)
     # deployment + the one anchor: no second transaction was sent
     assert chain.w3.eth.get_transaction_count(chain.account_address) == 2
@@ -254,14 +254,14 @@ def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     first, second = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 20))
     squatter = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=chain.contract)
-    squatter.send(squatter.prepare_anchor(AnchorKind.BATCH, "gw-q", first.root, first.batch, first.count))
+    squatter.send(squatter.prepare_anchor(AnchorKind.BATCH, "gw-q", first.root, first.number, first.count))
 
     with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
         gw = second_life(tmp_path, mosquitto.url, chain)
         rec.wait_idle(0.5)
         got = receipts(rec)
     assert gw.metrics.anchor_conflicts == 0 and gw.metrics.anchors_final == 2
-    assert sorted(r.number for r in got) == [first.batch, second.batch]
+    assert sorted(r.number for r in got) == [first.number, second.number]
     assert all(r.anchorer == chain.account and confirmed(r, chain) for r in got)
     assert squatter.anchored_at(squatter.account, AnchorKind.BATCH, "gw-q", first.root) is not None  # both exist
     journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
@@ -273,9 +273,9 @@ def test_a_signed_transaction_whose_nonce_went_elsewhere_is_signed_again(
         mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
-    stored = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.batch, job.count)
+    stored = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)
     journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
-    journal.set_anchor_state(job.batch, "signed", stored.raw, stored.tx_hash)
+    journal.advance(job.number, next_step(job, Prepared(stored.raw, stored.tx_hash)))
     journal.close()
     # Another transaction from the same account takes that nonce first (say, an operator's registry action).
     other = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)

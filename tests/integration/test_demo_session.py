@@ -5,7 +5,6 @@ published while the verifier was still reconnecting)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 
@@ -15,22 +14,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.services import Mosquitto, free_port
 from edge.topics import Topics
-from gateway.demo import _collect
+from gateway.cli.demo import VERIFIER_SESSION_S
+from gateway.cli.harness import StreamCollector
 
 pytestmark = pytest.mark.slow
 T = Topics("shenzhen", "gw-demo")
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.payloads: list[bytes] = []
-        self.want: set[bytes] = set()
-        self.complete = asyncio.Event()
-
-    def feed(self, _topic: str, payload: bytes, _retained: bool = False) -> None:
-        self.payloads.append(payload)
-        if self.want and self.want <= set(self.payloads):
-            self.complete.set()
 
 
 def publish(port: int, numbers: range) -> None:
@@ -48,12 +36,17 @@ def test_messages_published_while_the_verifier_reconnects_after_a_broker_restart
         tmp_path: Path, protocol: str) -> None:
     broker = Mosquitto(port=free_port(), workdir=tmp_path, persistent=True)
     broker.start()
-    rec = Recorder()
 
     async def scenario() -> None:
-        task = asyncio.create_task(_collect(broker.url, protocol, T, rec, [0]))  # type: ignore[arg-type]
+        collector = StreamCollector(broker.url, T, "gw-demo", protocol, client_id=f"verifier-{protocol}",
+                                    session_expiry_s=VERIFIER_SESSION_S)  # as the demo's verifier
+        await collector.start()
+
+        def payloads() -> set[bytes]:
+            return {p for _, p, _ in collector.messages}
+
         deadline = time.monotonic() + 10
-        while not rec.payloads and time.monotonic() < deadline:  # subscribed once a message comes through
+        while not payloads() and time.monotonic() < deadline:  # subscribed once a message comes through
             await asyncio.to_thread(publish, broker.port, range(0, 1))
             await asyncio.sleep(0.2)
         for restart in range(3):
@@ -62,13 +55,12 @@ def test_messages_published_while_the_verifier_reconnects_after_a_broker_restart
             await asyncio.to_thread(broker.start)
             # The gateway is back first and publishes before the verifier has reconnected.
             await asyncio.to_thread(publish, broker.port, range(1000 * restart + 101, 1000 * restart + 201))
-        want = rec.want = {str(n).encode() for r in range(3) for n in range(1000 * r + 1, 1000 * r + 201)}
-        rec.feed("", b"")  # whatever already came
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rec.complete.wait(), 30)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        missing = want - set(rec.payloads)
+        want = {str(n).encode() for r in range(3) for n in range(1000 * r + 1, 1000 * r + 201)}
+        deadline = time.monotonic() + 30
+        while not want <= payloads() and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a list
+            await asyncio.sleep(0.1)
+        await collector.stop()
+        missing = want - payloads()
         assert not missing, f"{len(missing)} messages never reached the verifier"
 
     try:

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anchoring.lifecycle import AnchorState as S
+from anchoring.lifecycle import Event, Job, Step
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record
 from edge.sm2 import generate_signer
@@ -118,15 +120,16 @@ def test_anchor_queue_lifecycle(journal: SqliteJournal) -> None:
     assert journal.unpublished_batches() == [(1, bytes(s))]
     journal.mark_batch_published(1)
     (job,) = journal.anchor_jobs(["pending"])
-    assert (job.batch, job.root, job.count) == (1, m.root, 3)
-    journal.set_anchor_state(1, "signed", b"raw", b"h" * 32)
-    journal.set_anchor_state(1, "submitted")
+    assert (job.number, job.root, job.count) == (1, m.root, 3)
+    journal.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"h" * 32))
+    journal.advance(1, Step(S.SUBMITTED, Event.SENT))
     (job,) = journal.anchor_jobs(["submitted"])
     assert job.raw_tx == b"raw" and job.tx_hash == b"h" * 32
-    journal.set_anchor_state(1, "pending")  # the tx failed: a fresh one will be prepared
+    journal.advance(1, Step(S.PENDING, Event.REVERTED, forget_tx=True, forget_block=True, retry=True))  # a fresh
+    # transaction will be prepared
     (job,) = journal.anchor_jobs(["pending"])
     assert job.raw_tx is None and job.attempts == 1
-    journal.set_anchor_state(1, "included", receipt=b"receipt")
+    journal.advance(1, Step(S.INCLUDED, Event.INCLUDED, receipt=b"receipt"))
     assert journal.unpublished_receipts() == [(1, b"receipt")]
     journal.mark_receipt_published(1)
     st = journal.stats()
@@ -152,11 +155,11 @@ def test_roll_ups_continue_exactly_and_their_jobs_move_like_batch_anchors(journa
     j.add_rollup("health_supervision", 1, 1, 4, b"\x03" * 32)  # targets are independent
     assert j.last_rollup("judicial") == (2, 4) and j.rollup_for_batch("judicial", 2) == (1, 1, 3, None)
     assert len(j.batch_roots(1, 3)) == 3
-    j.set_rollup_state("judicial", 1, "signed", b"raw", b"\x09" * 32)
-    j.set_rollup_state("judicial", 1, "final", None, None, b"receipt")
-    assert [x.batch for x in j.rollup_jobs("judicial", ["pending"])] == [2]
-    assert j.unpublished_rollups("judicial") == [(1, b"receipt")] and j.rollups_open() == 3
-    j.mark_rollup_published("judicial", 1)
+    j.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"\x09" * 32), "judicial")
+    j.advance(1, Step(S.FINAL, Event.FINAL, receipt=b"receipt"), "judicial")
+    assert [x.number for x in j.anchor_jobs(["pending"], "judicial")] == [2]
+    assert j.unpublished_receipts("judicial") == [(1, b"receipt")] and j.rollups_open() == 3
+    j.mark_receipt_published(1, "judicial")
     assert j.rollups_open() == 2
 
 
@@ -196,3 +199,84 @@ def test_a_journal_with_per_record_delivery_flags_is_migrated_to_ranges(tmp_path
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
     assert [s for s, _, _ in j.undelivered(0, 100)] == [5, 6, 8, 9, 10]
     j.close()
+
+
+FIXTURE_V1 = Path(__file__).resolve().parents[2] / "fixtures" / "journal_v1.sqlite3"
+
+
+def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Path) -> None:
+    """The fixture was written by the schema-1 code (see tests/fixtures/make_journal_v1.py)."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "j.sqlite3"
+    shutil.copy(FIXTURE_V1, path)
+    path.chmod(0o600)
+    old = sqlite3.connect(path)
+    old_anchors = old.execute("SELECT batch, root, count, state, raw_tx, tx_hash, receipt, block_number, block_hash, "
+                              "attempts, published FROM anchors ORDER BY batch").fetchall()
+    old_rollups = old.execute("SELECT target, rollup, first_batch, last_batch, root, count, state, raw_tx, tx_hash, "
+                              "receipt, block_number, block_hash, attempts, published FROM rollups "
+                              "ORDER BY target, rollup").fetchall()
+    old_records = old.execute("SELECT seq, dev, t, data FROM records ORDER BY seq").fetchall()
+    old_batches = old.execute("SELECT * FROM batches ORDER BY batch").fetchall()
+    old.close()
+    assert len(old_anchors) == 7 and len(old_rollups) == 3 and len(old_records) == 40
+
+    j = SqliteJournal.open(path, "gw-fixture")
+    assert j.next_seq == 41 and j.records(1, 40) == [bytes(r[3]) for r in old_records]
+    assert [s for s, _, _ in j.undelivered(0, 100)] == [31, 32, *range(36, 41)]
+    assert j.unpublished_batches() == [(b, bytes(s)) for b, _, _, _, _, s, p in old_batches if not p]
+    assert j.stats().anchors == {"final": 2, "included": 1, "submitted": 1, "signed": 1, "pending": 1, "failed": 1}
+    jobs = {job.number: job for job in j.anchor_jobs(list(S))}
+    for b, root, count, state, raw, tx, _, block, bhash, attempts, _ in old_anchors:
+        assert jobs[b] == Job(b, bytes(root), count, S(state), None if raw is None else bytes(raw),
+                              None if tx is None else bytes(tx), block, None if bhash is None else bytes(bhash),
+                              attempts)
+    assert j.unpublished_receipts() == [(2, b"receipt-\x02")]
+    assert j.batch_for_seq(3) == (bytes(old_batches[0][5]), b"receipt-\x01")
+    assert j.last_rollup("judicial") == (2, 5) and j.last_rollup("health_supervision") == (1, 6)
+    assert j.rollup_for_batch("judicial", 2) == (1, 1, 3, b"rollup-receipt-1")
+    assert j.rollup_range("health_supervision", 1) == (1, 6)
+    (signed,) = j.anchor_jobs(["signed"], "judicial")
+    assert (signed.number, signed.raw_tx, signed.tx_hash) == (2, b"rollup-raw-2", b"\x52" * 32)
+    assert [x.number for x in j.anchor_jobs(["pending"], "health_supervision")] == [1]
+    assert j.unpublished_receipts("judicial") == [] and j.rollups_open() == 2
+    j.close()
+    again = sqlite3.connect(path)  # upgraded in place, once: the old tables are gone, the schema says 2
+    assert again.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    tables = {n for (n,) in again.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"anchors", "rollups"} and "anchor_jobs" in tables
+    again.close()
+    assert SqliteJournal.open(path, "gw-fixture").anchor_jobs(["final"]) != []  # and opens again as schema 2
+
+
+def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1").close()
+    conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    conn.close()
+    with pytest.raises(JournalError, match="schema 3"):
+        SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+
+
+def test_a_failed_upgrade_leaves_the_old_journal_untouched(tmp_path: Path) -> None:
+    """A schema-1 file whose roll-up table cannot be read (damaged by hand) keeps its schema and its tables."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "j.sqlite3"
+    shutil.copy(FIXTURE_V1, path)
+    path.chmod(0o600)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ALTER TABLE rollups RENAME COLUMN rollup TO number_renamed")
+    conn.close()
+    with pytest.raises(JournalError, match="cannot open journal"):
+        SqliteJournal.open(path, "gw-fixture")
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    assert conn.execute("SELECT COUNT(*) FROM anchors").fetchone() == (7,)
+    assert conn.execute("SELECT COUNT(*) FROM anchor_jobs").fetchone() == (0,)
+    conn.close()

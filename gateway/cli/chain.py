@@ -7,13 +7,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from anchoring.errors import AnchoringError
 from edge.errors import KeyFormatError
 from edge.sm2 import load_public_key_pem
+from gateway.cli.verify import address_arg
 from gateway.config import load_config
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError
 from gateway.runtime import chain_account_key
-from gateway.verify_cmd import address_arg
 
 
 def _point(path: Path) -> bytes:
@@ -69,26 +68,23 @@ def account_main(args: argparse.Namespace) -> int:
 def registry_main(args: argparse.Namespace) -> int:
     if args.chain_cmd == "account":
         return account_main(args)
-    try:
-        client = _client(args)
-        cmd = args.chain_cmd
-        if cmd == "show":
-            return _show(client, args.gateway)
-        if cmd == "approve-operator":
-            rec = client.approve_operator(address_arg(args.account, "--account"))
-        elif cmd == "revoke-operator":
-            rec = client.revoke_operator(address_arg(args.account, "--account"))
-        elif cmd == "transfer-admin":
-            rec = client.transfer_admin(address_arg(args.account, "--account"))
-        elif cmd == "register":
-            rec = client.register_gateway(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
-        elif cmd == "rotate":
-            rec = client.rotate_gateway_key(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
-        else:
-            rec = client.revoke_gateway(args.gateway)
-    except AnchoringError as exc:
-        raise GatewayError(str(exc)) from exc
-    what = getattr(args, "gateway", None) or getattr(args, "account", "")
+    client = _client(args)
+    cmd = args.chain_cmd
+    if cmd == "show":
+        return _show(client, args.gateway)
+    if cmd == "approve-operator":
+        rec = client.approve_operator(address_arg(args.account, "--account"))
+    elif cmd == "revoke-operator":
+        rec = client.revoke_operator(address_arg(args.account, "--account"))
+    elif cmd == "transfer-admin":
+        rec = client.transfer_admin(address_arg(args.account, "--account"))
+    elif cmd == "register":
+        rec = client.register_gateway(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
+    elif cmd == "rotate":
+        rec = client.rotate_gateway_key(args.gateway, _point(args.pub), address_arg(args.anchorer, "--anchorer"))
+    else:
+        rec = client.revoke_gateway(args.gateway)
+    what = args.account if cmd in ("approve-operator", "revoke-operator", "transfer-admin") else args.gateway
     print(f"{args.chain_cmd} {what}: done in block {rec.block_number} (tx 0x{rec.tx_hash.hex()}), "
           f"sent by 0x{client.account.hex()}")
     return 0

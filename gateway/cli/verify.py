@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from anchoring.errors import AnchoringError, CaptureError
 from anchoring.stream_verifier import StreamVerifier
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
+from edge import cbor
 from edge.errors import EdgeError
 from edge.record import check_id
 from edge.signing import Verifier
@@ -143,30 +145,72 @@ def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> Trust
     return TrustPolicy(pinned=pinned, unbound=unbound)
 
 
+class Liveness:
+    """Whether the gateways heard so far could still be sending, from their own status messages.
+
+    Quiet time only means "the stream is over" while every gateway heard is up or stopped cleanly. A
+    gateway whose last status is its last will (``offline`` with ``t`` 0: it died) comes back and re-sends
+    what it still holds; before anything was heard, the stream has not started. Either way the listener is
+    waiting for a gateway, not watching a quiet stream (seen on a starved CPU: a verifier that gave up
+    during a run of crashes and restarts, or before the first gateway connected).
+    """
+
+    def __init__(self) -> None:
+        self.heard = False
+        self._down: set[str] = set()
+
+    def feed(self, topic: str, payload: bytes) -> None:
+        self.heard = True
+        if not topic.endswith("/status"):
+            return
+        try:
+            msg = cbor.loads(payload)
+        except ValueError:
+            return  # the verifier reports it; here it says nothing about liveness
+        if not isinstance(msg, dict):
+            return
+        gw = topic.rsplit("/", 2)[-2]
+        if msg.get("state") == "offline" and msg.get("t") == 0:
+            self._down.add(gw)
+        else:
+            self._down.discard(gw)
+
+    @property
+    def waiting(self) -> bool:
+        """True while nothing was heard or some gateway is down by its last will."""
+        return not self.heard or bool(self._down)
+
+
 async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
     topic = f"tiyi/v1/{args.region}/{args.gateway}/#"
     settings = client_settings(args.broker, client_id=f"tiyi-verify-{int(time.time())}", username=args.username,
                                password_file=args.password_file, ca_file=args.ca_file, cert_file=args.cert_file,
                                key_file=args.key_file, names=CLI_NAMES)
     count = 0
-    start = last = time.monotonic()
+    start = time.monotonic()
+    live = Liveness()
     sub = PahoSubscriber(settings, topic)
     async with sub:
+        print(f"listening on {topic} at {args.broker}", file=sys.stderr, flush=True)  # a caller may wait for it
         it = sub.__aiter__()
+        last = time.monotonic()  # quiet time counts from the subscription, not from before the connect
         while True:
             now = time.monotonic()
             if args.duration is not None and now - start >= args.duration:
                 break
-            wait = args.idle - (now - last)
+            wait = (args.wait if live.waiting else args.idle) - (now - last)
             if args.duration is not None:
                 wait = min(wait, args.duration - (now - start))
             if wait <= 0:
                 break
             try:
                 msg = await asyncio.wait_for(it.__anext__(), wait)
-            except (TimeoutError, StopAsyncIteration):
+            except TimeoutError:
+                continue  # quiet for the whole limit: the loop's check ends it
+            except StopAsyncIteration:
                 break
             last = time.monotonic()
+            live.feed(msg.topic, msg.payload)
             verifier.feed(msg.topic, msg.payload, msg.retain)
             if save is not None:
                 write_capture_item(save, msg.topic, msg.payload, msg.retain, int(time.time() * 1000))
@@ -181,6 +225,9 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
 def verify_main(args: argparse.Namespace) -> int:
     if (args.broker is None) == (args.capture is None):
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
+    for flag, value in (("--idle", args.idle), ("--wait", args.wait), ("--duration", args.duration)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= 86_400):
+            raise ConfigError(f"{flag} must be a number of seconds from 0 to 86400, not {value!r}")
     chain = chain_checker(args)
     verifier = StreamVerifier(trust_policy(args, chain))
     rollups = rollup_checkers(args.rollup_rpc)

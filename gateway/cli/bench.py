@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,30 @@ from anchoring.stream_verifier import StreamVerifier
 from anchoring.trust import TrustPolicy
 from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
+from gateway.cli.harness import StreamCollector, dev_chain
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
+from gateway.errors import ConfigError
 from gateway.keys import generate_keypair
-from gateway.mqtt import BrokerSettings, PahoSubscriber
 from gateway.runtime import assemble, settle_heap
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """``tiyi bench pipeline``, parsed once."""
+
+    broker: str
+    records: int = 20_000
+    devices: int = 50
+    verify: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PipelineOptions:
+        if args.records < 1 or args.devices < 1:
+            raise ConfigError("--records and --devices must be at least 1")
+        return cls(args.broker, args.records, args.devices, not args.no_verify)
+
+
 async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> dict[str, Any]:
-    from anchoring.devchain import DevChain
-    from anchoring.evm import EvmChainClient
     from firmware_sim.heart_rate_strap import HeartRateStrap
 
     straps = [HeartRateStrap(f"hr-{i:03d}", seed=i) for i in range(devices)]
@@ -37,32 +52,17 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
     with tempfile.TemporaryDirectory(prefix="tiyi-bench-") as d:
         state = Path(d)
         generate_keypair(state / "keys")
-        chain_dev = DevChain()
-        chain = EvmChainClient(chain_dev.web3, secrets.token_bytes(32), contract=chain_dev.contract_address)
-        chain_dev.fund(chain.account_address)
+        chain = dev_chain(secrets.token_bytes(32)).client
         gw_id = f"gw-bench-{secrets.token_hex(3)}"
         cfg = GatewayConfig(gateway_id=gw_id, region="shenzhen", state_dir=state, mqtt=MqttConfig(url=url),
                             batch=BatchConfig(max_records=5000, max_age_s=1.0),
                             chain=ChainConfig(kind="inproc", poll_s=0.05)).validated()
         key = load_public_key_pem((state / "keys" / "gateway.pub").read_text())
-        verifier = StreamVerifier(TrustPolicy(pinned={gw_id: [key]}))
-        sub = PahoSubscriber(BrokerSettings.from_url(url, client_id=f"{gw_id}-verifier"),
-                             Topics(cfg.region, gw_id).all)
-        collector: asyncio.Task[None] | None = None
-        last = [time.monotonic()]
-        received: list[tuple[str, bytes, bool]] = []
-        if verify:
-            await sub.start()
-            await sub.wait_connected(10)
-
-            async def collect() -> None:
-                # Only keep messages while the clock runs; verifying them afterwards keeps the check from
-                # competing with the gateway for the one event loop.
-                async for m in sub:
-                    received.append((m.topic, m.payload, m.retain))
-                    last[0] = time.monotonic()
-
-            collector = asyncio.create_task(collect())
+        # Only keep messages while the clock runs; verifying them afterwards keeps the check from competing
+        # with the gateway for the one event loop.
+        collector = StreamCollector(url, Topics(cfg.region, gw_id), gw_id) if verify else None
+        if collector is not None:
+            await collector.start()
         parts = assemble(cfg, chain)
         gw = parts.gateway
         settle_heap()  # as `tiyi run` does after start-up
@@ -81,25 +81,20 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
                                   "anchored": m.anchors_final, "messages": m.messages_published,
                                   "drained": drained}
         if collector is not None:
-            while time.monotonic() - last[0] < 1.0:  # noqa: ASYNC110 - waiting for the stream to go quiet
-                await asyncio.sleep(0.2)
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-            await sub.stop()
-            for topic, payload, retained in received:
-                verifier.feed(topic, payload, retained)
-            report = verifier.report(require_complete=True)
+            await collector.wait_end()
+            await collector.stop()
+            report = collector.report(StreamVerifier(TrustPolicy(pinned={gw_id: [key]})),
+                                      lambda v: v.report(require_complete=True))
             g = report.gateways.get(gw_id)
             result["verified"] = 0 if g is None else g.records_in_verified_batches
             result["verified_ok"] = report.ok
         return result
 
 
-def bench_pipeline_main(args: argparse.Namespace) -> int:
-    result = asyncio.run(run_pipeline(args.broker, args.records, args.devices, verify=not args.no_verify))
+def bench_pipeline_main(o: PipelineOptions) -> int:
+    result = asyncio.run(run_pipeline(o.broker, o.records, o.devices, verify=o.verify))
     print(json.dumps(result))
-    ok = result["drained"] and result["records"] == args.records
-    if not args.no_verify:
-        ok = ok and result["verified_ok"] and result["verified"] == args.records
+    ok = result["drained"] and result["records"] == o.records
+    if o.verify:
+        ok = ok and result["verified_ok"] and result["verified"] == o.records
     return 0 if ok else 1

@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,12 +35,15 @@ from edge.topics import Topics
 from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
+from gateway.cli.harness import StreamCollector, dev_chain, serve
+from gateway.cli.verify import point_verifier
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
+from gateway.errors import ConfigError
 from gateway.keys import generate_keypair
-from gateway.mqtt import BrokerSettings, PahoSubscriber
-from gateway.runtime import assemble, chain_account_key, device_state_loop, secret_file
-from gateway.verify_cmd import point_verifier
+from gateway.runtime import assemble, chain_account_key, secret_file
+from gateway.service import Gateway
+from gateway.stages.ports import NO_DEVICES
 
 if TYPE_CHECKING:
     from bumble.link import LocalLink
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tiyi.demo")
 SUPERVISION_TARGET = "health_supervision"
+VERIFIER_SESSION_S = 3600  # how long the broker keeps the demo verifier's session while it is away
 
 
 class Progress:
@@ -70,33 +75,81 @@ class Progress:
             self._last_print = now
 
 
-VERIFIER_SESSION_S = 3600  # how long the broker keeps the demo verifier's session while it is away
+@dataclass(frozen=True)
+class DemoOptions:
+    """``tiyi demo`` and ``tiyi sim run``, parsed once (see ``gateway.cli.main`` for each option's help)."""
+
+    devices: int = 5
+    duration: float | None = None
+    broker: str | None = None
+    region: str = "shenzhen"
+    gateway_id: str = "gw-demo-01"
+    state_dir: Path | None = None
+    batch_records: int = 200
+    batch_seconds: float = 5.0
+    speed: float = 1.0
+    chain: str | None = None
+    contract: str | None = None
+    rollup_every: float = 10.0
+    ble: bool = False
+    hub: str | None = None
+    processes: int = 2
+    scenario: Scenario | None = None
+    truth: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> DemoOptions:
+        given = {f.name: v for f in dataclasses.fields(cls) if (v := vars(args).get(f.name)) is not None}
+        return cls(**{**given, **overrides}).validated()
+
+    def validated(self) -> DemoOptions:
+        if self.devices < 1:
+            raise ConfigError("--devices must be at least 1")
+        if self.hub and not self.ble:
+            raise ConfigError("--hub runs emulated Bluetooth devices in other processes; it needs --ble")
+        if self.processes < 1 or self.rollup_every < 0:
+            raise ConfigError("--processes must be at least 1 and --rollup-every not negative")
+        return self
 
 
-async def _collect(url: str, protocol: str, topics: Topics, verifier: StreamVerifier, counter: list[int]) -> None:
-    # A persistent session under an id of this run's own: a broker restart (with persistence on) keeps the
-    # subscription and queues what the gateway publishes before this client is back, instead of dropping it.
-    settings = BrokerSettings.from_url(url, client_id=f"tiyi-demo-verifier-{secrets.token_hex(4)}",
-                                       protocol=protocol, session_expiry_s=VERIFIER_SESSION_S)
-    sub = PahoSubscriber(settings, topics.all)
-    async with sub:
-        async for msg in sub:
-            verifier.feed(msg.topic, msg.payload, msg.retain)
-            counter[0] += 1
-
-
-async def _demo(args: argparse.Namespace) -> int:
-    from anchoring.devchain import DEFAULT_CHAIN_ID, DevChain
+def _chains(o: DemoOptions, account: bytes) -> tuple[EvmChainClient, EvmChainClient | None, tuple[RollupConfig, ...],
+                                                   dict[str, EvmChainClient]]:
+    """The per-batch chain and its administrator (None on a contract we do not administer), and the roll-up
+    target: a second in-process chain, as a supervision chain would be, with one roll-up per period."""
     from anchoring.evm import EvmChainClient
 
+    admin: EvmChainClient | None
+    if o.chain is None:
+        dev = dev_chain(account)
+        chain, admin = dev.client, dev.chain.admin()
+        where = "in-process EVM"
+    else:
+        chain = EvmChainClient.connect(o.chain, account, contract=o.contract)
+        admin = None if o.contract else chain  # the deployer is the contract's administrator
+        where = f"{o.chain}{'' if o.contract else ' (contract deployed now)'}"
+    print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
+          f"every batch (the {o.region} sub-chain)")
+    if o.rollup_every <= 0:
+        return chain, admin, (), {}
+    from anchoring.devchain import DEFAULT_CHAIN_ID
+
+    sup = dev_chain(account, chain_id=DEFAULT_CHAIN_ID + 1).client  # never the anchor chain's id
+    rollup = RollupConfig(SUPERVISION_TARGET, o.rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
+                                                                         target=SUPERVISION_TARGET))
+    print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {o.rollup_every:g} s "
+          f"({SUPERVISION_TARGET})")
+    return chain, admin, (rollup,), {SUPERVISION_TARGET: sup}
+
+
+async def _demo(o: DemoOptions) -> int:
     with contextlib.ExitStack() as stack:
-        state_dir: Path = args.state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tiyi-demo-")))
+        state_dir: Path = o.state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tiyi-demo-")))
         key_dir = state_dir / "keys"
         if not (key_dir / "gateway.key").exists():
             generate_keypair(key_dir)
 
         broker = None
-        url = args.broker
+        url = o.broker
         if url is None:
             from gateway.broker import EmbeddedBroker
 
@@ -104,38 +157,12 @@ async def _demo(args: argparse.Namespace) -> int:
             url = await broker.start()
         print(f"broker   {url}{' (embedded amqtt, MQTT 3.1.1)' if broker else ''}")
 
-        account = chain_account_key(key_dir / "chain-account.key")
-        admin: EvmChainClient | None = None
-        if args.chain is None:
-            chain_dev = DevChain()
-            chain = EvmChainClient(chain_dev.web3, account, contract=chain_dev.contract_address)
-            chain_dev.fund(chain.account_address)
-            admin = chain_dev.admin()
-            where = "in-process EVM"
-        else:
-            chain = EvmChainClient.connect(args.chain, account, contract=args.contract)
-            admin = None if args.contract else chain  # the deployer is the contract's administrator
-            where = f"{args.chain}{'' if args.contract else ' (contract deployed now)'}"
-        print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
-              f"every batch (the {args.region} sub-chain)")
-        # A second target, as a supervision chain would be: one roll-up of the batch roots per period.
-        rollup_every = getattr(args, "rollup_every", 0.0) or 0.0
-        rollups: tuple[RollupConfig, ...] = ()
-        rollup_chains: dict[str, EvmChainClient] = {}
-        if rollup_every > 0:
-            sup_dev = DevChain(chain_id=DEFAULT_CHAIN_ID + 1)  # never the anchor chain's id
-            sup = EvmChainClient(sup_dev.web3, account, contract=sup_dev.contract_address)
-            sup_dev.fund(sup.account_address)
-            rollups = (RollupConfig(SUPERVISION_TARGET, rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
-                                                                                 target=SUPERVISION_TARGET)),)
-            rollup_chains[SUPERVISION_TARGET] = sup
-            print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {rollup_every:g} s "
-                  f"({SUPERVISION_TARGET})")
+        chain, admin, rollups, rollup_chains = _chains(o, chain_account_key(key_dir / "chain-account.key"))
 
         cfg = GatewayConfig(
-            gateway_id=args.gateway_id, region=args.region, state_dir=state_dir,
+            gateway_id=o.gateway_id, region=o.region, state_dir=state_dir,
             mqtt=MqttConfig(url=url, protocol="3.1.1" if broker else "auto"),
-            batch=BatchConfig(max_records=args.batch_records, max_age_s=args.batch_seconds),
+            batch=BatchConfig(max_records=o.batch_records, max_age_s=o.batch_seconds),
             publish=PublishConfig(), chain=ChainConfig(kind="inproc", poll_s=0.2), rollups=rollups,
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)
@@ -153,76 +180,51 @@ async def _demo(args: argparse.Namespace) -> int:
                   f"0x{chain.account.hex()}")
         else:
             trust = TrustPolicy(pinned={cfg.gateway_id: [pub]})
-        verifier = StreamVerifier(trust)
-        received = [0]
-        collector = asyncio.create_task(_collect(url, cfg.mqtt.protocol, topics, verifier, received))
-        await asyncio.sleep(0.3)
+        # A persistent session under an id of this run's own (see StreamCollector).
+        collector = StreamCollector(url, topics, cfg.gateway_id, cfg.mqtt.protocol,
+                                    client_id=f"tiyi-demo-verifier-{secrets.token_hex(4)}",
+                                    session_expiry_s=VERIFIER_SESSION_S)
+        await collector.start()  # subscribed before the gateway says anything
 
-        parts = assemble(cfg, chain, url, rollup_chains)
-        gw = parts.gateway
-        await gw.start()
-        scenario: Scenario | None = getattr(args, "scenario", None)
+        scenario = o.scenario
         models: list[HeartRateStrap | SimDevice] = (
             scenario.build() if scenario else [HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i)
-                                               for i in range(args.devices)])
+                                               for i in range(o.devices)])
         chaos = scenario.chaos if scenario else Chaos()
-        if args.ble:
-            hub = getattr(args, "hub", None)
-            source: FrameCounter = await _bumble_source(models, chaos, args.speed, state_dir, hub,
-                                                        getattr(args, "processes", 2))
+        if o.ble:
+            source: FrameCounter = await _bumble_source(models, chaos, o.speed, state_dir, o.hub, o.processes)
             how = "emulated Bluetooth peripherals (Bumble), collected through bleak" + (
-                f"; devices in {getattr(args, 'processes', 2)} processes attached to a {hub} hub" if hub else "")
+                f"; devices in {o.processes} processes attached to a {o.hub} hub" if o.hub else "")
         else:
-            source = ModelSource(models, chaos, args.speed)
+            source = ModelSource(models, chaos, o.speed)
             how = "frames fed straight into the gateway"
-        src = asyncio.create_task(source.run(gw.submit))
-        if isinstance(source, BumbleDemoSource | HubDemoSource):
-            states = asyncio.create_task(device_state_loop(gw, source.source, every_s=1.0))
+        devices = source.source if isinstance(source, BumbleDemoSource | HubDemoSource) else NO_DEVICES
+        parts = assemble(cfg, chain, url, rollup_chains, devices=devices)
+        gw = parts.gateway
+        await gw.start()
         what = (f"scenario '{scenario.name}': {scenario.device_count} devices" if scenario
-                else f"{args.devices} simulated heart-rate straps")
-        print(f"devices  {what}, time x{args.speed:g}; {how}")
-        print("Ctrl-C to stop" + (f"; stopping after {args.duration:g} s" if args.duration else ""))
+                else f"{o.devices} simulated heart-rate straps")
+        print(f"devices  {what}, time x{o.speed:g}; {how}")
+        print("Ctrl-C to stop" + (f"; stopping after {o.duration:g} s" if o.duration else ""))
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        progress = Progress()
-        start = monotonic()
-        last_records, last_t = 0, start
-        rate = 0.0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            now = monotonic()
-            m = gw.metrics
-            rate = (m.records - last_records) / max(now - last_t, 1e-6)
-            last_records, last_t = m.records, now
-            progress.show(f"{now - start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
-                          f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
-                          + (f"roll-ups {m.rollups_final}  " if rollups else "")
-                          + f"messages seen by verifier {received[0]}")
-            if args.duration is not None and now - start >= args.duration:
-                stop.set()
-        progress.show("stopping: finishing batches and anchors ...", final=True)
-        await source.quiesce()
-        if isinstance(source, BumbleDemoSource | HubDemoSource):
-            states.cancel()
-        src.cancel()
-        await asyncio.gather(src, return_exceptions=True)
+        progress = _Ticker(gw, collector, bool(rollups), o.duration, stop)
+        await serve(gw, source, stop, progress.tick, quiesce=source.quiesce)
         drained = await gw.stop(drain_timeout=30)
         parts.journal.close()
-        # Let the last receipts reach the subscriber.
-        await asyncio.sleep(1.0)
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
+        await collector.wait_end()  # the last receipts, roll-ups and the head reach the subscriber
+        await collector.stop()
         if broker is not None:
             await broker.stop()
 
         checkers: dict[str, AnchorChecker] = {t: ChainAnchorChecker(t, c) for t, c in rollup_chains.items()}
-        report = verifier.report(ChainAnchorChecker(cfg.chain_target, chain), require_complete=True,
-                                 rollup_targets=list(rollup_chains), rollup_chains=checkers)
+        report = collector.report(StreamVerifier(trust), lambda v: v.report(
+            ChainAnchorChecker(cfg.chain_target, chain), require_complete=True, rollup_targets=list(rollup_chains),
+            rollup_chains=checkers))
         print()
         print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
               f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
@@ -232,10 +234,9 @@ async def _demo(args: argparse.Namespace) -> int:
         print(report.summary())
         if not drained:
             print("warning: the gateway could not finish all work before stopping", file=sys.stderr)
-        truth = getattr(args, "truth", None)
-        if truth is not None:
-            n = source.write_truth(truth)
-            print(f"ground truth: {n} emitted frames written to {truth}")
+        if o.truth is not None:
+            n = source.write_truth(o.truth)
+            print(f"ground truth: {n} emitted frames written to {o.truth}")
         # Every emitted frame is a record, a part joined into one, or counted as malformed: nothing vanishes.
         accounted = gw.metrics.records + gw.metrics.frames_joined + gw.metrics.malformed_frames
         complete = accounted == source.frames_sent
@@ -243,6 +244,31 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
                   file=sys.stderr)
         return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
+
+
+class _Ticker:
+    """The live progress line, once a second; sets ``stop`` when the duration is up."""
+
+    def __init__(self, gw: Gateway, collector: StreamCollector, rollups: bool, duration: float | None,
+                 stop: asyncio.Event) -> None:
+        self._gw, self._collector, self._rollups, self._duration, self._stop = gw, collector, rollups, duration, stop
+        self._progress = Progress()
+        self._start = self._last_t = monotonic()
+        self._last_records = 0
+
+    def tick(self) -> None:
+        now = monotonic()
+        m = self._gw.metrics
+        rate = (m.records - self._last_records) / max(now - self._last_t, 1e-6)
+        self._last_records, self._last_t = m.records, now
+        self._progress.show(f"{now - self._start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
+                            f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
+                            + (f"roll-ups {m.rollups_final}  " if self._rollups else "")
+                            + f"messages seen by verifier {len(self._collector.messages)}")
+        if self._duration is not None and now - self._start >= self._duration:
+            self._stop.set()
+        if self._stop.is_set():
+            self._progress.show("stopping: finishing batches and anchors ...", final=True)
 
 
 def register_gateway(admin: EvmChainClient, gw: str, point: bytes, anchorer: bytes) -> None:
@@ -322,12 +348,37 @@ def _frames(m: HeartRateStrap | SimDevice, t: float) -> list[Frame]:
     return [m.frame_at(t)] if isinstance(m, HeartRateStrap) else m.frames_at(t)
 
 
+class _Handed:
+    """Frames handed to the gateway, so a stopping demo waits for the ones still crossing the emulated radio
+    (and queued in the BLE source) instead of sleeping a fixed time that a starved CPU can outlast."""
+
+    STALL_S = 3.0  # no frame arrived for this long: the rest were lost on the way, and the demo says so
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def counting(self, submit: Callable[[Frame], Awaitable[None]]) -> Callable[[Frame], Awaitable[None]]:
+        async def counted(frame: Frame) -> None:
+            await submit(frame)
+            self.count += 1
+        return counted
+
+    async def until(self, sent: Callable[[], int]) -> None:
+        """Until every frame sent was handed over, or none arrived for ``STALL_S``."""
+        seen, since = self.count, monotonic()
+        while self.count < sent() and monotonic() - since < self.STALL_S:
+            await asyncio.sleep(0.02)
+            if self.count != seen:
+                seen, since = self.count, monotonic()
+
+
 class BumbleDemoSource:
     """Devices as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
 
     def __init__(self, peripherals: list[BumbleHeartRateStrap | BumbleSensor], source: BleakSource) -> None:
         self.peripherals = peripherals
         self.source = source
+        self.handed = _Handed()
 
     @property
     def frames_sent(self) -> int:
@@ -336,12 +387,12 @@ class BumbleDemoSource:
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         for p in self.peripherals:
             await p.start()
-        await self.source.run(submit)
+        await self.source.run(self.handed.counting(submit))
 
     async def quiesce(self) -> None:
         for p in self.peripherals:
             await p.stop_notifying()
-        await asyncio.sleep(0.5)  # let the last notifications cross the link
+        await self.handed.until(lambda: self.frames_sent)  # the last notifications cross the link
 
     def write_truth(self, path: Path) -> int:
         return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals for c, d in p.emitted()])
@@ -406,6 +457,7 @@ class HubDemoSource:
         self.source = source
         self.procs: list[asyncio.subprocess.Process] = []
         self.sent: dict[str, dict[str, Any]] = {}
+        self.handed = _Handed()
 
     @property
     def frames_sent(self) -> int:
@@ -425,7 +477,7 @@ class HubDemoSource:
                 ready = await asyncio.wait_for(proc.stdout.readline(), 60)
                 if not ready.startswith(b'{"ready"'):
                     raise RuntimeError(f"a device process failed to start: {ready[:200]!r}")
-            await self.source.run(submit)
+            await self.source.run(self.handed.counting(submit))
         finally:
             for p in self.procs:
                 if p.returncode is None:
@@ -443,7 +495,7 @@ class HubDemoSource:
             for line in out.decode().splitlines():
                 if line.startswith('{"sent"'):
                     self.sent.update(json.loads(line)["sent"])
-        await asyncio.sleep(0.5)  # let the last notifications reach the gateway
+        await self.handed.until(lambda: self.frames_sent)  # the last notifications reach the gateway
         await self.hub.close()
 
     def write_truth(self, path: Path) -> int:
@@ -469,14 +521,5 @@ async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevi
     return HubDemoSource(hub, [specs[i::n] for i in range(n)], source)
 
 
-def demo_main(args: argparse.Namespace) -> int:
-    if args.devices < 1:
-        print("tiyi demo: --devices must be at least 1", file=sys.stderr)
-        return 2
-    if getattr(args, "hub", None) and not args.ble:
-        print("tiyi: --hub runs emulated Bluetooth devices in other processes; it needs --ble", file=sys.stderr)
-        return 2
-    if getattr(args, "processes", 1) < 1 or getattr(args, "rollup_every", 0) < 0:
-        print("tiyi: --processes must be at least 1 and --rollup-every not negative", file=sys.stderr)
-        return 2
-    return asyncio.run(_demo(args))
+def demo_main(options: DemoOptions) -> int:
+    return asyncio.run(_demo(options))

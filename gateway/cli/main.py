@@ -9,7 +9,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK = 0
@@ -134,7 +134,12 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="with --registry: accept only gateways registered by this operator account")
     p.add_argument("--tofu", action="store_true",
                    help="trust the key each gateway announces (trust on first use); the result is never 'verified'")
-    p.add_argument("--idle", type=float, default=5.0, help="stop listening after this many quiet seconds (default 5)")
+    p.add_argument("--idle", type=float, default=5.0,
+                   help="stop listening after this many quiet seconds while the gateways heard are up or stopped "
+                        "cleanly (default 5)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="before anything is heard, or while a gateway is down by its last will (it crashed and "
+                        "will re-send), stop after this many quiet seconds instead (default 60)")
     p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
     p.add_argument("--require-complete", action="store_true",
                    help="records not yet in a batch, and batches in no roll-up on a --rollup-rpc target, are failures")
@@ -377,7 +382,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from firmware_sim.scenario import ALL_MODELS, ScenarioError, builtin_scenarios, parse_scenario
+    from firmware_sim.scenario import ALL_MODELS, builtin_scenarios, parse_scenario
     from gateway.errors import ConfigError
 
     scenarios = builtin_scenarios()
@@ -397,15 +402,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                           "see `tiyi sim list`") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
-    except ScenarioError as exc:
-        raise ConfigError(str(exc)) from exc
-    from gateway.demo import demo_main
+    from gateway.cli.demo import DemoOptions, demo_main
 
-    args.scenario = scenario
-    args.devices = scenario.device_count
-    if args.duration is None:
-        args.duration = scenario.duration_s / args.speed
-    return demo_main(args)
+    duration = scenario.duration_s / args.speed if args.duration is None else args.duration
+    return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count,
+                                           duration=duration))
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -446,31 +447,47 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _exit_code(exc: BaseException) -> int | None:
+def exit_code(exc: BaseException) -> int | None:
     """The exit code for an error a user can cause (bad input, a node or broker that is down), or None for
-    a bug, which keeps its traceback. Every package's error root is mapped here, and nowhere else."""
-    from anchoring.errors import AnchoringError
+    a bug, which keeps its traceback. This is the one place errors become exit codes: the first row of
+    ``_exit_rows`` that matches wins (commands raise their package's errors and never re-wrap them for a code)."""
+    if isinstance(exc, BaseExceptionGroup):  # from a TaskGroup: the first error tells
+        return exit_code(exc.exceptions[0])
+    for matches, code in _exit_rows():
+        if matches(exc):
+            return code
+    return None
+
+
+def _exit_rows() -> list[tuple[Callable[[BaseException], bool], int]]:
+    from anchoring.errors import AnchoringError, MalformedReply, MalformedTransaction
     from edge.errors import EdgeError
     from gateway.errors import GatewayError
 
-    if isinstance(exc, BaseExceptionGroup):  # from a TaskGroup: the first error tells
-        return _exit_code(exc.exceptions[0])
     web3_errors = sys.modules.get("web3.exceptions")
     unreachable: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
     if web3_errors is not None:
         unreachable += (web3_errors.ProviderConnectionError,)
+    roots = (GatewayError, AnchoringError, EdgeError)
+    return [
+        # a broker or chain node that cannot be reached, also when wrapped (ChainUnavailable in a GatewayError)
+        (lambda e: any(isinstance(c, unreachable) for c in _causes(e)), EXIT_USAGE),
+        # a node that answered nonsense: a failure, not the user's input
+        (lambda e: isinstance(e, MalformedReply | MalformedTransaction), EXIT_FAIL),
+        # the package errors that resemble ValueError are bad input (arguments, files, scenarios, bundles)
+        (lambda e: isinstance(e, roots) and isinstance(e, ValueError), EXIT_USAGE),
+        (lambda e: isinstance(e, roots), EXIT_FAIL),
+        (lambda e: isinstance(e, OSError), EXIT_FAIL),  # a file that cannot be read or written
+    ]
+
+
+def _causes(exc: BaseException, depth: int = 8) -> list[BaseException]:
+    out: list[BaseException] = []
     cause: BaseException | None = exc
-    for _ in range(8):  # a wrapped connection failure is still one (e.g. ChainUnavailable inside GatewayError)
-        if cause is None:
-            break
-        if isinstance(cause, unreachable):
-            return EXIT_USAGE
+    while cause is not None and len(out) < depth:
+        out.append(cause)
         cause = cause.__cause__
-    if isinstance(exc, GatewayError | AnchoringError | EdgeError):
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAIL  # bad input vs. failure
-    if isinstance(exc, OSError):  # a file that cannot be read or written
-        return EXIT_FAIL
-    return None
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -479,59 +496,83 @@ def _one_line(exc: BaseException) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.cli.demo import DemoOptions, demo_main
+
+    return demo_main(DemoOptions.from_args(args))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.runtime import run_main
+
+    return run_main(args)
+
+
+def _cmd_chain(args: argparse.Namespace) -> int:
+    from gateway.cli.chain import registry_main
+
+    return registry_main(args)
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from gateway.broker_acl import acl_main
+
+    return acl_main(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from gateway.cli.bench import PipelineOptions, bench_pipeline_main
+
+    return bench_pipeline_main(PipelineOptions.from_args(args))
+
+
+def _cmd_proof(args: argparse.Namespace) -> int:
+    from gateway.cli.proof import export_main
+
+    return export_main(args)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from gateway.config_check import config_check_main
+
+    return config_check_main(args.file, files=not args.no_files)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        from gateway.cli.proof import verify_bundle_main
+
+        return verify_bundle_main(args)
+    from gateway.cli.verify import verify_main
+
+    return verify_main(args)
+
+
+# Each command's module is imported only when it runs, so `tiyi --help` stays instant on a Raspberry Pi.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "decode": _cmd_decode, "keys": _cmd_keys, "demo": _cmd_demo, "run": _cmd_run, "sim": _cmd_sim,
+    "devices": _cmd_devices, "chain": _cmd_chain, "broker": _cmd_broker, "bench": _cmd_bench, "proof": _cmd_proof,
+    "verify": _cmd_verify, "config": _cmd_config,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     delegated = _platform(list(sys.argv[1:] if argv is None else argv))
     if delegated is not None:
         return delegated
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    command = _COMMANDS.get(args.cmd)
+    if command is None:
+        return EXIT_USAGE
     try:
-        if args.cmd == "decode":
-            return _cmd_decode(args)
-        if args.cmd == "keys":
-            return _cmd_keys(args)
-        if args.cmd == "demo":
-            from gateway.demo import demo_main
-            return demo_main(args)
-        if args.cmd == "run":
-            from gateway.runtime import run_main
-            return run_main(args)
-        if args.cmd == "sim":
-            return _cmd_sim(args)
-        if args.cmd == "devices":
-            return _cmd_devices(args)
-        if args.cmd == "chain":
-            from gateway.registry_cmd import registry_main
-            return registry_main(args)
-        if args.cmd == "broker":
-            from gateway.broker_acl import acl_main
-            return acl_main(args)
-        if args.cmd == "config":
-            from gateway.config_check import config_check_main
-            return config_check_main(args.file, files=not args.no_files)
-        if args.cmd == "bench":
-            from gateway.bench_pipeline import bench_pipeline_main
-            return bench_pipeline_main(args)
-        if args.cmd == "proof":
-            from gateway.proof_cmd import export_main
-            return export_main(args)
-        if args.cmd == "verify" and args.bundle is not None:
-            from gateway.proof_cmd import verify_bundle_main
-            return verify_bundle_main(args)
-        if args.cmd == "verify":
-            from gateway.verify_cmd import verify_main
-            return verify_main(args)
+        return command(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        code = _exit_code(exc)
+        code = exit_code(exc)
         if code is None:
             raise
         logging.getLogger("tiyi").debug("the error's traceback (-vv)", exc_info=exc)
         print(f"tiyi {args.cmd}: {_one_line(exc)}", file=sys.stderr)
         return code
-    return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

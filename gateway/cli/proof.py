@@ -6,15 +6,15 @@ import argparse
 import json
 import sys
 
-from anchoring.bundle import BundleError, RollupProof, build_bundle, verify_bundle
+from anchoring.bundle import RollupProof, build_bundle, verify_bundle
 from anchoring.receipt import AnchorReceipt
 from edge.manifest import SignedManifest
 from edge.rollup import Rollup
+from gateway.cli.verify import chain_checker, rollup_checkers, trust_policy
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
-from gateway.verify_cmd import chain_checker, rollup_checkers, trust_policy
 
 
 def export_main(args: argparse.Namespace) -> int:
@@ -60,9 +60,6 @@ def verify_bundle_main(args: argparse.Namespace) -> int:
     if not isinstance(bundle, dict):
         raise ConfigError(f"--bundle {args.bundle}: not a proof bundle")
     chain = chain_checker(args)
-    try:
-        result = verify_bundle(bundle, trust_policy(args, chain), chain, rollup_checkers(args.rollup_rpc))
-    except BundleError as exc:
-        raise ConfigError(str(exc)) from exc
+    result = verify_bundle(bundle, trust_policy(args, chain), chain, rollup_checkers(args.rollup_rpc))
     print(result.summary())
     return int(result.outcome)
