@@ -41,8 +41,14 @@ class RollupProof:
     receipt: AnchorReceipt | None
 
 
-def build_bundle(seq: int, batch_records: Sequence[bytes], signed: SignedManifest, receipt: AnchorReceipt | None,
-                 public_key_pem: str | None = None, rollups: Sequence[RollupProof] = ()) -> dict[str, Any]:
+def build_bundle(
+    seq: int,
+    batch_records: Sequence[bytes],
+    signed: SignedManifest,
+    receipt: AnchorReceipt | None,
+    public_key_pem: str | None = None,
+    rollups: Sequence[RollupProof] = (),
+) -> dict[str, Any]:
     """The bundle for record ``seq`` of a batch whose records (in seq order) are ``batch_records``."""
     m = signed.manifest
     if not m.first_seq <= seq <= m.last_seq:
@@ -59,9 +65,16 @@ def build_bundle(seq: int, batch_records: Sequence[bytes], signed: SignedManifes
         "record": batch_records[index].hex(),
         "inclusion": {"index": index, "size": m.count, "path": [h.hex() for h in tree.inclusion_proof(index)]},
         "batch": {"manifest": signed.manifest_bytes.hex(), "sig": signed.sig.hex(), "key_id": signed.key_id},
-        "anchor": None if receipt is None else {
-            "receipt": bytes(receipt).hex(), "chain_id": receipt.chain_id, "contract": "0x" + receipt.contract.hex(),
-            "tx": "0x" + receipt.tx.hex(), "block": receipt.block, "status": receipt.status},
+        "anchor": None
+        if receipt is None
+        else {
+            "receipt": bytes(receipt).hex(),
+            "chain_id": receipt.chain_id,
+            "contract": "0x" + receipt.contract.hex(),
+            "tx": "0x" + receipt.tx.hex(),
+            "block": receipt.block,
+            "status": receipt.status,
+        },
     }
     if public_key_pem is not None:
         bundle["batch"]["public_key_pem"] = public_key_pem
@@ -75,9 +88,16 @@ def _rollup_entry(p: RollupProof, batch: int, root: bytes) -> dict[str, Any]:
     index = batch - r.first_batch
     if not 0 <= index < len(r.roots) or r.roots[index] != root:
         raise BundleError(f"roll-up {r.number} for {r.target} does not hold batch {batch}'s root")
-    return {"target": r.target, "rollup": r.number, "first_batch": r.first_batch, "index": index,
-            "size": len(r.roots), "path": [h.hex() for h in r.path(batch)], "root": r.root.hex(),
-            "receipt": None if p.receipt is None else bytes(p.receipt).hex()}
+    return {
+        "target": r.target,
+        "rollup": r.number,
+        "first_batch": r.first_batch,
+        "index": index,
+        "size": len(r.roots),
+        "path": [h.hex() for h in r.path(batch)],
+        "root": r.root.hex(),
+        "receipt": None if p.receipt is None else bytes(p.receipt).hex(),
+    }
 
 
 @dataclass
@@ -95,8 +115,11 @@ class BundleCheck:
     def summary(self) -> str:
         lines = [f"  {'ok  ' if good else 'FAIL'} {name}: {detail}" for name, good, detail in self.steps]
         lines += [f"  NOT CHECKED: {u}" for u in self.unchecked]
-        verdict = {Outcome.VERIFIED: "the reading is proven", Outcome.PROBLEMS: "NOT proven",
-                   Outcome.UNCHECKED: "no check failed, but the proof is incomplete (see NOT CHECKED)"}
+        verdict = {
+            Outcome.VERIFIED: "the reading is proven",
+            Outcome.PROBLEMS: "NOT proven",
+            Outcome.UNCHECKED: "no check failed, but the proof is incomplete (see NOT CHECKED)",
+        }
         return "\n".join([*lines, "RESULT: " + verdict[self.outcome]])
 
 
@@ -109,8 +132,12 @@ def _hex(value: Any, what: str) -> bytes:
         raise BundleError(f"{what} is not hex") from exc
 
 
-def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorChecker | None = None,
-                  rollup_chains: Mapping[str, AnchorChecker] | None = None) -> BundleCheck:
+def verify_bundle(
+    bundle: Mapping[str, Any],
+    trust: TrustPolicy,
+    chain: AnchorChecker | None = None,
+    rollup_chains: Mapping[str, AnchorChecker] | None = None,
+) -> BundleCheck:
     """Check every link: record → Merkle root → signed manifest → key → anchor (→ chain), and for each
     roll-up: batch root → roll-up root → roll-up anchor (→ that target's chain from ``rollup_chains``)."""
     if trust.uses_registry and chain is None:
@@ -132,8 +159,9 @@ def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorCh
         index, size = inc.get("index"), inc.get("size")
         if not isinstance(index, int) or not isinstance(size, int) or isinstance(index, bool):
             raise BundleError("inclusion.index and size must be integers")
-        signed = SignedManifest(_hex(b.get("manifest"), "batch.manifest"), _hex(b.get("sig"), "batch.sig"),
-                                str(b.get("key_id")))
+        signed = SignedManifest(
+            _hex(b.get("manifest"), "batch.manifest"), _hex(b.get("sig"), "batch.sig"), str(b.get("key_id"))
+        )
         manifest = signed.manifest
         record = Record.from_bytes(record_bytes)
         embedded = b.get("public_key_pem")
@@ -143,14 +171,21 @@ def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorCh
         return BundleCheck(False, [("bundle format", False, str(exc))])
 
     steps.append(("record", True, f"{record.kind} from {record.dev} at seq {record.seq}, gateway {record.gw}"))
-    place = (record.gw == manifest.gw and index == record.seq - manifest.first_seq and size == manifest.count)
-    steps.append(("position", place, f"seq {record.seq} is leaf {index} of batch {manifest.batch} "
-                  f"({manifest.first_seq}..{manifest.last_seq})"))
+    place = record.gw == manifest.gw and index == record.seq - manifest.first_seq and size == manifest.count
+    steps.append(
+        (
+            "position",
+            place,
+            f"seq {record.seq} is leaf {index} of batch {manifest.batch} ({manifest.first_seq}..{manifest.last_seq})",
+        )
+    )
     included = verify_inclusion(record_bytes, index, size, path, manifest.root)
-    steps.append(("Merkle inclusion", included, f"RFC 9162 path of {len(path)} SM3 hashes to root "
-                  f"{manifest.root.hex()[:16]}…"))
-    anchor_info = _check_anchor(bundle.get("anchor"), manifest.gw, manifest.batch, manifest.count, manifest.root,
-                                chain, steps, unchecked)
+    steps.append(
+        ("Merkle inclusion", included, f"RFC 9162 path of {len(path)} SM3 hashes to root {manifest.root.hex()[:16]}…")
+    )
+    anchor_info = _check_anchor(
+        bundle.get("anchor"), manifest.gw, manifest.batch, manifest.count, manifest.root, chain, steps, unchecked
+    )
     trusted = trust.key_for(manifest.gw, signed.key_id, anchor_info, 1, embedded)
     if isinstance(trusted, str):
         steps.append(("signature", False, trusted))
@@ -165,13 +200,24 @@ def verify_bundle(bundle: Mapping[str, Any], trust: TrustPolicy, chain: AnchorCh
         steps.append(("roll-ups", False, "rollups must be a list"))
         rollups = []
     for entry in rollups:
-        steps.extend(_check_rollup_entry(entry, manifest.gw, manifest.batch, manifest.root, trust, rollup_chains or {},
-                                         unchecked))
+        steps.extend(
+            _check_rollup_entry(
+                entry, manifest.gw, manifest.batch, manifest.root, trust, rollup_chains or {}, unchecked
+            )
+        )
     return BundleCheck(all(good for _, good, _ in steps), steps, unchecked)
 
 
-def _check_anchor(anchor: Any, gw: str, batch: int, count: int, root: bytes, chain: AnchorChecker | None,
-                  steps: list[tuple[str, bool, str]], unchecked: list[str]) -> AnchorInfo | None:
+def _check_anchor(
+    anchor: Any,
+    gw: str,
+    batch: int,
+    count: int,
+    root: bytes,
+    chain: AnchorChecker | None,
+    steps: list[tuple[str, bool, str]],
+    unchecked: list[str],
+) -> AnchorInfo | None:
     """The batch's anchor as the chain records it (None when absent, wrong or unconfirmed: a step says why)."""
     if not isinstance(anchor, Mapping):
         steps.append(("anchor", False, "the bundle has no anchor receipt"))
@@ -181,10 +227,21 @@ def _check_anchor(anchor: Any, gw: str, batch: int, count: int, root: bytes, cha
     except (ReceiptError, BundleError) as exc:
         steps.append(("anchor", False, f"malformed receipt: {exc}"))
         return None
-    same = (receipt.kind is AnchorKind.BATCH and receipt.root == root and receipt.gw == gw and receipt.number == batch
-            and receipt.count == count)
-    steps.append(("anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
-                  f"{receipt.chain_id} names this batch's root"))
+    same = (
+        receipt.kind is AnchorKind.BATCH
+        and receipt.root == root
+        and receipt.gw == gw
+        and receipt.number == batch
+        and receipt.count == count
+    )
+    steps.append(
+        (
+            "anchor",
+            same,
+            f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
+            f"{receipt.chain_id} names this batch's root",
+        )
+    )
     if chain is None:
         unchecked.append("the anchor was not checked on a chain (give --rpc)")
         return None
@@ -192,8 +249,13 @@ def _check_anchor(anchor: Any, gw: str, batch: int, count: int, root: bytes, cha
     if isinstance(got, str):
         steps.append(("on chain", False, got))
         return None
-    steps.append(("on chain", same, f"the chain confirms the anchor: block {got.block_number} of {chain.name}, "
-                  f"sent by 0x{got.anchorer.hex()}"))
+    steps.append(
+        (
+            "on chain",
+            same,
+            f"the chain confirms the anchor: block {got.block_number} of {chain.name}, sent by 0x{got.anchorer.hex()}",
+        )
+    )
     return got if same else None
 
 
@@ -204,9 +266,15 @@ def _int(entry: Mapping[str, Any], key: str) -> int:
     return v
 
 
-def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes, trust: TrustPolicy,
-                        rollup_chains: Mapping[str, AnchorChecker],
-                        unchecked: list[str]) -> list[tuple[str, bool, str]]:
+def _check_rollup_entry(
+    entry: Any,
+    gw: str,
+    batch: int,
+    batch_root: bytes,
+    trust: TrustPolicy,
+    rollup_chains: Mapping[str, AnchorChecker],
+    unchecked: list[str],
+) -> list[tuple[str, bool, str]]:
     try:
         if not isinstance(entry, Mapping):
             raise BundleError("a roll-up entry must be an object")
@@ -219,20 +287,39 @@ def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes, trus
             raise BundleError("roll-up path must be a list of at most 64 hashes")
         path = [_hex(h, "rollups[].path[]") for h in path_raw]
         root = _hex(entry.get("root"), "rollups[].root")
-        receipt = None if entry.get("receipt") is None else AnchorReceipt.from_bytes(
-            _hex(entry.get("receipt"), "rollups[].receipt"))
+        receipt = (
+            None
+            if entry.get("receipt") is None
+            else AnchorReceipt.from_bytes(_hex(entry.get("receipt"), "rollups[].receipt"))
+        )
     except (BundleError, ReceiptError) as exc:
         return [("roll-up", False, f"malformed entry: {exc}")]
     name = f"roll-up {target}"
-    steps = [(name, index == batch - first and verify_rollup_path(batch_root, index, size, path, root),
-              f"batch {batch}'s root is leaf {index} of roll-up {number} ({size} batches), root {root.hex()[:16]}…")]
+    steps = [
+        (
+            name,
+            index == batch - first and verify_rollup_path(batch_root, index, size, path, root),
+            f"batch {batch}'s root is leaf {index} of roll-up {number} ({size} batches), root {root.hex()[:16]}…",
+        )
+    ]
     if receipt is None:
         steps.append((f"{name} anchor", False, "the roll-up is not anchored yet"))
         return steps
-    same = (receipt.kind is AnchorKind.ROLLUP and receipt.root == root and receipt.gw == gw
-            and receipt.number == number and receipt.count == size)
-    steps.append((f"{name} anchor", same, f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
-                  f"{receipt.chain_id} names this roll-up's root"))
+    same = (
+        receipt.kind is AnchorKind.ROLLUP
+        and receipt.root == root
+        and receipt.gw == gw
+        and receipt.number == number
+        and receipt.count == size
+    )
+    steps.append(
+        (
+            f"{name} anchor",
+            same,
+            f"tx 0x{receipt.tx.hex()[:16]}… in block {receipt.block} of chain "
+            f"{receipt.chain_id} names this roll-up's root",
+        )
+    )
     checker = rollup_chains.get(target)
     if checker is None:
         unchecked.append(f"the roll-up on {target} was not checked on that chain (give --rollup-rpc {target}=URL)")
@@ -241,8 +328,13 @@ def _check_rollup_entry(entry: Any, gw: str, batch: int, batch_root: bytes, trus
     if isinstance(got, str):
         steps.append((f"{name} on chain", False, got))
     elif trust.uses_registry and got.anchorer not in trust.anchorers(gw):
-        steps.append((f"{name} on chain", False, f"anchored by 0x{got.anchorer.hex()}, an account the registry does "
-                      f"not name for {gw}"))
+        steps.append(
+            (
+                f"{name} on chain",
+                False,
+                f"anchored by 0x{got.anchorer.hex()}, an account the registry does not name for {gw}",
+            )
+        )
     else:
         steps.append((f"{name} on chain", True, f"the {target} chain confirms the roll-up"))
     return steps

@@ -42,9 +42,15 @@ def read_capture(fp: BinaryIO) -> Iterator[CaptureItem]:
             item = cbor2.CBORDecoder(buf).decode()
         except Exception as exc:
             raise CaptureError(f"capture item {index} at byte {start} is truncated or corrupt: {exc}") from exc
-        if (not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str)
-                or not isinstance(item[1], bytes) or not isinstance(item[2], bool) or not isinstance(item[3], int)
-                or len(item[1]) > MAX_ITEM_BYTES):
+        if (
+            not isinstance(item, list)
+            or len(item) != 4
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], bytes)
+            or not isinstance(item[2], bool)
+            or not isinstance(item[3], int)
+            or len(item[1]) > MAX_ITEM_BYTES
+        ):
             raise CaptureError(f"capture item {index} at byte {start} is not [topic, payload, retained, t_ms]")
         yield CaptureItem(item[0], item[1], item[2], item[3])
         index += 1

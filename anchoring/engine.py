@@ -201,8 +201,14 @@ class Untrusted:
         return Reason.BAD_SIGNATURE if self.bad_signature else Reason.UNTRUSTED_KEY
 
 
-def check_signature(trust: TrustPolicy, gw: str, sm: SignedManifest | SignedHead, anchor: AnchorInfo | None,
-                    gateways_in_view: int, announced_pem: str | None) -> TrustedKey | Untrusted:
+def check_signature(
+    trust: TrustPolicy,
+    gw: str,
+    sm: SignedManifest | SignedHead,
+    anchor: AnchorInfo | None,
+    gateways_in_view: int,
+    announced_pem: str | None,
+) -> TrustedKey | Untrusted:
     """The trusted key ``sm``'s signature verifies under, or why there is none."""
     got = trust.key_for(gw, sm.key_id, anchor, gateways_in_view, announced_pem)
     if isinstance(got, str):
@@ -257,9 +263,15 @@ class VerificationEngine:
     ``late_join``: a gateway may start at a verified signed head or at an anchored manifest instead of batch 1.
     """
 
-    def __init__(self, trust: TrustPolicy, *, chain: AnchorChecker | None = None,
-                 on_event: Callable[[Event], None] | None = None, keep_leaves: int | None = None,
-                 late_join: bool = False) -> None:
+    def __init__(
+        self,
+        trust: TrustPolicy,
+        *,
+        chain: AnchorChecker | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        keep_leaves: int | None = None,
+        late_join: bool = False,
+    ) -> None:
         self.trust = trust
         self.chain = chain
         self.on_event = on_event
@@ -332,8 +344,13 @@ class VerificationEngine:
                 self._note(st, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}", gw)
                 continue
             if rec.gw != gw or rec.dev != msg.dev:
-                self._note(st, Reason.WRONG_TOPIC, f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on "
-                           f"{gw}/data/{msg.dev}", gw, seq=rec.seq)
+                self._note(
+                    st,
+                    Reason.WRONG_TOPIC,
+                    f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on {gw}/data/{msg.dev}",
+                    gw,
+                    seq=rec.seq,
+                )
                 continue
             seq = rec.seq
             if st.received.add(seq):
@@ -353,9 +370,8 @@ class VerificationEngine:
             m = b.m
             if m.first_seq <= seq <= m.last_seq and b.leaves is not None:
                 i = (seq - m.first_seq) * 32
-                if b.leaves[i:i + 32] != leaf_hash(data):
-                    self._note(st, Reason.CONFLICTING_DUPLICATE, f"two different records claim seq {seq}", gw,
-                               seq=seq)
+                if b.leaves[i : i + 32] != leaf_hash(data):
+                    self._note(st, Reason.CONFLICTING_DUPLICATE, f"two different records claim seq {seq}", gw, seq=seq)
                 return
         st.late_unchecked += 1
 
@@ -374,14 +390,14 @@ class VerificationEngine:
             if st.received.covers(m.first_seq, m.last_seq):
                 self._try_prove(st, gw, m.batch)
         elif old.payload != msg.payload:
-            self._note(st, Reason.CONFLICTING_BATCH, f"two different manifests claim batch {m.batch}", gw,
-                       batch=m.batch)
+            self._note(
+                st, Reason.CONFLICTING_BATCH, f"two different manifests claim batch {m.batch}", gw, batch=m.batch
+            )
 
     def _feed_receipt(self, st: _Gw, msg: ReceiptMessage, topic: str) -> None:
         r = msg.receipt
         if r.gw != msg.gw or r.kind is not AnchorKind.BATCH:
-            self._note(st, Reason.WRONG_TOPIC, f"{r.kind.label} receipt for {r.gw} on {topic}", msg.gw,
-                       batch=r.number)
+            self._note(st, Reason.WRONG_TOPIC, f"{r.kind.label} receipt for {r.gw} on {topic}", msg.gw, batch=r.number)
             return
         if r.number <= st.start.batch:
             return
@@ -395,8 +411,12 @@ class VerificationEngine:
     def _feed_rollup(self, st: _Gw, msg: RollupMessage) -> None:
         gw, target, rollup, receipt = msg.gw, msg.target, msg.rollup, msg.receipt
         if rollup.gw != gw or rollup.target != target:
-            self._note(st, Reason.WRONG_TOPIC, f"roll-up of {rollup.gw} for {rollup.target} published under "
-                       f"{gw}/rollup/{target}", gw)
+            self._note(
+                st,
+                Reason.WRONG_TOPIC,
+                f"roll-up of {rollup.gw} for {rollup.target} published under {gw}/rollup/{target}",
+                gw,
+            )
             return
         key = (target, rollup.number)
         old = st.rollups.get(key)
@@ -408,7 +428,7 @@ class VerificationEngine:
     # ---------------------------------------------------------------- proving as records complete a batch
     def _try_waiting(self, st: _Gw, gw: str, seq: int) -> None:
         i = bisect.bisect_right(st.waiting, (seq, 1 << 64, 1 << 64))
-        for first, last, n in st.waiting[max(0, i - 4):i][::-1]:
+        for first, last, n in st.waiting[max(0, i - 4) : i][::-1]:
             if first <= seq <= last and st.received.covers(first, last):
                 self._try_prove(st, gw, n)
                 return
@@ -436,16 +456,30 @@ class VerificationEngine:
         assert self.on_event is not None
         m = b.m
         if not b.root_ok:
-            self.on_event(RecordsRejected(gw, m.batch, Reason.ROOT_MISMATCH, f"batch {m.batch}: the Merkle root "
-                                          "does not match the signed manifest", records))
+            self.on_event(
+                RecordsRejected(
+                    gw,
+                    m.batch,
+                    Reason.ROOT_MISMATCH,
+                    f"batch {m.batch}: the Merkle root does not match the signed manifest",
+                    records,
+                )
+            )
             return
         anchor = None
         if self.trust.uses_registry:
             # The key is judged at the anchor's block: without a chain-confirmed anchor nothing can be proven.
             anchor = self._live_confirm(st, b)
             if anchor is None:
-                self.on_event(RecordsRejected(gw, m.batch, Reason.MISSING_ANCHOR, f"batch {m.batch}: registry trust "
-                                              "needs the chain to confirm the batch's anchor first", records))
+                self.on_event(
+                    RecordsRejected(
+                        gw,
+                        m.batch,
+                        Reason.MISSING_ANCHOR,
+                        f"batch {m.batch}: registry trust needs the chain to confirm the batch's anchor first",
+                        records,
+                    )
+                )
                 return
         trusted = self._trusted(gw, st, b.signed, anchor)
         if isinstance(trusted, Untrusted):
@@ -463,7 +497,11 @@ class VerificationEngine:
             if r.root == m.root and r.count == m.count:
                 got = self.chain.confirm(r)
                 if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                        m.gw, m.batch, m.count, AnchorKind.BATCH):
+                    m.gw,
+                    m.batch,
+                    m.count,
+                    AnchorKind.BATCH,
+                ):
                     return got
         return None
 
@@ -475,13 +513,22 @@ class VerificationEngine:
             if r.root == m.root and r.count == m.count:
                 got = self.chain.confirm(r)
                 if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                        m.gw, m.batch, m.count, AnchorKind.BATCH):
+                    m.gw,
+                    m.batch,
+                    m.count,
+                    AnchorKind.BATCH,
+                ):
                     b.anchored_sent = True
                     self.on_event(BatchAnchored(gw, m.batch, got, r))
                     return
 
-    def _trusted(self, gw: str, st: _Gw, sm: SignedManifest | SignedHead, anchor: AnchorInfo | None,
-                 ) -> TrustedKey | Untrusted:
+    def _trusted(
+        self,
+        gw: str,
+        st: _Gw,
+        sm: SignedManifest | SignedHead,
+        anchor: AnchorInfo | None,
+    ) -> TrustedKey | Untrusted:
         """``check_signature``, cached: ``report`` asks again for every batch."""
         key = (bytes(sm), anchor, st.key_pem, len(self._gws))
         got = self._sig_cache.get(key)
@@ -521,7 +568,7 @@ class VerificationEngine:
                     limit_seq = min(limit_seq, p.seq)
             numbers = sorted(st.batches)
             expect = st.start.batch + 1
-            for n in numbers[:max(0, len(numbers) - keep)]:
+            for n in numbers[: max(0, len(numbers) - keep)]:
                 b = st.batches[n]
                 m = b.m
                 if n != expect or b.root_ok is not True or n >= limit_batch or m.last_seq >= limit_seq:
@@ -540,16 +587,25 @@ class VerificationEngine:
         return folded
 
     # ---------------------------------------------------------------- checks
-    def report(self, chain: AnchorChecker | None = None, require_complete: bool = False,
-               rollup_targets: Collection[str] = (),
-               rollup_chains: Mapping[str, AnchorChecker] | None = None) -> VerificationReport:
+    def report(
+        self,
+        chain: AnchorChecker | None = None,
+        require_complete: bool = False,
+        rollup_targets: Collection[str] = (),
+        rollup_chains: Mapping[str, AnchorChecker] | None = None,
+    ) -> VerificationReport:
         """``chain``: the batches' chain; ``rollup_chains``: each roll-up target's chain; ``rollup_targets``:
         chains every batch must be rolled up to (checked with ``require_complete``)."""
         if self.trust.uses_registry and chain is None:
             raise ValueError("registry trust needs the chain: a key's validity is judged at its anchor's block")
         rollup_chains = dict(rollup_chains or {})
-        report = VerificationReport({gw: self._check(gw, st, chain, require_complete, rollup_targets, rollup_chains)
-                                     for gw, st in self._gws.items()}, list(self._stray))
+        report = VerificationReport(
+            {
+                gw: self._check(gw, st, chain, require_complete, rollup_targets, rollup_chains)
+                for gw, st in self._gws.items()
+            },
+            list(self._stray),
+        )
         if chain is not None:
             report.chains[chain.name] = True
         for target in sorted({t for st in self._gws.values() for t, _ in st.rollups} | set(rollup_targets)):
@@ -581,13 +637,24 @@ class VerificationEngine:
                 if r.root == m.root and r.count == m.count:
                     got = chain.confirm(r)
                     if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                            m.gw, m.batch, m.count, AnchorKind.BATCH):
+                        m.gw,
+                        m.batch,
+                        m.count,
+                        AnchorKind.BATCH,
+                    ):
                         # Its anchor vouches for it; its prev (the batch before) is what cannot be checked.
                         return Checkpoint(first - 1, m.prev, m.first_seq - 1, "anchored manifest")
         return st.start
 
-    def _check(self, gw: str, st: _Gw, chain: AnchorChecker | None, require_complete: bool,
-               rollup_targets: Collection[str], rollup_chains: Mapping[str, AnchorChecker]) -> GatewayReport:
+    def _check(
+        self,
+        gw: str,
+        st: _Gw,
+        chain: AnchorChecker | None,
+        require_complete: bool,
+        rollup_targets: Collection[str],
+        rollup_chains: Mapping[str, AnchorChecker],
+    ) -> GatewayReport:
         rep = GatewayReport(gw=gw, problems=list(st.problems), anchors_checked_on_chain=chain is not None)
 
         def problem(reason: Reason, message: str, **kw: Any) -> None:
@@ -633,8 +700,7 @@ class VerificationEngine:
                 problem(Reason.BROKEN_CHAIN, f"batch {n}: prev does not match the previous manifest's SM3", batch=n)
                 ok = False
             if ((covered_to or start.batch) and m.first_seq != covered_to + 1) or (n == 1 and m.first_seq != 1):
-                problem(Reason.BATCH_GAP, f"batch {n} starts at seq {m.first_seq}, expected {covered_to + 1}",
-                        batch=n)
+                problem(Reason.BATCH_GAP, f"batch {n} starts at seq {m.first_seq}, expected {covered_to + 1}", batch=n)
                 ok = False
             if ok and self._check_root(b, st, problem):
                 rep.batches_verified += 1
@@ -654,12 +720,22 @@ class VerificationEngine:
                     problem(Reason.MISSING_RECORD, f"{_span(a, b2)} never received", seq=a)
             rep.unbatched = recv.count_above(covered_to)
             if rep.unbatched and require_complete:
-                problem(Reason.UNBATCHED, f"{rep.unbatched} record(s) after seq {covered_to} are in no batch",
-                        seq=covered_to + 1)
+                problem(
+                    Reason.UNBATCHED,
+                    f"{rep.unbatched} record(s) after seq {covered_to} are in no batch",
+                    seq=covered_to + 1,
+                )
         return rep
 
-    def _check_signature(self, gw: str, st: _Gw, rep: GatewayReport, sm: SignedManifest,
-                         anchor: AnchorInfo | None, problem: Callable[..., None]) -> bool:
+    def _check_signature(
+        self,
+        gw: str,
+        st: _Gw,
+        rep: GatewayReport,
+        sm: SignedManifest,
+        anchor: AnchorInfo | None,
+        problem: Callable[..., None],
+    ) -> bool:
         n = sm.manifest.batch
         trusted = self._trusted(gw, st, sm, anchor)
         if isinstance(trusted, Untrusted):
@@ -674,8 +750,9 @@ class VerificationEngine:
             rep.operators.add(trusted.operator)
         return True
 
-    def _confirmed_anchor(self, n: int, m: Manifest, st: _Gw, chain: AnchorChecker | None,
-                          problem: Callable[..., None]) -> AnchorInfo | None:
+    def _confirmed_anchor(
+        self, n: int, m: Manifest, st: _Gw, chain: AnchorChecker | None, problem: Callable[..., None]
+    ) -> AnchorInfo | None:
         """The chain's record of batch ``n``'s anchor (found through its receipts), or None (a problem is noted
         when there is a chain to ask). Without a chain nothing is confirmed."""
         if chain is None:
@@ -713,9 +790,18 @@ class VerificationEngine:
             return False
         return True
 
-    def _check_tail(self, gw: str, st: _Gw, start: Checkpoint, rep: GatewayReport, numbers: list[int],
-                    digests: Mapping[int, bytes], anchorers: set[bytes], chain: AnchorChecker | None,
-                    problem: Callable[..., None]) -> None:
+    def _check_tail(
+        self,
+        gw: str,
+        st: _Gw,
+        start: Checkpoint,
+        rep: GatewayReport,
+        numbers: list[int],
+        digests: Mapping[int, bytes],
+        anchorers: set[bytes],
+        chain: AnchorChecker | None,
+        problem: Callable[..., None],
+    ) -> None:
         """Truncation: the newest signed head and (with a chain) the newest anchor must not lie beyond the last
         batch received."""
         last = numbers[-1] if numbers else start.batch
@@ -728,16 +814,28 @@ class VerificationEngine:
                 if trusted.bad_signature:
                     problem(Reason.BAD_SIGNATURE, f"signed head (batch {h.batch}): SM2 signature does not verify")
                 else:
-                    problem(Reason.UNTRUSTED_KEY, f"signed head (batch {h.batch}) is signed by key {sh.key_id}: "
-                            f"{trusted.why}")
+                    problem(
+                        Reason.UNTRUSTED_KEY,
+                        f"signed head (batch {h.batch}) is signed by key {sh.key_id}: {trusted.why}",
+                    )
                 continue
             if h.batch > last:
-                problem(Reason.TRUNCATED, f"the gateway's signed head names batch {h.batch} (up to seq {h.last_seq}), "
-                        f"but the stream ends at batch {last}: the tail was dropped", batch=last + 1)
-            elif h.batch and (digests[h.batch] != h.manifest if h.batch in digests
-                              else not self._head_before_start(start, h.batch, h.manifest)):
-                problem(Reason.HEAD_MISMATCH, f"the signed head's manifest digest for batch {h.batch} does not match "
-                        "the manifest received", batch=h.batch)
+                problem(
+                    Reason.TRUNCATED,
+                    f"the gateway's signed head names batch {h.batch} (up to seq {h.last_seq}), "
+                    f"but the stream ends at batch {last}: the tail was dropped",
+                    batch=last + 1,
+                )
+            elif h.batch and (
+                digests[h.batch] != h.manifest
+                if h.batch in digests
+                else not self._head_before_start(start, h.batch, h.manifest)
+            ):
+                problem(
+                    Reason.HEAD_MISMATCH,
+                    f"the signed head's manifest digest for batch {h.batch} does not match the manifest received",
+                    batch=h.batch,
+                )
             if best is None or (h.batch, h.issued) > best:
                 best = (h.batch, h.issued)
         rep.head = best
@@ -754,9 +852,12 @@ class VerificationEngine:
                 continue
             rep.chain_latest = max(rep.chain_latest or 0, latest[0])
             if latest[0] > last:
-                problem(Reason.TRUNCATED, f"the chain holds batch {latest[0]} anchored for {gw} by 0x{account.hex()} "
-                        f"(block {latest[1]}), but the stream ends at batch {last}: the tail was dropped",
-                        batch=last + 1)
+                problem(
+                    Reason.TRUNCATED,
+                    f"the chain holds batch {latest[0]} anchored for {gw} by 0x{account.hex()} "
+                    f"(block {latest[1]}), but the stream ends at batch {last}: the tail was dropped",
+                    batch=last + 1,
+                )
 
     @staticmethod
     def _head_before_start(start: Checkpoint, batch: int, digest: bytes) -> bool:
@@ -766,28 +867,47 @@ class VerificationEngine:
             return start.by == "anchored manifest" or digest == start.digest
         return batch < start.batch
 
-    def _check_rollups(self, gw: str, st: _Gw, roots: Mapping[int, bytes], rep: GatewayReport,
-                       problem: Callable[..., None], require_complete: bool, rollup_targets: Collection[str],
-                       rollup_chains: Mapping[str, AnchorChecker]) -> None:
+    def _check_rollups(
+        self,
+        gw: str,
+        st: _Gw,
+        roots: Mapping[int, bytes],
+        rep: GatewayReport,
+        problem: Callable[..., None],
+        require_complete: bool,
+        rollup_targets: Collection[str],
+        rollup_chains: Mapping[str, AnchorChecker],
+    ) -> None:
         """Each roll-up: its receipt anchors its root as a roll-up of this gateway; its leaves are exactly the roots
         of the signed batches it names; the target's chain (when given) confirms it, from an account the registry
         names for the gateway when keys come from the registry."""
         covered: dict[str, set[tuple[int, int]]] = {}
         registered = self.trust.anchorers(gw)
         for (target, number), (rollup, receipt) in sorted(st.rollups.items()):
-            ok = (receipt.kind is AnchorKind.ROLLUP and receipt.root == rollup.root and receipt.gw == gw
-                  and receipt.number == number and receipt.count == len(rollup.roots)
-                  and receipt.target in (None, target))
+            ok = (
+                receipt.kind is AnchorKind.ROLLUP
+                and receipt.root == rollup.root
+                and receipt.gw == gw
+                and receipt.number == number
+                and receipt.count == len(rollup.roots)
+                and receipt.target in (None, target)
+            )
             if not ok:
-                problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: its receipt does not anchor its root "
-                        "as this gateway's roll-up" + (f" (it names target {receipt.target})"
-                                                       if receipt.target not in (None, target) else ""))
+                problem(
+                    Reason.ROLLUP_MISMATCH,
+                    f"roll-up {number} for {target}: its receipt does not anchor its root "
+                    "as this gateway's roll-up"
+                    + (f" (it names target {receipt.target})" if receipt.target not in (None, target) else ""),
+                )
                 continue
             for i, root in enumerate(rollup.roots):
                 n = rollup.first_batch + i
                 if roots.get(n) != root:
-                    problem(Reason.ROLLUP_MISMATCH, f"roll-up {number} for {target}: leaf {i} is not the root of "
-                            f"signed batch {n}", batch=n)
+                    problem(
+                        Reason.ROLLUP_MISMATCH,
+                        f"roll-up {number} for {target}: leaf {i} is not the root of signed batch {n}",
+                        batch=n,
+                    )
                     ok = False
                     break
             checker = rollup_chains.get(target)
@@ -797,8 +917,11 @@ class VerificationEngine:
                     problem(Reason.ANCHOR_NOT_ON_CHAIN, f"roll-up {number} on {target}: {got}")
                     ok = False
                 elif self.trust.uses_registry and got.anchorer not in registered:
-                    problem(Reason.UNTRUSTED_KEY, f"roll-up {number} on {target} was anchored by 0x{got.anchorer.hex()}"
-                            f", an account the registry does not name for {gw}")
+                    problem(
+                        Reason.UNTRUSTED_KEY,
+                        f"roll-up {number} on {target} was anchored by 0x{got.anchorer.hex()}"
+                        f", an account the registry does not name for {gw}",
+                    )
                     ok = False
             elif ok:
                 rep.rollups_unchecked.add(target)
@@ -811,8 +934,11 @@ class VerificationEngine:
                 spans = _merge(covered.get(target, set()))
                 missing = [n for n in sorted(set(st.batches) | set(st.roots)) if not _in_spans(spans, n)]
                 if missing:
-                    problem(Reason.MISSING_ROLLUP, f"batches {missing[0]}..{missing[-1]} ({len(missing)}) are in no "
-                            f"verified roll-up on {target}", batch=missing[0])
+                    problem(
+                        Reason.MISSING_ROLLUP,
+                        f"batches {missing[0]}..{missing[-1]} ({len(missing)}) are in no verified roll-up on {target}",
+                        batch=missing[0],
+                    )
 
     @staticmethod
     def _check_root(b: _Batch, st: _Gw, problem: Callable[..., None]) -> bool:
@@ -820,16 +946,24 @@ class VerificationEngine:
         if b.root_ok is None:
             gaps = st.received.missing(m.first_seq, m.last_seq)
             if not gaps:
-                problem(Reason.BATCH_GAP, f"batch {m.batch}: seq {m.first_seq}..{m.last_seq} overlaps records "
-                        "another batch already covers", batch=m.batch)
+                problem(
+                    Reason.BATCH_GAP,
+                    f"batch {m.batch}: seq {m.first_seq}..{m.last_seq} overlaps records another batch already covers",
+                    batch=m.batch,
+                )
                 return False
             for a, b2 in gaps[:MAX_PROBLEMS_PER_REASON]:
-                problem(Reason.MISSING_RECORD, f"{_span(a, b2)} (in batch {m.batch}) never received", seq=a,
-                        batch=m.batch)
+                problem(
+                    Reason.MISSING_RECORD, f"{_span(a, b2)} (in batch {m.batch}) never received", seq=a, batch=m.batch
+                )
             return False
         if not b.root_ok:
-            problem(Reason.ROOT_MISMATCH, f"batch {m.batch}: the Merkle root over seq {m.first_seq}..{m.last_seq} "
-                    "does not match the signed manifest (a record was altered or reordered)", batch=m.batch)
+            problem(
+                Reason.ROOT_MISMATCH,
+                f"batch {m.batch}: the Merkle root over seq {m.first_seq}..{m.last_seq} "
+                "does not match the signed manifest (a record was altered or reordered)",
+                batch=m.batch,
+            )
             return False
         return True
 
@@ -843,9 +977,17 @@ class BatchVerdict:
     key_source: KeySource | None = None
 
 
-def judge_batch(trust: TrustPolicy, gw: str, signed: SignedManifest, records: list[bytes], *,
-                prev_digest: bytes | None = None, anchor: AnchorInfo | None = None, gateways_in_view: int = 1,
-                announced_pem: str | None = None) -> BatchVerdict:
+def judge_batch(
+    trust: TrustPolicy,
+    gw: str,
+    signed: SignedManifest,
+    records: list[bytes],
+    *,
+    prev_digest: bytes | None = None,
+    anchor: AnchorInfo | None = None,
+    gateways_in_view: int = 1,
+    announced_pem: str | None = None,
+) -> BatchVerdict:
     """One batch judged from stored rows (``tiyi ingest``): the same checks and ``Reason``s as the engine's —
     manifest for this gateway, every record present, Merkle root, signature under a trusted key, and the prev chain
     when the previous batch's digest is known. With registry trust the key is judged at ``anchor`` (the chain's)."""
@@ -855,8 +997,11 @@ def judge_batch(trust: TrustPolicy, gw: str, signed: SignedManifest, records: li
     if len(records) != m.count:
         return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(records)} record(s) missing")
     if MerkleTree.from_leaf_hashes([leaf_hash(d) for d in records]).root != m.root:
-        return BatchVerdict(Reason.ROOT_MISMATCH, f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."
-                            f"{m.last_seq} does not match the signed manifest (a record was altered or reordered)")
+        return BatchVerdict(
+            Reason.ROOT_MISMATCH,
+            f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."
+            f"{m.last_seq} does not match the signed manifest (a record was altered or reordered)",
+        )
     trusted = check_signature(trust, gw, signed, anchor, gateways_in_view, announced_pem)
     if isinstance(trusted, Untrusted):
         if trusted.bad_signature:

@@ -85,8 +85,9 @@ def _checksum(account: bytes) -> str:
 
 
 class EvmChainClient:
-    def __init__(self, w3: Web3, account_key: bytes, contract: str | bytes | None = None,
-                 gas_limit: int = ANCHOR_GAS) -> None:
+    def __init__(
+        self, w3: Web3, account_key: bytes, contract: str | bytes | None = None, gas_limit: int = ANCHOR_GAS
+    ) -> None:
         self.w3 = w3
         self._account = Account.from_key(account_key)
         self.gas_limit = gas_limit
@@ -152,8 +153,16 @@ class EvmChainClient:
 
     def _params(self, gas: int) -> TxParams:
         price = self._gas_price()  # first: a failed call must not use up a nonce (that would leave a gap)
-        return cast(TxParams, {"from": self._account.address, "nonce": self._next_nonce(), "gas": gas,
-                               "gasPrice": price, "chainId": self._chain_id})
+        return cast(
+            TxParams,
+            {
+                "from": self._account.address,
+                "nonce": self._next_nonce(),
+                "gas": gas,
+                "gasPrice": price,
+                "chainId": self._chain_id,
+            },
+        )
 
     def _sign(self, tx: Any) -> SignedTx:
         signed = self._account.sign_transaction(tx)
@@ -193,8 +202,9 @@ class EvmChainClient:
             text = str(exc).lower()
             if "already known" in text or "already imported" in text or "known transaction" in text:
                 return
-            if any(p in text for p in ("nonce too low", "nonce is too low", "invalid transaction nonce",
-                                       "correct nonce")):
+            if any(
+                p in text for p in ("nonce too low", "nonce is too low", "invalid transaction nonce", "correct nonce")
+            ):
                 # Fine if this very transaction is already mined; otherwise its nonce went to another one
                 # and the queue must prepare a fresh transaction.
                 if self.receipt(bytes(Web3.keccak(raw))) is not None:
@@ -211,8 +221,13 @@ class EvmChainClient:
             return None
         if rec is None or rec.get("blockNumber") is None:
             return None
-        return TxReceipt(tx_hash=bytes(tx_hash), ok=rec["status"] == 1, block_number=int(rec["blockNumber"]),
-                         block_hash=bytes(rec["blockHash"]), logs=tuple(rec["logs"]))
+        return TxReceipt(
+            tx_hash=bytes(tx_hash),
+            ok=rec["status"] == 1,
+            block_number=int(rec["blockNumber"]),
+            block_hash=bytes(rec["blockHash"]),
+            logs=tuple(rec["logs"]),
+        )
 
     def anchored_in(self, receipt: TxReceipt, root: bytes) -> AnchorInfo | None:
         events = self._contract.events.Anchored().process_receipt({"logs": list(receipt.logs)}, errors=DISCARD)
@@ -223,8 +238,14 @@ class EvmChainClient:
                     kind = AnchorKind(int(a["kind"]))
                 except ValueError:
                     continue  # the contract refuses unknown kinds; such an event is not ours to read
-                return AnchorInfo(int(a["blockNumber"]), _address(a["anchorer"]), kind, str(a["gw"]),
-                                  int(a["number"]), int(a["count"]))
+                return AnchorInfo(
+                    int(a["blockNumber"]),
+                    _address(a["anchorer"]),
+                    kind,
+                    str(a["gw"]),
+                    int(a["number"]),
+                    int(a["count"]),
+                )
         return None
 
     def anchored_at(self, anchorer: bytes, kind: AnchorKind, gw: str, root: bytes) -> AnchorInfo | None:
@@ -235,17 +256,25 @@ class EvmChainClient:
         return AnchorInfo(int(block), anchorer, kind, gw, int(number), int(count))
 
     def latest_anchored(self, anchorer: bytes, kind: AnchorKind, gw: str) -> tuple[int, int] | None:
-        number, block = self._call(self._contract.functions.latestAnchored(_checksum(anchorer), int(kind), gw),
-                                   "latestAnchored")
+        number, block = self._call(
+            self._contract.functions.latestAnchored(_checksum(anchorer), int(kind), gw), "latestAnchored"
+        )
         return None if int(number) == 0 else (int(number), int(block))
 
     def own_anchor(self, kind: AnchorKind, gw: str, root: bytes) -> tuple[AnchorInfo, TxReceipt] | None:
         info = self.anchored_at(self.account, kind, gw, root)
         if info is None:
             return None
-        logs = _guard(lambda: self.w3.eth.get_logs({
-            "address": self._contract.address, "fromBlock": info.block_number, "toBlock": info.block_number,
-            "topics": [ANCHORED_TOPIC, HexBytes(root), HexBytes(bytes(12) + self.account)]}))
+        logs = _guard(
+            lambda: self.w3.eth.get_logs(
+                {
+                    "address": self._contract.address,
+                    "fromBlock": info.block_number,
+                    "toBlock": info.block_number,
+                    "topics": [ANCHORED_TOPIC, HexBytes(root), HexBytes(bytes(12) + self.account)],
+                }
+            )
+        )
         for entry in logs:
             rec = self.receipt(bytes(entry["transactionHash"]))
             if rec is not None and rec.ok and self.anchored_in(rec, root) == info:
@@ -281,8 +310,9 @@ class EvmChainClient:
         return self._transact(self._contract.functions.revokeOperator(_checksum(operator)), "revoking an operator")
 
     def transfer_admin(self, new_admin: bytes) -> TxReceipt:
-        return self._transact(self._contract.functions.transferAdmin(_checksum(new_admin)),
-                              "transferring the administrator role")
+        return self._transact(
+            self._contract.functions.transferAdmin(_checksum(new_admin)), "transferring the administrator role"
+        )
 
     def register_gateway(self, gw: str, sm2_public_key: bytes, anchorer: bytes) -> TxReceipt:
         fn = self._contract.functions.registerGateway(gw, sm2_public_key, _checksum(anchorer))

@@ -105,8 +105,10 @@ class GatewayReport:
         if self.before_join:
             out.append(f"{self.before_join} record(s) from before the join point are in no batch received here")
         if self.late_duplicates_unchecked:
-            out.append(f"{self.late_duplicates_unchecked} re-sent record(s) arrived after their batch's leaves were "
-                       "let go, so they were not compared")
+            out.append(
+                f"{self.late_duplicates_unchecked} re-sent record(s) arrived after their batch's leaves were "
+                "let go, so they were not compared"
+            )
         return out
 
 
@@ -142,9 +144,10 @@ class VerificationReport:
         for g in self.gateways.values():
             span = f"seq {g.first_seq}..{g.last_seq}" if g.first_seq is not None else "no records"
             lines.append(f"gateway {g.gw}: {'OK' if g.ok else 'FAILED'}")
-            lines.append(f"  records   {g.records} unique ({span}), {g.records_in_verified_batches} proven in "
-                         f"{g.batches_verified} signed batches" + (f", {g.unbatched} not yet batched" if g.unbatched
-                                                                     else ""))
+            lines.append(
+                f"  records   {g.records} unique ({span}), {g.records_in_verified_batches} proven in "
+                f"{g.batches_verified} signed batches" + (f", {g.unbatched} not yet batched" if g.unbatched else "")
+            )
             chain = "checked on the chain" if g.anchors_checked_on_chain else "NOT checked on a chain"
             lines.append(f"  anchors   {g.anchors_verified} of {g.batches_verified} batches ({chain})")
             for target, (n, covered) in sorted(g.rollups.items()):
@@ -161,8 +164,10 @@ class VerificationReport:
             lines.extend(f"  NOT CHECKED: {u}" for u in g.unchecked())
         lines.extend(_problem_lines(self.stray))
         if self.chains:
-            lines.append("chains    " + ", ".join(f"{n} ({'consulted' if c else 'NOT consulted'})"
-                                                 for n, c in self.chains.items()))
+            lines.append(
+                "chains    "
+                + ", ".join(f"{n} ({'consulted' if c else 'NOT consulted'})" for n, c in self.chains.items())
+            )
         verdict = {
             Outcome.VERIFIED: "every record verified",
             Outcome.PROBLEMS: f"{len(self.problems)} problem(s)",
@@ -178,18 +183,30 @@ class VerificationReport:
             "outcome": self.outcome.name.lower(),
             "exit_code": int(self.outcome),
             "chains": self.chains,
-            "gateways": {gw: {
-                "ok": g.ok, "records": g.records, "first_seq": g.first_seq, "last_seq": g.last_seq,
-                "batches_verified": g.batches_verified, "records_in_verified_batches": g.records_in_verified_batches,
-                "anchors_verified": g.anchors_verified, "anchors_checked_on_chain": g.anchors_checked_on_chain,
-                "unbatched": g.unbatched, "key_source": g.key_source,
-                "head": None if g.head is None else {"batch": g.head[0], "issued": g.head[1]},
-                "chain_latest_batch": g.chain_latest,
-                "joined_at": None if g.joined_at is None else {"by": g.joined_at[0], "batch": g.joined_at[1]},
-                "rollups": {t: {"verified": n, "batches": c, "checked_on_chain": t not in g.rollups_unchecked}
-                            for t, (n, c) in g.rollups.items()},
-                "not_checked": g.unchecked(),
-                "problems": [_problem_json(p) for p in g.problems]} for gw, g in self.gateways.items()},
+            "gateways": {
+                gw: {
+                    "ok": g.ok,
+                    "records": g.records,
+                    "first_seq": g.first_seq,
+                    "last_seq": g.last_seq,
+                    "batches_verified": g.batches_verified,
+                    "records_in_verified_batches": g.records_in_verified_batches,
+                    "anchors_verified": g.anchors_verified,
+                    "anchors_checked_on_chain": g.anchors_checked_on_chain,
+                    "unbatched": g.unbatched,
+                    "key_source": g.key_source,
+                    "head": None if g.head is None else {"batch": g.head[0], "issued": g.head[1]},
+                    "chain_latest_batch": g.chain_latest,
+                    "joined_at": None if g.joined_at is None else {"by": g.joined_at[0], "batch": g.joined_at[1]},
+                    "rollups": {
+                        t: {"verified": n, "batches": c, "checked_on_chain": t not in g.rollups_unchecked}
+                        for t, (n, c) in g.rollups.items()
+                    },
+                    "not_checked": g.unchecked(),
+                    "problems": [_problem_json(p) for p in g.problems],
+                }
+                for gw, g in self.gateways.items()
+            },
             "stray": [_problem_json(p) for p in self.stray],
         }
 
@@ -224,7 +241,7 @@ def missing_ranges(present: list[int], first: int, last: int) -> list[tuple[int,
     never with the span (a forged seq of 10^12 costs nothing)."""
     out: list[tuple[int, int]] = []
     expect = first
-    for s in present[bisect.bisect_left(present, first):bisect.bisect_right(present, last)]:
+    for s in present[bisect.bisect_left(present, first) : bisect.bisect_right(present, last)]:
         if s > expect:
             out.append((expect, s - 1))
         expect = s + 1
@@ -235,7 +252,6 @@ def missing_ranges(present: list[int], first: int, last: int) -> list[tuple[int,
 
 def _span(a: int, b: int) -> str:
     return f"seq {a}" if a == b else f"seq {a}..{b} ({b - a + 1} records)"
-
 
 
 def _merge(spans: Collection[tuple[int, int]]) -> list[tuple[int, int]]:

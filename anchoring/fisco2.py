@@ -106,10 +106,21 @@ ANCHORED_EVENT_SIG = "Anchored(bytes32,address,uint8,string,uint64,uint32,uint25
 _REVERT_SELECTORS = (selector("Error(string)"), bytes.fromhex("08c379a0"))
 
 # Receipt status codes of FISCO BCOS 2.x that a registry write can meet, for readable errors.
-_STATUS_NAMES = {0x0c: "OutOfGas", 0x0f: "NonceCheckFail", 0x10: "BlockLimitCheckFail", 0x12: "NoDeployPermission",
-                 0x13: "NoCallPermission", 0x14: "NoTxPermission", 0x16: "RevertInstruction",
-                 0x19: "PermissionDenied", 0x1a: "CallAddressError", 0x2710: "NonceCheckFail",
-                 0x2711: "BlockLimitCheckFail", 0x2714: "AlreadyInTxPool", 0x2715: "TxAlreadyInChain"}
+_STATUS_NAMES = {
+    0x0C: "OutOfGas",
+    0x0F: "NonceCheckFail",
+    0x10: "BlockLimitCheckFail",
+    0x12: "NoDeployPermission",
+    0x13: "NoCallPermission",
+    0x14: "NoTxPermission",
+    0x16: "RevertInstruction",
+    0x19: "PermissionDenied",
+    0x1A: "CallAddressError",
+    0x2710: "NonceCheckFail",
+    0x2711: "BlockLimitCheckFail",
+    0x2714: "AlreadyInTxPool",
+    0x2715: "TxAlreadyInChain",
+}
 # sendRawTransaction error codes: the node already holds (or mined) this very transaction / its block limit passed.
 _KNOWN_TX_CODES = {10004, 10005}
 _STALE_TX_CODES = {10001}
@@ -146,8 +157,18 @@ class GmTransaction:
 
     def fields(self) -> list[Any]:
         """The ten fields as RLP items: integers (``rlp`` writes them minimally) and byte strings."""
-        return [self.randomid, self.gas_price, self.gas_limit, self.block_limit, self.to, self.value, self.data,
-                self.chain_id, self.group_id, self.extra_data]
+        return [
+            self.randomid,
+            self.gas_price,
+            self.gas_limit,
+            self.block_limit,
+            self.to,
+            self.value,
+            self.data,
+            self.chain_id,
+            self.group_id,
+            self.extra_data,
+        ]
 
     def signing_hash(self) -> bytes:
         return sm3(rlp.encode(self.fields()))
@@ -197,10 +218,18 @@ def decode_transaction(raw: bytes) -> tuple[GmTransaction, bytes, int, int]:
     pub = items[10]
     if len(pub) != SM2_POINT_SIZE:
         raise MalformedTransaction(f"v must be the 64-byte SM2 public key, got {len(pub)} bytes")
-    tx = GmTransaction(_rlp_uint(items, 0, "randomid"), _rlp_uint(items, 1, "gasPrice"),
-                       _rlp_uint(items, 2, "gasLimit"), _rlp_uint(items, 3, "blockLimit"), to,
-                       _rlp_uint(items, 5, "value"), items[6], _rlp_uint(items, 7, "fiscoChainId"),
-                       _rlp_uint(items, 8, "groupId"), items[9])
+    tx = GmTransaction(
+        _rlp_uint(items, 0, "randomid"),
+        _rlp_uint(items, 1, "gasPrice"),
+        _rlp_uint(items, 2, "gasLimit"),
+        _rlp_uint(items, 3, "blockLimit"),
+        to,
+        _rlp_uint(items, 5, "value"),
+        items[6],
+        _rlp_uint(items, 7, "fiscoChainId"),
+        _rlp_uint(items, 8, "groupId"),
+        items[9],
+    )
     return tx, pub, _rlp_uint(items, 11, "r", min_bytes=1), _rlp_uint(items, 12, "s", min_bytes=1)
 
 
@@ -222,8 +251,12 @@ def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
 
 def _hex_int(value: Any, what: str) -> int:
     """A ``0x``-prefixed hex quantity (``0x0``, ``0x1f``) of at most 256 bits."""
-    if not isinstance(value, str) or not value.startswith("0x") or not 3 <= len(value) <= 66 \
-            or not _HEX.fullmatch(value, 2):
+    if (
+        not isinstance(value, str)
+        or not value.startswith("0x")
+        or not 3 <= len(value) <= 66
+        or not _HEX.fullmatch(value, 2)
+    ):
         raise MalformedReply(f"{what}: expected a 0x-hex number, got {_show(value)}")
     return int(value, 16)
 
@@ -238,8 +271,9 @@ def _field(obj: Any, key: str, what: str) -> Any:
 
 def _abi(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
     """ABI-decode contract output; short, padded-wrong or trailing-garbage data is refused."""
-    if all(t in ("address", "bool", "bytes32") or t.startswith(("uint", "int")) for t in types) \
-            and len(data) != 32 * len(types):
+    if all(t in ("address", "bool", "bytes32") or t.startswith(("uint", "int")) for t in types) and len(
+        data
+    ) != 32 * len(types):
         raise MalformedReply(f"{what}: expected {32 * len(types)} bytes of ABI data, got {len(data)}")
     try:
         return abi_decode(list(types), data, strict=True)
@@ -296,8 +330,17 @@ def _parse_log(entry: Any) -> _Log:
 class Fisco2ChainClient:
     """``ChainClient`` over the FISCO BCOS 2.x JSON-RPC (port 8545 by default), for 国密 groups."""
 
-    def __init__(self, url: str, signer: Sm2Signer, contract: bytes, group_id: int = 1, chain_id: int = 1,
-                 *, receipt_wait_s: float = RECEIPT_WAIT_S, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str,
+        signer: Sm2Signer,
+        contract: bytes,
+        group_id: int = 1,
+        chain_id: int = 1,
+        *,
+        receipt_wait_s: float = RECEIPT_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise TransactionFailed(f"FISCO RPC URL must be http(s)://, got {url!r}")
         if not isinstance(contract, bytes) or len(contract) != ADDRESS_SIZE:
@@ -363,12 +406,21 @@ class Fisco2ChainClient:
             raise MalformedReply(f"{method}: reply has neither result nor error")
         return reply["result"]
 
-    def _call(self, signature: str, types: Sequence[str], args: Sequence[Any], out: Sequence[str],
-              sender: bytes = _ZERO_ADDRESS) -> tuple[Any, ...]:
+    def _call(
+        self,
+        signature: str,
+        types: Sequence[str],
+        args: Sequence[Any],
+        out: Sequence[str],
+        sender: bytes = _ZERO_ADDRESS,
+    ) -> tuple[Any, ...]:
         """A view call; the output decoded as ``out``. A revert raises TransactionFailed with its reason."""
         data = selector(signature) + abi_encode(list(types), list(args))
-        result = self._rpc("call", self.group_id, {"from": "0x" + sender.hex(), "to": "0x" + self._contract.hex(),
-                                                   "value": "0x0", "data": "0x" + data.hex()})
+        result = self._rpc(
+            "call",
+            self.group_id,
+            {"from": "0x" + sender.hex(), "to": "0x" + self._contract.hex(), "value": "0x0", "data": "0x" + data.hex()},
+        )
         what = f"call {signature.split('(', maxsplit=1)[0]}"
         output = _field(result, "output", what)
         status = _hex_int(_field(result, "status", what), f"{what} status")
@@ -383,9 +435,17 @@ class Fisco2ChainClient:
     def _sign(self, data: bytes, gas: int) -> SignedTx:
         if self._read_only:
             raise TransactionFailed("this FISCO client is a reader: it has no key to sign with")
-        tx = GmTransaction(randomid=secrets.randbits(128), gas_price=0, gas_limit=gas,
-                           block_limit=self.block_number() + BLOCK_LIMIT_AHEAD, to=self._contract, value=0, data=data,
-                           chain_id=self._chain_id, group_id=self.group_id)
+        tx = GmTransaction(
+            randomid=secrets.randbits(128),
+            gas_price=0,
+            gas_limit=gas,
+            block_limit=self.block_number() + BLOCK_LIMIT_AHEAD,
+            to=self._contract,
+            value=0,
+            data=data,
+            chain_id=self._chain_id,
+            group_id=self.group_id,
+        )
         return tx.sign(self.signer)
 
     def prepare_anchor(self, kind: AnchorKind, gw: str, root: bytes, number: int, count: int) -> SignedTx:
@@ -393,12 +453,14 @@ class Fisco2ChainClient:
         if len(root) != 32 or not any(root):
             raise TransactionFailed("an anchored root is 32 bytes and not zero")
         if not 1 <= len(gw.encode()) <= 64 or not 1 <= number < 1 << 64 or not 1 <= count < 1 << 32:
-            raise TransactionFailed("the contract takes a 1..64-byte gateway id, number in 1..2^64-1, count in "
-                                    "1..2^32-1")
+            raise TransactionFailed(
+                "the contract takes a 1..64-byte gateway id, number in 1..2^64-1, count in 1..2^32-1"
+            )
         if self.anchored_at(self._account, kind, gw, root) is not None:
             raise AlreadyAnchored(f"root {root.hex()} is already anchored by this account for {gw} ({kind.label})")
-        data = selector(ANCHOR_SIG) + abi_encode(["uint8", "string", "bytes32", "uint64", "uint32"],
-                                                 [int(kind), gw, root, number, count])
+        data = selector(ANCHOR_SIG) + abi_encode(
+            ["uint8", "string", "bytes32", "uint64", "uint32"], [int(kind), gw, root, number, count]
+        )
         return self._sign(data, ANCHOR_GAS)
 
     def send(self, tx: SignedTx) -> None:
@@ -459,8 +521,9 @@ class Fisco2ChainClient:
                 continue
             if any(log.topics[2][:12]):
                 raise MalformedReply("Anchored event: the anchorer topic is not an address")
-            kind, gw, number, count, block = _abi(["uint8", "string", "uint64", "uint32", "uint256"], log.data,
-                                                  "Anchored event")
+            kind, gw, number, count, block = _abi(
+                ["uint8", "string", "uint64", "uint32", "uint256"], log.data, "Anchored event"
+            )
             return AnchorInfo(int(block), log.topics[2][12:], self._kind(kind), str(gw), int(number), int(count))
         return None
 
@@ -472,16 +535,23 @@ class Fisco2ChainClient:
             raise MalformedReply(f"unknown anchor kind {_show(value)} from the chain") from exc
 
     def anchored_at(self, anchorer: bytes, kind: AnchorKind, gw: str, root: bytes) -> AnchorInfo | None:
-        block, number, count = self._call(ANCHORED_AT_SIG, ["address", "uint8", "string", "bytes32"],
-                                          ["0x" + anchorer.hex(), int(kind), gw, root],
-                                          ["uint256", "uint64", "uint32"])
+        block, number, count = self._call(
+            ANCHORED_AT_SIG,
+            ["address", "uint8", "string", "bytes32"],
+            ["0x" + anchorer.hex(), int(kind), gw, root],
+            ["uint256", "uint64", "uint32"],
+        )
         if block == 0:
             return None
         return AnchorInfo(int(block), anchorer, AnchorKind(kind), gw, int(number), int(count))
 
     def latest_anchored(self, anchorer: bytes, kind: AnchorKind, gw: str) -> tuple[int, int] | None:
-        number, block = self._call(LATEST_ANCHORED_SIG, ["address", "uint8", "string"],
-                                   ["0x" + anchorer.hex(), int(kind), gw], ["uint64", "uint256"])
+        number, block = self._call(
+            LATEST_ANCHORED_SIG,
+            ["address", "uint8", "string"],
+            ["0x" + anchorer.hex(), int(kind), gw],
+            ["uint64", "uint256"],
+        )
         return None if number == 0 else (int(number), int(block))
 
     def own_anchor(self, kind: AnchorKind, gw: str, root: bytes) -> tuple[AnchorInfo, TxReceipt] | None:
@@ -515,28 +585,35 @@ class Fisco2ChainClient:
             if event is None or (event.anchorer, event.kind, event.gw) != (self._account, info.kind, gw):
                 continue
             if event != info or rec.block_number != info.block_number:
-                raise MalformedReply(f"our anchor's event ({event}) and receipt (block {rec.block_number}) disagree "
-                                     f"with the contract ({info})")
+                raise MalformedReply(
+                    f"our anchor's event ({event}) and receipt (block {rec.block_number}) disagree "
+                    f"with the contract ({info})"
+                )
             return info, rec
-        raise MalformedReply(f"the contract holds our anchor of {root.hex()} in block {info.block_number}, but no "
-                             "transaction of ours there made it")
+        raise MalformedReply(
+            f"the contract holds our anchor of {root.hex()} in block {info.block_number}, but no "
+            "transaction of ours there made it"
+        )
 
     # ------------------------------------------------------------------ registry reads
     def gateway(self, gw: str) -> GatewayEntry | None:
-        operator, revoked, revoked_block, count = self._call(GATEWAY_INFO_SIG, ["string"], [gw],
-                                                             ["address", "bool", "uint64", "uint256"])
+        operator, revoked, revoked_block, count = self._call(
+            GATEWAY_INFO_SIG, ["string"], [gw], ["address", "bool", "uint64", "uint256"]
+        )
         operator_b = _address(operator)
         if operator_b == _ZERO_ADDRESS:
             return None
         if count > MAX_KEY_HISTORY:
-            raise MalformedReply(f"gateway {gw!r} has {count} registry keys; more than {MAX_KEY_HISTORY} are "
-                                 "refused, not truncated")
+            raise MalformedReply(
+                f"gateway {gw!r} has {count} registry keys; more than {MAX_KEY_HISTORY} are refused, not truncated"
+            )
         if count == 0:
             raise MalformedReply(f"gateway {gw!r} is registered without a key")
         keys: list[KeyRecord] = []
         for i in range(count):
-            key, anchorer, since = self._call(GATEWAY_KEY_SIG, ["string", "uint256"], [gw, i],
-                                              ["bytes", "address", "uint64"])
+            key, anchorer, since = self._call(
+                GATEWAY_KEY_SIG, ["string", "uint256"], [gw, i], ["bytes", "address", "uint64"]
+            )
             if len(key) != SM2_POINT_SIZE:
                 raise MalformedReply(f"gateway {gw!r} key {i} is {len(key)} bytes, not a 64-byte SM2 point")
             if keys and since < keys[-1].since_block:
@@ -571,36 +648,55 @@ class Fisco2ChainClient:
         deadline = time.monotonic() + self._receipt_wait_s
         while (r := self._receipt_reply(stx.tx_hash)) is None:
             if time.monotonic() >= deadline:
-                raise ChainUnavailable(f"{what}: no receipt for tx 0x{stx.tx_hash.hex()} within "
-                                       f"{self._receipt_wait_s:.0f} s; it may still be mined")
+                raise ChainUnavailable(
+                    f"{what}: no receipt for tx 0x{stx.tx_hash.hex()} within "
+                    f"{self._receipt_wait_s:.0f} s; it may still be mined"
+                )
             self._sleep(RECEIPT_POLL_S)
         rec = self._to_receipt(stx.tx_hash, r)
         if not rec.ok:
             message = r.get("message")
-            detail = message if isinstance(message, str) and message else \
-                _status_text(_hex_int(r["status"], "receipt status"), r.get("output"))
+            detail = (
+                message
+                if isinstance(message, str) and message
+                else _status_text(_hex_int(r["status"], "receipt status"), r.get("output"))
+            )
             raise TransactionFailed(f"{what} failed on chain (tx 0x{stx.tx_hash.hex()}): {detail[:200]}")
         return rec
 
     def approve_operator(self, operator: bytes) -> TxReceipt:
-        return self._transact(APPROVE_OPERATOR_SIG, ["address"], ["0x" + operator.hex()],
-                              f"approving operator 0x{operator.hex()}")
+        return self._transact(
+            APPROVE_OPERATOR_SIG, ["address"], ["0x" + operator.hex()], f"approving operator 0x{operator.hex()}"
+        )
 
     def revoke_operator(self, operator: bytes) -> TxReceipt:
-        return self._transact(REVOKE_OPERATOR_SIG, ["address"], ["0x" + operator.hex()],
-                              f"revoking operator 0x{operator.hex()}")
+        return self._transact(
+            REVOKE_OPERATOR_SIG, ["address"], ["0x" + operator.hex()], f"revoking operator 0x{operator.hex()}"
+        )
 
     def transfer_admin(self, new_admin: bytes) -> TxReceipt:
-        return self._transact(TRANSFER_ADMIN_SIG, ["address"], ["0x" + new_admin.hex()],
-                              f"transferring the administrator role to 0x{new_admin.hex()}")
+        return self._transact(
+            TRANSFER_ADMIN_SIG,
+            ["address"],
+            ["0x" + new_admin.hex()],
+            f"transferring the administrator role to 0x{new_admin.hex()}",
+        )
 
     def register_gateway(self, gw: str, sm2_public_key: bytes, anchorer: bytes) -> TxReceipt:
-        return self._transact(REGISTER_GATEWAY_SIG, ["string", "bytes", "address"],
-                              [gw, sm2_public_key, "0x" + anchorer.hex()], f"registering {gw}")
+        return self._transact(
+            REGISTER_GATEWAY_SIG,
+            ["string", "bytes", "address"],
+            [gw, sm2_public_key, "0x" + anchorer.hex()],
+            f"registering {gw}",
+        )
 
     def rotate_gateway_key(self, gw: str, sm2_public_key: bytes, anchorer: bytes) -> TxReceipt:
-        return self._transact(ROTATE_GATEWAY_KEY_SIG, ["string", "bytes", "address"],
-                              [gw, sm2_public_key, "0x" + anchorer.hex()], f"rotating {gw}'s key")
+        return self._transact(
+            ROTATE_GATEWAY_KEY_SIG,
+            ["string", "bytes", "address"],
+            [gw, sm2_public_key, "0x" + anchorer.hex()],
+            f"rotating {gw}'s key",
+        )
 
     def revoke_gateway(self, gw: str) -> TxReceipt:
         return self._transact(REVOKE_GATEWAY_SIG, ["string"], [gw], f"revoking {gw}")

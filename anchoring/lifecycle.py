@@ -137,8 +137,20 @@ class Left:
     """The block the job was seen in is gone (reorg or revert)."""
 
 
-Observation = (Prepared | AlreadyOurs | AlreadyOther | AlreadyGone | Sent | Stale | NotMined | Reverted | Mined
-               | Shallow | Deep | Left)
+Observation = (
+    Prepared
+    | AlreadyOurs
+    | AlreadyOther
+    | AlreadyGone
+    | Sent
+    | Stale
+    | NotMined
+    | Reverted
+    | Mined
+    | Shallow
+    | Deep
+    | Left
+)
 
 
 # ---------------------------------------------------------------- steps: what to store
@@ -226,8 +238,15 @@ def apply(job: Job, step: Step) -> Job:
     tx_hash = None if step.forget_tx else step.tx_hash if step.tx_hash is not None else job.tx_hash
     block = None if step.forget_block else step.block_number if step.block_number is not None else job.block_number
     bhash = None if step.forget_block else step.block_hash if step.block_hash is not None else job.block_hash
-    return replace(job, state=step.state, raw_tx=raw, tx_hash=tx_hash, block_number=block, block_hash=bhash,
-                   attempts=job.attempts + step.retry)
+    return replace(
+        job,
+        state=step.state,
+        raw_tx=raw,
+        tx_hash=tx_hash,
+        block_number=block,
+        block_hash=bhash,
+        attempts=job.attempts + step.retry,
+    )
 
 
 # ---------------------------------------------------------------- reading the chain's answers (pure)
@@ -240,8 +259,9 @@ def observe_receipt(ok: bool | None, block_number: int | None, block_hash: bytes
     return Mined(block_number, block_hash)
 
 
-def observe_depth(job: Job, ok: bool | None, block_hash: bytes | None, depth: int | None, confirmations: int,
-                  receipt: bytes | None) -> Observation:
+def observe_depth(
+    job: Job, ok: bool | None, block_hash: bytes | None, depth: int | None, confirmations: int, receipt: bytes | None
+) -> Observation:
     """An included job re-checked: ``Left`` unless its receipt still names the block it was seen in; then
     ``Deep`` once ``depth`` reaches ``confirmations`` (``receipt`` is what to keep), else ``Shallow``."""
     if not ok or block_hash is None or block_hash != job.block_hash:

@@ -101,8 +101,17 @@ class DeviceStateMessage:
     state: dict[Any, Any]
 
 
-Message = (DataMessage | ManifestMessage | ReceiptMessage | AnchorStateMessage | RollupMessage | HeadMessage
-           | KeyMessage | StatusMessage | DeviceStateMessage)
+Message = (
+    DataMessage
+    | ManifestMessage
+    | ReceiptMessage
+    | AnchorStateMessage
+    | RollupMessage
+    | HeadMessage
+    | KeyMessage
+    | StatusMessage
+    | DeviceStateMessage
+)
 
 
 def decode_topic(topic: str) -> ParsedTopic:
@@ -143,8 +152,12 @@ def _decode(t: ParsedTopic, payload: bytes) -> Message:
         return _anchor_state(t, payload)
     if t.channel == "rollup":
         m = cbor.expect_map(cbor.loads(payload), "rollup message", {"rollup", "receipt"})
-        return RollupMessage(t.gw, t.target or "", Rollup.from_bytes(cbor.field(m, "rollup", bytes, "rollup message")),
-                             AnchorReceipt.from_bytes(cbor.field(m, "receipt", bytes, "rollup message")))
+        return RollupMessage(
+            t.gw,
+            t.target or "",
+            Rollup.from_bytes(cbor.field(m, "rollup", bytes, "rollup message")),
+            AnchorReceipt.from_bytes(cbor.field(m, "receipt", bytes, "rollup message")),
+        )
     if t.channel == "head":
         return HeadMessage(t.gw, SignedHead.from_bytes(payload), payload)
     if t.channel == "key":

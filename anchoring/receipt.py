@@ -17,8 +17,20 @@ from edge.errors import CodecError
 from edge.record import check_id
 
 STATUSES = ("included", "final")
-_FIELDS = {"gw", "kind", "number", "count", "root", "chain_id", "contract", "anchorer", "tx", "block", "block_hash",
-           "status"}
+_FIELDS = {
+    "gw",
+    "kind",
+    "number",
+    "count",
+    "root",
+    "chain_id",
+    "contract",
+    "anchorer",
+    "tx",
+    "block",
+    "block_hash",
+    "status",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +66,13 @@ class AnchorReceipt:
                 raise ReceiptError(f"receipt.{name}: expected an unsigned 64-bit int, got {v!r}")
         if self.number < 1 or self.count < 1:
             raise ReceiptError("receipt: number and count start at 1")
-        for name, size in (("root", 32), ("contract", ADDRESS_SIZE), ("anchorer", ADDRESS_SIZE), ("tx", 32),
-                           ("block_hash", 32)):
+        for name, size in (
+            ("root", 32),
+            ("contract", ADDRESS_SIZE),
+            ("anchorer", ADDRESS_SIZE),
+            ("tx", 32),
+            ("block_hash", 32),
+        ):
             v = getattr(self, name)
             if not isinstance(v, bytes) or len(v) != size:
                 raise ReceiptError(f"receipt.{name}: expected {size} bytes")
@@ -63,9 +80,20 @@ class AnchorReceipt:
             raise ReceiptError(f"receipt.status: {self.status!r} is not one of {STATUSES}")
 
     def __bytes__(self) -> bytes:
-        m = {"gw": self.gw, "kind": self.kind.label, "number": self.number, "count": self.count, "root": self.root,
-             "chain_id": self.chain_id, "contract": self.contract, "anchorer": self.anchorer, "tx": self.tx,
-             "block": self.block, "block_hash": self.block_hash, "status": self.status}
+        m = {
+            "gw": self.gw,
+            "kind": self.kind.label,
+            "number": self.number,
+            "count": self.count,
+            "root": self.root,
+            "chain_id": self.chain_id,
+            "contract": self.contract,
+            "anchorer": self.anchorer,
+            "tx": self.tx,
+            "block": self.block,
+            "block_hash": self.block_hash,
+            "status": self.status,
+        }
         if self.target is not None:
             m["target"] = self.target
         return cbor.dumps(m)
@@ -79,12 +107,20 @@ class AnchorReceipt:
                 kind = AnchorKind.from_label(cbor.field(m, "kind", str, w))
             except ValueError as exc:
                 raise ReceiptError(f"receipt.kind: {exc}") from exc
-            return cls(gw=cbor.field(m, "gw", str, w), kind=kind, number=cbor.uint(m, "number", w),
-                       count=cbor.uint(m, "count", w), root=cbor.field(m, "root", bytes, w),
-                       chain_id=cbor.uint(m, "chain_id", w), contract=cbor.field(m, "contract", bytes, w),
-                       anchorer=cbor.field(m, "anchorer", bytes, w), tx=cbor.field(m, "tx", bytes, w),
-                       block=cbor.uint(m, "block", w), block_hash=cbor.field(m, "block_hash", bytes, w),
-                       status=cbor.field(m, "status", str, w),
-                       target=cbor.field(m, "target", str, w) if "target" in m else None)
+            return cls(
+                gw=cbor.field(m, "gw", str, w),
+                kind=kind,
+                number=cbor.uint(m, "number", w),
+                count=cbor.uint(m, "count", w),
+                root=cbor.field(m, "root", bytes, w),
+                chain_id=cbor.uint(m, "chain_id", w),
+                contract=cbor.field(m, "contract", bytes, w),
+                anchorer=cbor.field(m, "anchorer", bytes, w),
+                tx=cbor.field(m, "tx", bytes, w),
+                block=cbor.uint(m, "block", w),
+                block_hash=cbor.field(m, "block_hash", bytes, w),
+                status=cbor.field(m, "status", str, w),
+                target=cbor.field(m, "target", str, w) if "target" in m else None,
+            )
         except CodecError as exc:
             raise ReceiptError(str(exc)) from exc

@@ -25,8 +25,17 @@ from anchoring.findings import (
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker
 
-__all__ = ["ANCHOR_STATES", "MAX_PROBLEMS_PER_REASON", "GatewayReport", "Outcome", "Problem", "Reason",
-           "StreamVerifier", "VerificationReport", "missing_ranges"]
+__all__ = [
+    "ANCHOR_STATES",
+    "MAX_PROBLEMS_PER_REASON",
+    "GatewayReport",
+    "Outcome",
+    "Problem",
+    "Reason",
+    "StreamVerifier",
+    "VerificationReport",
+    "missing_ranges",
+]
 
 
 class StreamVerifier:
@@ -43,9 +52,13 @@ class StreamVerifier:
     def feed(self, topic: str, payload: bytes, retained: bool = False) -> None:
         self.engine.feed(topic, payload, retained)
 
-    def report(self, chain: AnchorChecker | None = None, require_complete: bool = False,
-               rollup_targets: Collection[str] = (),
-               rollup_chains: Mapping[str, AnchorChecker] | None = None) -> VerificationReport:
+    def report(
+        self,
+        chain: AnchorChecker | None = None,
+        require_complete: bool = False,
+        rollup_targets: Collection[str] = (),
+        rollup_chains: Mapping[str, AnchorChecker] | None = None,
+    ) -> VerificationReport:
         """``chain``: the batches' chain; ``rollup_chains``: each roll-up target's chain; ``rollup_targets``:
         chains every batch must be rolled up to (checked with ``require_complete``)."""
         return self.engine.report(chain, require_complete, rollup_targets, rollup_chains)

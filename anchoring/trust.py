@@ -39,12 +39,16 @@ class TrustedKey:
 class TrustPolicy:
     """Answers "may this key sign for this gateway here?" from exactly one configured trust root."""
 
-    def __init__(self, *, pinned: Mapping[str, Sequence[Verifier]] | None = None,
-                 unbound: Sequence[Verifier] = (),
-                 registry: Callable[[str], GatewayEntry | None] | None = None,
-                 point_verifier: Callable[[bytes], Verifier] | None = None,
-                 operator: bytes | None = None,
-                 tofu: Callable[[str], Verifier] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pinned: Mapping[str, Sequence[Verifier]] | None = None,
+        unbound: Sequence[Verifier] = (),
+        registry: Callable[[str], GatewayEntry | None] | None = None,
+        point_verifier: Callable[[bytes], Verifier] | None = None,
+        operator: bytes | None = None,
+        tofu: Callable[[str], Verifier] | None = None,
+    ) -> None:
         """``registry`` needs ``point_verifier`` (a verifier from a registered 64-byte X‖Y key); ``operator``
         requires that operator to have registered the gateway; ``tofu`` loads an announced PEM key."""
         roots = sum((bool(pinned) or bool(unbound), registry is not None, tofu is not None))
@@ -94,8 +98,9 @@ class TrustPolicy:
         entry = self.entry(gw)
         return set() if isinstance(entry, str) else {k.anchorer for k in entry.keys}
 
-    def key_for(self, gw: str, key_id: str, anchor: AnchorInfo | None, gateways_in_view: int,
-                announced_pem: str | None = None) -> TrustedKey | str:
+    def key_for(
+        self, gw: str, key_id: str, anchor: AnchorInfo | None, gateways_in_view: int, announced_pem: str | None = None
+    ) -> TrustedKey | str:
         """The trusted verifier for ``key_id`` signing for ``gw``, or why there is none.
 
         ``anchor`` is the anchor *as the chain recorded it* (never a receipt's claim). With the registry, the key
@@ -114,8 +119,10 @@ class TrustPolicy:
         keys = self._pinned.get(gw)
         if keys is None and self._unbound:
             if gateways_in_view != 1:
-                return (f"a key pinned without a gateway id binds to a single gateway, and {gateways_in_view} are in "
-                        "view: pin keys per gateway (--key GW=FILE)")
+                return (
+                    f"a key pinned without a gateway id binds to a single gateway, and {gateways_in_view} are in "
+                    "view: pin keys per gateway (--key GW=FILE)"
+                )
             keys = self._unbound
         for v in keys or ():
             if v.key_id == key_id:
@@ -141,6 +148,9 @@ class TrustPolicy:
                 return TrustedKey(v, KeySource.REGISTRY, entry.operator)
         if anchor is None:
             return f"key {key_id} is not {gw}'s current key in the registry" + (
-                " (the gateway is revoked)" if entry.revoked else "")
-        return (f"key {key_id} with anchoring account 0x{anchor.anchorer.hex()} was not registered for {gw} at "
-                f"block {anchor.block_number}")
+                " (the gateway is revoked)" if entry.revoked else ""
+            )
+        return (
+            f"key {key_id} with anchoring account 0x{anchor.anchorer.hex()} was not registered for {gw} at "
+            f"block {anchor.block_number}"
+        )

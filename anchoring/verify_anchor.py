@@ -52,9 +52,11 @@ def confirm_receipt(receipt: AnchorReceipt, client: ChainReader) -> AnchorInfo |
         said = (receipt.kind, receipt.gw, receipt.number, receipt.count, receipt.anchorer)
         seen = (event.kind, event.gw, event.number, event.count, event.anchorer)
         if said != seen:
-            return (f"on-chain event is {event.kind.label} {event.gw} #{event.number} ({event.count}) by "
-                    f"0x{event.anchorer.hex()}, the receipt says {receipt.kind.label} {receipt.gw} #{receipt.number} "
-                    f"({receipt.count}) by 0x{receipt.anchorer.hex()}")
+            return (
+                f"on-chain event is {event.kind.label} {event.gw} #{event.number} ({event.count}) by "
+                f"0x{event.anchorer.hex()}, the receipt says {receipt.kind.label} {receipt.gw} #{receipt.number} "
+                f"({receipt.count}) by 0x{receipt.anchorer.hex()}"
+            )
         info = client.anchored_at(event.anchorer, event.kind, event.gw, receipt.root)
     except AnchoringError as exc:
         return f"chain query failed: {exc}"

@@ -67,13 +67,22 @@ def bench_merkle(n: int = 50_000) -> Result:
 
     o, b = best_of(3, ours), best_of(3, bare)
     ratio = b / o
-    return Result("merkle_vs_sm3", _rate(n, o), "leaves/s", _rate(n, b), "bare hashlib sm3 over the leaves",
-                  ratio, ">= 0.5x bare hashing", ratio >= 0.5)
+    return Result(
+        "merkle_vs_sm3",
+        _rate(n, o),
+        "leaves/s",
+        _rate(n, b),
+        "bare hashlib sm3 over the leaves",
+        ratio,
+        ">= 0.5x bare hashing",
+        ratio >= 0.5,
+    )
 
 
 def _openssl_sm2_speed(seconds: int = 2) -> tuple[float, float]:
-    out = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "sm2"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["openssl", "speed", "-seconds", str(seconds), "sm2"], capture_output=True, text=True, check=True
+    ).stdout
     m = re.search(r"SM2 \(CurveSM2\)\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", out)
     if m is None:
         raise RuntimeError("could not read `openssl speed sm2` output")
@@ -164,8 +173,11 @@ def bench_sm2() -> tuple[list[Result], dict[str, Any]]:
     gm_sig = gm.sign(msg)
     timing = _nonce_timing()
     detail = {
-        "backend": backend.name, "backend_note": backend.note,
-        "sign_runs": sign_rates, "verify_runs": verify_rates, "openssl_sign_runs": o_signs,
+        "backend": backend.name,
+        "backend_note": backend.note,
+        "sign_runs": sign_rates,
+        "verify_runs": verify_rates,
+        "openssl_sign_runs": o_signs,
         "openssl_verify_runs": o_verifies,
         "gmssl_sign_per_s": _ops_per_s(lambda: gm.sign(msg), 1.0),
         "gmssl_verify_per_s": _ops_per_s(lambda: gm.verify(msg, gm_sig), 1.0),
@@ -175,13 +187,36 @@ def bench_sm2() -> tuple[list[Result], dict[str, Any]]:
     spread, band = timing["libcrypto_spread_253_vs_256_pct"], timing["libcrypto_noise_band_95_pct"]
     gm_spread = timing["gmssl_spread_192_vs_256_pct"]
     return [
-        Result("sm2_sign", sign_rate, "sign/s", o_sign, base, sign_rate / o_sign,
-               f">= 0.5x openssl ({backend.name} backend)", sign_rate / o_sign >= 0.5),
-        Result("sm2_verify", verify_rate, "verify/s", o_verify, base, verify_rate / o_verify,
-               f">= 0.5x openssl ({backend.name} backend)", verify_rate / o_verify >= 0.5),
-        Result("sm2_sign_nonce_timing", spread, "% time diff", gm_spread,
-               "gmssl fallback, 192- vs 256-bit nonce", abs(spread) / abs(gm_spread or 1),
-               "libcrypto, <=253- vs 256-bit nonce: |diff| inside the 95 % noise band", abs(spread) <= band),
+        Result(
+            "sm2_sign",
+            sign_rate,
+            "sign/s",
+            o_sign,
+            base,
+            sign_rate / o_sign,
+            f">= 0.5x openssl ({backend.name} backend)",
+            sign_rate / o_sign >= 0.5,
+        ),
+        Result(
+            "sm2_verify",
+            verify_rate,
+            "verify/s",
+            o_verify,
+            base,
+            verify_rate / o_verify,
+            f">= 0.5x openssl ({backend.name} backend)",
+            verify_rate / o_verify >= 0.5,
+        ),
+        Result(
+            "sm2_sign_nonce_timing",
+            spread,
+            "% time diff",
+            gm_spread,
+            "gmssl fallback, 192- vs 256-bit nonce",
+            abs(spread) / abs(gm_spread or 1),
+            "libcrypto, <=253- vs 256-bit nonce: |diff| inside the 95 % noise band",
+            abs(spread) <= band,
+        ),
     ], detail
 
 
@@ -189,14 +224,25 @@ def bench_journal(n: int = 20_000, per_commit: int = 100) -> Result:
     from edge.record import Record
     from gateway.journal import SqliteJournal
 
-    recs = [Record(gw="gw-b", seq=i, dev="d", t=1, kind="heart_rate", val={"heart_rate": 70},
-                   raw=b"\x00\x46", salt=secrets.token_bytes(16)) for i in range(1, n + 1)]
+    recs = [
+        Record(
+            gw="gw-b",
+            seq=i,
+            dev="d",
+            t=1,
+            kind="heart_rate",
+            val={"heart_rate": 70},
+            raw=b"\x00\x46",
+            salt=secrets.token_bytes(16),
+        )
+        for i in range(1, n + 1)
+    ]
     blobs = [bytes(r) for r in recs]
     with tempfile.TemporaryDirectory() as d:
         j = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-b")
         t = time.perf_counter()
         for i in range(0, n, per_commit):
-            j.append(recs[i:i + per_commit])
+            j.append(recs[i : i + per_commit])
         ours = time.perf_counter() - t
         j.close()
         conn = sqlite3.connect(Path(d) / "raw.sqlite3", isolation_level=None)
@@ -211,8 +257,16 @@ def bench_journal(n: int = 20_000, per_commit: int = 100) -> Result:
         raw = time.perf_counter() - t
         conn.close()
     ratio = raw / ours
-    return Result("journal_append", _rate(n, ours), "records/s", _rate(n, raw),
-                  f"bare sqlite3 WAL inserts, {per_commit} rows/commit", ratio, ">= 0.5x bare SQLite", ratio >= 0.5)
+    return Result(
+        "journal_append",
+        _rate(n, ours),
+        "records/s",
+        _rate(n, raw),
+        f"bare sqlite3 WAL inserts, {per_commit} rows/commit",
+        ratio,
+        ">= 0.5x bare SQLite",
+        ratio >= 0.5,
+    )
 
 
 def _bare_paho_rate(url: str, payloads: list[bytes]) -> float:
@@ -257,9 +311,18 @@ def bench_pipeline(n: int = 100_000, devices: int = 50) -> tuple[Result, dict[st
         broker = Mosquitto(free_port(), Path(d))
         broker.start()
         try:
-            sample = bytes(Record(gw="gw-bench", seq=1, dev="hr-001", t=1_700_000_000_000, kind="heart_rate",
-                                  val={"heart_rate": 72, "rr_intervals": [0.8, 0.81], "sensor_contact": True},
-                                  raw=b"\x16\x48\x33\x03\x40\x03", salt=secrets.token_bytes(16)))
+            sample = bytes(
+                Record(
+                    gw="gw-bench",
+                    seq=1,
+                    dev="hr-001",
+                    t=1_700_000_000_000,
+                    kind="heart_rate",
+                    val={"heart_rate": 72, "rr_intervals": [0.8, 0.81], "sensor_contact": True},
+                    raw=b"\x16\x48\x33\x03\x40\x03",
+                    salt=secrets.token_bytes(16),
+                )
+            )
             for _ in range(PIPELINE_RUNS):  # interleaved, so both sides see the same drift
                 baselines.append(_bare_paho_rate(broker.url, [sample] * min(n, 20_000)))
                 runs.append(asyncio.run(run_pipeline(broker.url, n, devices)))
@@ -272,11 +335,24 @@ def bench_pipeline(n: int = 100_000, devices: int = 50) -> tuple[Result, dict[st
     baseline = statistics.median(baselines)
     ratio = ours / baseline
     goal_met = ours >= 50_000 and ratio >= 2.5
-    detail = {**min(runs, key=lambda r: abs(r["records_per_s"] - ours)),
-              "runs_records_per_s": [r["records_per_s"] for r in runs], "baseline_runs": baselines}
-    return (Result("gateway_throughput", ours, "records/s", baseline,
-                   f"bare paho QoS 1, one message per record; medians of {PIPELINE_RUNS} runs", ratio,
-                   ">= 50,000 records/s and >= 2.5x baseline", goal_met), detail)
+    detail = {
+        **min(runs, key=lambda r: abs(r["records_per_s"] - ours)),
+        "runs_records_per_s": [r["records_per_s"] for r in runs],
+        "baseline_runs": baselines,
+    }
+    return (
+        Result(
+            "gateway_throughput",
+            ours,
+            "records/s",
+            baseline,
+            f"bare paho QoS 1, one message per record; medians of {PIPELINE_RUNS} runs",
+            ratio,
+            ">= 50,000 records/s and >= 2.5x baseline",
+            goal_met,
+        ),
+        detail,
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -290,35 +366,54 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(), "cpu": cpu,
-            "openssl": ssl, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "openssl": ssl,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def _num(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
 
 
-def write_outputs(results: list[Result], mach: dict[str, Any], extra: dict[str, Any], block: str = "bench",
-                  results_file: Path = RESULTS, note: str = "") -> None:
+def write_outputs(
+    results: list[Result],
+    mach: dict[str, Any],
+    extra: dict[str, Any],
+    block: str = "bench",
+    results_file: Path = RESULTS,
+    note: str = "",
+) -> None:
     """Write the JSON and replace the ``block`` table in docs/performance.md (platform benchmarks have their own
     block, so running one group leaves the other's last numbers in place)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps({"machine": mach, "results": [asdict(r) for r in results], "detail": extra},
-                                  indent=2) + "\n")
+    results_file.write_text(
+        json.dumps({"machine": mach, "results": [asdict(r) for r in results], "detail": extra}, indent=2) + "\n"
+    )
     rows = ["| benchmark | ours | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for r in results:
         met = "n/a" if r.met is None else ("yes" if r.met else "**no**")
-        rows.append(f"| `{r.name}` | {_num(r.value)} {r.unit} | {_num(r.baseline)} ({r.baseline_name}) | "
-                    f"{r.ratio:.2f}x | {r.goal} | {met} |")
+        rows.append(
+            f"| `{r.name}` | {_num(r.value)} {r.unit} | {_num(r.baseline)} ({r.baseline_name}) | "
+            f"{r.ratio:.2f}x | {r.goal} | {met} |"
+        )
     unmet = [r for r in results if r.met is False]
     text = PERF_DOC.read_text() if PERF_DOC.exists() else ""
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-    block = (f"{start}\nMeasured {mach['when']} on {mach['cpu']} ({mach['cpus']} CPUs), Python {mach['python']}, "
-             f"{mach['openssl']}.{note}\n\n" + "\n".join(rows) + "\n\n"
-             + ("Goals not met: " + ", ".join(f"`{r.name}`" for r in unmet) + ".\n" if unmet else
-                "All stated goals met.\n") + end)
+    block = (
+        f"{start}\nMeasured {mach['when']} on {mach['cpu']} ({mach['cpus']} CPUs), Python {mach['python']}, "
+        f"{mach['openssl']}.{note}\n\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + ("Goals not met: " + ", ".join(f"`{r.name}`" for r in unmet) + ".\n" if unmet else "All stated goals met.\n")
+        + end
+    )
     if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text + "\n" + block + "\n"
     PERF_DOC.write_text(text)
@@ -365,8 +460,11 @@ def _platform(only: set[str], soak_s: float) -> None:
             r, extra[name] = fn()
             results.append(r)
             met = "n/a" if r.met is None else ("met" if r.met else "NOT MET")
-            print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
-                  f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}", flush=True)
+            print(
+                f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
+                f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}",
+                flush=True,
+            )
     shared = " The machine is shared with other developers' builds and tests: numbers vary run to run."
     out = RESULTS.with_name("platform.json")
     if out.exists():  # a group run alone (the soak) keeps the other groups' latest results, and says so
@@ -374,8 +472,9 @@ def _platform(only: set[str], soak_s: float) -> None:
         ran = {r.name for r in results}
         kept = [Result(**r) for r in before["results"] if r["name"] not in ran]
         if kept:
-            shared += (" Rows " + ", ".join(f"`{r.name}`" for r in kept) + f" are from the run of "
-                       f"{before['machine']['when']}.")
+            shared += (
+                " Rows " + ", ".join(f"`{r.name}`" for r in kept) + f" are from the run of {before['machine']['when']}."
+            )
             extra = {**{k: v for k, v in before["detail"].items() if k not in ran}, **extra}
             results = kept + results
     write_outputs(results, machine(), extra, "bench-platform", out, shared)
@@ -383,8 +482,12 @@ def _platform(only: set[str], soak_s: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--records", type=int, default=100_000,
-                   help="records per pipeline run (default 100000; three runs, the median is reported)")
+    p.add_argument(
+        "--records",
+        type=int,
+        default=100_000,
+        help="records per pipeline run (default 100000; three runs, the median is reported)",
+    )
     names = ["merkle", "sm2", "journal", "pipeline", "latency", "process", "ble"]
     platform_names = ["verify", "ingest", "soak"]
     p.add_argument("--only", choices=names + platform_names, action="append", help="run only these (repeatable)")
@@ -399,9 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     extra: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("merkle", bench_merkle), ("sm2", bench_sm2), ("journal", bench_journal),
+        ("merkle", bench_merkle),
+        ("sm2", bench_sm2),
+        ("journal", bench_journal),
         ("pipeline", lambda: bench_pipeline(args.records)),
-        ("latency", _latency_both), ("process", _process), ("ble", _ble),
+        ("latency", _latency_both),
+        ("process", _process),
+        ("ble", _ble),
     ]
     for name, fn in steps:
         if name not in only:
@@ -421,8 +528,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(out)
         for r in results[before:]:
             met = "n/a" if r.met is None else ("met" if r.met else "NOT MET")
-            print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
-                  f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}", flush=True)
+            print(
+                f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} baseline {_num(r.baseline):>12s}  "
+                f"ratio {r.ratio:6.2f}x  goal {r.goal} -> {met}",
+                flush=True,
+            )
     write_outputs(results, machine(), extra)
     print(f"wrote {RESULTS.relative_to(ROOT)} and {PERF_DOC.relative_to(ROOT)}")
     return 0

@@ -57,9 +57,20 @@ def _gateway(gw: str, n: int, per_batch: int, per_message: int, signer: Sm2Signe
             chunk = []
             for seq in range(start, min(last, start + per_message - 1) + 1):
                 hr = 60 + seq % 90
-                chunk.append(bytes(Record(gw=gw, seq=seq, dev=dev, t=t0 + seq * 100, kind="heart_rate",
-                                          val={"heart_rate": hr, "sensor_contact": True}, raw=bytes([0x06, hr]),
-                                          salt=secrets.token_bytes(16))))
+                chunk.append(
+                    bytes(
+                        Record(
+                            gw=gw,
+                            seq=seq,
+                            dev=dev,
+                            t=t0 + seq * 100,
+                            kind="heart_rate",
+                            val={"heart_rate": hr, "sensor_contact": True},
+                            raw=bytes([0x06, hr]),
+                            salt=secrets.token_bytes(16),
+                        )
+                    )
+                )
             batch += chunk
             yield t.data(dev), encode_data_message(chunk)
         m = build_manifest(gw, number, first, batch, prev, t0 + last * 100)
@@ -107,7 +118,7 @@ def _array_len(payload: bytes) -> int:
     if info < 24:
         return info
     size = 1 << (info - 24)
-    return int.from_bytes(payload[1:1 + size], "big")
+    return int.from_bytes(payload[1 : 1 + size], "big")
 
 
 def _first_seq(payload: bytes) -> tuple[int, int]:
@@ -119,8 +130,12 @@ def _first_seq(payload: bytes) -> tuple[int, int]:
 
 def _first_seqs(streams: Streams) -> dict[tuple[str, int], tuple[int, int]]:
     """(gateway, message index) → (first seq, records) of every data message, read before the run."""
-    return {(gw, i): _first_seq(payload) for gw in streams.gateways
-            for i, (topic, payload) in enumerate(streams.messages[gw]) if "/data/" in topic}
+    return {
+        (gw, i): _first_seq(payload)
+        for gw in streams.gateways
+        for i, (topic, payload) in enumerate(streams.messages[gw])
+        if "/data/" in topic
+    }
 
 
 def _pace(start: float, records: int, per_second: float | None) -> None:
@@ -131,8 +146,9 @@ def _pace(start: float, records: int, per_second: float | None) -> None:
             time.sleep(delay)
 
 
-def replay(url_port: int, streams: Streams, rate: float | None = None, clients: int = 4,
-           timing: bool = False) -> Replay:
+def replay(
+    url_port: int, streams: Streams, rate: float | None = None, clients: int = 4, timing: bool = False
+) -> Replay:
     """Publish every gateway's messages (gateways split over ``clients`` connections, each in order) at ``rate``
     records/s in total (None: as fast as the broker takes them). With ``timing``, note each data message's wall
     time (its first seq is read from the bytes before the run, not during it)."""
@@ -144,14 +160,19 @@ def replay(url_port: int, streams: Streams, rate: float | None = None, clients: 
     per_client = None if rate is None else rate / len([x for x in shares if x])
 
     def run(mine: list[str], k: int) -> None:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"loadgen-{k}-{secrets.token_hex(3)}",
-                        protocol=mqtt.MQTTv5)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"loadgen-{k}-{secrets.token_hex(3)}", protocol=mqtt.MQTTv5
+        )
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.connect("127.0.0.1", url_port)
         c.loop_start()
-        order = [(gw, i) for i in range(max(len(streams.messages[g]) for g in mine)) for gw in mine
-                 if i < len(streams.messages[gw])]
+        order = [
+            (gw, i)
+            for i in range(max(len(streams.messages[g]) for g in mine))
+            for gw in mine
+            if i < len(streams.messages[gw])
+        ]
         sent: list[tuple[str, int, int, float]] = []
         infos = []
         ready.wait()

@@ -60,8 +60,9 @@ def bench_verify_throughput(gateways: int = 20, per_gateway: int = 5000) -> tupl
             if isinstance(ev, RecordsProven):
                 proven[0] += len(ev.records)
 
-        engine = VerificationEngine(TrustPolicy(pinned={gw: [key] for gw in streams.gateways}), on_event=sink,
-                                    keep_leaves=2)
+        engine = VerificationEngine(
+            TrustPolicy(pinned={gw: [key] for gw in streams.gateways}), on_event=sink, keep_leaves=2
+        )
         t = time.perf_counter()
         for topic, payload in flat:
             engine.feed(topic, payload)
@@ -89,9 +90,19 @@ def bench_verify_throughput(gateways: int = 20, per_gateway: int = 5000) -> tupl
     b = min(bare() for _ in range(3))
     value, base = streams.records / o, streams.records / b
     ratio = value / base
-    return (_result("verify_throughput", value, "records/s", base,
-                    "cbor2 + hashlib sm3 + OpenSSL SM2 verify, one core", ratio, ">= 0.5x", ratio >= 0.5),
-            {"records": streams.records, "gateways": gateways, "ours_s": o, "bare_s": b})
+    return (
+        _result(
+            "verify_throughput",
+            value,
+            "records/s",
+            base,
+            "cbor2 + hashlib sm3 + OpenSSL SM2 verify, one core",
+            ratio,
+            ">= 0.5x",
+            ratio >= 0.5,
+        ),
+        {"records": streams.records, "gateways": gateways, "ours_s": o, "bare_s": b},
+    )
 
 
 # ----------------------------------------------------------------------------- ingest benchmarks
@@ -123,8 +134,23 @@ def _ingest(broker: Mosquitto, dsn: str, streams: Streams, tmp: Path, n: int = 2
     pem = tmp / "gateways.pub"
     pem.write_text(streams.pem)
     keys = [a for gw in streams.gateways for a in ("--key", f"{gw}={pem}")]
-    return [subprocess.Popen([sys.executable, "-m", "ingest", "--broker", broker.url, "--db", dsn,
-                              "--client-id", f"bench-ingest-{i}", *keys]) for i in range(n)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ingest",
+                "--broker",
+                broker.url,
+                "--db",
+                dsn,
+                "--client-id",
+                f"bench-ingest-{i}",
+                *keys,
+            ]
+        )
+        for i in range(n)
+    ]
 
 
 def _count(dsn: str, sql: str) -> int:
@@ -163,7 +189,7 @@ def _wait_subscribed(dsn: str, broker: Mosquitto, streams: Streams, procs: list[
         assert p.poll() is None, "an ingest instance exited"
 
 
-BARE = r'''
+BARE = r"""
 import sys, cbor2, psycopg, paho.mqtt.client as mqtt, queue
 from paho.mqtt.enums import CallbackAPIVersion
 port, dsn = int(sys.argv[1]), sys.argv[2]
@@ -190,7 +216,7 @@ while True:
             for rec in cbor2.loads(payload):
                 cp.write_row((gw, cbor2.loads(rec)["seq"], rec))
     conn.commit()
-'''
+"""
 
 
 def bench_ingest_throughput(tmp: Path, gateways: int = 20, per_gateway: int = 10_000) -> tuple[Any, dict[str, Any]]:
@@ -221,12 +247,24 @@ def bench_ingest_throughput(tmp: Path, gateways: int = 20, per_gateway: int = 10
             bare.wait(20)
     ratio = ours / base
     detail.update(ours_rps=ours, bare_rps=base)
-    return (_result("ingest_throughput", ours, "records/s", base, "bare paho + COPY, no verification", ratio,
-                    ">= 50,000/s and >= 0.5x", ours >= 50_000 and ratio >= 0.5), detail)
+    return (
+        _result(
+            "ingest_throughput",
+            ours,
+            "records/s",
+            base,
+            "bare paho + COPY, no verification",
+            ratio,
+            ">= 50,000/s and >= 0.5x",
+            ours >= 50_000 and ratio >= 0.5,
+        ),
+        detail,
+    )
 
 
-def bench_ingest_latency(tmp: Path, rate: int = 5000, seconds: float = 20.0,
-                         gateways: int = 20) -> tuple[Any, dict[str, Any]]:
+def bench_ingest_latency(
+    tmp: Path, rate: int = 5000, seconds: float = 20.0, gateways: int = 20
+) -> tuple[Any, dict[str, Any]]:
     per_gateway = int(rate * seconds / gateways)
     streams = record(gateways, per_gateway)
     with _broker(tmp) as broker, _database() as dsn:
@@ -238,8 +276,9 @@ def bench_ingest_latency(tmp: Path, rate: int = 5000, seconds: float = 20.0,
             import psycopg
 
             with psycopg.connect(dsn) as c:
-                stored = {(gw, seq): at.timestamp() for gw, seq, at in c.execute(
-                    "SELECT gw, seq, received_at FROM records")}
+                stored = {
+                    (gw, seq): at.timestamp() for gw, seq, at in c.execute("SELECT gw, seq, received_at FROM records")
+                }
         finally:
             for p in procs:
                 p.terminate()
@@ -247,14 +286,31 @@ def bench_ingest_latency(tmp: Path, rate: int = 5000, seconds: float = 20.0,
     lat = sorted(stored[(gw, seq)] - t for gw, seq, _n, t in r.sent)  # a message's first record stands for it
     p50, p99 = statistics.quantiles(lat, n=100)[49], statistics.quantiles(lat, n=100)[98]
     achieved = streams.records / (r.finished - r.started)
-    return (_result("ingest_latency_p99", p99 * 1000, "ms", p50 * 1000, "p50 of the same run", p99 / p50 if p50 else 0,
-                    "<= 1000 ms", p99 <= 1.0),
-            {"rate": rate, "achieved_rps": achieved, "messages": len(lat), "p50_ms": p50 * 1000, "p99_ms": p99 * 1000,
-             "max_ms": lat[-1] * 1000})
+    return (
+        _result(
+            "ingest_latency_p99",
+            p99 * 1000,
+            "ms",
+            p50 * 1000,
+            "p50 of the same run",
+            p99 / p50 if p50 else 0,
+            "<= 1000 ms",
+            p99 <= 1.0,
+        ),
+        {
+            "rate": rate,
+            "achieved_rps": achieved,
+            "messages": len(lat),
+            "p50_ms": p50 * 1000,
+            "p99_ms": p99 * 1000,
+            "max_ms": lat[-1] * 1000,
+        },
+    )
 
 
-def bench_ingest_soak(tmp: Path, seconds: float = 600.0, rate: int = 1000,
-                      gateways: int = 20) -> tuple[Any, dict[str, Any]]:
+def bench_ingest_soak(
+    tmp: Path, seconds: float = 600.0, rate: int = 1000, gateways: int = 20
+) -> tuple[Any, dict[str, Any]]:
     from bench.system import _proc_status
 
     streams = record(gateways, int(rate * seconds / gateways))
@@ -285,7 +341,21 @@ def bench_ingest_soak(tmp: Path, seconds: float = 600.0, rate: int = 1000,
     warm = [rss for t, rss in samples if t >= 60.0] or [rss for _, rss in samples]
     first, last = warm[0], warm[-1]
     growth = (last - first) / first
-    return (_result("ingest_soak_rss", growth * 100, "% growth", first / 1e6, "MB RSS after 1 min warm-up",
-                    last / first, "<= 10 %", growth <= 0.10),
-            {"seconds": seconds, "rate": rate, "records": streams.records, "rss_mb": [(round(t), rss / 1e6)
-                                                                                      for t, rss in samples]})
+    return (
+        _result(
+            "ingest_soak_rss",
+            growth * 100,
+            "% growth",
+            first / 1e6,
+            "MB RSS after 1 min warm-up",
+            last / first,
+            "<= 10 %",
+            growth <= 0.10,
+        ),
+        {
+            "seconds": seconds,
+            "rate": rate,
+            "records": streams.records,
+            "rss_mb": [(round(t), rss / 1e6) for t, rss in samples],
+        },
+    )

@@ -98,9 +98,23 @@ class Ganache:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = ["node", str(GANACHE), "--host", "127.0.0.1", "--port", str(self.port), "--chain.chainId", "20200",
-                "--chain.hardfork", "berlin", "--miner.defaultGasPrice", "0", "--logging.quiet",
-                "--wallet.totalAccounts", "1"]
+        args = [
+            "node",
+            str(GANACHE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain.chainId",
+            "20200",
+            "--chain.hardfork",
+            "berlin",
+            "--miner.defaultGasPrice",
+            "0",
+            "--logging.quiet",
+            "--wallet.totalAccounts",
+            "1",
+        ]
         if self.db_path is not None:
             args += ["--database.dbPath", str(self.db_path)]
         if self.block_time:

@@ -47,8 +47,9 @@ class _LatencySubscriber:
         self.latencies_ms: list[float] = []
         self.parse_records = parse_records
         host, port = url.removeprefix("mqtt://").split(":")
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"lat-{secrets.token_hex(3)}",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"lat-{secrets.token_hex(3)}", protocol=paho.MQTTv5
+        )
         self.client.on_message = self._on_message
         self.client.connect(host, int(port))
         self.client.subscribe(topic, qos=1)
@@ -98,9 +99,14 @@ def _gateway_latency(url: str, rate: int, seconds: float) -> list[float]:
         state = Path(d)
         generate_keypair(state / "keys")
         gw_id = f"gw-lat-{secrets.token_hex(2)}"
-        cfg = GatewayConfig(gateway_id=gw_id, region="shenzhen", state_dir=state, mqtt=MqttConfig(url=url),
-                            batch=BatchConfig(max_records=5000, max_age_s=1.0),
-                            chain=ChainConfig(kind="none")).validated()
+        cfg = GatewayConfig(
+            gateway_id=gw_id,
+            region="shenzhen",
+            state_dir=state,
+            mqtt=MqttConfig(url=url),
+            batch=BatchConfig(max_records=5000, max_age_s=1.0),
+            chain=ChainConfig(kind="none"),
+        ).validated()
         sub = _LatencySubscriber(url, f"tiyi/v1/shenzhen/{gw_id}/data/#", parse_records=True)
 
         async def run() -> None:
@@ -158,17 +164,28 @@ def bench_latency(rate: int, seconds: float) -> tuple[Any, dict[str, Any]]:
             bare = _bare_latency(broker.url, rate, seconds)
         finally:
             broker.stop()
-    detail = {"rate": rate, "seconds": seconds, "records": len(ours),
-              "ours_ms": {"p50": round(_percentile(ours, 50), 2), "p99": round(_percentile(ours, 99), 2),
-                          "max": round(max(ours, default=float("nan")), 2)},
-              "bare_ms": {"p50": round(_percentile(bare, 50), 2), "p99": round(_percentile(bare, 99), 2),
-                          "max": round(max(bare, default=float("nan")), 2)}}
+    detail = {
+        "rate": rate,
+        "seconds": seconds,
+        "records": len(ours),
+        "ours_ms": {
+            "p50": round(_percentile(ours, 50), 2),
+            "p99": round(_percentile(ours, 99), 2),
+            "max": round(max(ours, default=float("nan")), 2),
+        },
+        "bare_ms": {
+            "p50": round(_percentile(bare, 50), 2),
+            "p99": round(_percentile(bare, 99), 2),
+            "max": round(max(bare, default=float("nan")), 2),
+        },
+    }
     p99, b99 = detail["ours_ms"]["p99"], detail["bare_ms"]["p99"]
     name = f"latency_p99_{rate // 1000}k"
     goal = "p99 <= 50 ms (default 20 ms linger)" if rate == 1000 else "informational (near saturation)"
     met = (p99 <= 50) if rate == 1000 else None
-    return Result(name, p99, "ms", b99, f"bare paho QoS 1 at {rate}/s, p99", p99 / b99 if b99 else float("inf"),
-                  goal, met), detail
+    return Result(
+        name, p99, "ms", b99, f"bare paho QoS 1 at {rate}/s, p99", p99 / b99 if b99 else float("inf"), goal, met
+    ), detail
 
 
 # ----------------------------------------------------------------------------- a gateway process under load
@@ -194,9 +211,11 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def _bare_python_rss() -> int:
-    code = ("import paho.mqtt.client, sqlite3, time, pathlib, os; sqlite3.connect(':memory:'); "
-            "print(next(int(l.split()[1])*1024 for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
-            " if l.startswith('VmHWM')))")
+    code = (
+        "import paho.mqtt.client, sqlite3, time, pathlib, os; sqlite3.connect(':memory:'); "
+        "print(next(int(l.split()[1])*1024 for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
+        " if l.startswith('VmHWM')))"
+    )
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
@@ -215,9 +234,15 @@ def _bare_sqlite_write_bytes(blobs: list[bytes], per_commit: int) -> int:
             "    c.execute('COMMIT')\n"
             "c.close()\n"
             "print(next(int(l.split()[1]) for l in pathlib.Path('/proc/self/io').read_text().splitlines() "
-            "if l.startswith('write_bytes')))\n")
-        out = subprocess.run([sys.executable, "-c", code], input=" ".join(b.hex() for b in blobs),
-                             capture_output=True, text=True, check=True).stdout
+            "if l.startswith('write_bytes')))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=" ".join(b.hex() for b in blobs),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return int(out)
 
 
@@ -236,7 +261,8 @@ def _bare_publisher_cpu(url: str, payload: bytes, rate: int, seconds: float) -> 
         "    sent += max(due, 0); time.sleep(0.005)\n"
         "r1 = resource.getrusage(resource.RUSAGE_SELF)\n"
         "print((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime))\n"
-        "c.loop_stop(); c.disconnect()\n")
+        "c.loop_stop(); c.disconnect()\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out)
 
@@ -257,14 +283,20 @@ def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[li
                 node.start()
             state = root / "state"
             generate_keypair(state / "keys")
-            chain = (f'[chain]\nkind = "evm"\nurl = "{node.url}"\n' if node is not None
-                     else '[chain]\nkind = "none"\n')
+            chain = f'[chain]\nkind = "evm"\nurl = "{node.url}"\n' if node is not None else '[chain]\nkind = "none"\n'
             config = root / "gateway.toml"
-            config.write_text(f'[gateway]\nid = "gw-load"\nregion = "shenzhen"\nstate_dir = "{state}"\n'
-                              f'[mqtt]\nurl = "{broker.url}"\n{chain}[sim]\ndevices = {devices}\ninterval_s = 1.0\n')
+            config.write_text(
+                f'[gateway]\nid = "gw-load"\nregion = "shenzhen"\nstate_dir = "{state}"\n'
+                f'[mqtt]\nurl = "{broker.url}"\n{chain}[sim]\ndevices = {devices}\ninterval_s = 1.0\n'
+            )
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
-                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             peak_rss, write0, cpu0 = 0, 0, 0.0
             try:
                 time.sleep(5.0)  # start-up (imports, chain contract deployment) is not the steady state
@@ -300,18 +332,48 @@ def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[li
     bare_amp = bare_writes / record_bytes if record_bytes else float("nan")
     cpu_per_1k = (cpu1 - cpu0) / elapsed / (rate / 1000) if rate else float("nan")
     bare_cpu_per_1k = bare_cpu_per_s / (rate / 1000) if rate else float("nan")
-    detail = {"devices": devices, "seconds": round(elapsed, 1), "records_per_s": round(rate, 1),
-              "anchoring": "ganache" if node is not None else "none", "peak_rss_bytes": max(peak_rss, hwm),
-              "written_bytes": write1 - write0, "record_bytes": record_bytes, "cpu_s": round(cpu1 - cpu0, 2)}
+    detail = {
+        "devices": devices,
+        "seconds": round(elapsed, 1),
+        "records_per_s": round(rate, 1),
+        "anchoring": "ganache" if node is not None else "none",
+        "peak_rss_bytes": max(peak_rss, hwm),
+        "written_bytes": write1 - write0,
+        "record_bytes": record_bytes,
+        "cpu_s": round(cpu1 - cpu0, 2),
+    }
     mb = 1024 * 1024
     results = [
-        Result("rss_300_devices", max(peak_rss, hwm) / mb, "MB", bare_rss / mb, "bare Python with paho and sqlite3",
-               max(peak_rss, hwm) / bare_rss, "<= 80 MB", max(peak_rss, hwm) <= 80 * mb),
-        Result("disk_write_amplification", amp, "x", bare_amp, "bare SQLite WAL inserts of the record bytes",
-               amp / bare_amp if bare_amp else float("inf"), "<= 3x", amp <= 3),
-        Result("cpu_per_1k", cpu_per_1k, "CPU s/s per 1k rec/s", bare_cpu_per_1k,
-               "bare paho QoS 1, one message per record", cpu_per_1k / bare_cpu_per_1k if bare_cpu_per_1k else 0,
-               "informational", None),
+        Result(
+            "rss_300_devices",
+            max(peak_rss, hwm) / mb,
+            "MB",
+            bare_rss / mb,
+            "bare Python with paho and sqlite3",
+            max(peak_rss, hwm) / bare_rss,
+            "<= 80 MB",
+            max(peak_rss, hwm) <= 80 * mb,
+        ),
+        Result(
+            "disk_write_amplification",
+            amp,
+            "x",
+            bare_amp,
+            "bare SQLite WAL inserts of the record bytes",
+            amp / bare_amp if bare_amp else float("inf"),
+            "<= 3x",
+            amp <= 3,
+        ),
+        Result(
+            "cpu_per_1k",
+            cpu_per_1k,
+            "CPU s/s per 1k rec/s",
+            bare_cpu_per_1k,
+            "bare paho QoS 1, one message per record",
+            cpu_per_1k / bare_cpu_per_1k if bare_cpu_per_1k else 0,
+            "informational",
+            None,
+        ),
     ]
     return results, detail
 
@@ -336,8 +398,10 @@ async def _started_straps(n: int, prefix: str) -> tuple[Any, list[Any]]:
 
     _quiet_teardown()
     link = LocalLink()  # type: ignore[no-untyped-call]
-    straps = [BumbleHeartRateStrap(link, f"{prefix}:00:00:00:00:{i:02X}", HeartRateStrap(f"s{i}", seed=i), 0.05)
-              for i in range(n)]
+    straps = [
+        BumbleHeartRateStrap(link, f"{prefix}:00:00:00:00:{i:02X}", HeartRateStrap(f"s{i}", seed=i), 0.05)
+        for i in range(n)
+    ]
     for s in straps:
         await s.start()
     return link, straps
@@ -348,8 +412,13 @@ async def _bleak_path(n: int, seconds: float) -> float:
     from gateway.ble.source import BleakSource, BleSettings
 
     link, straps = await _started_straps(n, "F6")
-    source = BleakSource(BleSettings(allow=frozenset(s.address for s in straps), max_connections=n),
-                         b"k" * 32, {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+    source = BleakSource(
+        BleSettings(allow=frozenset(s.address for s in straps), max_connections=n),
+        b"k" * 32,
+        {"central": BumbleCentral(link)},
+        BumbleScanner,
+        BumbleClient,
+    )
     got = [0]
 
     async def submit(_f: Any) -> None:
@@ -411,14 +480,24 @@ def _quiet_teardown() -> None:
 def bench_ble(n: int = 20, seconds: float = 5.0) -> tuple[Any, dict[str, Any]]:
     import logging
 
-
     logging.getLogger("bumble").setLevel(logging.ERROR)
     ours = asyncio.run(_bleak_path(n, seconds))
     bare = asyncio.run(_bumble_only(n, seconds))
     expected = n / 0.05
-    detail = {"devices": n, "notify_hz_per_device": 20, "offered_per_s": expected, "ours_per_s": round(ours, 1),
-              "bumble_only_per_s": round(bare, 1)}
-    return Result("ble_emulated", ours, "notifications/s", bare, f"bare Bumble central, {n} straps at 20 Hz",
-                  ours / bare if bare else 0.0, f"sustain all {n} devices (>= 0.9x Bumble alone)",
-                  ours >= 0.9 * bare), detail
-
+    detail = {
+        "devices": n,
+        "notify_hz_per_device": 20,
+        "offered_per_s": expected,
+        "ours_per_s": round(ours, 1),
+        "bumble_only_per_s": round(bare, 1),
+    }
+    return Result(
+        "ble_emulated",
+        ours,
+        "notifications/s",
+        bare,
+        f"bare Bumble central, {n} straps at 20 Hz",
+        ours / bare if bare else 0.0,
+        f"sustain all {n} devices (>= 0.9x Bumble alone)",
+        ours >= 0.9 * bare,
+    ), detail

@@ -42,9 +42,7 @@ def loads(data: bytes, *, canonical: bool = True) -> Any:
     return value
 
 
-def expect_map(
-    value: Any, what: str, required: set[str], optional: frozenset[str] = frozenset()
-) -> dict[str, Any]:
+def expect_map(value: Any, what: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Check that ``value`` is a text-keyed map with exactly the required (and allowed optional) keys."""
     if not isinstance(value, dict):
         raise CodecError(f"{what}: expected a CBOR map, got {type(value).__name__}")

@@ -69,8 +69,16 @@ class Head:
             raise CodecError("head: a closed batch's manifest digest cannot be all zero")
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({"type": HEAD_TYPE, "gw": self.gw, "batch": self.batch, "last_seq": self.last_seq,
-                           "manifest": self.manifest, "issued": self.issued})
+        return cbor.dumps(
+            {
+                "type": HEAD_TYPE,
+                "gw": self.gw,
+                "batch": self.batch,
+                "last_seq": self.last_seq,
+                "manifest": self.manifest,
+                "issued": self.issued,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Head:
@@ -78,9 +86,13 @@ class Head:
         m = cbor.expect_map(cbor.loads(_bounded(data, MAX_HEAD_BYTES, w)), w, _FIELDS)
         if cbor.field(m, "type", str, w) != HEAD_TYPE:
             raise CodecError(f"head.type: expected {HEAD_TYPE!r}, got {m['type']!r}")
-        return cls(gw=cbor.field(m, "gw", str, w), batch=cbor.uint(m, "batch", w),
-                   last_seq=cbor.uint(m, "last_seq", w), manifest=cbor.field(m, "manifest", bytes, w),
-                   issued=cbor.uint(m, "issued", w))
+        return cls(
+            gw=cbor.field(m, "gw", str, w),
+            batch=cbor.uint(m, "batch", w),
+            last_seq=cbor.uint(m, "last_seq", w),
+            manifest=cbor.field(m, "manifest", bytes, w),
+            issued=cbor.uint(m, "issued", w),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,11 +51,19 @@ class Manifest:
             raise CodecError(f"manifest.hash: only {HASH_NAME!r} is supported, got {self.hash!r}")
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({
-            "gw": self.gw, "batch": self.batch, "first_seq": self.first_seq, "last_seq": self.last_seq,
-            "count": self.count, "root": self.root, "prev": self.prev, "hash": self.hash,
-            "created": self.created,
-        })
+        return cbor.dumps(
+            {
+                "gw": self.gw,
+                "batch": self.batch,
+                "first_seq": self.first_seq,
+                "last_seq": self.last_seq,
+                "count": self.count,
+                "root": self.root,
+                "prev": self.prev,
+                "hash": self.hash,
+                "created": self.created,
+            }
+        )
 
     @property
     def digest(self) -> bytes:
@@ -67,21 +75,34 @@ class Manifest:
         m = cbor.expect_map(cbor.loads(data), "manifest", _MANIFEST_FIELDS)
         w = "manifest"
         return cls(
-            gw=cbor.field(m, "gw", str, w), batch=cbor.uint(m, "batch", w),
-            first_seq=cbor.uint(m, "first_seq", w), last_seq=cbor.uint(m, "last_seq", w),
-            count=cbor.uint(m, "count", w), root=cbor.field(m, "root", bytes, w),
-            prev=cbor.field(m, "prev", bytes, w), hash=cbor.field(m, "hash", str, w),
+            gw=cbor.field(m, "gw", str, w),
+            batch=cbor.uint(m, "batch", w),
+            first_seq=cbor.uint(m, "first_seq", w),
+            last_seq=cbor.uint(m, "last_seq", w),
+            count=cbor.uint(m, "count", w),
+            root=cbor.field(m, "root", bytes, w),
+            prev=cbor.field(m, "prev", bytes, w),
+            hash=cbor.field(m, "hash", str, w),
             created=cbor.uint(m, "created", w),
         )
 
 
-def build_manifest(gw: str, batch: int, first_seq: int, records: Sequence[bytes], prev: bytes,
-                   created: int) -> Manifest:
+def build_manifest(
+    gw: str, batch: int, first_seq: int, records: Sequence[bytes], prev: bytes, created: int
+) -> Manifest:
     """The manifest for ``records`` (their exact bytes, in seq order from ``first_seq``)."""
     if not records:
         raise CodecError("a batch needs at least one record")
-    return Manifest(gw=gw, batch=batch, first_seq=first_seq, last_seq=first_seq + len(records) - 1,
-                    count=len(records), root=merkle_root(records), prev=prev, created=created)
+    return Manifest(
+        gw=gw,
+        batch=batch,
+        first_seq=first_seq,
+        last_seq=first_seq + len(records) - 1,
+        count=len(records),
+        root=merkle_root(records),
+        prev=prev,
+        created=created,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,8 +159,7 @@ def verify_inclusion_hash(leaf_h: bytes, index: int, size: int, path: Sequence[b
     return sn == 0 and r == root
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> bool:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     """RFC 9162 §2.1.4.2: the tree of ``old_size`` leaves is a prefix of the one of ``new_size``."""
     if not (0 < old_size <= new_size) or not _check_hashes(proof):
         return False

@@ -287,11 +287,21 @@ _MAP_HEADS = [_head(5, n) for n in range(24)]
 
 # Keys in canonical order: q, t, gw, dev, raw, seq, val, kind, salt (by encoded length, then bytewise).
 _K_Q, _K_T, _K_GW, _K_DEV, _K_RAW, _K_SEQ, _K_VAL, _K_KIND, _K_SALT = (
-    _text(k) for k in ("q", "t", "gw", "dev", "raw", "seq", "val", "kind", "salt"))
+    _text(k) for k in ("q", "t", "gw", "dev", "raw", "seq", "val", "kind", "salt")
+)
 
 
-def _encode(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes, salt: bytes,
-            q: tuple[str, ...]) -> bytes:
+def _encode(
+    gw: str,
+    seq: int,
+    dev: str,
+    t: int,
+    kind: str,
+    val: Mapping[str, Value],
+    raw: bytes,
+    salt: bytes,
+    q: tuple[str, ...],
+) -> bytes:
     """Canonical CBOR of the record; checks ``val`` as it goes (the other fields are checked by the caller)."""
     if not isinstance(val, Mapping):
         raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
@@ -299,8 +309,20 @@ def _encode(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Va
     parts = [b"\xa9" if q else b"\xa8"]
     if q:
         parts += [_K_Q, _head(4, len(q)), *(_text(x) for x in q)]
-    parts += [_K_T, _int(t), _K_GW, _text(gw), _K_DEV, _text(dev), _K_RAW, _bstr(raw), _K_SEQ, _int(seq),
-              _K_VAL, _MAP_HEADS[len(order)] if len(order) < 24 else _head(5, len(order))]
+    parts += [
+        _K_T,
+        _int(t),
+        _K_GW,
+        _text(gw),
+        _K_DEV,
+        _text(dev),
+        _K_RAW,
+        _bstr(raw),
+        _K_SEQ,
+        _int(seq),
+        _K_VAL,
+        _MAP_HEADS[len(order)] if len(order) < 24 else _head(5, len(order)),
+    ]
     plain = True
     for name, head in order:
         v = val[name]
@@ -328,15 +350,33 @@ def _encode(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Va
     return b"".join(parts)
 
 
-def _as_map(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes, salt: bytes,
-            q: tuple[str, ...]) -> dict[str, Any]:
+def _as_map(
+    gw: str,
+    seq: int,
+    dev: str,
+    t: int,
+    kind: str,
+    val: Mapping[str, Value],
+    raw: bytes,
+    salt: bytes,
+    q: tuple[str, ...],
+) -> dict[str, Any]:
     m: dict[str, Any] = {"q": list(q)} if q else {}
     m.update(t=t, gw=gw, dev=dev, raw=raw, seq=seq, val=dict(val), kind=kind, salt=salt)
     return m
 
 
-def encode_record(gw: str, seq: int, dev: str, t: int, kind: str, val: Mapping[str, Value], raw: bytes,
-                  salt: bytes, q: tuple[str, ...] = ()) -> bytes:
+def encode_record(
+    gw: str,
+    seq: int,
+    dev: str,
+    t: int,
+    kind: str,
+    val: Mapping[str, Value],
+    raw: bytes,
+    salt: bytes,
+    q: tuple[str, ...] = (),
+) -> bytes:
     """Validate the fields exactly as :class:`Record` does and return the record's canonical bytes.
 
     The gateway's ingest path uses this instead of building a ``Record``: the same checks, the same

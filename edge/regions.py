@@ -11,9 +11,27 @@ from __future__ import annotations
 SUPERVISION_CHAINS = ("health", "sports")
 
 GUANGDONG_CITIES = (
-    "guangzhou", "shenzhen", "zhuhai", "shantou", "foshan", "shaoguan", "heyuan", "meizhou", "huizhou",
-    "shanwei", "dongguan", "zhongshan", "jiangmen", "yangjiang", "zhanjiang", "maoming", "zhaoqing", "qingyuan",
-    "chaozhou", "jieyang", "yunfu",
+    "guangzhou",
+    "shenzhen",
+    "zhuhai",
+    "shantou",
+    "foshan",
+    "shaoguan",
+    "heyuan",
+    "meizhou",
+    "huizhou",
+    "shanwei",
+    "dongguan",
+    "zhongshan",
+    "jiangmen",
+    "yangjiang",
+    "zhanjiang",
+    "maoming",
+    "zhaoqing",
+    "qingyuan",
+    "chaozhou",
+    "jieyang",
+    "yunfu",
 )
 REGIONS = ("hongkong", "macao", *GUANGDONG_CITIES)
 

@@ -63,13 +63,19 @@ class Rollup:
     def path(self, batch: int) -> list[bytes]:
         """The roll-up path of ``batch``'s root (RFC 9162 inclusion proof)."""
         if not self.first_batch <= batch <= self.last_batch:
-            raise CodecError(f"batch {batch} is not in roll-up {self.number} "
-                             f"({self.first_batch}..{self.last_batch})")
+            raise CodecError(f"batch {batch} is not in roll-up {self.number} ({self.first_batch}..{self.last_batch})")
         return self.tree.inclusion_proof(batch - self.first_batch)
 
     def __bytes__(self) -> bytes:
-        return cbor.dumps({"gw": self.gw, "target": self.target, "rollup": self.number,
-                           "first_batch": self.first_batch, "roots": list(self.roots)})
+        return cbor.dumps(
+            {
+                "gw": self.gw,
+                "target": self.target,
+                "rollup": self.number,
+                "first_batch": self.first_batch,
+                "roots": list(self.roots),
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Rollup:
@@ -77,9 +83,13 @@ class Rollup:
         roots = m.get("roots")
         if not isinstance(roots, list):
             raise CodecError("rollup.roots: expected a list")
-        return cls(gw=cbor.field(m, "gw", str, "rollup"), target=cbor.field(m, "target", str, "rollup"),
-                   number=cbor.uint(m, "rollup", "rollup"), first_batch=cbor.uint(m, "first_batch", "rollup"),
-                   roots=tuple(roots))
+        return cls(
+            gw=cbor.field(m, "gw", str, "rollup"),
+            target=cbor.field(m, "target", str, "rollup"),
+            number=cbor.uint(m, "rollup", "rollup"),
+            first_batch=cbor.uint(m, "first_batch", "rollup"),
+            roots=tuple(roots),
+        )
 
 
 def verify_rollup_path(batch_root: bytes, index: int, size: int, path: Sequence[bytes], rollup_root: bytes) -> bool:

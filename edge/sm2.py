@@ -132,13 +132,13 @@ def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
             raise ValueError("unsupported DER length form")
         if pos + count > len(data):
             raise ValueError("truncated DER length")
-        length = int.from_bytes(data[pos:pos + count], "big")
+        length = int.from_bytes(data[pos : pos + count], "big")
         if length < 0x80 or length.bit_length() <= 8 * (count - 1):
             raise ValueError("DER length is not minimal")
         pos += count
     if pos + length > len(data):
         raise ValueError("truncated DER element")
-    return tag, data[pos:pos + length], pos + length
+    return tag, data[pos : pos + length], pos + length
 
 
 def _read_all(data: bytes) -> list[tuple[int, bytes]]:
@@ -234,7 +234,7 @@ _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----
 def _pem(label: str, der: bytes) -> str:
     """PEM exactly as OpenSSL writes it: 64-column base64, LF line ends, final newline."""
     b64 = base64.b64encode(der).decode("ascii")
-    lines = "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64))
+    lines = "".join(b64[i : i + 64] + "\n" for i in range(0, len(b64), 64))
     return f"-----BEGIN {label}-----\n{lines}-----END {label}-----\n"
 
 
@@ -462,8 +462,12 @@ class Sm2PrivateKey:
 
     def pkcs8_der(self) -> bytes:
         """PKCS#8 v0 as OpenSSL 3 writes it: id-ecPublicKey/SM2, ECPrivateKey v1 with [1] publicKey."""
-        ec_private_key = _tlv(_SEQUENCE, _der_uint(1) + _tlv(_OCTET_STRING, self.d.to_bytes(32, "big"))
-                              + _tlv(_CTX1, _tlv(_BIT_STRING, b"\x00" + self.public_key.point)))
+        ec_private_key = _tlv(
+            _SEQUENCE,
+            _der_uint(1)
+            + _tlv(_OCTET_STRING, self.d.to_bytes(32, "big"))
+            + _tlv(_CTX1, _tlv(_BIT_STRING, b"\x00" + self.public_key.point)),
+        )
         return _tlv(_SEQUENCE, _der_uint(0) + _ALGORITHM_ID + _tlv(_OCTET_STRING, ec_private_key))
 
     def pem(self) -> str:
@@ -678,14 +682,16 @@ def default_backend() -> Sm2Backend:
     return choose_backend()
 
 
-def make_signer(private_key: Sm2PrivateKey, user_id: bytes = DEFAULT_SM2_ID, *,
-                backend: Sm2Backend | None = None) -> Sm2Signer:
+def make_signer(
+    private_key: Sm2PrivateKey, user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | None = None
+) -> Sm2Signer:
     """The one place signers are built: ``backend`` (tests force one), else :func:`default_backend`."""
     return (backend or default_backend()).signer(private_key, user_id)
 
 
-def make_verifier(public_key: Sm2PublicKey, user_id: bytes = DEFAULT_SM2_ID, *,
-                  backend: Sm2Backend | None = None) -> Sm2Verifier:
+def make_verifier(
+    public_key: Sm2PublicKey, user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | None = None
+) -> Sm2Verifier:
     """The one place verifiers are built: ``backend`` (tests force one), else :func:`default_backend`."""
     return (backend or default_backend()).verifier(public_key, user_id)
 
@@ -695,13 +701,15 @@ def generate_signer(user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | No
     return make_signer(generate_private_key(), user_id, backend=backend)
 
 
-def load_private_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *,
-                         backend: Sm2Backend | None = None) -> Sm2Signer:
+def load_private_key_pem(
+    text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | None = None
+) -> Sm2Signer:
     """A signer from PEM (ours or OpenSSL's); KeyFormatError for anything else."""
     return make_signer(Sm2PrivateKey.from_pem(text), user_id, backend=backend)
 
 
-def load_public_key_pem(text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *,
-                        backend: Sm2Backend | None = None) -> Sm2Verifier:
+def load_public_key_pem(
+    text: str | bytes, user_id: bytes = DEFAULT_SM2_ID, *, backend: Sm2Backend | None = None
+) -> Sm2Verifier:
     """A verifier from ``PUBLIC KEY`` PEM; KeyFormatError for anything else (input may be untrusted)."""
     return make_verifier(Sm2PublicKey.from_pem(text), user_id, backend=backend)

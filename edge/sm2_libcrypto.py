@@ -228,14 +228,16 @@ class Libcrypto:
                 raise SignatureError(self._drain_errors("SM2 signing"))
             if not 0 < size.value <= _SIGNATURE_BUFFER:
                 raise SignatureError(f"libcrypto returned an SM2 signature of {size.value} bytes")
-            return buf.raw[:size.value]
+            return buf.raw[: size.value]
 
     def verify(self, pkey: _Pkey, user_id: bytes, message: bytes, signature: bytes) -> bool:
         """True only when EVP_DigestVerify says 1; 0 (bad signature) and errors are both False."""
         c = self._c
         with self._digest_ctx(pkey, user_id) as mctx:
-            ok = bool(c.EVP_DigestVerifyInit(mctx, None, self._sm3, None, pkey.ptr) == 1
-                      and c.EVP_DigestVerify(mctx, signature, len(signature), message, len(message)) == 1)
+            ok = bool(
+                c.EVP_DigestVerifyInit(mctx, None, self._sm3, None, pkey.ptr) == 1
+                and c.EVP_DigestVerify(mctx, signature, len(signature), message, len(message)) == 1
+            )
         if not ok:
             c.ERR_clear_error()
         return ok
@@ -341,4 +343,3 @@ class LibcryptoSm2Signer(LibcryptoSm2Verifier):
         sig = self._lib.sign(self._pkey, self._user_id, msg)
         decode_signature(sig)  # SignatureError rather than hand out anything but strict DER in range
         return sig
-

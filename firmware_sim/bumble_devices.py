@@ -53,8 +53,7 @@ def advertising_data(name: str, services16: list[int], company_id: int | None = 
     uuids = b"".join(u.to_bytes(2, "little") for u in services16)
     name_b = name.encode()[:20]
     vendor = b"" if company_id is None else bytes([4, 0xFF]) + company_id.to_bytes(2, "little") + b"\x01"
-    return (bytes([2, 0x01, 0x06, 1 + len(uuids), 0x03]) + uuids + bytes([1 + len(name_b), 0x09]) + name_b
-            + vendor)
+    return bytes([2, 0x01, 0x06, 1 + len(uuids), 0x03]) + uuids + bytes([1 + len(name_b), 0x09]) + name_b + vendor
 
 
 @dataclass
@@ -117,20 +116,31 @@ class BumbleSensor:
         by_service: dict[int, list[gatt.Characteristic[bytes]]] = {}
         services = self.model.services or (0x1800,)
         for i, uuid in enumerate((self.model.char, *self.model.also)):
-            c = gatt.Characteristic(f"{uuid:04X}", props.INDICATE if self.model.indicates(uuid) else props.NOTIFY,
-                                    gatt.Characteristic.READABLE, b"")
+            c = gatt.Characteristic(
+                f"{uuid:04X}",
+                props.INDICATE if self.model.indicates(uuid) else props.NOTIFY,
+                gatt.Characteristic.READABLE,
+                b"",
+            )
             self.chars[uuid] = c
             # A model lists the service of each of its characteristics in the same order (a watch: heart
             # rate, then pulse oximetry); extra characteristics share the first service.
             by_service.setdefault(services[i] if i < len(services) else services[0], []).append(c)
         battery_value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(read=self._read_battery)
         self.battery_char: gatt.Characteristic[bytes] = gatt.Characteristic(
-            "2A19", props.READ | props.NOTIFY, gatt.Characteristic.READABLE, battery_value)
-        info = [gatt.Characteristic(f"{u:04X}", props.READ, gatt.Characteristic.READABLE, text.encode())
-                for u, text in ((0x2A29, "tiyi-sim"), (0x2A24, type(self.model).__name__), (0x2A26, "1.0.0"))]
-        self.device.add_services([*(gatt.Service(f"{svc:04X}", chars) for svc, chars in by_service.items()),
-                                  gatt.Service(DEVICE_INFORMATION_SERVICE, info),
-                                  gatt.Service(BATTERY_SERVICE, [self.battery_char])])
+            "2A19", props.READ | props.NOTIFY, gatt.Characteristic.READABLE, battery_value
+        )
+        info = [
+            gatt.Characteristic(f"{u:04X}", props.READ, gatt.Characteristic.READABLE, text.encode())
+            for u, text in ((0x2A29, "tiyi-sim"), (0x2A24, type(self.model).__name__), (0x2A26, "1.0.0"))
+        ]
+        self.device.add_services(
+            [
+                *(gatt.Service(f"{svc:04X}", chars) for svc, chars in by_service.items()),
+                gatt.Service(DEVICE_INFORMATION_SERVICE, info),
+                gatt.Service(BATTERY_SERVICE, [self.battery_char]),
+            ]
+        )
         self.device.on("connection", self._on_connection)
 
     @property
@@ -180,8 +190,9 @@ class BumbleSensor:
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
         with contextlib.suppress(Exception):
-            await self.device.start_advertising(advertising_data=self._advertising_data(),
-                                                advertising_interval_min=20, advertising_interval_max=20)
+            await self.device.start_advertising(
+                advertising_data=self._advertising_data(), advertising_interval_min=20, advertising_interval_max=20
+            )
 
     async def start(self) -> None:
         await self.device.power_on()
@@ -192,13 +203,17 @@ class BumbleSensor:
         self._task = asyncio.create_task(self._loop())
 
     def _subscribed(self, char: gatt.Characteristic[bytes]) -> bool:
-        return any(cccd.get(char.handle, b"\x00\x00")[0] & 0x03
-                   for cccd in self.device.gatt_server.subscribers.values())
+        return any(
+            cccd.get(char.handle, b"\x00\x00")[0] & 0x03 for cccd in self.device.gatt_server.subscribers.values()
+        )
 
     async def _send(self, uuid: int, data: bytes) -> None:
         char = self.battery_char if uuid == BATTERY_LEVEL else self.chars[uuid]
-        send = self.device.indicate_subscribers if self.model.indicates(uuid) and uuid != BATTERY_LEVEL \
+        send = (
+            self.device.indicate_subscribers
+            if self.model.indicates(uuid) and uuid != BATTERY_LEVEL
             else self.device.notify_subscribers
+        )
         # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
         await asyncio.shield(send(char, data))
         self.sent.append(data)
@@ -292,12 +307,30 @@ class BumbleSensor:
 class BumbleHeartRateStrap(BumbleSensor):
     """A chest strap on the emulated link (kept as its own class for readability at call sites)."""
 
-    def __init__(self, link: LocalLink | None, address: str, strap: HeartRateStrap, interval_s: float = 1.0,
-                 speed: float = 1.0, misbehaviour: Misbehaviour | None = None, irk: bytes | None = None,
-                 hci: Transport | None = None, company_id: int | None = None) -> None:
+    def __init__(
+        self,
+        link: LocalLink | None,
+        address: str,
+        strap: HeartRateStrap,
+        interval_s: float = 1.0,
+        speed: float = 1.0,
+        misbehaviour: Misbehaviour | None = None,
+        irk: bytes | None = None,
+        hci: Transport | None = None,
+        company_id: int | None = None,
+    ) -> None:
         model = StrapModel(strap.dev_id, seed=strap.seed, strap=strap, interval_s=interval_s)
-        super().__init__(link, address, model, speed, misbehaviour or Misbehaviour(), battery=float(strap.battery),
-                         irk=irk, hci=hci, company_id=company_id)
+        super().__init__(
+            link,
+            address,
+            model,
+            speed,
+            misbehaviour or Misbehaviour(),
+            battery=float(strap.battery),
+            irk=irk,
+            hci=hci,
+            company_id=company_id,
+        )
         self.strap = strap
 
 
@@ -338,12 +371,21 @@ class BumbleBroadcaster:
             t += self.model.interval_s
             (frame,) = self.model.frames_at(t)
             name = self.model.dev_id.encode()[:10]
-            ad = (bytes([2, 0x01, 0x04, 3 + len(frame.data), 0x16]) + self.service.to_bytes(2, "little") + frame.data
-                  + bytes([1 + len(name), 0x09]) + name)
+            ad = (
+                bytes([2, 0x01, 0x04, 3 + len(frame.data), 0x16])
+                + self.service.to_bytes(2, "little")
+                + frame.data
+                + bytes([1 + len(name), 0x09])
+                + name
+            )
             with contextlib.suppress(Exception):
                 await self.device.stop_advertising()
-            await self.device.start_advertising(advertising_type=AdvertisingType.UNDIRECTED, advertising_data=ad,
-                                                advertising_interval_min=20, advertising_interval_max=20)
+            await self.device.start_advertising(
+                advertising_type=AdvertisingType.UNDIRECTED,
+                advertising_data=ad,
+                advertising_interval_min=20,
+                advertising_interval_max=20,
+            )
             self.sent.append(frame.data)
             await asyncio.sleep(self.model.interval_s / self.speed)
 

@@ -83,13 +83,28 @@ class BloodPressureCuff(SimDevice):
         mean = dia + (sys_ - dia) / 3
         unit = 0x01 if self.kpa else 0
         nan = SFLOAT_NAN
-        out = [Frame(self.dev_id, 0x2A36, health.INTERMEDIATE_CUFF_PRESSURE.encode(unit, {
-            "cuff_pressure": self._pressure(max(0.0, sys_ + step + self.rng.gauss(0, 1))),
-            "unused_diastolic": nan, "unused_mean_arterial_pressure": nan})) for step in CUFF_PROFILE]
-        values: dict[str, Raw] = {"systolic": self._pressure(sys_), "diastolic": self._pressure(dia),
-                                  "mean_arterial_pressure": self._pressure(mean),
-                                  "timestamp": encode_date_time(self.device_time(t)),
-                                  "pulse_rate": encode_sfloat(round(self.rng.gauss(70, 8)), 0)}
+        out = [
+            Frame(
+                self.dev_id,
+                0x2A36,
+                health.INTERMEDIATE_CUFF_PRESSURE.encode(
+                    unit,
+                    {
+                        "cuff_pressure": self._pressure(max(0.0, sys_ + step + self.rng.gauss(0, 1))),
+                        "unused_diastolic": nan,
+                        "unused_mean_arterial_pressure": nan,
+                    },
+                ),
+            )
+            for step in CUFF_PROFILE
+        ]
+        values: dict[str, Raw] = {
+            "systolic": self._pressure(sys_),
+            "diastolic": self._pressure(dia),
+            "mean_arterial_pressure": self._pressure(mean),
+            "timestamp": encode_date_time(self.device_time(t)),
+            "pulse_rate": encode_sfloat(round(self.rng.gauss(70, 8)), 0),
+        }
         out.append(Frame(self.dev_id, self.char, health.BLOOD_PRESSURE.encode(0x02 | 0x04 | unit, values)))
         return out
 
@@ -107,8 +122,11 @@ class Thermometer(SimDevice):
         value = c * 9 / 5 + 32 if self.fahrenheit else c
         word = encode_float32(round(value * 10), -1)
         flags = 0x04 | (0x01 if self.fahrenheit else 0)
-        return [Frame(self.dev_id, self.char, health.TEMPERATURE.encode(flags, {"temperature": word,
-                                                                               "temperature_type": 2}))]
+        return [
+            Frame(
+                self.dev_id, self.char, health.TEMPERATURE.encode(flags, {"temperature": word, "temperature_type": 2})
+            )
+        ]
 
 
 @dataclass
@@ -161,12 +179,21 @@ class IndoorBike(SimDevice):
         self._energy_kcal += power * self.interval_s / 4184 * 4  # ~25 % efficiency
         self._n += 1
         self._sum_power += power
-        values = {"speed": round(speed_kmh * 100), "average_speed": round(self._distance / max(t, 1) * 360),
-                  "cadence": round(cadence * 2), "average_cadence": round(cadence * 2),
-                  "total_distance": int(self._distance), "resistance_level": round(40 + 60 * effort),
-                  "power": power, "average_power": round(self._sum_power / self._n),
-                  "total_energy": int(self._energy_kcal), "energy_per_hour": 0xFFFF, "energy_per_minute": 0xFF,
-                  "heart_rate": round(100 + 60 * effort), "elapsed_time": int(t)}
+        values = {
+            "speed": round(speed_kmh * 100),
+            "average_speed": round(self._distance / max(t, 1) * 360),
+            "cadence": round(cadence * 2),
+            "average_cadence": round(cadence * 2),
+            "total_distance": int(self._distance),
+            "resistance_level": round(40 + 60 * effort),
+            "power": power,
+            "average_power": round(self._sum_power / self._n),
+            "total_energy": int(self._energy_kcal),
+            "energy_per_hour": 0xFFFF,
+            "energy_per_minute": 0xFF,
+            "heart_rate": round(100 + 60 * effort),
+            "elapsed_time": int(t),
+        }
         # A full record is 29 bytes: more than a default-MTU notification (20), so it travels in parts.
         flags = 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020 | 0x0040 | 0x0080 | 0x0100 | 0x0200 | 0x0800
         parts = ftms.split_record(ftms.INDOOR_BIKE, flags, values, self.mtu_payload)
@@ -188,8 +215,11 @@ class PowerMeter(SimDevice):
         if new:
             self._revs = (self._revs + new) % 65536
             self._event = (self._event + new * 60 / cadence) % 64
-        values = {"power": max(0, round(self.rng.gauss(230, 20))), "crank_revolutions": self._revs,
-                  "last_crank_event_time": int(self._event * 1024) % 65536}
+        values = {
+            "power": max(0, round(self.rng.gauss(230, 20))),
+            "crank_revolutions": self._revs,
+            "last_crank_event_time": int(self._event * 1024) % 65536,
+        }
         return [Frame(self.dev_id, self.char, fitness.CYCLING_POWER.encode(0x0020, values))]
 
 
@@ -246,12 +276,17 @@ class Treadmill(_Machine):
         power = weight_kg * 9.81 * speed_kmh / 3.6 * (0.1 + incline / 100)  # rough metabolic equivalent
         self._advance(t, speed_kmh / 3.6, power)
         values: dict[str, Raw] = {
-            "speed": round(speed_kmh * 100), "average_speed": round(self._distance / max(t, 1) * 360),
-            "total_distance": int(self._distance), "inclination": round(incline * 10),
+            "speed": round(speed_kmh * 100),
+            "average_speed": round(self._distance / max(t, 1) * 360),
+            "total_distance": int(self._distance),
+            "inclination": round(incline * 10),
             "ramp_angle": round(math.degrees(math.atan(incline / 100)) * 10),
-            "total_energy": int(self._energy_kcal), "energy_per_hour": round(power * 3600 / 4184 * 4),
+            "total_energy": int(self._energy_kcal),
+            "energy_per_hour": round(power * 3600 / 4184 * 4),
             "energy_per_minute": min(254, round(power * 60 / 4184 * 4)),
-            "heart_rate": _heart_rate(effort, self.rng), "elapsed_time": int(t)}
+            "heart_rate": _heart_rate(effort, self.rng),
+            "elapsed_time": int(t),
+        }
         flags = 0x0002 | 0x0004 | 0x0008 | 0x0080 | 0x0100 | 0x0400
         return self._split(ftms.TREADMILL, flags, values)
 
@@ -272,11 +307,18 @@ class Rower(_Machine):
         dt = self._advance(t, speed, power)
         self._strokes += rate * dt / 60
         values: dict[str, Raw] = {
-            "stroke_rate": round(rate), "stroke_count": int(self._strokes) % 65536, "average_stroke_rate": round(rate),
+            "stroke_rate": round(rate),
+            "stroke_count": int(self._strokes) % 65536,
+            "average_stroke_rate": round(rate),
             "total_distance": int(self._distance),
-            "pace": round(500 / speed), "power": round(power), "total_energy": int(self._energy_kcal),
-            "energy_per_hour": 0xFFFF, "energy_per_minute": 0xFF, "heart_rate": _heart_rate(effort, self.rng),
-            "elapsed_time": int(t)}
+            "pace": round(500 / speed),
+            "power": round(power),
+            "total_energy": int(self._energy_kcal),
+            "energy_per_hour": 0xFFFF,
+            "energy_per_minute": 0xFF,
+            "heart_rate": _heart_rate(effort, self.rng),
+            "elapsed_time": int(t),
+        }
         flags = 0x0002 | 0x0004 | 0x0008 | 0x0020 | 0x0100 | 0x0200 | 0x0800
         return self._split(ftms.ROWER, flags, values)
 
@@ -296,10 +338,18 @@ class CrossTrainer(_Machine):
         dt = self._advance(t, speed_kmh / 3.6, power)
         self._strides += steps / 2 * dt / 60
         values: dict[str, Raw] = {
-            "speed": round(speed_kmh * 100), "total_distance": int(self._distance), "step_rate": round(steps),
-            "average_step_rate": round(steps), "stride_count": round(self._strides * 10) % 65536,
-            "power": round(power), "total_energy": int(self._energy_kcal), "energy_per_hour": 0xFFFF,
-            "energy_per_minute": 0xFF, "heart_rate": _heart_rate(effort, self.rng), "elapsed_time": int(t)}
+            "speed": round(speed_kmh * 100),
+            "total_distance": int(self._distance),
+            "step_rate": round(steps),
+            "average_step_rate": round(steps),
+            "stride_count": round(self._strides * 10) % 65536,
+            "power": round(power),
+            "total_energy": int(self._energy_kcal),
+            "energy_per_hour": 0xFFFF,
+            "energy_per_minute": 0xFF,
+            "heart_rate": _heart_rate(effort, self.rng),
+            "elapsed_time": int(t),
+        }
         flags = 0x000004 | 0x000008 | 0x000010 | 0x000100 | 0x000400 | 0x000800 | 0x002000
         if 0 < t % 1200 < 30:
             flags |= ftms.CROSS_TRAINER_BACKWARD
@@ -323,9 +373,12 @@ class RunningPod(SimDevice):
         self._last_t = t
         stride = speed * 60 / cadence * 2  # a stride is two steps
         running = speed > 2.2
-        values: dict[str, Raw] = {"speed": round(speed * 256), "cadence": cadence,
-                                  "instantaneous_stride_length": round(stride * 100),
-                                  "total_distance": round(self._distance * 10)}
+        values: dict[str, Raw] = {
+            "speed": round(speed * 256),
+            "cadence": cadence,
+            "instantaneous_stride_length": round(stride * 100),
+            "total_distance": round(self._distance * 10),
+        }
         flags = 0x01 | 0x02 | (0x04 if running else 0)
         return [Frame(self.dev_id, self.char, fitness.RSC.encode(flags, values))]
 
@@ -349,18 +402,22 @@ class SpeedCadenceSensor(SimDevice):
         self._last_t = t
         speed = 6 + 5 * effort + self.rng.gauss(0, 0.1)
         cadence = 70 + 25 * effort + self.rng.gauss(0, 1)
-        wheel_new, crank_new = int(self._wheel + speed * dt / self.wheel_m) - int(self._wheel), \
-            int(self._crank + cadence * dt / 60) - int(self._crank)
+        wheel_new, crank_new = (
+            int(self._wheel + speed * dt / self.wheel_m) - int(self._wheel),
+            int(self._crank + cadence * dt / 60) - int(self._crank),
+        )
         self._wheel += speed * dt / self.wheel_m
         self._crank += cadence * dt / 60
         if wheel_new:
             self._wheel_event = t - (self._wheel % 1) * self.wheel_m / speed
         if crank_new:
             self._crank_event = t - (self._crank % 1) * 60 / cadence
-        values: dict[str, Raw] = {"wheel_revolutions": int(self._wheel) % (1 << 32),
-                                  "last_wheel_event_time": int(self._wheel_event * 1024) % 65536,
-                                  "crank_revolutions": int(self._crank) % 65536,
-                                  "last_crank_event_time": int(self._crank_event * 1024) % 65536}
+        values: dict[str, Raw] = {
+            "wheel_revolutions": int(self._wheel) % (1 << 32),
+            "last_wheel_event_time": int(self._wheel_event * 1024) % 65536,
+            "crank_revolutions": int(self._crank) % 65536,
+            "last_crank_event_time": int(self._crank_event * 1024) % 65536,
+        }
         return [Frame(self.dev_id, self.char, fitness.CSC.encode(0x03, values))]
 
 
@@ -399,23 +456,48 @@ class BodyCompositionScale(SimDevice):
         height = 1.55 + 0.35 * self.rng.random()
         muscle = kg * (1 - fat / 100) * 0.9
         common: dict[str, Raw] = {"body_fat": round(fat * 10), "timestamp": encode_date_time(self.device_time(t))}
-        first = {**common, "user_id": 1, "basal_metabolism": round((370 + 21.6 * kg * (1 - fat / 100)) * 4.184),
-                 "muscle_percentage": round(muscle / kg * 1000), "muscle_mass": round(muscle / 0.005)}
-        second = {"body_fat": common["body_fat"], "fat_free_mass": round(kg * (1 - fat / 100) / 0.005),
-                  "body_water_mass": round(kg * 0.55 / 0.005), "impedance": round(self.rng.uniform(400, 600) * 10),
-                  "weight": round(kg / 0.005), "height": round(height / 0.001)}
+        first = {
+            **common,
+            "user_id": 1,
+            "basal_metabolism": round((370 + 21.6 * kg * (1 - fat / 100)) * 4.184),
+            "muscle_percentage": round(muscle / kg * 1000),
+            "muscle_mass": round(muscle / 0.005),
+        }
+        second = {
+            "body_fat": common["body_fat"],
+            "fat_free_mass": round(kg * (1 - fat / 100) / 0.005),
+            "body_water_mass": round(kg * 0.55 / 0.005),
+            "impedance": round(self.rng.uniform(400, 600) * 10),
+            "weight": round(kg / 0.005),
+            "height": round(height / 0.001),
+        }
         multi = health.BODY_COMPOSITION_MULTI_PACKET
         p1 = health.BODY_COMPOSITION.encode(multi | 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020, first)
         p2 = health.BODY_COMPOSITION.encode(multi | 0x0040 | 0x0100 | 0x0200 | 0x0400 | 0x0800, second)
-        weight = health.WEIGHT.encode(0x02 | 0x08, {"weight": round(kg / 0.005), "bmi": round(kg / height**2 * 10),
-                                                    "height": round(height / 0.001),
-                                                    "timestamp": common["timestamp"]})
+        weight = health.WEIGHT.encode(
+            0x02 | 0x08,
+            {
+                "weight": round(kg / 0.005),
+                "bmi": round(kg / height**2 * 10),
+                "height": round(height / 0.001),
+                "timestamp": common["timestamp"],
+            },
+        )
         return [Frame(self.dev_id, 0x2A9C, p1), Frame(self.dev_id, 0x2A9C, p2), Frame(self.dev_id, 0x2A9D, weight)]
 
 
 MODELS: dict[str, type[SimDevice]] = {
-    "bp_cuff": BloodPressureCuff, "thermometer": Thermometer, "scale": Scale, "oximeter": Oximeter,
-    "indoor_bike": IndoorBike, "power_meter": PowerMeter, "treadmill": Treadmill, "rower": Rower,
-    "cross_trainer": CrossTrainer, "running_pod": RunningPod, "csc_sensor": SpeedCadenceSensor, "watch": Watch,
+    "bp_cuff": BloodPressureCuff,
+    "thermometer": Thermometer,
+    "scale": Scale,
+    "oximeter": Oximeter,
+    "indoor_bike": IndoorBike,
+    "power_meter": PowerMeter,
+    "treadmill": Treadmill,
+    "rower": Rower,
+    "cross_trainer": CrossTrainer,
+    "running_pod": RunningPod,
+    "csc_sensor": SpeedCadenceSensor,
+    "watch": Watch,
     "body_composition_scale": BodyCompositionScale,
 }

@@ -37,8 +37,7 @@ class HeartRateStrap:
         self._count += 1
         rr_raw = tuple(min(0xFFFF, round(x * RR_UNITS_PER_S)) for x in rr[-MAX_RR_PER_FRAME:])
         energy = min(0xFFFF, int(self._energy_j // 1000)) if self._count % ENERGY_EVERY == 0 else None
-        m = HeartRateMeasurement(heart_rate=round(hr), sensor_contact=True, energy_expended=energy,
-                                 rr_intervals=rr_raw)
+        m = HeartRateMeasurement(heart_rate=round(hr), sensor_contact=True, energy_expended=energy, rr_intervals=rr_raw)
         if self.keep_emitted:
             self.emitted.append(m)
         return m

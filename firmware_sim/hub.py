@@ -67,8 +67,15 @@ class Hub:
         for i, port in enumerate(hub.ports):
             t = await open_transport(f"{kind}-server:{host}:{port}")
             hub.transports.append(t)
-            hub.controllers.append(Controller(f"hub-{i}", host_source=t.source, host_sink=t.sink, link=link,
-                                              public_address=f"F5:00:00:00:{i // 256:02X}:{i % 256:02X}"))
+            hub.controllers.append(
+                Controller(
+                    f"hub-{i}",
+                    host_source=t.source,
+                    host_sink=t.sink,
+                    link=link,
+                    public_address=f"F5:00:00:00:{i // 256:02X}:{i % 256:02X}",
+                )
+            )
         return hub
 
     def client_spec(self, slot: int) -> str:
@@ -105,8 +112,16 @@ async def _attach(spec: DeviceSpec) -> BumbleSensor:
     mis = Misbehaviour(**spec.misbehaviour)
     irk = bytes.fromhex(spec.irk_hex) if spec.irk_hex else None
     if spec.model == "hr_strap":
-        return BumbleHeartRateStrap(None, spec.address, HeartRateStrap(spec.dev_id, seed=spec.seed),
-                                    spec.interval_s or 1.0, spec.speed, mis, irk=irk, hci=hci)
+        return BumbleHeartRateStrap(
+            None,
+            spec.address,
+            HeartRateStrap(spec.dev_id, seed=spec.seed),
+            spec.interval_s or 1.0,
+            spec.speed,
+            mis,
+            irk=irk,
+            hci=hci,
+        )
     model = MODELS[spec.model](spec.dev_id, seed=spec.seed)
     if spec.interval_s is not None:
         model.interval_s = spec.interval_s
@@ -135,8 +150,9 @@ async def run_worker(specs: list[DeviceSpec]) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m firmware_sim.hub", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m firmware_sim.hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("role", choices=["worker"], help="worker: run the devices given as JSON on stdin")
     p.parse_args(argv)
     import logging

@@ -122,8 +122,14 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     duration = data.get("duration_s", 600)
     if not isinstance(duration, int | float) or duration <= 0:
         raise ScenarioError(f"{origin}: duration_s must be a positive number")
-    sc = Scenario(str(data.get("name", origin)), str(data.get("description", "")), float(duration), tuple(groups),
-                  chaos, int(data.get("seed", 1)))
+    sc = Scenario(
+        str(data.get("name", origin)),
+        str(data.get("description", "")),
+        float(duration),
+        tuple(groups),
+        chaos,
+        int(data.get("seed", 1)),
+    )
     if sc.device_count > MAX_DEVICES:
         raise ScenarioError(f"{origin}: {sc.device_count} devices is more than {MAX_DEVICES}")
     return sc

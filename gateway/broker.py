@@ -29,16 +29,19 @@ class EmbeddedBroker:
             from amqtt.broker import Broker
             from amqtt.contexts import BrokerConfig
         except ImportError as exc:  # pragma: no cover - the [sim] extra installs it
-            raise GatewayError("the embedded broker needs amqtt: pip install 'tiyi-edge[sim]', or pass --broker") \
-                from exc
+            raise GatewayError(
+                "the embedded broker needs amqtt: pip install 'tiyi-edge[sim]', or pass --broker"
+            ) from exc
         # amqtt logs every connection at INFO; the demo's own progress line says what matters.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         logging.getLogger("transitions").setLevel(logging.WARNING)
         self.port = self.port or _free_port()
-        config = BrokerConfig.from_dict({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", "max_connections": 50}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        })
+        config = BrokerConfig.from_dict(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}", "max_connections": 50}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
         broker = Broker(config)
         await broker.start()
         self._broker = broker

@@ -162,7 +162,8 @@ class GatewayConfig:
         """Every duration is a finite number in a range that makes sense: TOML accepts ``nan`` and ``inf``,
         and ``nan`` passes every ``<``/``>`` check written for ordinary numbers."""
         values: list[tuple[str, float | int]] = [
-            (f"{section}.{key}", getattr(getattr(self, section), key)) for section, key in _DURATIONS]
+            (f"{section}.{key}", getattr(getattr(self, section), key)) for section, key in _DURATIONS
+        ]
         for i, r in enumerate(self.rollups):
             values += [(f"rollup[{i}].period_s", r.period_s), (f"rollup[{i}].poll_s", r.chain.poll_s)]
         for name, value in values:
@@ -184,8 +185,9 @@ class GatewayConfig:
         except ConfigError as exc:
             yield exc
         if not is_region(self.region):
-            yield ConfigError(f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: "
-                              f"{', '.join(REGIONS)}")
+            yield ConfigError(
+                f"gateway.region {self.region!r} is not one of the 23 regional sub-chains: {', '.join(REGIONS)}"
+            )
         if self.batch.max_records < 1 or self.batch.max_age_s <= 0:
             yield ConfigError("batch.max_records must be >= 1 and batch.max_age_s > 0")
         if not 1 <= self.publish.max_records_per_message <= 10_000 or self.publish.linger_ms < 0:
@@ -202,8 +204,10 @@ class GatewayConfig:
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
             yield ConfigError(f"chain.kind = '{self.chain.kind}' needs chain.url (the node's JSON-RPC endpoint)")
         if self.chain.kind == "fisco2" and not self.chain.contract:
-            yield ConfigError("chain.kind = 'fisco2' needs chain.contract: deploy Anchor with FISCO's 国密 toolchain "
-                              "(SM3 selectors) and give its address")
+            yield ConfigError(
+                "chain.kind = 'fisco2' needs chain.contract: deploy Anchor with FISCO's 国密 toolchain "
+                "(SM3 selectors) and give its address"
+            )
         if not 0 <= self.chain.confirmations <= 10_000:
             yield ConfigError("chain.confirmations must be 0..10000")
 
@@ -211,10 +215,16 @@ class GatewayConfig:
         if not 1 <= self.ble.max_connections <= 64 or self.ble.silence_s <= 0:
             yield ConfigError("ble.max_connections must be 1..64 and ble.silence_s > 0")
         names = self.ble.adapters
-        if self.ble.scan_stall_s < 5 or not names or len(set(names)) != len(names) or not all(
-                a.startswith("hci") and a[3:].isdigit() for a in names):
-            yield ConfigError("ble.scan_stall_s must be at least 5 and ble.adapter adapter names like hci0 "
-                              "(several: \"hci0,hci1\", each once)")
+        if (
+            self.ble.scan_stall_s < 5
+            or not names
+            or len(set(names)) != len(names)
+            or not all(a.startswith("hci") and a[3:].isdigit() for a in names)
+        ):
+            yield ConfigError(
+                "ble.scan_stall_s must be at least 5 and ble.adapter adapter names like hci0 "
+                '(several: "hci0,hci1", each once)'
+            )
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             yield ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
 
@@ -241,11 +251,20 @@ _RANGES: dict[str, tuple[float, float, str]] = {
 _DURATIONS = [tuple(k.split(".")) for k in _RANGES if "." in k]
 
 _SECTIONS: dict[str, type] = {
-    "mqtt": MqttConfig, "batch": BatchConfig, "publish": PublishConfig, "chain": ChainConfig, "sim": SimConfig,
+    "mqtt": MqttConfig,
+    "batch": BatchConfig,
+    "publish": PublishConfig,
+    "chain": ChainConfig,
+    "sim": SimConfig,
     "ble": BleConfig,
 }
-_TOP_KEYS = {"id": "gateway_id", "region": "region", "state_dir": "state_dir", "key_file": "key_file",
-             "source": "source"}
+_TOP_KEYS = {
+    "id": "gateway_id",
+    "region": "region",
+    "state_dir": "state_dir",
+    "key_file": "key_file",
+    "source": "source",
+}
 
 
 def _target_error(where: str, name: str) -> ConfigError:
@@ -289,8 +308,9 @@ def _coerce_value(cls: type, section: str, key: str, value: Any, origin: str) ->
     return value
 
 
-def _coerce(cls: type, section: str, raw: dict[str, Any], origin: str,
-            problems: list[ConfigError] | None = None) -> Any:
+def _coerce(
+    cls: type, section: str, raw: dict[str, Any], origin: str, problems: list[ConfigError] | None = None
+) -> Any:
     """A section's dataclass. With ``problems``, bad settings are collected there and left at their default."""
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -307,7 +327,7 @@ def _rollup(raw: dict[str, Any], i: int, origin: str) -> RollupConfig:
     rest = dict(raw)
     target = rest.pop("target", None)
     if not isinstance(target, str):
-        raise ConfigError(f"{origin}: rollup[{i}] needs target = \"<chain name>\" (e.g. health_supervision)")
+        raise ConfigError(f'{origin}: rollup[{i}] needs target = "<chain name>" (e.g. health_supervision)')
     period = rest.pop("period_s", 3600.0)
     if isinstance(period, bool) or not isinstance(period, int | float):
         raise ConfigError(f"{origin}: rollup[{i}].period_s must be a number")
@@ -377,8 +397,11 @@ def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayC
                 continue
             top[section] = _coerce(_SECTIONS[section], section, value, origin, problems)
         else:
-            problems.append(ConfigError(f"{origin}: unknown section [{section}] (known: gateway, "
-                                        f"{', '.join(_SECTIONS)}, [[rollup]])"))
+            problems.append(
+                ConfigError(
+                    f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)}, [[rollup]])"
+                )
+            )
     if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):
         problems.append(ConfigError(f"{origin}: [chain] kind must be one of evm, fisco2, none (inproc: demo only)"))
         top["chain"] = replace(top["chain"], kind=ChainConfig().kind)
@@ -415,4 +438,3 @@ def read_config_data(path: Path) -> dict[str, Any]:
 
 def load_config(path: Path) -> GatewayConfig:
     return parse_config(read_config_data(path), str(path))
-

@@ -38,10 +38,18 @@ def file_problems(cfg: GatewayConfig) -> Iterator[str]:
         yield f"[gateway] key_file: {exc}"
     m = cfg.mqtt
     try:  # the same call as gateway.runtime.broker_settings: reads the password file, loads the TLS files
-        client_settings(m.url, client_id=f"tiyi-{cfg.gateway_id}", username=m.username,
-                        password_file=m.password_file, ca_file=m.ca_file, cert_file=m.cert_file,
-                        key_file=m.key_file, keepalive=m.keepalive_s, max_inflight=m.max_inflight,
-                        protocol=m.protocol)
+        client_settings(
+            m.url,
+            client_id=f"tiyi-{cfg.gateway_id}",
+            username=m.username,
+            password_file=m.password_file,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            keepalive=m.keepalive_s,
+            max_inflight=m.max_inflight,
+            protocol=m.protocol,
+        )
     except (GatewayError, OSError, ValueError) as exc:
         yield str(exc) if "[mqtt]" in str(exc) else f"[mqtt]: {exc}"
 
@@ -102,8 +110,10 @@ def summary(cfg: GatewayConfig) -> list[str]:
         f"signed head every {cfg.publish.head_interval_s:g} s",
     ]
     if cfg.source == "ble":
-        lines.append(f"ble        {_allow_summary(b.allow)}; adapters {', '.join(b.adapters)}, "
-                     f"{b.max_connections} connections each")
+        lines.append(
+            f"ble        {_allow_summary(b.allow)}; adapters {', '.join(b.adapters)}, "
+            f"{b.max_connections} connections each"
+        )
     else:
         lines.append(f"sim        {cfg.sim.devices} simulated devices every {cfg.sim.interval_s:g} s")
     for r in cfg.rollups:

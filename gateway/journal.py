@@ -34,18 +34,26 @@ log = logging.getLogger("tiyi.journal")
 SCHEMA_VERSION = 2
 BATCH_QUEUE = "*batch"  # the per-batch anchor queue's key (no target name starts with '*')
 
-_ADD_JOB = ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending')")
+_ADD_JOB = (
+    "INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'pending')"
+)
 _JOB_COLUMNS = "number, root, count, state, raw_tx, tx_hash, block_number, block_hash, attempts"
 
 # Schema 1 kept batch anchors and roll-up anchors in two tables with the same columns: one queue now.
 _MIGRATE_1_TO_2: list[tuple[str, tuple[str, ...]]] = [
-    ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
-     "block_number, block_hash, attempts, published) SELECT ?, batch, batch, batch, root, count, state, raw_tx, "
-     "tx_hash, receipt, block_number, block_hash, attempts, published FROM anchors", (BATCH_QUEUE,)),
-    ("INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
-     "block_number, block_hash, attempts, published) SELECT target, rollup, first_batch, last_batch, root, count, "
-     "state, raw_tx, tx_hash, receipt, block_number, block_hash, attempts, published FROM rollups", ()),
+    (
+        "INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
+        "block_number, block_hash, attempts, published) SELECT ?, batch, batch, batch, root, count, state, raw_tx, "
+        "tx_hash, receipt, block_number, block_hash, attempts, published FROM anchors",
+        (BATCH_QUEUE,),
+    ),
+    (
+        "INSERT INTO anchor_jobs(queue, number, first_batch, last_batch, root, count, state, raw_tx, tx_hash, receipt, "
+        "block_number, block_hash, attempts, published) SELECT target, rollup, first_batch, last_batch, root, count, "
+        "state, raw_tx, tx_hash, receipt, block_number, block_hash, attempts, published FROM rollups",
+        (),
+    ),
     ("DROP TABLE anchors", ()),
     ("DROP TABLE rollups", ()),
     ("UPDATE meta SET value = '2' WHERE key = 'schema'", ()),
@@ -132,8 +140,12 @@ def _private_dir(path: Path) -> None:
         path.chmod(0o700)
         log.warning("state directory %s was mode %03o, open to other users; changed it to 0700", path, mode)
     else:
-        log.warning("state directory %s is mode %03o, open to other users; keep the journal in a directory "
-                    "only the service user can enter (chmod 700)", path, mode)
+        log.warning(
+            "state directory %s is mode %03o, open to other users; keep the journal in a directory "
+            "only the service user can enter (chmod 700)",
+            path,
+            mode,
+        )
 
 
 def _private_file(path: Path, missing_ok: bool = False) -> None:
@@ -182,8 +194,7 @@ class _Db:
             except sqlite3.Error:
                 pass
             if _is_full(exc):
-                raise JournalFull(f"journal disk is full ({self.path}): new data refused until space returns") \
-                    from exc
+                raise JournalFull(f"journal disk is full ({self.path}): new data refused until space returns") from exc
             raise JournalError(f"journal write failed ({self.path}): {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -243,11 +254,14 @@ class _Records(_Db):
             end = self._next_delivered_start(cursor)  # the records between cursor and end are undelivered
             want = limit - len(out)
             if end is None:
-                rows = self._query("SELECT seq, dev, data FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                                   (cursor, want))
+                rows = self._query(
+                    "SELECT seq, dev, data FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, want)
+                )
             else:
-                rows = self._query("SELECT seq, dev, data FROM records WHERE seq > ? AND seq < ? ORDER BY seq "
-                                   "LIMIT ?", (cursor, end, want))
+                rows = self._query(
+                    "SELECT seq, dev, data FROM records WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+                    (cursor, end, want),
+                )
             out += [(int(q), str(d), bytes(data)) for q, d, data in rows]
             if end is None:
                 break
@@ -274,8 +288,12 @@ class _Records(_Db):
         firsts = {f for f, _ in merged}
         gone = [(f,) for f, _ in self._delivered if f not in firsts]
         added = [r for r in merged if r not in old]
-        self._tx([("DELETE FROM delivered WHERE first = ?", gone, True),
-                  ("INSERT OR REPLACE INTO delivered(first, last) VALUES (?, ?)", added, True)])
+        self._tx(
+            [
+                ("DELETE FROM delivered WHERE first = ?", gone, True),
+                ("INSERT OR REPLACE INTO delivered(first, last) VALUES (?, ?)", added, True),
+            ]
+        )
         self._delivered = merged
 
     @property
@@ -283,8 +301,9 @@ class _Records(_Db):
         return sum(last - first + 1 for first, last in self._delivered)
 
     def records(self, first_seq: int, last_seq: int) -> list[bytes]:
-        rows = self._query("SELECT seq, data FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                           (first_seq, last_seq))
+        rows = self._query(
+            "SELECT seq, data FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq)
+        )
         if len(rows) != last_seq - first_seq + 1:
             raise JournalError(f"journal lacks records in {first_seq}..{last_seq} ({len(rows)} found)")
         return [bytes(b) for _, b in rows]
@@ -305,8 +324,9 @@ class _Batches(_Records):
 
         Walks the primary key down from the newest batch, so it reads only the unpublished tail.
         """
-        rows = self._query("SELECT batch, first_seq, last_seq, digest FROM batches WHERE published = 1 "
-                           "ORDER BY batch DESC LIMIT 1")
+        rows = self._query(
+            "SELECT batch, first_seq, last_seq, digest FROM batches WHERE published = 1 ORDER BY batch DESC LIMIT 1"
+        )
         if not rows:
             return None
         b, f, last, d = rows[0]
@@ -327,24 +347,43 @@ class _Batches(_Records):
         last = self.last_batch()
         exp_batch, exp_first = (1, 1) if last is None else (last.batch + 1, last.last_seq + 1)
         if manifest.batch != exp_batch or manifest.first_seq != exp_first:
-            raise JournalError(f"batch {manifest.batch} from seq {manifest.first_seq} breaks continuity: expected "
-                               f"batch {exp_batch} from seq {exp_first}")
+            raise JournalError(
+                f"batch {manifest.batch} from seq {manifest.first_seq} breaks continuity: expected "
+                f"batch {exp_batch} from seq {exp_first}"
+            )
         if last is not None and manifest.prev != last.digest:
             raise JournalError(f"batch {manifest.batch} prev does not match batch {last.batch}'s digest")
         if manifest.last_seq >= self._next_seq:
             raise JournalError(f"batch {manifest.batch} covers seq {manifest.last_seq}, not yet journaled")
-        self._tx([
-            ("INSERT INTO batches(batch, first_seq, last_seq, digest, root, signed) VALUES (?, ?, ?, ?, ?, ?)",
-             (manifest.batch, manifest.first_seq, manifest.last_seq, manifest.digest, manifest.root, bytes(signed)),
-             False),
-            (_ADD_JOB, (BATCH_QUEUE, manifest.batch, manifest.batch, manifest.batch, manifest.root, manifest.count),
-             False),
-        ])
+        self._tx(
+            [
+                (
+                    "INSERT INTO batches(batch, first_seq, last_seq, digest, root, signed) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        manifest.batch,
+                        manifest.first_seq,
+                        manifest.last_seq,
+                        manifest.digest,
+                        manifest.root,
+                        bytes(signed),
+                    ),
+                    False,
+                ),
+                (
+                    _ADD_JOB,
+                    (BATCH_QUEUE, manifest.batch, manifest.batch, manifest.batch, manifest.root, manifest.count),
+                    False,
+                ),
+            ]
+        )
 
     def batch_for_seq(self, seq: int) -> tuple[bytes, bytes | None] | None:
         """(signed manifest bytes, final receipt bytes or None) of the batch holding ``seq``."""
-        rows = self._query("SELECT b.signed, a.receipt FROM batches b LEFT JOIN anchor_jobs a ON a.queue = ? AND "
-                           "a.number = b.batch WHERE ? BETWEEN b.first_seq AND b.last_seq", (BATCH_QUEUE, seq))
+        rows = self._query(
+            "SELECT b.signed, a.receipt FROM batches b LEFT JOIN anchor_jobs a ON a.queue = ? AND "
+            "a.number = b.batch WHERE ? BETWEEN b.first_seq AND b.last_seq",
+            (BATCH_QUEUE, seq),
+        )
         if not rows:
             return None
         signed, receipt = rows[0]
@@ -370,27 +409,63 @@ class _AnchorQueue(_Batches):
     def anchor_jobs(self, states: Collection[str], queue: str = BATCH_QUEUE) -> list[Job]:
         """``queue``'s jobs in ``states``, by number (``queue``: BATCH_QUEUE or a roll-up target's name)."""
         marks = ",".join("?" * len(states))
-        rows = self._query(f"SELECT {_JOB_COLUMNS} FROM anchor_jobs WHERE queue = ? AND state IN ({marks}) "  # noqa: S608
-                           "ORDER BY number", (queue, *states))
-        return [Job(int(n), bytes(r), int(c), AnchorState(s), _opt(raw, bytes), _opt(h, bytes), _opt(bn, int),
-                    _opt(bh, bytes), int(a)) for n, r, c, s, raw, h, bn, bh, a in rows]
+        rows = self._query(
+            f"SELECT {_JOB_COLUMNS} FROM anchor_jobs WHERE queue = ? AND state IN ({marks}) "  # noqa: S608
+            "ORDER BY number",
+            (queue, *states),
+        )
+        return [
+            Job(
+                int(n),
+                bytes(r),
+                int(c),
+                AnchorState(s),
+                _opt(raw, bytes),
+                _opt(h, bytes),
+                _opt(bn, int),
+                _opt(bh, bytes),
+                int(a),
+            )
+            for n, r, c, s, raw, h, bn, bh, a in rows
+        ]
 
     def advance(self, number: int, step: Step, queue: str = BATCH_QUEUE) -> None:
         """Store one lifecycle step of a job: its state and the fields the step sets, keeps or forgets."""
-        self._tx([(
-            "UPDATE anchor_jobs SET state = ?, "
-            "raw_tx = CASE WHEN ? THEN NULL ELSE COALESCE(?, raw_tx) END, "
-            "tx_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, tx_hash) END, "
-            "block_number = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_number) END, "
-            "block_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_hash) END, "
-            "receipt = COALESCE(?, receipt), attempts = attempts + ? WHERE queue = ? AND number = ?",
-            (str(step.state), step.forget_tx, step.raw_tx, step.forget_tx, step.tx_hash, step.forget_block,
-             step.block_number, step.forget_block, step.block_hash, step.receipt, int(step.retry), queue, number),
-            False)])
+        self._tx(
+            [
+                (
+                    "UPDATE anchor_jobs SET state = ?, "
+                    "raw_tx = CASE WHEN ? THEN NULL ELSE COALESCE(?, raw_tx) END, "
+                    "tx_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, tx_hash) END, "
+                    "block_number = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_number) END, "
+                    "block_hash = CASE WHEN ? THEN NULL ELSE COALESCE(?, block_hash) END, "
+                    "receipt = COALESCE(?, receipt), attempts = attempts + ? WHERE queue = ? AND number = ?",
+                    (
+                        str(step.state),
+                        step.forget_tx,
+                        step.raw_tx,
+                        step.forget_tx,
+                        step.tx_hash,
+                        step.forget_block,
+                        step.block_number,
+                        step.forget_block,
+                        step.block_hash,
+                        step.receipt,
+                        int(step.retry),
+                        queue,
+                        number,
+                    ),
+                    False,
+                )
+            ]
+        )
 
     def unpublished_receipts(self, queue: str = BATCH_QUEUE) -> list[tuple[int, bytes]]:
-        rows = self._query("SELECT number, receipt FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL AND "
-                           "published = 0 ORDER BY number", (queue,))
+        rows = self._query(
+            "SELECT number, receipt FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL AND "
+            "published = 0 ORDER BY number",
+            (queue,),
+        )
         return [(int(b), bytes(r)) for b, r in rows]
 
     def mark_receipt_published(self, number: int, queue: str = BATCH_QUEUE) -> None:
@@ -399,8 +474,9 @@ class _AnchorQueue(_Batches):
     # ------------------------------------------------------------------ roll-ups (second anchor targets)
     def last_rollup(self, target: str) -> tuple[int, int] | None:
         """(number, last batch) of ``target``'s latest roll-up."""
-        rows = self._query("SELECT number, last_batch FROM anchor_jobs WHERE queue = ? ORDER BY number DESC LIMIT 1",
-                           (target,))
+        rows = self._query(
+            "SELECT number, last_batch FROM anchor_jobs WHERE queue = ? ORDER BY number DESC LIMIT 1", (target,)
+        )
         return None if not rows else (int(rows[0][0]), int(rows[0][1]))
 
     def add_rollup(self, target: str, rollup: int, first_batch: int, last_batch: int, root: bytes) -> None:
@@ -410,24 +486,30 @@ class _AnchorQueue(_Batches):
         prev = self.last_rollup(target)
         exp_number, exp_first = (1, 1) if prev is None else (prev[0] + 1, prev[1] + 1)
         if (rollup, first_batch) != (exp_number, exp_first):
-            raise JournalError(f"roll-up {rollup} for {target} from batch {first_batch} breaks continuity: expected "
-                               f"roll-up {exp_number} from batch {exp_first}")
+            raise JournalError(
+                f"roll-up {rollup} for {target} from batch {first_batch} breaks continuity: expected "
+                f"roll-up {exp_number} from batch {exp_first}"
+            )
         last = self.last_batch()
         if last is None or last_batch > last.batch or last_batch < first_batch:
             raise JournalError(f"roll-up {rollup} covers batches {first_batch}..{last_batch} that do not exist")
         self._tx([(_ADD_JOB, (target, rollup, first_batch, last_batch, root, last_batch - first_batch + 1), False)])
 
     def rollup_range(self, target: str, rollup: int) -> tuple[int, int]:
-        rows = self._query("SELECT first_batch, last_batch FROM anchor_jobs WHERE queue = ? AND number = ?",
-                           (target, rollup))
+        rows = self._query(
+            "SELECT first_batch, last_batch FROM anchor_jobs WHERE queue = ? AND number = ?", (target, rollup)
+        )
         if not rows or target == BATCH_QUEUE:
             raise JournalError(f"no roll-up {rollup} for {target}")
         return int(rows[0][0]), int(rows[0][1])
 
     def rollup_for_batch(self, target: str, batch: int) -> tuple[int, int, int, bytes | None] | None:
         """(roll-up number, first batch, last batch, final receipt or None) of the roll-up holding ``batch``."""
-        rows = self._query("SELECT number, first_batch, last_batch, receipt FROM anchor_jobs WHERE queue = ? AND "
-                           "? BETWEEN first_batch AND last_batch", (target, batch))
+        rows = self._query(
+            "SELECT number, first_batch, last_batch, receipt FROM anchor_jobs WHERE queue = ? AND "
+            "? BETWEEN first_batch AND last_batch",
+            (target, batch),
+        )
         if not rows or target == BATCH_QUEUE:
             return None
         n, f, last, rc = rows[0]
@@ -435,8 +517,12 @@ class _AnchorQueue(_Batches):
 
     def rollups_open(self) -> int:
         """Roll-ups not yet final, or final but not yet published."""
-        return int(self._query("SELECT COUNT(*) FROM anchor_jobs WHERE queue != ? AND (state != 'final' OR "
-                               "published = 0)", (BATCH_QUEUE,))[0][0])
+        return int(
+            self._query(
+                "SELECT COUNT(*) FROM anchor_jobs WHERE queue != ? AND (state != 'final' OR published = 0)",
+                (BATCH_QUEUE,),
+            )[0][0]
+        )
 
 
 class SqliteJournal(_AnchorQueue):
@@ -460,14 +546,17 @@ class SqliteJournal(_AnchorQueue):
             for extra in ("-wal", "-shm"):  # left by an older version with looser modes
                 _private_file(path.with_name(path.name + extra), missing_ok=True)
             if check != "ok":
-                raise JournalError(f"journal {path} is corrupt ({check}); keep the file for analysis and "
-                                   "restore from backup")
+                raise JournalError(
+                    f"journal {path} is corrupt ({check}); keep the file for analysis and restore from backup"
+                )
             conn.executescript(_SCHEMA)
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
-                                 [("schema", str(SCHEMA_VERSION)), ("gw", gw), ("next_seq", "1")])
+                conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [("schema", str(SCHEMA_VERSION)), ("gw", gw), ("next_seq", "1")],
+                )
                 conn.execute("COMMIT")
                 rows = {"schema": str(SCHEMA_VERSION), "gw": gw, "next_seq": "1"}
             if rows.get("schema") == "1" and rows.get("gw") == gw:
@@ -482,8 +571,10 @@ class SqliteJournal(_AnchorQueue):
             raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from exc
         if rows.get("gw") != gw:
             conn.close()
-            raise JournalError(f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "
-                               "must never change under an existing journal (seq numbers are per gateway)")
+            raise JournalError(
+                f"journal {path} belongs to gateway {rows.get('gw')!r}, not {gw!r}; a gateway id "
+                "must never change under an existing journal (seq numbers are per gateway)"
+            )
         if rows.get("schema") != str(SCHEMA_VERSION):
             conn.close()
             raise JournalError(f"journal {path} has schema {rows.get('schema')}, this version needs {SCHEMA_VERSION}")
@@ -493,8 +584,10 @@ class SqliteJournal(_AnchorQueue):
 
     def stats(self) -> JournalStats:
         q = self._query
-        anchors = {str(s): int(n) for s, n in q("SELECT state, COUNT(*) FROM anchor_jobs WHERE queue = ? GROUP BY "
-                                                 "state", (BATCH_QUEUE,))}
+        anchors = {
+            str(s): int(n)
+            for s, n in q("SELECT state, COUNT(*) FROM anchor_jobs WHERE queue = ? GROUP BY state", (BATCH_QUEUE,))
+        }
         size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
         return JournalStats(
             records=self._next_seq - 1,  # seqs run from 1 and records are never deleted (no full-table count)
@@ -502,9 +595,15 @@ class SqliteJournal(_AnchorQueue):
             batches=int(q("SELECT COUNT(*) FROM batches")[0][0]),
             unpublished_batches=int(q("SELECT COUNT(*) FROM batches WHERE published = 0")[0][0]),
             anchors=anchors,
-            unpublished_receipts=int(q("SELECT COUNT(*) FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL "
-                                       "AND published = 0", (BATCH_QUEUE,))[0][0]),
-            next_seq=self._next_seq, file_bytes=size)
+            unpublished_receipts=int(
+                q(
+                    "SELECT COUNT(*) FROM anchor_jobs WHERE queue = ? AND receipt IS NOT NULL AND published = 0",
+                    (BATCH_QUEUE,),
+                )[0][0]
+            ),
+            next_seq=self._next_seq,
+            file_bytes=size,
+        )
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -46,14 +46,15 @@ def _prepare_directory(directory: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise KeyFileError(f"{directory} is not a directory")
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise KeyFileError(f"key directory {directory} is writable by group/others (mode {_mode(st)}); "
-                           f"run: chmod 700 {directory}")
+        raise KeyFileError(
+            f"key directory {directory} is writable by group/others (mode {_mode(st)}); run: chmod 700 {directory}"
+        )
 
 
 def _write_fd(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -76,8 +77,10 @@ def _create_exclusive(path: Path, data: bytes, mode: int) -> None:
 
 
 def _exists(path: Path) -> KeyFileError:
-    return KeyFileError(f"{path} already exists; refusing to overwrite a signing key (use --force to replace "
-                        "it, which changes the gateway's identity for platforms that pinned it)")
+    return KeyFileError(
+        f"{path} already exists; refusing to overwrite a signing key (use --force to replace "
+        "it, which changes the gateway's identity for platforms that pinned it)"
+    )
 
 
 def _install(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
@@ -137,8 +140,9 @@ def load_signer(path: Path, user_id: bytes = DEFAULT_SM2_ID) -> Sm2Signer:
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"signing key {path} is not a regular file")
         if st.st_mode & 0o077:
-            raise KeyFileError(f"signing key {path} is accessible by group/others (mode {_mode(st)}); "
-                               f"run: chmod 600 {path}")
+            raise KeyFileError(
+                f"signing key {path} is accessible by group/others (mode {_mode(st)}); run: chmod 600 {path}"
+            )
         data = b""
         while len(data) <= _MAX_KEY_FILE and (chunk := os.read(fd, _MAX_KEY_FILE + 1 - len(data))):
             data += chunk

@@ -76,8 +76,12 @@ class BrokerSettings:
         if parts.password and "password" not in kw:
             kw["password"] = parts.password
         check_tls_options(url, kw.get("ca_file"), kw.get("cert_file"), kw.get("key_file"))
-        return cls(host=parts.hostname, port=port, tls=parts.scheme == "mqtts",
-                   **{k: v for k, v in kw.items() if v is not None})
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            **{k: v for k, v in kw.items() if v is not None},
+        )
 
     @property
     def url(self) -> str:
@@ -85,23 +89,33 @@ class BrokerSettings:
 
 
 # How a setting is called where the user wrote it: in the configuration file, or on `tiyi verify`'s command line.
-CONFIG_NAMES: Mapping[str, str] = {k: f"[mqtt] {k}" for k in
-                                   ("url", "username", "password_file", "ca_file", "cert_file", "key_file")}
-CLI_NAMES: Mapping[str, str] = {"url": "--broker", **{k: "--" + k.replace("_", "-") for k in
-                                                     ("username", "password_file", "ca_file", "cert_file",
-                                                      "key_file")}}
+CONFIG_NAMES: Mapping[str, str] = {
+    k: f"[mqtt] {k}" for k in ("url", "username", "password_file", "ca_file", "cert_file", "key_file")
+}
+CLI_NAMES: Mapping[str, str] = {
+    "url": "--broker",
+    **{k: "--" + k.replace("_", "-") for k in ("username", "password_file", "ca_file", "cert_file", "key_file")},
+}
 
 
-def check_tls_options(url: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
-                      names: Mapping[str, str] = CONFIG_NAMES) -> None:
+def check_tls_options(
+    url: str,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    names: Mapping[str, str] = CONFIG_NAMES,
+) -> None:
     """TLS files belong to an ``mqtts://`` URL. With ``mqtt://`` they used to be dropped (or half-used),
     so a deployment that meant TLS ran in plain text without a word: now it is an error, and the URL's
     scheme alone decides whether TLS is on."""
-    given = [names[k] for k, v in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file))
-             if v is not None]
+    given = [
+        names[k] for k, v in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)) if v is not None
+    ]
     if given and not url.startswith("mqtts://"):
-        raise ConfigError(f"{', '.join(given)} set, but {names['url']} {url} is plain MQTT: use mqtts://HOST:8883 "
-                          f"for TLS (or drop {', '.join(given)})")
+        raise ConfigError(
+            f"{', '.join(given)} set, but {names['url']} {url} is plain MQTT: use mqtts://HOST:8883 "
+            f"for TLS (or drop {', '.join(given)})"
+        )
     if key_file is not None and cert_file is None:
         raise ConfigError(f"{names['key_file']} needs {names['cert_file']} (the client certificate it belongs to)")
 
@@ -131,9 +145,18 @@ def read_secret_file(path: Path, name: str) -> str:
     return text
 
 
-def client_settings(url: str, *, client_id: str, username: str | None = None, password_file: Path | None = None,
-                    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None,
-                    names: Mapping[str, str] = CONFIG_NAMES, **kw: Any) -> BrokerSettings:
+def client_settings(
+    url: str,
+    *,
+    client_id: str,
+    username: str | None = None,
+    password_file: Path | None = None,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    names: Mapping[str, str] = CONFIG_NAMES,
+    **kw: Any,
+) -> BrokerSettings:
     """The one way a gateway (``[mqtt]``) or ``tiyi verify`` (its options) turns user settings into
     :class:`BrokerSettings`: TLS only with ``mqtts://``, secrets only from owner-only files, and the TLS
     material loaded once here, so a wrong path or a key that does not fit its certificate is a one-line
@@ -146,8 +169,16 @@ def client_settings(url: str, *, client_id: str, username: str | None = None, pa
         owner_only(key_file, names["key_file"])
     if url.startswith("mqtts://"):
         _load_tls(ca_file, cert_file, key_file, names)
-    return BrokerSettings.from_url(url, client_id=client_id, username=username, password=password, ca_file=ca_file,
-                                   cert_file=cert_file, key_file=key_file, **kw)
+    return BrokerSettings.from_url(
+        url,
+        client_id=client_id,
+        username=username,
+        password=password,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        **kw,
+    )
 
 
 def _load_tls(ca_file: Path | None, cert_file: Path | None, key_file: Path | None, names: Mapping[str, str]) -> None:
@@ -164,8 +195,9 @@ def _load_tls(ca_file: Path | None, cert_file: Path | None, key_file: Path | Non
         if cert_file is not None:
             ctx.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"{names['cert_file']} {cert_file}: not a PEM certificate with a matching private key "
-                          f"({exc})") from exc
+        raise ConfigError(
+            f"{names['cert_file']} {cert_file}: not a PEM certificate with a matching private key ({exc})"
+        ) from exc
 
 
 class Publisher(Protocol):
@@ -258,9 +290,12 @@ class _LoopClient:
         if s.username is not None:
             c.username_pw_set(s.username, s.password)
         if s.tls:
-            c.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                      certfile=str(s.cert_file) if s.cert_file else None,
-                      keyfile=str(s.key_file) if s.key_file else None, cert_reqs=ssl.CERT_REQUIRED)
+            c.tls_set(
+                ca_certs=str(s.ca_file) if s.ca_file else None,
+                certfile=str(s.cert_file) if s.cert_file else None,
+                keyfile=str(s.key_file) if s.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
         if s.will_topic is not None:
             c.will_set(s.will_topic, s.will_payload, qos=1, retain=s.will_retain)
         loop = self._loop
@@ -510,8 +545,9 @@ class PahoSubscriber(_LoopClient):
             self.hopeless.set()
             raise PublishError(self.last_error)
 
-    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, codes: list[ReasonCode],
-                      _p: Properties | None) -> None:
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Properties | None
+    ) -> None:
         if self._suback is not None and not self._suback.done():
             self._suback.set_result(list(codes))
 

@@ -86,8 +86,10 @@ def normalise(entry: str) -> str:
         return e
     octets = e.upper().split(":")
     if len(octets) != 6 or not all(len(o) == 2 and all(c in "0123456789ABCDEF" for c in o) for o in octets):
-        raise RegistryError(f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF), name:<name>, "
-                            "irk:<32 hex digits> nor vendor:<company id>")
+        raise RegistryError(
+            f"{entry!r} is neither a Bluetooth address (AA:BB:CC:DD:EE:FF), name:<name>, "
+            "irk:<32 hex digits> nor vendor:<company id>"
+        )
     return ":".join(octets)
 
 
@@ -111,8 +113,14 @@ class DeviceRegistry:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return TinyDB(str(self.path), storage=AtomicJSONStorage)
 
-    def pair(self, entry: str, model: str | None = None, note: str | None = None,
-             quirks: Mapping[str, str] | None = None, profiles: Sequence[str] = ()) -> PairedDevice:
+    def pair(
+        self,
+        entry: str,
+        model: str | None = None,
+        note: str | None = None,
+        quirks: Mapping[str, str] | None = None,
+        profiles: Sequence[str] = (),
+    ) -> PairedDevice:
         """Allow a device; ``quirks`` are its model's deviations from the spec (see edge.gatt.QUIRKS);
         ``profiles`` limits what is subscribed to those characteristics (``2a37``, ``0x2A19``, ...)."""
         e = normalise(entry)
@@ -125,8 +133,9 @@ class DeviceRegistry:
         if unknown:
             raise RegistryError(f"the gateway does not decode {', '.join(f'0x{c:04X}' for c in unknown)}")
         with self._db() as db:
-            db.upsert({"entry": e, "model": model, "note": note, "quirks": q, "profiles": list(chars)},
-                      Query().entry == e)
+            db.upsert(
+                {"entry": e, "model": model, "note": note, "quirks": q, "profiles": list(chars)}, Query().entry == e
+            )
         return PairedDevice(e, model, note, q, chars)
 
     def forget(self, entry: str) -> bool:
@@ -138,9 +147,19 @@ class DeviceRegistry:
         if not self.path.exists():
             return []
         with self._db() as db:
-            return sorted((PairedDevice(r["entry"], r.get("model"), r.get("note"), dict(r.get("quirks") or {}),
-                                        tuple(r.get("profiles") or ()))
-                           for r in db.all()), key=lambda p: p.entry)
+            return sorted(
+                (
+                    PairedDevice(
+                        r["entry"],
+                        r.get("model"),
+                        r.get("note"),
+                        dict(r.get("quirks") or {}),
+                        tuple(r.get("profiles") or ()),
+                    )
+                    for r in db.all()
+                ),
+                key=lambda p: p.entry,
+            )
 
     def allowed(self) -> frozenset[str]:
         """Allow entries, re-read only when the file changed (cheap enough to call every few seconds)."""

@@ -38,10 +38,20 @@ def broker_settings(cfg: GatewayConfig, url: str | None = None) -> BrokerSetting
     topics = Topics(cfg.region, cfg.gateway_id)
     will = cbor.dumps({"state": "offline", "t": 0, "gw": cfg.gateway_id})
     return client_settings(
-        url or m.url, client_id=f"tiyi-{cfg.gateway_id}", username=m.username, password_file=m.password_file,
-        ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file, keepalive=m.keepalive_s,
-        max_inflight=m.max_inflight, protocol=m.protocol, will_topic=topics.status, will_payload=will,
-        will_retain=True)
+        url or m.url,
+        client_id=f"tiyi-{cfg.gateway_id}",
+        username=m.username,
+        password_file=m.password_file,
+        ca_file=m.ca_file,
+        cert_file=m.cert_file,
+        key_file=m.key_file,
+        keepalive=m.keepalive_s,
+        max_inflight=m.max_inflight,
+        protocol=m.protocol,
+        will_topic=topics.status,
+        will_payload=will,
+        will_retain=True,
+    )
 
 
 def chain_account_key(path: Path) -> bytes:
@@ -95,8 +105,10 @@ def _client(chain: ChainConfig, account_key: Path, where: str) -> ChainClient | 
     if chain.kind == "none":
         return None
     if chain.kind == "inproc":
-        raise ConfigError(f"{where}.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
-                          f"with {where}.url (for a local chain: a ganache or FISCO BCOS node's RPC URL)")
+        raise ConfigError(
+            f"{where}.kind = 'inproc' exists only inside `tiyi demo`; a service needs kind = 'evm' "
+            f"with {where}.url (for a local chain: a ganache or FISCO BCOS node's RPC URL)"
+        )
     assert chain.url is not None
     if chain.kind == "fisco2":
         from anchoring.fisco2 import Fisco2ChainClient
@@ -107,9 +119,13 @@ def _client(chain: ChainConfig, account_key: Path, where: str) -> ChainClient | 
         if not (key_dir / "gateway.key").exists():
             generate_keypair(key_dir)
         assert chain.contract is not None
-        return Fisco2ChainClient(chain.url, load_signer(key_dir / "gateway.key"),
-                                 bytes.fromhex(chain.contract.removeprefix("0x")), chain.group_id,
-                                 chain.fisco_chain_id)
+        return Fisco2ChainClient(
+            chain.url,
+            load_signer(key_dir / "gateway.key"),
+            bytes.fromhex(chain.contract.removeprefix("0x")),
+            chain.group_id,
+            chain.fisco_chain_id,
+        )
     from anchoring.evm import EvmChainClient
 
     return EvmChainClient.connect(chain.url, chain_account_key(account_key), contract=chain.contract)
@@ -121,14 +137,20 @@ class Assembled:
     journal: SqliteJournal
 
 
-def assemble(cfg: GatewayConfig, chain: ChainClient | None, broker_url: str | None = None,
-             rollup_chains: Mapping[str, ChainClient] | None = None, devices: DeviceDirectory = NO_DEVICES,
-             anchoring: bool = True) -> Assembled:
+def assemble(
+    cfg: GatewayConfig,
+    chain: ChainClient | None,
+    broker_url: str | None = None,
+    rollup_chains: Mapping[str, ChainClient] | None = None,
+    devices: DeviceDirectory = NO_DEVICES,
+    anchoring: bool = True,
+) -> Assembled:
     cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     if not cfg.signing_key_path.exists():
-        raise GatewayError(f"no signing key at {cfg.signing_key_path}: run `tiyi keys generate --dir "
-                           f"{cfg.signing_key_path.parent}`")
+        raise GatewayError(
+            f"no signing key at {cfg.signing_key_path}: run `tiyi keys generate --dir {cfg.signing_key_path.parent}`"
+        )
     signer = load_signer(cfg.signing_key_path)
     _log_sm2_backend()
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
@@ -154,14 +176,29 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
         from gateway.registry import DeviceRegistry
 
         b = cfg.ble
-        settings = BleSettings(allow=b.allow, max_connections=b.max_connections, silence_s=b.silence_s,
-                               connect_timeout_s=b.connect_timeout_s, scan_stall_s=b.scan_stall_s)
+        settings = BleSettings(
+            allow=b.allow,
+            max_connections=b.max_connections,
+            silence_s=b.silence_s,
+            connect_timeout_s=b.connect_timeout_s,
+            scan_stall_s=b.scan_stall_s,
+        )
         key = secret_file(cfg.pseudonym_key_path)
         claims = DeviceClaims() if len(b.adapters) > 1 else None
         seen: dict[str, str | None] = {}
-        sources = [BleakSource(settings, key, {"adapter": name}, registry=DeviceRegistry(cfg.state_dir),
-                               adapter=BluezAdapter(name) if b.adapter_reset else None, name=name, claims=claims,
-                               unknown_seen=seen) for name in b.adapters]
+        sources = [
+            BleakSource(
+                settings,
+                key,
+                {"adapter": name},
+                registry=DeviceRegistry(cfg.state_dir),
+                adapter=BluezAdapter(name) if b.adapter_reset else None,
+                name=name,
+                claims=claims,
+                unknown_seen=seen,
+            )
+            for name in b.adapters
+        ]
         source = sources[0] if len(sources) == 1 else MultiAdapterSource(sources)
         return source, source
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed), NO_DEVICES

@@ -56,8 +56,14 @@ class Backlog:
 
     @property
     def empty(self) -> bool:
-        return not (self.undelivered or self.unbatched or self.unpublished_batches or self.anchors_open
-                    or self.unpublished_receipts or self.rollups_open)
+        return not (
+            self.undelivered
+            or self.unbatched
+            or self.unpublished_batches
+            or self.anchors_open
+            or self.unpublished_receipts
+            or self.rollups_open
+        )
 
     @property
     def published(self) -> bool:
@@ -79,9 +85,17 @@ class _Journaled:
 class Gateway:
     """Owns the stages. Create, ``await start()``, feed ``submit``, ``await stop()``."""
 
-    def __init__(self, cfg: GatewayConfig, journal: SqliteJournal, publisher: Publisher, signer: Signer,
-                 chain: ChainClient | None, rollup_chains: Mapping[str, ChainClient] | None = None,
-                 devices: DeviceDirectory = NO_DEVICES, anchoring: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        journal: SqliteJournal,
+        publisher: Publisher,
+        signer: Signer,
+        chain: ChainClient | None,
+        rollup_chains: Mapping[str, ChainClient] | None = None,
+        devices: DeviceDirectory = NO_DEVICES,
+        anchoring: bool = True,
+    ) -> None:
         """``rollup_chains`` holds a client per ``[[rollup]]`` target of ``cfg``, by target name; ``devices``
         what the frame source knows about its devices; ``anchoring=False`` leaves the anchor queues alone."""
         self.cfg, self.journal, self.publisher, self.signer = cfg, journal, publisher, signer
@@ -91,32 +105,51 @@ class Gateway:
         self.worker = worker = Worker("tiyi-journal")
         self.wakes = wakes = Wakes()
         gw = cfg.gateway_id
-        self.delivery = Delivery(topics, cfg.publish.max_records_per_message, journal, worker, publisher, health,
-                                 wakes.publish)
-        self.ingest = Ingest(gw, cfg.publish.linger_ms, journal, worker, health, devices,
-                             _Journaled(self.delivery, wakes))
+        self.delivery = Delivery(
+            topics, cfg.publish.max_records_per_message, journal, worker, publisher, health, wakes.publish
+        )
+        self.ingest = Ingest(
+            gw, cfg.publish.linger_ms, journal, worker, health, devices, _Journaled(self.delivery, wakes)
+        )
         self.batching = Batching(gw, cfg.batch, signer, journal, worker, health, wakes)
-        self.announcements = Announcements(gw, topics, [r.target for r in cfg.rollups], journal, worker, publisher,
-                                           health, wakes.head)
-        self.head = HeadPublisher(gw, topics, cfg.publish.head_interval_s, signer, journal, worker, publisher,
-                                  health, wakes.head)
+        self.announcements = Announcements(
+            gw, topics, [r.target for r in cfg.rollups], journal, worker, publisher, health, wakes.head
+        )
+        self.head = HeadPublisher(
+            gw, topics, cfg.publish.head_interval_s, signer, journal, worker, publisher, health, wakes.head
+        )
         notes = MqttStateNotes(publisher, topics.anchor_state)
-        self.anchoring = Anchoring([AnchorDriver(gw, t, journal, worker, health, notes, wakes)
-                                    for t in self._targets(chain, rollup_chains or {})] if anchoring else [],
-                                   health, wakes)
+        self.anchoring = Anchoring(
+            [
+                AnchorDriver(gw, t, journal, worker, health, notes, wakes)
+                for t in self._targets(chain, rollup_chains or {})
+            ]
+            if anchoring
+            else [],
+            health,
+            wakes,
+        )
         self._device_states: dict[str, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def _targets(self, chain: ChainClient | None, rollup_chains: Mapping[str, ChainClient]) -> list[AnchorTarget]:
         cfg = self.cfg
-        targets = [] if chain is None else [AnchorTarget(cfg.chain_target, BATCH_QUEUE, AnchorKind.BATCH, chain,
-                                                         cfg.chain.confirmations, cfg.chain.poll_s)]
+        targets = (
+            []
+            if chain is None
+            else [
+                AnchorTarget(
+                    cfg.chain_target, BATCH_QUEUE, AnchorKind.BATCH, chain, cfg.chain.confirmations, cfg.chain.poll_s
+                )
+            ]
+        )
         for r in cfg.rollups:
             client = rollup_chains.get(r.target)
             if client is None:
                 raise GatewayError(f"no chain client for roll-up target {r.target}")
-            targets.append(AnchorTarget(r.target, r.target, AnchorKind.ROLLUP, client, r.chain.confirmations,
-                                        r.chain.poll_s))
+            targets.append(
+                AnchorTarget(r.target, r.target, AnchorKind.ROLLUP, client, r.chain.confirmations, r.chain.poll_s)
+            )
         return targets
 
     @property
@@ -133,15 +166,23 @@ class Gateway:
         await self.publisher.start()
         publish = PublishLoop(self.publisher, self.health, self.wakes.publish, self.delivery, self.announcements)
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-            ("ingest", self.ingest.run), ("publish", publish.run), ("acks", self.delivery.ack_loop),
-            ("batching", self.batching.run), ("head", self.head.run)]
+            ("ingest", self.ingest.run),
+            ("publish", publish.run),
+            ("acks", self.delivery.ack_loop),
+            ("batching", self.batching.run),
+            ("head", self.head.run),
+        ]
         if self.anchoring.targets:
             loops.append(("anchoring", self.anchoring.run))
         self._tasks = [asyncio.create_task(f(), name=name) for name, f in loops]
-        self._tasks += [asyncio.create_task(self.batching.rollup_loop(r), name=f"rollup-{r.target}")
-                        for r in self.cfg.rollups if r.target in {t.name for t in self.anchoring.targets}]
-        log.info("gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region,
-                 self.journal.next_seq)
+        self._tasks += [
+            asyncio.create_task(self.batching.rollup_loop(r), name=f"rollup-{r.target}")
+            for r in self.cfg.rollups
+            if r.target in {t.name for t in self.anchoring.targets}
+        ]
+        log.info(
+            "gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region, self.journal.next_seq
+        )
 
     async def submit(self, frame: Frame) -> None:
         """Hand a received frame to the pipeline; stamps the gateway receive time now."""
@@ -162,10 +203,14 @@ class Gateway:
         rng = j.unbatched_range()
         rollups = self.batching.rollups_behind([t.name for t in self.anchoring.targets if t.kind is AnchorKind.ROLLUP])
         anchors_batches = any(t.kind is AnchorKind.BATCH for t in self.anchoring.targets)
-        return Backlog(undelivered=st.undelivered, unbatched=0 if rng is None else rng[1] - rng[0] + 1,
-                       unpublished_batches=st.unpublished_batches,
-                       anchors_open=sum(st.anchors.get(s, 0) for s in OPEN_STATES) if anchors_batches else 0,
-                       unpublished_receipts=st.unpublished_receipts, rollups_open=rollups)
+        return Backlog(
+            undelivered=st.undelivered,
+            unbatched=0 if rng is None else rng[1] - rng[0] + 1,
+            unpublished_batches=st.unpublished_batches,
+            anchors_open=sum(st.anchors.get(s, 0) for s in OPEN_STATES) if anchors_batches else 0,
+            unpublished_receipts=st.unpublished_receipts,
+            rollups_open=rollups,
+        )
 
     async def drain(self, timeout: float) -> bool:
         """Close the last batch and wait until everything is delivered, signed and anchored."""

@@ -16,8 +16,9 @@ from firmware_sim.heart_rate_strap import HeartRateStrap
 class SimulatedStrapSource:
     """N heart-rate straps notifying every ``interval_s``; ``speed`` > 1 runs session time faster."""
 
-    def __init__(self, devices: int, interval_s: float = 1.0, seed: int = 1, speed: float = 1.0,
-                 prefix: str = "hr-strap") -> None:
+    def __init__(
+        self, devices: int, interval_s: float = 1.0, seed: int = 1, speed: float = 1.0, prefix: str = "hr-strap"
+    ) -> None:
         self.straps = [HeartRateStrap(f"{prefix}-{i + 1:03d}", seed=seed * 1000 + i) for i in range(devices)]
         self.interval_s = interval_s
         self.speed = speed

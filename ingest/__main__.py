@@ -54,11 +54,16 @@ def _chain(args: argparse.Namespace) -> ChainView | None:
 
 def _trust(args: argparse.Namespace, chain: ChainView | None) -> TrustPolicy:
     """Exactly one trust root: pinned keys, the on-chain registry, or an explicit --tofu."""
-    roots = [n for n, given in (("--key", bool(args.key)), ("--registry", bool(args.registry)),
-                                ("--tofu", args.tofu)) if given]
+    roots = [
+        n
+        for n, given in (("--key", bool(args.key)), ("--registry", bool(args.registry)), ("--tofu", args.tofu))
+        if given
+    ]
     if len(roots) != 1:
-        raise SettingsError("give exactly one trust root: --key GW=PEMFILE (repeatable), --registry CONTRACT (with "
-                            "--rpc) or --tofu" + (f"; got {' and '.join(roots)}" if roots else ""))
+        raise SettingsError(
+            "give exactly one trust root: --key GW=PEMFILE (repeatable), --registry CONTRACT (with "
+            "--rpc) or --tofu" + (f"; got {' and '.join(roots)}" if roots else "")
+        )
     if args.operator and not args.registry:
         raise SettingsError("--operator needs --registry")
     if args.registry:
@@ -78,17 +83,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="tiyi-ingest-1", help="stable per instance: the broker keeps its session")
     p.add_argument("--key", action="append", default=[], metavar="GW=PEMFILE", help="pin a gateway's SM2 key")
     p.add_argument("--tofu", action="store_true", help="trust the key a gateway announces (recorded as such)")
-    p.add_argument("--rpc", help="the batches' chain node (http(s)://… or fisco2+http(s)://…): records become "
-                   "anchored, then final")
+    p.add_argument(
+        "--rpc", help="the batches' chain node (http(s)://… or fisco2+http(s)://…): records become anchored, then final"
+    )
     p.add_argument("--contract", help="the Anchor contract on --rpc (0x…), pinned by you, never by a receipt")
     p.add_argument("--registry", help="trust keys from the on-chain gateway registry in this contract (with --rpc)")
     p.add_argument("--operator", help="with --registry: only gateways this operator account registered")
-    p.add_argument("--final-depth", type=int, default=0, metavar="BLOCKS",
-                   help="blocks on top of an anchor before it is final (0 for BFT chains such as FISCO BCOS)")
-    p.add_argument("--late-join", action="store_true",
-                   help="a gateway may start at a trusted signed head or an anchored manifest instead of batch 1")
-    p.add_argument("--gap-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="how long a missing batch, record or tail may be in flight before it is stated as a problem")
+    p.add_argument(
+        "--final-depth",
+        type=int,
+        default=0,
+        metavar="BLOCKS",
+        help="blocks on top of an anchor before it is final (0 for BFT chains such as FISCO BCOS)",
+    )
+    p.add_argument(
+        "--late-join",
+        action="store_true",
+        help="a gateway may start at a trusted signed head or an anchored manifest instead of batch 1",
+    )
+    p.add_argument(
+        "--gap-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a missing batch, record or tail may be in flight before it is stated as a problem",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -101,8 +120,15 @@ def main(argv: list[str] | None = None) -> int:
 
         chain = _chain(args)
         trust = _trust(args, chain)
-        settings = IngestSettings(args.broker, args.db, args.group, args.client_id, late_join=args.late_join,
-                                  gap_timeout_s=args.gap_timeout, final_depth=args.final_depth)
+        settings = IngestSettings(
+            args.broker,
+            args.db,
+            args.group,
+            args.client_id,
+            late_join=args.late_join,
+            gap_timeout_s=args.gap_timeout,
+            final_depth=args.final_depth,
+        )
         ing = Ingest(settings, trust, chain)
         signal.signal(signal.SIGTERM, lambda *_: ing.stop())
         signal.signal(signal.SIGINT, lambda *_: ing.stop())

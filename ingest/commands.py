@@ -42,30 +42,43 @@ def bundle_from_db(conn: Any, gw: str, seq: int) -> dict[str, Any]:
             raise IngestError(f"{gw} seq {seq} was rejected ({reason}): there is no proof of it")
         if state == "received" or batch is None:
             raise IngestError(f"{gw} seq {seq} is not proven yet: its batch has not been received complete")
-        b = conn.execute("SELECT payload, first_seq, last_seq, anchor_tx, root, count FROM batches WHERE gw = %s AND "
-                         "batch = %s", (gw, batch)).fetchone()
+        b = conn.execute(
+            "SELECT payload, first_seq, last_seq, anchor_tx, root, count FROM batches WHERE gw = %s AND batch = %s",
+            (gw, batch),
+        ).fetchone()
         assert b is not None
         payload, first, last, anchor_tx, root, count = bytes(b[0]), b[1], b[2], b[3], bytes(b[4]), b[5]
-        records = [bytes(d) for (d,) in conn.execute(
-            "SELECT data FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq", (gw, first, last))]
-        receipts = [AnchorReceipt.from_bytes(bytes(p)) for (p,) in conn.execute(
-            "SELECT payload FROM receipts WHERE gw = %s AND batch = %s ORDER BY (tx = %s) DESC NULLS LAST, tx",
-            (gw, batch, anchor_tx))]
+        records = [
+            bytes(d)
+            for (d,) in conn.execute(
+                "SELECT data FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq", (gw, first, last)
+            )
+        ]
+        receipts = [
+            AnchorReceipt.from_bytes(bytes(p))
+            for (p,) in conn.execute(
+                "SELECT payload FROM receipts WHERE gw = %s AND batch = %s ORDER BY (tx = %s) DESC NULLS LAST, tx",
+                (gw, batch, anchor_tx),
+            )
+        ]
         key = conn.execute("SELECT pem FROM keys WHERE gw = %s", (gw,)).fetchone()
         rollups: list[RollupProof] = []
         for (p,) in conn.execute("SELECT payload FROM rollups WHERE gw = %s ORDER BY target, number", (gw,)):
             m = cbor.expect_map(cbor.loads(bytes(p)), "rollup message", {"rollup", "receipt"})
             rollup = Rollup.from_bytes(cbor.field(m, "rollup", bytes, "rollup message"))
             if rollup.first_batch <= batch < rollup.first_batch + len(rollup.roots):
-                rollups.append(RollupProof(rollup, AnchorReceipt.from_bytes(cbor.field(m, "receipt", bytes,
-                                                                                       "rollup message"))))
+                rollups.append(
+                    RollupProof(rollup, AnchorReceipt.from_bytes(cbor.field(m, "receipt", bytes, "rollup message")))
+                )
     receipt = next((r for r in receipts if r.root == root and r.count == count), None)
     return build_bundle(seq, records, SignedManifest.from_bytes(payload), receipt, key[0] if key else None, rollups)
 
 
 def proof_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tiyi proof export --db", description="Write the proof bundle of one stored "
-                                "record, from the tiyi-ingest database.")
+    p = argparse.ArgumentParser(
+        prog="tiyi proof export --db",
+        description="Write the proof bundle of one stored record, from the tiyi-ingest database.",
+    )
     p.add_argument("--db", required=True, help="PostgreSQL conninfo of the tiyi-ingest store")
     p.add_argument("--gw", required=True, help="the gateway id")
     p.add_argument("--seq", type=int, required=True, help="the record's sequence number")
@@ -83,9 +96,11 @@ def proof_main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text)
         else:
             args.output.write_text(text)
-            print(f"wrote proof of {args.gw} seq {args.seq} to {args.output}"
-                  + ("" if bundle["anchor"] else "; warning: no anchor receipt is stored for its batch"),
-                  file=sys.stderr)
+            print(
+                f"wrote proof of {args.gw} seq {args.seq} to {args.output}"
+                + ("" if bundle["anchor"] else "; warning: no anchor receipt is stored for its batch"),
+                file=sys.stderr,
+            )
     except (IngestError, EdgeError, AnchoringError, BundleError, OSError) as exc:
         print(f"tiyi proof export: {exc}", file=sys.stderr)
         return 2
@@ -115,8 +130,11 @@ def _time_ms(text: str | None, what: str) -> int | None:
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tiyi export", description="Export proven records from the tiyi-ingest "
-                                "database as FHIR R4 Observations (a collection Bundle), SenML or CSV.")
+    p = argparse.ArgumentParser(
+        prog="tiyi export",
+        description="Export proven records from the tiyi-ingest "
+        "database as FHIR R4 Observations (a collection Bundle), SenML or CSV.",
+    )
     p.add_argument("--db", required=True, help="PostgreSQL conninfo of the tiyi-ingest store")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--gw", help="only this gateway")
@@ -124,8 +142,11 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", help="only this kind of reading (e.g. heart_rate)")
     p.add_argument("--since", help="records at or after this time (ISO 8601 with a zone)")
     p.add_argument("--until", help="records before this time (ISO 8601 with a zone)")
-    p.add_argument("--include-unproven", action="store_true",
-                   help="also records still waiting for their batch (FHIR status preliminary); never rejected ones")
+    p.add_argument(
+        "--include-unproven",
+        action="store_true",
+        help="also records still waiting for their batch (FHIR status preliminary); never rejected ones",
+    )
     p.add_argument("--subject", help="FHIR: the Observation subject reference, e.g. Patient/123")
     p.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
     args = p.parse_args(argv)
@@ -134,8 +155,9 @@ def export_main(argv: list[str] | None = None) -> int:
             if value is not None:
                 check_id(value, what)
         since, until = _time_ms(args.since, "--since"), _time_ms(args.until, "--until")
-        states = ("received", "proven", "anchored", "final") if args.include_unproven else ("proven", "anchored",
-                                                                                             "final")
+        states = (
+            ("received", "proven", "anchored", "final") if args.include_unproven else ("proven", "anchored", "final")
+        )
         conn = connect(args.db)
         try:
             rows = query(conn, args.gw, args.dev, args.kind, since, until, states)

@@ -61,16 +61,29 @@ def fhir_observations(r: StoredRecord, subject: str | None = None) -> list[dict[
             "identifier": [{"system": PROVENANCE_SYSTEM, "value": f"{rec.gw}/{rec.seq}"}],
             "effectiveDateTime": _iso(rec.t),
             "device": {"display": f"{rec.gw}/{rec.dev}"},
-            "note": [{"text": f"tiyi provenance: gateway {rec.gw}, seq {rec.seq}, batch {r.batch}, state {r.state}"
-                      + (f", anchor tx 0x{r.anchor_tx.hex()}" if r.anchor_tx else "")}],
+            "note": [
+                {
+                    "text": f"tiyi provenance: gateway {rec.gw}, seq {rec.seq}, batch {r.batch}, state {r.state}"
+                    + (f", anchor tx 0x{r.anchor_tx.hex()}" if r.anchor_tx else "")
+                }
+            ],
         }
         if subject:
             obs["subject"] = {"reference": subject}
         if vital is not None:
             code, display, ucum, _ = vital
             obs["meta"] = {"profile": ["http://hl7.org/fhir/StructureDefinition/vitalsigns"]}
-            obs["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                            "code": "vital-signs", "display": "Vital Signs"}]}]
+            obs["category"] = [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                            "display": "Vital Signs",
+                        }
+                    ]
+                }
+            ]
             obs["code"] = {"coding": [{"system": LOINC, "code": code, "display": display}], "text": display}
             obs["valueQuantity"] = {"value": value, "unit": ucum, "system": UCUM, "code": ucum}
         else:
@@ -87,8 +100,7 @@ def senml_records(records: Iterable[StoredRecord]) -> list[dict[str, Any]]:
         for name, value in sorted(rec.val.items()):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            item: dict[str, Any] = {"bn": f"urn:dev:tiyi:{rec.gw}:{rec.dev}:", "n": name, "v": value,
-                                    "t": rec.t / 1000}
+            item: dict[str, Any] = {"bn": f"urn:dev:tiyi:{rec.gw}:{rec.dev}:", "n": name, "v": value, "t": rec.t / 1000}
             vital = VITALS.get(name)
             if vital is not None:
                 item["u"] = vital[3]
@@ -121,15 +133,23 @@ def csv_text(records: Iterable[StoredRecord]) -> str:
 
 def fhir_bundle(records: Iterable[StoredRecord], subject: str | None = None) -> dict[str, Any]:
     """The Observations as one FHIR ``Bundle`` of type collection (what a FHIR server imports in one request)."""
-    entries = [{"fullUrl": f"urn:tiyi:observation:{o['id']}", "resource": o}
-               for r in records for o in fhir_observations(r, subject)]
+    entries = [
+        {"fullUrl": f"urn:tiyi:observation:{o['id']}", "resource": o}
+        for r in records
+        for o in fhir_observations(r, subject)
+    ]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
-def query(conn: Any, gw: str | None = None, dev: str | None = None, kind: str | None = None,
-          since_ms: int | None = None, until_ms: int | None = None, states: Iterable[str] = ("proven", "anchored",
-                                                                                             "final")
-          ) -> Iterator[StoredRecord]:
+def query(
+    conn: Any,
+    gw: str | None = None,
+    dev: str | None = None,
+    kind: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    states: Iterable[str] = ("proven", "anchored", "final"),
+) -> Iterator[StoredRecord]:
     """Stored records matching the filters, in (gw, seq) order, streamed from the database (only the given states:
     by default what has been proven; rejected records are never exported). Records are read in chunks by a
     server-side cursor, so an export of millions of rows does not hold them all."""
@@ -142,6 +162,7 @@ def query(conn: Any, gw: str | None = None, dev: str | None = None, kind: str | 
             "(%(dev)s::text IS NULL OR r.dev = %(dev)s) AND (%(kind)s::text IS NULL OR r.kind = %(kind)s) AND "
             "(%(since)s::bigint IS NULL OR r.t >= %(since)s) AND (%(until)s::bigint IS NULL OR r.t < %(until)s) "
             "ORDER BY r.gw, r.seq",
-            {"states": allowed, "gw": gw, "dev": dev, "kind": kind, "since": since_ms, "until": until_ms})
+            {"states": allowed, "gw": gw, "dev": dev, "kind": kind, "since": since_ms, "until": until_ms},
+        )
         for d, st, b, tx in cur:
             yield StoredRecord(Record.from_bytes(bytes(d)), st, b, None if tx is None else bytes(tx))

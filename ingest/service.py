@@ -118,8 +118,9 @@ class Ingest:
         self.stored = 0
         u = urlsplit(settings.broker)
         self._host, self._port = u.hostname or "", u.port or 1883
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 5)
@@ -189,8 +190,12 @@ class Ingest:
             if isinstance(rec, EdgeError):
                 self.store.problem(msg.gw, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}"[:500])
             elif rec.gw != msg.gw or rec.dev != msg.dev:
-                self.store.problem(msg.gw, Reason.WRONG_TOPIC, f"record seq {rec.seq} of {rec.gw}/{rec.dev} "
-                                   f"arrived on {msg.gw}/data/{msg.dev}", seq=rec.seq)
+                self.store.problem(
+                    msg.gw,
+                    Reason.WRONG_TOPIC,
+                    f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on {msg.gw}/data/{msg.dev}",
+                    seq=rec.seq,
+                )
             else:
                 rows.append(RecordRow(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, data, leaf_hash(data)))
         return rows
@@ -209,16 +214,29 @@ class Ingest:
             elif isinstance(msg, ManifestMessage):
                 m = msg.signed.manifest
                 if m.gw != msg.gw:
-                    self.store.problem(msg.gw, Reason.WRONG_TOPIC, f"manifest of {m.gw} published under {msg.gw}",
-                                       batch=m.batch)
+                    self.store.problem(
+                        msg.gw, Reason.WRONG_TOPIC, f"manifest of {m.gw} published under {msg.gw}", batch=m.batch
+                    )
                     continue
-                self.store.batch(BatchRow(m.gw, m.batch, m.first_seq, m.last_seq, m.count, m.root, m.prev,
-                                          sm3(msg.signed.manifest_bytes), msg.payload))
+                self.store.batch(
+                    BatchRow(
+                        m.gw,
+                        m.batch,
+                        m.first_seq,
+                        m.last_seq,
+                        m.count,
+                        m.root,
+                        m.prev,
+                        sm3(msg.signed.manifest_bytes),
+                        msg.payload,
+                    )
+                )
             elif isinstance(msg, ReceiptMessage):
                 r = msg.receipt
                 if r.gw != msg.gw or r.kind is not AnchorKind.BATCH:
-                    self.store.problem(msg.gw, Reason.WRONG_TOPIC, f"{r.kind.label} receipt for {r.gw} on "
-                                       f"{it.topic}", batch=r.number)
+                    self.store.problem(
+                        msg.gw, Reason.WRONG_TOPIC, f"{r.kind.label} receipt for {r.gw} on {it.topic}", batch=r.number
+                    )
                     continue
                 self.store.receipt(msg.gw, r.number, r.tx, it.payload)
             elif isinstance(msg, RollupMessage):
@@ -245,12 +263,14 @@ class Ingest:
     def _judge(self, r: Ready) -> None:
         b = r.batch
         signed = SignedManifest.from_bytes(b.payload)
-        anchor = None if r.anchor is None else AnchorInfo(r.anchor[0], r.anchor[1], AnchorKind.BATCH, b.gw, b.batch,
-                                                          b.count)
+        anchor = (
+            None if r.anchor is None else AnchorInfo(r.anchor[0], r.anchor[1], AnchorKind.BATCH, b.gw, b.batch, b.count)
+        )
 
         def judge(data: list[bytes]) -> BatchVerdict:
-            return judge_batch(self.trust, b.gw, signed, data, prev_digest=r.prev, anchor=anchor,
-                               announced_pem=r.announced_pem)
+            return judge_batch(
+                self.trust, b.gw, signed, data, prev_digest=r.prev, anchor=anchor, announced_pem=r.announced_pem
+            )
 
         verdict = judge(r.records)
         if verdict.reason is Reason.ROOT_MISMATCH:
@@ -267,8 +287,13 @@ class Ingest:
             self.store.settle(b, "rejected", str(verdict.reason), None)
             self.store.problem(b.gw, verdict.reason, verdict.message, batch=b.batch)
             return
-        self.store.settle(b, "anchored" if anchor is not None else "proven", None, str(verdict.key_source),
-                          prev_checked=r.prev is not None)
+        self.store.settle(
+            b,
+            "anchored" if anchor is not None else "proven",
+            None,
+            str(verdict.key_source),
+            prev_checked=r.prev is not None,
+        )
         nxt = self.store.successor(b.gw, b.batch)
         if nxt is not None and nxt[0] in ("proven", "anchored", "final") and not nxt[2]:
             # The successor was proven across a gap (or from a join point): this batch closes the gap, so the
@@ -277,8 +302,12 @@ class Ingest:
                 self.store.chain_checked(b.gw, b.batch + 1)
             else:
                 self.store.reject(b.gw, b.batch + 1, Reason.BROKEN_CHAIN)
-                self.store.problem(b.gw, Reason.BROKEN_CHAIN, f"batch {b.batch + 1}: prev does not match the "
-                                   f"manifest of batch {b.batch}, which arrived late", batch=b.batch + 1)
+                self.store.problem(
+                    b.gw,
+                    Reason.BROKEN_CHAIN,
+                    f"batch {b.batch + 1}: prev does not match the manifest of batch {b.batch}, which arrived late",
+                    batch=b.batch + 1,
+                )
 
     # ---------------------------------------------------------------- the chain: anchored, final
     def check_chain(self, limit: int = 200) -> None:
@@ -292,17 +321,31 @@ class Ingest:
                 receipt = AnchorReceipt.from_bytes(payload)
                 if receipt.root != b.root or receipt.count != b.count:
                     self.store.receipt_checked(gw, n, tx, "mismatch")
-                    self.store.problem(gw, Reason.ANCHOR_MISMATCH, f"batch {n}: an anchor receipt names another root "
-                                       "or count", batch=n, once=f"anchor_mismatch:{gw}:{n}:{tx.hex()}")
+                    self.store.problem(
+                        gw,
+                        Reason.ANCHOR_MISMATCH,
+                        f"batch {n}: an anchor receipt names another root or count",
+                        batch=n,
+                        once=f"anchor_mismatch:{gw}:{n}:{tx.hex()}",
+                    )
                     continue
                 got = checker.confirm(receipt)
                 if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) != (
-                        gw, n, b.count, AnchorKind.BATCH):
+                    gw,
+                    n,
+                    b.count,
+                    AnchorKind.BATCH,
+                ):
                     got = f"the chain's anchor is for {got.gw} #{got.number} ({got.count} records)"
                 if isinstance(got, str):
                     self.store.receipt_checked(gw, n, tx, got[:200])
-                    self.store.problem(gw, Reason.ANCHOR_NOT_ON_CHAIN, f"batch {n}: {got}", batch=n,
-                                       once=f"anchor_not_on_chain:{gw}:{n}:{tx.hex()}")
+                    self.store.problem(
+                        gw,
+                        Reason.ANCHOR_NOT_ON_CHAIN,
+                        f"batch {n}: {got}",
+                        batch=n,
+                        once=f"anchor_not_on_chain:{gw}:{n}:{tx.hex()}",
+                    )
                     continue
                 # With registry trust, whether this account may anchor for the gateway is the key's judgement.
                 self.store.receipt_checked(gw, n, tx, "confirmed")
@@ -316,9 +359,13 @@ class Ingest:
                 got = checker.confirm(AnchorReceipt.from_bytes(payload))
                 if isinstance(got, str) or got.block_number != block:
                     self.store.unanchor(gw, n)
-                    self.store.problem(gw, Reason.ANCHOR_NOT_ON_CHAIN, f"batch {n}: the chain no longer holds its "
-                                       f"anchor in block {block}" + (f" ({got})" if isinstance(got, str) else ""),
-                                       batch=n)
+                    self.store.problem(
+                        gw,
+                        Reason.ANCHOR_NOT_ON_CHAIN,
+                        f"batch {n}: the chain no longer holds its "
+                        f"anchor in block {block}" + (f" ({got})" if isinstance(got, str) else ""),
+                        batch=n,
+                    )
                 else:
                     self.store.finalize(gw, n)
 
@@ -343,15 +390,25 @@ class Ingest:
                     continue
                 first = (lower or 0) + 1
                 self.store.release(gw, n, None)
-                self.store.problem(gw, Reason.MISSING_BATCH, f"batches {first}..{n - 1} were never received "
-                                   f"(waited {timeout:g} s); batch {n} is checked without its prev link", batch=first,
-                                   once=f"missing_batch:{gw}:{n}")
+                self.store.problem(
+                    gw,
+                    Reason.MISSING_BATCH,
+                    f"batches {first}..{n - 1} were never received "
+                    f"(waited {timeout:g} s); batch {n} is checked without its prev link",
+                    batch=first,
+                    once=f"missing_batch:{gw}:{n}",
+                )
             for b in self.store.incomplete(timeout):
                 runs = self.store.missing_runs(b.gw, b.first_seq, b.last_seq)
                 for a, z in runs[:MAX_PROBLEMS_PER_REASON]:
-                    self.store.problem(b.gw, Reason.MISSING_RECORD, f"{_span(a, z)} (in batch {b.batch}) never "
-                                       f"received (waited {timeout:g} s)", seq=a, batch=b.batch,
-                                       once=f"missing_record:{b.gw}:{b.batch}:{a}:{z}")
+                    self.store.problem(
+                        b.gw,
+                        Reason.MISSING_RECORD,
+                        f"{_span(a, z)} (in batch {b.batch}) never received (waited {timeout:g} s)",
+                        seq=a,
+                        batch=b.batch,
+                        once=f"missing_record:{b.gw}:{b.batch}:{a}:{z}",
+                    )
             self._check_heads(timeout)
             self._check_chain_tail(timeout)
 
@@ -363,8 +420,7 @@ class Ingest:
             sh = SignedHead.from_bytes(bytes(payload))
             if sh.head.batch == batch - 1 and sh.head.gw == gw and self._head_trusted(gw, sh) is None:
                 return sh.head.manifest, "signed head"
-        row = self.conn.execute("SELECT anchor_block FROM batches WHERE gw = %s AND batch = %s", (gw, batch)
-                                ).fetchone()
+        row = self.conn.execute("SELECT anchor_block FROM batches WHERE gw = %s AND batch = %s", (gw, batch)).fetchone()
         if row is not None and row[0] is not None:
             return None, "anchored manifest"
         return None
@@ -382,8 +438,9 @@ class Ingest:
             why = self._head_trusted(gw, sh)
             if why is not None:
                 self.store.head_checked(gw, payload, "untrusted")
-                self.store.problem(gw, why.reason, f"signed head (batch {h.batch}): {why.why}",
-                                   once=f"head:{gw}:{sm3(payload).hex()}")
+                self.store.problem(
+                    gw, why.reason, f"signed head (batch {h.batch}): {why.why}", once=f"head:{gw}:{sm3(payload).hex()}"
+                )
                 continue
             if h.batch == 0:
                 self.store.head_checked(gw, payload, "ok")
@@ -392,17 +449,26 @@ class Ingest:
             if digest is not None:
                 self.store.head_checked(gw, payload, "ok" if digest == h.manifest else "mismatch")
                 if digest != h.manifest:
-                    self.store.problem(gw, Reason.HEAD_MISMATCH, f"the signed head's manifest digest for batch "
-                                       f"{h.batch} does not match the manifest stored", batch=h.batch,
-                                       once=f"head_mismatch:{gw}:{h.batch}:{sm3(payload).hex()}")
+                    self.store.problem(
+                        gw,
+                        Reason.HEAD_MISMATCH,
+                        f"the signed head's manifest digest for batch {h.batch} does not match the manifest stored",
+                        batch=h.batch,
+                        once=f"head_mismatch:{gw}:{h.batch}:{sm3(payload).hex()}",
+                    )
             elif age >= timeout:
                 top = self.store.top_batch(gw)
                 if top < h.batch:
                     self.store.head_checked(gw, payload, "truncated")
-                    self.store.problem(gw, Reason.TRUNCATED, f"the gateway's signed head names batch {h.batch} (up to "
-                                       f"seq {h.last_seq}), but none after batch {top} arrived within "
-                                       f"{timeout:g} s: the tail was dropped", batch=top + 1,
-                                       once=f"truncated_head:{gw}:{h.batch}")
+                    self.store.problem(
+                        gw,
+                        Reason.TRUNCATED,
+                        f"the gateway's signed head names batch {h.batch} (up to "
+                        f"seq {h.last_seq}), but none after batch {top} arrived within "
+                        f"{timeout:g} s: the tail was dropped",
+                        batch=top + 1,
+                        once=f"truncated_head:{gw}:{h.batch}",
+                    )
                 else:
                     self.store.head_checked(gw, payload, "gap")  # batch h.batch itself is a stated gap
 
@@ -425,9 +491,14 @@ class Ingest:
             top = self.store.top_batch(gw)
             ahead = self.store.chain_ahead(gw, latest if latest is not None and latest > top else None)
             if ahead is not None and ahead >= timeout and latest is not None:
-                self.store.problem(gw, Reason.TRUNCATED, f"the chain holds batch {latest} anchored for {gw}, but none "
-                                   f"after batch {top} arrived within {timeout:g} s: the tail was dropped",
-                                   batch=top + 1, once=f"truncated_chain:{gw}:{latest}")
+                self.store.problem(
+                    gw,
+                    Reason.TRUNCATED,
+                    f"the chain holds batch {latest} anchored for {gw}, but none "
+                    f"after batch {top} arrived within {timeout:g} s: the tail was dropped",
+                    batch=top + 1,
+                    once=f"truncated_chain:{gw}:{latest}",
+                )
 
 
 def wait_connected(ingest: Ingest, timeout: float = 20) -> None:

@@ -142,13 +142,23 @@ class Store:
         self.conn = conn
         self.instance = instance
 
-    def problem(self, gw: str | None, reason: str, message: str, seq: int | None = None,
-                batch: int | None = None, once: str | None = None) -> bool:
+    def problem(
+        self,
+        gw: str | None,
+        reason: str,
+        message: str,
+        seq: int | None = None,
+        batch: int | None = None,
+        once: str | None = None,
+    ) -> bool:
         """Record a problem; with ``once``, only the first instance to state it does (False for the others)."""
-        return bool(self.conn.execute(
-            "INSERT INTO problems (gw, reason, message, seq, batch, instance, once) VALUES (%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (once) WHERE once IS NOT NULL DO NOTHING",
-            (gw, reason, message, seq, batch, self.instance, once)).rowcount)
+        return bool(
+            self.conn.execute(
+                "INSERT INTO problems (gw, reason, message, seq, batch, instance, once) VALUES (%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (once) WHERE once IS NOT NULL DO NOTHING",
+                (gw, reason, message, seq, batch, self.instance, once),
+            ).rowcount
+        )
 
     def records(self, rows: Sequence[RecordRow]) -> int:
         """Insert new records; a key already stored with other bytes is kept as evidence and flagged. Returns the
@@ -156,21 +166,28 @@ class Store:
         if not rows:
             return 0
         cur = self.conn.cursor()
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (gw text, seq bigint, dev text, t bigint, kind text, "
-                    "data bytea, leaf bytea) ON COMMIT DELETE ROWS")
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming (gw text, seq bigint, dev text, t bigint, kind text, "
+            "data bytea, leaf bytea) ON COMMIT DELETE ROWS"
+        )
         with cur.copy("COPY incoming (gw, seq, dev, t, kind, data, leaf) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row((r.gw, r.seq, r.dev, r.t, r.kind, r.data, r.leaf))
-        cur.execute("INSERT INTO records (gw, seq, dev, t, kind, data, leaf) "
-                    "SELECT DISTINCT ON (gw, seq) gw, seq, dev, t, kind, data, leaf FROM incoming "
-                    "ON CONFLICT (gw, seq) DO NOTHING")
+        cur.execute(
+            "INSERT INTO records (gw, seq, dev, t, kind, data, leaf) "
+            "SELECT DISTINCT ON (gw, seq) gw, seq, dev, t, kind, data, leaf FROM incoming "
+            "ON CONFLICT (gw, seq) DO NOTHING"
+        )
         conflicts = cur.execute(
             "SELECT DISTINCT i.gw, i.seq, i.leaf, i.data FROM incoming i JOIN records r USING (gw, seq) "
-            "WHERE r.leaf <> i.leaf").fetchall()
+            "WHERE r.leaf <> i.leaf"
+        ).fetchall()
         cur.execute("DELETE FROM incoming")
         for gw, seq, leaf, data in conflicts:
-            inserted = cur.execute("INSERT INTO record_conflicts (gw, seq, leaf, data) VALUES (%s,%s,%s,%s) "
-                                   "ON CONFLICT DO NOTHING", (gw, seq, leaf, data)).rowcount
+            inserted = cur.execute(
+                "INSERT INTO record_conflicts (gw, seq, leaf, data) VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                (gw, seq, leaf, data),
+            ).rowcount
             cur.execute("UPDATE records SET conflict = true WHERE gw = %s AND seq = %s", (gw, seq))
             if inserted:
                 self.problem(gw, "conflicting_duplicate", f"two different records claim seq {seq}", seq=seq)
@@ -181,7 +198,8 @@ class Store:
         got = self.conn.execute(
             "INSERT INTO batches (gw, batch, first_seq, last_seq, count, root, prev, digest, payload) "
             "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (gw, batch) DO NOTHING",
-            (b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload)).rowcount
+            (b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload),
+        ).rowcount
         if got:
             return True
         row = self.conn.execute("SELECT payload FROM batches WHERE gw = %s AND batch = %s", (b.gw, b.batch)).fetchone()
@@ -195,11 +213,13 @@ class Store:
         self.conn.execute("INSERT INTO receipts VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (gw, batch, tx, payload))
 
     def rollup(self, gw: str, target: str, number: int, payload: bytes) -> None:
-        got = self.conn.execute("INSERT INTO rollups VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                                (gw, target, number, payload)).rowcount
+        got = self.conn.execute(
+            "INSERT INTO rollups VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (gw, target, number, payload)
+        ).rowcount
         if not got:
-            row = self.conn.execute("SELECT payload FROM rollups WHERE gw=%s AND target=%s AND number=%s",
-                                    (gw, target, number)).fetchone()
+            row = self.conn.execute(
+                "SELECT payload FROM rollups WHERE gw=%s AND target=%s AND number=%s", (gw, target, number)
+            ).fetchone()
             if row is not None and bytes(row[0]) != payload:
                 self.problem(gw, "rollup_mismatch", f"two different roll-ups claim {target} #{number}")
 
@@ -207,8 +227,11 @@ class Store:
         self.conn.execute("INSERT INTO heads VALUES (%s,%s,%s) ON CONFLICT DO NOTHING", (gw, payload, batch))
 
     def key(self, gw: str, key_id: str, pem: str) -> None:
-        self.conn.execute("INSERT INTO keys VALUES (%s,%s,%s) ON CONFLICT (gw) DO UPDATE SET key_id = EXCLUDED.key_id, "
-                          "pem = EXCLUDED.pem", (gw, key_id, pem))
+        self.conn.execute(
+            "INSERT INTO keys VALUES (%s,%s,%s) ON CONFLICT (gw) DO UPDATE SET key_id = EXCLUDED.key_id, "
+            "pem = EXCLUDED.pem",
+            (gw, key_id, pem),
+        )
 
     # ---------------------------------------------------------------- proving from the rows
     def ready_batches(self, limit: int, need_anchor: bool = False) -> list[Ready]:
@@ -224,17 +247,25 @@ class Store:
             "AND (b.batch = 1 OR b.released OR EXISTS (SELECT 1 FROM batches p WHERE p.gw = b.gw AND "
             "p.batch = b.batch - 1)) AND (NOT %s OR b.anchor_block IS NOT NULL) AND b.count = "
             "(SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) "
-            "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE SKIP LOCKED", (need_anchor, limit)).fetchall()
+            "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE SKIP LOCKED",
+            (need_anchor, limit),
+        ).fetchall()
         out = []
         for row in rows:
-            b = BatchRow(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]), bytes(row[7]),
-                         bytes(row[8]))
-            data = [bytes(d) for (d,) in self.conn.execute(
-                "SELECT data FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
-                (b.gw, b.first_seq, b.last_seq))]
+            b = BatchRow(
+                row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]), bytes(row[7]), bytes(row[8])
+            )
+            data = [
+                bytes(d)
+                for (d,) in self.conn.execute(
+                    "SELECT data FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+                    (b.gw, b.first_seq, b.last_seq),
+                )
+            ]
             key = self.conn.execute("SELECT pem FROM keys WHERE gw = %s", (b.gw,)).fetchone()
-            prev_row = self.conn.execute("SELECT digest FROM batches WHERE gw = %s AND batch = %s",
-                                         (b.gw, b.batch - 1)).fetchone()
+            prev_row = self.conn.execute(
+                "SELECT digest FROM batches WHERE gw = %s AND batch = %s", (b.gw, b.batch - 1)
+            ).fetchone()
             if b.batch == 1:
                 prev: bytes | None = GENESIS_PREV
             elif prev_row is not None:
@@ -247,8 +278,9 @@ class Store:
 
     def successor(self, gw: str, batch: int) -> tuple[str, bytes, bool] | None:
         """(state, prev, prev_checked) of batch ``batch + 1`` when stored."""
-        row = self.conn.execute("SELECT state, prev, prev_checked FROM batches WHERE gw = %s AND batch = %s",
-                                (gw, batch + 1)).fetchone()
+        row = self.conn.execute(
+            "SELECT state, prev, prev_checked FROM batches WHERE gw = %s AND batch = %s", (gw, batch + 1)
+        ).fetchone()
         return None if row is None else (row[0], bytes(row[1]), bool(row[2]))
 
     def chain_checked(self, gw: str, batch: int) -> None:
@@ -256,38 +288,57 @@ class Store:
 
     def reject(self, gw: str, batch: int, reason: str) -> None:
         """A batch already proven turns out to be rejected (its late predecessor does not chain to it)."""
-        row = self.conn.execute("SELECT first_seq, last_seq FROM batches WHERE gw = %s AND batch = %s",
-                                (gw, batch)).fetchone()
+        row = self.conn.execute(
+            "SELECT first_seq, last_seq FROM batches WHERE gw = %s AND batch = %s", (gw, batch)
+        ).fetchone()
         assert row is not None
-        self.conn.execute("UPDATE batches SET state = 'rejected', reason = %s WHERE gw = %s AND batch = %s",
-                          (reason, gw, batch))
-        self.conn.execute("UPDATE records SET state = 'rejected', reason = %s WHERE gw = %s AND seq BETWEEN %s AND "
-                          "%s AND batch = %s", (reason, gw, row[0], row[1], batch))
+        self.conn.execute(
+            "UPDATE batches SET state = 'rejected', reason = %s WHERE gw = %s AND batch = %s", (reason, gw, batch)
+        )
+        self.conn.execute(
+            "UPDATE records SET state = 'rejected', reason = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s",
+            (reason, gw, row[0], row[1], batch),
+        )
 
     def alternatives(self, b: BatchRow) -> list[tuple[int, bytes, bytes]]:
         """(seq, data, leaf) of conflicting copies kept as evidence for this batch's records."""
-        return [(q, bytes(d), bytes(lf)) for q, d, lf in self.conn.execute(
-            "SELECT seq, data, leaf FROM record_conflicts WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
-            (b.gw, b.first_seq, b.last_seq))]
+        return [
+            (q, bytes(d), bytes(lf))
+            for q, d, lf in self.conn.execute(
+                "SELECT seq, data, leaf FROM record_conflicts WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+                (b.gw, b.first_seq, b.last_seq),
+            )
+        ]
 
     def swap(self, gw: str, seq: int, data: bytes, leaf: bytes) -> None:
         """The copy the signed batch proves becomes the record; the one stored first becomes the evidence."""
         old = self.conn.execute("SELECT data, leaf FROM records WHERE gw = %s AND seq = %s", (gw, seq)).fetchone()
         assert old is not None
         self.conn.execute("DELETE FROM record_conflicts WHERE gw = %s AND seq = %s AND leaf = %s", (gw, seq, leaf))
-        self.conn.execute("INSERT INTO record_conflicts (gw, seq, leaf, data) VALUES (%s,%s,%s,%s) "
-                          "ON CONFLICT DO NOTHING", (gw, seq, bytes(old[1]), bytes(old[0])))
+        self.conn.execute(
+            "INSERT INTO record_conflicts (gw, seq, leaf, data) VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            (gw, seq, bytes(old[1]), bytes(old[0])),
+        )
         rec = Record.from_bytes(data)
-        self.conn.execute("UPDATE records SET data = %s, leaf = %s, dev = %s, t = %s, kind = %s WHERE gw = %s AND "
-                          "seq = %s", (data, leaf, rec.dev, rec.t, rec.kind, gw, seq))
+        self.conn.execute(
+            "UPDATE records SET data = %s, leaf = %s, dev = %s, t = %s, kind = %s WHERE gw = %s AND seq = %s",
+            (data, leaf, rec.dev, rec.t, rec.kind, gw, seq),
+        )
 
-    def settle(self, b: BatchRow, state: str, reason: str | None, key_source: str | None,
-               prev_checked: bool = False) -> None:
+    def settle(
+        self, b: BatchRow, state: str, reason: str | None, key_source: str | None, prev_checked: bool = False
+    ) -> None:
         """Mark a batch and its records proven (or anchored, when the chain already confirmed it), or rejected."""
-        self.conn.execute("UPDATE batches SET state = %s, reason = %s, key_source = %s, prev_checked = %s "
-                          "WHERE gw = %s AND batch = %s", (state, reason, key_source, prev_checked, b.gw, b.batch))
-        self.conn.execute("UPDATE records SET state = %s, reason = %s, batch = %s WHERE gw = %s AND seq BETWEEN %s "
-                          "AND %s AND state = 'received'", (state, reason, b.batch, b.gw, b.first_seq, b.last_seq))
+        self.conn.execute(
+            "UPDATE batches SET state = %s, reason = %s, key_source = %s, prev_checked = %s "
+            "WHERE gw = %s AND batch = %s",
+            (state, reason, key_source, prev_checked, b.gw, b.batch),
+        )
+        self.conn.execute(
+            "UPDATE records SET state = %s, reason = %s, batch = %s WHERE gw = %s AND seq BETWEEN %s "
+            "AND %s AND state = 'received'",
+            (state, reason, b.batch, b.gw, b.first_seq, b.last_seq),
+        )
 
     # ---------------------------------------------------------------- the chain: anchored, then final
     def unchecked_receipts(self, limit: int) -> list[tuple[str, int, bytes, bytes, BatchRow]]:
@@ -297,34 +348,47 @@ class Store:
             "SELECT r.gw, r.batch, r.tx, r.payload, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, "
             "b.payload FROM receipts r JOIN batches b USING (gw, batch) WHERE r.checked IS NULL "
             "AND b.state <> 'rejected' AND NOT b.conflict ORDER BY r.gw, r.batch LIMIT %s "
-            "FOR UPDATE OF r SKIP LOCKED", (limit,)).fetchall()
-        return [(g, n, bytes(tx), bytes(p), BatchRow(g, n, f, la, c, bytes(root), bytes(prev), bytes(dg), bytes(bp)))
-                for g, n, tx, p, f, la, c, root, prev, dg, bp in rows]
+            "FOR UPDATE OF r SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        return [
+            (g, n, bytes(tx), bytes(p), BatchRow(g, n, f, la, c, bytes(root), bytes(prev), bytes(dg), bytes(bp)))
+            for g, n, tx, p, f, la, c, root, prev, dg, bp in rows
+        ]
 
     def receipt_checked(self, gw: str, batch: int, tx: bytes, outcome: str) -> None:
-        self.conn.execute("UPDATE receipts SET checked = %s WHERE gw = %s AND batch = %s AND tx = %s",
-                          (outcome, gw, batch, tx))
+        self.conn.execute(
+            "UPDATE receipts SET checked = %s WHERE gw = %s AND batch = %s AND tx = %s", (outcome, gw, batch, tx)
+        )
 
     def set_anchor(self, gw: str, batch: int, tx: bytes, block: int, block_hash: bytes, anchorer: bytes) -> None:
         """The chain confirmed this batch's anchor: keep the first confirmed one; a proven batch becomes anchored."""
-        self.conn.execute("UPDATE batches SET anchor_tx = %s, anchor_block = %s, anchor_block_hash = %s, "
-                          "anchorer = %s WHERE gw = %s AND batch = %s AND anchor_tx IS NULL",
-                          (tx, block, block_hash, anchorer, gw, batch))
+        self.conn.execute(
+            "UPDATE batches SET anchor_tx = %s, anchor_block = %s, anchor_block_hash = %s, "
+            "anchorer = %s WHERE gw = %s AND batch = %s AND anchor_tx IS NULL",
+            (tx, block, block_hash, anchorer, gw, batch),
+        )
         self._advance(gw, batch, "proven", "anchored")
 
     def _advance(self, gw: str, batch: int, frm: str, to: str) -> None:
-        row = self.conn.execute("UPDATE batches SET state = %s WHERE gw = %s AND batch = %s AND state = %s "
-                                "RETURNING first_seq, last_seq", (to, gw, batch, frm)).fetchone()
+        row = self.conn.execute(
+            "UPDATE batches SET state = %s WHERE gw = %s AND batch = %s AND state = %s RETURNING first_seq, last_seq",
+            (to, gw, batch, frm),
+        ).fetchone()
         if row is not None:
-            self.conn.execute("UPDATE records SET state = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s "
-                              "AND state = %s", (to, gw, row[0], row[1], batch, frm))
+            self.conn.execute(
+                "UPDATE records SET state = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s AND state = %s",
+                (to, gw, row[0], row[1], batch, frm),
+            )
 
     def anchored(self, limit: int) -> list[tuple[str, int, int, bytes]]:
         """Anchored batches not yet final, locked: (gw, batch, anchor block, the confirmed receipt's payload)."""
         rows = self.conn.execute(
             "SELECT b.gw, b.batch, b.anchor_block, r.payload FROM batches b JOIN receipts r ON r.gw = b.gw AND "
             "r.batch = b.batch AND r.tx = b.anchor_tx WHERE b.state = 'anchored' ORDER BY b.anchor_block "
-            "LIMIT %s FOR UPDATE OF b SKIP LOCKED", (limit,)).fetchall()
+            "LIMIT %s FOR UPDATE OF b SKIP LOCKED",
+            (limit,),
+        ).fetchall()
         return [(g, n, int(blk), bytes(p)) for g, n, blk, p in rows]
 
     def finalize(self, gw: str, batch: int) -> None:
@@ -332,8 +396,11 @@ class Store:
 
     def unanchor(self, gw: str, batch: int) -> None:
         """The chain no longer holds the anchor where it did (a reorganisation): back to proven, asked again."""
-        self.conn.execute("UPDATE batches SET anchor_tx = NULL, anchor_block = NULL, anchor_block_hash = NULL, "
-                          "anchorer = NULL WHERE gw = %s AND batch = %s", (gw, batch))
+        self.conn.execute(
+            "UPDATE batches SET anchor_tx = NULL, anchor_block = NULL, anchor_block_hash = NULL, "
+            "anchorer = NULL WHERE gw = %s AND batch = %s",
+            (gw, batch),
+        )
         self.conn.execute("UPDATE receipts SET checked = NULL WHERE gw = %s AND batch = %s", (gw, batch))
         self._advance(gw, batch, "anchored", "proven")
 
@@ -341,20 +408,28 @@ class Store:
     def orphans(self) -> list[tuple[str, int, float, int | None]]:
         """Unreleased batches still waiting for a predecessor that is not stored: (gw, batch, age in seconds, the
         highest batch stored below it or None)."""
-        return [(g, n, float(age), lower) for g, n, age, lower in self.conn.execute(
-            "SELECT b.gw, b.batch, extract(epoch FROM now() - b.received_at), "
-            "(SELECT max(l.batch) FROM batches l WHERE l.gw = b.gw AND l.batch < b.batch) "
-            "FROM batches b WHERE b.state = 'received' AND NOT b.released AND b.batch > 1 AND NOT EXISTS "
-            "(SELECT 1 FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1) ORDER BY b.gw, b.batch")]
+        return [
+            (g, n, float(age), lower)
+            for g, n, age, lower in self.conn.execute(
+                "SELECT b.gw, b.batch, extract(epoch FROM now() - b.received_at), "
+                "(SELECT max(l.batch) FROM batches l WHERE l.gw = b.gw AND l.batch < b.batch) "
+                "FROM batches b WHERE b.state = 'received' AND NOT b.released AND b.batch > 1 AND NOT EXISTS "
+                "(SELECT 1 FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1) ORDER BY b.gw, b.batch"
+            )
+        ]
 
     def release(self, gw: str, batch: int, join_prev: bytes | None) -> None:
-        self.conn.execute("UPDATE batches SET released = true, join_prev = %s WHERE gw = %s AND batch = %s",
-                          (join_prev, gw, batch))
+        self.conn.execute(
+            "UPDATE batches SET released = true, join_prev = %s WHERE gw = %s AND batch = %s", (join_prev, gw, batch)
+        )
 
     def joined(self, gw: str, batch: int, by: str) -> None:
-        self.conn.execute("INSERT INTO gateways (gw, joined_batch, joined_by) VALUES (%s,%s,%s) ON CONFLICT (gw) DO "
-                          "UPDATE SET joined_batch = EXCLUDED.joined_batch, joined_by = EXCLUDED.joined_by "
-                          "WHERE gateways.joined_batch IS NULL", (gw, batch, by))
+        self.conn.execute(
+            "INSERT INTO gateways (gw, joined_batch, joined_by) VALUES (%s,%s,%s) ON CONFLICT (gw) DO "
+            "UPDATE SET joined_batch = EXCLUDED.joined_batch, joined_by = EXCLUDED.joined_by "
+            "WHERE gateways.joined_batch IS NULL",
+            (gw, batch, by),
+        )
 
     def incomplete(self, age_s: float) -> list[BatchRow]:
         """Batches waiting longer than ``age_s`` for records that have not come."""
@@ -362,16 +437,20 @@ class Store:
             "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload "
             "FROM batches b WHERE b.state = 'received' AND NOT b.conflict AND b.received_at < now() - make_interval("
             "secs => %s) AND b.count > (SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN "
-            "b.first_seq AND b.last_seq)", (age_s,)).fetchall()
-        return [BatchRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6]), bytes(r[7]), bytes(r[8]))
-                for r in rows]
+            "b.first_seq AND b.last_seq)",
+            (age_s,),
+        ).fetchall()
+        return [
+            BatchRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6]), bytes(r[7]), bytes(r[8])) for r in rows
+        ]
 
     def missing_runs(self, gw: str, first: int, last: int) -> list[tuple[int, int]]:
         """The runs of ``first..last`` with no stored record (work grows with the stored rows, not the span)."""
         out: list[tuple[int, int]] = []
         expect = first
-        for (seq,) in self.conn.execute("SELECT seq FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq",
-                                        (gw, first, last)):
+        for (seq,) in self.conn.execute(
+            "SELECT seq FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq", (gw, first, last)
+        ):
             if seq > expect:
                 out.append((expect, seq - 1))
             expect = seq + 1
@@ -381,8 +460,12 @@ class Store:
 
     def heads_to_check(self) -> list[tuple[str, bytes, float]]:
         """Signed heads not yet judged: (gw, payload, age in seconds)."""
-        return [(g, bytes(p), float(a)) for g, p, a in self.conn.execute(
-            "SELECT gw, payload, extract(epoch FROM now() - seen_at) FROM heads WHERE checked IS NULL")]
+        return [
+            (g, bytes(p), float(a))
+            for g, p, a in self.conn.execute(
+                "SELECT gw, payload, extract(epoch FROM now() - seen_at) FROM heads WHERE checked IS NULL"
+            )
+        ]
 
     def head_checked(self, gw: str, payload: bytes, outcome: str) -> None:
         self.conn.execute("UPDATE heads SET checked = %s WHERE gw = %s AND payload = %s", (outcome, gw, payload))
@@ -399,8 +482,12 @@ class Store:
         return [g for (g,) in self.conn.execute("SELECT DISTINCT gw FROM batches ORDER BY gw")]
 
     def anchorers(self, gw: str) -> set[bytes]:
-        return {bytes(a) for (a,) in self.conn.execute(
-            "SELECT DISTINCT anchorer FROM batches WHERE gw = %s AND anchorer IS NOT NULL", (gw,))}
+        return {
+            bytes(a)
+            for (a,) in self.conn.execute(
+                "SELECT DISTINCT anchorer FROM batches WHERE gw = %s AND anchorer IS NOT NULL", (gw,)
+            )
+        }
 
     def chain_ahead(self, gw: str, latest: int | None) -> float | None:
         """Note that the chain holds batch ``latest`` beyond the stream (None: it does not); returns for how many
@@ -408,11 +495,15 @@ class Store:
         if latest is None:
             self.conn.execute("UPDATE gateways SET chain_ahead = NULL, chain_ahead_since = NULL WHERE gw = %s", (gw,))
             return None
-        self.conn.execute("INSERT INTO gateways (gw, chain_ahead, chain_ahead_since) VALUES (%s, %s, now()) "
-                          "ON CONFLICT (gw) DO UPDATE SET chain_ahead = EXCLUDED.chain_ahead, chain_ahead_since = "
-                          "coalesce(gateways.chain_ahead_since, now())", (gw, latest))
-        row = self.conn.execute("SELECT extract(epoch FROM now() - chain_ahead_since) FROM gateways WHERE gw = %s",
-                                (gw,)).fetchone()
+        self.conn.execute(
+            "INSERT INTO gateways (gw, chain_ahead, chain_ahead_since) VALUES (%s, %s, now()) "
+            "ON CONFLICT (gw) DO UPDATE SET chain_ahead = EXCLUDED.chain_ahead, chain_ahead_since = "
+            "coalesce(gateways.chain_ahead_since, now())",
+            (gw, latest),
+        )
+        row = self.conn.execute(
+            "SELECT extract(epoch FROM now() - chain_ahead_since) FROM gateways WHERE gw = %s", (gw,)
+        ).fetchone()
         return float(row[0]) if row else 0.0
 
     def counts(self) -> dict[str, int]:

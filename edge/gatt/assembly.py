@@ -72,14 +72,19 @@ class RecordAssembler(Generic[Tag]):
     def next_deadline(self) -> float | None:
         return min((h.since + self.hold_s for h in self._held.values()), default=None)
 
-    def feed(self, dev: str, char: int, data: bytes, tag: Tag, now: float,
-             quirks: Mapping[str, str] | None = None) -> list[Joined[Tag]]:
+    def feed(
+        self, dev: str, char: int, data: bytes, tag: Tag, now: float, quirks: Mapping[str, str] | None = None
+    ) -> list[Joined[Tag]]:
         if char not in JOINABLE:
             return [Joined(dev, char, data, tag, 1)]
         key = (dev, char)
         if char == BODY_COMPOSITION:
-            layout, bit, shared, bit_ends = health.BODY_COMPOSITION, health.BODY_COMPOSITION_MULTI_PACKET, \
-                health.BODY_COMPOSITION_SHARED, False
+            layout, bit, shared, bit_ends = (
+                health.BODY_COMPOSITION,
+                health.BODY_COMPOSITION_MULTI_PACKET,
+                health.BODY_COMPOSITION_SHARED,
+                False,
+            )
         else:
             layout, bit, shared, bit_ends = ftms.layout_for(char, quirks), 0x0001, frozenset[str](), True
         out: list[Joined[Tag]] = []

@@ -9,8 +9,12 @@ from __future__ import annotations
 from edge.errors import MalformedFrame, UnknownCharacteristic
 
 DEVICE_INFO_STRINGS = {
-    0x2A29: "manufacturer", 0x2A24: "model", 0x2A25: "serial_number", 0x2A27: "hardware_revision",
-    0x2A26: "firmware_revision", 0x2A28: "software_revision",
+    0x2A29: "manufacturer",
+    0x2A24: "model",
+    0x2A25: "serial_number",
+    0x2A27: "hardware_revision",
+    0x2A26: "firmware_revision",
+    0x2A28: "software_revision",
 }
 MAX_LEN = 248  # longest attribute value that fits a single ATT read response at the default MTU
 

@@ -13,10 +13,14 @@ from edge.gatt.health import Builder
 from edge.gatt.layout import Field, Group, Layout
 from edge.gatt.registry import Reading, register
 
-CSC = Layout("CSC measurement 0x2A5B", 1, (
-    Group(0x01, (Field("wheel_revolutions", "u32"), Field("last_wheel_event_time", "u16"))),
-    Group(0x02, (Field("crank_revolutions", "u16"), Field("last_crank_event_time", "u16"))),
-))
+CSC = Layout(
+    "CSC measurement 0x2A5B",
+    1,
+    (
+        Group(0x01, (Field("wheel_revolutions", "u32"), Field("last_wheel_event_time", "u16"))),
+        Group(0x02, (Field("crank_revolutions", "u16"), Field("last_crank_event_time", "u16"))),
+    ),
+)
 
 
 @register(0x2A5B)
@@ -30,11 +34,15 @@ def decode_csc(data: bytes) -> list[Reading]:
     return b.reading()
 
 
-RSC = Layout("RSC measurement 0x2A53", 1, (
-    Group(0, (Field("speed", "u16"), Field("cadence", "u8"))),
-    Group(0x01, (Field("instantaneous_stride_length", "u16"),)),
-    Group(0x02, (Field("total_distance", "u32"),)),
-))
+RSC = Layout(
+    "RSC measurement 0x2A53",
+    1,
+    (
+        Group(0, (Field("speed", "u16"), Field("cadence", "u8"))),
+        Group(0x01, (Field("instantaneous_stride_length", "u16"),)),
+        Group(0x02, (Field("total_distance", "u32"),)),
+    ),
+)
 
 
 @register(0x2A53)
@@ -49,19 +57,23 @@ def decode_rsc(data: bytes) -> list[Reading]:
     return b.reading()
 
 
-CYCLING_POWER = Layout("cycling power 0x2A63", 2, (
-    Group(0, (Field("power", "s16"),)),
-    Group(0x0001, (Field("pedal_power_balance", "u8"),)),
-    Group(0x0004, (Field("accumulated_torque", "u16"),)),
-    Group(0x0010, (Field("wheel_revolutions", "u32"), Field("last_wheel_event_time", "u16"))),
-    Group(0x0020, (Field("crank_revolutions", "u16"), Field("last_crank_event_time", "u16"))),
-    Group(0x0040, (Field("maximum_force", "s16"), Field("minimum_force", "s16"))),
-    Group(0x0080, (Field("maximum_torque", "s16"), Field("minimum_torque", "s16"))),
-    Group(0x0100, (Field("extreme_angles", "u24"),)),
-    Group(0x0200, (Field("top_dead_spot_angle", "u16"),)),
-    Group(0x0400, (Field("bottom_dead_spot_angle", "u16"),)),
-    Group(0x0800, (Field("accumulated_energy", "u16"),)),
-))
+CYCLING_POWER = Layout(
+    "cycling power 0x2A63",
+    2,
+    (
+        Group(0, (Field("power", "s16"),)),
+        Group(0x0001, (Field("pedal_power_balance", "u8"),)),
+        Group(0x0004, (Field("accumulated_torque", "u16"),)),
+        Group(0x0010, (Field("wheel_revolutions", "u32"), Field("last_wheel_event_time", "u16"))),
+        Group(0x0020, (Field("crank_revolutions", "u16"), Field("last_crank_event_time", "u16"))),
+        Group(0x0040, (Field("maximum_force", "s16"), Field("minimum_force", "s16"))),
+        Group(0x0080, (Field("maximum_torque", "s16"), Field("minimum_torque", "s16"))),
+        Group(0x0100, (Field("extreme_angles", "u24"),)),
+        Group(0x0200, (Field("top_dead_spot_angle", "u16"),)),
+        Group(0x0400, (Field("bottom_dead_spot_angle", "u16"),)),
+        Group(0x0800, (Field("accumulated_energy", "u16"),)),
+    ),
+)
 
 
 @register(0x2A63)

@@ -35,72 +35,88 @@ ENERGY = (_f("total_energy", "u16"), _f("energy_per_hour", "u16"), _f("energy_pe
 
 def treadmill_layout(variant: Variant = Variant.FTMS_1_0) -> Layout:
     pace = "u8" if variant is Variant.FTMS_1_0 else "u16"
-    return Layout("treadmill data 0x2ACD", 2, (
+    return Layout(
+        "treadmill data 0x2ACD",
+        2,
+        (
+            Group(0x0001, (_f("speed", "u16"),), inverted=True),
+            Group(0x0002, (_f("average_speed", "u16"),)),
+            Group(0x0004, (_f("total_distance", "u24"),)),
+            Group(0x0008, (_f("inclination", "s16"), _f("ramp_angle", "s16"))),
+            Group(0x0010, (_f("elevation_gain_positive", "u16"), _f("elevation_gain_negative", "u16"))),
+            Group(0x0020, (_f("pace", pace),)),
+            Group(0x0040, (_f("average_pace", pace),)),
+            Group(0x0080, ENERGY),
+            Group(0x0100, (_f("heart_rate", "u8"),)),
+            Group(0x0200, (_f("metabolic_equivalent", "u8"),)),
+            Group(0x0400, (_f("elapsed_time", "u16"),)),
+            Group(0x0800, (_f("remaining_time", "u16"),)),
+            Group(0x1000, (_f("force_on_belt", "s16"), _f("power", "s16"))),
+        ),
+    )
+
+
+INDOOR_BIKE = Layout(
+    "indoor bike data 0x2AD2",
+    2,
+    (
         Group(0x0001, (_f("speed", "u16"),), inverted=True),
         Group(0x0002, (_f("average_speed", "u16"),)),
+        Group(0x0004, (_f("cadence", "u16"),)),
+        Group(0x0008, (_f("average_cadence", "u16"),)),
+        Group(0x0010, (_f("total_distance", "u24"),)),
+        Group(0x0020, (_f("resistance_level", "s16"),)),
+        Group(0x0040, (_f("power", "s16"),)),
+        Group(0x0080, (_f("average_power", "s16"),)),
+        Group(0x0100, ENERGY),
+        Group(0x0200, (_f("heart_rate", "u8"),)),
+        Group(0x0400, (_f("metabolic_equivalent", "u8"),)),
+        Group(0x0800, (_f("elapsed_time", "u16"),)),
+        Group(0x1000, (_f("remaining_time", "u16"),)),
+    ),
+)
+
+ROWER = Layout(
+    "rower data 0x2AD1",
+    2,
+    (
+        Group(0x0001, (_f("stroke_rate", "u8"), _f("stroke_count", "u16")), inverted=True),
+        Group(0x0002, (_f("average_stroke_rate", "u8"),)),
         Group(0x0004, (_f("total_distance", "u24"),)),
-        Group(0x0008, (_f("inclination", "s16"), _f("ramp_angle", "s16"))),
-        Group(0x0010, (_f("elevation_gain_positive", "u16"), _f("elevation_gain_negative", "u16"))),
-        Group(0x0020, (_f("pace", pace),)),
-        Group(0x0040, (_f("average_pace", pace),)),
-        Group(0x0080, ENERGY),
-        Group(0x0100, (_f("heart_rate", "u8"),)),
-        Group(0x0200, (_f("metabolic_equivalent", "u8"),)),
-        Group(0x0400, (_f("elapsed_time", "u16"),)),
-        Group(0x0800, (_f("remaining_time", "u16"),)),
-        Group(0x1000, (_f("force_on_belt", "s16"), _f("power", "s16"))),
-    ))
+        Group(0x0008, (_f("pace", "u16"),)),
+        Group(0x0010, (_f("average_pace", "u16"),)),
+        Group(0x0020, (_f("power", "s16"),)),
+        Group(0x0040, (_f("average_power", "s16"),)),
+        Group(0x0080, (_f("resistance_level", "s16"),)),
+        Group(0x0100, ENERGY),
+        Group(0x0200, (_f("heart_rate", "u8"),)),
+        Group(0x0400, (_f("metabolic_equivalent", "u8"),)),
+        Group(0x0800, (_f("elapsed_time", "u16"),)),
+        Group(0x1000, (_f("remaining_time", "u16"),)),
+    ),
+)
 
-
-INDOOR_BIKE = Layout("indoor bike data 0x2AD2", 2, (
-    Group(0x0001, (_f("speed", "u16"),), inverted=True),
-    Group(0x0002, (_f("average_speed", "u16"),)),
-    Group(0x0004, (_f("cadence", "u16"),)),
-    Group(0x0008, (_f("average_cadence", "u16"),)),
-    Group(0x0010, (_f("total_distance", "u24"),)),
-    Group(0x0020, (_f("resistance_level", "s16"),)),
-    Group(0x0040, (_f("power", "s16"),)),
-    Group(0x0080, (_f("average_power", "s16"),)),
-    Group(0x0100, ENERGY),
-    Group(0x0200, (_f("heart_rate", "u8"),)),
-    Group(0x0400, (_f("metabolic_equivalent", "u8"),)),
-    Group(0x0800, (_f("elapsed_time", "u16"),)),
-    Group(0x1000, (_f("remaining_time", "u16"),)),
-))
-
-ROWER = Layout("rower data 0x2AD1", 2, (
-    Group(0x0001, (_f("stroke_rate", "u8"), _f("stroke_count", "u16")), inverted=True),
-    Group(0x0002, (_f("average_stroke_rate", "u8"),)),
-    Group(0x0004, (_f("total_distance", "u24"),)),
-    Group(0x0008, (_f("pace", "u16"),)),
-    Group(0x0010, (_f("average_pace", "u16"),)),
-    Group(0x0020, (_f("power", "s16"),)),
-    Group(0x0040, (_f("average_power", "s16"),)),
-    Group(0x0080, (_f("resistance_level", "s16"),)),
-    Group(0x0100, ENERGY),
-    Group(0x0200, (_f("heart_rate", "u8"),)),
-    Group(0x0400, (_f("metabolic_equivalent", "u8"),)),
-    Group(0x0800, (_f("elapsed_time", "u16"),)),
-    Group(0x1000, (_f("remaining_time", "u16"),)),
-))
-
-CROSS_TRAINER = Layout("cross trainer data 0x2ACE", 3, (
-    Group(0x000001, (_f("speed", "u16"),), inverted=True),
-    Group(0x000002, (_f("average_speed", "u16"),)),
-    Group(0x000004, (_f("total_distance", "u24"),)),
-    Group(0x000008, (_f("step_rate", "u16"), _f("average_step_rate", "u16"))),
-    Group(0x000010, (_f("stride_count", "u16"),)),
-    Group(0x000020, (_f("elevation_gain_positive", "u16"), _f("elevation_gain_negative", "u16"))),
-    Group(0x000040, (_f("inclination", "s16"), _f("ramp_angle", "s16"))),
-    Group(0x000080, (_f("resistance_level", "s16"),)),
-    Group(0x000100, (_f("power", "s16"),)),
-    Group(0x000200, (_f("average_power", "s16"),)),
-    Group(0x000400, ENERGY),
-    Group(0x000800, (_f("heart_rate", "u8"),)),
-    Group(0x001000, (_f("metabolic_equivalent", "u8"),)),
-    Group(0x002000, (_f("elapsed_time", "u16"),)),
-    Group(0x004000, (_f("remaining_time", "u16"),)),
-))
+CROSS_TRAINER = Layout(
+    "cross trainer data 0x2ACE",
+    3,
+    (
+        Group(0x000001, (_f("speed", "u16"),), inverted=True),
+        Group(0x000002, (_f("average_speed", "u16"),)),
+        Group(0x000004, (_f("total_distance", "u24"),)),
+        Group(0x000008, (_f("step_rate", "u16"), _f("average_step_rate", "u16"))),
+        Group(0x000010, (_f("stride_count", "u16"),)),
+        Group(0x000020, (_f("elevation_gain_positive", "u16"), _f("elevation_gain_negative", "u16"))),
+        Group(0x000040, (_f("inclination", "s16"), _f("ramp_angle", "s16"))),
+        Group(0x000080, (_f("resistance_level", "s16"),)),
+        Group(0x000100, (_f("power", "s16"),)),
+        Group(0x000200, (_f("average_power", "s16"),)),
+        Group(0x000400, ENERGY),
+        Group(0x000800, (_f("heart_rate", "u8"),)),
+        Group(0x001000, (_f("metabolic_equivalent", "u8"),)),
+        Group(0x002000, (_f("elapsed_time", "u16"),)),
+        Group(0x004000, (_f("remaining_time", "u16"),)),
+    ),
+)
 CROSS_TRAINER_BACKWARD = 0x008000
 
 

@@ -72,13 +72,17 @@ def _sf(name: str) -> Field:
 
 TIMESTAMP = Field("timestamp", "datetime")
 
-BLOOD_PRESSURE = Layout("blood pressure 0x2A35", 1, (
-    Group(0, (_sf("systolic"), _sf("diastolic"), _sf("mean_arterial_pressure"))),
-    Group(0x02, (TIMESTAMP,)),
-    Group(0x04, (_sf("pulse_rate"),)),
-    Group(0x08, (Field("user_id", "u8"),)),
-    Group(0x10, (Field("measurement_status", "u16"),)),
-))
+BLOOD_PRESSURE = Layout(
+    "blood pressure 0x2A35",
+    1,
+    (
+        Group(0, (_sf("systolic"), _sf("diastolic"), _sf("mean_arterial_pressure"))),
+        Group(0x02, (TIMESTAMP,)),
+        Group(0x04, (_sf("pulse_rate"),)),
+        Group(0x08, (Field("user_id", "u8"),)),
+        Group(0x10, (Field("measurement_status", "u16"),)),
+    ),
+)
 
 
 @register(0x2A35)
@@ -97,13 +101,17 @@ def decode_blood_pressure(data: bytes) -> list[Reading]:
 
 # Intermediate Cuff Pressure: 0x2A35's layout, sent (notified) while the cuff inflates and deflates. The
 # current cuff pressure stands where the systolic value would; the other two positions must be NaN.
-INTERMEDIATE_CUFF_PRESSURE = Layout("intermediate cuff pressure 0x2A36", 1, (
-    Group(0, (_sf("cuff_pressure"), _sf("unused_diastolic"), _sf("unused_mean_arterial_pressure"))),
-    Group(0x02, (TIMESTAMP,)),
-    Group(0x04, (_sf("pulse_rate"),)),
-    Group(0x08, (Field("user_id", "u8"),)),
-    Group(0x10, (Field("measurement_status", "u16"),)),
-))
+INTERMEDIATE_CUFF_PRESSURE = Layout(
+    "intermediate cuff pressure 0x2A36",
+    1,
+    (
+        Group(0, (_sf("cuff_pressure"), _sf("unused_diastolic"), _sf("unused_mean_arterial_pressure"))),
+        Group(0x02, (TIMESTAMP,)),
+        Group(0x04, (_sf("pulse_rate"),)),
+        Group(0x08, (Field("user_id", "u8"),)),
+        Group(0x10, (Field("measurement_status", "u16"),)),
+    ),
+)
 # A cuff that puts anything but NaN in the unused positions does not follow the profile. Its cuff pressure
 # is kept (the record's kind already says it is no blood pressure), the unused values never are (they are
 # in ``raw``), and this flag says the frame was not as specified.
@@ -125,22 +133,30 @@ def decode_intermediate_cuff_pressure(data: bytes) -> list[Reading]:
     return b.reading()
 
 
-PLX_SPOT = Layout("PLX spot-check 0x2A5E", 1, (
-    Group(0, (_sf("spo2"), _sf("pulse_rate"))),
-    Group(0x01, (TIMESTAMP,)),
-    Group(0x02, (Field("measurement_status", "u16"),)),
-    Group(0x04, (Field("sensor_status", "u24"),)),
-    Group(0x08, (_sf("pulse_amplitude_index"),)),
-))
+PLX_SPOT = Layout(
+    "PLX spot-check 0x2A5E",
+    1,
+    (
+        Group(0, (_sf("spo2"), _sf("pulse_rate"))),
+        Group(0x01, (TIMESTAMP,)),
+        Group(0x02, (Field("measurement_status", "u16"),)),
+        Group(0x04, (Field("sensor_status", "u24"),)),
+        Group(0x08, (_sf("pulse_amplitude_index"),)),
+    ),
+)
 
-PLX_CONTINUOUS = Layout("PLX continuous 0x2A5F", 1, (
-    Group(0, (_sf("spo2"), _sf("pulse_rate"))),
-    Group(0x01, (_sf("spo2_fast"), _sf("pulse_rate_fast"))),
-    Group(0x02, (_sf("spo2_slow"), _sf("pulse_rate_slow"))),
-    Group(0x04, (Field("measurement_status", "u16"),)),
-    Group(0x08, (Field("sensor_status", "u24"),)),
-    Group(0x10, (_sf("pulse_amplitude_index"),)),
-))
+PLX_CONTINUOUS = Layout(
+    "PLX continuous 0x2A5F",
+    1,
+    (
+        Group(0, (_sf("spo2"), _sf("pulse_rate"))),
+        Group(0x01, (_sf("spo2_fast"), _sf("pulse_rate_fast"))),
+        Group(0x02, (_sf("spo2_slow"), _sf("pulse_rate_slow"))),
+        Group(0x04, (Field("measurement_status", "u16"),)),
+        Group(0x08, (Field("sensor_status", "u24"),)),
+        Group(0x10, (_sf("pulse_amplitude_index"),)),
+    ),
+)
 
 
 @register(0x2A5E)
@@ -160,20 +176,31 @@ def decode_plx_spot(data: bytes) -> list[Reading]:
 def decode_plx_continuous(data: bytes) -> list[Reading]:
     _, r = PLX_CONTINUOUS.decode(data)
     b = Builder("spo2")
-    for name in ("spo2", "pulse_rate", "spo2_fast", "pulse_rate_fast", "spo2_slow", "pulse_rate_slow",
-                 "pulse_amplitude_index"):
+    for name in (
+        "spo2",
+        "pulse_rate",
+        "spo2_fast",
+        "pulse_rate_fast",
+        "spo2_slow",
+        "pulse_rate_slow",
+        "pulse_amplitude_index",
+    ):
         b.sfloat(name, r.get(name))
     b.number("measurement_status", r.get("measurement_status"))
     b.number("sensor_status", r.get("sensor_status"))
     return b.reading()
 
 
-WEIGHT = Layout("weight 0x2A9D", 1, (
-    Group(0, (Field("weight", "u16"),)),
-    Group(0x02, (TIMESTAMP,)),
-    Group(0x04, (Field("user_id", "u8"),)),
-    Group(0x08, (Field("bmi", "u16"), Field("height", "u16"))),
-))
+WEIGHT = Layout(
+    "weight 0x2A9D",
+    1,
+    (
+        Group(0, (Field("weight", "u16"),)),
+        Group(0x02, (TIMESTAMP,)),
+        Group(0x04, (Field("user_id", "u8"),)),
+        Group(0x08, (Field("bmi", "u16"), Field("height", "u16"))),
+    ),
+)
 
 
 @register(0x2A9D)
@@ -190,20 +217,24 @@ def decode_weight(data: bytes) -> list[Reading]:
     return b.reading()
 
 
-BODY_COMPOSITION = Layout("body composition 0x2A9C", 2, (
-    Group(0, (Field("body_fat", "u16"),)),
-    Group(0x0002, (TIMESTAMP,)),
-    Group(0x0004, (Field("user_id", "u8"),)),
-    Group(0x0008, (Field("basal_metabolism", "u16"),)),
-    Group(0x0010, (Field("muscle_percentage", "u16"),)),
-    Group(0x0020, (Field("muscle_mass", "u16"),)),
-    Group(0x0040, (Field("fat_free_mass", "u16"),)),
-    Group(0x0080, (Field("soft_lean_mass", "u16"),)),
-    Group(0x0100, (Field("body_water_mass", "u16"),)),
-    Group(0x0200, (Field("impedance", "u16"),)),
-    Group(0x0400, (Field("weight", "u16"),)),
-    Group(0x0800, (Field("height", "u16"),)),
-))
+BODY_COMPOSITION = Layout(
+    "body composition 0x2A9C",
+    2,
+    (
+        Group(0, (Field("body_fat", "u16"),)),
+        Group(0x0002, (TIMESTAMP,)),
+        Group(0x0004, (Field("user_id", "u8"),)),
+        Group(0x0008, (Field("basal_metabolism", "u16"),)),
+        Group(0x0010, (Field("muscle_percentage", "u16"),)),
+        Group(0x0020, (Field("muscle_mass", "u16"),)),
+        Group(0x0040, (Field("fat_free_mass", "u16"),)),
+        Group(0x0080, (Field("soft_lean_mass", "u16"),)),
+        Group(0x0100, (Field("body_water_mass", "u16"),)),
+        Group(0x0200, (Field("impedance", "u16"),)),
+        Group(0x0400, (Field("weight", "u16"),)),
+        Group(0x0800, (Field("height", "u16"),)),
+    ),
+)
 BODY_COMPOSITION_MULTI_PACKET = 0x1000
 # Fields a scale may repeat in every packet of a multi-packet measurement (body fat is mandatory in each).
 BODY_COMPOSITION_SHARED = frozenset({"body_fat", "timestamp", "user_id"})
@@ -230,11 +261,15 @@ def decode_body_composition(data: bytes) -> list[Reading]:
     return b.reading()
 
 
-TEMPERATURE = Layout("temperature 0x2A1C", 1, (
-    Group(0, (Field("temperature", "float"),)),
-    Group(0x02, (TIMESTAMP,)),
-    Group(0x04, (Field("temperature_type", "u8"),)),
-))
+TEMPERATURE = Layout(
+    "temperature 0x2A1C",
+    1,
+    (
+        Group(0, (Field("temperature", "float"),)),
+        Group(0x02, (TIMESTAMP,)),
+        Group(0x04, (Field("temperature_type", "u8"),)),
+    ),
+)
 
 
 @register(0x2A1C)

@@ -73,15 +73,18 @@ class HeartRateMeasurement:
         hr16 = bool(flags & _F_HR16)
         need = pos + (2 if hr16 else 1)
         if len(data) < need:
-            raise MalformedFrame(f"heart rate 0x2A37: flags announce a {'u16' if hr16 else 'u8'} heart rate "
-                                 f"but the payload has {len(data)} byte(s), need {need}")
+            raise MalformedFrame(
+                f"heart rate 0x2A37: flags announce a {'u16' if hr16 else 'u8'} heart rate "
+                f"but the payload has {len(data)} byte(s), need {need}"
+            )
         hr = struct.unpack_from("<H", data, pos)[0] if hr16 else data[pos]
         pos = need
         energy = None
         if flags & _F_ENERGY:
             if len(data) < pos + 2:
-                raise MalformedFrame(f"heart rate 0x2A37: energy expended flag set but only {len(data) - pos} "
-                                     "byte(s) left, need 2")
+                raise MalformedFrame(
+                    f"heart rate 0x2A37: energy expended flag set but only {len(data) - pos} byte(s) left, need 2"
+                )
             energy = struct.unpack_from("<H", data, pos)[0]
             pos += 2
         rr: tuple[int, ...] = ()
@@ -95,8 +98,14 @@ class HeartRateMeasurement:
         elif rest:
             raise MalformedFrame(f"heart rate 0x2A37: {rest} trailing byte(s) after the announced fields")
         contact = bool(flags & _F_CONTACT) if flags & _F_CONTACT_SUPPORTED else None
-        return cls(heart_rate=hr, sensor_contact=contact, energy_expended=energy, rr_intervals=rr,
-                   hr_uint16=hr16, reserved_flags=flags & 0xE0)
+        return cls(
+            heart_rate=hr,
+            sensor_contact=contact,
+            energy_expended=energy,
+            rr_intervals=rr,
+            hr_uint16=hr16,
+            reserved_flags=flags & 0xE0,
+        )
 
     def to_reading(self) -> Reading:
         """Units: beat/min, RR in seconds, energy in joules. A strap reporting no skin contact is

@@ -21,16 +21,31 @@ from typing import Literal
 from edge.errors import MalformedFrame
 
 Fmt = Literal["u8", "s8", "u16", "s16", "u24", "s24", "u32", "sfloat", "float", "datetime"]
-_SIZES: dict[str, int] = {"u8": 1, "s8": 1, "u16": 2, "s16": 2, "u24": 3, "s24": 3, "u32": 4, "sfloat": 2,
-                          "float": 4, "datetime": 7}
+_SIZES: dict[str, int] = {
+    "u8": 1,
+    "s8": 1,
+    "u16": 2,
+    "s16": 2,
+    "u24": 3,
+    "s24": 3,
+    "u32": 4,
+    "sfloat": 2,
+    "float": 4,
+    "datetime": 7,
+}
 Raw = int | bytes
 _SIGNED = frozenset({"s8", "s16", "s24"})  # SFLOAT/FLOAT words are kept as unsigned raw words
 
 # IEEE 11073-20601 special values.
 SFLOAT_NAN = 0x07FF
 SFLOAT_SPECIAL = {SFLOAT_NAN: "nan", 0x0800: "nres", 0x07FE: "pos_inf", 0x0802: "neg_inf", 0x0801: "reserved"}
-FLOAT_SPECIAL = {0x007FFFFF: "nan", 0x00800000: "nres", 0x007FFFFE: "pos_inf", 0x00800002: "neg_inf",
-                 0x00800001: "reserved"}
+FLOAT_SPECIAL = {
+    0x007FFFFF: "nan",
+    0x00800000: "nres",
+    0x007FFFFE: "pos_inf",
+    0x00800002: "neg_inf",
+    0x00800001: "reserved",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +84,10 @@ class Layout:
     def decode_at(self, data: bytes, start: int) -> tuple[int, dict[str, Raw], int]:
         """Decode one value that begins at ``start``; also return where it ends (for joined parts)."""
         if len(data) - start < self.flags_size:
-            raise MalformedFrame(f"{self.name}: {len(data) - start} byte(s), too short for the "
-                                 f"{self.flags_size}-byte flags")
-        flags = int.from_bytes(data[start:start + self.flags_size], "little")
+            raise MalformedFrame(
+                f"{self.name}: {len(data) - start} byte(s), too short for the {self.flags_size}-byte flags"
+            )
+        flags = int.from_bytes(data[start : start + self.flags_size], "little")
         pos = start + self.flags_size
         out: dict[str, Raw] = {}
         for g in self.groups:
@@ -80,16 +96,18 @@ class Layout:
             for f in g.fields:
                 size = _SIZES[f.fmt]
                 if pos + size > len(data):
-                    raise MalformedFrame(f"{self.name}: flags announce {f.name} ({size} bytes at offset {pos}) but the "
-                                         f"payload has {len(data)} bytes")
-                chunk = data[pos:pos + size]
-                out[f.name] = chunk if f.fmt == "datetime" else int.from_bytes(chunk, "little",
-                                                                                  signed=f.fmt in _SIGNED)
+                    raise MalformedFrame(
+                        f"{self.name}: flags announce {f.name} ({size} bytes at offset {pos}) but the "
+                        f"payload has {len(data)} bytes"
+                    )
+                chunk = data[pos : pos + size]
+                out[f.name] = chunk if f.fmt == "datetime" else int.from_bytes(chunk, "little", signed=f.fmt in _SIGNED)
                 pos += size
         return flags, out, pos
 
-    def decode_joined(self, data: bytes, continue_bit: int,
-                      repeatable: frozenset[str] = frozenset()) -> tuple[int, dict[str, Raw], int]:
+    def decode_joined(
+        self, data: bytes, continue_bit: int, repeatable: frozenset[str] = frozenset()
+    ) -> tuple[int, dict[str, Raw], int]:
         """Decode one record sent as several values and joined in arrival order (see ``edge.gatt.assembly``).
 
         A value with ``continue_bit`` set may be followed by another; the fields of all parts are merged.
@@ -194,8 +212,7 @@ def date_time(raw: bytes) -> tuple[dict[str, int], str | None]:
     """
     year = int.from_bytes(raw[:2], "little")
     month, day, hour, minute, second = raw[2:7]
-    if year > 9999 or month > 12 or hour > 23 or minute > 59 or second > 59 \
-            or day > _days_in_month(year, month):
+    if year > 9999 or month > 12 or hour > 23 or minute > 59 or second > 59 or day > _days_in_month(year, month):
         return {}, DEVICE_TIME_INVALID
     if year == month == day == 0:
         return {}, DEVICE_TIME_UNKNOWN

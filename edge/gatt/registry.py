@@ -44,6 +44,7 @@ def register_with_options(uuid16: int) -> Callable[[OptionDecoder], OptionDecode
     def deco(fn: OptionDecoder) -> OptionDecoder:
         _OPTION_DECODERS[uuid16] = fn
         return fn
+
     return deco
 
 
@@ -62,6 +63,7 @@ def register(uuid16: int) -> Callable[[Decoder], Decoder]:
             raise RuntimeError(f"decoder for 0x{uuid16:04X} registered twice")
         _DECODERS[uuid16] = fn
         return fn
+
     return deco
 
 

@@ -40,7 +40,8 @@ class BluezAdapter:
             path = f"/org/bluez/{self.name}"
             introspection = await bus.introspect("org.bluez", path)
             props = bus.get_proxy_object("org.bluez", path, introspection).get_interface(
-                "org.freedesktop.DBus.Properties")
+                "org.freedesktop.DBus.Properties"
+            )
             for powered in (False, True):
                 await props.call_set("org.bluez.Adapter1", "Powered", Variant("b", powered))  # type: ignore[attr-defined]
                 if not powered:

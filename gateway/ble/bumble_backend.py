@@ -60,12 +60,12 @@ def parse_advertising_data(data: bytes) -> tuple[str | None, list[str], dict[str
         length = data[i]
         if length == 0 or i + 1 + length > len(data):
             break
-        ad_type, body = data[i + 1], data[i + 2:i + 1 + length]
+        ad_type, body = data[i + 1], data[i + 2 : i + 1 + length]
         i += 1 + length
         if ad_type in (0x08, 0x09):
             name = body.decode("utf-8", "replace")
         elif ad_type in (0x02, 0x03):
-            uuids += [uuid128(body[j:j + 2][::-1].hex()) for j in range(0, len(body) - 1, 2)]
+            uuids += [uuid128(body[j : j + 2][::-1].hex()) for j in range(0, len(body) - 1, 2)]
         elif ad_type == 0x16 and len(body) >= 2:
             service_data[uuid128(body[:2][::-1].hex())] = bytes(body[2:])
         elif ad_type == 0xFF and len(body) >= 2:
@@ -81,8 +81,9 @@ class BumbleCentral:
     def __init__(self, link: LocalLink, address: str = "C0:FF:EE:00:00:01", name: str = "tiyi-gateway") -> None:
         self.link = link
         self.controller = Controller(name, link=link, public_address=address)
-        self.device = Device(name=name, address=Address(address), host=Host(self.controller,
-                                                                             AsyncPipeSink(self.controller)))
+        self.device = Device(
+            name=name, address=Address(address), host=Host(self.controller, AsyncPipeSink(self.controller))
+        )
         self._started = False
         self._scan_users = 0
         self.name = name
@@ -135,8 +136,15 @@ class BumbleCentral:
 class BumbleScanner(BaseBleakScanner):
     """bleak scanner backend: Bumble advertisement reports become bleak detection callbacks."""
 
-    def __init__(self, detection_callback: AdvertisementDataCallback | None, service_uuids: list[str] | None,
-                 scanning_mode: str = "active", *, central: BumbleCentral, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        detection_callback: AdvertisementDataCallback | None,
+        service_uuids: list[str] | None,
+        scanning_mode: str = "active",
+        *,
+        central: BumbleCentral,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(detection_callback, service_uuids)
         self.central = central
         self._running = False
@@ -145,8 +153,15 @@ class BumbleScanner(BaseBleakScanner):
         name, uuids, sdata, mdata, tx = parse_advertising_data(adv.data_bytes)
         if not self.is_allowed_uuid(uuids):
             return
-        data = AdvertisementData(local_name=name, manufacturer_data=mdata, service_data=sdata, service_uuids=uuids,
-                                 tx_power=tx, rssi=adv.rssi, platform_data=(adv,))
+        data = AdvertisementData(
+            local_name=name,
+            manufacturer_data=mdata,
+            service_data=sdata,
+            service_uuids=uuids,
+            tx_power=tx,
+            rssi=adv.rssi,
+            platform_data=(adv,),
+        )
         address = str(adv.address).split("/")[0]
         device = self.create_or_update_device(address, address, name, adv.address, data)
         self.call_detection_callbacks(device, data)
@@ -169,8 +184,11 @@ class BumbleClient(BaseBleakClient):
     """bleak client backend: connect, discover, read, write and notify through a Bumble GATT client."""
 
     def __init__(self, address_or_ble_device: BLEDevice | str, *, central: BumbleCentral, **kwargs: Any) -> None:
-        super().__init__(address_or_ble_device, disconnected_callback=kwargs.pop("disconnected_callback", None),
-                         timeout=kwargs.pop("timeout", 10.0))
+        super().__init__(
+            address_or_ble_device,
+            disconnected_callback=kwargs.pop("disconnected_callback", None),
+            timeout=kwargs.pop("timeout", 10.0),
+        )
         self.central = central
         details = address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice) else None
         self._peer_address: Address = details if isinstance(details, Address) else Address(self.address)
@@ -189,8 +207,9 @@ class BumbleClient(BaseBleakClient):
         await self.central.start()
         try:
             try:
-                conn = await asyncio.wait_for(self.central.device.connect(self._peer_address, timeout=None),
-                                              self._timeout)
+                conn = await asyncio.wait_for(
+                    self.central.device.connect(self._peer_address, timeout=None), self._timeout
+                )
             except BaseException:  # timed out, or abandoned because the device moved to a new private address
                 self.central.abandon_connect()
                 raise
@@ -218,8 +237,9 @@ class BumbleClient(BaseBleakClient):
             collection.add_service(service)
             for c in s.characteristics:
                 props: list[Any] = [name for bit, name in _PROPS.items() if int(c.properties) & bit]
-                ch = BleakGATTCharacteristic(c, c.handle, uuid128(c.uuid.to_hex_str()), props,
-                                             lambda: self.mtu_size - 3, service)
+                ch = BleakGATTCharacteristic(
+                    c, c.handle, uuid128(c.uuid.to_hex_str()), props, lambda: self.mtu_size - 3, service
+                )
                 collection.add_characteristic(ch)
         self.services = collection
 
@@ -249,23 +269,25 @@ class BumbleClient(BaseBleakClient):
             raise BleakError("not connected")
         return self._peer
 
-    async def read_gatt_char(self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False,
-                             **kwargs: Any) -> bytearray:
+    async def read_gatt_char(
+        self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
         return bytearray(await self._require().read_value(characteristic.obj))
 
-    async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False,
-                                   **kwargs: Any) -> bytearray:
+    async def read_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
         return bytearray(await self._require().read_value(descriptor.handle))
 
-    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer,
-                              response: bool) -> None:
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
         await self._require().write_value(characteristic.obj, bytes(data), with_response=response)
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
         await self._require().write_value(descriptor.handle, bytes(data), with_response=True)
 
-    async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback,
-                           **kwargs: Any) -> None:
+    async def start_notify(
+        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
+    ) -> None:
         await self._require().subscribe(characteristic.obj, lambda value: callback(bytearray(value)))
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:

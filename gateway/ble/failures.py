@@ -30,8 +30,17 @@ _DBUS_CODES = (  # by the D-Bus error name's last part
     (("NotReady", "NotAvailable", "InProgress", "Busy", "NotPowered", "NoMemory"), "adapter_error"),
     (("UnknownObject", "DoesNotExist", "UnknownMethod"), "not_found"),
     (("NoReply", "Timeout", "TimedOut"), "timeout"),
-    (("NotPermitted", "NotAuthorized", "AuthenticationFailed", "AuthenticationRejected", "Rejected",
-      "AuthenticationCanceled"), "refused"),
+    (
+        (
+            "NotPermitted",
+            "NotAuthorized",
+            "AuthenticationFailed",
+            "AuthenticationRejected",
+            "Rejected",
+            "AuthenticationCanceled",
+        ),
+        "refused",
+    ),
 )
 
 

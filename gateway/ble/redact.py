@@ -26,7 +26,8 @@ _ADDRESS = re.compile(
     # AA:BB:CC:DD:EE:FF, AA-BB-CC-DD-EE-FF, AA_BB_CC_DD_EE_FF (BlueZ D-Bus paths: .../dev_AA_BB_...), any case
     f"{_NOT_AFTER_HEX}{_HEX}{{2}}([:_-]){_HEX}{{2}}(?:\\1{_HEX}{{2}}){{4}}{_NOT_BEFORE_HEX}"
     # AABBCCDDEEFF, but not a device pseudonym (ble-...) nor the last group of a UUID (...-0000-...)
-    f"|{_NOT_AFTER_HEX}(?<!ble-)(?<!{_HEX}{{4}}-){_HEX}{{12}}{_NOT_BEFORE_HEX}")
+    f"|{_NOT_AFTER_HEX}(?<!ble-)(?<!{_HEX}{{4}}-){_HEX}{{12}}{_NOT_BEFORE_HEX}"
+)
 
 
 def scrub(text: object) -> str:

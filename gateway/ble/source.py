@@ -119,11 +119,19 @@ class DeviceClaims:
 class BleakSource:
     """Collects from allowed devices through one adapter; ``run(submit)`` until cancelled."""
 
-    def __init__(self, settings: BleSettings, pseudonym_key: bytes, backend_kwargs: dict[str, Any] | None = None,
-                 scanner_backend: type | None = None, client_backend: type | None = None,
-                 registry: DeviceRegistry | None = None, adapter: AdapterControl | None = None,
-                 name: str = "hci0", claims: DeviceClaims | None = None,
-                 unknown_seen: dict[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: BleSettings,
+        pseudonym_key: bytes,
+        backend_kwargs: dict[str, Any] | None = None,
+        scanner_backend: type | None = None,
+        client_backend: type | None = None,
+        registry: DeviceRegistry | None = None,
+        adapter: AdapterControl | None = None,
+        name: str = "hci0",
+        claims: DeviceClaims | None = None,
+        unknown_seen: dict[str, str | None] | None = None,
+    ) -> None:
         """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
         power-cycled when restarting the scanner does not end a stall. With several adapters, each has a
         source ``name``d after it, and they share ``claims`` and ``unknown_seen``."""
@@ -210,6 +218,7 @@ class BleakSource:
                 st.last_adv_payload[char] = payload
                 st.notifications += 1
                 self._frames.put_nowait(Frame(st.dev, char, bytes(payload)))
+
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         pump = asyncio.create_task(self._pump(submit))
         scanner = self._new_scanner()
@@ -230,8 +239,9 @@ class BleakSource:
                 busy = sum(1 for t in self._tasks.values() if not t.done())
                 # Devices paired one by one (address, IRK) come before those admitted wholesale (by name
                 # or brand): when slots are short, the ones the gym registered individually get them.
-                for st in sorted(self.devices.values(), key=lambda s: (s.entry.startswith(("name:", "vendor:")),
-                                                                       s.next_attempt)):
+                for st in sorted(
+                    self.devices.values(), key=lambda s: (s.entry.startswith(("name:", "vendor:")), s.next_attempt)
+                ):
                     if busy >= self.settings.max_connections:
                         break
                     task = self._tasks.get(st.identity)
@@ -259,12 +269,15 @@ class BleakSource:
         # Power-cycling drops every link, so only when discovery is needed: a device we wait for is not
         # connected (when all are connected, silence on the air is normal). Each reset in a row doubles
         # the patience, so a site that is simply empty at night is not reset every few minutes.
-        needed = not self.devices or any(not st.connected and not st.advertisement_only
-                                         for st in self.devices.values())
+        needed = not self.devices or any(not st.connected and not st.advertisement_only for st in self.devices.values())
         patience = self.settings.scan_restarts_before_adapter_reset * 2 ** min(self._resets_in_a_row, 6)
         if self._adapter is not None and needed and self._stalled_restarts >= patience:
-            log.error("no advertisements for %.0f s after %d scanner restarts: power-cycling adapter %s",
-                      quiet_s, self._stalled_restarts, self._adapter.name)
+            log.error(
+                "no advertisements for %.0f s after %d scanner restarts: power-cycling adapter %s",
+                quiet_s,
+                self._stalled_restarts,
+                self._adapter.name,
+            )
             try:
                 await self._adapter.reset()
                 self.adapter_resets += 1
@@ -295,9 +308,18 @@ class BleakSource:
 
     def device_states(self) -> dict[str, dict[str, Any]]:
         """What the gateway publishes per device: no address, only the pseudonymous id."""
-        return {st.dev: {"connected": st.connected, "rssi": st.rssi, "battery": st.battery, "connects": st.connects,
-                         "failures": st.failures, "notifications": st.notifications, "error": st.last_error}
-                for st in self.devices.values()}
+        return {
+            st.dev: {
+                "connected": st.connected,
+                "rssi": st.rssi,
+                "battery": st.battery,
+                "connects": st.connects,
+                "failures": st.failures,
+                "notifications": st.notifications,
+                "error": st.last_error,
+            }
+            for st in self.devices.values()
+        }
 
     def _refresh_registry(self, registry: DeviceRegistry) -> None:
         """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
@@ -335,10 +357,20 @@ class BleakSource:
         attempts = 1 if st.identity.startswith("irk:") else self.settings.connect_attempts
         limit = attempts * (self.settings.connect_timeout_s + 5.0)
         try:
-            return await asyncio.wait_for(establish_connection(
-                BleakClient, st.ble_device, st.dev, disconnected_callback=on_disconnect,
-                max_attempts=attempts, use_services_cache=False, timeout=self.settings.connect_timeout_s,
-                backend=self._client_backend, **self._kw), limit)
+            return await asyncio.wait_for(
+                establish_connection(
+                    BleakClient,
+                    st.ble_device,
+                    st.dev,
+                    disconnected_callback=on_disconnect,
+                    max_attempts=attempts,
+                    use_services_cache=False,
+                    timeout=self.settings.connect_timeout_s,
+                    backend=self._client_backend,
+                    **self._kw,
+                ),
+                limit,
+            )
         except TimeoutError as exc:
             raise BleakError(f"connecting to {st.dev} did not finish within {limit:.0f} s") from exc
 
@@ -475,7 +507,9 @@ class MultiAdapterSource:
             for dev, state in s.device_states().items():
                 old = states.get(dev)
                 # The adapter that holds the device (connected, else the one that collected most) reports it.
-                if old is None or (state["connected"], state["notifications"]) > (old["connected"],
-                                                                                   old["notifications"]):
+                if old is None or (state["connected"], state["notifications"]) > (
+                    old["connected"],
+                    old["notifications"],
+                ):
                     states[dev] = {**state, "adapter": s.name}
         return states

@@ -54,9 +54,14 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
         generate_keypair(state / "keys")
         chain = dev_chain(secrets.token_bytes(32)).client
         gw_id = f"gw-bench-{secrets.token_hex(3)}"
-        cfg = GatewayConfig(gateway_id=gw_id, region="shenzhen", state_dir=state, mqtt=MqttConfig(url=url),
-                            batch=BatchConfig(max_records=5000, max_age_s=1.0),
-                            chain=ChainConfig(kind="inproc", poll_s=0.05)).validated()
+        cfg = GatewayConfig(
+            gateway_id=gw_id,
+            region="shenzhen",
+            state_dir=state,
+            mqtt=MqttConfig(url=url),
+            batch=BatchConfig(max_records=5000, max_age_s=1.0),
+            chain=ChainConfig(kind="inproc", poll_s=0.05),
+        ).validated()
         key = load_public_key_pem((state / "keys" / "gateway.pub").read_text())
         # Only keep messages while the clock runs; verifying them afterwards keeps the check from competing
         # with the gateway for the one event loop.
@@ -76,15 +81,21 @@ async def run_pipeline(url: str, n: int, devices: int, verify: bool = True) -> d
         m = gw.metrics
         await gw.stop(drain_timeout=0)
         parts.journal.close()
-        result: dict[str, Any] = {"records": m.records, "seconds": round(elapsed, 3),
-                                  "records_per_s": round(m.records / elapsed, 1), "batches": m.batches,
-                                  "anchored": m.anchors_final, "messages": m.messages_published,
-                                  "drained": drained}
+        result: dict[str, Any] = {
+            "records": m.records,
+            "seconds": round(elapsed, 3),
+            "records_per_s": round(m.records / elapsed, 1),
+            "batches": m.batches,
+            "anchored": m.anchors_final,
+            "messages": m.messages_published,
+            "drained": drained,
+        }
         if collector is not None:
             await collector.wait_end()
             await collector.stop()
-            report = collector.report(StreamVerifier(TrustPolicy(pinned={gw_id: [key]})),
-                                      lambda v: v.report(require_complete=True))
+            report = collector.report(
+                StreamVerifier(TrustPolicy(pinned={gw_id: [key]})), lambda v: v.report(require_complete=True)
+            )
             g = report.gateways.get(gw_id)
             result["verified"] = 0 if g is None else g.records_in_verified_batches
             result["verified_ok"] = report.ok

@@ -85,8 +85,10 @@ def registry_main(args: argparse.Namespace) -> int:
     else:
         rec = client.revoke_gateway(args.gateway)
     what = args.account if cmd in ("approve-operator", "revoke-operator", "transfer-admin") else args.gateway
-    print(f"{args.chain_cmd} {what}: done in block {rec.block_number} (tx 0x{rec.tx_hash.hex()}), "
-          f"sent by 0x{client.account.hex()}")
+    print(
+        f"{args.chain_cmd} {what}: done in block {rec.block_number} (tx 0x{rec.tx_hash.hex()}), "
+        f"sent by 0x{client.account.hex()}"
+    )
     return 0
 
 

@@ -112,8 +112,9 @@ class DemoOptions:
         return self
 
 
-def _chains(o: DemoOptions, account: bytes) -> tuple[EvmChainClient, EvmChainClient | None, tuple[RollupConfig, ...],
-                                                   dict[str, EvmChainClient]]:
+def _chains(
+    o: DemoOptions, account: bytes
+) -> tuple[EvmChainClient, EvmChainClient | None, tuple[RollupConfig, ...], dict[str, EvmChainClient]]:
     """The per-batch chain and its administrator (None on a contract we do not administer), and the roll-up
     target: a second in-process chain, as a supervision chain would be, with one roll-up per period."""
     from anchoring.evm import EvmChainClient
@@ -127,17 +128,21 @@ def _chains(o: DemoOptions, account: bytes) -> tuple[EvmChainClient, EvmChainCli
         chain = EvmChainClient.connect(o.chain, account, contract=o.contract)
         admin = None if o.contract else chain  # the deployer is the contract's administrator
         where = f"{o.chain}{'' if o.contract else ' (contract deployed now)'}"
-    print(f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
-          f"every batch (the {o.region} sub-chain)")
+    print(
+        f"chain    {where}, chain id {chain.chain_id}, Anchor contract 0x{chain.contract.hex()}; "
+        f"every batch (the {o.region} sub-chain)"
+    )
     if o.rollup_every <= 0:
         return chain, admin, (), {}
     from anchoring.devchain import DEFAULT_CHAIN_ID
 
     sup = dev_chain(account, chain_id=DEFAULT_CHAIN_ID + 1).client  # never the anchor chain's id
-    rollup = RollupConfig(SUPERVISION_TARGET, o.rollup_every, ChainConfig(kind="inproc", poll_s=0.2,
-                                                                         target=SUPERVISION_TARGET))
-    print(f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {o.rollup_every:g} s "
-          f"({SUPERVISION_TARGET})")
+    rollup = RollupConfig(
+        SUPERVISION_TARGET, o.rollup_every, ChainConfig(kind="inproc", poll_s=0.2, target=SUPERVISION_TARGET)
+    )
+    print(
+        f"chain    in-process EVM, chain id {sup.chain_id}: a roll-up every {o.rollup_every:g} s ({SUPERVISION_TARGET})"
+    )
     return chain, admin, (rollup,), {SUPERVISION_TARGET: sup}
 
 
@@ -160,10 +165,14 @@ async def _demo(o: DemoOptions) -> int:
         chain, admin, rollups, rollup_chains = _chains(o, chain_account_key(key_dir / "chain-account.key"))
 
         cfg = GatewayConfig(
-            gateway_id=o.gateway_id, region=o.region, state_dir=state_dir,
+            gateway_id=o.gateway_id,
+            region=o.region,
+            state_dir=state_dir,
             mqtt=MqttConfig(url=url, protocol="3.1.1" if broker else "auto"),
             batch=BatchConfig(max_records=o.batch_records, max_age_s=o.batch_seconds),
-            publish=PublishConfig(), chain=ChainConfig(kind="inproc", poll_s=0.2), rollups=rollups,
+            publish=PublishConfig(),
+            chain=ChainConfig(kind="inproc", poll_s=0.2),
+            rollups=rollups,
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)
         print(f"gateway  {cfg.gateway_id} in {cfg.region}, state in {state_dir}")
@@ -176,25 +185,35 @@ async def _demo(o: DemoOptions) -> int:
         if admin is not None:
             register_gateway(admin, cfg.gateway_id, pub.public_key.point[1:], chain.account)
             trust = TrustPolicy(registry=chain.gateway, point_verifier=point_verifier)
-            print(f"registry {cfg.gateway_id} registered by operator 0x{admin.account.hex()}, anchoring from "
-                  f"0x{chain.account.hex()}")
+            print(
+                f"registry {cfg.gateway_id} registered by operator 0x{admin.account.hex()}, anchoring from "
+                f"0x{chain.account.hex()}"
+            )
         else:
             trust = TrustPolicy(pinned={cfg.gateway_id: [pub]})
         # A persistent session under an id of this run's own (see StreamCollector).
-        collector = StreamCollector(url, topics, cfg.gateway_id, cfg.mqtt.protocol,
-                                    client_id=f"tiyi-demo-verifier-{secrets.token_hex(4)}",
-                                    session_expiry_s=VERIFIER_SESSION_S)
+        collector = StreamCollector(
+            url,
+            topics,
+            cfg.gateway_id,
+            cfg.mqtt.protocol,
+            client_id=f"tiyi-demo-verifier-{secrets.token_hex(4)}",
+            session_expiry_s=VERIFIER_SESSION_S,
+        )
         await collector.start()  # subscribed before the gateway says anything
 
         scenario = o.scenario
         models: list[HeartRateStrap | SimDevice] = (
-            scenario.build() if scenario else [HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i)
-                                               for i in range(o.devices)])
+            scenario.build()
+            if scenario
+            else [HeartRateStrap(f"hr-strap-{i + 1:03d}", seed=1000 + i) for i in range(o.devices)]
+        )
         chaos = scenario.chaos if scenario else Chaos()
         if o.ble:
             source: FrameCounter = await _bumble_source(models, chaos, o.speed, state_dir, o.hub, o.processes)
             how = "emulated Bluetooth peripherals (Bumble), collected through bleak" + (
-                f"; devices in {o.processes} processes attached to a {o.hub} hub" if o.hub else "")
+                f"; devices in {o.processes} processes attached to a {o.hub} hub" if o.hub else ""
+            )
         else:
             source = ModelSource(models, chaos, o.speed)
             how = "frames fed straight into the gateway"
@@ -202,8 +221,11 @@ async def _demo(o: DemoOptions) -> int:
         parts = assemble(cfg, chain, url, rollup_chains, devices=devices)
         gw = parts.gateway
         await gw.start()
-        what = (f"scenario '{scenario.name}': {scenario.device_count} devices" if scenario
-                else f"{o.devices} simulated heart-rate straps")
+        what = (
+            f"scenario '{scenario.name}': {scenario.device_count} devices"
+            if scenario
+            else f"{o.devices} simulated heart-rate straps"
+        )
         print(f"devices  {what}, time x{o.speed:g}; {how}")
         print("Ctrl-C to stop" + (f"; stopping after {o.duration:g} s" if o.duration else ""))
 
@@ -222,13 +244,21 @@ async def _demo(o: DemoOptions) -> int:
             await broker.stop()
 
         checkers: dict[str, AnchorChecker] = {t: ChainAnchorChecker(t, c) for t, c in rollup_chains.items()}
-        report = collector.report(StreamVerifier(trust), lambda v: v.report(
-            ChainAnchorChecker(cfg.chain_target, chain), require_complete=True, rollup_targets=list(rollup_chains),
-            rollup_chains=checkers))
+        report = collector.report(
+            StreamVerifier(trust),
+            lambda v: v.report(
+                ChainAnchorChecker(cfg.chain_target, chain),
+                require_complete=True,
+                rollup_targets=list(rollup_chains),
+                rollup_chains=checkers,
+            ),
+        )
         print()
-        print(f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
-              f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
-              f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}")
+        print(
+            f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
+            f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
+            f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}"
+        )
         if isinstance(source, BumbleDemoSource) and chaos != Chaos():
             print(source.misbehaviour_summary())
         print(report.summary())
@@ -241,16 +271,19 @@ async def _demo(o: DemoOptions) -> int:
         accounted = gw.metrics.records + gw.metrics.frames_joined + gw.metrics.malformed_frames
         complete = accounted == source.frames_sent
         if not complete:
-            print(f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
-                  file=sys.stderr)
+            print(
+                f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
+                file=sys.stderr,
+            )
         return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
 
 
 class _Ticker:
     """The live progress line, once a second; sets ``stop`` when the duration is up."""
 
-    def __init__(self, gw: Gateway, collector: StreamCollector, rollups: bool, duration: float | None,
-                 stop: asyncio.Event) -> None:
+    def __init__(
+        self, gw: Gateway, collector: StreamCollector, rollups: bool, duration: float | None, stop: asyncio.Event
+    ) -> None:
         self._gw, self._collector, self._rollups, self._duration, self._stop = gw, collector, rollups, duration, stop
         self._progress = Progress()
         self._start = self._last_t = monotonic()
@@ -261,10 +294,12 @@ class _Ticker:
         m = self._gw.metrics
         rate = (m.records - self._last_records) / max(now - self._last_t, 1e-6)
         self._last_records, self._last_t = m.records, now
-        self._progress.show(f"{now - self._start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
-                            f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
-                            + (f"roll-ups {m.rollups_final}  " if self._rollups else "")
-                            + f"messages seen by verifier {len(self._collector.messages)}")
+        self._progress.show(
+            f"{now - self._start:6.1f}s  {rate:7.1f} readings/s  records {m.records}  delivered "
+            f"{m.records_delivered}  batches {m.batches}  anchored {m.anchors_final}  "
+            + (f"roll-ups {m.rollups_final}  " if self._rollups else "")
+            + f"messages seen by verifier {len(self._collector.messages)}"
+        )
         if self._duration is not None and now - self._start >= self._duration:
             self._stop.set()
         if self._stop.is_set():
@@ -361,6 +396,7 @@ class _Handed:
         async def counted(frame: Frame) -> None:
             await submit(frame)
             self.count += 1
+
         return counted
 
     async def until(self, sent: Callable[[], int]) -> None:
@@ -399,14 +435,22 @@ class BumbleDemoSource:
 
     def misbehaviour_summary(self) -> str:
         ps = self.peripherals
-        return (f"misbehaviour: {sum(p.refused for p in ps)} connections refused, {sum(p.renames for p in ps)} "
-                f"renames, {sum(len(p.addresses) - 1 for p in ps)} private-address rotations, "
-                f"{sum(p.switched_off for p in ps)} devices switched off (battery empty); "
-                f"gateway connects {sum(s.connects for s in self.source.devices.values())}")
+        return (
+            f"misbehaviour: {sum(p.refused for p in ps)} connections refused, {sum(p.renames for p in ps)} "
+            f"renames, {sum(len(p.addresses) - 1 for p in ps)} private-address rotations, "
+            f"{sum(p.switched_off for p in ps)} devices switched off (battery empty); "
+            f"gateway connects {sum(s.connects for s in self.source.devices.values())}"
+        )
 
 
-async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos, speed: float,
-                         state_dir: Path, hub: str | None = None, processes: int = 2) -> FrameCounter:
+async def _bumble_source(
+    models: list[HeartRateStrap | SimDevice],
+    chaos: Chaos,
+    speed: float,
+    state_dir: Path,
+    hub: str | None = None,
+    processes: int = 2,
+) -> FrameCounter:
     from bumble.link import LocalLink
 
     from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
@@ -420,23 +464,37 @@ async def _bumble_source(models: list[HeartRateStrap | SimDevice], chaos: Chaos,
     plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour, bytes | None]] = []
     for i, m in enumerate(models):
         address = f"F3:00:00:00:{i // 256:02X}:{i % 256:02X}"
-        misbehave = Misbehaviour(silent=bool(silent_every) and i % silent_every == 0,
-                                 malformed_every=chaos.malformed_every, duplicate_every=chaos.duplicate_every,
-                                 battery_drain_per_min=chaos.battery_drain_per_min,
-                                 rename_every_s=chaos.rename_every_s,
-                                 rotate_address_every_s=chaos.rotate_address_every_s,
-                                 refuse_connections=chaos.refuse_connections,
-                                 disconnect_every_s=chaos.disconnect_every_s, seed=i + 1)
+        misbehave = Misbehaviour(
+            silent=bool(silent_every) and i % silent_every == 0,
+            malformed_every=chaos.malformed_every,
+            duplicate_every=chaos.duplicate_every,
+            battery_drain_per_min=chaos.battery_drain_per_min,
+            rename_every_s=chaos.rename_every_s,
+            rotate_address_every_s=chaos.rotate_address_every_s,
+            refuse_connections=chaos.refuse_connections,
+            disconnect_every_s=chaos.disconnect_every_s,
+            seed=i + 1,
+        )
         # A device that rotates private addresses is paired by its IRK, as a phone or watch would be.
         irk = hashlib.sha256(f"tiyi-sim-irk-{i}".encode()).digest()[:16] if chaos.rotate_address_every_s else None
         allow.add(f"irk:{irk.hex()}" if irk else address)
         plan.append((m, address, misbehave, irk))
     # The emulated radio connects in milliseconds: a short timeout keeps a connect to an address that just
     # rotated away (a private-address device) from holding the adapter's connect slot for long.
-    settings = BleSettings(allow=frozenset(allow), max_connections=max(5, len(allow)), backoff_min_s=0.2,
-                           connect_timeout_s=2.0, silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed))
-    source = BleakSource(settings, secret_file(state_dir / "keys" / "device-pseudonym.key"),
-                         {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+    settings = BleSettings(
+        allow=frozenset(allow),
+        max_connections=max(5, len(allow)),
+        backoff_min_s=0.2,
+        connect_timeout_s=2.0,
+        silence_s=max(10.0, 3 * max(_interval(m) for m in models) / speed),
+    )
+    source = BleakSource(
+        settings,
+        secret_file(state_dir / "keys" / "device-pseudonym.key"),
+        {"central": BumbleCentral(link)},
+        BumbleScanner,
+        BumbleClient,
+    )
     if hub is not None:
         return await _hub_source(link, plan, speed, hub, processes, source)
     peripherals: list[BumbleHeartRateStrap | BumbleSensor] = []
@@ -467,8 +525,13 @@ class HubDemoSource:
         try:
             for group in self.groups:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "firmware_sim.hub", "worker", stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE)
+                    sys.executable,
+                    "-m",
+                    "firmware_sim.hub",
+                    "worker",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
                 self.procs.append(proc)
                 assert proc.stdin is not None and proc.stdout is not None
                 proc.stdin.write(json.dumps([s.to_json() for s in group]).encode())
@@ -499,13 +562,24 @@ class HubDemoSource:
         await self.hub.close()
 
     def write_truth(self, path: Path) -> int:
-        return _write_truth(path, [(dev, c, bytes.fromhex(h), None) for dev, d in self.sent.items()
-                                   for c, h in zip(d["chars"], d["frames"], strict=True)])
+        return _write_truth(
+            path,
+            [
+                (dev, c, bytes.fromhex(h), None)
+                for dev, d in self.sent.items()
+                for c, h in zip(d["chars"], d["frames"], strict=True)
+            ],
+        )
 
 
-async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour,
-                                                        bytes | None]],
-                      speed: float, kind: str, processes: int, source: BleakSource) -> HubDemoSource:
+async def _hub_source(
+    link: LocalLink,
+    plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour, bytes | None]],
+    speed: float,
+    kind: str,
+    processes: int,
+    source: BleakSource,
+) -> HubDemoSource:
     from firmware_sim.hub import DeviceSpec, Hub
 
     if kind not in ("tcp", "ws"):
@@ -514,9 +588,19 @@ async def _hub_source(link: LocalLink, plan: list[tuple[HeartRateStrap | SimDevi
     specs = []
     for slot, (m, address, misbehave, irk) in enumerate(plan):
         name = "hr_strap" if isinstance(m, HeartRateStrap) else next(k for k, v in MODELS.items() if type(m) is v)
-        specs.append(DeviceSpec(hub.client_spec(slot), name, m.dev_id, m.seed, address, speed,
-                                None if isinstance(m, HeartRateStrap) else m.interval_s,
-                                dataclasses.asdict(misbehave), irk.hex() if irk else None))
+        specs.append(
+            DeviceSpec(
+                hub.client_spec(slot),
+                name,
+                m.dev_id,
+                m.seed,
+                address,
+                speed,
+                None if isinstance(m, HeartRateStrap) else m.interval_s,
+                dataclasses.asdict(misbehave),
+                irk.hex() if irk else None,
+            )
+        )
     n = max(1, min(processes, len(specs)))
     return HubDemoSource(hub, [specs[i::n] for i in range(n)], source)
 

@@ -52,12 +52,14 @@ class StreamCollector:
     (rather than for a quiet spell of fixed length) keeps a slow, CPU-starved run from being cut short.
     """
 
-    def __init__(self, url: str, topics: Topics, gw: str, protocol: str = "auto", client_id: str = "",
-                 session_expiry_s: int = 0) -> None:
+    def __init__(
+        self, url: str, topics: Topics, gw: str, protocol: str = "auto", client_id: str = "", session_expiry_s: int = 0
+    ) -> None:
         """``session_expiry_s`` > 0: a persistent session, so a broker restart (with persistence on) keeps the
         subscription and queues what the gateway publishes meanwhile instead of dropping it."""
-        self._settings = BrokerSettings.from_url(url, client_id=client_id or f"{gw}-verifier", protocol=protocol,
-                                                 session_expiry_s=session_expiry_s)
+        self._settings = BrokerSettings.from_url(
+            url, client_id=client_id or f"{gw}-verifier", protocol=protocol, session_expiry_s=session_expiry_s
+        )
         self._sub = PahoSubscriber(self._settings, topics.all)
         self._status_topic, self._gw = topics.status, gw
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -92,8 +94,9 @@ class StreamCollector:
                 await self._task
         await self._sub.stop()
 
-    def report(self, verifier: StreamVerifier, report: Callable[[StreamVerifier], VerificationReport]
-               ) -> VerificationReport:
+    def report(
+        self, verifier: StreamVerifier, report: Callable[[StreamVerifier], VerificationReport]
+    ) -> VerificationReport:
         """Feed everything received to ``verifier`` (after the run, so checking never competes with the
         gateway for the loop) and return ``report(verifier)``."""
         for topic, payload, retained in self.messages:
@@ -110,15 +113,23 @@ def says_offline(payload: bytes, gw: str) -> bool:
     return isinstance(msg, dict) and msg.get("state") == "offline" and msg.get("gw") == gw and msg.get("t") != 0
 
 
-async def serve(gw: Gateway, source: FrameSource, stop: asyncio.Event, tick: Callable[[], None] | None = None,
-                quiesce: Callable[[], Awaitable[None]] | None = None, states_every_s: float = 1.0) -> None:
+async def serve(
+    gw: Gateway,
+    source: FrameSource,
+    stop: asyncio.Event,
+    tick: Callable[[], None] | None = None,
+    quiesce: Callable[[], Awaitable[None]] | None = None,
+    states_every_s: float = 1.0,
+) -> None:
     """Feed ``source`` into a started ``gw`` and publish its device states until ``stop`` is set; calls
     ``tick`` about once a second meanwhile, and ``quiesce`` (the source stops emitting, its frames in flight
     land) before the source is cancelled. The caller drains and stops the gateway."""
     from gateway.runtime import device_state_loop
 
-    tasks = [asyncio.create_task(source.run(gw.submit), name="source"),
-             asyncio.create_task(device_state_loop(gw, every_s=states_every_s), name="device-states")]
+    tasks = [
+        asyncio.create_task(source.run(gw.submit), name="source"),
+        asyncio.create_task(device_state_loop(gw, every_s=states_every_s), name="device-states"),
+    ]
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

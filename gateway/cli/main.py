@@ -33,11 +33,13 @@ examples:
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "demo", help="run the whole path with simulated devices and verify it",
+        "demo",
+        help="run the whole path with simulated devices and verify it",
         description="Start an embedded MQTT broker (unless --broker is given), an in-process EVM chain with the "
-                    "Anchor contract, N simulated heart-rate straps and a gateway; show live progress; on Ctrl-C or "
-                    "after --duration, drain, stop and verify every record independently (records, Merkle proofs, "
-                    "SM2 signatures, the batch chain and the anchors on the chain).")
+        "Anchor contract, N simulated heart-rate straps and a gateway; show live progress; on Ctrl-C or "
+        "after --duration, drain, stop and verify every record independently (records, Merkle proofs, "
+        "SM2 signatures, the batch chain and the anchors on the chain).",
+    )
     p.add_argument("--devices", type=int, default=5, help="number of simulated straps (default 5)")
     _add_run_options(p)
 
@@ -45,33 +47,55 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--broker", default=None, help="use this broker (mqtt://host:port) instead of the embedded one")
-    p.add_argument("--region", default="shenzhen",
-                   help="regional sub-chain and topic region: hongkong, macao or a Guangdong city (default shenzhen)")
+    p.add_argument(
+        "--region",
+        default="shenzhen",
+        help="regional sub-chain and topic region: hongkong, macao or a Guangdong city (default shenzhen)",
+    )
     p.add_argument("--gateway-id", default="gw-demo-01", help="gateway id (default gw-demo-01)")
     p.add_argument("--state-dir", type=Path, default=None, help="journal and keys (default: a temporary directory)")
     p.add_argument("--batch-records", type=int, default=200, help="close a batch at this many records (default 200)")
     p.add_argument("--batch-seconds", type=float, default=5.0, help="or after this many seconds (default 5)")
     p.add_argument("--speed", type=float, default=1.0, help="run device time this many times faster (default 1)")
-    p.add_argument("--chain", default=None, metavar="URL",
-                   help="anchor on this EVM JSON-RPC node (ganache, FISCO BCOS Web3 RPC, Besu) instead of the "
-                        "in-process chain; the Anchor contract is deployed unless --contract is given")
+    p.add_argument(
+        "--chain",
+        default=None,
+        metavar="URL",
+        help="anchor on this EVM JSON-RPC node (ganache, FISCO BCOS Web3 RPC, Besu) instead of the "
+        "in-process chain; the Anchor contract is deployed unless --contract is given",
+    )
     p.add_argument("--contract", default=None, help="address of an existing Anchor contract on --chain")
-    p.add_argument("--rollup-every", type=float, default=10.0, metavar="S",
-                   help="also anchor a roll-up of the batch roots every S seconds on a second in-process chain, "
-                        "as a supervision chain would get (default 10; 0: none)")
-    p.add_argument("--ble", action="store_true",
-                   help="emulate the straps as Bluetooth peripherals (Bumble) and collect them through the gateway's "
-                        "real bleak code path, instead of feeding frames directly")
-    p.add_argument("--hub", choices=["tcp", "ws"], default=None,
-                   help="with --ble: run the devices in separate processes that attach to this process's emulated "
-                        "radio over TCP or WebSocket HCI transports (a hub), instead of all in one process")
+    p.add_argument(
+        "--rollup-every",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="also anchor a roll-up of the batch roots every S seconds on a second in-process chain, "
+        "as a supervision chain would get (default 10; 0: none)",
+    )
+    p.add_argument(
+        "--ble",
+        action="store_true",
+        help="emulate the straps as Bluetooth peripherals (Bumble) and collect them through the gateway's "
+        "real bleak code path, instead of feeding frames directly",
+    )
+    p.add_argument(
+        "--hub",
+        choices=["tcp", "ws"],
+        default=None,
+        help="with --ble: run the devices in separate processes that attach to this process's emulated "
+        "radio over TCP or WebSocket HCI transports (a hub), instead of all in one process",
+    )
     p.add_argument("--processes", type=int, default=2, help="with --hub: device processes to start (default 2)")
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run a gateway from a configuration file",
-                       description="Run the gateway service. Stops cleanly on SIGTERM/SIGINT, finishing accepted "
-                                   "work first (bounded by --drain-timeout). See deploy/gateway.example.toml.")
+    p = sub.add_parser(
+        "run",
+        help="run a gateway from a configuration file",
+        description="Run the gateway service. Stops cleanly on SIGTERM/SIGINT, finishing accepted "
+        "work first (bounded by --drain-timeout). See deploy/gateway.example.toml.",
+    )
     p.add_argument("--config", type=Path, required=True, help="TOML configuration file")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish work on stop (default 30)")
@@ -96,65 +120,124 @@ exit codes:
 
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "verify", help="independently verify what a gateway published",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_VERIFY_EPILOG,
+        "verify",
+        help="independently verify what a gateway published",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_VERIFY_EPILOG,
         description="Subscribe to a gateway's topics (or read a capture file, or one proof bundle) and check every "
-                    "record: its batch manifest, the Merkle root, the SM2 signature under a key you trust, the "
-                    "prev-chain, seq gaps, the signed head (a dropped tail), and each anchor on the chain (with "
-                    "--rpc and --contract). Exits 0 only when everything verifies.")
+        "record: its batch manifest, the Merkle root, the SM2 signature under a key you trust, the "
+        "prev-chain, seq gaps, the signed head (a dropped tail), and each anchor on the chain (with "
+        "--rpc and --contract). Exits 0 only when everything verifies.",
+    )
     p.add_argument("--broker", default=None, help="subscribe to this broker (mqtt://host:port, mqtts:// for TLS)")
-    p.add_argument("--ca-file", type=Path, default=None, help="with mqtts://: trust the broker's certificate only "
-                                                              "if this CA (PEM) signed it (default: the system CAs)")
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        help="with mqtts://: trust the broker's certificate only if this CA (PEM) signed it (default: the system CAs)",
+    )
     p.add_argument("--cert-file", type=Path, default=None, help="with mqtts://: client certificate (PEM)")
     p.add_argument("--key-file", type=Path, default=None, help="its private key (PEM, mode 0600)")
     p.add_argument("--username", default=None, help="MQTT user name")
-    p.add_argument("--password-file", type=Path, default=None,
-                   help="file holding the MQTT password (mode 0600; never give a password on the command line)")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="file holding the MQTT password (mode 0600; never give a password on the command line)",
+    )
     p.add_argument("--region", default="+", help="region to subscribe to (default: all)")
     p.add_argument("--gateway", default="+", help="gateway id to subscribe to (default: all)")
     p.add_argument("--capture", type=Path, default=None, help="read messages from this capture file instead")
-    p.add_argument("--bundle", type=Path, default=None,
-                   help="check one proof bundle (tiyi proof export) instead of a stream; with --rpc also on chain")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="check one proof bundle (tiyi proof export) instead of a stream; with --rpc also on chain",
+    )
     p.add_argument("--save", type=Path, default=None, help="also write received messages to this capture file")
-    p.add_argument("--rpc", default=None, metavar="URL",
-                   help="the anchor chain's JSON-RPC URL (fisco2+http://… for FISCO BCOS 2.x native RPC): confirm "
-                        "every anchor on the chain and ask it for the gateway's latest anchored batch")
-    p.add_argument("--contract", default=None, metavar="ADDRESS",
-                   help="the Anchor contract on --rpc to trust (receipts never choose it)")
-    p.add_argument("--rollup-rpc", action="append", default=[], metavar="TARGET=CONTRACT@URL",
-                   help="a roll-up target's chain and contract (e.g. health_supervision=0x5FbD…@http://node:8545): "
-                        "confirm roll-up anchors there, and with --require-complete require every batch rolled up "
-                        "(repeatable)")
-    p.add_argument("--key", action="append", default=[], metavar="[GW=]FILE",
-                   help="a trusted gateway public key (SPKI PEM), pinned for gateway GW (repeatable)")
-    p.add_argument("--registry", default=None, metavar="CONTRACT",
-                   help="take each gateway's keys and anchoring account from this Anchor contract's on-chain "
-                        "registry (needs --rpc)")
-    p.add_argument("--operator", default=None, metavar="ADDRESS",
-                   help="with --registry: accept only gateways registered by this operator account")
-    p.add_argument("--tofu", action="store_true",
-                   help="trust the key each gateway announces (trust on first use); the result is never 'verified'")
-    p.add_argument("--idle", type=float, default=5.0,
-                   help="stop listening after this many quiet seconds while the gateways heard are up or stopped "
-                        "cleanly (default 5)")
-    p.add_argument("--wait", type=float, default=60.0,
-                   help="before anything is heard, or while a gateway is down by its last will (it crashed and "
-                        "will re-send), stop after this many quiet seconds instead (default 60)")
+    p.add_argument(
+        "--rpc",
+        default=None,
+        metavar="URL",
+        help="the anchor chain's JSON-RPC URL (fisco2+http://… for FISCO BCOS 2.x native RPC): confirm "
+        "every anchor on the chain and ask it for the gateway's latest anchored batch",
+    )
+    p.add_argument(
+        "--contract",
+        default=None,
+        metavar="ADDRESS",
+        help="the Anchor contract on --rpc to trust (receipts never choose it)",
+    )
+    p.add_argument(
+        "--rollup-rpc",
+        action="append",
+        default=[],
+        metavar="TARGET=CONTRACT@URL",
+        help="a roll-up target's chain and contract (e.g. health_supervision=0x5FbD…@http://node:8545): "
+        "confirm roll-up anchors there, and with --require-complete require every batch rolled up "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="[GW=]FILE",
+        help="a trusted gateway public key (SPKI PEM), pinned for gateway GW (repeatable)",
+    )
+    p.add_argument(
+        "--registry",
+        default=None,
+        metavar="CONTRACT",
+        help="take each gateway's keys and anchoring account from this Anchor contract's on-chain "
+        "registry (needs --rpc)",
+    )
+    p.add_argument(
+        "--operator",
+        default=None,
+        metavar="ADDRESS",
+        help="with --registry: accept only gateways registered by this operator account",
+    )
+    p.add_argument(
+        "--tofu",
+        action="store_true",
+        help="trust the key each gateway announces (trust on first use); the result is never 'verified'",
+    )
+    p.add_argument(
+        "--idle",
+        type=float,
+        default=5.0,
+        help="stop listening after this many quiet seconds while the gateways heard are up or stopped "
+        "cleanly (default 5)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="before anything is heard, or while a gateway is down by its last will (it crashed and "
+        "will re-send), stop after this many quiet seconds instead (default 60)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop listening after this many seconds")
-    p.add_argument("--require-complete", action="store_true",
-                   help="records not yet in a batch, and batches in no roll-up on a --rollup-rpc target, are failures")
+    p.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="records not yet in a batch, and batches in no roll-up on a --rollup-rpc target, are failures",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="manage the gateway's SM2 signing key")
     ks = p.add_subparsers(dest="keys_cmd", required=True)
-    g = ks.add_parser("generate", help="write gateway.key (PKCS#8 PEM, 0600) and gateway.pub (SPKI PEM)",
-                      description="Generate an SM2 key pair that OpenSSL reads and writes. The private key file is "
-                                  "created 0600 in a 0700 directory; an existing key is never overwritten unless "
-                                  "--force is given.")
-    g.add_argument("--dir", type=Path, default=Path("/var/lib/tiyi/keys"),
-                   help="directory (default /var/lib/tiyi/keys)")
+    g = ks.add_parser(
+        "generate",
+        help="write gateway.key (PKCS#8 PEM, 0600) and gateway.pub (SPKI PEM)",
+        description="Generate an SM2 key pair that OpenSSL reads and writes. The private key file is "
+        "created 0600 in a 0700 directory; an existing key is never overwritten unless "
+        "--force is given.",
+    )
+    g.add_argument(
+        "--dir", type=Path, default=Path("/var/lib/tiyi/keys"), help="directory (default /var/lib/tiyi/keys)"
+    )
     g.add_argument("--force", action="store_true", help="replace an existing key (the old one is lost)")
     s = ks.add_parser("show", help="print the public key and key id of a private key file")
     s.add_argument("path", type=Path)
@@ -163,10 +246,13 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("proof", help="export a self-contained proof for one reading")
     ps = p.add_subparsers(dest="proof_cmd", required=True)
-    e = ps.add_parser("export", help="write a JSON proof bundle for one record from the gateway's journal",
-                      description="The bundle holds the record's exact bytes, its Merkle inclusion path, the "
-                                  "SM2-signed batch manifest (with the gateway's public key) and the final anchor "
-                                  "receipt. Anyone can check it with `tiyi verify --bundle FILE [--rpc URL]`.")
+    e = ps.add_parser(
+        "export",
+        help="write a JSON proof bundle for one record from the gateway's journal",
+        description="The bundle holds the record's exact bytes, its Merkle inclusion path, the "
+        "SM2-signed batch manifest (with the gateway's public key) and the final anchor "
+        "receipt. Anyone can check it with `tiyi verify --bundle FILE [--rpc URL]`.",
+    )
     e.add_argument("--config", type=Path, required=True, help="the gateway's configuration (for its state dir)")
     e.add_argument("--seq", type=int, required=True, help="the record's seq number")
     e.add_argument("-o", "--output", type=Path, default=None, help="write here instead of standard output")
@@ -174,21 +260,25 @@ def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "chain", help="the on-chain gateway registry (alliance administrator and gym operators)",
+        "chain",
+        help="the on-chain gateway registry (alliance administrator and gym operators)",
         description="Roles on the Anchor contract: the alliance administrator (the account that deployed it) approves "
-                    "operator accounts; an approved operator registers a gateway id with the gateway's SM2 public key "
-                    "and the chain account the gateway anchors from (`tiyi chain account`), and may later rotate or "
-                    "revoke it (the administrator may revoke too). Platforms then verify with `tiyi verify --registry "
-                    "CONTRACT --rpc URL` instead of pinning keys by hand. URLs: http(s)://… for EVM JSON-RPC, "
-                    "fisco2+http(s)://… for FISCO BCOS 2.x.")
+        "operator accounts; an approved operator registers a gateway id with the gateway's SM2 public key "
+        "and the chain account the gateway anchors from (`tiyi chain account`), and may later rotate or "
+        "revoke it (the administrator may revoke too). Platforms then verify with `tiyi verify --registry "
+        "CONTRACT --rpc URL` instead of pinning keys by hand. URLs: http(s)://… for EVM JSON-RPC, "
+        "fisco2+http(s)://… for FISCO BCOS 2.x.",
+    )
     cs = p.add_subparsers(dest="chain_cmd", required=True)
-    for name, hlp in (("approve-operator", "administrator: allow an operator account to register gateways"),
-                      ("revoke-operator", "administrator: withdraw an operator's right to register and rotate"),
-                      ("transfer-admin", "administrator: hand the administrator role to another account"),
-                      ("register", "operator: register a gateway id with its SM2 key and anchoring account"),
-                      ("rotate", "operator: replace a registered gateway's key (and anchoring account)"),
-                      ("revoke", "operator or administrator: revoke a gateway (its signatures stop being trusted)"),
-                      ("show", "print a gateway's registry entry and key history")):
+    for name, hlp in (
+        ("approve-operator", "administrator: allow an operator account to register gateways"),
+        ("revoke-operator", "administrator: withdraw an operator's right to register and rotate"),
+        ("transfer-admin", "administrator: hand the administrator role to another account"),
+        ("register", "operator: register a gateway id with its SM2 key and anchoring account"),
+        ("rotate", "operator: replace a registered gateway's key (and anchoring account)"),
+        ("revoke", "operator or administrator: revoke a gateway (its signatures stop being trusted)"),
+        ("show", "print a gateway's registry entry and key history"),
+    ):
         c = cs.add_parser(name, help=hlp, description=hlp)
         c.add_argument("--rpc", required=True, help="chain JSON-RPC URL")
         c.add_argument("--contract", required=True, help="the Anchor contract address")
@@ -198,68 +288,109 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             c.add_argument("--gateway", required=True, help="gateway id")
         if name in ("register", "rotate"):
             c.add_argument("--pub", type=Path, required=True, help="the gateway's SM2 public key (gateway.pub)")
-            c.add_argument("--anchorer", required=True, metavar="ADDRESS",
-                           help="the chain account the gateway anchors from (on the gateway: tiyi chain account "
-                                "--config FILE)")
+            c.add_argument(
+                "--anchorer",
+                required=True,
+                metavar="ADDRESS",
+                help="the chain account the gateway anchors from (on the gateway: tiyi chain account --config FILE)",
+            )
         if name != "show":
-            c.add_argument("--operator-key", type=Path, required=True,
-                           help="your own chain account key file (hex, 0600; created if absent): the administrator's "
-                                "or the operator's")
-    a = cs.add_parser("account", help="print the chain account address a gateway anchors from",
-                      description="Reads (or creates, 0600) the gateway's chain account key named by its configuration "
-                                  "and prints the account address, to give to the operator for `tiyi chain register`.")
+            c.add_argument(
+                "--operator-key",
+                type=Path,
+                required=True,
+                help="your own chain account key file (hex, 0600; created if absent): the administrator's "
+                "or the operator's",
+            )
+    a = cs.add_parser(
+        "account",
+        help="print the chain account address a gateway anchors from",
+        description="Reads (or creates, 0600) the gateway's chain account key named by its configuration "
+        "and prints the account address, to give to the operator for `tiyi chain register`.",
+    )
     a.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
 
 
 def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("devices", help="pair, list and forget Bluetooth devices",
-                       description="The gateway ingests only paired devices (plus [ble] allow in the config). "
-                                   "Pairing takes effect within seconds, without a restart. Devices the gateway "
-                                   "has seen but that are not paired are listed too.")
+    p = sub.add_parser(
+        "devices",
+        help="pair, list and forget Bluetooth devices",
+        description="The gateway ingests only paired devices (plus [ble] allow in the config). "
+        "Pairing takes effect within seconds, without a restart. Devices the gateway "
+        "has seen but that are not paired are listed too.",
+    )
     ds = p.add_subparsers(dest="devices_cmd", required=True)
-    for name, hlp in (("list", "paired devices, and devices seen but not paired"),
-                      ("pair", "allow a device: an address AA:BB:CC:DD:EE:FF, name:<advertised name>, "
-                               "irk:<32 hex digits> for a device that rotates private addresses, or "
-                               "vendor:<company id> for every device of one brand"),
-                      ("forget", "stop ingesting a device")):
+    for name, hlp in (
+        ("list", "paired devices, and devices seen but not paired"),
+        (
+            "pair",
+            "allow a device: an address AA:BB:CC:DD:EE:FF, name:<advertised name>, "
+            "irk:<32 hex digits> for a device that rotates private addresses, or "
+            "vendor:<company id> for every device of one brand",
+        ),
+        ("forget", "stop ingesting a device"),
+    ):
         d = ds.add_parser(name, help=hlp)
         d.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
         if name != "list":
-            d.add_argument("device", help="AA:BB:CC:DD:EE:FF, name:<advertised name>, irk:<IRK, most significant "
-                                          "byte first> (phones and watches that hide behind private addresses) "
-                                          "or vendor:<company id, e.g. 0x006B>")
+            d.add_argument(
+                "device",
+                help="AA:BB:CC:DD:EE:FF, name:<advertised name>, irk:<IRK, most significant "
+                "byte first> (phones and watches that hide behind private addresses) "
+                "or vendor:<company id, e.g. 0x006B>",
+            )
         if name == "pair":
             d.add_argument("--model", default=None, help="device model, for per-model quirks")
             d.add_argument("--note", default=None, help="free text, e.g. where the device lives")
-            d.add_argument("--quirk", action="append", default=[], metavar="NAME=VALUE",
-                           help="a model's deviation from the spec, e.g. ftms_variant=current (repeatable)")
-            d.add_argument("--only", action="append", default=[], metavar="UUID",
-                           help="subscribe only to this characteristic, e.g. 2a37 (repeatable; default: every "
-                                "characteristic the gateway decodes)")
+            d.add_argument(
+                "--quirk",
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help="a model's deviation from the spec, e.g. ftms_variant=current (repeatable)",
+            )
+            d.add_argument(
+                "--only",
+                action="append",
+                default=[],
+                metavar="UUID",
+                help="subscribe only to this characteristic, e.g. 2a37 (repeatable; default: every "
+                "characteristic the gateway decodes)",
+            )
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sim", help="simulated gyms and clinics: list and run scenarios",
-                       description="Scenarios describe a site's devices in TOML (see firmware_sim/scenarios/). "
-                                   "`run` drives them through a full gateway, broker and chain like `tiyi demo`, "
-                                   "directly or as emulated Bluetooth peripherals (--ble), and verifies the result.")
+    p = sub.add_parser(
+        "sim",
+        help="simulated gyms and clinics: list and run scenarios",
+        description="Scenarios describe a site's devices in TOML (see firmware_sim/scenarios/). "
+        "`run` drives them through a full gateway, broker and chain like `tiyi demo`, "
+        "directly or as emulated Bluetooth peripherals (--ble), and verifies the result.",
+    )
     ss = p.add_subparsers(dest="sim_cmd", required=True)
     ss.add_parser("list", help="the built-in scenarios")
     r = ss.add_parser("run", help="run a scenario (a built-in name or a .toml file)")
     r.add_argument("scenario", help="built-in name (tiyi sim list) or path to a scenario file")
-    r.add_argument("--truth", type=Path, default=None,
-                   help="write every emitted frame (device, characteristic, raw bytes, time) to this CBOR sequence")
+    r.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="write every emitted frame (device, characteristic, raw bytes, time) to this CBOR sequence",
+    )
     _add_run_options(r)
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against a running broker")
     bs = p.add_subparsers(dest="bench_cmd", required=True)
-    b = bs.add_parser("pipeline", help="push N records through the full pipeline as fast as possible",
-                      description="Decode, journal (temporary state dir), publish QoS 1 on the real topics, batch, "
-                                  "Merkle, SM2-sign and anchor on the in-process chain; wait until everything is "
-                                  "acknowledged and anchored, verify the stream with a subscriber, and print one "
-                                  "JSON line: records, seconds, records_per_s, batches, anchored, verified.")
+    b = bs.add_parser(
+        "pipeline",
+        help="push N records through the full pipeline as fast as possible",
+        description="Decode, journal (temporary state dir), publish QoS 1 on the real topics, batch, "
+        "Merkle, SM2-sign and anchor on the in-process chain; wait until everything is "
+        "acknowledged and anchored, verify the stream with a subscriber, and print one "
+        "JSON line: records, seconds, records_per_s, batches, anchored, verified.",
+    )
     b.add_argument("--broker", required=True, help="mqtt://HOST:PORT of a broker that already runs")
     b.add_argument("--records", type=int, default=20_000)
     b.add_argument("--devices", type=int, default=50)
@@ -269,47 +400,79 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("broker", help="broker configuration for tiyi (Mosquitto ACL)")
     bs = p.add_subparsers(dest="broker_cmd", required=True)
-    a = bs.add_parser("acl", help="write the Mosquitto ACL file: gateways write only their own topics, platforms read",
-                      description="One section per account, no patterns (Mosquitto applies pattern lines to every "
-                                  "account). A gateway's MQTT user name is its gateway id. Regenerate the whole file "
-                                  "when gateways come or go, then reload Mosquitto. See deploy/README.md.")
-    a.add_argument("--gateway", action="append", default=[], metavar="REGION/ID",
-                   help="a gateway account, e.g. shenzhen/gw-sz-futian-001: may write only tiyi/v1/REGION/ID/# "
-                        "(repeatable)")
-    a.add_argument("--platform", action="append", default=[], metavar="USER[=REGION,...]",
-                   help="a read-only platform account: every region, or only those listed (repeatable)")
+    a = bs.add_parser(
+        "acl",
+        help="write the Mosquitto ACL file: gateways write only their own topics, platforms read",
+        description="One section per account, no patterns (Mosquitto applies pattern lines to every "
+        "account). A gateway's MQTT user name is its gateway id. Regenerate the whole file "
+        "when gateways come or go, then reload Mosquitto. See deploy/README.md.",
+    )
+    a.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="REGION/ID",
+        help="a gateway account, e.g. shenzhen/gw-sz-futian-001: may write only tiyi/v1/REGION/ID/# (repeatable)",
+    )
+    a.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="USER[=REGION,...]",
+        help="a read-only platform account: every region, or only those listed (repeatable)",
+    )
     a.add_argument("-o", "--output", type=Path, default=None, help="write the file here (default: standard output)")
 
 
 def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("config", help="check a gateway configuration file")
     c = p.add_subparsers(dest="config_cmd", required=True).add_parser(
-        "check", help="list every problem of a configuration, or print its effective settings",
+        "check",
+        help="list every problem of a configuration, or print its effective settings",
         description="Parse FILE exactly as `tiyi run` does and list every problem, each naming its setting (exit 1); "
-                    "with none, print OK and a summary of the effective settings with secrets left out (exit 0). "
-                    "The signing key, MQTT password and TLS files it names are checked too unless --no-files.")
+        "with none, print OK and a summary of the effective settings with secrets left out (exit 0). "
+        "The signing key, MQTT password and TLS files it names are checked too unless --no-files.",
+    )
     c.add_argument("file", type=Path)
     c.add_argument("--no-files", action="store_true", help="check the file alone (e.g. on another machine)")
 
 
 def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("decode", help="decode one BLE characteristic payload to JSON",
-                       description="Decode a payload as the gateway would. The characteristic may be given as "
-                                   "2a37, 0x2A37 or 00002a37-0000-1000-8000-00805f9b34fb; the payload as hex "
-                                   "(spaces and colons allowed). Exit code 2 for malformed input.")
+    p = sub.add_parser(
+        "decode",
+        help="decode one BLE characteristic payload to JSON",
+        description="Decode a payload as the gateway would. The characteristic may be given as "
+        "2a37, 0x2A37 or 00002a37-0000-1000-8000-00805f9b34fb; the payload as hex "
+        "(spaces and colons allowed). Exit code 2 for malformed input.",
+    )
     p.add_argument("characteristic")
     p.add_argument("hex", nargs="+")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tiyi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        prog="tiyi",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
         description="tiyi-edge: collect BLE health and fitness readings, journal them durably, stream them over "
-                    "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.")
+        "MQTT, sign SM3 Merkle batches with SM2 and anchor them on the alliance chain.",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_verify, _add_keys, _add_proof, _add_chain, _add_devices, _add_sim,
-                _add_bench, _add_broker, _add_config, _add_decode):
+    for add in (
+        _add_demo,
+        _add_run,
+        _add_verify,
+        _add_keys,
+        _add_proof,
+        _add_chain,
+        _add_devices,
+        _add_sim,
+        _add_bench,
+        _add_broker,
+        _add_config,
+        _add_decode,
+    ):
         add(sub)
     for name, hlp in _PLATFORM_COMMANDS.items():  # parsed by the ingest package itself (see main)
         sub.add_parser(name, help=hlp, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
@@ -327,12 +490,15 @@ def _platform(argv: list[str]) -> int | None:
     """``tiyi ingest …``, ``tiyi export …`` and ``tiyi proof export --db …``, delegated; None for anything else."""
     if argv[:1] == ["ingest"]:
         from ingest.__main__ import main as ingest_main
+
         return ingest_main(argv[1:])
     if argv[:1] == ["export"]:
         from ingest.commands import export_main
+
         return export_main(argv[1:])
     if argv[:2] == ["proof", "export"] and any(a == "--db" or a.startswith("--db=") for a in argv[2:]):
         from ingest.commands import proof_main
+
         return proof_main(argv[2:])
     return None
 
@@ -398,15 +564,15 @@ def _cmd_sim(args: argparse.Namespace) -> int:
             path = Path(args.scenario)
             scenario = parse_scenario(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
-        raise ConfigError(f"no built-in scenario {args.scenario!r} and no such file ({exc.strerror}); "
-                          "see `tiyi sim list`") from exc
+        raise ConfigError(
+            f"no built-in scenario {args.scenario!r} and no such file ({exc.strerror}); see `tiyi sim list`"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{args.scenario}: not UTF-8 text") from exc
     from gateway.cli.demo import DemoOptions, demo_main
 
     duration = scenario.duration_s / args.speed if args.duration is None else args.duration
-    return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count,
-                                           duration=duration))
+    return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count, duration=duration))
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -550,9 +716,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 # Each command's module is imported only when it runs, so `tiyi --help` stays instant on a Raspberry Pi.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "decode": _cmd_decode, "keys": _cmd_keys, "demo": _cmd_demo, "run": _cmd_run, "sim": _cmd_sim,
-    "devices": _cmd_devices, "chain": _cmd_chain, "broker": _cmd_broker, "bench": _cmd_bench, "proof": _cmd_proof,
-    "verify": _cmd_verify, "config": _cmd_config,
+    "decode": _cmd_decode,
+    "keys": _cmd_keys,
+    "demo": _cmd_demo,
+    "run": _cmd_run,
+    "sim": _cmd_sim,
+    "devices": _cmd_devices,
+    "chain": _cmd_chain,
+    "broker": _cmd_broker,
+    "bench": _cmd_bench,
+    "proof": _cmd_proof,
+    "verify": _cmd_verify,
+    "config": _cmd_config,
 }
 
 

@@ -45,8 +45,11 @@ def export_main(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         args.output.write_text(text)
-        print(f"wrote proof of seq {args.seq} (batch {m.batch}) to {args.output}"
-              + ("" if receipt else "; warning: the batch is not anchored yet"), file=sys.stderr)
+        print(
+            f"wrote proof of seq {args.seq} (batch {m.batch}) to {args.output}"
+            + ("" if receipt else "; warning: the batch is not anchored yet"),
+            file=sys.stderr,
+        )
     return 0
 
 

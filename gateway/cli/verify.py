@@ -113,8 +113,10 @@ def rollup_checkers(specs: list[str]) -> dict[str, AnchorChecker]:
         target, sep, rest = spec.partition("=")
         contract, at, url = rest.partition("@")
         if not sep or not target or not at or not contract or not url:
-            raise ConfigError(f"--rollup-rpc {spec!r}: expected TARGET=CONTRACT@URL, e.g. "
-                              "health_supervision=0x5FbD…0aa3@http://node:8545")
+            raise ConfigError(
+                f"--rollup-rpc {spec!r}: expected TARGET=CONTRACT@URL, e.g. "
+                "health_supervision=0x5FbD…0aa3@http://node:8545"
+            )
         if target in out:
             raise ConfigError(f"--rollup-rpc: {target} given twice")
         out[target] = ChainAnchorChecker(f"{target} {url}", open_reader(url, contract, f"--rollup-rpc {target}"))
@@ -123,18 +125,24 @@ def rollup_checkers(specs: list[str]) -> dict[str, AnchorChecker]:
 
 def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> TrustPolicy:
     """Exactly one trust root: pinned keys, the on-chain registry, or an explicit --tofu."""
-    roots = [name for name, given in (("--key", bool(args.key)), ("--registry", args.registry is not None),
-                                      ("--tofu", args.tofu)) if given]
+    roots = [
+        name
+        for name, given in (("--key", bool(args.key)), ("--registry", args.registry is not None), ("--tofu", args.tofu))
+        if given
+    ]
     if len(roots) != 1:
-        raise ConfigError("give exactly one trust root: --key [GW=]FILE (pinned), --registry CONTRACT (on-chain, "
-                          "with --rpc), or --tofu (trust the key the gateway announces: never counts as verified)"
-                          + (f"; got {' and '.join(roots)}" if roots else ""))
+        raise ConfigError(
+            "give exactly one trust root: --key [GW=]FILE (pinned), --registry CONTRACT (on-chain, "
+            "with --rpc), or --tofu (trust the key the gateway announces: never counts as verified)"
+            + (f"; got {' and '.join(roots)}" if roots else "")
+        )
     if args.operator is not None and args.registry is None:
         raise ConfigError("--operator needs --registry")
     if args.registry is not None:
         if chain is None:
-            raise ConfigError("--registry needs --rpc: a key is judged at the block the chain says its batch was "
-                              "anchored in")
+            raise ConfigError(
+                "--registry needs --rpc: a key is judged at the block the chain says its batch was anchored in"
+            )
         reader = chain.client if isinstance(chain, ChainAnchorChecker) else None
         assert reader is not None
         operator = None if args.operator is None else address_arg(args.operator, "--operator")
@@ -183,9 +191,16 @@ class Liveness:
 
 async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
     topic = f"tiyi/v1/{args.region}/{args.gateway}/#"
-    settings = client_settings(args.broker, client_id=f"tiyi-verify-{int(time.time())}", username=args.username,
-                               password_file=args.password_file, ca_file=args.ca_file, cert_file=args.cert_file,
-                               key_file=args.key_file, names=CLI_NAMES)
+    settings = client_settings(
+        args.broker,
+        client_id=f"tiyi-verify-{int(time.time())}",
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        names=CLI_NAMES,
+    )
     count = 0
     start = time.monotonic()
     live = Liveness()
@@ -246,8 +261,9 @@ def verify_main(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             save: BinaryIO | None = stack.enter_context(args.save.open("ab")) if args.save else None
             n = asyncio.run(_listen(args, verifier, save))
-    report = verifier.report(chain, require_complete=args.require_complete, rollup_targets=list(rollups),
-                             rollup_chains=rollups)
+    report = verifier.report(
+        chain, require_complete=args.require_complete, rollup_targets=list(rollups), rollup_chains=rollups
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

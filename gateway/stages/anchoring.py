@@ -84,8 +84,16 @@ class MqttStateNotes:
 class AnchorDriver:
     """Advances one target's queue by one pass (``advance``); the stage loop decides when."""
 
-    def __init__(self, gw: str, target: AnchorTarget, journal: SqliteJournal, worker: Worker, health: Health,
-                 notes: StateNotes, wakes: Wakes) -> None:
+    def __init__(
+        self,
+        gw: str,
+        target: AnchorTarget,
+        journal: SqliteJournal,
+        worker: Worker,
+        health: Health,
+        notes: StateNotes,
+        wakes: Wakes,
+    ) -> None:
         self._gw, self.target = gw, target
         self._journal, self._worker, self._health, self._notes, self._wakes = journal, worker, health, notes, wakes
 
@@ -136,8 +144,14 @@ class AnchorDriver:
         except StaleTransaction as exc:
             # The stored transaction can never be mined: sign a new one (if the root did get anchored meanwhile,
             # the next pass adopts that anchor instead).
-            log.warning("anchor tx for %s %d on %s is stale (%s); preparing a new one (attempt %d)", self.target.label,
-                        job.number, self.target.name, exc, job.attempts + 2)
+            log.warning(
+                "anchor tx for %s %d on %s is stale (%s); preparing a new one (attempt %d)",
+                self.target.label,
+                job.number,
+                self.target.name,
+                exc,
+                job.attempts + 2,
+            )
             await self._store(job, Stale())
             return True
         await self._store(job, Sent())
@@ -149,20 +163,33 @@ class AnchorDriver:
         else is a conflict for the operator, and retrying cannot fix it."""
         t = self.target
         found = await self._chain(t.chain.own_anchor, t.kind, self._gw, job.root)
-        seen = observe_own_anchor(job, None if found is None else (
-            found[0].number, found[0].count, found[1].tx_hash, found[1].block_number, found[1].block_hash))
+        seen = observe_own_anchor(
+            job,
+            None
+            if found is None
+            else (found[0].number, found[0].count, found[1].tx_hash, found[1].block_number, found[1].block_hash),
+        )
         if isinstance(seen, AlreadyOurs):
-            log.warning("%s %d on %s was already anchored by our tx 0x%s (block %d); adopting it", t.label,
-                        job.number, t.name, seen.tx_hash.hex(), seen.block_number)
+            log.warning(
+                "%s %d on %s was already anchored by our tx 0x%s (block %d); adopting it",
+                t.label,
+                job.number,
+                t.name,
+                seen.tx_hash.hex(),
+                seen.block_number,
+            )
             self._health.metrics.anchors_included += 1
         elif isinstance(seen, AlreadyOther):
             m = self._health.metrics
             m.chain_errors += 1
             m.anchor_conflicts += 1
-            self._health.last_error = (f"chain {t.name}: root of {t.label} {job.number} was already anchored by our "
-                                       f"account as {t.label} {seen.number} ({seen.count})")
-            log.error("%s; giving up on this anchor (state 'failed'): the operator must investigate",
-                      self._health.last_error)
+            self._health.last_error = (
+                f"chain {t.name}: root of {t.label} {job.number} was already anchored by our "
+                f"account as {t.label} {seen.number} ({seen.count})"
+            )
+            log.error(
+                "%s; giving up on this anchor (state 'failed'): the operator must investigate", self._health.last_error
+            )
         else:
             return False  # reorged away since: the next pass prepares a fresh transaction
         await self._store(job, seen)
@@ -171,15 +198,19 @@ class AnchorDriver:
     async def _submitted(self, job: Job) -> bool:
         assert job.tx_hash is not None
         rec: TxReceipt | None = await self._chain(self.target.chain.receipt, job.tx_hash)
-        seen = observe_receipt(None if rec is None else rec.ok, None if rec is None else rec.block_number,
-                               None if rec is None else rec.block_hash)
+        seen = observe_receipt(
+            None if rec is None else rec.ok,
+            None if rec is None else rec.block_number,
+            None if rec is None else rec.block_hash,
+        )
         step = next_step(job, seen)
         if not step.moves:
             return False
         if step.event is Event.REVERTED:
             self._health.metrics.chain_errors += 1
-            log.error("anchor tx for %s %d on %s failed; preparing a new one", self.target.label, job.number,
-                      self.target.name)
+            log.error(
+                "anchor tx for %s %d on %s failed; preparing a new one", self.target.label, job.number, self.target.name
+            )
         job = await self._store(job, seen)
         if job.state is AnchorState.INCLUDED:
             self._health.metrics.anchors_included += 1
@@ -201,15 +232,26 @@ class AnchorDriver:
         seen: Observation = observe_depth(job, ok, bhash, None, t.confirmations, None)
         if isinstance(seen, Shallow) and rec is not None:  # still in its block: how deep?
             depth = await self._chain(t.chain.block_number) - rec.block_number
-            seen = observe_depth(job, ok, bhash, depth, t.confirmations,
-                                 self._receipt(job) if depth >= t.confirmations else None)
+            seen = observe_depth(
+                job, ok, bhash, depth, t.confirmations, self._receipt(job) if depth >= t.confirmations else None
+            )
         step = next_step(job, seen)
         if step.event is Event.LEFT_BLOCK:
             self._health.metrics.anchors_reverted += 1
-            how = ("adopted anchor", "preparing a new transaction") if job.raw_tx is None else (
-                "anchor", "resubmitting the same transaction")
-            log.warning("%s of %s %d on %s left block %s (reorg or revert); %s", how[0], t.label, job.number, t.name,
-                        job.block_number, how[1])
+            how = (
+                ("adopted anchor", "preparing a new transaction")
+                if job.raw_tx is None
+                else ("anchor", "resubmitting the same transaction")
+            )
+            log.warning(
+                "%s of %s %d on %s left block %s (reorg or revert); %s",
+                how[0],
+                t.label,
+                job.number,
+                t.name,
+                job.block_number,
+                how[1],
+            )
         if not step.moves:
             return False
         await self._store(job, seen)
@@ -218,10 +260,23 @@ class AnchorDriver:
     def _receipt(self, job: Job) -> bytes:
         chain = self.target.chain
         assert job.tx_hash is not None and job.block_number is not None and job.block_hash is not None
-        return bytes(AnchorReceipt(gw=self._gw, kind=self.target.kind, number=job.number, count=job.count,
-                                   root=job.root, chain_id=chain.chain_id, contract=chain.contract,
-                                   anchorer=chain.account, tx=job.tx_hash, block=job.block_number,
-                                   block_hash=job.block_hash, status="final", target=self.target.name))
+        return bytes(
+            AnchorReceipt(
+                gw=self._gw,
+                kind=self.target.kind,
+                number=job.number,
+                count=job.count,
+                root=job.root,
+                chain_id=chain.chain_id,
+                contract=chain.contract,
+                anchorer=chain.account,
+                tx=job.tx_hash,
+                block=job.block_number,
+                block_hash=job.block_hash,
+                status="final",
+                target=self.target.name,
+            )
+        )
 
     async def _store(self, job: Job, seen: Observation) -> Job:
         """Store the lifecycle's step for what was seen, then announce it (best effort, like any progress report)."""
@@ -238,8 +293,13 @@ class AnchorDriver:
         return apply(job, step)
 
     def _note(self, job: Job, step: Step) -> bytes:
-        note: dict[str, Any] = {"target": self.target.name, "kind": self.target.label, "n": job.number,
-                                "state": str(step.state), "t": wall_ms()}
+        note: dict[str, Any] = {
+            "target": self.target.name,
+            "kind": self.target.label,
+            "n": job.number,
+            "state": str(step.state),
+            "t": wall_ms(),
+        }
         if step.tx_hash is not None:
             note["tx"] = step.tx_hash
         if step.block_number is not None:
@@ -279,8 +339,7 @@ class Anchoring:
         except JournalError as exc:
             # A transaction may have been prepared and not kept: its nonce must not be skipped.
             t.chain.resync_nonce()
-            self._health.journal_failed(self.journal_errors, f"anchoring on {t.name} paused, the journal failed",
-                                        exc)
+            self._health.journal_failed(self.journal_errors, f"anchoring on {t.name} paused, the journal failed", exc)
         t.retry_at = monotonic() + ANCHOR_RETRY_S
         return False
 

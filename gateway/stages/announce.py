@@ -32,8 +32,17 @@ class Announcements:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
 
-    def __init__(self, gw: str, topics: Topics, rollup_targets: Sequence[str], journal: SqliteJournal,
-                 worker: Worker, publisher: Publisher, health: Health, head_wake: Wake) -> None:
+    def __init__(
+        self,
+        gw: str,
+        topics: Topics,
+        rollup_targets: Sequence[str],
+        journal: SqliteJournal,
+        worker: Worker,
+        publisher: Publisher,
+        health: Health,
+        head_wake: Wake,
+    ) -> None:
         self._gw, self._topics, self._rollup_targets = gw, topics, tuple(rollup_targets)
         self._journal, self._worker, self._publisher, self._health = journal, worker, publisher, health
         self._head_wake = head_wake
@@ -78,6 +87,7 @@ class Announcements:
                 self._inflight.discard(notice)
                 return
             self._background.spawn(self._record(notice))
+
         return done
 
     async def _record(self, notice: Notice) -> None:
@@ -104,11 +114,26 @@ class HeadPublisher:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
 
-    def __init__(self, gw: str, topics: Topics, interval_s: float, signer: Signer, journal: SqliteJournal,
-                 worker: Worker, publisher: Publisher, health: Health, wake: Wake) -> None:
+    def __init__(
+        self,
+        gw: str,
+        topics: Topics,
+        interval_s: float,
+        signer: Signer,
+        journal: SqliteJournal,
+        worker: Worker,
+        publisher: Publisher,
+        health: Health,
+        wake: Wake,
+    ) -> None:
         self._gw, self._topics, self._interval_s, self._signer = gw, topics, interval_s, signer
-        self._journal, self._worker, self._publisher, self._health, self._wake = (journal, worker, publisher,
-                                                                                  health, wake)
+        self._journal, self._worker, self._publisher, self._health, self._wake = (
+            journal,
+            worker,
+            publisher,
+            health,
+            wake,
+        )
         self._lock = asyncio.Lock()  # heads go out in the order their journal reads were made
         self._sent = 0.0  # monotonic time of the last head sent
 
@@ -120,8 +145,11 @@ class HeadPublisher:
         """
         async with self._lock:
             row = await self._worker.call(self._journal.last_published_batch)
-            head = (Head(self._gw, 0, 0, NO_MANIFEST, wall_ms()) if row is None
-                    else Head(self._gw, row.batch, row.last_seq, row.digest, wall_ms()))
+            head = (
+                Head(self._gw, 0, 0, NO_MANIFEST, wall_ms())
+                if row is None
+                else Head(self._gw, row.batch, row.last_seq, row.digest, wall_ms())
+            )
             signed = await asyncio.get_running_loop().run_in_executor(None, sign_head, head, self._signer)
             fut = await self._publisher.publish(self._topics.head, bytes(signed), 1, True)
             self._sent = monotonic()

@@ -23,8 +23,16 @@ class Batching:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
 
-    def __init__(self, gw: str, cfg: BatchConfig, signer: Signer, journal: SqliteJournal, worker: Worker,
-                 health: Health, wakes: Wakes) -> None:
+    def __init__(
+        self,
+        gw: str,
+        cfg: BatchConfig,
+        signer: Signer,
+        journal: SqliteJournal,
+        worker: Worker,
+        health: Health,
+        wakes: Wakes,
+    ) -> None:
         self._gw, self._cfg, self._signer = gw, cfg, signer
         self._journal, self._worker, self._health, self._wakes = journal, worker, health, wakes
         self._unbatched_since: float | None = None
@@ -70,8 +78,14 @@ class Batching:
         signed = await asyncio.get_running_loop().run_in_executor(None, sign_manifest, manifest, self._signer)
         await self._worker.call(self._journal.add_batch, manifest, signed)
         self._health.metrics.batches += 1
-        log.info("batch %d closed: seq %d..%d (%d records), root %s", number, first, last, manifest.count,
-                 manifest.root.hex()[:16])
+        log.info(
+            "batch %d closed: seq %d..%d (%d records), root %s",
+            number,
+            first,
+            last,
+            manifest.count,
+            manifest.root.hex()[:16],
+        )
         self._wakes.publish.set()
         self._wakes.anchor.set()
 
@@ -88,12 +102,17 @@ class Batching:
             try:
                 made = await self._worker.call(self._make_rollup, rollup.target)
             except JournalError as exc:
-                self._health.journal_failed(self.journal_errors, f"could not store a roll-up for {rollup.target}",
-                                            exc)
+                self._health.journal_failed(self.journal_errors, f"could not store a roll-up for {rollup.target}", exc)
                 continue
             if made is not None:
-                log.info("roll-up %d for %s: batches %d..%d, root %s", made.number, rollup.target, made.first_batch,
-                         made.last_batch, made.root.hex()[:16])
+                log.info(
+                    "roll-up %d for %s: batches %d..%d, root %s",
+                    made.number,
+                    rollup.target,
+                    made.first_batch,
+                    made.last_batch,
+                    made.root.hex()[:16],
+                )
                 self._health.metrics.rollups += 1
                 self._wakes.anchor.set()
             if monotonic() >= due:
@@ -123,5 +142,3 @@ class Batching:
             prev = j.last_rollup(target)
             behind += (0 if last is None else last.batch) - (0 if prev is None else prev[1])
         return j.rollups_open() + behind
-
-

@@ -28,11 +28,24 @@ class Delivery:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.RESEND_LATER
 
-    def __init__(self, topics: Topics, per_message: int, journal: SqliteJournal, worker: Worker,
-                 publisher: Publisher, health: Health, wake: Wake) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        per_message: int,
+        journal: SqliteJournal,
+        worker: Worker,
+        publisher: Publisher,
+        health: Health,
+        wake: Wake,
+    ) -> None:
         self._topics, self._per_message = topics, per_message
-        self._journal, self._worker, self._publisher, self._health, self._wake = (journal, worker, publisher,
-                                                                                  health, wake)
+        self._journal, self._worker, self._publisher, self._health, self._wake = (
+            journal,
+            worker,
+            publisher,
+            health,
+            wake,
+        )
         self._cursor = 0  # the last seq handed to the publisher in this connection
         self._fresh: list[tuple[int, str, bytes]] = []  # journaled, not yet published: see journaled()
         self._acked: list[int] = []  # acknowledged seqs not yet recorded
@@ -70,9 +83,10 @@ class Delivery:
         n = self._per_message
         for dev, items in by_dev.items():
             for i in range(0, len(items), n):
-                chunk = items[i:i + n]
-                fut = await self._publisher.publish(self._topics.data(dev), encode_data_message([d for _, d in chunk]),
-                                                    1, False)
+                chunk = items[i : i + n]
+                fut = await self._publisher.publish(
+                    self._topics.data(dev), encode_data_message([d for _, d in chunk]), 1, False
+                )
                 fut.add_done_callback(self._on_ack([s for s, _ in chunk]))
                 self._health.metrics.messages_published += 1
         if gen == self._generation:
@@ -83,7 +97,7 @@ class Delivery:
         """Up to ``limit`` fresh records right after the cursor, or None when the journal must be read."""
         fresh = self._fresh
         if fresh and fresh[0][0] <= self._cursor:  # already published through the journal
-            del fresh[:self._cursor - fresh[0][0] + 1]
+            del fresh[: self._cursor - fresh[0][0] + 1]
         if not fresh or fresh[0][0] != self._cursor + 1:
             return None
         rows = fresh[:limit]
@@ -97,6 +111,7 @@ class Delivery:
                 return
             self._acked.extend(seqs)
             self._health.metrics.records_delivered += len(seqs)
+
         return done
 
     async def flush_acks(self) -> None:
@@ -125,8 +140,9 @@ class Announcer(Protocol):
 class PublishLoop:
     """Runs the publishing rounds (records, then announcements) while connected; idles until woken."""
 
-    def __init__(self, publisher: Publisher, health: Health, wake: Wake, delivery: Delivery,
-                 announcements: Announcer) -> None:
+    def __init__(
+        self, publisher: Publisher, health: Health, wake: Wake, delivery: Delivery, announcements: Announcer
+    ) -> None:
         self._publisher, self._health, self._wake = publisher, health, wake
         self._delivery, self._announcements = delivery, announcements
 
@@ -143,4 +159,3 @@ class PublishLoop:
                 continue
             if not did:
                 await self._wake.wait(0.5)
-

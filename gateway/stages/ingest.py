@@ -64,8 +64,16 @@ class Ingest:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.RETRY_SAME
 
-    def __init__(self, gw: str, linger_ms: int, journal: SqliteJournal, worker: Worker, health: Health,
-                 devices: DeviceDirectory, sink: RecordSink) -> None:
+    def __init__(
+        self,
+        gw: str,
+        linger_ms: int,
+        journal: SqliteJournal,
+        worker: Worker,
+        health: Health,
+        devices: DeviceDirectory,
+        sink: RecordSink,
+    ) -> None:
         self._gw, self._linger_s = gw, linger_ms / 1000
         self._journal, self._worker, self._health, self._devices, self._sink = journal, worker, health, devices, sink
         self._frames: IngestBuffer[Stamped] = IngestBuffer(INGEST_QUEUE_FRAMES)
@@ -92,8 +100,9 @@ class Ingest:
     async def run(self) -> None:
         while True:
             # While parts are held, wake up to give up on records whose last part never comes.
-            items = await self._frames.take(MAX_FRAMES_PER_APPEND, self._linger_s,
-                                            0.2 if self._assembler.holding else None)
+            items = await self._frames.take(
+                MAX_FRAMES_PER_APPEND, self._linger_s, 0.2 if self._assembler.holding else None
+            )
             if items or self._assembler.holding:
                 await self.accept(items)
 
@@ -152,8 +161,17 @@ class Ingest:
                 continue
             for r in readings:
                 try:
-                    data = encode_record(self._gw, seq, frame.dev, t, r.kind, r.val, frame.data,
-                                         _salt(salts, seq - first), (*r.q, "clock_jump") if jumped else r.q)
+                    data = encode_record(
+                        self._gw,
+                        seq,
+                        frame.dev,
+                        t,
+                        r.kind,
+                        r.val,
+                        frame.data,
+                        _salt(salts, seq - first),
+                        (*r.q, "clock_jump") if jumped else r.q,
+                    )
                 except EdgeError as exc:  # a reading no record may hold (say, a bad device id): refused, counted
                     self._malformed(frame, exc)
                     continue
@@ -165,12 +183,13 @@ class Ingest:
         m = self._health.metrics
         m.malformed_frames += 1
         if m.malformed_frames <= 10 or m.malformed_frames % 1000 == 0:
-            log.warning("malformed frame from %s on 0x%04X (%d so far): %s", frame.dev, frame.char,
-                        m.malformed_frames, exc)
+            log.warning(
+                "malformed frame from %s on 0x%04X (%d so far): %s", frame.dev, frame.char, m.malformed_frames, exc
+            )
 
 
 def _salt(pool: bytes, i: int) -> bytes:
     start = i * SALT_BYTES
     if start + SALT_BYTES > len(pool):  # more readings than the pool was sized for
         return secrets.token_bytes(SALT_BYTES)
-    return pool[start:start + SALT_BYTES]
+    return pool[start : start + SALT_BYTES]

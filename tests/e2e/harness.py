@@ -36,8 +36,13 @@ class Recorder:
         self._thread.join(10)
 
     async def _run(self) -> None:
-        settings = BrokerSettings.from_url(self._url, client_id=f"recorder-{time.monotonic_ns()}",
-                                           session_expiry_s=self._expiry, backoff_min=0.1, backoff_max=1.0)
+        settings = BrokerSettings.from_url(
+            self._url,
+            client_id=f"recorder-{time.monotonic_ns()}",
+            session_expiry_s=self._expiry,
+            backoff_min=0.1,
+            backoff_max=1.0,
+        )
         async with PahoSubscriber(settings, self._filter) as sub:
             self._ready.set()
             it = sub.__aiter__()

@@ -29,24 +29,41 @@ pytestmark = pytest.mark.slow
 def test_ble_to_platform(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
-    cfg = GatewayConfig(gateway_id="gw-ble", region="dongguan", state_dir=tmp_path, source="ble",
-                        mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=40, max_age_s=0.5),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-ble",
+        region="dongguan",
+        state_dir=tmp_path,
+        source="ble",
+        mqtt=MqttConfig(url=mosquitto.url),
+        batch=BatchConfig(max_records=40, max_age_s=0.5),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
     async def run() -> tuple[int, int, int]:
         link = LocalLink()
-        straps = [BumbleHeartRateStrap(link, f"F4:00:00:00:00:0{i}", HeartRateStrap(f"s{i}", seed=i), 0.1,
-                                       misbehaviour=Misbehaviour(malformed_every=7 if i == 0 else 0))
-                  for i in range(3)]
+        straps = [
+            BumbleHeartRateStrap(
+                link,
+                f"F4:00:00:00:00:0{i}",
+                HeartRateStrap(f"s{i}", seed=i),
+                0.1,
+                misbehaviour=Misbehaviour(malformed_every=7 if i == 0 else 0),
+            )
+            for i in range(3)
+        ]
         for s in straps:
             await s.start()
-        source = BleakSource(BleSettings(allow=frozenset(s.address for s in straps)), b"p" * 32,
-                             {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+        source = BleakSource(
+            BleSettings(allow=frozenset(s.address for s in straps)),
+            b"p" * 32,
+            {"central": BumbleCentral(link)},
+            BumbleScanner,
+            BumbleClient,
+        )
         gw = assemble(cfg, chain, devices=source).gateway
         await gw.start()
-        tasks = [asyncio.create_task(source.run(gw.submit)),
-                 asyncio.create_task(device_state_loop(gw, every_s=0.5))]
+        tasks = [asyncio.create_task(source.run(gw.submit)), asyncio.create_task(device_state_loop(gw, every_s=0.5))]
         await asyncio.sleep(3)
         for s in straps:
             await s.stop_notifying()

@@ -27,13 +27,19 @@ def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
     broker.start()
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
-    cfg = GatewayConfig(gateway_id="gw-br", region="foshan", state_dir=tmp_path, mqtt=MqttConfig(url=broker.url),
-                        batch=BatchConfig(max_records=100, max_age_s=0.5),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-br",
+        region="foshan",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=broker.url),
+        batch=BatchConfig(max_records=100, max_age_s=0.5),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
     try:
         # The platform keeps a persistent MQTT 5 session, so the broker queues for it while it reconnects.
         with Recorder(broker.url, Topics("foshan", "gw-br").all, session_expiry_s=600) as rec:
+
             async def run() -> tuple[int, int, int]:
                 gw = assemble(cfg, chain).gateway
                 await gw.start()

@@ -30,9 +30,14 @@ def test_clock_jumps(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(ingest, "wall_ms", lambda: real() + offset[0])  # the clock that stamps records
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
-    cfg = GatewayConfig(gateway_id="gw-clk", region="jiangmen", state_dir=tmp_path, mqtt=MqttConfig(url=mosquitto.url),
-                        batch=BatchConfig(max_records=7, max_age_s=0.3),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-clk",
+        region="jiangmen",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=mosquitto.url),
+        batch=BatchConfig(max_records=7, max_age_s=0.3),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
     async def run() -> None:
@@ -55,8 +60,12 @@ def test_clock_jumps(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.M
         asyncio.run(run())
         rec.wait_idle(1.0)
         report = rec.verify(key, chain)
-        records = {r.seq: r for t, p, _ in rec.messages if "/data/" in t
-                   for r in map(Record.from_bytes, decode_data_message(p))}
+        records = {
+            r.seq: r
+            for t, p, _ in rec.messages
+            if "/data/" in t
+            for r in map(Record.from_bytes, decode_data_message(p))
+        }
     assert report.ok, report.summary()
     assert sorted(records) == list(range(1, 31))
     flagged = sorted(s for s, r in records.items() if "clock_jump" in r.q)

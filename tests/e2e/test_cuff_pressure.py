@@ -32,20 +32,35 @@ ICP, BPM = 0x2A36, 0x2A35
 def test_cuff_pressure_reaches_the_platform_as_its_own_kind(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
-    cfg = GatewayConfig(gateway_id="gw-cuff", region="zhuhai", state_dir=tmp_path, source="ble",
-                        mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=25, max_age_s=0.5),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-cuff",
+        region="zhuhai",
+        state_dir=tmp_path,
+        source="ble",
+        mqtt=MqttConfig(url=mosquitto.url),
+        batch=BatchConfig(max_records=25, max_age_s=0.5),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
     async def run() -> tuple[BumbleSensor, int, int]:
         link = LocalLink()
         # A measurement every 0.4 s: nine cuff pressures notified, then the result indicated. Every 11th
         # frame is cut to its flags, so malformed cuff-pressure frames must be accounted for too.
-        cuff = BumbleSensor(link, "F5:00:00:00:00:01", BloodPressureCuff("cuff", seed=4, interval_s=0.4),
-                            misbehaviour=Misbehaviour(malformed_every=11))
+        cuff = BumbleSensor(
+            link,
+            "F5:00:00:00:00:01",
+            BloodPressureCuff("cuff", seed=4, interval_s=0.4),
+            misbehaviour=Misbehaviour(malformed_every=11),
+        )
         await cuff.start()
-        source = BleakSource(BleSettings(allow=frozenset({cuff.address})), b"c" * 32,
-                             {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+        source = BleakSource(
+            BleSettings(allow=frozenset({cuff.address})),
+            b"c" * 32,
+            {"central": BumbleCentral(link)},
+            BumbleScanner,
+            BumbleClient,
+        )
         gw = assemble(cfg, chain).gateway
         await gw.start()
         task = asyncio.create_task(source.run(gw.submit))
@@ -63,8 +78,12 @@ def test_cuff_pressure_reaches_the_platform_as_its_own_kind(mosquitto: Mosquitto
         cuff, records, malformed = asyncio.run(run())
         rec.wait_idle(1.0)
         report = rec.verify(key, chain)
-        received = [Record.from_bytes(r) for t, p, _ in rec.messages if parse_topic(t).channel == "data"
-                    for r in decode_data_message(p)]
+        received = [
+            Record.from_bytes(r)
+            for t, p, _ in rec.messages
+            if parse_topic(t).channel == "data"
+            for r in decode_data_message(p)
+        ]
     assert report.ok, report.summary()
     assert report.gateways["gw-cuff"].records_in_verified_batches == len(received) == records
     emitted = cuff.emitted()

@@ -21,10 +21,31 @@ def test_demo_with_no_arguments_verifies_everything(capsys: pytest.CaptureFixtur
     assert "RESULT: every record verified" in out
 
 
-def test_demo_against_a_real_broker_and_chain(mosquitto: Mosquitto, ganache: Ganache,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--duration", "3", "--speed", "5", "--devices", "3", "--broker", mosquitto.url,
-                 "--chain", ganache.url, "--region", "macao", "--gateway-id", "gw-mo-1"]) == 0
+def test_demo_against_a_real_broker_and_chain(
+    mosquitto: Mosquitto, ganache: Ganache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "demo",
+                "--duration",
+                "3",
+                "--speed",
+                "5",
+                "--devices",
+                "3",
+                "--broker",
+                mosquitto.url,
+                "--chain",
+                ganache.url,
+                "--region",
+                "macao",
+                "--gateway-id",
+                "gw-mo-1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "tiyi/v1/macao/gw-mo-1/#" in out and "chain id 20200" in out
     assert "RESULT: every record verified" in out
@@ -63,15 +84,35 @@ def test_sim_run_chaos_over_emulated_bluetooth(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.timeout(180)
-def test_sim_run_with_devices_in_other_processes_attached_to_a_hub(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_sim_run_with_devices_in_other_processes_attached_to_a_hub(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Device processes attach to the gateway's emulated radio over WebSocket and TCP HCI transports."""
     scenario = tmp_path / "mix.toml"
-    scenario.write_text('name = "mix"\n[[devices]]\nmodel = "hr_strap"\ncount = 2\n'
-                        '[[devices]]\nmodel = "indoor_bike"\ncount = 1\n[[devices]]\nmodel = "watch"\ncount = 1\n')
+    scenario.write_text(
+        'name = "mix"\n[[devices]]\nmodel = "hr_strap"\ncount = 2\n'
+        '[[devices]]\nmodel = "indoor_bike"\ncount = 1\n[[devices]]\nmodel = "watch"\ncount = 1\n'
+    )
     for kind in ("ws", "tcp"):
-        assert main(["sim", "run", str(scenario), "--ble", "--hub", kind, "--processes", "2", "--duration", "3",
-                     "--speed", "5"]) == 0
+        assert (
+            main(
+                [
+                    "sim",
+                    "run",
+                    str(scenario),
+                    "--ble",
+                    "--hub",
+                    kind,
+                    "--processes",
+                    "2",
+                    "--duration",
+                    "3",
+                    "--speed",
+                    "5",
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         assert f"devices in 2 processes attached to a {kind} hub" in out and "RESULT: every record verified" in out
         joined = int(out.split(" notifications joined")[0].rsplit("(", 1)[1])

@@ -58,8 +58,13 @@ interval_s = 0.02
 def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "-v", "run", "--config", str(config)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "-v", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_listening(proc: subprocess.Popen[str]) -> str:
@@ -89,11 +94,31 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     # The platform's own tool, live: subscribes, verifies every proof and checks anchors on the chain.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     verify = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "verify", "--broker", mosquitto.url, "--rpc", ganache.url,
-         "--contract", contract,
-         "--key", str(state / "keys" / "gateway.pub"), "--require-complete", "--idle", "10",
-         "--save", str(tmp_path / "capture.cbor")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "verify",
+            "--broker",
+            mosquitto.url,
+            "--rpc",
+            ganache.url,
+            "--contract",
+            contract,
+            "--key",
+            str(state / "keys" / "gateway.pub"),
+            "--require-complete",
+            "--idle",
+            "10",
+            "--save",
+            str(tmp_path / "capture.cbor"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     early = wait_listening(verify)  # records delivered before it subscribed would never reach it
     with Recorder(mosquitto.url, Topics("macao", "gw-kill").all) as rec:
         for _ in range(KILLS):
@@ -125,9 +150,27 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     assert verify.returncode == 0, out
     assert "every record verified" in out and f"seq 1..{committed}" in out
     # The capture it saved verifies offline too.
-    again = subprocess.run([sys.executable, "-m", "gateway.cli", "verify", "--capture", str(tmp_path / "capture.cbor"),
-                            "--key", str(state / "keys" / "gateway.pub"), "--rpc", ganache.url, "--contract", contract],
-                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "verify",
+            "--capture",
+            str(tmp_path / "capture.cbor"),
+            "--key",
+            str(state / "keys" / "gateway.pub"),
+            "--rpc",
+            ganache.url,
+            "--contract",
+            contract,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     # No secret ever reaches a log: the SM2 private key (PEM body or raw scalar) or the chain account key.
     text = log.read_text() + out

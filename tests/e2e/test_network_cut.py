@@ -82,13 +82,18 @@ def test_a_silent_network_cut_delays_but_loses_nothing(mosquitto: Mosquitto, tmp
     proxy = BlackholeProxy(mosquitto.port)
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client
-    cfg = GatewayConfig(gateway_id="gw-cut", region="jiangmen", state_dir=tmp_path,
-                        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{proxy.port}", keepalive_s=2),
-                        batch=BatchConfig(max_records=100, max_age_s=0.5),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-cut",
+        region="jiangmen",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{proxy.port}", keepalive_s=2),
+        batch=BatchConfig(max_records=100, max_age_s=0.5),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
     try:
         with Recorder(mosquitto.url, Topics("jiangmen", "gw-cut").all, session_expiry_s=600) as rec:
+
             async def run() -> tuple[int, int, int, int]:
                 gw = assemble(cfg, chain).gateway
                 await gw.start()

@@ -25,12 +25,18 @@ pytestmark = pytest.mark.slow
 def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto, tmp_path: Path) -> None:
     generate_keypair(tmp_path / "keys")
     chain = dev_chain(secrets.token_bytes(32)).client  # funded: this chain charges gas, the gateway pays for it
-    cfg = GatewayConfig(gateway_id="gw-e2e", region="guangzhou", state_dir=tmp_path,
-                        mqtt=MqttConfig(url=mosquitto.url), batch=BatchConfig(max_records=150, max_age_s=1.0),
-                        chain=ChainConfig(kind="inproc", poll_s=0.1)).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-e2e",
+        region="guangzhou",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=mosquitto.url),
+        batch=BatchConfig(max_records=150, max_age_s=1.0),
+        chain=ChainConfig(kind="inproc", poll_s=0.1),
+    ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
     with Recorder(mosquitto.url, Topics(cfg.region, cfg.gateway_id).all) as rec:
+
         async def run() -> tuple[int, int]:
             parts = assemble(cfg, chain)
             gw = parts.gateway
@@ -64,8 +70,9 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
     assert all(states.get(n) == ["signed", "submitted", "included", "final"] for n in range(1, g.batches_verified + 1))
 
 
-def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(mosquitto: Mosquitto,
-                                                                            tmp_path: Path) -> None:
+def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     """A bike's two-notification records become one record each, its raw the parts as sent; a part still
     waiting for the rest when the gateway stops is journaled anyway, flagged, not dropped."""
     from edge.frame import Frame
@@ -73,8 +80,13 @@ def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(mosq
     from firmware_sim.devices import IndoorBike
 
     generate_keypair(tmp_path / "keys")
-    cfg = GatewayConfig(gateway_id="gw-split", region="foshan", state_dir=tmp_path,
-                        mqtt=MqttConfig(url=mosquitto.url), chain=ChainConfig(kind="none")).validated()
+    cfg = GatewayConfig(
+        gateway_id="gw-split",
+        region="foshan",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=mosquitto.url),
+        chain=ChainConfig(kind="none"),
+    ).validated()
     bike = IndoorBike("bike-1", seed=5)
     sent = [f for step in range(1, 31) for f in bike.frames_at(float(step))]
 

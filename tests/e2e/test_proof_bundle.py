@@ -20,15 +20,18 @@ from tests.conftest import Ganache, Mosquitto
 pytestmark = pytest.mark.slow
 
 
-def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundle_round_trip(
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     state = tmp_path / "state"
     generate_keypair(state / "keys")
     config = tmp_path / "gw.toml"
-    config.write_text(f'[gateway]\nid = "gw-proof"\nregion = "hongkong"\nstate_dir = "{state}"\n'
-                      f'[mqtt]\nurl = "{mosquitto.url}"\n[batch]\nmax_records = 8\nmax_age_s = 0.5\n'
-                      f'[chain]\nkind = "evm"\nurl = "{ganache.url}"\ncontract = "0x{chain.contract.hex()}"\n')
+    config.write_text(
+        f'[gateway]\nid = "gw-proof"\nregion = "hongkong"\nstate_dir = "{state}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\n[batch]\nmax_records = 8\nmax_age_s = 0.5\n'
+        f'[chain]\nkind = "evm"\nurl = "{ganache.url}"\ncontract = "0x{chain.contract.hex()}"\n'
+    )
 
     async def run() -> None:
         gw = assemble(load_config(config), chain).gateway
@@ -61,7 +64,8 @@ def test_bundle_round_trip(mosquitto: Mosquitto, ganache: Ganache, tmp_path: Pat
 
 
 def test_a_reading_proven_against_its_regional_anchor_and_a_supervision_roll_up(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two targets: every batch on the regional chain, roll-ups of the batch roots on a supervision chain
     (here a second Anchor contract on the same node). The bundle carries both paths and both check out."""
     from gateway.runtime import build_rollup_chains
@@ -72,11 +76,13 @@ def test_a_reading_proven_against_its_regional_anchor_and_a_supervision_roll_up(
     state = tmp_path / "state"
     generate_keypair(state / "keys")
     config = tmp_path / "gw.toml"
-    config.write_text(f'[gateway]\nid = "gw-two"\nregion = "macao"\nstate_dir = "{state}"\n'
-                      f'[mqtt]\nurl = "{mosquitto.url}"\n[batch]\nmax_records = 8\nmax_age_s = 0.5\n'
-                      f'[chain]\nkind = "evm"\nurl = "{ganache.url}"\ncontract = "0x{regional.contract.hex()}"\n'
-                      f'[[rollup]]\ntarget = "health_supervision"\nperiod_s = 1\nkind = "evm"\nurl = "{ganache.url}"\n'
-                      f'contract = "0x{supervision.contract.hex()}"\npoll_s = 0.1\n')
+    config.write_text(
+        f'[gateway]\nid = "gw-two"\nregion = "macao"\nstate_dir = "{state}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\n[batch]\nmax_records = 8\nmax_age_s = 0.5\n'
+        f'[chain]\nkind = "evm"\nurl = "{ganache.url}"\ncontract = "0x{regional.contract.hex()}"\n'
+        f'[[rollup]]\ntarget = "health_supervision"\nperiod_s = 1\nkind = "evm"\nurl = "{ganache.url}"\n'
+        f'contract = "0x{supervision.contract.hex()}"\npoll_s = 0.1\n'
+    )
 
     async def run() -> int:
         cfg = load_config(config)
@@ -99,9 +105,24 @@ def test_a_reading_proven_against_its_regional_anchor_and_a_supervision_roll_up(
     assert entry["target"] == "health_supervision" and entry["receipt"]
     pub = state / "keys" / "gateway.pub"
     capsys.readouterr()
-    assert main(["verify", "--bundle", str(bundle), "--key", str(pub), "--rpc", ganache.url,
-                 "--contract", "0x" + regional.contract.hex(),
-                 "--rollup-rpc", f"health_supervision=0x{supervision.contract.hex()}@{ganache.url}"]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                "--bundle",
+                str(bundle),
+                "--key",
+                str(pub),
+                "--rpc",
+                ganache.url,
+                "--contract",
+                "0x" + regional.contract.hex(),
+                "--rollup-rpc",
+                f"health_supervision=0x{supervision.contract.hex()}@{ganache.url}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "the health_supervision chain confirms the roll-up" in out and "the reading is proven" in out
 

@@ -32,8 +32,19 @@ def anchor(client: EvmChainClient, kind: AnchorKind, gw: str, root: bytes, numbe
         assert time.monotonic() < deadline, "anchor never included"
         time.sleep(0.05)
     assert rec.ok
-    return AnchorReceipt(gw, kind, number, count, root, client.chain_id, client.contract, client.account, tx.tx_hash,
-                         rec.block_number, rec.block_hash)
+    return AnchorReceipt(
+        gw,
+        kind,
+        number,
+        count,
+        root,
+        client.chain_id,
+        client.contract,
+        client.account,
+        tx.tx_hash,
+        rec.block_number,
+        rec.block_hash,
+    )
 
 
 def anchor_stream(stream: Stream, client: EvmChainClient) -> Stream:

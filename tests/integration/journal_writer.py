@@ -10,9 +10,16 @@ from gateway.journal import SqliteJournal
 
 
 def record(seq: int) -> Record:
-    return Record(gw="gw-crash", seq=seq, dev=f"dev-{seq % 7}", t=1_700_000_000_000 + seq, kind="heart_rate",
-                  val={"heart_rate": 40 + seq % 150, "rr_intervals": [0.5, 0.25]}, raw=bytes([0, 40 + seq % 150]),
-                  salt=seq.to_bytes(16, "big"))
+    return Record(
+        gw="gw-crash",
+        seq=seq,
+        dev=f"dev-{seq % 7}",
+        t=1_700_000_000_000 + seq,
+        kind="heart_rate",
+        val={"heart_rate": 40 + seq % 150, "rr_intervals": [0.5, 0.25]},
+        raw=bytes([0, 40 + seq % 150]),
+        salt=seq.to_bytes(16, "big"),
+    )
 
 
 def main() -> None:

@@ -30,15 +30,46 @@ def make_pki(d: Path) -> Pki:
     """A throw-away CA, a broker certificate for 127.0.0.1 and a client certificate; keys are 0600."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "2",
-             "-subj", "/CN=tiyi test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
-                      ("client", "extendedKeyUsage=clientAuth\n")):
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        d / "ca.key",
+        "-out",
+        d / "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tiyi test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ):
         (d / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + ext)
         _openssl("req", *ec, "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr", "-subj", f"/CN=tiyi {name}")
-        _openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
-                 "-CAcreateserial", "-out", d / f"{name}.crt", "-days", "2", "-extfile", d / f"{name}.ext")
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            d / f"{name}.csr",
+            "-CA",
+            d / "ca.crt",
+            "-CAkey",
+            d / "ca.key",
+            "-CAcreateserial",
+            "-out",
+            d / f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            d / f"{name}.ext",
+        )
     for key in d.glob("*.key"):
         key.chmod(0o600)
     return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")
@@ -77,8 +108,9 @@ def mosquitto_with(conf_text: str, workdir: Path, port: int) -> Iterator[Path]:
         except TimeoutError:
             proc.kill()
             _, err = proc.communicate()
-            raise RuntimeError(f"mosquitto did not start: {err.decode(errors='replace')} "
-                               f"{log.read_text() if log.exists() else ''}") from None
+            raise RuntimeError(
+                f"mosquitto did not start: {err.decode(errors='replace')} {log.read_text() if log.exists() else ''}"
+            ) from None
         yield log
     finally:
         proc.terminate()

@@ -28,9 +28,14 @@ pytestmark = pytest.mark.slow
 
 def make_gateway(tmp: Path, mqtt: str, chain: EvmChainClient, confirmations: int, anchoring: bool = True) -> Gateway:
     generate_keypair(tmp / "keys")
-    cfg = GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp, mqtt=MqttConfig(url=mqtt),
-                        batch=BatchConfig(max_records=10, max_age_s=0.3),
-                        chain=ChainConfig(kind="evm", url="unused", poll_s=0.1, confirmations=confirmations))
+    cfg = GatewayConfig(
+        gateway_id="gw-q",
+        region="zhuhai",
+        state_dir=tmp,
+        mqtt=MqttConfig(url=mqtt),
+        batch=BatchConfig(max_records=10, max_age_s=0.3),
+        chain=ChainConfig(kind="evm", url="unused", poll_s=0.1, confirmations=confirmations),
+    )
     return assemble(cfg.validated(), chain, anchoring=anchoring).gateway
 
 
@@ -57,7 +62,8 @@ def receipts(rec: Recorder) -> list[AnchorReceipt]:
 
 
 def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path
+) -> None:
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     snapshot = ganache.rpc("evm_snapshot")
 
@@ -124,7 +130,8 @@ def test_chain_outage_only_delays_anchors(mosquitto: Mosquitto, ganache: Ganache
 
 
 def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path
+) -> None:
     """Power cut right after the anchor tx was signed and stored, before it was sent."""
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
 
@@ -148,10 +155,16 @@ def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
 
     async def second_life() -> Gateway:
-        gw = assemble(GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp_path,
-                                    mqtt=MqttConfig(url=mosquitto.url),
-                                    chain=ChainConfig(kind="evm", url="unused", poll_s=0.1)).validated(),
-                      restarted).gateway
+        gw = assemble(
+            GatewayConfig(
+                gateway_id="gw-q",
+                region="zhuhai",
+                state_dir=tmp_path,
+                mqtt=MqttConfig(url=mosquitto.url),
+                chain=ChainConfig(kind="evm", url="unused", poll_s=0.1),
+            ).validated(),
+            restarted,
+        ).gateway
         await gw.start()
         assert await gw.drain(30)
         await gw.stop(drain_timeout=5)
@@ -213,9 +226,16 @@ async def first_life_without_anchoring(tmp: Path, mqtt: str, chain: EvmChainClie
 
 def second_life(tmp: Path, mqtt: str, chain: EvmChainClient) -> Gateway:
     async def run() -> Gateway:
-        gw = assemble(GatewayConfig(gateway_id="gw-q", region="zhuhai", state_dir=tmp, mqtt=MqttConfig(url=mqtt),
-                                    chain=ChainConfig(kind="evm", url="unused", poll_s=0.1)).validated(),
-                      chain).gateway
+        gw = assemble(
+            GatewayConfig(
+                gateway_id="gw-q",
+                region="zhuhai",
+                state_dir=tmp,
+                mqtt=MqttConfig(url=mqtt),
+                chain=ChainConfig(kind="evm", url="unused", poll_s=0.1),
+            ).validated(),
+            chain,
+        ).gateway
         await gw.start()
         assert await gw.drain(30), "the anchor queue did not drain"
         await gw.stop(drain_timeout=5)
@@ -226,7 +246,8 @@ def second_life(tmp: Path, mqtt: str, chain: EvmChainClient) -> Gateway:
 
 
 def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path
+) -> None:
     """The gateway's own anchor landed, but the journal never learnt it (a crash after the node took the
     transaction, or a send that timed out): the queue takes that anchor over instead of looping on
     'already anchored'."""
@@ -248,7 +269,8 @@ def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
 
 
 def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path
+) -> None:
     """The manifest is public before its anchor: a third party that copies the root (even under our gateway id
     and batch number) anchors it under its own account, and ours still lands."""
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
@@ -270,7 +292,8 @@ def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
 
 
 def test_a_signed_transaction_whose_nonce_went_elsewhere_is_signed_again(
-        mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, ganache: Ganache, tmp_path: Path
+) -> None:
     chain = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=None)
     (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
     stored = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)

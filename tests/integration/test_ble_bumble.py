@@ -32,15 +32,21 @@ def address(i: int) -> str:
 Straps = list[BumbleHeartRateStrap]
 
 
-def run_for(seconds: float, make: Callable[[LocalLink], Straps], settings: BleSettings,
-            during: Callable[[BleakSource, Straps], Awaitable[None]] | None = None
-            ) -> tuple[BleakSource, list[Frame], Straps]:
+def run_for(
+    seconds: float,
+    make: Callable[[LocalLink], Straps],
+    settings: BleSettings,
+    during: Callable[[BleakSource, Straps], Awaitable[None]] | None = None,
+) -> tuple[BleakSource, list[Frame], Straps]:
     return asyncio.run(_run_for(seconds, make, settings, during))
 
 
-async def _run_for(seconds: float, make: Callable[[LocalLink], Straps], settings: BleSettings,
-                   during: Callable[[BleakSource, Straps], Awaitable[None]] | None
-                   ) -> tuple[BleakSource, list[Frame], Straps]:
+async def _run_for(
+    seconds: float,
+    make: Callable[[LocalLink], Straps],
+    settings: BleSettings,
+    during: Callable[[BleakSource, Straps], Awaitable[None]] | None,
+) -> tuple[BleakSource, list[Frame], Straps]:
     link = LocalLink()  # Bumble controllers need the running loop, so everything is built in here
     straps = make(link)
     central = BumbleCentral(link)
@@ -64,9 +70,10 @@ async def _run_for(seconds: float, make: Callable[[LocalLink], Straps], settings
 
 
 def straps(n: int, **kw: object) -> Callable[[LocalLink], Straps]:
-    return lambda link: [BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1,
-                                              **kw)  # type: ignore[arg-type]
-                         for i in range(n)]
+    return lambda link: [
+        BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1, **kw)  # type: ignore[arg-type]
+        for i in range(n)
+    ]
 
 
 def test_only_allowed_devices_are_ingested_with_pseudonymous_ids() -> None:
@@ -85,7 +92,7 @@ def test_only_allowed_devices_are_ingested_with_pseudonymous_ids() -> None:
     for i in range(3):
         sent = devs[i].sent
         got = [f.data for f in hr if f.dev == source.dev_id(address(i))]
-        assert got == sent[:len(got)] and len(sent) - len(got) <= 1  # in order; at most the last one in flight
+        assert got == sent[: len(got)] and len(sent) - len(got) <= 1  # in order; at most the last one in flight
 
 
 def test_peripheral_disconnect_then_reconnect() -> None:
@@ -100,9 +107,11 @@ def test_peripheral_disconnect_then_reconnect() -> None:
 
 
 def test_a_silent_peripheral_is_dropped_and_reconnected() -> None:
-    source, _, _ = run_for(2.5, straps(1, misbehaviour=Misbehaviour(silent=True)),
-                           BleSettings(allow=frozenset({address(0)}), silence_s=0.5, silence_floor_s=0.3,
-                                       backoff_min_s=0.1))
+    source, _, _ = run_for(
+        2.5,
+        straps(1, misbehaviour=Misbehaviour(silent=True)),
+        BleSettings(allow=frozenset({address(0)}), silence_s=0.5, silence_floor_s=0.3, backoff_min_s=0.1),
+    )
     st = source.devices[address(0)]
     assert st.connects >= 2 and st.last_error == "silent"
 
@@ -115,18 +124,21 @@ def test_more_devices_than_slots() -> None:
             while True:
                 peak[0] = max(peak[0], sum(1 for s in source.devices.values() if s.connected))
                 await asyncio.sleep(0.02)
+
         asyncio.get_running_loop().create_task(loop())
 
-    _source, frames, _ = run_for(1.5, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)),
-                                                            max_connections=2), watch)
+    _source, frames, _ = run_for(
+        1.5, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)), max_connections=2), watch
+    )
     assert peak[0] == 2
     assert len({f.dev for f in frames}) == 2  # the others wait for a free slot
 
 
 @pytest.mark.parametrize("every", [2])
 def test_malformed_frames_pass_through_untouched_for_the_gateway_to_count(every: int) -> None:
-    _, frames, _ = run_for(1.5, straps(1, misbehaviour=Misbehaviour(malformed_every=every)),
-                           BleSettings(allow=frozenset({address(0)})))
+    _, frames, _ = run_for(
+        1.5, straps(1, misbehaviour=Misbehaviour(malformed_every=every)), BleSettings(allow=frozenset({address(0)}))
+    )
     bad = [f for f in frames if f.char == 0x2A37 and len(f.data) == 1]  # flags whose fields never follow
     assert len(bad) >= 3
     for f in bad:
@@ -163,12 +175,19 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
 
     async def main() -> tuple[list[Frame], list[BumbleSensor], BleakSource]:
         link = LocalLink()
-        sensors = [BumbleSensor(link, address(10), BloodPressureCuff("cuff", seed=1, interval_s=0.2)),
-                   BumbleSensor(link, address(11), IndoorBike("bike", seed=2, interval_s=0.1))]
+        sensors = [
+            BumbleSensor(link, address(10), BloodPressureCuff("cuff", seed=1, interval_s=0.2)),
+            BumbleSensor(link, address(11), IndoorBike("bike", seed=2, interval_s=0.1)),
+        ]
         for s in sensors:
             await s.start()
-        source = BleakSource(BleSettings(allow=frozenset({address(10), address(11)})), KEY,
-                             {"central": BumbleCentral(link)}, BumbleScanner, BumbleClient)
+        source = BleakSource(
+            BleSettings(allow=frozenset({address(10), address(11)})),
+            KEY,
+            {"central": BumbleCentral(link)},
+            BumbleScanner,
+            BumbleClient,
+        )
         frames: list[Frame] = []
 
         async def submit(f: Frame) -> None:
@@ -206,7 +225,6 @@ def test_indications_and_split_ftms_records_over_the_air() -> None:
     assert records and all(j.parts >= 2 and "more_data" not in decode(0x2AD2, j.data)[0].q for j in records)
 
 
-
 def test_advertisement_only_scale_is_decoded_passively_without_a_connection() -> None:
     from firmware_sim.bumble_devices import BumbleBroadcaster
     from firmware_sim.devices import Scale
@@ -215,8 +233,13 @@ def test_advertisement_only_scale_is_decoded_passively_without_a_connection() ->
         link = LocalLink()
         scale = BumbleBroadcaster(link, address(20), Scale("scale", seed=3, interval_s=0.3))
         await scale.start()
-        source = BleakSource(BleSettings(allow=frozenset({address(20)})), KEY, {"central": BumbleCentral(link)},
-                             BumbleScanner, BumbleClient)
+        source = BleakSource(
+            BleSettings(allow=frozenset({address(20)})),
+            KEY,
+            {"central": BumbleCentral(link)},
+            BumbleScanner,
+            BumbleClient,
+        )
         frames: list[Frame] = []
 
         async def submit(f: Frame) -> None:
@@ -233,7 +256,7 @@ def test_advertisement_only_scale_is_decoded_passively_without_a_connection() ->
     frames, scale, source = asyncio.run(main())
     st = source.devices[address(20)]
     assert st.advertisement_only and st.connects == 0
-    assert [f.data for f in frames] == scale.sent[:len(frames)] and len(frames) >= 4  # each weighing once
+    assert [f.data for f in frames] == scale.sent[: len(frames)] and len(frames) >= 4  # each weighing once
     for f in frames:
         (r,) = decode(f.char, f.data)
         assert r.kind == "weight" and 50 <= r.val["weight"] <= 100  # type: ignore[operator]
@@ -251,8 +274,9 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
 
     def private_strap(link: LocalLink) -> Straps:
         mis = Misbehaviour(rotate_address_every_s=0.3)
-        return [BumbleHeartRateStrap(link, address(0), HeartRateStrap("strap-0", seed=0), 0.1, misbehaviour=mis,
-                                     irk=irk)]
+        return [
+            BumbleHeartRateStrap(link, address(0), HeartRateStrap("strap-0", seed=0), 0.1, misbehaviour=mis, irk=irk)
+        ]
 
     async def drop_twice(_source: BleakSource, devs: Straps) -> None:
         for _ in range(2):
@@ -266,7 +290,7 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
     assert {f.dev for f in frames} == {source.dev_id("irk:" + irk.hex())}
     assert len(set(devs[0].addresses[1:])) >= 3 and address(0) not in source.unknown_seen
     hr = [f.data for f in frames if f.char == 0x2A37]
-    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 15
+    assert hr == devs[0].sent[: len(hr)] and len(hr) >= 15
 
     # Without its IRK the same device is a stranger: seen, listed, never ingested.
     source, frames, _ = run_for(1.0, private_strap, BleSettings(allow=frozenset({address(0)})))
@@ -274,16 +298,20 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
 
 
 def test_duplicated_notifications_arrive_as_sent() -> None:
-    _, frames, devs = run_for(1.5, straps(1, misbehaviour=Misbehaviour(duplicate_every=3)),
-                              BleSettings(allow=frozenset({address(0)})))
+    _, frames, devs = run_for(
+        1.5, straps(1, misbehaviour=Misbehaviour(duplicate_every=3)), BleSettings(allow=frozenset({address(0)}))
+    )
     hr = [f.data for f in frames if f.char == 0x2A37]
-    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 12
+    assert hr == devs[0].sent[: len(hr)] and len(hr) >= 12
     assert sum(1 for a, b in itertools.pairwise(hr) if a == b) >= 3  # the repeats are kept, not merged
 
 
 def test_a_busy_peripheral_that_refuses_connections_is_retried() -> None:
-    source, frames, devs = run_for(2.5, straps(1, misbehaviour=Misbehaviour(refuse_connections=2)),
-                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    source, frames, devs = run_for(
+        2.5,
+        straps(1, misbehaviour=Misbehaviour(refuse_connections=2)),
+        BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
+    )
     assert devs[0].refused == 2
     st = source.devices[address(0)]
     assert st.connected or st.connects >= 1
@@ -302,8 +330,12 @@ def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
         await asyncio.sleep(0.5)
         await devs[0].drop_connections()
 
-    source, frames, devs = run_for(3.5, straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
-                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1), drop)
+    source, frames, devs = run_for(
+        3.5,
+        straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
+        BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
+        drop,
+    )
     st = source.devices[address(0)]
     assert devs[0].renames >= 3 and st.name is not None and st.name != "strap-0" and st.connects >= 2
     assert {f.dev for f in frames} == {source.dev_id(address(0))}
@@ -312,8 +344,9 @@ def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
 def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
     def weak(link: LocalLink) -> Straps:
         strap = HeartRateStrap("strap-0", seed=0, battery=5)
-        return [BumbleHeartRateStrap(link, address(0), strap, 0.1,
-                                     misbehaviour=Misbehaviour(battery_drain_per_min=600.0))]  # 1 % per 0.1 s
+        return [
+            BumbleHeartRateStrap(link, address(0), strap, 0.1, misbehaviour=Misbehaviour(battery_drain_per_min=600.0))
+        ]  # 1 % per 0.1 s
 
     source, frames, devs = run_for(2.0, weak, BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
     levels = [f.data[0] for f in frames if f.char == 0x2A19]
@@ -324,11 +357,14 @@ def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
 
 
 def test_a_device_that_keeps_dropping_its_link_is_reconnected_and_nothing_is_reordered() -> None:
-    source, frames, devs = run_for(3.0, straps(1, misbehaviour=Misbehaviour(disconnect_every_s=0.6)),
-                                   BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    source, frames, devs = run_for(
+        3.0,
+        straps(1, misbehaviour=Misbehaviour(disconnect_every_s=0.6)),
+        BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
+    )
     assert source.devices[address(0)].connects >= 3
     hr = [f.data for f in frames if f.char == 0x2A37]
-    assert hr == devs[0].sent[:len(hr)] and len(hr) >= 10
+    assert hr == devs[0].sent[: len(hr)] and len(hr) >= 10
 
 
 def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> None:
@@ -341,8 +377,9 @@ def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> 
         (strap,) = straps(1)(link)
         await strap.start()
         central = BumbleCentral(link)
-        settings = BleSettings(allow=frozenset({address(0)}), scan_stall_s=0.3, scan_restarts_before_adapter_reset=2,
-                               backoff_min_s=0.1)
+        settings = BleSettings(
+            allow=frozenset({address(0)}), scan_stall_s=0.3, scan_restarts_before_adapter_reset=2, backoff_min_s=0.1
+        )
         source = BleakSource(settings, KEY, {"central": central}, BumbleScanner, BumbleClient, adapter=central)
         frames: list[Frame] = []
 
@@ -376,8 +413,12 @@ def test_a_brand_paired_by_vendor_id_and_limited_to_one_profile(tmp_path: Path) 
     registry.pair("vendor:0x006B", model="brand-strap", profiles=["2a37"])  # heart rate only, no battery
 
     def fleet(link: LocalLink) -> Straps:
-        return [BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1,
-                                     company_id=0x006B if i == 0 else 0x0059) for i in range(2)]
+        return [
+            BumbleHeartRateStrap(
+                link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1, company_id=0x006B if i == 0 else 0x0059
+            )
+            for i in range(2)
+        ]
 
     async def use_registry(source: BleakSource, _devs: Straps) -> None:
         source.registry = registry  # read at the source's first tick
@@ -390,8 +431,10 @@ def test_a_brand_paired_by_vendor_id_and_limited_to_one_profile(tmp_path: Path) 
 
 def test_individually_paired_devices_get_the_slots_first() -> None:
     def fleet(link: LocalLink) -> Straps:
-        return [BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1,
-                                     company_id=0x006B) for i in range(3)]
+        return [
+            BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1, company_id=0x006B)
+            for i in range(3)
+        ]
 
     settings = BleSettings(allow=frozenset({"vendor:006b", address(2)}), max_connections=1)
     source, frames, _ = run_for(1.5, fleet, settings)
@@ -411,9 +454,19 @@ def test_two_adapters_share_the_devices_and_never_collect_one_twice() -> None:
         claims = DeviceClaims()
         seen: dict[str, str | None] = {}
         settings = BleSettings(allow=frozenset(address(i) for i in range(6)), max_connections=3)
-        sources = [BleakSource(settings, KEY, {"central": BumbleCentral(link, address=f"C0:FF:EE:00:00:0{n}")},
-                               BumbleScanner, BumbleClient, name=f"hci{n}", claims=claims, unknown_seen=seen)
-                   for n in range(2)]
+        sources = [
+            BleakSource(
+                settings,
+                KEY,
+                {"central": BumbleCentral(link, address=f"C0:FF:EE:00:00:0{n}")},
+                BumbleScanner,
+                BumbleClient,
+                name=f"hci{n}",
+                claims=claims,
+                unknown_seen=seen,
+            )
+            for n in range(2)
+        ]
         multi = MultiAdapterSource(sources)
         frames: list[Frame] = []
 
@@ -434,6 +487,6 @@ def test_two_adapters_share_the_devices_and_never_collect_one_twice() -> None:
     assert {f.dev for f in frames} == {multi.dev_id(address(i)) for i in range(6)}
     for i, d in enumerate(devs):
         got = [f.data for f in frames if f.dev == multi.dev_id(address(i)) and f.char == 0x2A37]
-        assert got == d.sent[:len(got)] and len(got) >= 10  # once each, in order: no adapter doubled it
+        assert got == d.sent[: len(got)] and len(got) >= 10  # once each, in order: no adapter doubled it
     states = multi.device_states()
     assert len(states) == 6 and {s["adapter"] for s in states.values()} == {"hci0", "hci1"}

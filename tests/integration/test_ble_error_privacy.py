@@ -37,8 +37,14 @@ from tests.conftest import Mosquitto
 ADDRESS = "F2:1A:2B:3C:4D:5E"
 DBUS_PATH = "/org/bluez/hci0/dev_F2_1A_2B_3C_4D_5E"
 # Every way the address turned up in library text, any case.
-FORMS = ["F2:1A:2B:3C:4D:5E", "f2:1a:2b:3c:4d:5e", "F2-1A-2B-3C-4D-5E", "f2_1a_2b_3c_4d_5e", "F21A2B3C4D5E",
-         "f21a2b3c4d5e"]
+FORMS = [
+    "F2:1A:2B:3C:4D:5E",
+    "f2:1a:2b:3c:4d:5e",
+    "F2-1A-2B-3C-4D-5E",
+    "f2_1a_2b_3c_4d_5e",
+    "F21A2B3C4D5E",
+    "f21a2b3c4d5e",
+]
 LEAK = re.compile("|".join(re.escape(f) for f in FORMS) + "|" + re.escape("dev_F2_1A_2B_3C_4D_5E"), re.IGNORECASE)
 
 
@@ -62,27 +68,43 @@ class FailingClient(BumbleClient):
 CASES = [
     # bleak-retry-connector turns a connect timeout into "not found", naming the address once more
     pytest.param(TimeoutError(f"no answer from {ADDRESS}"), None, "not_found", id="timeout-upper-case"),
-    pytest.param(BleakDBusError("org.bluez.Error.NotReady", [f"Resource Not Ready: {DBUS_PATH}"]), None,
-                 "adapter_error", id="dbus-path"),
-    pytest.param(BleakDBusError("org.bluez.Error.Failed", [f"le-connection-abort-by-local {ADDRESS.lower()}"]),
-                 None, "refused", id="abort-lower-case"),
-    pytest.param(OSError(errno.EBUSY, f"hci0 busy with {ADDRESS.replace(':', '-')}"), None, "adapter_error",
-                 id="dash-form"),
-    pytest.param(BleakError(f"peer {ADDRESS.replace(':', '').lower()} misbehaved"), None, "other",
-                 id="bare-hex"),
-    pytest.param(None, BleakDBusError("org.bluez.Error.Failed", [f"ATT error 0x0e on {DBUS_PATH.lower()}/char000d"]),
-                 "gatt_error", id="gatt-dbus-path"),
+    pytest.param(
+        BleakDBusError("org.bluez.Error.NotReady", [f"Resource Not Ready: {DBUS_PATH}"]),
+        None,
+        "adapter_error",
+        id="dbus-path",
+    ),
+    pytest.param(
+        BleakDBusError("org.bluez.Error.Failed", [f"le-connection-abort-by-local {ADDRESS.lower()}"]),
+        None,
+        "refused",
+        id="abort-lower-case",
+    ),
+    pytest.param(
+        OSError(errno.EBUSY, f"hci0 busy with {ADDRESS.replace(':', '-')}"), None, "adapter_error", id="dash-form"
+    ),
+    pytest.param(BleakError(f"peer {ADDRESS.replace(':', '').lower()} misbehaved"), None, "other", id="bare-hex"),
+    pytest.param(
+        None,
+        BleakDBusError("org.bluez.Error.Failed", [f"ATT error 0x0e on {DBUS_PATH.lower()}/char000d"]),
+        "gatt_error",
+        id="gatt-dbus-path",
+    ),
 ]
 
 
-async def _collect_one_failure(connect_exc: BaseException | None, subscribe_exc: BaseException | None
-                               ) -> BleakSource:
+async def _collect_one_failure(connect_exc: BaseException | None, subscribe_exc: BaseException | None) -> BleakSource:
     FailingClient.on_connect, FailingClient.on_subscribe = connect_exc, subscribe_exc
     link = LocalLink()
     strap = BumbleHeartRateStrap(link, ADDRESS, HeartRateStrap("strap", seed=1), 0.1)
     await strap.start()
-    source = BleakSource(BleSettings(allow=frozenset({ADDRESS}), connect_attempts=1, backoff_min_s=60),
-                         b"k" * 32, {"central": BumbleCentral(link)}, BumbleScanner, FailingClient)
+    source = BleakSource(
+        BleSettings(allow=frozenset({ADDRESS}), connect_attempts=1, backoff_min_s=60),
+        b"k" * 32,
+        {"central": BumbleCentral(link)},
+        BumbleScanner,
+        FailingClient,
+    )
 
     async def submit(_f: object) -> None:
         pass
@@ -112,8 +134,9 @@ async def _publish_and_read(mosquitto: Mosquitto, tmp_path: Path, states: dict[s
         await publisher.stop()
         journal.close()
     (dev,) = states
-    async with PahoSubscriber(BrokerSettings.from_url(mosquitto.url, client_id="platform"),
-                              Topics(cfg.region, "gw-priv").device_state(dev)) as sub:
+    async with PahoSubscriber(
+        BrokerSettings.from_url(mosquitto.url, client_id="platform"), Topics(cfg.region, "gw-priv").device_state(dev)
+    ) as sub:
         msg = await asyncio.wait_for(sub.__anext__(), 10)
     assert msg.retain
     return msg.payload
@@ -134,8 +157,13 @@ def unfiltered_root() -> Iterator[None]:
 @pytest.mark.usefixtures("unfiltered_root")
 @pytest.mark.parametrize("connect_exc,subscribe_exc,code", CASES)
 def test_a_failing_link_publishes_a_code_and_logs_no_address(
-        connect_exc: BaseException | None, subscribe_exc: BaseException | None, code: str, mosquitto: Mosquitto,
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    connect_exc: BaseException | None,
+    subscribe_exc: BaseException | None,
+    code: str,
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     for name in ("tiyi", "bleak", "bleak_retry_connector"):
         caplog.set_level(logging.DEBUG, name)

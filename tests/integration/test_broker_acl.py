@@ -39,8 +39,9 @@ _ids = itertools.count()
 
 def test_the_shipped_acl_is_what_the_generator_writes() -> None:
     """The file in deploy/ is `tiyi broker acl` output, not hand-edited: the test below runs what ships."""
-    expected = render_acl([parse_gateway(f"shenzhen/{GW}"), parse_gateway(f"guangzhou/{OTHER_GW}")],
-                          [parse_platform(PLATFORM)])
+    expected = render_acl(
+        [parse_gateway(f"shenzhen/{GW}"), parse_gateway(f"guangzhou/{OTHER_GW}")], [parse_platform(PLATFORM)]
+    )
     assert (DEPLOY / "tiyi.acl").read_text() == expected
     assert "pattern" not in "\n".join(x for x in expected.splitlines() if not x.startswith("#"))
 
@@ -59,12 +60,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     acl = d / "tiyi.acl"
     acl.write_text((DEPLOY / "tiyi.acl").read_text() + "\nuser observer\ntopic readwrite #\n")
     conf = (DEPLOY / "tiyi.conf").read_text()
-    for shipped, ours in (("listener 8883", f"listener {port} 127.0.0.1"),
-                          ("/etc/mosquitto/certs/broker.crt", str(pki.server_cert)),
-                          ("/etc/mosquitto/certs/broker.key", str(pki.server_key)),
-                          ("/etc/mosquitto/certs/ca.crt", str(pki.ca)),
-                          ("/etc/mosquitto/tiyi.passwd", str(password_file(d / "tiyi.passwd", PASSWORDS))),
-                          ("/etc/mosquitto/tiyi.acl", str(acl))):
+    for shipped, ours in (
+        ("listener 8883", f"listener {port} 127.0.0.1"),
+        ("/etc/mosquitto/certs/broker.crt", str(pki.server_cert)),
+        ("/etc/mosquitto/certs/broker.key", str(pki.server_key)),
+        ("/etc/mosquitto/certs/ca.crt", str(pki.ca)),
+        ("/etc/mosquitto/tiyi.passwd", str(password_file(d / "tiyi.passwd", PASSWORDS))),
+        ("/etc/mosquitto/tiyi.acl", str(acl)),
+    ):
         assert shipped in conf, f"the shipped tiyi.conf no longer has {shipped!r}"
         conf = conf.replace(shipped, ours)
     with mosquitto_with(conf + f"\npersistence_location {d}/\n", d, port):
@@ -167,8 +170,13 @@ FORBIDDEN_FOR_GATEWAY = [
     "tiyi/v1",
     "elsewhere/topic",
 ]
-FORBIDDEN_FOR_PLATFORM = [f"{OWN}/batch", f"{OWN}/key", f"tiyi/v1/shenzhen/{PLATFORM}/batch",
-                          f"tiyi/v1/{PLATFORM}/gw/data/x", "elsewhere/topic"]
+FORBIDDEN_FOR_PLATFORM = [
+    f"{OWN}/batch",
+    f"{OWN}/key",
+    f"tiyi/v1/shenzhen/{PLATFORM}/batch",
+    f"tiyi/v1/{PLATFORM}/gw/data/x",
+    "elsewhere/topic",
+]
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -189,8 +197,9 @@ def test_a_gateway_writes_only_under_its_own_region_and_id(broker: Broker, obser
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_a_gateway_reads_nothing_not_even_another_gateways_topics(broker: Broker, observer: Client,
-                                                                  protocol: str) -> None:
+def test_a_gateway_reads_nothing_not_even_another_gateways_topics(
+    broker: Broker, observer: Client, protocol: str
+) -> None:
     gw, other = connect(broker, GW, protocol), connect(broker, OTHER_GW)
     try:
         for topic in (f"tiyi/v1/guangzhou/{OTHER_GW}/#", "tiyi/v1/+/+/#", "#", "elsewhere/#"):

@@ -19,8 +19,9 @@ from tests.unit.anchoring.test_stream_verifier import SIGNER, Stream, T
 
 
 def test_help_teaches_the_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
     for word in ("demo", "run", "verify", "keys", "decode", "examples:"):
         assert word in out
 
@@ -96,8 +97,7 @@ def test_run_with_a_broken_config_says_what_is_wrong(tmp_path: Path, capsys: pyt
     assert "max_records" in capsys.readouterr().err
 
 
-def test_bench_pipeline_prints_one_verified_json_line(mosquitto: Mosquitto,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_pipeline_prints_one_verified_json_line(mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "pipeline", "--broker", mosquitto.url, "--records", "2000", "--devices", "10"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["records"] == result["verified"] == 2000 and result["verified_ok"]

@@ -27,8 +27,13 @@ from tests.unit.anchoring.test_bundle import bundle_for
 
 
 def tiyi(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ")
@@ -62,16 +67,34 @@ def test_chain_commands_against_a_node_that_is_down(closed_port: int, tmp_path: 
     contract = "0x" + "11" * 20
     r = tiyi("chain", "show", "--rpc", rpc, "--contract", contract, "--gateway", "gw-1")
     one_line_error(r, EXIT_USAGE, "tiyi chain:", "unreachable")
-    r = tiyi("chain", "revoke", "--rpc", rpc, "--contract", contract, "--gateway", "gw-1",
-             "--operator-key", tmp_path / "op.key")
+    r = tiyi(
+        "chain",
+        "revoke",
+        "--rpc",
+        rpc,
+        "--contract",
+        contract,
+        "--gateway",
+        "gw-1",
+        "--operator-key",
+        tmp_path / "op.key",
+    )
     one_line_error(r, EXIT_USAGE, "tiyi chain:", "unreachable")
 
 
 def test_verify_a_proof_against_a_node_that_is_down(closed_port: int, tmp_path: Path) -> None:
     bundle = tmp_path / "proof.json"
     bundle.write_text(json.dumps(bundle_for(3)))
-    r = tiyi("verify", "--bundle", bundle, "--tofu", "--rpc", f"http://127.0.0.1:{closed_port}", "--contract",
-             "0x" + "11" * 20)
+    r = tiyi(
+        "verify",
+        "--bundle",
+        bundle,
+        "--tofu",
+        "--rpc",
+        f"http://127.0.0.1:{closed_port}",
+        "--contract",
+        "0x" + "11" * 20,
+    )
     one_line_error(r, EXIT_USAGE, "tiyi verify:", "unreachable")
 
 
@@ -86,8 +109,10 @@ def test_run_against_a_chain_node_that_is_down(closed_port: int, tmp_path: Path)
     state = tmp_path / "state"
     assert tiyi("keys", "generate", "--dir", state / "keys").returncode == 0
     cfg = tmp_path / "g.toml"
-    cfg.write_text(f'[gateway]\nid = "gw-1"\nstate_dir = "{state}"\n'
-                   f'[chain]\nkind = "evm"\nurl = "http://127.0.0.1:{closed_port}"\n')
+    cfg.write_text(
+        f'[gateway]\nid = "gw-1"\nstate_dir = "{state}"\n'
+        f'[chain]\nkind = "evm"\nurl = "http://127.0.0.1:{closed_port}"\n'
+    )
     r = tiyi("run", "--config", cfg, "--duration", "5")
     one_line_error(r, EXIT_USAGE, "tiyi run:", "unreachable", service=True)
 
@@ -101,25 +126,44 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     pki = make_pki(d / "pki")
     port = free_port()
     pw = password_file(d / "passwd", {"platform": "correct horse", "gw-tls": "gw secret"})
-    conf = (f"listener {port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
-            f"require_certificate true\nallow_anonymous false\npassword_file {pw}\npersistence false\n")
+    conf = (
+        f"listener {port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+        f"require_certificate true\nallow_anonymous false\npassword_file {pw}\npersistence false\n"
+    )
     with mosquitto_with(conf, d, port):
         yield port, pki, d
 
 
 def _client_args(pki: Pki, pw: Path) -> list[str | Path]:
-    return ["--tofu", "--cert-file", pki.client_cert, "--key-file", pki.client_key, "--username", "platform",
-            "--password-file", pw]
+    return [
+        "--tofu",
+        "--cert-file",
+        pki.client_cert,
+        "--key-file",
+        pki.client_key,
+        "--username",
+        "platform",
+        "--password-file",
+        pw,
+    ]
 
 
-def test_verify_reaches_a_private_ca_broker_with_the_ca_file(tls_broker: tuple[int, Pki, Path],
-                                                              tmp_path: Path) -> None:
+def test_verify_reaches_a_private_ca_broker_with_the_ca_file(tls_broker: tuple[int, Pki, Path], tmp_path: Path) -> None:
     port, pki, _ = tls_broker
     # The gateway side publishes through the same settings function, from its [mqtt] section.
-    cfg = parse_config({"gateway": {"id": "gw-tls"}, "mqtt": {
-        "url": f"mqtts://127.0.0.1:{port}", "username": "gw-tls", "ca_file": str(pki.ca),
-        "cert_file": str(pki.client_cert), "key_file": str(pki.client_key),
-        "password_file": str(secret(tmp_path / "gw.pw", "gw secret"))}})
+    cfg = parse_config(
+        {
+            "gateway": {"id": "gw-tls"},
+            "mqtt": {
+                "url": f"mqtts://127.0.0.1:{port}",
+                "username": "gw-tls",
+                "ca_file": str(pki.ca),
+                "cert_file": str(pki.client_cert),
+                "key_file": str(pki.client_key),
+                "password_file": str(secret(tmp_path / "gw.pw", "gw secret")),
+            },
+        }
+    )
 
     async def publish_status() -> None:
         pub = PahoPublisher(broker_settings(cfg))
@@ -133,14 +177,16 @@ def test_verify_reaches_a_private_ca_broker_with_the_ca_file(tls_broker: tuple[i
 
     asyncio.run(publish_status())
     pw = secret(tmp_path / "platform.pw", "correct horse")
-    r = tiyi("verify", "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", pki.ca, *_client_args(pki, pw),
-             "--idle", "1")
+    r = tiyi(
+        "verify", "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", pki.ca, *_client_args(pki, pw), "--idle", "1"
+    )
     assert "Traceback" not in r.stderr and r.returncode != EXIT_USAGE, r.stderr
     assert "1 messages read" in r.stdout, (r.stdout, r.stderr)
 
 
-def test_verify_without_the_ca_file_does_not_trust_the_broker(tls_broker: tuple[int, Pki, Path],
-                                                              tmp_path: Path) -> None:
+def test_verify_without_the_ca_file_does_not_trust_the_broker(
+    tls_broker: tuple[int, Pki, Path], tmp_path: Path
+) -> None:
     port, pki, _ = tls_broker
     pw = secret(tmp_path / "platform.pw", "correct horse")
     t = time.monotonic()
@@ -158,8 +204,9 @@ def test_verify_with_a_wrong_password_is_refused(tls_broker: tuple[int, Pki, Pat
     assert "wrong" not in line
 
 
-def test_a_password_file_others_can_read_is_refused_with_the_fix(tls_broker: tuple[int, Pki, Path],
-                                                                 tmp_path: Path) -> None:
+def test_a_password_file_others_can_read_is_refused_with_the_fix(
+    tls_broker: tuple[int, Pki, Path], tmp_path: Path
+) -> None:
     port, pki, _ = tls_broker
     pw = secret(tmp_path / "platform.pw", "correct horse", mode=0o644)
     r = tiyi("verify", "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", pki.ca, *_client_args(pki, pw))

@@ -33,13 +33,15 @@ def publish(port: int, numbers: range) -> None:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_messages_published_while_the_verifier_reconnects_after_a_broker_restart_still_reach_it(
-        tmp_path: Path, protocol: str) -> None:
+    tmp_path: Path, protocol: str
+) -> None:
     broker = Mosquitto(port=free_port(), workdir=tmp_path, persistent=True)
     broker.start()
 
     async def scenario() -> None:
-        collector = StreamCollector(broker.url, T, "gw-demo", protocol, client_id=f"verifier-{protocol}",
-                                    session_expiry_s=VERIFIER_SESSION_S)  # as the demo's verifier
+        collector = StreamCollector(
+            broker.url, T, "gw-demo", protocol, client_id=f"verifier-{protocol}", session_expiry_s=VERIFIER_SESSION_S
+        )  # as the demo's verifier
         await collector.start()
 
         def payloads() -> set[bytes]:

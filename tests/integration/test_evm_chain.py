@@ -31,8 +31,19 @@ def anchor_once(client: EvmChainClient, batch: int = 1) -> tuple[bytes, AnchorRe
         if rec is not None:
             break
     assert rec is not None and rec.ok
-    return root, AnchorReceipt("gw-1", AnchorKind.BATCH, batch, 10, root, client.chain_id, client.contract,
-                               client.account, tx.tx_hash, rec.block_number, rec.block_hash)
+    return root, AnchorReceipt(
+        "gw-1",
+        AnchorKind.BATCH,
+        batch,
+        10,
+        root,
+        client.chain_id,
+        client.contract,
+        client.account,
+        tx.tx_hash,
+        rec.block_number,
+        rec.block_hash,
+    )
 
 
 def exercise(client: EvmChainClient) -> None:
@@ -120,8 +131,19 @@ def test_two_in_process_chains_have_distinct_ids_and_refuse_each_others_receipts
     supervision.send(tx)
     rec = supervision.receipt(tx.tx_hash)
     assert rec is not None and rec.ok
-    receipt = AnchorReceipt("gw-1", AnchorKind.ROLLUP, 1, 1, root, supervision.chain_id, supervision.contract,
-                            supervision.account, tx.tx_hash, rec.block_number, rec.block_hash)
+    receipt = AnchorReceipt(
+        "gw-1",
+        AnchorKind.ROLLUP,
+        1,
+        1,
+        root,
+        supervision.chain_id,
+        supervision.contract,
+        supervision.account,
+        tx.tx_hash,
+        rec.block_number,
+        rec.block_hash,
+    )
     assert not isinstance(confirm_receipt(receipt, supervision), str)
     # Even naming the other chain's contract, a receipt made on one chain is never confirmed by the other.
     assert "names chain" in str(confirm_receipt(dataclasses.replace(receipt, contract=main.contract), main))

@@ -24,10 +24,28 @@ def _openssl_verifies(tmp_path: Path, signer: GmsslSm2Signer, tx: GmTransaction,
     (tmp_path / "pub.pem").write_text(signer.public_key_pem())
     (tmp_path / "hash.bin").write_bytes(tx.signing_hash())
     (tmp_path / "sig.der").write_bytes(encode_signature(r, s))
-    out = subprocess.run(["openssl", "pkeyutl", "-verify", "-rawin", "-digest", "sm3", "-pubin", "-inkey",
-                          str(tmp_path / "pub.pem"), "-in", str(tmp_path / "hash.bin"), "-sigfile",
-                          str(tmp_path / "sig.der"), "-pkeyopt", "distid:1234567812345678"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pubin",
+            "-inkey",
+            str(tmp_path / "pub.pem"),
+            "-in",
+            str(tmp_path / "hash.bin"),
+            "-sigfile",
+            str(tmp_path / "sig.der"),
+            "-pkeyopt",
+            "distid:1234567812345678",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
 
 

@@ -49,7 +49,8 @@ def registered(alliance: Alliance, signer=SIGNER):  # type: ignore[no-untyped-de
 
 # ---------------------------------------------------------------- 1: key validity judged at the chain's block
 def test_an_old_key_with_a_decoy_receipt_naming_an_earlier_block_is_refused(
-        ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     alliance = Alliance(ganache.url)
     old, new = generate_signer(), generate_signer()
     operator, account = registered(alliance, old)
@@ -82,15 +83,21 @@ def test_an_old_key_with_a_decoy_receipt_naming_an_earlier_block_is_refused(
 
 # ---------------------------------------------------------------- 2: bundles honour the platform's trust root
 def test_a_bundle_signed_by_an_attacker_and_anchored_under_the_victims_id_is_never_proven(
-        ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     alliance = Alliance(ganache.url)
     registered(alliance, SIGNER)
     attacker = generate_signer()
     forged = anchor_stream(Stream.honest(signer=attacker), alliance.account())
     signed = SignedManifest.from_bytes(forged.batches[0])
     m = signed.manifest
-    bundle = build_bundle(3, [forged.records[i] for i in range(m.first_seq, m.last_seq + 1)], signed,
-                          AnchorReceipt.from_bytes(forged.receipts[0]), attacker.public_key_pem())
+    bundle = build_bundle(
+        3,
+        [forged.records[i] for i in range(m.first_seq, m.last_seq + 1)],
+        signed,
+        AnchorReceipt.from_bytes(forged.receipts[0]),
+        attacker.public_key_pem(),
+    )
     path = tmp_path / "forged.json"
     path.write_text(json.dumps(bundle))
     victim_pub = tmp_path / "victim.pub"
@@ -108,7 +115,8 @@ def test_a_bundle_signed_by_an_attacker_and_anchored_under_the_victims_id_is_nev
 
 # ---------------------------------------------------------------- 3: registration needs authority
 def test_a_squatter_cannot_register_and_a_required_operator_is_enforced(
-        ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from anchoring.errors import TransactionFailed
 
     alliance = Alliance(ganache.url)

@@ -49,8 +49,18 @@ def database() -> Iterator[str]:
 
 
 def rec(gw: str, seq: int) -> bytes:
-    return bytes(Record(gw=gw, seq=seq, dev=f"dev-{seq % 2}", t=1_700_000_000_000 + seq * 1000, kind="heart_rate",
-                        val={"heart_rate": 60 + seq % 90}, raw=bytes([0, 60 + seq % 90]), salt=os.urandom(16)))
+    return bytes(
+        Record(
+            gw=gw,
+            seq=seq,
+            dev=f"dev-{seq % 2}",
+            t=1_700_000_000_000 + seq * 1000,
+            kind="heart_rate",
+            val={"heart_rate": 60 + seq % 90},
+            raw=bytes([0, 60 + seq % 90]),
+            salt=os.urandom(16),
+        )
+    )
 
 
 def gateway_stream(gw: str, n: int = 600, per_batch: int = 50) -> list[tuple[str, bytes]]:
@@ -62,7 +72,7 @@ def gateway_stream(gw: str, n: int = 600, per_batch: int = 50) -> list[tuple[str
     for number, first in enumerate(range(1, n + 1, per_batch), 1):
         chunk = [records[q] for q in range(first, first + per_batch)]
         for i in range(0, per_batch, 5):
-            part = chunk[i:i + 5]
+            part = chunk[i : i + 5]
             for dev in {Record.from_bytes(d).dev for d in part}:
                 out.append((t.data(dev), encode_data_message([d for d in part if Record.from_bytes(d).dev == dev])))
         m = build_manifest(gw, number, first, chunk, prev, 1)
@@ -76,16 +86,18 @@ def forged_streams() -> dict[str, list[tuple[str, bytes]]]:
     """One gateway per forgery class, each otherwise honest (two batches of 10)."""
     out: dict[str, list[tuple[str, bytes]]] = {}
 
-    def honest(gw: str, signer: object = SIGNER, alter: int | None = None, bad_prev: bool = False
-               ) -> list[tuple[str, bytes]]:
+    def honest(
+        gw: str, signer: object = SIGNER, alter: int | None = None, bad_prev: bool = False
+    ) -> list[tuple[str, bytes]]:
         t = Topics("shenzhen", gw)
         records = [rec(gw, q) for q in range(1, 21)]
         msgs: list[tuple[str, bytes]] = []
         prev = GENESIS_PREV
         for number in (1, 2):
-            chunk = records[(number - 1) * 10:number * 10]
-            m = build_manifest(gw, number, (number - 1) * 10 + 1, chunk, b"\x07" * 32 if bad_prev and number == 2
-                               else prev, 1)
+            chunk = records[(number - 1) * 10 : number * 10]
+            m = build_manifest(
+                gw, number, (number - 1) * 10 + 1, chunk, b"\x07" * 32 if bad_prev and number == 2 else prev, 1
+            )
             sent = list(chunk)
             if alter is not None and number == 2:
                 r = Record.from_bytes(sent[alter])
@@ -107,15 +119,16 @@ def forged_streams() -> dict[str, list[tuple[str, bytes]]]:
     r5 = Record.from_bytes(decode_data_message(dup[4][1])[0])
     dup.append((Topics("shenzhen", "gw-dup").data(r5.dev), encode_data_message([bytes(replace(r5, t=r5.t + 1))])))
     out["gw-dup"] = dup
-    out["gw-junk"] = [(Topics("shenzhen", "gw-junk").data("dev-1"), b"\xff\x00"),
-                      (Topics("shenzhen", "gw-junk").data("dev-9"), encode_data_message([rec("gw-junk", 1)]))]
+    out["gw-junk"] = [
+        (Topics("shenzhen", "gw-junk").data("dev-1"), b"\xff\x00"),
+        (Topics("shenzhen", "gw-junk").data("dev-9"), encode_data_message([rec("gw-junk", 1)])),
+    ]
     return out
 
 
 class Publisher:
     def __init__(self, broker: Mosquitto) -> None:
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}",
-                             protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
         self.c.connect("127.0.0.1", broker.port)
         self.c.loop_start()
 
@@ -133,8 +146,21 @@ def start_ingest(broker: Mosquitto, dsn: str, client_id: str, gws: list[str]) ->
     keys = []
     for gw in gws:
         keys += ["--key", f"{gw}={PEM}"]
-    return subprocess.Popen([sys.executable, "-m", "ingest", "--broker", f"mqtt://127.0.0.1:{broker.port}",
-                             "--db", dsn, "--client-id", client_id, *keys], cwd=ROOT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ingest",
+            "--broker",
+            f"mqtt://127.0.0.1:{broker.port}",
+            "--db",
+            dsn,
+            "--client-id",
+            client_id,
+            *keys,
+        ],
+        cwd=ROOT,
+    )
 
 
 PEM = ""
@@ -157,7 +183,8 @@ def wait_for(dsn: str, sql: str, want: object, timeout: float = 90) -> object:
 
 
 def test_two_instances_store_every_record_once_survive_kill_9_and_reject_forgeries(
-        mosquitto: Mosquitto, database: str, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, database: str, tmp_path: Path
+) -> None:
     global PEM
     PEM = str(tmp_path / "gw.pem")
     Path(PEM).write_text(SIGNER.public_key_pem())
@@ -170,26 +197,40 @@ def test_two_instances_store_every_record_once_survive_kill_9_and_reject_forgeri
     try:
         time.sleep(3)  # both sessions subscribed (the database schema is created by whichever comes first)
         half = {gw: len(s) // 2 for gw, s in streams.items()}
-        pub.send([m for gw, s in streams.items() for m in s[:half[gw]]])
+        pub.send([m for gw, s in streams.items() for m in s[: half[gw]]])
         a.send_signal(signal.SIGKILL)  # mid-run, with messages in flight to it
         a.wait()
-        pub.send([m for gw, s in streams.items() for m in s[half[gw]:]])
+        pub.send([m for gw, s in streams.items() for m in s[half[gw] :]])
         pub.send([m for s in forged.values() for m in s])
         a = start_ingest(mosquitto, database, "ingest-a", gws)  # same client id: the broker kept its session
-        got = wait_for(database, "SELECT gw, count(*), count(DISTINCT seq), min(state), max(state) FROM records "
-                       "WHERE gw IN ('gw-a','gw-b') GROUP BY gw ORDER BY gw",
-                       [("gw-a", 600, 600, "proven", "proven"), ("gw-b", 600, 600, "proven", "proven")])
+        got = wait_for(
+            database,
+            "SELECT gw, count(*), count(DISTINCT seq), min(state), max(state) FROM records "
+            "WHERE gw IN ('gw-a','gw-b') GROUP BY gw ORDER BY gw",
+            [("gw-a", 600, 600, "proven", "proven"), ("gw-b", 600, 600, "proven", "proven")],
+        )
         assert got == [("gw-a", 600, 600, "proven", "proven"), ("gw-b", 600, 600, "proven", "proven")]
-        rejected = wait_for(database, "SELECT gw, batch, reason FROM batches WHERE state = 'rejected' "
-                            "ORDER BY gw, batch",
-                            [("gw-chain", 2, "broken_chain"), ("gw-key", 1, "untrusted_key"),
-                             ("gw-key", 2, "untrusted_key"), ("gw-root", 2, "root_mismatch"),
-                             ("gw-sig", 2, "bad_signature")])
-        assert rejected == [("gw-chain", 2, "broken_chain"), ("gw-key", 1, "untrusted_key"),
-                            ("gw-key", 2, "untrusted_key"), ("gw-root", 2, "root_mismatch"),
-                            ("gw-sig", 2, "bad_signature")]
+        rejected = wait_for(
+            database,
+            "SELECT gw, batch, reason FROM batches WHERE state = 'rejected' ORDER BY gw, batch",
+            [
+                ("gw-chain", 2, "broken_chain"),
+                ("gw-key", 1, "untrusted_key"),
+                ("gw-key", 2, "untrusted_key"),
+                ("gw-root", 2, "root_mismatch"),
+                ("gw-sig", 2, "bad_signature"),
+            ],
+        )
+        assert rejected == [
+            ("gw-chain", 2, "broken_chain"),
+            ("gw-key", 1, "untrusted_key"),
+            ("gw-key", 2, "untrusted_key"),
+            ("gw-root", 2, "root_mismatch"),
+            ("gw-sig", 2, "bad_signature"),
+        ]
         assert rows(database, "SELECT DISTINCT state, reason FROM records WHERE gw = 'gw-root' AND batch = 2") == [
-            ("rejected", "root_mismatch")]
+            ("rejected", "root_mismatch")
+        ]
         problems = {(g, r) for g, r in rows(database, "SELECT gw, reason FROM problems")}
         assert {("gw-dup", "conflicting_duplicate"), ("gw-junk", "malformed"), ("gw-junk", "wrong_topic")} <= problems
         assert rows(database, "SELECT count(*) FROM record_conflicts WHERE gw = 'gw-dup'") == [(1,)]

@@ -47,13 +47,18 @@ def store_anchored(ganache: Ganache, dsn: str) -> tuple[Alliance, Stream]:
     s.records[35] = honest35
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT batch, state FROM batches ORDER BY batch").fetchall() == [
-            (1, "final"), (2, "final"), (3, "final"), (4, "rejected")]
+            (1, "final"),
+            (2, "final"),
+            (3, "final"),
+            (4, "rejected"),
+        ]
         assert c.execute("SELECT count(*) FROM records WHERE state = 'received'").fetchall() == [(10,)]
     return alliance, s
 
 
 def test_a_proof_from_the_database_verifies_on_chain_and_an_altered_row_does_not(
-        ganache: Ganache, database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     alliance, _ = store_anchored(ganache, database)
     pem = tmp_path / "gw.pub"
     pem.write_text(SIGNER.public_key_pem())
@@ -61,8 +66,17 @@ def test_a_proof_from_the_database_verifies_on_chain_and_an_altered_row_does_not
     assert tiyi(["proof", "export", "--db", database, "--gw", GW, "--seq", "17", "-o", str(out)]) == 0
     bundle = json.loads(out.read_text())
     assert bundle["seq"] == 17 and bundle["anchor"] is not None
-    check = ["verify", "--bundle", str(out), "--key", f"{GW}={pem}", "--rpc", alliance.url, "--contract",
-             alliance.contract]
+    check = [
+        "verify",
+        "--bundle",
+        str(out),
+        "--key",
+        f"{GW}={pem}",
+        "--rpc",
+        alliance.url,
+        "--contract",
+        alliance.contract,
+    ]
     assert tiyi(check) == 0, capsys.readouterr()
     # Someone with write access to the database alters the stored reading: the proof it gives no longer holds.
     with psycopg.connect(database) as c:
@@ -75,7 +89,8 @@ def test_a_proof_from_the_database_verifies_on_chain_and_an_altered_row_does_not
 
 
 def test_no_proof_for_a_rejected_unknown_or_unproven_record(
-        ganache: Ganache, database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     store_anchored(ganache, database)
     capsys.readouterr()
     for seq, why in ((35, "was rejected (root_mismatch)"), (999, "is not stored"), (41, "is not proven yet")):
@@ -85,11 +100,14 @@ def test_no_proof_for_a_rejected_unknown_or_unproven_record(
 
 
 def test_exports_validate_filter_and_never_contain_a_rejected_record(
-        ganache: Ganache, database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ganache: Ganache, database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store_anchored(ganache, database)
     out = tmp_path / "obs.json"
-    assert tiyi(["export", "--db", database, "--format", "fhir", "--gw", GW, "--subject", "Patient/p-1",
-                 "-o", str(out)]) == 0
+    assert (
+        tiyi(["export", "--db", database, "--format", "fhir", "--gw", GW, "--subject", "Patient/p-1", "-o", str(out)])
+        == 0
+    )
     doc = json.loads(out.read_text())
     Bundle.model_validate(doc)  # R4B's Bundle
     entries = [e["resource"] for e in doc["entry"]]
@@ -103,17 +121,32 @@ def test_exports_validate_filter_and_never_contain_a_rejected_record(
     assert {r["state"] for r in rows} == {"final"}
     assert all(r["anchor_tx"].startswith("0x") for r in rows)
     assert len(rows) == 30
-    assert tiyi(["export", "--db", database, "--format", "csv", "--include-unproven", "-o", str(tmp_path / "b.csv")]
-                ) == 0
-    assert {r["state"] for r in csv.DictReader(io.StringIO((tmp_path / "b.csv").read_text()))} == {"final",
-                                                                                                    "received"}
-    assert tiyi(["export", "--db", database, "--format", "senml-cbor", "--dev", "dev-1", "-o",
-                 str(tmp_path / "s.cbor")]) == 0
+    assert (
+        tiyi(["export", "--db", database, "--format", "csv", "--include-unproven", "-o", str(tmp_path / "b.csv")]) == 0
+    )
+    assert {r["state"] for r in csv.DictReader(io.StringIO((tmp_path / "b.csv").read_text()))} == {"final", "received"}
+    assert (
+        tiyi(["export", "--db", database, "--format", "senml-cbor", "--dev", "dev-1", "-o", str(tmp_path / "s.cbor")])
+        == 0
+    )
     items = cbor2.loads((tmp_path / "s.cbor").read_bytes())
     assert items and all(i[-2].endswith(":dev-1:") and i[0] == "heart_rate" and i[1] == "beat/min" for i in items)
-    assert tiyi(["export", "--db", database, "--format", "senml", "--since", "2023-11-14T22:13:20.011Z",
-                 "--until", "2023-11-14T22:13:20.021Z"]) == 0
+    assert (
+        tiyi(
+            [
+                "export",
+                "--db",
+                database,
+                "--format",
+                "senml",
+                "--since",
+                "2023-11-14T22:13:20.011Z",
+                "--until",
+                "2023-11-14T22:13:20.021Z",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)) == 10
     assert tiyi(["export", "--db", database, "--format", "csv", "--since", "yesterday"]) == 2
     assert "expected an ISO 8601 time" in capsys.readouterr().err
-

@@ -48,8 +48,7 @@ def database() -> Iterator[str]:
 
 
 def ingest(dsn: str, trust: TrustPolicy | None = None, chain: ChainView | None = None, **kw: object) -> Ingest:
-    settings = IngestSettings("mqtt://127.0.0.1:1", dsn, gap_timeout_s=TIMEOUT, chain_tail_s=0.01,
-                              **kw)  # type: ignore[arg-type]
+    settings = IngestSettings("mqtt://127.0.0.1:1", dsn, gap_timeout_s=TIMEOUT, chain_tail_s=0.01, **kw)  # type: ignore[arg-type]
     return Ingest(settings, trust or TrustPolicy(pinned={GW: [SIGNER]}), chain)
 
 
@@ -61,8 +60,10 @@ def feed(ing: Ingest, msgs: list[tuple[str, bytes]]) -> None:
 
 def records_of(s: Stream, batch: int) -> list[tuple[str, bytes]]:
     m = SignedManifest.from_bytes(s.batches[batch - 1]).manifest
-    return [(T.data(Record.from_bytes(s.records[n]).dev), encode_data_message([s.records[n]]))
-            for n in range(m.first_seq, m.last_seq + 1)]
+    return [
+        (T.data(Record.from_bytes(s.records[n]).dev), encode_data_message([s.records[n]]))
+        for n in range(m.first_seq, m.last_seq + 1)
+    ]
 
 
 def batch_msgs(s: Stream, batch: int, with_receipt: bool = False) -> list[tuple[str, bytes]]:
@@ -73,8 +74,7 @@ def batch_msgs(s: Stream, batch: int, with_receipt: bool = False) -> list[tuple[
 def head_for(s: Stream, batch: int, signer: object = SIGNER) -> bytes:
     sm = SignedManifest.from_bytes(s.batches[batch - 1])
     m = sm.manifest
-    return bytes(sign_head(Head(GW, m.batch, m.last_seq, sm3(sm.manifest_bytes), 1_700_000_100_000),
-                           signer))  # type: ignore[arg-type]
+    return bytes(sign_head(Head(GW, m.batch, m.last_seq, sm3(sm.manifest_bytes), 1_700_000_100_000), signer))  # type: ignore[arg-type]
 
 
 def q(ing: Ingest, sql: str) -> list[tuple[object, ...]]:
@@ -99,8 +99,7 @@ def settle(ing: Ingest) -> None:
         ing.check_chain()
 
 
-def test_a_batch_whose_predecessor_never_arrives_is_stated_as_a_gap_then_proven_without_the_link(
-        database: str) -> None:
+def test_a_batch_whose_predecessor_never_arrives_is_stated_as_a_gap_then_proven_without_the_link(database: str) -> None:
     s = Stream.honest(n=30)
     ing = ingest(database)
     feed(ing, batch_msgs(s, 1) + batch_msgs(s, 3))
@@ -124,8 +123,14 @@ def test_a_late_predecessor_that_does_not_chain_rejects_the_batch_proven_across_
     settle(ing)
     for n in range(11, 21):
         forged.records[n] = bytes(replace(Record.from_bytes(s.records[n]), val={"heart_rate": 150}))
-    m2 = build_manifest(GW, 2, 11, [forged.records[n] for n in range(11, 21)],
-                        SignedManifest.from_bytes(s.batches[0]).manifest.digest, 1)
+    m2 = build_manifest(
+        GW,
+        2,
+        11,
+        [forged.records[n] for n in range(11, 21)],
+        SignedManifest.from_bytes(s.batches[0]).manifest.digest,
+        1,
+    )
     forged.batches[1] = bytes(sign_manifest(m2, SIGNER))
     feed(ing, batch_msgs(forged, 2))
     assert states(ing) == [(1, "proven"), (2, "proven"), (3, "rejected")]
@@ -231,7 +236,8 @@ def test_records_go_proven_anchored_final_and_a_forged_receipt_is_stated(ganache
 
 
 def test_registry_trust_waits_for_the_chain_and_a_dropped_tail_the_chain_knows_is_truncation(
-        ganache: Ganache, database: str) -> None:
+    ganache: Ganache, database: str
+) -> None:
     alliance = Alliance(ganache.url)
     operator = alliance.operator()
     gateway = alliance.account()

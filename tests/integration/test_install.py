@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "install.sh"
 EXAMPLE = REPO / "deploy" / "gateway.example.toml"
 
+
 def require(tool: str, package: str) -> None:
     """A missing tool is a failed set-up, not a skipped check (`make test` installs it)."""
     if shutil.which(tool) is None:
@@ -58,8 +59,9 @@ def make_root(path: Path) -> Path:
 
 
 def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), "--root", str(root), *args], capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run(
+        [str(SCRIPT), "--root", str(root), *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def ids(root: Path, db: str, name: str) -> list[str]:
@@ -76,8 +78,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, float, str]]:
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             st = p.lstat()
-            digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else os.readlink(
-                p) if stat.S_ISLNK(st.st_mode) else ""
+            digest = (
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                if stat.S_ISREG(st.st_mode)
+                else os.readlink(p)
+                if stat.S_ISLNK(st.st_mode)
+                else ""
+            )
             out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime, digest)
     return out
 
@@ -126,7 +133,8 @@ def test_fresh_install_creates_user_files_modes_and_owners(installed: Installed)
         assert owner_mode(root / rel) == want, rel
     assert (root / "etc/tiyi/gateway.toml").read_bytes() == EXAMPLE.read_bytes()
     assert (root / "etc/systemd/system/tiyi-gateway.service").read_bytes() == (
-        REPO / "deploy" / "tiyi-gateway.service").read_bytes()
+        REPO / "deploy" / "tiyi-gateway.service"
+    ).read_bytes()
     wants = root / "etc/systemd/system/multi-user.target.wants/tiyi-gateway.service"
     assert os.readlink(wants) == "/etc/systemd/system/tiyi-gateway.service"
     assert "已更改 changed" in installed.first.stdout and "installed:" in installed.first.stdout
@@ -134,11 +142,18 @@ def test_fresh_install_creates_user_files_modes_and_owners(installed: Installed)
 
 def test_the_venv_works_and_holds_the_key_it_generated(installed: Installed) -> None:
     tiyi = installed.root / "opt/tiyi/.venv/bin/tiyi"
-    shown = subprocess.run([str(tiyi), "keys", "show", str(installed.root / "var/lib/tiyi/keys/gateway.key")],
-                           capture_output=True, text=True, check=True, timeout=60)
+    shown = subprocess.run(
+        [str(tiyi), "keys", "show", str(installed.root / "var/lib/tiyi/keys/gateway.key")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert shown.stdout.startswith("-----BEGIN PUBLIC KEY-----")
-    assert shown.stdout.split("-----END PUBLIC KEY-----\n")[0] + "-----END PUBLIC KEY-----\n" == (
-        installed.root / "var/lib/tiyi/keys/gateway.pub").read_text()
+    assert (
+        shown.stdout.split("-----END PUBLIC KEY-----\n")[0] + "-----END PUBLIC KEY-----\n"
+        == (installed.root / "var/lib/tiyi/keys/gateway.pub").read_text()
+    )
 
 
 def test_systemd_accepts_the_installed_unit_and_the_notify_drop_in(installed: Installed, tmp_path: Path) -> None:
@@ -153,8 +168,13 @@ def test_systemd_accepts_the_installed_unit_and_the_notify_drop_in(installed: In
     shutil.copy(installed.root / "opt/tiyi/.venv/bin/tiyi", exe)
 
     def verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["systemd-analyze", "verify", f"--root={root}", "tiyi-gateway.service"],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            ["systemd-analyze", "verify", f"--root={root}", "tiyi-gateway.service"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     result = verify()
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
@@ -226,15 +246,26 @@ def test_existing_config_and_keys_are_kept_and_a_broken_config_is_reported(tmp_p
     assert owner_mode(keys / "gateway.key") == (uid, gid, 0o600)  # handed to the service user, mode kept
 
 
-@pytest.mark.parametrize("config,extras,packages", [
-    (None, "ble,evm", "bluez"),  # the shipped example: BLE source, EVM chain
-    ('[gateway]\nsource = "sim"\n[chain]\nkind = "fisco2"\nurl = "http://n:20200"\ncontract = "0x1"\n', "evm", None),
-    ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n', "ble", "bluez"),
-    ('[gateway]\nsource = "sim"\n[chain]\nkind = "none"\n[[rollup]]\ntarget = "judicial"\nkind = "evm"\n', "evm",
-     None),
-])
-def test_dry_run_chooses_extras_from_the_config_and_changes_nothing(tmp_path: Path, config: str | None, extras: str,
-                                                                    packages: str | None) -> None:
+@pytest.mark.parametrize(
+    "config,extras,packages",
+    [
+        (None, "ble,evm", "bluez"),  # the shipped example: BLE source, EVM chain
+        (
+            '[gateway]\nsource = "sim"\n[chain]\nkind = "fisco2"\nurl = "http://n:20200"\ncontract = "0x1"\n',
+            "evm",
+            None,
+        ),
+        ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n', "ble", "bluez"),
+        (
+            '[gateway]\nsource = "sim"\n[chain]\nkind = "none"\n[[rollup]]\ntarget = "judicial"\nkind = "evm"\n',
+            "evm",
+            None,
+        ),
+    ],
+)
+def test_dry_run_chooses_extras_from_the_config_and_changes_nothing(
+    tmp_path: Path, config: str | None, extras: str, packages: str | None
+) -> None:
     root = make_root(tmp_path / "pi")
     if config is not None:
         (root / "etc/tiyi").mkdir()

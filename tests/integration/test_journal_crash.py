@@ -29,8 +29,12 @@ def test_kill_9_twenty_times_loses_nothing_committed(tmp_path: Path) -> None:
     acknowledged = 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(20):
-        child = subprocess.Popen([sys.executable, "-m", "tests.integration.journal_writer", str(db)], cwd=ROOT,
-                                 stdout=subprocess.PIPE, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.journal_writer", str(db)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         assert child.stdout is not None
         deadline = time.monotonic() + rng.uniform(0.2, 0.6)
         last_line = None

@@ -46,8 +46,9 @@ def test_ten_thousand_qos1_messages_all_acked_and_received(mosquitto: Mosquitto)
 
 def test_last_will_is_published_when_the_connection_dies(mosquitto: Mosquitto) -> None:
     async def main() -> None:
-        settings = BrokerSettings.from_url(mosquitto.url, client_id="gw", will_topic="s/status",
-                                           will_payload=b"offline", will_retain=True, keepalive=5)
+        settings = BrokerSettings.from_url(
+            mosquitto.url, client_id="gw", will_topic="s/status", will_payload=b"offline", will_retain=True, keepalive=5
+        )
         pub = PahoPublisher(settings)
         await pub.start()
         await pub.wait_connected(10)

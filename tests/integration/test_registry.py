@@ -122,8 +122,9 @@ def test_cli(ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["chain", "revoke", *common, "--operator-key", str(op)]) == 0
     assert main(["chain", "show", *common]) == 0
     assert "REVOKED" in capsys.readouterr().out
-    assert main(["chain", "register", *common, "--pub", str(pub), "--anchorer", "0x1234", "--operator-key",
-                 str(op)]) == 2
+    assert (
+        main(["chain", "register", *common, "--pub", str(pub), "--anchorer", "0x1234", "--operator-key", str(op)]) == 2
+    )
     assert "--anchorer" in capsys.readouterr().err
 
 

@@ -29,10 +29,15 @@ HR = 0x2A37
 
 
 def config(tmp_path: Path, url: str, max_records: int, head_interval_s: float = 1.0) -> GatewayConfig:
-    return GatewayConfig(gateway_id="gw-head", region="foshan", state_dir=tmp_path, mqtt=MqttConfig(url=url),
-                         batch=BatchConfig(max_records=max_records, max_age_s=0.5),
-                         publish=PublishConfig(head_interval_s=head_interval_s),
-                         chain=ChainConfig(kind="none")).validated()
+    return GatewayConfig(
+        gateway_id="gw-head",
+        region="foshan",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=url),
+        batch=BatchConfig(max_records=max_records, max_age_s=0.5),
+        publish=PublishConfig(head_interval_s=head_interval_s),
+        chain=ChainConfig(kind="none"),
+    ).validated()
 
 
 class Inbox:
@@ -92,7 +97,8 @@ async def retained_head(url: str, topics: Topics) -> Message:
 
 
 def test_head_names_the_last_published_batch_is_retained_refreshed_and_survives_a_restart(
-        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     generate_keypair(tmp_path / "keys")
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
     cfg = config(tmp_path, mosquitto.url, max_records=5)
@@ -109,8 +115,10 @@ def test_head_names_the_last_published_batch_is_retained_refreshed_and_survives_
 
             await feed(parts, 12)  # batches 1 (seq 1-5), 2 (6-10) and, after max_age_s, 3 (11-12)
             m3 = await inbox.wait(lambda m: m.topic == topics.head and head_of(m).batch == 3)
-            manifests = {sm.manifest.batch: sm.manifest for sm in (
-                SignedManifest.from_bytes(m.payload) for m in inbox.messages if m.topic == topics.batch)}
+            manifests = {
+                sm.manifest.batch: sm.manifest
+                for sm in (SignedManifest.from_bytes(m.payload) for m in inbox.messages if m.topic == topics.batch)
+            }
             head = head_of(m3)
             assert (head.last_seq, head.manifest) == (12, manifests[3].digest)
             assert SignedHead.from_bytes(m3.payload).key_id == key.key_id
@@ -141,10 +149,19 @@ def test_head_names_the_last_published_batch_is_retained_refreshed_and_survives_
             await pub.stop()
             parts = assemble(cfg, None)
             await parts.gateway.start()
-            reborn = head_of(await inbox.wait(lambda m: m.topic == topics.head and m.payload != b""
-                                              and head_of(m).issued > head_of(inbox.messages[at_stop]).issued))
-            manifests = {sm.manifest.batch: sm.manifest for sm in (
-                SignedManifest.from_bytes(m.payload) for m in inbox.messages if m.topic == topics.batch)}
+            reborn = head_of(
+                await inbox.wait(
+                    lambda m: (
+                        m.topic == topics.head
+                        and m.payload != b""
+                        and head_of(m).issued > head_of(inbox.messages[at_stop]).issued
+                    )
+                )
+            )
+            manifests = {
+                sm.manifest.batch: sm.manifest
+                for sm in (SignedManifest.from_bytes(m.payload) for m in inbox.messages if m.topic == topics.batch)
+            }
             assert (reborn.batch, reborn.last_seq, reborn.manifest) == (4, 14, manifests[4].digest)
             late = await retained_head(mosquitto.url, topics)
             assert late.retain and head_of(late).batch == 4
@@ -156,8 +173,11 @@ def test_head_names_the_last_published_batch_is_retained_refreshed_and_survives_
             assert [h.batch for h in heads] == sorted(h.batch for h in heads) and len(heads) >= 6
             for i, m in enumerate(inbox.messages):
                 if m.topic == topics.head and m.payload and (n := head_of(m).batch):
-                    assert any(SignedManifest.from_bytes(b.payload).manifest.batch == n
-                               for b in inbox.messages[:i] if b.topic == topics.batch)
+                    assert any(
+                        SignedManifest.from_bytes(b.payload).manifest.batch == n
+                        for b in inbox.messages[:i]
+                        if b.topic == topics.batch
+                    )
             inbox.close()
 
     asyncio.run(main())
@@ -196,13 +216,17 @@ class DenyingMosquitto(Mosquitto):
 
     def start(self) -> None:
         acl = self.workdir / "acl"
-        acl.write_text("".join(f"topic readwrite tiyi/v1/+/+/{t}\n" for t in ("data/#", "head", "status", "key"))
-                       + "topic read tiyi/v1/#\n")
+        acl.write_text(
+            "".join(f"topic readwrite tiyi/v1/+/+/{t}\n" for t in ("data/#", "head", "status", "key"))
+            + "topic read tiyi/v1/#\n"
+        )
         conf = self.workdir / "mosquitto.conf"
         # As root, Mosquitto would drop to user "mosquitto" before reading the ACL in a private temp dir.
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}"
-                        f"acl_file {acl}\nlog_dest file {self.workdir / 'mosquitto.log'}\n")
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}"
+            f"acl_file {acl}\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
         exe = mosquitto_binary()
         if exe is None:
             pytest.fail("mosquitto is not installed: run `make test` (it installs it) or apt-get install mosquitto")
@@ -220,8 +244,9 @@ def denying_broker(tmp_path: Path) -> Iterator[DenyingMosquitto]:
         broker.stop()
 
 
-def test_a_head_never_names_a_batch_the_broker_has_not_acknowledged(denying_broker: DenyingMosquitto,
-                                                                    tmp_path: Path) -> None:
+def test_a_head_never_names_a_batch_the_broker_has_not_acknowledged(
+    denying_broker: DenyingMosquitto, tmp_path: Path
+) -> None:
     broker = denying_broker
     generate_keypair(tmp_path / "keys")
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())

@@ -53,8 +53,9 @@ def test_libcrypto_verifies_openssl_cli_signatures(tmp_path: Path) -> None:
         d = tmp_path / f"theirs{i}"
         d.mkdir()
         k, m = d / "k.pem", d / "m.bin"
-        assert openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2",
-                       "-out", str(k)).returncode == 0
+        assert (
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2", "-out", str(k)).returncode == 0
+        )
         pub = openssl("pkey", "-in", str(k), "-pubout").stdout
         msg = secrets.token_bytes(i % 150)
         m.write_bytes(msg)

@@ -11,11 +11,21 @@ CONTRACT = b"\x11" * 20
 ANCHORER = b"\xaa" * 20
 
 
-def receipt(gw: str, number: int, count: int, root: bytes, block: int, kind: AnchorKind = AnchorKind.BATCH,
-            anchorer: bytes = ANCHORER, chain_id: int = 20200, contract: bytes = CONTRACT) -> AnchorReceipt:
+def receipt(
+    gw: str,
+    number: int,
+    count: int,
+    root: bytes,
+    block: int,
+    kind: AnchorKind = AnchorKind.BATCH,
+    anchorer: bytes = ANCHORER,
+    chain_id: int = 20200,
+    contract: bytes = CONTRACT,
+) -> AnchorReceipt:
     tx = bytes([kind, number % 256, number // 256 % 256]) + root[:29]
-    return AnchorReceipt(gw, kind, number, count, root, chain_id, contract, anchorer, tx, block,
-                         bytes([block % 256]) * 32)
+    return AnchorReceipt(
+        gw, kind, number, count, root, chain_id, contract, anchorer, tx, block, bytes([block % 256]) * 32
+    )
 
 
 @dataclass
@@ -28,8 +38,9 @@ class FakeChain:
 
     def put(self, r: AnchorReceipt, block: int | None = None, anchorer: bytes | None = None) -> None:
         """Record the anchor a receipt describes (optionally with the block/account the chain really has)."""
-        self.anchors[r.tx] = AnchorInfo(r.block if block is None else block, anchorer or r.anchorer, r.kind, r.gw,
-                                        r.number, r.count)
+        self.anchors[r.tx] = AnchorInfo(
+            r.block if block is None else block, anchorer or r.anchorer, r.kind, r.gw, r.number, r.count
+        )
 
     def confirm(self, r: AnchorReceipt) -> AnchorInfo | str:
         if r.tx in self.refuse:
@@ -37,8 +48,13 @@ class FakeChain:
         info = self.anchors.get(r.tx)
         if info is None:
             return "transaction not found on the chain"
-        if (info.kind, info.gw, info.number, info.count, info.anchorer) != (r.kind, r.gw, r.number, r.count,
-                                                                            r.anchorer):
+        if (info.kind, info.gw, info.number, info.count, info.anchorer) != (
+            r.kind,
+            r.gw,
+            r.number,
+            r.count,
+            r.anchorer,
+        ):
             return "on-chain event differs from the receipt"
         return info
 

@@ -67,8 +67,15 @@ def test_embedded_key_is_used_only_with_explicit_trust_on_first_use_and_never_co
     assert result.outcome is Outcome.UNCHECKED
 
 
-@pytest.mark.parametrize("mutate", [lambda b: b.update(version=2), lambda b: b.update(record="zz"),
-                                    lambda b: b["inclusion"].update(path="x"), lambda b: b.update(batch=[])])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.update(version=2),
+        lambda b: b.update(record="zz"),
+        lambda b: b["inclusion"].update(path="x"),
+        lambda b: b.update(batch=[]),
+    ],
+)
 def test_malformed_bundles_fail_cleanly(mutate: Any) -> None:
     b = bundle_for(4)
     mutate(b)
@@ -83,17 +90,52 @@ def test_seq_outside_the_batch_is_refused() -> None:
         build_bundle(11, list(s.records.values()), signed, None)
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 2**70) | st.text(max_size=20)
-                     | st.sampled_from(["00" * 32, "0x" + "11" * 20, "zz", ""]),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
-                         ["version", "hash", "record", "inclusion", "index", "size", "path", "batch", "manifest",
-                          "sig", "key_id", "anchor", "receipt", "rollups", "target", "rollup", "first_batch",
-                          "root", "public_key_pem"]), inner, max_size=6), max_leaves=20)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 2**70)
+    | st.text(max_size=20)
+    | st.sampled_from(["00" * 32, "0x" + "11" * 20, "zz", ""]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "version",
+                    "hash",
+                    "record",
+                    "inclusion",
+                    "index",
+                    "size",
+                    "path",
+                    "batch",
+                    "manifest",
+                    "sig",
+                    "key_id",
+                    "anchor",
+                    "receipt",
+                    "rollups",
+                    "target",
+                    "rollup",
+                    "first_batch",
+                    "root",
+                    "public_key_pem",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=600, deadline=None, print_blob=True)
-@given(st.dictionaries(st.sampled_from(["version", "hash", "record", "inclusion", "batch", "anchor", "rollups"]),
-                       _json, max_size=7).map(lambda d: {"version": 1, "hash": "sm3", **d}))
+@given(
+    st.dictionaries(
+        st.sampled_from(["version", "hash", "record", "inclusion", "batch", "anchor", "rollups"]), _json, max_size=7
+    ).map(lambda d: {"version": 1, "hash": "sm3", **d})
+)
 def test_a_hostile_bundle_is_never_proven_and_never_crashes(bundle: dict[str, Any]) -> None:
     """Bundles come from anyone: whatever the JSON holds, the answer is a check result (or BundleError)."""
     try:

@@ -177,9 +177,9 @@ def feed_from(engine: VerificationEngine, s: Stream, head: bytes | None, first_b
     for q in range(first_seq - 4, 51):  # a few records of the batch before arrive too
         d = s.records[q]
         engine.feed(T.data(Record.from_bytes(d).dev), encode_data_message([d]))
-    for b in s.batches[first_batch - 1:]:
+    for b in s.batches[first_batch - 1 :]:
         engine.feed(T.batch, b)
-    for r in s.receipts[first_batch - 1:]:
+    for r in s.receipts[first_batch - 1 :]:
         engine.feed(T.anchor, r)
 
 
@@ -242,8 +242,16 @@ def test_no_join_point_from_a_manifest_the_chain_does_not_confirm() -> None:
 
 # ---------------------------------------------------------------- bounded memory
 def long_run_record(seq: int) -> bytes:
-    return bytes(replace(Record.from_bytes(record(1)), seq=seq, dev=f"dev-{seq % 3}", t=1_700_000_000_000 + seq,
-                         val={"heart_rate": 60 + seq % 100}, raw=bytes([0, 60 + seq % 100])))
+    return bytes(
+        replace(
+            Record.from_bytes(record(1)),
+            seq=seq,
+            dev=f"dev-{seq % 3}",
+            t=1_700_000_000_000 + seq,
+            val={"heart_rate": 60 + seq % 100},
+            raw=bytes([0, 60 + seq % 100]),
+        )
+    )
 
 
 def stream_batches(n_batches: int, per_batch: int) -> list[list[tuple[str, bytes]]]:
@@ -254,8 +262,10 @@ def stream_batches(n_batches: int, per_batch: int) -> list[list[tuple[str, bytes
         recs = [long_run_record(q) for q in range(seq, seq + per_batch)]
         m = build_manifest(GW, number, seq, recs, prev, 1)
         msgs = [(T.data(Record.from_bytes(d).dev), encode_data_message([d])) for d in recs]
-        msgs += [(T.batch, bytes(sign_manifest(m, SIGNER))), (T.anchor, bytes(receipt(GW, number, m.count, m.root,
-                                                                                       100 + number)))]
+        msgs += [
+            (T.batch, bytes(sign_manifest(m, SIGNER))),
+            (T.anchor, bytes(receipt(GW, number, m.count, m.root, 100 + number))),
+        ]
         out.append(msgs)
         prev, seq = m.digest, seq + per_batch
     return out

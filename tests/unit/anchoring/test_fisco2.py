@@ -78,10 +78,12 @@ def data(signature: str, *words: str) -> str:
     return "0x" + sel(signature) + "".join(words)
 
 
-ANCHORED_AT_OURS = data("anchoredAt(address,uint8,string,bytes32)",
-                        addr(OURS), word(0), word(0x80), ROOT.hex(), tail(b"gw-1"))
-ANCHORED_AT_THEIRS = data("anchoredAt(address,uint8,string,bytes32)",
-                          addr(THEIRS), word(0), word(0x80), ROOT.hex(), tail(b"gw-1"))
+ANCHORED_AT_OURS = data(
+    "anchoredAt(address,uint8,string,bytes32)", addr(OURS), word(0), word(0x80), ROOT.hex(), tail(b"gw-1")
+)
+ANCHORED_AT_THEIRS = data(
+    "anchoredAt(address,uint8,string,bytes32)", addr(THEIRS), word(0), word(0x80), ROOT.hex(), tail(b"gw-1")
+)
 LATEST_OURS_ROLLUP = data("latestAnchored(address,uint8,string)", addr(OURS), word(1), word(0x60), tail(b"gw-1"))
 GATEWAY_INFO = data("gatewayInfo(string)", word(0x20), tail(b"gw-1"))
 
@@ -91,19 +93,33 @@ def gateway_key(i: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- RLP: the layout
-TX = GmTransaction(randomid=1, gas_price=0, gas_limit=300_000, block_limit=500, to=b"\x11" * 20, value=0,
-                   data=b"\xab", chain_id=1, group_id=1)
+TX = GmTransaction(
+    randomid=1,
+    gas_price=0,
+    gas_limit=300_000,
+    block_limit=500,
+    to=b"\x11" * 20,
+    value=0,
+    data=b"\xab",
+    chain_id=1,
+    group_id=1,
+)
 TX_FIELDS_PAYLOAD = (
-    "01"          # randomid 1
-    "80"          # gasPrice 0 (empty string)
-    "83" "0493e0"  # gasLimit 300000
-    "82" "01f4"   # blockLimit 500
-    "94" + "11" * 20 +  # to
-    "80"          # value 0
-    "81" "ab"     # data: one byte >= 0x80 needs a length prefix
-    "01"          # fiscoChainId 1
-    "01"          # groupId 1
-    "80"          # extraData empty
+    "01"  # randomid 1
+    "80"  # gasPrice 0 (empty string)
+    "83"
+    "0493e0"  # gasLimit 300000
+    "82"
+    "01f4"  # blockLimit 500
+    "94"
+    + "11"
+    * 20  # to
+    + "80"  # value 0
+    "81"
+    "ab"  # data: one byte >= 0x80 needs a length prefix
+    "01"  # fiscoChainId 1
+    "01"  # groupId 1
+    "80"  # extraData empty
 )  # 36 bytes
 
 
@@ -142,16 +158,19 @@ class FixedSigner:
 PUB = "b840" + bytes(range(64)).hex()  # v: a 64-byte string, 0xb7 + 1 length byte (0x40)
 
 
-@pytest.mark.parametrize(("r", "s", "expected"), [
-    # r = 1 is the single byte 01; s = 0x80 needs a prefix: 81 80. Items: 36 + 66 + 1 + 2 = 105 = 0x69 bytes,
-    # over 55, so the list header is f8 69.
-    (1, 0x80, "f869" + TX_FIELDS_PAYLOAD + PUB + "01" + "8180"),
-    # r = 2^247 is 31 bytes (80 00..00): 9f + 31 bytes; s = 2^248 - 1 is 31 bytes of ff. The old encoder wrote
-    # both as a0 00 ..., with the leading zero the node refuses. Items: 36 + 66 + 32 + 32 = 166 = 0xa6.
-    (1 << 247, (1 << 248) - 1, "f8a6" + TX_FIELDS_PAYLOAD + PUB + "9f80" + "00" * 30 + "9f" + "ff" * 31),
-    # r = n - 1 takes all 32 bytes (a0 + 32); s = 2^8 is 01 00 (82 01 00). Items: 36 + 66 + 33 + 3 = 138 = 0x8a.
-    (N - 1, 1 << 8, "f88a" + TX_FIELDS_PAYLOAD + PUB + "a0" + f"{N - 1:064x}" + "820100"),
-])
+@pytest.mark.parametrize(
+    ("r", "s", "expected"),
+    [
+        # r = 1 is the single byte 01; s = 0x80 needs a prefix: 81 80. Items: 36 + 66 + 1 + 2 = 105 = 0x69 bytes,
+        # over 55, so the list header is f8 69.
+        (1, 0x80, "f869" + TX_FIELDS_PAYLOAD + PUB + "01" + "8180"),
+        # r = 2^247 is 31 bytes (80 00..00): 9f + 31 bytes; s = 2^248 - 1 is 31 bytes of ff. The old encoder wrote
+        # both as a0 00 ..., with the leading zero the node refuses. Items: 36 + 66 + 32 + 32 = 166 = 0xa6.
+        (1 << 247, (1 << 248) - 1, "f8a6" + TX_FIELDS_PAYLOAD + PUB + "9f80" + "00" * 30 + "9f" + "ff" * 31),
+        # r = n - 1 takes all 32 bytes (a0 + 32); s = 2^8 is 01 00 (82 01 00). Items: 36 + 66 + 33 + 3 = 138 = 0x8a.
+        (N - 1, 1 << 8, "f88a" + TX_FIELDS_PAYLOAD + PUB + "a0" + f"{N - 1:064x}" + "820100"),
+    ],
+)
 def test_r_and_s_are_minimal_rlp_integers(r: int, s: int, expected: str) -> None:
     stx = TX.sign(cast(GmsslSm2Signer, FixedSigner(r, s)))
     assert stx.raw.hex() == expected
@@ -187,26 +206,29 @@ def _with(i: int, value: Any) -> bytes:
     return _raw(items)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (_raw(_good_items()[:12]), "13 RLP items"),
-    (_raw([*_good_items(), b""]), "13 RLP items"),
-    (_raw(b"\x01" * 40), "13 RLP items"),  # a string, not a list
-    (_with(6, [b"nested"]), "nested list"),
-    (_with(11, b"\x00\x05"), "r is not a minimal RLP integer"),
-    (_with(12, b"\x00" + b"\x07" * 31), "s is not a minimal RLP integer"),
-    (_with(11, b""), "r must be 1..32 bytes"),  # zero
-    (_with(12, b"\x01" * 33), "s must be 1..32 bytes"),
-    (_with(0, b"\x00\x01"), "randomid is not a minimal"),
-    (_with(1, b"\x00"), "gasPrice is not a minimal"),  # zero written as a 00 byte instead of the empty string
-    (_with(0, b"\x01" * 33), "randomid must be 0..32 bytes"),
-    (_with(3, b"\x01" * 33), "blockLimit must be 0..32 bytes"),
-    (_with(4, b"\x11" * 19), "to must be 0 or 20 bytes"),
-    (_with(10, bytes(63)), "v must be the 64-byte"),
-    (_with(10, b"\x04" + bytes(64)), "v must be the 64-byte"),  # the 65-byte point form is not what 2.x carries
-    (_raw(_good_items()) + b"\x00", "bad RLP"),  # trailing byte
-    (bytes.fromhex("c2") + bytes.fromhex("8105"), "bad RLP"),  # 05 written as a one-byte string: non-canonical
-    (b"", "bad RLP"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (_raw(_good_items()[:12]), "13 RLP items"),
+        (_raw([*_good_items(), b""]), "13 RLP items"),
+        (_raw(b"\x01" * 40), "13 RLP items"),  # a string, not a list
+        (_with(6, [b"nested"]), "nested list"),
+        (_with(11, b"\x00\x05"), "r is not a minimal RLP integer"),
+        (_with(12, b"\x00" + b"\x07" * 31), "s is not a minimal RLP integer"),
+        (_with(11, b""), "r must be 1..32 bytes"),  # zero
+        (_with(12, b"\x01" * 33), "s must be 1..32 bytes"),
+        (_with(0, b"\x00\x01"), "randomid is not a minimal"),
+        (_with(1, b"\x00"), "gasPrice is not a minimal"),  # zero written as a 00 byte instead of the empty string
+        (_with(0, b"\x01" * 33), "randomid must be 0..32 bytes"),
+        (_with(3, b"\x01" * 33), "blockLimit must be 0..32 bytes"),
+        (_with(4, b"\x11" * 19), "to must be 0 or 20 bytes"),
+        (_with(10, bytes(63)), "v must be the 64-byte"),
+        (_with(10, b"\x04" + bytes(64)), "v must be the 64-byte"),  # the 65-byte point form is not what 2.x carries
+        (_raw(_good_items()) + b"\x00", "bad RLP"),  # trailing byte
+        (bytes.fromhex("c2") + bytes.fromhex("8105"), "bad RLP"),  # 05 written as a one-byte string: non-canonical
+        (b"", "bad RLP"),
+    ],
+)
 def test_decode_transaction_is_as_strict_as_the_node(raw: bytes, reason: str) -> None:
     with pytest.raises(MalformedTransaction, match=reason):
         decode_transaction(raw)
@@ -232,7 +254,8 @@ def test_a_gm_transaction_from_fisco_documentation_decodes_and_verifies() -> Non
         "0000040101a48fff0fc40000000000000000000000000000000000000000000000000000000000000004b8408234c544a9f3ce3b"
         "401a92cc7175602ce2a1e29b1ec135381c7d2a9e8f78f3edc9c06ee55252857c9a4560cb39e9d70d40f4331cace4d2b3121b967f"
         "a7a829f0a00f16d87c5065ad5c3b110ef0b97fe9a67b62443cb8ddde60d4e001a64429dc6ea03d2569e0449e9a900c236541afb9"
-        "d8a8d5e1a36844439c7076f6e75ed624256f")
+        "d8a8d5e1a36844439c7076f6e75ed624256f"
+    )
     tx, pub, r, s = decode_transaction(raw)
     assert (tx.block_limit, tx.chain_id, tx.group_id) == (501, 1, 1)
     assert tx.to.hex() == "bab78cea98af2320ad4ee81bba8a7473e0c8c48d"
@@ -249,8 +272,10 @@ def test_every_signature_the_client_uses_is_in_the_compiled_anchor_abi() -> None
     used = {v for k, v in vars(fisco2).items() if k.endswith("_SIG")}
     assert len(used) == 14 and used <= abi
     assert fisco2.selector(fisco2.ANCHOR_SIG).hex() == sel("anchor(uint8,string,bytes32,uint64,uint32)")
-    assert fisco2.event_topic(fisco2.ANCHORED_EVENT_SIG) == hashlib.new(
-        "sm3", b"Anchored(bytes32,address,uint8,string,uint64,uint32,uint256)").digest()
+    assert (
+        fisco2.event_topic(fisco2.ANCHORED_EVENT_SIG)
+        == hashlib.new("sm3", b"Anchored(bytes32,address,uint8,string,uint64,uint32,uint256)").digest()
+    )
 
 
 # ------------------------------------------------------------------------------------------ the replay node
@@ -382,8 +407,9 @@ def test_prepare_anchor_signs_the_new_abi_with_a_fresh_block_limit_and_random_id
     assert ta.block_limit == 307 + BLOCK_LIMIT_AHEAD and tb.block_limit > ta.block_limit  # fetched before each
     assert ta.randomid != tb.randomid and ta.group_id == 3 and ta.to == CONTRACT
     assert pub == our_signer().public_key.point[1:]
-    assert "0x" + ta.data.hex() == data("anchor(uint8,string,bytes32,uint64,uint32)", word(0), word(0xa0), ROOT.hex(),
-                                        word(7), word(10), tail(b"gw-1"))
+    assert "0x" + ta.data.hex() == data(
+        "anchor(uint8,string,bytes32,uint64,uint32)", word(0), word(0xA0), ROOT.hex(), word(7), word(10), tail(b"gw-1")
+    )
     client.send(a)
     assert node.sent == [a.raw] and node.requests[-1]["params"] == [3, "0x" + a.raw.hex()]
 
@@ -395,12 +421,22 @@ def test_prepare_anchor_refuses_what_this_account_already_anchored(node: ReplayN
     assert node.sent == []
 
 
-@pytest.mark.parametrize(("root", "gw", "number", "count"), [
-    (b"\x01" * 31, GW, 1, 1), (bytes(32), GW, 1, 1), (ROOT, "", 1, 1), (ROOT, "g" * 65, 1, 1), (ROOT, GW, 0, 1),
-    (ROOT, GW, 1 << 64, 1), (ROOT, GW, 1, 0), (ROOT, GW, 1, 1 << 32),
-])
-def test_prepare_anchor_refuses_what_the_contract_would(node: ReplayNode, root: bytes, gw: str, number: int,
-                                                         count: int) -> None:
+@pytest.mark.parametrize(
+    ("root", "gw", "number", "count"),
+    [
+        (b"\x01" * 31, GW, 1, 1),
+        (bytes(32), GW, 1, 1),
+        (ROOT, "", 1, 1),
+        (ROOT, "g" * 65, 1, 1),
+        (ROOT, GW, 0, 1),
+        (ROOT, GW, 1 << 64, 1),
+        (ROOT, GW, 1, 0),
+        (ROOT, GW, 1, 1 << 32),
+    ],
+)
+def test_prepare_anchor_refuses_what_the_contract_would(
+    node: ReplayNode, root: bytes, gw: str, number: int, count: int
+) -> None:
     with pytest.raises(TransactionFailed):
         ours(node).prepare_anchor(AnchorKind.BATCH, gw, root, number, count)
     assert node.requests == []
@@ -480,9 +516,10 @@ def test_own_anchor_refuses_a_contract_claim_no_transaction_of_ours_backs(node: 
 
 
 def test_own_anchor_refuses_an_event_that_disagrees_with_the_contract(node: ReplayNode) -> None:
-    node.calls[ANCHORED_AT_OURS] = {**REPLIES["call anchoredAt found"], "result": {
-        **REPLIES["call anchoredAt found"]["result"],
-        "output": "0x" + word(290) + word(8) + word(10)}}  # the contract says number 8, the event 7
+    node.calls[ANCHORED_AT_OURS] = {
+        **REPLIES["call anchoredAt found"],
+        "result": {**REPLIES["call anchoredAt found"]["result"], "output": "0x" + word(290) + word(8) + word(10)},
+    }  # the contract says number 8, the event 7
     node.blocks[hex(290)] = "getBlockByNumber 290"
     node.receipts["0x" + "cc" * 32] = "receipt ours"
     with pytest.raises(MalformedReply, match="disagree"):
@@ -518,13 +555,25 @@ def test_an_active_gateway_has_a_current_key(node: ReplayNode) -> None:
 
 
 def _info(revoked: bool, revoked_block: int, count: int) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "result": {"currentBlockNumber": "0x12c", "status": "0x0", "output": "0x" + addr(
-        OPERATOR) + word(int(revoked)) + word(revoked_block) + word(count)}}
+    return {
+        "jsonrpc": "2.0",
+        "result": {
+            "currentBlockNumber": "0x12c",
+            "status": "0x0",
+            "output": "0x" + addr(OPERATOR) + word(int(revoked)) + word(revoked_block) + word(count),
+        },
+    }
 
 
 def _key(key: bytes, since: int) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "result": {"currentBlockNumber": "0x12c", "status": "0x0", "output": "0x" + word(
-        0x60) + addr(OURS) + word(since) + tail(key)}}
+    return {
+        "jsonrpc": "2.0",
+        "result": {
+            "currentBlockNumber": "0x12c",
+            "status": "0x0",
+            "output": "0x" + word(0x60) + addr(OURS) + word(since) + tail(key),
+        },
+    }
 
 
 def test_a_history_longer_than_max_key_history_is_refused_not_truncated(node: ReplayNode) -> None:
@@ -534,15 +583,19 @@ def test_a_history_longer_than_max_key_history_is_refused_not_truncated(node: Re
     assert [r["method"] for r in node.requests] == ["call"]  # no key was read
 
 
-@pytest.mark.parametrize(("info", "keys", "reason"), [
-    (_info(False, 0, 0), [], "without a key"),
-    (_info(False, 0, 1), [_key(bytes(63), 5)], "not a 64-byte SM2 point"),
-    (_info(False, 0, 1), [_key(b"\x04" + bytes(64), 5)], "not a 64-byte SM2 point"),
-    (_info(False, 0, 2), [_key(bytes(64), 50), _key(bytes(64), 40)], "out of order"),
-    (_info(True, 30, 1), [_key(bytes(64), 50)], "revoked in block 30, before its last key"),
-])
-def test_a_registry_entry_that_cannot_be_true_is_refused(node: ReplayNode, info: dict[str, Any],
-                                                          keys: list[dict[str, Any]], reason: str) -> None:
+@pytest.mark.parametrize(
+    ("info", "keys", "reason"),
+    [
+        (_info(False, 0, 0), [], "without a key"),
+        (_info(False, 0, 1), [_key(bytes(63), 5)], "not a 64-byte SM2 point"),
+        (_info(False, 0, 1), [_key(b"\x04" + bytes(64), 5)], "not a 64-byte SM2 point"),
+        (_info(False, 0, 2), [_key(bytes(64), 50), _key(bytes(64), 40)], "out of order"),
+        (_info(True, 30, 1), [_key(bytes(64), 50)], "revoked in block 30, before its last key"),
+    ],
+)
+def test_a_registry_entry_that_cannot_be_true_is_refused(
+    node: ReplayNode, info: dict[str, Any], keys: list[dict[str, Any]], reason: str
+) -> None:
     node.calls[GATEWAY_INFO] = info
     for i, k in enumerate(keys):
         node.calls[gateway_key(i)] = k
@@ -557,8 +610,9 @@ def test_admin_and_operator_reads(node: ReplayNode) -> None:
     assert ours(node).is_operator(THEIRS) is True
 
 
-REGISTER = data("registerGateway(string,bytes,address)", word(0x60), word(0xa0), addr(THEIRS), tail(b"gw-1"),
-                tail(bytes(range(64))))
+REGISTER = data(
+    "registerGateway(string,bytes,address)", word(0x60), word(0xA0), addr(THEIRS), tail(b"gw-1"), tail(bytes(range(64)))
+)
 
 
 def test_a_registry_write_is_checked_signed_sent_and_its_receipt_awaited(node: ReplayNode) -> None:
@@ -573,15 +627,27 @@ def test_a_registry_write_is_checked_signed_sent_and_its_receipt_awaited(node: R
     assert "0x" + tx.data.hex() == REGISTER and tx.to == CONTRACT and rec.tx_hash == sm3(node.sent[0])
 
 
-@pytest.mark.parametrize(("method", "args", "expected"), [
-    ("approve_operator", (THEIRS,), data("approveOperator(address)", addr(THEIRS))),
-    ("revoke_operator", (THEIRS,), data("revokeOperator(address)", addr(THEIRS))),
-    ("transfer_admin", (THEIRS,), data("transferAdmin(address)", addr(THEIRS))),
-    ("rotate_gateway_key", (GW, bytes(range(64)), THEIRS),
-     data("rotateGatewayKey(string,bytes,address)", word(0x60), word(0xa0), addr(THEIRS), tail(b"gw-1"),
-          tail(bytes(range(64))))),
-    ("revoke_gateway", (GW,), data("revokeGateway(string)", word(0x20), tail(b"gw-1"))),
-])
+@pytest.mark.parametrize(
+    ("method", "args", "expected"),
+    [
+        ("approve_operator", (THEIRS,), data("approveOperator(address)", addr(THEIRS))),
+        ("revoke_operator", (THEIRS,), data("revokeOperator(address)", addr(THEIRS))),
+        ("transfer_admin", (THEIRS,), data("transferAdmin(address)", addr(THEIRS))),
+        (
+            "rotate_gateway_key",
+            (GW, bytes(range(64)), THEIRS),
+            data(
+                "rotateGatewayKey(string,bytes,address)",
+                word(0x60),
+                word(0xA0),
+                addr(THEIRS),
+                tail(b"gw-1"),
+                tail(bytes(range(64))),
+            ),
+        ),
+        ("revoke_gateway", (GW,), data("revokeGateway(string)", word(0x20), tail(b"gw-1"))),
+    ],
+)
 def test_each_registry_write_sends_its_abi(node: ReplayNode, method: str, args: tuple[Any, ...], expected: str) -> None:
     node.calls[expected] = "call void"
     node.sent_receipts = ["receipt registry ok"]
@@ -640,6 +706,7 @@ def _anchored_at(reply: dict[str, Any]) -> Callable[[ReplayNode], object]:
     def go(node: ReplayNode) -> object:
         node.calls[ANCHORED_AT_OURS] = reply
         return ours(node).anchored_at(OURS, AnchorKind.BATCH, GW, ROOT)
+
     return go
 
 
@@ -650,6 +717,7 @@ def _receipt(reply: dict[str, Any]) -> Callable[[ReplayNode], object]:
         rec = client.receipt(b"\xcc" * 32)
         assert rec is not None
         return client.anchored_in(rec, ROOT)
+
     return go
 
 
@@ -659,14 +727,17 @@ def _own_anchor(block: dict[str, Any]) -> Callable[[ReplayNode], object]:
         node.blocks[hex(290)] = block
         node.receipts["0x" + "cc" * 32] = "receipt ours"
         return ours(node).own_anchor(AnchorKind.BATCH, GW, ROOT)
+
     return go
 
 
 def _block_number(result: Any) -> Callable[[ReplayNode], object]:
     def go(node: ReplayNode) -> object:
-        node.raw["getBlockNumber"] = lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"],
-                                                             "result": result}).encode()
+        node.raw["getBlockNumber"] = lambda req: json.dumps(
+            {"jsonrpc": "2.0", "id": req["id"], "result": result}
+        ).encode()
         return ours(node).block_number()
+
     return go
 
 
@@ -674,6 +745,7 @@ def _raw_body(body: Callable[[dict[str, Any]], bytes]) -> Callable[[ReplayNode],
     def go(node: ReplayNode) -> object:
         node.raw["getBlockNumber"] = body
         return ours(node).block_number()
+
     return go
 
 
@@ -696,8 +768,9 @@ MALFORMED: dict[str, Callable[[ReplayNode], object]] = {
     "reply not JSON": _raw_body(lambda req: b"<html>502 Bad Gateway</html>"),
     "reply not UTF-8": _raw_body(lambda req: b'{"id": 1, "result": "\xff"}'),
     "reply a JSON list": _raw_body(lambda req: b"[]"),
-    "reply for another request id": _raw_body(lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"] + 1,
-                                                                       "result": "0x1"}).encode()),
+    "reply for another request id": _raw_body(
+        lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"] + 1, "result": "0x1"}).encode()
+    ),
     "reply without result or error": _raw_body(lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"]}).encode()),
     "call result not an object": _anchored_at({"jsonrpc": "2.0", "result": "0x" + "00" * 96}),
     "call without output": _anchored_at(_reply_with("call anchoredAt found", OUT, ...)),
@@ -707,15 +780,17 @@ MALFORMED: dict[str, Callable[[ReplayNode], object]] = {
     "call output odd hex": _anchored_at(_reply_with("call anchoredAt found", OUT, "0x" + "0" * 191)),
     "call output with spaces": _anchored_at(_reply_with("call anchoredAt found", OUT, "0x" + "00 " * 96)),
     "call output a number": _anchored_at(_reply_with("call anchoredAt found", OUT, 0)),
-    "uint64 with high bits set": _anchored_at(_reply_with("call anchoredAt found", OUT,
-                                                          "0x" + word(290) + "01" + "00" * 31 + word(10))),
+    "uint64 with high bits set": _anchored_at(
+        _reply_with("call anchoredAt found", OUT, "0x" + word(290) + "01" + "00" * 31 + word(10))
+    ),
     "receipt a list": _receipt({"jsonrpc": "2.0", "result": []}),
     "receipt without blockHash": _receipt(_reply_with("receipt ours", ("result", "blockHash"), ...)),
     "receipt blockHash 31 bytes": _receipt(_reply_with("receipt ours", ("result", "blockHash"), "0x" + "11" * 31)),
     "receipt without status": _receipt(_reply_with("receipt ours", ("result", "status"), ...)),
     "receipt logs not a list": _receipt(_reply_with("receipt ours", ("result", "logs"), {})),
-    "receipt of another transaction": _receipt(_reply_with("receipt ours", ("result", "transactionHash"),
-                                                           "0x" + "aa" * 32)),
+    "receipt of another transaction": _receipt(
+        _reply_with("receipt ours", ("result", "transactionHash"), "0x" + "aa" * 32)
+    ),
     "log without data": _receipt(_log(1, "data", ...)),
     "log address not hex": _receipt(_log(1, "address", "0x" + "zz" * 20)),
     "log topic 31 bytes": _receipt(_log(1, "topics", [ANCHORED_TOPIC[0], "0x" + "11" * 31, ANCHORED_TOPIC[2]])),
@@ -725,15 +800,19 @@ MALFORMED: dict[str, Callable[[ReplayNode], object]] = {
     "event data truncated": _receipt(_log(1, "data", GOOD_EVENT_DATA[:-64])),
     "event of an unknown kind": _receipt(_log(1, "data", "0x" + word(7) + GOOD_EVENT_DATA[66:])),
     "event gw not UTF-8": _receipt(_log(1, "data", GOOD_EVENT_DATA[:-64] + "ff" + "00" * 31)),
-    "block transactions not a list": _own_anchor(_reply_with("getBlockByNumber 290", ("result", "transactions"),
-                                                             "0x" + "cc" * 32)),
+    "block transactions not a list": _own_anchor(
+        _reply_with("getBlockByNumber 290", ("result", "transactions"), "0x" + "cc" * 32)
+    ),
     "block without transactions": _own_anchor(_reply_with("getBlockByNumber 290", ("result", "transactions"), ...)),
-    "block transaction without from": _own_anchor(_reply_with("getBlockByNumber 290",
-                                                              ("result", "transactions", 3, "from"), ...)),
-    "block transaction hash short": _own_anchor(_reply_with("getBlockByNumber 290",
-                                                            ("result", "transactions", 3, "hash"), "0xcc")),
-    "block transaction a string": _own_anchor(_reply_with("getBlockByNumber 290", ("result", "transactions", 0),
-                                                          "0x" + "aa" * 32)),
+    "block transaction without from": _own_anchor(
+        _reply_with("getBlockByNumber 290", ("result", "transactions", 3, "from"), ...)
+    ),
+    "block transaction hash short": _own_anchor(
+        _reply_with("getBlockByNumber 290", ("result", "transactions", 3, "hash"), "0xcc")
+    ),
+    "block transaction a string": _own_anchor(
+        _reply_with("getBlockByNumber 290", ("result", "transactions", 0), "0x" + "aa" * 32)
+    ),
 }
 
 
@@ -744,22 +823,34 @@ def test_a_malformed_reply_is_a_clear_error_never_a_traceback(node: ReplayNode, 
 
 
 # What each kind of case is refused for (the message names the broken part).
-BECAUSE = {"block": "block|getBlock|transaction", "call": "call anchoredAt", "uint64": "undecodable ABI",
-           "receipt": "(?i)receipt", "log": "receipt log", "event": "Anchored event|anchor kind",
-           "reply": "getBlockNumber: (the node's reply|reply)"}
+BECAUSE = {
+    "block": "block|getBlock|transaction",
+    "call": "call anchoredAt",
+    "uint64": "undecodable ABI",
+    "receipt": "(?i)receipt",
+    "log": "receipt log",
+    "event": "Anchored event|anchor kind",
+    "reply": "getBlockNumber: (the node's reply|reply)",
+}
 
 
 def test_a_reply_larger_than_the_bound_is_refused(node: ReplayNode, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fisco2, "MAX_REPLY_BYTES", 1000)
-    node.raw["getBlockNumber"] = lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": "0x1",
-                                                         "pad": "x" * 2000}).encode()
+    node.raw["getBlockNumber"] = lambda req: json.dumps(
+        {"jsonrpc": "2.0", "id": req["id"], "result": "0x1", "pad": "x" * 2000}
+    ).encode()
     with pytest.raises(MalformedReply, match="larger than"):
         ours(node).block_number()
 
 
 def test_a_node_error_object_is_a_clear_error(node: ReplayNode) -> None:
-    node.raw["getBlockNumber"] = lambda req: json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": {
-        "code": -40001, "data": None, "message": "GroupID does not exist"}}).encode()
+    node.raw["getBlockNumber"] = lambda req: json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": req["id"],
+            "error": {"code": -40001, "data": None, "message": "GroupID does not exist"},
+        }
+    ).encode()
     with pytest.raises(TransactionFailed, match="GroupID does not exist"):
         ours(node).block_number()
 
@@ -796,15 +887,18 @@ def test_tiyi_chain_show_reads_a_fisco2_registry(node: ReplayNode, capsys: pytes
     node.calls[GATEWAY_INFO] = "call gatewayInfo rotated and revoked"
     node.calls[gateway_key(0)] = "call gatewayKey 0"
     node.calls[gateway_key(1)] = "call gatewayKey 1"
-    assert main(["chain", "show", "--rpc", "fisco2+" + node.url, "--contract", "0x" + CONTRACT.hex(),
-                 "--gateway", GW]) == 0
+    assert (
+        main(["chain", "show", "--rpc", "fisco2+" + node.url, "--contract", "0x" + CONTRACT.hex(), "--gateway", GW])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "REVOKED in block 420" in out and f"anchoring account 0x{THEIRS.hex()}" in out
     assert "valid from block 250 until block 420" in out
 
 
-def test_tiyi_verify_reads_the_registry_over_fisco2(node: ReplayNode, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiyi_verify_reads_the_registry_over_fisco2(
+    node: ReplayNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`tiyi verify --registry … --rpc fisco2+URL` asks the FISCO node for keys (here: an unregistered gateway,
     so a stream signed by anyone is untrusted, exit 1)."""
     from anchoring.capture import write_capture_item
@@ -817,6 +911,8 @@ def test_tiyi_verify_reads_the_registry_over_fisco2(node: ReplayNode, tmp_path: 
     with path.open("wb") as fh:
         for b in s.batches:
             write_capture_item(fh, T.batch, b, False, 0)
-    assert main(["verify", "--capture", str(path), "--rpc", "fisco2+" + node.url, "--registry",
-                 "0x" + CONTRACT.hex()]) == 1
+    assert (
+        main(["verify", "--capture", str(path), "--rpc", "fisco2+" + node.url, "--registry", "0x" + CONTRACT.hex()])
+        == 1
+    )
     assert "is not in the on-chain registry" in capsys.readouterr().out

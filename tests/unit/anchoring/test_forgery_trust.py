@@ -65,8 +65,9 @@ def test_a_bare_pinned_key_binds_only_when_one_gateway_is_in_view() -> None:
 def build_one(gw: str) -> Manifest:
     from edge.manifest import build_manifest
 
-    data = bytes(Record(gw=gw, seq=1, dev="d", t=1, kind="heart_rate", val={"heart_rate": 60}, raw=b"\x00<",
-                        salt=b"\x01" * 16))
+    data = bytes(
+        Record(gw=gw, seq=1, dev="d", t=1, kind="heart_rate", val={"heart_rate": 60}, raw=b"\x00<", salt=b"\x01" * 16)
+    )
     return build_manifest(gw, 1, 1, [data], GENESIS_PREV, 1)
 
 
@@ -125,8 +126,10 @@ def test_a_manifest_claiming_ten_to_the_twelfth_records_costs_no_memory() -> Non
     attacker = generate_signer()
     s = Stream.honest()
     m = Manifest(GW, 1, 1, 10**12, 10**12, b"\x01" * 32, GENESIS_PREV, 1)
-    feed = [(T.key, cbor.dumps({"key_id": attacker.key_id, "pem": attacker.public_key_pem()})),
-            (T.batch, bytes(sign_manifest(m, attacker)))]
+    feed = [
+        (T.key, cbor.dumps({"key_id": attacker.key_id, "pem": attacker.public_key_pem()})),
+        (T.batch, bytes(sign_manifest(m, attacker))),
+    ]
     feed += [(T.data(Record.from_bytes(d).dev), encode_data_message([d])) for d in s.records.values()]
     assert _peak_bytes(feed, TrustPolicy(tofu=load_public_key_pem)) < 8 << 20
     # The junk-signed variant under a pinned key is refused as untrusted, and costs nothing either.

@@ -62,8 +62,20 @@ EXPECTED: list[tuple[Job, Observation, Step]] = [
     (ADOPTED, Left(), Step(S.PENDING, Event.LEFT_BLOCK, forget_tx=True, forget_block=True, retry=True)),
 ]
 
-SAMPLES: list[Observation] = [Prepared(RAW, TX), AlreadyOurs(TX, 1, BH), AlreadyOther(1, 1), AlreadyGone(), Sent(),
-                              Stale(), NotMined(), Reverted(), Mined(1, BH), Shallow(), Deep(b"r"), Left()]
+SAMPLES: list[Observation] = [
+    Prepared(RAW, TX),
+    AlreadyOurs(TX, 1, BH),
+    AlreadyOther(1, 1),
+    AlreadyGone(),
+    Sent(),
+    Stale(),
+    NotMined(),
+    Reverted(),
+    Mined(1, BH),
+    Shallow(),
+    Deep(b"r"),
+    Left(),
+]
 
 
 @pytest.mark.parametrize(("job", "seen", "step"), EXPECTED, ids=lambda x: type(x).__name__)

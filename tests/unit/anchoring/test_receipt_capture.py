@@ -15,8 +15,9 @@ from anchoring.errors import CaptureError, ReceiptError
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
 
-R = AnchorReceipt("gw-1", AnchorKind.BATCH, 3, 10, b"\x01" * 32, 20200, b"\x02" * 20, b"\x04" * 20, b"\x03" * 32, 77,
-                  b"\x05" * 32)
+R = AnchorReceipt(
+    "gw-1", AnchorKind.BATCH, 3, 10, b"\x01" * 32, 20200, b"\x02" * 20, b"\x04" * 20, b"\x03" * 32, 77, b"\x05" * 32
+)
 
 
 def test_receipt_round_trip_is_canonical() -> None:
@@ -44,10 +45,24 @@ def test_a_receipt_names_its_target_and_a_receipt_without_one_still_reads() -> N
             AnchorReceipt.from_bytes(cbor.dumps({**cbor.loads(bytes(R)), "target": bad}))
 
 
-@pytest.mark.parametrize("change", [{"root": b"\x01" * 31}, {"contract": b""}, {"block": -1}, {"status": "maybe"},
-                                    {"gw": "a b"}, {"number": True}, {"kind": "batches"}, {"kind": 0},
-                                    {"anchorer": b"\x01" * 19}, {"block_hash": b""}, {"count": 0}, {"number": 0},
-                                    {"extra": 1}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"root": b"\x01" * 31},
+        {"contract": b""},
+        {"block": -1},
+        {"status": "maybe"},
+        {"gw": "a b"},
+        {"number": True},
+        {"kind": "batches"},
+        {"kind": 0},
+        {"anchorer": b"\x01" * 19},
+        {"block_hash": b""},
+        {"count": 0},
+        {"number": 0},
+        {"extra": 1},
+    ],
+)
 def test_receipt_rejects_bad_fields(change: dict[str, object]) -> None:
     m = cbor.loads(bytes(R))
     m.update(change)
@@ -69,7 +84,8 @@ def test_capture_round_trip_and_truncation() -> None:
     whole = buf.getvalue()
     items = list(read_capture(io.BytesIO(whole)))
     assert [(x.topic, x.payload, x.retained, x.t_ms) for x in items] == [
-        (f"t/{i}", bytes([i]) * i, i % 2 == 0, 1000 + i) for i in range(5)]
+        (f"t/{i}", bytes([i]) * i, i % 2 == 0, 1000 + i) for i in range(5)
+    ]
     got = []
     with pytest.raises(CaptureError, match="item 4"):
         for item in read_capture(io.BytesIO(whole[:-2])):
@@ -82,8 +98,11 @@ def test_key_periods_from_the_registry_history() -> None:
     x, y = b"x" * 20, b"y" * 20
     entry = GatewayEntry("gw-1", b"o" * 20, False, 0, (KeyRecord(a, x, 10), KeyRecord(b, x, 20), KeyRecord(c, y, 30)))
     periods = entry.periods()
-    assert [(p.key, p.anchorer, p.since, p.until) for p in periods] == [(a, x, None, 20), (b, x, 20, 30),
-                                                                        (c, y, 30, None)]
+    assert [(p.key, p.anchorer, p.since, p.until) for p in periods] == [
+        (a, x, None, 20),
+        (b, x, 20, 30),
+        (c, y, 30, None),
+    ]
     assert periods[0].covers(5) and not periods[0].covers(20) and periods[1].covers(20) and periods[2].covers(10**9)
     assert entry.current == KeyRecord(c, y, 30)
     revoked = GatewayEntry("gw-1", b"o" * 20, True, 15, (KeyRecord(a, x, 10),))

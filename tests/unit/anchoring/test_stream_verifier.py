@@ -40,17 +40,28 @@ def pinned(*keys: GmsslSm2Signer, gw: str = GW) -> TrustPolicy:
 
 def der_unchecked(r: int, s: int) -> bytes:
     """DER for any r, s — including out-of-range ones our encoder refuses to produce."""
+
     def integer(v: int) -> bytes:
         body = v.to_bytes(v.bit_length() // 8 + 1, "big")
         return bytes([0x02, len(body)]) + body
+
     body = integer(r) + integer(s)
     return bytes([0x30, len(body)]) + body
 
 
 def record(seq: int) -> bytes:
-    return bytes(Record(gw=GW, seq=seq, dev=f"dev-{seq % 3}", t=1_700_000_000_000 + seq, kind="heart_rate",
-                        val={"heart_rate": 60 + seq}, raw=bytes([0, 60 + seq]),
-                        salt=random.Random(seq).randbytes(16)))
+    return bytes(
+        Record(
+            gw=GW,
+            seq=seq,
+            dev=f"dev-{seq % 3}",
+            t=1_700_000_000_000 + seq,
+            kind="heart_rate",
+            val={"heart_rate": 60 + seq},
+            raw=bytes([0, 60 + seq]),
+            salt=random.Random(seq).randbytes(16),
+        )
+    )
 
 
 @dataclass
@@ -196,6 +207,7 @@ def test_replayed_old_batch_breaks_the_chain() -> None:
     m2 = cbor.loads(cbor.loads(s.batches[1])["manifest"])
     m2["batch"] = 3
     from edge.manifest import Manifest
+
     s.batches[2] = bytes(sign_manifest(Manifest.from_bytes(cbor.dumps(m2)), SIGNER))
     reasons = s.verify()
     assert Reason.BROKEN_CHAIN in reasons or Reason.BATCH_GAP in reasons
@@ -206,6 +218,7 @@ def test_broken_prev_chain() -> None:
     m = cbor.loads(cbor.loads(s.batches[2])["manifest"])
     m["prev"] = b"\x00" * 32
     from edge.manifest import Manifest
+
     s.batches[2] = bytes(sign_manifest(Manifest.from_bytes(cbor.dumps(m)), SIGNER))
     assert s.verify() == {Reason.BROKEN_CHAIN}
 
@@ -261,9 +274,12 @@ def test_record_on_the_wrong_topic() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([T.data("d"), T.batch, T.anchor, T.key, T.status, T.rollup("health_supervision"),
-                        "tiyi/v1/x", "other"]),
-       st.binary(max_size=200))
+@given(
+    st.sampled_from(
+        [T.data("d"), T.batch, T.anchor, T.key, T.status, T.rollup("health_supervision"), "tiyi/v1/x", "other"]
+    ),
+    st.binary(max_size=200),
+)
 def test_random_payloads_never_raise(topic: str, payload: bytes) -> None:
     v = StreamVerifier(pinned())
     v.feed(topic, payload)
@@ -281,15 +297,27 @@ def test_malformed_payloads_are_findings(payload: bytes) -> None:
 SUP = "health_supervision"
 
 
-def rollup_message(stream: Stream, first: int, last: int, number: int, root: bytes | None = None,
-                   target: str | None = SUP) -> bytes:
+def rollup_message(
+    stream: Stream, first: int, last: int, number: int, root: bytes | None = None, target: str | None = SUP
+) -> bytes:
     from edge.manifest import SignedManifest
     from edge.rollup import Rollup
 
     roots = tuple(SignedManifest.from_bytes(stream.batches[n - 1]).manifest.root for n in range(first, last + 1))
     r = Rollup(GW, SUP, number, first, roots)
-    rr = replace(receipt(GW, number, len(roots), root or r.root, 7 + number, kind=AnchorKind.ROLLUP, chain_id=20201,
-                         contract=b"\x22" * 20), target=target)
+    rr = replace(
+        receipt(
+            GW,
+            number,
+            len(roots),
+            root or r.root,
+            7 + number,
+            kind=AnchorKind.ROLLUP,
+            chain_id=20201,
+            contract=b"\x22" * 20,
+        ),
+        target=target,
+    )
     return cbor.dumps({"rollup": bytes(r), "receipt": bytes(rr)})
 
 

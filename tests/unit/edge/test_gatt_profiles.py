@@ -63,8 +63,14 @@ def test_ieee11073_numbers() -> None:
 
 def test_blood_pressure() -> None:
     val, q = d(0x2A35, "0e 7800 5000 5a00 e807 0b 18 0a 00 00 4800 01")
-    assert val == {"systolic": 120.0, "diastolic": 80.0, "mean_arterial_pressure": 90.0,
-                   "device_time": 1732442400, "pulse_rate": 72.0, "user_id": 1}
+    assert val == {
+        "systolic": 120.0,
+        "diastolic": 80.0,
+        "mean_arterial_pressure": 90.0,
+        "device_time": 1732442400,
+        "pulse_rate": 72.0,
+        "user_id": 1,
+    }
     assert q == ()
     val, _ = d(0x2A35, "01 a0f0 a0f0 a0f0")  # kPa: 16.0 each (mantissa 160, exponent -1)
     assert val["systolic"] == pytest.approx(120.01, abs=0.01)
@@ -84,9 +90,11 @@ ICP_GOLDEN = [
     ("00 0a00 ff07 ff07", {"cuff_pressure": 10.0}, ()),
     # flags 1e: time stamp + pulse rate + user id + status | cuff 96 00 = 150 | NaN, NaN
     # | e8 07 0b 18 0a 00 00 = 2024-11-24 10:00:00 = 1732442400 | pulse 48 00 = 72 | user 02 | status 04 00 = 0x0004
-    ("1e 9600 ff07 ff07 e807 0b 18 0a 00 00 4800 02 0400",
-     {"cuff_pressure": 150.0, "device_time": 1732442400, "pulse_rate": 72.0, "user_id": 2, "measurement_status": 4},
-     ()),
+    (
+        "1e 9600 ff07 ff07 e807 0b 18 0a 00 00 4800 02 0400",
+        {"cuff_pressure": 150.0, "device_time": 1732442400, "pulse_rate": 72.0, "user_id": 2, "measurement_status": 4},
+        (),
+    ),
     # flags 08: user id | cuff 120 | NaN, NaN | user ff = unknown user
     ("08 7800 ff07 ff07 ff", {"cuff_pressure": 120.0}, ("user_id_unavailable",)),
     # flags 00 | cuff ff 07 = NaN: the cuff has no pressure to report
@@ -112,25 +120,31 @@ def test_intermediate_cuff_pressure_in_kpa_and_never_as_a_blood_pressure() -> No
     assert not {"systolic", "diastolic", "mean_arterial_pressure"} & set(r.val)
 
 
-@pytest.mark.parametrize("hexstr", [
-    "00 7800 5000 ff07",  # diastolic position holds 80 (0x0050) instead of NaN
-    "00 7800 ff07 5a00",  # mean-arterial position holds 90 (0x005A)
-    "00 7800 0008 ff07",  # NRes (0x0800) is a special value, but not the NaN the profile requires
-    "00 7800 0000 0000",  # zeros, as a careless firmware might send
-])
+@pytest.mark.parametrize(
+    "hexstr",
+    [
+        "00 7800 5000 ff07",  # diastolic position holds 80 (0x0050) instead of NaN
+        "00 7800 ff07 5a00",  # mean-arterial position holds 90 (0x005A)
+        "00 7800 0008 ff07",  # NRes (0x0800) is a special value, but not the NaN the profile requires
+        "00 7800 0000 0000",  # zeros, as a careless firmware might send
+    ],
+)
 def test_intermediate_cuff_pressure_unused_fields_must_be_nan(hexstr: str) -> None:
     """A cuff that fills the unused positions is flagged; its cuff pressure is kept, the other values never are."""
     (r,) = decode(0x2A36, bytes.fromhex(hexstr.replace(" ", "")))
     assert r.val == {"cuff_pressure": 120.0} and r.q == (ICP_UNUSED_NOT_NAN,)
 
 
-@pytest.mark.parametrize("hexstr,fragment", [
-    ("", "too short"),
-    ("00 7800 ff07", "unused_mean_arterial_pressure"),  # the compound value is cut short
-    ("02 7800 ff07 ff07 e807 0b", "timestamp"),  # flag 1 announces a 7-byte time stamp; 2 bytes follow
-    ("04 7800 ff07 ff07", "pulse_rate"),  # flag 2 announces a pulse rate that never comes
-    ("00 7800 ff07 ff07 00", "trailing"),  # one byte more than the flags announce
-])
+@pytest.mark.parametrize(
+    "hexstr,fragment",
+    [
+        ("", "too short"),
+        ("00 7800 ff07", "unused_mean_arterial_pressure"),  # the compound value is cut short
+        ("02 7800 ff07 ff07 e807 0b", "timestamp"),  # flag 1 announces a 7-byte time stamp; 2 bytes follow
+        ("04 7800 ff07 ff07", "pulse_rate"),  # flag 2 announces a pulse rate that never comes
+        ("00 7800 ff07 ff07 00", "trailing"),  # one byte more than the flags announce
+    ],
+)
 def test_intermediate_cuff_pressure_malformed(hexstr: str, fragment: str) -> None:
     with pytest.raises(MalformedFrame, match=fragment):
         decode(0x2A36, bytes.fromhex(hexstr.replace(" ", "")))
@@ -146,8 +160,11 @@ DATE_TIMES = [
     # year e8 07 = 2024 | month 00 = not known | day 18 = 24 | 0a 1e 05 = 10:30:05 = 37805 s
     ("e807 00 18 0a 1e 05", {"device_year": 2024, "device_day": 24, "device_time_of_day": 37805}, DEVICE_TIME_PARTIAL),
     # 2024 | November | day 00 = not known | 17 3b 3b = 23:59:59 = 86399 s
-    ("e807 0b 00 17 3b 3b", {"device_year": 2024, "device_month": 11, "device_time_of_day": 86399},
-     DEVICE_TIME_PARTIAL),
+    (
+        "e807 0b 00 17 3b 3b",
+        {"device_year": 2024, "device_month": 11, "device_time_of_day": 86399},
+        DEVICE_TIME_PARTIAL,
+    ),
     # year not known | 02 1d = 29 February: valid in some year, so kept
     ("0000 02 1d 00 00 01", {"device_month": 2, "device_day": 29, "device_time_of_day": 1}, DEVICE_TIME_PARTIAL),
     ("0000 00 00 00 00 00", {}, DEVICE_TIME_UNKNOWN),  # all zero: a cuff whose clock was never set
@@ -182,8 +199,9 @@ TIMESTAMPED = [
 
 
 @pytest.mark.parametrize("char,flags,before,val", TIMESTAMPED)
-def test_partial_device_time_on_every_characteristic(char: int, flags: str, before: str,
-                                                     val: dict[str, object]) -> None:
+def test_partial_device_time_on_every_characteristic(
+    char: int, flags: str, before: str, val: dict[str, object]
+) -> None:
     """Year 0 with a valid month, day and time: the known parts reach the record, flagged precisely."""
     (r,) = decode(char, bytes.fromhex((flags + before + "0000 0b 18 0a 00 00").replace(" ", "")))
     assert r.val == {**val, "device_month": 11, "device_day": 24, "device_time_of_day": 36000}
@@ -215,10 +233,10 @@ def test_weight_and_body_composition() -> None:
     val, _ = d(0x2A9C, "0004 ff00 b036")  # + weight
     assert val == {"body_fat": 25.5, "weight": 70.0}
     # Two packets of one multi-packet measurement, joined: body fat repeats (same value), the rest merges.
-    val, q = d(0x2A9C, "0810 ff00 a00f" "0014 ff00 b036")
+    val, q = d(0x2A9C, "0810 ff00 a00f0014 ff00 b036")
     assert val == {"body_fat": 25.5, "basal_metabolism": 4_000_000.0, "weight": 70.0} and q == ()
     with pytest.raises(MalformedFrame, match="repeats body_fat"):
-        decode(0x2A9C, bytes.fromhex("0810ff00a00f" "00140001b036"))
+        decode(0x2A9C, bytes.fromhex("0810ff00a00f00140001b036"))
 
 
 def test_temperature() -> None:
@@ -230,11 +248,20 @@ def test_temperature() -> None:
 
 def test_csc_rsc_power() -> None:
     val, _ = d(0x2A5B, "03 e8030000 0008 3200 0004")
-    assert val == {"wheel_revolutions": 1000, "last_wheel_event_time": 2.0, "crank_revolutions": 50,
-                   "last_crank_event_time": 1.0}
+    assert val == {
+        "wheel_revolutions": 1000,
+        "last_wheel_event_time": 2.0,
+        "crank_revolutions": 50,
+        "last_crank_event_time": 1.0,
+    }
     val, _ = d(0x2A53, "07 0003 b4 6400 e8030000")  # 3.0 m/s, 180/min, 1.00 m stride, 100.0 m
-    assert val == {"speed": 3.0, "cadence": 180, "instantaneous_stride_length": 1.0, "total_distance": 100.0,
-                   "is_running": True}
+    assert val == {
+        "speed": 3.0,
+        "cadence": 180,
+        "instantaneous_stride_length": 1.0,
+        "total_distance": 100.0,
+        "is_running": True,
+    }
     val, _ = d(0x2A63, "2000 fa00 3200 0004")
     assert val == {"power": 250, "crank_revolutions": 50, "last_crank_event_time": 1.0}
     val, _ = d(0x2A63, "1000 fa00 e8030000 0008")  # wheel event time is in 1/2048 s
@@ -314,10 +341,33 @@ def test_fuzz_every_decoder(char: int, data: bytes) -> None:
         decode(char, data)
 
 
-LAYOUTS = [BLOOD_PRESSURE, INTERMEDIATE_CUFF_PRESSURE, PLX_SPOT, PLX_CONTINUOUS, WEIGHT, BODY_COMPOSITION, TEMPERATURE,
-           CSC, RSC, CYCLING_POWER, TREADMILL, INDOOR_BIKE, ROWER, CROSS_TRAINER]
-_MAX = {"u8": 0xFF, "s8": 0x7F, "u16": 0xFFFF, "s16": 0x7FFF, "u24": 0xFFFFFF, "s24": 0x7FFFFF, "u32": 0xFFFFFFFF,
-        "sfloat": 0xFFFF, "float": 0xFFFFFFFF}
+LAYOUTS = [
+    BLOOD_PRESSURE,
+    INTERMEDIATE_CUFF_PRESSURE,
+    PLX_SPOT,
+    PLX_CONTINUOUS,
+    WEIGHT,
+    BODY_COMPOSITION,
+    TEMPERATURE,
+    CSC,
+    RSC,
+    CYCLING_POWER,
+    TREADMILL,
+    INDOOR_BIKE,
+    ROWER,
+    CROSS_TRAINER,
+]
+_MAX = {
+    "u8": 0xFF,
+    "s8": 0x7F,
+    "u16": 0xFFFF,
+    "s16": 0x7FFF,
+    "u24": 0xFFFFFF,
+    "s24": 0x7FFFFF,
+    "u32": 0xFFFFFFFF,
+    "sfloat": 0xFFFF,
+    "float": 0xFFFFFFFF,
+}
 
 
 @settings(max_examples=400, deadline=None)

@@ -21,24 +21,43 @@ HEAD = Head(gw="gw-1", batch=3, last_seq=42, manifest=b"\xab" * 32, issued=1_795
 
 # Canonical CBOR: keys ordered by their encoded bytes (shorter first), shortest integer forms.
 GOLDEN_HEAD = bytes.fromhex(
-    "a6"                                              # map(6)
-    "6267776467772d31"                                # "gw": "gw-1"
-    "6474797065" "6468656164"                         # "type": "head"
-    "656261746368" "03"                               # "batch": 3
-    "666973737565641b000001a1ee565e00"                # "issued": 1795000000000
-    "686c6173745f736571" "182a"                       # "last_seq": 42
-    "686d616e6966657374" "5820" + "ab" * 32           # "manifest": h'ab..ab'
+    "a6"  # map(6)
+    "6267776467772d31"  # "gw": "gw-1"
+    "6474797065"
+    "6468656164"  # "type": "head"
+    "656261746368"
+    "03"  # "batch": 3
+    "666973737565641b000001a1ee565e00"  # "issued": 1795000000000
+    "686c6173745f736571"
+    "182a"  # "last_seq": 42
+    "686d616e6966657374"
+    "5820" + "ab" * 32  # "manifest": h'ab..ab'
 )
 GOLDEN_EMPTY = bytes.fromhex(
-    "a6" "6267776467772d31" "6474797065" "6468656164" "656261746368" "00" "666973737565" "6401"
-    "686c6173745f736571" "00" "686d616e6966657374" "5820" + "00" * 32
+    "a6"
+    "6267776467772d31"
+    "6474797065"
+    "6468656164"
+    "656261746368"
+    "00"
+    "666973737565"
+    "6401"
+    "686c6173745f736571"
+    "00"
+    "686d616e6966657374"
+    "5820" + "00" * 32
 )
 FAKE_SIG = bytes.fromhex("3006020101020102")
 GOLDEN_SIGNED = bytes.fromhex(
-    "a3"                                              # map(3)
-    "63736967" "48" + FAKE_SIG.hex() +                # "sig": h'3006...'
-    "6468656164" "5860" + GOLDEN_HEAD.hex() +         # "head": the head bytes (96)
-    "666b65795f6964" "74" + b"sm2:0011223344556677".hex()  # "key_id"
+    "a3"  # map(3)
+    "63736967"
+    "48"
+    + FAKE_SIG.hex()  # "sig": h'3006...'
+    + "6468656164"
+    "5860"
+    + GOLDEN_HEAD.hex()  # "head": the head bytes (96)
+    + "666b65795f6964"
+    "74" + b"sm2:0011223344556677".hex()  # "key_id"
 )
 
 
@@ -83,20 +102,39 @@ def test_extreme_but_valid_values_fit_the_size_limits() -> None:
     assert SignedHead.from_bytes(bytes(signed)) == signed and len(bytes(signed)) <= MAX_SIGNED_HEAD_BYTES
 
 
-@pytest.mark.parametrize("change", [
-    {"x": 1},                                          # unknown field
-    {"prev": NO_MANIFEST},                             # a manifest's field
-    {"type": "manifest"}, {"type": b"head"}, {"type": "HEAD"},
-    {"gw": "gw 1"}, {"gw": ""}, {"gw": "g" * 65}, {"gw": b"gw-1"},
-    {"batch": -1}, {"batch": True}, {"batch": 3.0}, {"batch": "3"}, {"batch": 1 << 64},
-    {"last_seq": -1}, {"last_seq": 1 << 64}, {"last_seq": 2},    # batch 3 cannot end before seq 3
-    {"issued": -1}, {"issued": 1 << 64}, {"issued": None},
-    {"manifest": b"\xab" * 31}, {"manifest": b"\xab" * 33}, {"manifest": "ab" * 32},
-    {"manifest": NO_MANIFEST},                         # a closed batch has a real digest
-    {"batch": 0},                                      # none closed, yet a last seq and a digest
-    {"batch": 0, "last_seq": 0},                       # none closed, yet a digest
-    {"batch": 0, "manifest": NO_MANIFEST},             # none closed, yet a last seq
-], ids=repr)
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"x": 1},  # unknown field
+        {"prev": NO_MANIFEST},  # a manifest's field
+        {"type": "manifest"},
+        {"type": b"head"},
+        {"type": "HEAD"},
+        {"gw": "gw 1"},
+        {"gw": ""},
+        {"gw": "g" * 65},
+        {"gw": b"gw-1"},
+        {"batch": -1},
+        {"batch": True},
+        {"batch": 3.0},
+        {"batch": "3"},
+        {"batch": 1 << 64},
+        {"last_seq": -1},
+        {"last_seq": 1 << 64},
+        {"last_seq": 2},  # batch 3 cannot end before seq 3
+        {"issued": -1},
+        {"issued": 1 << 64},
+        {"issued": None},
+        {"manifest": b"\xab" * 31},
+        {"manifest": b"\xab" * 33},
+        {"manifest": "ab" * 32},
+        {"manifest": NO_MANIFEST},  # a closed batch has a real digest
+        {"batch": 0},  # none closed, yet a last seq and a digest
+        {"batch": 0, "last_seq": 0},  # none closed, yet a digest
+        {"batch": 0, "manifest": NO_MANIFEST},  # none closed, yet a last seq
+    ],
+    ids=repr,
+)
 def test_malformed_heads_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(CodecError):
         Head.from_bytes(cbor.dumps(fields(**change)))
@@ -110,11 +148,19 @@ def test_every_field_is_required(name: str) -> None:
         Head.from_bytes(cbor.dumps(m))
 
 
-@pytest.mark.parametrize("data", [
-    b"", GOLDEN_HEAD[:-1], GOLDEN_HEAD + b"\x00",     # truncated, trailing garbage
-    cbor.dumps([1, 2]), cbor.dumps({1: "gw"}), b"\xff",
-    bytes(MAX_HEAD_BYTES + 1),                         # oversized: refused before decoding
-], ids=repr)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        GOLDEN_HEAD[:-1],
+        GOLDEN_HEAD + b"\x00",  # truncated, trailing garbage
+        cbor.dumps([1, 2]),
+        cbor.dumps({1: "gw"}),
+        b"\xff",
+        bytes(MAX_HEAD_BYTES + 1),  # oversized: refused before decoding
+    ],
+    ids=repr,
+)
 def test_broken_bytes_are_refused(data: bytes) -> None:
     with pytest.raises(CodecError):
         Head.from_bytes(data)
@@ -142,8 +188,13 @@ def test_a_head_under_another_key_fails() -> None:
 
 def test_an_altered_head_fails() -> None:
     signed = sign_head(HEAD, SIGNER)
-    for change in ({"batch": 2}, {"last_seq": 41}, {"manifest": b"\xac" * 32}, {"issued": HEAD.issued + 1},
-                   {"gw": "gw-2"}):
+    for change in (
+        {"batch": 2},
+        {"last_seq": 41},
+        {"manifest": b"\xac" * 32},
+        {"issued": HEAD.issued + 1},
+        {"gw": "gw-2"},
+    ):
         forged = cbor.dumps(fields(**change))
         assert not SignedHead(forged, signed.sig, signed.key_id).verify(SIGNER)
 
@@ -164,17 +215,21 @@ def test_a_head_signature_cannot_be_replayed_as_a_manifest() -> None:
         replay.manifest  # noqa: B018 - reading it is the check
 
 
-@pytest.mark.parametrize("envelope", [
-    {"head": GOLDEN_HEAD, "sig": b"\x30" * 81, "key_id": "k"},          # signature too long
-    {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k" * 65},         # key id too long
-    {"head": GOLDEN_HEAD, "sig": FAKE_SIG.hex(), "key_id": "k"},        # wrong types
-    {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": b"k"},
-    {"head": GOLDEN_HEAD.hex(), "sig": FAKE_SIG, "key_id": "k"},
-    {"head": GOLDEN_HEAD, "sig": FAKE_SIG},                             # missing key id
-    {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k", "t": 1},      # unknown field
-    {"manifest": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k"},          # a manifest envelope
-    {"head": GOLDEN_HEAD[:-1], "sig": FAKE_SIG, "key_id": "k"},         # body not a head
-], ids=repr)
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"head": GOLDEN_HEAD, "sig": b"\x30" * 81, "key_id": "k"},  # signature too long
+        {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k" * 65},  # key id too long
+        {"head": GOLDEN_HEAD, "sig": FAKE_SIG.hex(), "key_id": "k"},  # wrong types
+        {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": b"k"},
+        {"head": GOLDEN_HEAD.hex(), "sig": FAKE_SIG, "key_id": "k"},
+        {"head": GOLDEN_HEAD, "sig": FAKE_SIG},  # missing key id
+        {"head": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k", "t": 1},  # unknown field
+        {"manifest": GOLDEN_HEAD, "sig": FAKE_SIG, "key_id": "k"},  # a manifest envelope
+        {"head": GOLDEN_HEAD[:-1], "sig": FAKE_SIG, "key_id": "k"},  # body not a head
+    ],
+    ids=repr,
+)
 def test_malformed_envelopes_are_refused(envelope: dict[str, Any]) -> None:
     with pytest.raises(CodecError):
         SignedHead.from_bytes(cbor.dumps(envelope))
@@ -203,11 +258,17 @@ def test_head_topic() -> None:
 
 
 @settings(max_examples=800, deadline=None, print_blob=True)
-@given(st.binary(max_size=600) | st.builds(
-    lambda d: cbor.dumps(d), st.dictionaries(st.sampled_from(["head", "sig", "key_id", "type", "gw", "batch",
-                                                              "last_seq", "manifest", "issued", "x"]),
-                                             st.integers() | st.binary(max_size=40) | st.text(max_size=10),
-                                             max_size=8)))
+@given(
+    st.binary(max_size=600)
+    | st.builds(
+        lambda d: cbor.dumps(d),
+        st.dictionaries(
+            st.sampled_from(["head", "sig", "key_id", "type", "gw", "batch", "last_seq", "manifest", "issued", "x"]),
+            st.integers() | st.binary(max_size=40) | st.text(max_size=10),
+            max_size=8,
+        ),
+    )
+)
 def test_heads_from_the_network_fail_only_with_our_errors(data: bytes) -> None:
     for parse in (Head.from_bytes, SignedHead.from_bytes):
         with contextlib.suppress(EdgeError):

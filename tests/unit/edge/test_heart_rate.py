@@ -26,8 +26,9 @@ GOLDEN = [
 
 
 @pytest.mark.parametrize("hexstr,hr,contact,energy,rr", GOLDEN)
-def test_golden_vectors_decode_and_reencode(hexstr: str, hr: int, contact: bool | None, energy: int | None,
-                                            rr: tuple[int, ...]) -> None:
+def test_golden_vectors_decode_and_reencode(
+    hexstr: str, hr: int, contact: bool | None, energy: int | None, rr: tuple[int, ...]
+) -> None:
     data = bytes.fromhex(hexstr)
     m = HeartRateMeasurement.from_bytes(data)
     assert (m.heart_rate, m.sensor_contact, m.energy_expended, m.rr_intervals) == (hr, contact, energy, rr)
@@ -37,8 +38,12 @@ def test_golden_vectors_decode_and_reencode(hexstr: str, hr: int, contact: bool 
 def test_units_in_reading() -> None:
     (r,) = decode(0x2A37, bytes.fromhex("1e48e803000400020002"))
     assert r.kind == "heart_rate"
-    assert r.val == {"heart_rate": 72, "energy_expended": 1_000_000, "sensor_contact": True,
-                     "rr_intervals": [1.0, 0.5, 0.5]}
+    assert r.val == {
+        "heart_rate": 72,
+        "energy_expended": 1_000_000,
+        "sensor_contact": True,
+        "rr_intervals": [1.0, 0.5, 0.5],
+    }
     assert r.q == ()
 
 
@@ -52,19 +57,22 @@ def test_reserved_bits_are_kept_not_interpreted() -> None:
     assert m.reserved_flags == 0xE0 and bytes(m) == bytes.fromhex("e648")
 
 
-@pytest.mark.parametrize("hexstr,fragment", [
-    ("", "empty"),
-    ("01", "u16 heart rate"),
-    ("0148", "u16 heart rate"),
-    ("0848e8", "energy expended"),
-    ("1048f9", "multiple of 2"),
-    # flags 0x17: u16 HR (bit0), contact supported+detected (bits 1-2), RR present (bit4); HR 01 01 = 257; then
-    # nothing, though bit 4 promises one or more RR values (the frame the peer library accepted as 257 bpm)
-    ("170101", "RR intervals but none follow"),
-    ("1048", "RR intervals but none follow"),  # flags 0x10 (RR), u8 HR 72, no RR
-    ("1848e803", "RR intervals but none follow"),  # flags 0x18 (energy + RR), HR 72, energy 1000 kJ, no RR
-    ("004801", "trailing"),
-])
+@pytest.mark.parametrize(
+    "hexstr,fragment",
+    [
+        ("", "empty"),
+        ("01", "u16 heart rate"),
+        ("0148", "u16 heart rate"),
+        ("0848e8", "energy expended"),
+        ("1048f9", "multiple of 2"),
+        # flags 0x17: u16 HR (bit0), contact supported+detected (bits 1-2), RR present (bit4); HR 01 01 = 257; then
+        # nothing, though bit 4 promises one or more RR values (the frame the peer library accepted as 257 bpm)
+        ("170101", "RR intervals but none follow"),
+        ("1048", "RR intervals but none follow"),  # flags 0x10 (RR), u8 HR 72, no RR
+        ("1848e803", "RR intervals but none follow"),  # flags 0x18 (energy + RR), HR 72, energy 1000 kJ, no RR
+        ("004801", "trailing"),
+    ],
+)
 def test_malformed_frames_say_what_is_wrong(hexstr: str, fragment: str) -> None:
     with pytest.raises(MalformedFrame, match=fragment):
         decode(0x2A37, bytes.fromhex(hexstr))
@@ -103,10 +111,18 @@ def test_fuzz_only_package_errors(data: bytes) -> None:
 
 measurements = st.builds(
     lambda hr16, hr, contact, energy, rr: HeartRateMeasurement(
-        heart_rate=hr if hr16 else hr % 256, sensor_contact=contact, energy_expended=energy,
-        rr_intervals=tuple(rr), hr_uint16=hr16),
-    st.booleans(), st.integers(0, 0xFFFF), st.none() | st.booleans(), st.none() | st.integers(0, 0xFFFF),
-    st.lists(st.integers(0, 0xFFFF), max_size=9))
+        heart_rate=hr if hr16 else hr % 256,
+        sensor_contact=contact,
+        energy_expended=energy,
+        rr_intervals=tuple(rr),
+        hr_uint16=hr16,
+    ),
+    st.booleans(),
+    st.integers(0, 0xFFFF),
+    st.none() | st.booleans(),
+    st.none() | st.integers(0, 0xFFFF),
+    st.lists(st.integers(0, 0xFFFF), max_size=9),
+)
 
 
 @settings(max_examples=500, deadline=None)

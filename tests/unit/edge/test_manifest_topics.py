@@ -40,8 +40,17 @@ def test_tampered_manifest_bytes_fail() -> None:
     assert not SignedManifest(signed.manifest_bytes, signed.sig, OTHER.key_id).verify(SIGNER)
 
 
-@pytest.mark.parametrize("change", [{"count": 4}, {"last_seq": 0, "first_seq": 1}, {"root": b"x"},
-                                    {"prev": b"\x00" * 31}, {"hash": "sha256"}, {"batch": -1}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"count": 4},
+        {"last_seq": 0, "first_seq": 1},
+        {"root": b"x"},
+        {"prev": b"\x00" * 31},
+        {"hash": "sha256"},
+        {"batch": -1},
+    ],
+)
 def test_manifest_rules(change: dict[str, object]) -> None:
     m = build_manifest("gw-1", 1, 1, RECORDS, GENESIS_PREV, 1)
     fields = {**cbor.loads(bytes(m)), **change}
@@ -58,8 +67,12 @@ def test_topics() -> None:
     t = Topics("shenzhen", "gw-1")
     assert t.data("hr-1") == "tiyi/v1/shenzhen/gw-1/data/hr-1"
     assert (t.batch, t.anchor, t.status, t.key, t.all) == (
-        "tiyi/v1/shenzhen/gw-1/batch", "tiyi/v1/shenzhen/gw-1/anchor", "tiyi/v1/shenzhen/gw-1/status",
-        "tiyi/v1/shenzhen/gw-1/key", "tiyi/v1/shenzhen/gw-1/#")
+        "tiyi/v1/shenzhen/gw-1/batch",
+        "tiyi/v1/shenzhen/gw-1/anchor",
+        "tiyi/v1/shenzhen/gw-1/status",
+        "tiyi/v1/shenzhen/gw-1/key",
+        "tiyi/v1/shenzhen/gw-1/#",
+    )
     p = parse_topic("tiyi/v1/shenzhen/gw-1/data/hr-1")
     assert (p.region, p.gw, p.channel, p.dev) == ("shenzhen", "gw-1", "data", "hr-1")
     assert parse_topic(t.key).channel == "key"
@@ -67,10 +80,20 @@ def test_topics() -> None:
     assert (d.channel, d.dev) == ("devices", "ble-0123")
 
 
-@pytest.mark.parametrize("topic", ["tiyi/v2/r/g/batch", "tiyi/v1/r/g/secrets", "tiyi/v1/r/g/data",
-                                   "tiyi/v1/r/g+/batch", "tiyi/v1/r/#/batch", "tiyi/v1/r/g/batch/extra",
-                                   "tiyi/v1/r/g/devices/d", "tiyi/v1/r/g/devices/d/other",
-                                   "other/topic"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "tiyi/v2/r/g/batch",
+        "tiyi/v1/r/g/secrets",
+        "tiyi/v1/r/g/data",
+        "tiyi/v1/r/g+/batch",
+        "tiyi/v1/r/#/batch",
+        "tiyi/v1/r/g/batch/extra",
+        "tiyi/v1/r/g/devices/d",
+        "tiyi/v1/r/g/devices/d/other",
+        "other/topic",
+    ],
+)
 def test_bad_topics(topic: str) -> None:
     with pytest.raises(CodecError):
         parse_topic(topic)
@@ -82,11 +105,19 @@ def test_bad_topics(topic: str) -> None:
 
 
 @settings(max_examples=800, deadline=None, print_blob=True)
-@given(st.binary(max_size=400) | st.builds(
-    lambda d: cbor.dumps(d), st.dictionaries(st.sampled_from(["manifest", "sig", "key_id", "gw", "batch", "root",
-                                                              "prev", "count", "first_seq", "t", "x"]),
-                                             st.integers() | st.binary(max_size=40) | st.text(max_size=10),
-                                             max_size=8)))
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        lambda d: cbor.dumps(d),
+        st.dictionaries(
+            st.sampled_from(
+                ["manifest", "sig", "key_id", "gw", "batch", "root", "prev", "count", "first_seq", "t", "x"]
+            ),
+            st.integers() | st.binary(max_size=40) | st.text(max_size=10),
+            max_size=8,
+        ),
+    )
+)
 def test_manifests_from_the_network_fail_only_with_our_errors(data: bytes) -> None:
     for parse in (Manifest.from_bytes, SignedManifest.from_bytes):
         with contextlib.suppress(EdgeError):

@@ -38,8 +38,9 @@ def test_round_trip_and_path_bounds() -> None:
         r.path(9)
 
 
-@pytest.mark.parametrize("kw", [{"roots": ()}, {"roots": (b"short",)}, {"number": 0}, {"first_batch": True},
-                                {"gw": "a/b"}])
+@pytest.mark.parametrize(
+    "kw", [{"roots": ()}, {"roots": (b"short",)}, {"number": 0}, {"first_batch": True}, {"gw": "a/b"}]
+)
 def test_invalid_roll_ups_are_refused(kw: dict[str, object]) -> None:
     args: dict[str, object] = {"gw": "gw-1", "target": "judicial", "number": 1, "first_batch": 1, "roots": roots(2)}
     with pytest.raises(CodecError):

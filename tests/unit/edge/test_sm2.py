@@ -268,7 +268,8 @@ def _key_where(pred: Callable[[str], bool], seed: int) -> Sm2PrivateKey:
 
 
 @pytest.mark.parametrize(
-    "prefix", ["0", "4", "04", "40", "00"],
+    "prefix",
+    ["0", "4", "04", "40", "00"],
     ids=lambda p: f"X starts with {p}",
 )
 def test_public_x_with_leading_0_or_4(prefix: str) -> None:
@@ -327,7 +328,8 @@ def test_private_key_range() -> None:
             Sm2PrivateKey(d)
     assert Sm2PrivateKey(1).public_key == Sm2PublicKey(
         int("32c4ae2c1f1981195f9904466a39c9948fe30bbff2660be1715a4589334c74c7", 16),
-        int("bc3736a2f4f6779c59bdcee36b692153d0a9877cc62a474002df32e52139f0a0", 16))
+        int("bc3736a2f4f6779c59bdcee36b692153d0a9877cc62a474002df32e52139f0a0", 16),
+    )
     assert Sm2PrivateKey(N - 2).public_key.x == Sm2PrivateKey(2).public_key.x  # (n-2)G = -(2G)
     assert Sm2PrivateKey.from_bytes(KAT_D.to_bytes(32, "big")).d == KAT_D
     with pytest.raises(KeyFormatError):
@@ -388,8 +390,10 @@ def test_reads_openssl_pem_and_writes_it_back_byte_identical() -> None:
 
 
 def test_pem_ignores_surrounding_text() -> None:
-    assert load_public_key_pem("subject=gateway 7\n" + OPENSSL_PUB + "trailer\n").key_id == \
-        load_public_key_pem(OPENSSL_PUB).key_id
+    assert (
+        load_public_key_pem("subject=gateway 7\n" + OPENSSL_PUB + "trailer\n").key_id
+        == load_public_key_pem(OPENSSL_PUB).key_id
+    )
 
 
 def _ec_private_key(d: int, params: bytes | None, pub: bytes | None) -> bytes:
@@ -425,8 +429,13 @@ def test_alternative_encodings_accepted(kat_signer: GmsslSm2Signer) -> None:
     for name, der in accepted.items():
         assert Sm2PrivateKey.from_pem(_b64_pem("PRIVATE KEY", der)) == key, name
     sec1 = _ec_private_key(KAT_D, OID_SM2, point)
-    assert Sm2PrivateKey.from_pem("-----BEGIN EC PARAMETERS-----\nBggqgRzPVQGCLQ==\n-----END EC PARAMETERS-----\n"
-                                  + _b64_pem("EC PRIVATE KEY", sec1)) == key
+    assert (
+        Sm2PrivateKey.from_pem(
+            "-----BEGIN EC PARAMETERS-----\nBggqgRzPVQGCLQ==\n-----END EC PARAMETERS-----\n"
+            + _b64_pem("EC PRIVATE KEY", sec1)
+        )
+        == key
+    )
     spki_sm2_alg = _seq(_seq(OID_SM2), b"\x03\x42\x00" + point)
     assert Sm2PublicKey.from_spki_der(spki_sm2_alg) == key.public_key
 
@@ -473,17 +482,20 @@ def test_malformed_keys_rejected(kat_signer: GmsslSm2Signer) -> None:
             pytest.fail(name)
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "junk",
-    OPENSSL_PUB.replace("PUBLIC KEY", "PRIVATE KEY"),
-    OPENSSL_KEY.replace("MIGHAgEA", "MIGHAgE*"),
-    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
-    "-----BEGIN PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nMAA=\n-----END PRIVATE KEY-----\n",
-    "-----BEGIN PRIVATE KEY-----\nMAB=\n-----END PRIVATE KEY-----\n",  # non-canonical base64
-    ("é" + OPENSSL_KEY).encode(),
-    OPENSSL_KEY * 100,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "junk",
+        OPENSSL_PUB.replace("PUBLIC KEY", "PRIVATE KEY"),
+        OPENSSL_KEY.replace("MIGHAgEA", "MIGHAgE*"),
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nMAA=\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\nMAB=\n-----END PRIVATE KEY-----\n",  # non-canonical base64
+        ("é" + OPENSSL_KEY).encode(),
+        OPENSSL_KEY * 100,
+    ],
+)
 def test_bad_private_pem(text: str | bytes) -> None:
     with pytest.raises(KeyFormatError):
         load_private_key_pem(text)

@@ -153,9 +153,12 @@ def test_user_id_limits() -> None:
 # ---------------------------------------------------------------------------------- refusals
 def test_refuses_every_malformed_or_out_of_range_signature(kat_signer: LibcryptoSm2Signer) -> None:
     kat_gmssl = GmsslSm2Verifier(kat_signer.public_key)
-    for name, sig in {**_bad_signatures(KAT_R, KAT_S), "r+s=n": encode_signature(KAT_R, N - KAT_R),
-                      "73 bytes": encode_signature(KAT_R, KAT_S) + b"\x00",
-                      "oversized": b"\x30\x82\x01\x00" + b"\x02\x01\x01" * 85 + b"\x02"}.items():
+    for name, sig in {
+        **_bad_signatures(KAT_R, KAT_S),
+        "r+s=n": encode_signature(KAT_R, N - KAT_R),
+        "73 bytes": encode_signature(KAT_R, KAT_S) + b"\x00",
+        "oversized": b"\x30\x82\x01\x00" + b"\x02\x01\x01" * 85 + b"\x02",
+    }.items():
         assert kat_signer.verify(KAT_MSG, sig) is False, name  # type: ignore[arg-type]
         assert kat_gmssl.verify(KAT_MSG, sig) is False, name  # type: ignore[arg-type]
 
@@ -222,17 +225,18 @@ def test_well_formed_der_with_any_r_s_is_refused_by_both_layers(r: int, s: int) 
 # ---------------------------------------------------------------------------------------- keys
 def _p256() -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
-    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return pkcs8, spki
 
 
 def test_a_p256_key_is_refused_at_every_layer() -> None:
     pkcs8, spki = _p256()
-    pem = serialization.load_der_public_key(spki).public_bytes(serialization.Encoding.PEM,
-                                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = serialization.load_der_public_key(spki).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     with pytest.raises(KeyFormatError, match="SM2"):
         load_public_key_pem(pem)  # our parser, before any backend
     with pytest.raises(KeyFormatError, match="did not read an SM2 public key"):
@@ -377,12 +381,15 @@ def _fails(key: Sm2PrivateKey, user_id: bytes) -> GmsslSm2Signer:
     raise OSError("simulated crash inside the backend")
 
 
-@pytest.mark.parametrize(("broken", "reason"), [
-    (Sm2Backend("fixed-k", _FixedNonceSigner, GmsslSm2Verifier), "fresh nonce"),
-    (Sm2Backend("accepts-all", GmsslSm2Signer, _AcceptsAll), "refuse it for another message"),
-    (Sm2Backend("ignores-id", _ignores_id, GmsslSm2Verifier), "sign what gmssl verifies"),
-    (Sm2Backend("raises", _fails, GmsslSm2Verifier), "simulated crash"),
-])
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (Sm2Backend("fixed-k", _FixedNonceSigner, GmsslSm2Verifier), "fresh nonce"),
+        (Sm2Backend("accepts-all", GmsslSm2Signer, _AcceptsAll), "refuse it for another message"),
+        (Sm2Backend("ignores-id", _ignores_id, GmsslSm2Verifier), "sign what gmssl verifies"),
+        (Sm2Backend("raises", _fails, GmsslSm2Verifier), "simulated crash"),
+    ],
+)
 def test_a_backend_failing_its_self_test_is_not_used(broken: Sm2Backend, reason: str) -> None:
     with pytest.raises(BackendUnavailable, match=reason):
         self_test(broken)

@@ -24,8 +24,7 @@ def test_same_seed_same_bytes() -> None:
     a, b = HeartRateStrap("a", seed=3), HeartRateStrap("a", seed=3)
     assert [a.frame_at(t).data for t in range(200)] == [b.frame_at(t).data for t in range(200)]
     c = HeartRateStrap("a", seed=4)
-    assert [c.frame_at(t).data for t in range(50)] != [HeartRateStrap("a", seed=3).frame_at(t).data
-                                                       for t in range(50)]
+    assert [c.frame_at(t).data for t in range(50)] != [HeartRateStrap("a", seed=3).frame_at(t).data for t in range(50)]
 
 
 def test_heart_rate_follows_the_session() -> None:

@@ -76,16 +76,28 @@ class Notes:
 
 def journal_with_a_batch(tmp_path: Path) -> SqliteJournal:
     journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    records = [Record(gw="gw-1", seq=s, dev="d", t=1_700_000_000_000 + s, kind="heart_rate", val={"heart_rate": 60},
-                      raw=b"\x00\x3c", salt=bytes(16)) for s in (1, 2, 3)]
+    records = [
+        Record(
+            gw="gw-1",
+            seq=s,
+            dev="d",
+            t=1_700_000_000_000 + s,
+            kind="heart_rate",
+            val={"heart_rate": 60},
+            raw=b"\x00\x3c",
+            salt=bytes(16),
+        )
+        for s in (1, 2, 3)
+    ]
     journal.append(records)
     m = build_manifest("gw-1", 1, 1, [bytes(r) for r in records], GENESIS_PREV, 1)
     journal.add_batch(m, sign_manifest(m, SIGNER))
     return journal
 
 
-def drive(tmp_path: Path, chain: ScriptedChain, passes: int = 1,
-          stored: Step | None = None) -> tuple[SqliteJournal, Health, Notes]:
+def drive(
+    tmp_path: Path, chain: ScriptedChain, passes: int = 1, stored: Step | None = None
+) -> tuple[SqliteJournal, Health, Notes]:
     journal, health, notes = journal_with_a_batch(tmp_path), Health(), Notes()
     if stored is not None:  # what an earlier life left in the queue
         journal.advance(1, stored)
@@ -144,7 +156,8 @@ def test_a_receipt_not_yet_mined_stores_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("number", "count", "state"), [(1, 3, AnchorState.INCLUDED), (2, 3, AnchorState.FAILED)])
 def test_a_root_already_anchored_by_us_is_adopted_only_for_this_very_batch(
-        tmp_path: Path, number: int, count: int, state: AnchorState) -> None:
+    tmp_path: Path, number: int, count: int, state: AnchorState
+) -> None:
     info = AnchorInfo(40, b"\xaa" * 20, AnchorKind.BATCH, "gw-1", number, count)
     chain = ScriptedChain(already=(info, TxReceipt(b"\x77" * 32, True, 40, BLOCK_HASH)))
     journal, health, _ = drive(tmp_path, chain)

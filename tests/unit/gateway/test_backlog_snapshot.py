@@ -24,8 +24,19 @@ SIGNER = generate_signer()
 def test_a_batch_closing_while_the_backlog_is_read_is_never_missed(tmp_path: Path) -> None:
     cfg = GatewayConfig(gateway_id="gw-1", state_dir=tmp_path).validated()
     journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    records = [Record(gw="gw-1", seq=s, dev="d", t=1_700_000_000_000 + s, kind="heart_rate",
-                      val={"heart_rate": 60}, raw=b"\x00\x3c", salt=bytes(16)) for s in range(1, 11)]
+    records = [
+        Record(
+            gw="gw-1",
+            seq=s,
+            dev="d",
+            t=1_700_000_000_000 + s,
+            kind="heart_rate",
+            val={"heart_rate": 60},
+            raw=b"\x00\x3c",
+            salt=bytes(16),
+        )
+        for s in range(1, 11)
+    ]
     journal.append(records)
     manifest = build_manifest("gw-1", 1, 1, [bytes(r) for r in records], GENESIS_PREV, 1)
     signed = sign_manifest(manifest, SIGNER)
@@ -39,8 +50,9 @@ def test_a_batch_closing_while_the_backlog_is_read_is_never_missed(tmp_path: Pat
         def stats_then_a_batch_closes() -> JournalStats:
             st = read_stats()
             # The batching stage closes the batch right after this read, through the same journal thread.
-            loop.call_soon_threadsafe(lambda: closing.append(
-                asyncio.ensure_future(gw.worker.call(journal.add_batch, manifest, signed))))
+            loop.call_soon_threadsafe(
+                lambda: closing.append(asyncio.ensure_future(gw.worker.call(journal.add_batch, manifest, signed)))
+            )
             return st
 
         journal.stats = stats_then_a_batch_closes  # type: ignore[method-assign]

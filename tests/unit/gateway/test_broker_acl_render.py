@@ -25,8 +25,10 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 
 def test_each_account_gets_exactly_its_own_rights() -> None:
-    text = render_acl([parse_gateway("shenzhen/gw-1"), parse_gateway("macao/gw-2")],
-                      [parse_platform("bureau"), parse_platform("macao-platform=macao")])
+    text = render_acl(
+        [parse_gateway("shenzhen/gw-1"), parse_gateway("macao/gw-2")],
+        [parse_platform("bureau"), parse_platform("macao-platform=macao")],
+    )
     assert _sections(text) == {
         "gw-1": ["topic write tiyi/v1/shenzhen/gw-1/#"],
         "gw-2": ["topic write tiyi/v1/macao/gw-2/#"],
@@ -41,17 +43,20 @@ def test_the_same_accounts_give_the_same_bytes() -> None:
     assert a == b
 
 
-@pytest.mark.parametrize("spec,fragment", [
-    ("gw-1", "REGION/ID"),
-    ("beijing/gw-1", "23 regions"),
-    ("+/gw-1", "23 regions"),
-    ("shenzhen/gw#", "A-Za-z0-9"),  # a wildcard in a rule would widen it
-    ("shenzhen/+", "A-Za-z0-9"),
-    ("shenzhen/gw-1/#", "A-Za-z0-9"),
-    ("shenzhen/gw-1\nuser admin", "A-Za-z0-9"),  # a second line would add a section
-    ("shenzhen/gw 1", "A-Za-z0-9"),
-    ("shenzhen/", "A-Za-z0-9"),
-])
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [
+        ("gw-1", "REGION/ID"),
+        ("beijing/gw-1", "23 regions"),
+        ("+/gw-1", "23 regions"),
+        ("shenzhen/gw#", "A-Za-z0-9"),  # a wildcard in a rule would widen it
+        ("shenzhen/+", "A-Za-z0-9"),
+        ("shenzhen/gw-1/#", "A-Za-z0-9"),
+        ("shenzhen/gw-1\nuser admin", "A-Za-z0-9"),  # a second line would add a section
+        ("shenzhen/gw 1", "A-Za-z0-9"),
+        ("shenzhen/", "A-Za-z0-9"),
+    ],
+)
 def test_malformed_gateways_are_refused(spec: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         parse_gateway(spec)

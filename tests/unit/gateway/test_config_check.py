@@ -82,18 +82,21 @@ def test_tiyi_run_still_stops_at_the_first_problem(tmp_path: Path) -> None:
         load_config(write(tmp_path, BROKEN))
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("[gateway\nid = 1\n", "invalid TOML"),
-    ("[batch]\nmax_records = 10\nmax_records = 20\n", "invalid TOML"),
-    ("gateway = 5\n", "[gateway] must be a table"),
-    ("[ble]\nallow = [\"irk:1234\"]\n", "32 hex digits"),
-    ("[chain]\nkind = \"bitcoin\"\n", "[chain] kind must be one of"),
-    ("[chain]\nconfirmations = -1\n", "chain.confirmations"),
-    ("[mqtt]\nurl = \"mqtts://b:8883\"\nkey_file = \"/k.pem\"\n", "[mqtt] key_file needs [mqtt] cert_file"),
-    ("[publish]\nhead_interval_s = inf\n", "publish.head_interval_s"),
-    ("[[rollup]]\ntarget = \"judicial\"\nkind = \"evm\"\n", "rollup[0] (kind evm) needs url"),
-    ("rollup = 3\n", "rollup must be an array of tables"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("[gateway\nid = 1\n", "invalid TOML"),
+        ("[batch]\nmax_records = 10\nmax_records = 20\n", "invalid TOML"),
+        ("gateway = 5\n", "[gateway] must be a table"),
+        ('[ble]\nallow = ["irk:1234"]\n', "32 hex digits"),
+        ('[chain]\nkind = "bitcoin"\n', "[chain] kind must be one of"),
+        ("[chain]\nconfirmations = -1\n", "chain.confirmations"),
+        ('[mqtt]\nurl = "mqtts://b:8883"\nkey_file = "/k.pem"\n', "[mqtt] key_file needs [mqtt] cert_file"),
+        ("[publish]\nhead_interval_s = inf\n", "publish.head_interval_s"),
+        ('[[rollup]]\ntarget = "judicial"\nkind = "evm"\n', "rollup[0] (kind evm) needs url"),
+        ("rollup = 3\n", "rollup must be an array of tables"),
+    ],
+)
 def test_each_kind_of_broken_file_is_named(tmp_path: Path, fragment: str, text: str) -> None:
     result = check_file(write(tmp_path, text), files=False)
     assert result.config is None
@@ -120,12 +123,14 @@ def test_valid_config_prints_ok_and_a_summary(tmp_path: Path, capsys: pytest.Cap
     assert "sim        3 simulated devices" in out
 
 
-def test_summary_leaves_out_secrets_and_device_identities(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_leaves_out_secrets_and_device_identities(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     irk = "0123456789abcdef0123456789abcdef"
-    path = write(tmp_path, '[gateway]\nid = "gw-t"\nsource = "ble"\n'
-                           '[chain]\nkind = "evm"\nurl = "https://anchorer:s3cret@node.example:8545/rpc?apikey=TOKEN9"\n'
-                           f'[ble]\nallow = ["C8:3F:0A:11:22:33", "irk:{irk}", "name:Polar H10 1"]\n')
+    path = write(
+        tmp_path,
+        '[gateway]\nid = "gw-t"\nsource = "ble"\n'
+        '[chain]\nkind = "evm"\nurl = "https://anchorer:s3cret@node.example:8545/rpc?apikey=TOKEN9"\n'
+        f'[ble]\nallow = ["C8:3F:0A:11:22:33", "irk:{irk}", "name:Polar H10 1"]\n',
+    )
     assert main(["config", "check", "--no-files", str(path)]) == 0
     out = capsys.readouterr().out
     for secret in ("s3cret", "TOKEN9", "C8:3F:0A", irk, "Polar H10"):

@@ -18,8 +18,16 @@ from gateway.errors import ConfigError, JournalError
 from gateway.journal import SqliteJournal
 from gateway.mqtt import CLI_NAMES, client_settings
 
-DURATIONS = [("batch", "max_age_s"), ("publish", "linger_ms"), ("mqtt", "keepalive_s"), ("chain", "poll_s"),
-             ("sim", "interval_s"), ("ble", "silence_s"), ("ble", "connect_timeout_s"), ("ble", "scan_stall_s")]
+DURATIONS = [
+    ("batch", "max_age_s"),
+    ("publish", "linger_ms"),
+    ("mqtt", "keepalive_s"),
+    ("chain", "poll_s"),
+    ("sim", "interval_s"),
+    ("ble", "silence_s"),
+    ("ble", "connect_timeout_s"),
+    ("ble", "scan_stall_s"),
+]
 ROLLUP = '[[rollup]]\ntarget = "health_supervision"\nkind = "evm"\nurl = "http://n:8545"\n'
 
 
@@ -40,8 +48,12 @@ def test_roll_up_durations_too(key: str, value: str) -> None:
 
 
 def test_ordinary_durations_still_pass() -> None:
-    cfg = parse_config(tomllib.loads("[batch]\nmax_age_s = 0.5\n[ble]\nconnect_timeout_s = 30\n"
-                                      "[mqtt]\nkeepalive_s = 60\n" + ROLLUP + "period_s = 60\n"))
+    cfg = parse_config(
+        tomllib.loads(
+            "[batch]\nmax_age_s = 0.5\n[ble]\nconnect_timeout_s = 30\n"
+            "[mqtt]\nkeepalive_s = 60\n" + ROLLUP + "period_s = 60\n"
+        )
+    )
     assert cfg.batch.max_age_s == 0.5 and cfg.rollups[0].period_s == 60
 
 
@@ -79,8 +91,7 @@ def test_a_password_file_open_to_others_is_refused_with_the_fix(tmp_path: Path, 
 
 def test_missing_empty_or_userless_password_files_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--password-file .*No such file"):
-        client_settings("mqtt://b:1883", client_id="x", username="u", password_file=tmp_path / "nope",
-                        names=CLI_NAMES)
+        client_settings("mqtt://b:1883", client_id="x", username="u", password_file=tmp_path / "nope", names=CLI_NAMES)
     empty = tmp_path / "empty"
     empty.touch(0o600)
     with pytest.raises(ConfigError, match="is empty"):
@@ -143,8 +154,9 @@ def test_a_new_journal_is_private_whatever_the_umask(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("loose_umask")
-def test_an_existing_loose_state_dir_and_journal_are_tightened(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_existing_loose_state_dir_and_journal_are_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     state = tmp_path / "state"
     SqliteJournal.open(state / "journal.sqlite3", "gw-1").close()
     state.chmod(0o755)
@@ -159,8 +171,9 @@ def test_an_existing_loose_state_dir_and_journal_are_tightened(tmp_path: Path,
     assert any("mode 755" in r.getMessage() and "0700" in r.getMessage() for r in caplog.records)
 
 
-def test_a_shared_sticky_directory_is_warned_about_not_changed(tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_shared_sticky_directory_is_warned_about_not_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)

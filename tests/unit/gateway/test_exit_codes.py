@@ -17,21 +17,24 @@ def wrapped(outer: Exception, inner: Exception) -> Exception:
     return outer
 
 
-@pytest.mark.parametrize(("exc", "code"), [
-    (ConfigError("--rpc needs --contract"), EXIT_USAGE),
-    (BundleError("bundle: bad proof"), EXIT_USAGE),  # no longer re-wrapped as ConfigError by `verify --bundle`
-    (ScenarioError("chaos.toml: no devices"), EXIT_USAGE),  # nor by `sim run`
-    (MalformedFrame("2 bytes, too short"), EXIT_USAGE),
-    (ChainUnavailable("node down"), EXIT_USAGE),
-    (ConnectionRefusedError(111, "refused"), EXIT_USAGE),
-    (wrapped(GatewayError("could not register"), ChainUnavailable("node down")), EXIT_USAGE),
-    (MalformedReply("the node's reply is not a receipt"), EXIT_FAIL),  # the node's fault, not the user's input
-    (TransactionFailed("reverted: not an operator"), EXIT_FAIL),  # `tiyi chain` no longer re-wraps it either
-    (JournalError("disk I/O error"), EXIT_FAIL),
-    (BackendUnavailable("no libcrypto"), EXIT_FAIL),
-    (PermissionError(13, "denied"), EXIT_FAIL),
-    (ExceptionGroup("task group", [ConfigError("bad")]), EXIT_USAGE),
-])
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (ConfigError("--rpc needs --contract"), EXIT_USAGE),
+        (BundleError("bundle: bad proof"), EXIT_USAGE),  # no longer re-wrapped as ConfigError by `verify --bundle`
+        (ScenarioError("chaos.toml: no devices"), EXIT_USAGE),  # nor by `sim run`
+        (MalformedFrame("2 bytes, too short"), EXIT_USAGE),
+        (ChainUnavailable("node down"), EXIT_USAGE),
+        (ConnectionRefusedError(111, "refused"), EXIT_USAGE),
+        (wrapped(GatewayError("could not register"), ChainUnavailable("node down")), EXIT_USAGE),
+        (MalformedReply("the node's reply is not a receipt"), EXIT_FAIL),  # the node's fault, not the user's input
+        (TransactionFailed("reverted: not an operator"), EXIT_FAIL),  # `tiyi chain` no longer re-wraps it either
+        (JournalError("disk I/O error"), EXIT_FAIL),
+        (BackendUnavailable("no libcrypto"), EXIT_FAIL),
+        (PermissionError(13, "denied"), EXIT_FAIL),
+        (ExceptionGroup("task group", [ConfigError("bad")]), EXIT_USAGE),
+    ],
+)
 def test_exit_code_by_error(exc: BaseException, code: int) -> None:
     assert exit_code(exc) == code
 

@@ -20,8 +20,16 @@ SIGNER = generate_signer()
 
 
 def rec(seq: int, gw: str = "gw-1", dev: str = "dev-1") -> Record:
-    return Record(gw=gw, seq=seq, dev=dev, t=1_700_000_000_000 + seq, kind="heart_rate",
-                  val={"heart_rate": 60 + seq % 50}, raw=bytes([0, 60 + seq % 50]), salt=seq.to_bytes(16, "big"))
+    return Record(
+        gw=gw,
+        seq=seq,
+        dev=dev,
+        t=1_700_000_000_000 + seq,
+        kind="heart_rate",
+        val={"heart_rate": 60 + seq % 50},
+        raw=bytes([0, 60 + seq % 50]),
+        salt=seq.to_bytes(16, "big"),
+    )
 
 
 @pytest.fixture
@@ -213,11 +221,15 @@ def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
     shutil.copy(FIXTURE_V1, path)
     path.chmod(0o600)
     old = sqlite3.connect(path)
-    old_anchors = old.execute("SELECT batch, root, count, state, raw_tx, tx_hash, receipt, block_number, block_hash, "
-                              "attempts, published FROM anchors ORDER BY batch").fetchall()
-    old_rollups = old.execute("SELECT target, rollup, first_batch, last_batch, root, count, state, raw_tx, tx_hash, "
-                              "receipt, block_number, block_hash, attempts, published FROM rollups "
-                              "ORDER BY target, rollup").fetchall()
+    old_anchors = old.execute(
+        "SELECT batch, root, count, state, raw_tx, tx_hash, receipt, block_number, block_hash, "
+        "attempts, published FROM anchors ORDER BY batch"
+    ).fetchall()
+    old_rollups = old.execute(
+        "SELECT target, rollup, first_batch, last_batch, root, count, state, raw_tx, tx_hash, "
+        "receipt, block_number, block_hash, attempts, published FROM rollups "
+        "ORDER BY target, rollup"
+    ).fetchall()
     old_records = old.execute("SELECT seq, dev, t, data FROM records ORDER BY seq").fetchall()
     old_batches = old.execute("SELECT * FROM batches ORDER BY batch").fetchall()
     old.close()
@@ -230,9 +242,17 @@ def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
     assert j.stats().anchors == {"final": 2, "included": 1, "submitted": 1, "signed": 1, "pending": 1, "failed": 1}
     jobs = {job.number: job for job in j.anchor_jobs(list(S))}
     for b, root, count, state, raw, tx, _, block, bhash, attempts, _ in old_anchors:
-        assert jobs[b] == Job(b, bytes(root), count, S(state), None if raw is None else bytes(raw),
-                              None if tx is None else bytes(tx), block, None if bhash is None else bytes(bhash),
-                              attempts)
+        assert jobs[b] == Job(
+            b,
+            bytes(root),
+            count,
+            S(state),
+            None if raw is None else bytes(raw),
+            None if tx is None else bytes(tx),
+            block,
+            None if bhash is None else bytes(bhash),
+            attempts,
+        )
     assert j.unpublished_receipts() == [(2, b"receipt-\x02")]
     assert j.batch_for_seq(3) == (bytes(old_batches[0][5]), b"receipt-\x01")
     assert j.last_rollup("judicial") == (2, 5) and j.last_rollup("health_supervision") == (1, 6)

@@ -100,9 +100,17 @@ def test_watchdog_interval_from_the_environment() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "43"}, pid=42) is None  # not ours
 
 
-@pytest.mark.parametrize("env", [{"WATCHDOG_USEC": "0"}, {"WATCHDOG_USEC": "-5"}, {"WATCHDOG_USEC": "30s"},
-                                 {"WATCHDOG_USEC": ""}, {"WATCHDOG_USEC": str(86_400_000_001)},
-                                 {"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "me"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WATCHDOG_USEC": "0"},
+        {"WATCHDOG_USEC": "-5"},
+        {"WATCHDOG_USEC": "30s"},
+        {"WATCHDOG_USEC": ""},
+        {"WATCHDOG_USEC": str(86_400_000_001)},
+        {"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "me"},
+    ],
+)
 def test_malformed_watchdog_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(NotifyError):
         watchdog_interval(env, pid=1)

@@ -16,8 +16,7 @@ from ingest.export import VITALS, StoredRecord, csv_text, fhir_observations, sen
 
 
 def stored(kind: str, val: dict[str, int | float], seq: int = 7) -> StoredRecord:
-    rec = Record(gw="gw-1", seq=seq, dev="cuff-1", t=1_700_000_000_123, kind=kind, val=val, raw=b"\x00",
-                 salt=bytes(16))
+    rec = Record(gw="gw-1", seq=seq, dev="cuff-1", t=1_700_000_000_123, kind=kind, val=val, raw=b"\x00", salt=bytes(16))
     return StoredRecord(rec, "proven", 3)
 
 
@@ -33,8 +32,13 @@ def test_vital_signs_become_coded_observations_that_validate() -> None:
 
 
 def test_every_listed_vital_maps_to_its_loinc_code_and_validates() -> None:
-    codes = {"heart_rate": "8867-4", "spo2": "59408-5", "temperature": "8310-5", "weight": "29463-7",
-             "respiratory_rate": "9279-1"}
+    codes = {
+        "heart_rate": "8867-4",
+        "spo2": "59408-5",
+        "temperature": "8310-5",
+        "weight": "29463-7",
+        "respiratory_rate": "9279-1",
+    }
     for name, code in codes.items():
         (o,) = fhir_observations(stored(name, {name: 36.5}))
         Observation.model_validate(o)
@@ -50,10 +54,12 @@ def test_an_unknown_field_is_not_dressed_up_as_a_vital_sign() -> None:
 def test_senml_json_and_cbor_carry_the_same_pack() -> None:
     recs = [stored("heart_rate", {"heart_rate": 72})]
     pack = json.loads(senml_json(recs))
-    assert pack == [{"bn": "urn:dev:tiyi:gw-1:cuff-1:", "n": "heart_rate", "v": 72, "t": 1_700_000_000.123,
-                     "u": "beat/min"}]
-    assert cbor2.loads(senml_cbor(recs)) == [{-2: "urn:dev:tiyi:gw-1:cuff-1:", 0: "heart_rate", 2: 72,
-                                              6: 1_700_000_000.123, 1: "beat/min"}]
+    assert pack == [
+        {"bn": "urn:dev:tiyi:gw-1:cuff-1:", "n": "heart_rate", "v": 72, "t": 1_700_000_000.123, "u": "beat/min"}
+    ]
+    assert cbor2.loads(senml_cbor(recs)) == [
+        {-2: "urn:dev:tiyi:gw-1:cuff-1:", 0: "heart_rate", 2: 72, 6: 1_700_000_000.123, 1: "beat/min"}
+    ]
 
 
 def test_csv_has_one_row_per_value_with_provenance() -> None:
