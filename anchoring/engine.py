@@ -254,6 +254,19 @@ class _Gw:
     leaf_order: list[int] = field(default_factory=list)  # batches holding leaves, oldest first
 
 
+@dataclass
+class _Walk:
+    """The state ``report`` carries from one batch to the next, and what the tail and roll-up checks need from it."""
+
+    covered_to: int  # last seq of the previous batch
+    prev_digest: bytes | None  # the previous manifest's SM3; None across a missing batch
+    expected: int  # the batch number that should come next
+    roots: dict[int, bytes]  # batch number → the root its (received) manifest signs
+    numbers: list[int] = field(default_factory=list)  # batches walked, in order
+    digests: dict[int, bytes] = field(default_factory=dict)
+    anchorers: set[bytes] = field(default_factory=set)  # accounts the chain says anchored this gateway's batches
+
+
 class VerificationEngine:
     """Incremental verification of gateway streams under one ``TrustPolicy``.
 
@@ -549,41 +562,60 @@ class VerificationEngine:
         self._sig_cache.clear()  # it holds whole manifests: the retained ones are re-checked once at the next report
         folded = 0
         for gw, st in self._gws.items():
-            start = self._join_point(gw, st, self.chain)
-            if start is not st.start:
-                st.start = start
-                for s in [s for s in st.pending if s <= start.last_seq]:
-                    del st.pending[s]
-                for n in [n for n in st.batches if n <= start.batch]:
-                    del st.batches[n]
-            limit_batch, limit_seq = 1 << 64, 1 << 64
-            for p in rep.gateways[gw].problems:
-                if p in st.problems:
-                    continue
-                if p.batch is None and p.seq is None:
-                    limit_batch = 0
-                if p.batch is not None:
-                    limit_batch = min(limit_batch, p.batch)
-                if p.seq is not None:
-                    limit_seq = min(limit_seq, p.seq)
-            numbers = sorted(st.batches)
-            expect = st.start.batch + 1
-            for n in numbers[: max(0, len(numbers) - keep)]:
-                b = st.batches[n]
-                m = b.m
-                if n != expect or b.root_ok is not True or n >= limit_batch or m.last_seq >= limit_seq:
-                    break
-                st.start = Checkpoint(n, b.digest, m.last_seq, "checkpoint")
-                st.roots[n] = m.root
-                st.folded_batches += 1
-                st.folded_records += m.count
-                st.folded_anchors += 1 if st.receipts.get(n) else 0
-                del st.batches[n]
-                st.receipts.pop(n, None)
-                if n in st.leaf_order:
-                    st.leaf_order.remove(n)
-                expect = n + 1
-                folded += 1
+            self._move_start(st, self._join_point(gw, st, self.chain))
+            folded += self._fold(st, *self._fold_limits(st, rep.gateways[gw]), keep)
+        return folded
+
+    @staticmethod
+    def _move_start(st: _Gw, start: Checkpoint) -> None:
+        """Start at ``start`` (a late join point): what lies before it is let go."""
+        if start is st.start:
+            return
+        st.start = start
+        for s in [s for s in st.pending if s <= start.last_seq]:
+            del st.pending[s]
+        for n in [n for n in st.batches if n <= start.batch]:
+            del st.batches[n]
+
+    @staticmethod
+    def _fold_limits(st: _Gw, rep: GatewayReport) -> tuple[int, int]:
+        """The first batch and seq a problem of this report names (not one seen at intake, which stays listed):
+        nothing from there on may be folded. A problem naming neither stops all folding."""
+        limit_batch, limit_seq = 1 << 64, 1 << 64
+        for p in rep.problems:
+            if p in st.problems:
+                continue
+            if p.batch is None and p.seq is None:
+                limit_batch = 0
+            if p.batch is not None:
+                limit_batch = min(limit_batch, p.batch)
+            if p.seq is not None:
+                limit_seq = min(limit_seq, p.seq)
+        return limit_batch, limit_seq
+
+    @staticmethod
+    def _fold(st: _Gw, limit_batch: int, limit_seq: int, keep: int) -> int:
+        """Fold the proven, consecutive batches after the checkpoint, below the limits and all but the newest
+        ``keep``, into the checkpoint. Returns how many were folded."""
+        numbers = sorted(st.batches)
+        expect = st.start.batch + 1
+        folded = 0
+        for n in numbers[: max(0, len(numbers) - keep)]:
+            b = st.batches[n]
+            m = b.m
+            if n != expect or b.root_ok is not True or n >= limit_batch or m.last_seq >= limit_seq:
+                break
+            st.start = Checkpoint(n, b.digest, m.last_seq, "checkpoint")
+            st.roots[n] = m.root
+            st.folded_batches += 1
+            st.folded_records += m.count
+            st.folded_anchors += 1 if st.receipts.get(n) else 0
+            del st.batches[n]
+            st.receipts.pop(n, None)
+            if n in st.leaf_order:
+                st.leaf_order.remove(n)
+            expect = n + 1
+            folded += 1
         return folded
 
     # ---------------------------------------------------------------- checks
@@ -675,57 +707,88 @@ class VerificationEngine:
         rep.records_in_verified_batches = st.folded_records
         rep.anchors_verified = st.folded_anchors
         rep.late_duplicates_unchecked = st.late_unchecked
-        # Batches: numbering, adjacency, prev chain, signature, root, anchor.
-        covered_to = start.last_seq
-        prev_digest: bytes | None = start.digest
-        numbers = sorted(n for n in st.batches if n > start.batch)
-        roots: dict[int, bytes] = dict(st.roots)  # batch number → the root its (received) manifest signs
-        digests: dict[int, bytes] = {}
-        anchorers: set[bytes] = set()  # accounts the chain says anchored this gateway's batches
-        expected = start.batch + 1
-        for n in numbers:
-            if n != expected:
-                problem(Reason.MISSING_BATCH, f"batches {expected}..{n - 1} were never received", batch=expected)
-                prev_digest = None  # the chain cannot be checked across a missing batch
-            expected = n + 1
-            b = st.batches[n]
-            m = b.m
-            roots[n] = m.root
-            digests[n] = b.digest
-            anchor = self._confirmed_anchor(n, m, st, chain, problem)
-            if anchor is not None:
-                anchorers.add(anchor.anchorer)
-            ok = self._check_signature(gw, st, rep, b.signed, anchor, problem)
-            if prev_digest is not None and m.prev != prev_digest:
-                problem(Reason.BROKEN_CHAIN, f"batch {n}: prev does not match the previous manifest's SM3", batch=n)
-                ok = False
-            if ((covered_to or start.batch) and m.first_seq != covered_to + 1) or (n == 1 and m.first_seq != 1):
-                problem(Reason.BATCH_GAP, f"batch {n} starts at seq {m.first_seq}, expected {covered_to + 1}", batch=n)
-                ok = False
-            if ok and self._check_root(b, st, problem):
-                rep.batches_verified += 1
-                rep.records_in_verified_batches += m.count
-                if anchor is not None or (chain is None and self._has_receipt(n, m, st, problem)):
-                    rep.anchors_verified += 1
-            prev_digest = digests[n]
-            covered_to = m.last_seq
-        self._check_rollups(gw, st, roots, rep, problem, require_complete, rollup_targets, rollup_chains)
-        self._check_tail(gw, st, start, rep, numbers, digests, anchorers, chain, problem)
-        # Records: gaps (counted in runs, never listed one by one) and coverage.
-        if recv.count:
-            top = max(recv.last or 0, covered_to)
-            reported = {p.seq for p in rep.problems if p.reason == Reason.MISSING_RECORD}
-            for a, b2 in recv.missing(start.last_seq + 1, top):
-                if a not in reported:
-                    problem(Reason.MISSING_RECORD, f"{_span(a, b2)} never received", seq=a)
-            rep.unbatched = recv.count_above(covered_to)
-            if rep.unbatched and require_complete:
-                problem(
-                    Reason.UNBATCHED,
-                    f"{rep.unbatched} record(s) after seq {covered_to} are in no batch",
-                    seq=covered_to + 1,
-                )
+        walk = _Walk(
+            covered_to=start.last_seq, prev_digest=start.digest, expected=start.batch + 1, roots=dict(st.roots)
+        )
+        for n in sorted(n for n in st.batches if n > start.batch):
+            self._check_batch(gw, st, rep, walk, n, start, chain, problem)
+        self._check_rollups(gw, st, walk.roots, rep, problem, require_complete, rollup_targets, rollup_chains)
+        self._check_tail(gw, st, start, rep, walk.numbers, walk.digests, walk.anchorers, chain, problem)
+        self._check_records(st, start, rep, walk.covered_to, problem, require_complete)
         return rep
+
+    def _check_batch(
+        self,
+        gw: str,
+        st: _Gw,
+        rep: GatewayReport,
+        walk: _Walk,
+        n: int,
+        start: Checkpoint,
+        chain: AnchorChecker | None,
+        problem: Callable[..., None],
+    ) -> None:
+        """One batch, in number order: numbering, adjacency, prev chain, signature, root, anchor."""
+        if n != walk.expected:
+            problem(Reason.MISSING_BATCH, f"batches {walk.expected}..{n - 1} were never received", batch=walk.expected)
+            walk.prev_digest = None  # the chain cannot be checked across a missing batch
+        walk.expected = n + 1
+        b = st.batches[n]
+        m = b.m
+        walk.numbers.append(n)
+        walk.roots[n] = m.root
+        walk.digests[n] = b.digest
+        anchor = self._confirmed_anchor(n, m, st, chain, problem)
+        if anchor is not None:
+            walk.anchorers.add(anchor.anchorer)
+        ok = self._check_signature(gw, st, rep, b.signed, anchor, problem)
+        ok = self._check_links(m, walk, start, problem) and ok
+        if ok and self._check_root(b, st, problem):
+            rep.batches_verified += 1
+            rep.records_in_verified_batches += m.count
+            if anchor is not None or (chain is None and self._has_receipt(n, m, st, problem)):
+                rep.anchors_verified += 1
+        walk.prev_digest = b.digest
+        walk.covered_to = m.last_seq
+
+    @staticmethod
+    def _check_links(m: Manifest, walk: _Walk, start: Checkpoint, problem: Callable[..., None]) -> bool:
+        """The batch's prev names the previous manifest's SM3 and its seqs start right after the previous batch."""
+        ok = True
+        n, covered_to = m.batch, walk.covered_to
+        if walk.prev_digest is not None and m.prev != walk.prev_digest:
+            problem(Reason.BROKEN_CHAIN, f"batch {n}: prev does not match the previous manifest's SM3", batch=n)
+            ok = False
+        if ((covered_to or start.batch) and m.first_seq != covered_to + 1) or (n == 1 and m.first_seq != 1):
+            problem(Reason.BATCH_GAP, f"batch {n} starts at seq {m.first_seq}, expected {covered_to + 1}", batch=n)
+            ok = False
+        return ok
+
+    @staticmethod
+    def _check_records(
+        st: _Gw,
+        start: Checkpoint,
+        rep: GatewayReport,
+        covered_to: int,
+        problem: Callable[..., None],
+        require_complete: bool,
+    ) -> None:
+        """Records: gaps (counted in runs, never listed one by one) and coverage."""
+        recv = st.received
+        if not recv.count:
+            return
+        top = max(recv.last or 0, covered_to)
+        reported = {p.seq for p in rep.problems if p.reason == Reason.MISSING_RECORD}
+        for a, b2 in recv.missing(start.last_seq + 1, top):
+            if a not in reported:
+                problem(Reason.MISSING_RECORD, f"{_span(a, b2)} never received", seq=a)
+        rep.unbatched = recv.count_above(covered_to)
+        if rep.unbatched and require_complete:
+            problem(
+                Reason.UNBATCHED,
+                f"{rep.unbatched} record(s) after seq {covered_to} are in no batch",
+                seq=covered_to + 1,
+            )
 
     def _check_signature(
         self,
@@ -884,45 +947,10 @@ class VerificationEngine:
         covered: dict[str, set[tuple[int, int]]] = {}
         registered = self.trust.anchorers(gw)
         for (target, number), (rollup, receipt) in sorted(st.rollups.items()):
-            ok = (
-                receipt.kind is AnchorKind.ROLLUP
-                and receipt.root == rollup.root
-                and receipt.gw == gw
-                and receipt.number == number
-                and receipt.count == len(rollup.roots)
-                and receipt.target in (None, target)
-            )
-            if not ok:
-                problem(
-                    Reason.ROLLUP_MISMATCH,
-                    f"roll-up {number} for {target}: its receipt does not anchor its root "
-                    "as this gateway's roll-up"
-                    + (f" (it names target {receipt.target})" if receipt.target not in (None, target) else ""),
-                )
-                continue
-            for i, root in enumerate(rollup.roots):
-                n = rollup.first_batch + i
-                if roots.get(n) != root:
-                    problem(
-                        Reason.ROLLUP_MISMATCH,
-                        f"roll-up {number} for {target}: leaf {i} is not the root of signed batch {n}",
-                        batch=n,
-                    )
-                    ok = False
-                    break
+            ok = self._check_rollup(gw, target, number, rollup, receipt, roots, problem)
             checker = rollup_chains.get(target)
             if ok and checker is not None:
-                got = checker.confirm(receipt)
-                if isinstance(got, str):
-                    problem(Reason.ANCHOR_NOT_ON_CHAIN, f"roll-up {number} on {target}: {got}")
-                    ok = False
-                elif self.trust.uses_registry and got.anchorer not in registered:
-                    problem(
-                        Reason.UNTRUSTED_KEY,
-                        f"roll-up {number} on {target} was anchored by 0x{got.anchorer.hex()}"
-                        f", an account the registry does not name for {gw}",
-                    )
-                    ok = False
+                ok = self._confirm_rollup(gw, target, number, receipt, checker, registered, problem)
             elif ok:
                 rep.rollups_unchecked.add(target)
             if ok:
@@ -939,6 +967,70 @@ class VerificationEngine:
                         f"batches {missing[0]}..{missing[-1]} ({len(missing)}) are in no verified roll-up on {target}",
                         batch=missing[0],
                     )
+
+    @staticmethod
+    def _check_rollup(
+        gw: str,
+        target: str,
+        number: int,
+        rollup: Rollup,
+        receipt: AnchorReceipt,
+        roots: Mapping[int, bytes],
+        problem: Callable[..., None],
+    ) -> bool:
+        """The receipt anchors the roll-up's root as this gateway's roll-up ``number`` for ``target``, and its
+        leaves are exactly the roots of the signed batches it names."""
+        ok = (
+            receipt.kind is AnchorKind.ROLLUP
+            and receipt.root == rollup.root
+            and receipt.gw == gw
+            and receipt.number == number
+            and receipt.count == len(rollup.roots)
+            and receipt.target in (None, target)
+        )
+        if not ok:
+            problem(
+                Reason.ROLLUP_MISMATCH,
+                f"roll-up {number} for {target}: its receipt does not anchor its root "
+                "as this gateway's roll-up"
+                + (f" (it names target {receipt.target})" if receipt.target not in (None, target) else ""),
+            )
+            return False
+        for i, root in enumerate(rollup.roots):
+            n = rollup.first_batch + i
+            if roots.get(n) != root:
+                problem(
+                    Reason.ROLLUP_MISMATCH,
+                    f"roll-up {number} for {target}: leaf {i} is not the root of signed batch {n}",
+                    batch=n,
+                )
+                return False
+        return True
+
+    def _confirm_rollup(
+        self,
+        gw: str,
+        target: str,
+        number: int,
+        receipt: AnchorReceipt,
+        checker: AnchorChecker,
+        registered: Collection[bytes],
+        problem: Callable[..., None],
+    ) -> bool:
+        """The target's chain confirms the roll-up, from an account the registry names for the gateway when keys
+        come from the registry."""
+        got = checker.confirm(receipt)
+        if isinstance(got, str):
+            problem(Reason.ANCHOR_NOT_ON_CHAIN, f"roll-up {number} on {target}: {got}")
+            return False
+        if self.trust.uses_registry and got.anchorer not in registered:
+            problem(
+                Reason.UNTRUSTED_KEY,
+                f"roll-up {number} on {target} was anchored by 0x{got.anchorer.hex()}"
+                f", an account the registry does not name for {gw}",
+            )
+            return False
+        return True
 
     @staticmethod
     def _check_root(b: _Batch, st: _Gw, problem: Callable[..., None]) -> bool:
