@@ -116,54 +116,18 @@ class DeviceClaims:
         return self._owner.get(identity)
 
 
-class BleakSource:
-    """Collects from allowed devices through one adapter; ``run(submit)`` until cancelled."""
+class Admission:
+    """Who may be collected, and how: the allow list (settings plus paired devices, re-read from the registry),
+    the IRKs that resolve rotating addresses, and per device its model's decode quirks and GATT profile."""
 
-    def __init__(
-        self,
-        settings: BleSettings,
-        pseudonym_key: bytes,
-        backend_kwargs: dict[str, Any] | None = None,
-        scanner_backend: type | None = None,
-        client_backend: type | None = None,
-        registry: DeviceRegistry | None = None,
-        adapter: AdapterControl | None = None,
-        name: str = "hci0",
-        claims: DeviceClaims | None = None,
-        unknown_seen: dict[str, str | None] | None = None,
-    ) -> None:
-        """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
-        power-cycled when restarting the scanner does not end a stall. With several adapters, each has a
-        source ``name``d after it, and they share ``claims`` and ``unknown_seen``."""
-        self.settings = settings
-        self.registry = registry
-        self._allow = settings.allow
+    def __init__(self, allow: frozenset[str]) -> None:
+        self._base = allow
+        self._allow = allow
+        self._resolver = IrkResolver(_irks(allow))
         self._quirks: dict[str, Mapping[str, str]] = {}  # dev id → its model's quirks
         self._profiles: dict[str, frozenset[int]] = {}  # allow entry → the only characteristics to subscribe
-        self._key = pseudonym_key
-        self._kw = backend_kwargs or {}
-        self._scanner_backend = scanner_backend
-        self._client_backend = client_backend
-        self.devices: dict[str, DeviceState] = {}  # by identity (see DeviceState.identity)
-        self._resolver = IrkResolver(_irks(settings.allow))
-        self.unknown_seen: dict[str, str | None] = {} if unknown_seen is None else unknown_seen  # for `devices list`
-        self.name = name
-        self.claims = claims
-        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
-        self._connect_lock = asyncio.Lock()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._dialing: dict[str, str] = {}  # identity → the address a connect is under way to
-        self._last_adv = 0.0
-        self.scanner_restarts = 0
-        self.adapter_resets = 0
-        self._adapter = adapter
-        self._stalled_restarts = 0  # scanner restarts since the last advertisement
-        self._resets_in_a_row = 0  # adapter resets since the last advertisement
 
-    def dev_id(self, address: str) -> str:
-        return pseudonym(self._key, address)
-
-    def _identity(self, address: str, name: str | None, vendors: Iterable[int] = ()) -> tuple[str, str] | None:
+    def identity(self, address: str, name: str | None, vendors: Iterable[int] = ()) -> tuple[str, str] | None:
         """(what an advertiser is known by, the allow entry that admits it): its address, its IRK (an RPA
         that resolves), its name or its brand (manufacturer data company id); None if not allowed."""
         a = self._allow
@@ -179,98 +143,64 @@ class BleakSource:
                 return address, f"vendor:{cid:04x}"
         return None
 
-    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_adv = loop.time()
-        self._stalled_restarts = self._resets_in_a_row = 0
-        address = device.address.upper()
-        admitted = self._identity(address, adv.local_name, adv.manufacturer_data)
-        if admitted is None:
-            brands = "".join(f" [vendor:0x{cid:04X}]" for cid in adv.manufacturer_data)
-            self.unknown_seen[address] = f"{adv.local_name or ''}{brands}".strip() or None
-            return
-        identity, entry = admitted
-        st = self.devices.get(identity)
-        if st is None:
-            st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity, entry)
-            log.info("allowed device %s seen; its records use id %s", scrub(adv.local_name), st.dev)
-        elif st.address != address and not st.connected:
-            log.debug("%s now advertises from a new private address", st.dev)
-            st.address = address
-            dialled = self._dialing.get(identity)
-            task = self._tasks.get(identity)
-            if dialled is not None and dialled != address and task is not None and not task.done():
-                # The connect under way goes to an address the device has left: it can only time out,
-                # and meanwhile it holds the adapter. Abort it; the next try dials the new address.
-                task.cancel()
-        st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
-        known = set(known_characteristics())
-        for uuid, payload in adv.service_data.items():
-            u = uuid16(uuid)
-            char = ADV_SERVICE_TO_CHAR.get(u) if u is not None else None
-            char = char or (u if u in known else None)
-            if char is None:
-                continue
-            st.advertisement_only = True  # its data arrives in advertisements: never spend a link on it
-            if self.claims is not None and not self.claims.claim(identity, self.name):
-                continue  # another adapter collects this broadcaster
-            if st.last_adv_payload.get(char) != payload:  # advertisements repeat one measurement many times
-                st.last_adv_payload[char] = payload
-                st.notifications += 1
-                self._frames.put_nowait(Frame(st.dev, char, bytes(payload)))
+    def quirks(self, dev: str) -> Mapping[str, str] | None:
+        return self._quirks.get(dev)
 
-    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
-        pump = asyncio.create_task(self._pump(submit))
-        scanner = self._new_scanner()
-        await scanner.start()
-        loop = asyncio.get_running_loop()
-        self._last_adv = loop.time()
-        last_registry = 0.0
+    def wanted(self, st: DeviceState) -> AbstractSet[int]:
+        """The characteristics to subscribe: the device's profile, else every one the gateway can decode."""
+        return self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
+
+    def refresh(
+        self, registry: DeviceRegistry, devices: Iterable[DeviceState], unknown_seen: dict[str, str | None]
+    ) -> None:
+        """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
         try:
-            while True:
-                await asyncio.sleep(0.2)
-                now = loop.time()
-                if self.registry is not None and now - last_registry >= 5.0:
-                    last_registry = now
-                    self._refresh_registry(self.registry)
-                if now - self._last_adv > self.settings.scan_stall_s:
-                    scanner = await self._recover_discovery(scanner, now - self._last_adv)
-                    self._last_adv = loop.time()
-                busy = sum(1 for t in self._tasks.values() if not t.done())
-                # Devices paired one by one (address, IRK) come before those admitted wholesale (by name
-                # or brand): when slots are short, the ones the gym registered individually get them.
-                for st in sorted(
-                    self.devices.values(), key=lambda s: (s.entry.startswith(("name:", "vendor:")), s.next_attempt)
-                ):
-                    if busy >= self.settings.max_connections:
-                        break
-                    task = self._tasks.get(st.identity)
-                    if st.advertisement_only:
-                        continue
-                    if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
-                        if self.claims is not None and not self.claims.claim(st.identity, self.name):
-                            continue  # another adapter holds it
-                        self._tasks[st.identity] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
-                        busy += 1
-        finally:
-            for t in self._tasks.values():
-                t.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await scanner.stop()
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            self._allow = self._base | registry.allowed()
+            self._resolver.update(_irks(self._allow))
+            quirks = registry.quirks()
+            by_dev: dict[str, Mapping[str, str]] = {}
+            for st in devices:
+                q = quirks.get(st.entry) or quirks.get(st.identity)
+                if q:
+                    by_dev[st.dev] = q
+            self._quirks = by_dev
+            self._profiles = registry.profiles()
+            registry.write_seen(unknown_seen)
+        except (OSError, ValueError) as exc:
+            log.warning("device registry unreadable (%s); keeping the previous allowlist", describe(exc))
 
-    async def _recover_discovery(self, scanner: BleakScanner, quiet_s: float) -> BleakScanner:
-        """Discovery can stall silently (BlueZ): restart the scanner; if that keeps not helping, power-cycle
-        the adapter (its links drop too; the sessions reconnect by themselves)."""
+
+class DiscoveryWatch:
+    """Discovery can stall silently (BlueZ): after ``scan_stall_s`` without an advertisement the scanner is
+    restarted; if that keeps not helping, the adapter (when the source may) is power-cycled."""
+
+    def __init__(self, settings: BleSettings, adapter: AdapterControl | None) -> None:
+        self._settings = settings
+        self._adapter = adapter
+        self.last_adv = 0.0
+        self.scanner_restarts = 0
+        self.adapter_resets = 0
+        self._stalled_restarts = 0  # scanner restarts since the last advertisement
+        self._resets_in_a_row = 0  # adapter resets since the last advertisement
+
+    def heard(self, now: float) -> None:
+        self.last_adv = now
+        self._stalled_restarts = self._resets_in_a_row = 0
+
+    def stalled(self, now: float) -> bool:
+        return now - self.last_adv > self._settings.scan_stall_s
+
+    async def recover(
+        self, scanner: BleakScanner, new_scanner: Callable[[], BleakScanner], quiet_s: float, needed: bool
+    ) -> BleakScanner:
+        """Restart the scanner, or power-cycle the adapter (its links drop too; the sessions reconnect by
+        themselves). ``needed``: a device we wait for is not connected (when all are connected, silence on
+        the air is normal), the only case that justifies dropping every link."""
         with contextlib.suppress(Exception):
             await scanner.stop()
-        # Power-cycling drops every link, so only when discovery is needed: a device we wait for is not
-        # connected (when all are connected, silence on the air is normal). Each reset in a row doubles
-        # the patience, so a site that is simply empty at night is not reset every few minutes.
-        needed = not self.devices or any(not st.connected and not st.advertisement_only for st in self.devices.values())
-        patience = self.settings.scan_restarts_before_adapter_reset * 2 ** min(self._resets_in_a_row, 6)
+        # Each reset in a row doubles the patience, so a site that is simply empty at night is not reset
+        # every few minutes.
+        patience = self._settings.scan_restarts_before_adapter_reset * 2 ** min(self._resets_in_a_row, 6)
         if self._adapter is not None and needed and self._stalled_restarts >= patience:
             log.error(
                 "no advertisements for %.0f s after %d scanner restarts: power-cycling adapter %s",
@@ -289,61 +219,74 @@ class BleakSource:
             log.warning("no advertisements for %.0f s: restarting the scanner", quiet_s)
             self._stalled_restarts += 1
         self.scanner_restarts += 1
-        scanner = self._new_scanner()
+        scanner = new_scanner()
         await scanner.start()
         return scanner
 
-    def _silence_limit(self, gaps: list[float]) -> float:
+
+class ConnectionSlots:
+    """The links of one adapter: serial connects (BlueZ rejects concurrent ones with ``InProgress``) within a
+    slot budget, one session per device with a silence watchdog, and backoff with jitter between attempts."""
+
+    def __init__(
+        self,
+        settings: BleSettings,
+        admission: Admission,
+        frames: asyncio.Queue[Frame],
+        backend_kwargs: dict[str, Any],
+        client_backend: type | None,
+        claims: DeviceClaims | None,
+        name: str,
+    ) -> None:
+        self._settings = settings
+        self._admission = admission
+        self._frames = frames
+        self._kw = backend_kwargs
+        self._client_backend = client_backend
+        self._claims = claims
+        self._name = name
+        self._connect_lock = asyncio.Lock()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dialing: dict[str, str] = {}  # identity → the address a connect is under way to
+
+    def abort_stale_dial(self, identity: str, address: str) -> None:
+        """The device now advertises from ``address``: a connect under way to another address can only time
+        out, and meanwhile it holds the adapter. Abort it; the next try dials the new address."""
+        dialled = self._dialing.get(identity)
+        task = self._tasks.get(identity)
+        if dialled is not None and dialled != address and task is not None and not task.done():
+            task.cancel()
+
+    def start_due(self, devices: Iterable[DeviceState], now: float) -> None:
+        """Start a session for each device whose next attempt is due, while slots are free."""
+        busy = sum(1 for t in self._tasks.values() if not t.done())
+        # Devices paired one by one (address, IRK) come before those admitted wholesale (by name
+        # or brand): when slots are short, the ones the gym registered individually get them.
+        for st in sorted(devices, key=lambda s: (s.entry.startswith(("name:", "vendor:")), s.next_attempt)):
+            if busy >= self._settings.max_connections:
+                break
+            task = self._tasks.get(st.identity)
+            if st.advertisement_only:
+                continue
+            if (task is None or task.done()) and st.ble_device is not None and now >= st.next_attempt:
+                if self._claims is not None and not self._claims.claim(st.identity, self._name):
+                    continue  # another adapter holds it
+                self._tasks[st.identity] = asyncio.create_task(self._session(st), name=f"ble-{st.dev}")
+                busy += 1
+
+    async def close(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def silence_limit(self, gaps: list[float]) -> float:
         """A strap that notifies every second is suspicious after seconds; a cuff that indicates once a
         minute only after minutes: the limit follows each device's own rhythm once three gaps are seen."""
-        s = self.settings
+        s = self._settings
         if len(gaps) < 3:
             return s.silence_s
         typical = sorted(gaps)[len(gaps) // 2]
         return max(s.silence_floor_s, s.silence_factor * typical)
-
-    def decode_quirks(self, dev: str) -> Mapping[str, str] | None:
-        """The quirks the gateway must decode this device's frames with (from its registry entry)."""
-        return self._quirks.get(dev)
-
-    def device_states(self) -> dict[str, dict[str, Any]]:
-        """What the gateway publishes per device: no address, only the pseudonymous id."""
-        return {
-            st.dev: {
-                "connected": st.connected,
-                "rssi": st.rssi,
-                "battery": st.battery,
-                "connects": st.connects,
-                "failures": st.failures,
-                "notifications": st.notifications,
-                "error": st.last_error,
-            }
-            for st in self.devices.values()
-        }
-
-    def _refresh_registry(self, registry: DeviceRegistry) -> None:
-        """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
-        try:
-            self._allow = self.settings.allow | registry.allowed()
-            self._resolver.update(_irks(self._allow))
-            quirks = registry.quirks()
-            by_dev: dict[str, Mapping[str, str]] = {}
-            for st in self.devices.values():
-                q = quirks.get(st.entry) or quirks.get(st.identity)
-                if q:
-                    by_dev[st.dev] = q
-            self._quirks = by_dev
-            self._profiles = registry.profiles()
-            registry.write_seen(self.unknown_seen)
-        except (OSError, ValueError) as exc:
-            log.warning("device registry unreadable (%s); keeping the previous allowlist", describe(exc))
-
-    def _new_scanner(self) -> BleakScanner:
-        return BleakScanner(self._on_advertisement, backend=self._scanner_backend, **self._kw)
-
-    async def _pump(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
-        while True:
-            await submit(await self._frames.get())
 
     async def _connect(self, st: DeviceState, on_disconnect: Callable[[BleakClient], None]) -> BleakClient:
         """A fresh client, connected with ``bleak-retry-connector``: it retries the transient failures BlueZ
@@ -354,8 +297,8 @@ class BleakSource:
         # controller) must never hold this adapter's connect slot, which every other device waits for.
         # Retrying the same address is pointless for a device behind private addresses: by then it may
         # advertise from a new one, which the next try (with the scanner's latest address) will use.
-        attempts = 1 if st.identity.startswith("irk:") else self.settings.connect_attempts
-        limit = attempts * (self.settings.connect_timeout_s + 5.0)
+        attempts = 1 if st.identity.startswith("irk:") else self._settings.connect_attempts
+        limit = attempts * (self._settings.connect_timeout_s + 5.0)
         try:
             return await asyncio.wait_for(
                 establish_connection(
@@ -365,7 +308,7 @@ class BleakSource:
                     disconnected_callback=on_disconnect,
                     max_attempts=attempts,
                     use_services_cache=False,
-                    timeout=self.settings.connect_timeout_s,
+                    timeout=self._settings.connect_timeout_s,
                     backend=self._client_backend,
                     **self._kw,
                 ),
@@ -389,10 +332,9 @@ class BleakSource:
                     self._dialing.pop(st.identity, None)
             st.connected, st.connects = True, st.connects + 1
             log.info("connected to %s (%s)", st.dev, scrub(st.name))
-            wanted = self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
-            await link.subscribe(client, wanted)
+            await link.subscribe(client, self._admission.wanted(st))
             st.backoff = 0.0
-            await link.watch(self._silence_limit)
+            await link.watch(self.silence_limit)
         except (BleakError, TimeoutError, OSError) as exc:
             # The state topic gets a code; the log gets the library's text, minus the device's address.
             st.failures += 1
@@ -403,13 +345,161 @@ class BleakSource:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.disconnect()
-            if self.claims is not None:
-                self.claims.release(st.identity, self.name)  # any adapter with a free slot may take it next
+            if self._claims is not None:
+                self._claims.release(st.identity, self._name)  # any adapter with a free slot may take it next
             if st.address == dialled:
-                st.backoff = min(self.settings.backoff_max_s, max(self.settings.backoff_min_s, st.backoff * 2))
+                st.backoff = min(self._settings.backoff_max_s, max(self._settings.backoff_min_s, st.backoff * 2))
             # else: it failed because the device rotated its address meanwhile; the next try uses the new one
             # without a longer wait (the failure says nothing about the device).
             st.next_attempt = loop.time() + st.backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+
+
+class BleakSource:
+    """Collects from allowed devices through one adapter; ``run(submit)`` until cancelled. It owns the scanner
+    and the frame queue; who is admitted (``Admission``), discovery stalls (``DiscoveryWatch``) and the links
+    (``ConnectionSlots``) are its parts."""
+
+    def __init__(
+        self,
+        settings: BleSettings,
+        pseudonym_key: bytes,
+        backend_kwargs: dict[str, Any] | None = None,
+        scanner_backend: type | None = None,
+        client_backend: type | None = None,
+        registry: DeviceRegistry | None = None,
+        adapter: AdapterControl | None = None,
+        name: str = "hci0",
+        claims: DeviceClaims | None = None,
+        unknown_seen: dict[str, str | None] | None = None,
+    ) -> None:
+        """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
+        power-cycled when restarting the scanner does not end a stall. With several adapters, each has a
+        source ``name``d after it, and they share ``claims`` and ``unknown_seen``."""
+        self.settings = settings
+        self.registry = registry
+        self._key = pseudonym_key
+        self._kw = backend_kwargs or {}
+        self._scanner_backend = scanner_backend
+        self.devices: dict[str, DeviceState] = {}  # by identity (see DeviceState.identity)
+        self.unknown_seen: dict[str, str | None] = {} if unknown_seen is None else unknown_seen  # for `devices list`
+        self.name = name
+        self.claims = claims
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self._admission = Admission(settings.allow)
+        self._discovery = DiscoveryWatch(settings, adapter)
+        self._slots = ConnectionSlots(settings, self._admission, self._frames, self._kw, client_backend, claims, name)
+
+    @property
+    def scanner_restarts(self) -> int:
+        return self._discovery.scanner_restarts
+
+    @property
+    def adapter_resets(self) -> int:
+        return self._discovery.adapter_resets
+
+    def dev_id(self, address: str) -> str:
+        return pseudonym(self._key, address)
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        loop = asyncio.get_running_loop()
+        self._discovery.heard(loop.time())
+        address = device.address.upper()
+        admitted = self._admission.identity(address, adv.local_name, adv.manufacturer_data)
+        if admitted is None:
+            brands = "".join(f" [vendor:0x{cid:04X}]" for cid in adv.manufacturer_data)
+            self.unknown_seen[address] = f"{adv.local_name or ''}{brands}".strip() or None
+            return
+        identity, entry = admitted
+        st = self.devices.get(identity)
+        if st is None:
+            st = self.devices[identity] = DeviceState(self.dev_id(identity), address, identity, entry)
+            log.info("allowed device %s seen; its records use id %s", scrub(adv.local_name), st.dev)
+        elif st.address != address and not st.connected:
+            log.debug("%s now advertises from a new private address", st.dev)
+            st.address = address
+            self._slots.abort_stale_dial(identity, address)
+        st.name, st.rssi, st.ble_device, st.last_seen = adv.local_name, adv.rssi, device, loop.time()
+        self._collect_service_data(st, adv)
+
+    def _collect_service_data(self, st: DeviceState, adv: AdvertisementData) -> None:
+        """Measurements broadcast as service data become frames (once per distinct value)."""
+        known = set(known_characteristics())
+        for uuid, payload in adv.service_data.items():
+            u = uuid16(uuid)
+            char = ADV_SERVICE_TO_CHAR.get(u) if u is not None else None
+            char = char or (u if u in known else None)
+            if char is None:
+                continue
+            st.advertisement_only = True  # its data arrives in advertisements: never spend a link on it
+            if self.claims is not None and not self.claims.claim(st.identity, self.name):
+                continue  # another adapter collects this broadcaster
+            if st.last_adv_payload.get(char) != payload:  # advertisements repeat one measurement many times
+                st.last_adv_payload[char] = payload
+                st.notifications += 1
+                self._frames.put_nowait(Frame(st.dev, char, bytes(payload)))
+
+    async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        pump = asyncio.create_task(self._pump(submit))
+        scanner = self._new_scanner()
+        await scanner.start()
+        loop = asyncio.get_running_loop()
+        self._discovery.last_adv = loop.time()
+        last_registry = 0.0
+        try:
+            while True:
+                await asyncio.sleep(0.2)
+                now = loop.time()
+                if self.registry is not None and now - last_registry >= 5.0:
+                    last_registry = now
+                    self._refresh_registry(self.registry)
+                if self._discovery.stalled(now):
+                    scanner = await self._discovery.recover(
+                        scanner, self._new_scanner, now - self._discovery.last_adv, self._discovery_needed()
+                    )
+                    self._discovery.last_adv = loop.time()
+                self._slots.start_due(self.devices.values(), now)
+        finally:
+            await self._slots.close()
+            with contextlib.suppress(Exception):
+                await scanner.stop()
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    def _discovery_needed(self) -> bool:
+        """A device we wait for is not connected (or none was seen yet)."""
+        return not self.devices or any(not st.connected and not st.advertisement_only for st in self.devices.values())
+
+    def _silence_limit(self, gaps: list[float]) -> float:
+        return self._slots.silence_limit(gaps)
+
+    def decode_quirks(self, dev: str) -> Mapping[str, str] | None:
+        """The quirks the gateway must decode this device's frames with (from its registry entry)."""
+        return self._admission.quirks(dev)
+
+    def device_states(self) -> dict[str, dict[str, Any]]:
+        """What the gateway publishes per device: no address, only the pseudonymous id."""
+        return {
+            st.dev: {
+                "connected": st.connected,
+                "rssi": st.rssi,
+                "battery": st.battery,
+                "connects": st.connects,
+                "failures": st.failures,
+                "notifications": st.notifications,
+                "error": st.last_error,
+            }
+            for st in self.devices.values()
+        }
+
+    def _refresh_registry(self, registry: DeviceRegistry) -> None:
+        self._admission.refresh(registry, self.devices.values(), self.unknown_seen)
+
+    def _new_scanner(self) -> BleakScanner:
+        return BleakScanner(self._on_advertisement, backend=self._scanner_backend, **self._kw)
+
+    async def _pump(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
+        while True:
+            await submit(await self._frames.get())
 
 
 class _Link:
