@@ -245,9 +245,23 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
     return drained
 
 
-def run_main(args: argparse.Namespace) -> int:
-    if args.verbose == 0:
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """``tiyi run``, parsed once (see ``gateway.cli.main`` for each option's help)."""
+
+    config: Path
+    duration: float | None = None
+    drain_timeout: float = 30.0
+    verbose: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        return cls(config=args.config, duration=args.duration, drain_timeout=args.drain_timeout, verbose=args.verbose)
+
+
+def run_main(opts: RunOptions) -> int:
+    if opts.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
-    cfg = load_config(args.config)
-    drained = asyncio.run(serve(cfg, args.duration, args.drain_timeout))
+    cfg = load_config(opts.config)
+    drained = asyncio.run(serve(cfg, opts.duration, opts.drain_timeout))
     return 0 if drained else 1

@@ -669,15 +669,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gateway.runtime import run_main
+    from gateway.runtime import RunOptions, run_main
 
-    return run_main(args)
+    return run_main(RunOptions.from_args(args))
 
 
 def _cmd_chain(args: argparse.Namespace) -> int:
-    from gateway.cli.chain import registry_main
+    from gateway.cli.chain import ChainOptions, registry_main
 
-    return registry_main(args)
+    return registry_main(ChainOptions.from_args(args))
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
@@ -693,9 +693,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_proof(args: argparse.Namespace) -> int:
-    from gateway.cli.proof import export_main
+    from gateway.cli.proof import ProofExportOptions, export_main
 
-    return export_main(args)
+    return export_main(ProofExportOptions.from_args(args))
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -705,13 +705,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    if args.bundle is not None:
+    from gateway.cli.verify import VerifyOptions, verify_main
+
+    opts = VerifyOptions.from_args(args)
+    if opts.bundle is not None:
         from gateway.cli.proof import verify_bundle_main
 
-        return verify_bundle_main(args)
-    from gateway.cli.verify import verify_main
-
-    return verify_main(args)
+        return verify_bundle_main(opts)
+    return verify_main(opts)
 
 
 # Each command's module is imported only when it runs, so `tiyi --help` stays instant on a Raspberry Pi.

@@ -5,25 +5,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from anchoring.bundle import RollupProof, build_bundle, verify_bundle
 from anchoring.receipt import AnchorReceipt
 from edge.manifest import SignedManifest
 from edge.rollup import Rollup
-from gateway.cli.verify import chain_checker, rollup_checkers, trust_policy
+from gateway.cli.verify import VerifyOptions, chain_checker, rollup_checkers, trust_policy
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
 
 
-def export_main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+@dataclass(frozen=True, slots=True)
+class ProofExportOptions:
+    """``tiyi proof export``, parsed once (see ``gateway.cli.main`` for each option's help)."""
+
+    config: Path
+    seq: int
+    output: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ProofExportOptions:
+        return cls(config=args.config, seq=args.seq, output=args.output)
+
+
+def export_main(opts: ProofExportOptions) -> int:
+    cfg = load_config(opts.config)
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     try:
-        found = journal.batch_for_seq(args.seq)
+        found = journal.batch_for_seq(opts.seq)
         if found is None:
-            raise GatewayError(f"seq {args.seq} is not in any closed batch yet (next seq is {journal.next_seq})")
+            raise GatewayError(f"seq {opts.seq} is not in any closed batch yet (next seq is {journal.next_seq})")
         signed = SignedManifest.from_bytes(found[0])
         m = signed.manifest
         records = journal.records(m.first_seq, m.last_seq)
@@ -39,30 +54,32 @@ def export_main(args: argparse.Namespace) -> int:
         journal.close()
     receipt = None if found[1] is None else AnchorReceipt.from_bytes(found[1])
     pem = load_signer(cfg.signing_key_path).public_key_pem()
-    bundle = build_bundle(args.seq, records, signed, receipt, pem, rollups)
+    bundle = build_bundle(opts.seq, records, signed, receipt, pem, rollups)
     text = json.dumps(bundle, indent=2) + "\n"
-    if args.output is None:
+    if opts.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text)
+        opts.output.write_text(text)
         print(
-            f"wrote proof of seq {args.seq} (batch {m.batch}) to {args.output}"
+            f"wrote proof of seq {opts.seq} (batch {m.batch}) to {opts.output}"
             + ("" if receipt else "; warning: the batch is not anchored yet"),
             file=sys.stderr,
         )
     return 0
 
 
-def verify_bundle_main(args: argparse.Namespace) -> int:
+def verify_bundle_main(opts: VerifyOptions) -> int:
+    if opts.bundle is None:
+        raise ConfigError("give --bundle FILE")
     try:
-        bundle = json.loads(args.bundle.read_text())
+        bundle = json.loads(opts.bundle.read_text())
     except OSError as exc:
-        raise ConfigError(f"--bundle {args.bundle}: {exc.strerror}") from exc
+        raise ConfigError(f"--bundle {opts.bundle}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise ConfigError(f"--bundle {args.bundle}: not JSON ({exc})") from exc
+        raise ConfigError(f"--bundle {opts.bundle}: not JSON ({exc})") from exc
     if not isinstance(bundle, dict):
-        raise ConfigError(f"--bundle {args.bundle}: not a proof bundle")
-    chain = chain_checker(args)
-    result = verify_bundle(bundle, trust_policy(args, chain), chain, rollup_checkers(args.rollup_rpc))
+        raise ConfigError(f"--bundle {opts.bundle}: not a proof bundle")
+    chain = chain_checker(opts)
+    result = verify_bundle(bundle, trust_policy(opts, chain), chain, rollup_checkers(opts.rollup_rpc))
     print(result.summary())
     return int(result.outcome)

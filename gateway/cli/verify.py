@@ -13,6 +13,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +33,64 @@ from gateway.errors import ConfigError
 from gateway.mqtt import CLI_NAMES, PahoSubscriber, client_settings
 
 
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    """``tiyi verify`` (and ``--bundle``), parsed once (see ``gateway.cli.main`` for each option's help)."""
+
+    broker: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    region: str = "+"
+    gateway: str = "+"
+    capture: Path | None = None
+    bundle: Path | None = None
+    save: Path | None = None
+    rpc: str | None = None
+    contract: str | None = None
+    rollup_rpc: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    registry: str | None = None
+    operator: str | None = None
+    tofu: bool = False
+    idle: float = 5.0
+    wait: float = 60.0
+    duration: float | None = None
+    require_complete: bool = False
+    json: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> VerifyOptions:
+        a = vars(args)
+        return cls(
+            broker=a["broker"],
+            ca_file=a["ca_file"],
+            cert_file=a["cert_file"],
+            key_file=a["key_file"],
+            username=a["username"],
+            password_file=a["password_file"],
+            region=a["region"],
+            gateway=a["gateway"],
+            capture=a["capture"],
+            bundle=a["bundle"],
+            save=a["save"],
+            rpc=a["rpc"],
+            contract=a["contract"],
+            rollup_rpc=tuple(a["rollup_rpc"]),
+            key=tuple(a["key"]),
+            registry=a["registry"],
+            operator=a["operator"],
+            tofu=a["tofu"],
+            idle=a["idle"],
+            wait=a["wait"],
+            duration=a["duration"],
+            require_complete=a["require_complete"],
+            json=a["json"],
+        )
+
+
 def _load_pem_key(path: Path, what: str) -> Verifier:
     try:
         return load_public_key_pem(path.read_text(encoding="ascii"))
@@ -40,7 +100,7 @@ def _load_pem_key(path: Path, what: str) -> Verifier:
         raise ConfigError(f"{what} {path}: not an SM2 public key ({exc})") from exc
 
 
-def pinned_keys(specs: list[str]) -> tuple[dict[str, list[Verifier]], list[Verifier]]:
+def pinned_keys(specs: Iterable[str]) -> tuple[dict[str, list[Verifier]], list[Verifier]]:
     """``--key GW=FILE`` pins a key for one gateway; a bare ``--key FILE`` binds to the only gateway in view."""
     pinned: dict[str, list[Verifier]] = {}
     unbound: list[Verifier] = []
@@ -92,21 +152,21 @@ def open_reader(url: str, contract: str, what: str) -> ChainReader:
         raise ConfigError(f"{what} {url}: {exc}") from exc
 
 
-def chain_checker(args: argparse.Namespace) -> AnchorChecker | None:
+def chain_checker(opts: VerifyOptions) -> AnchorChecker | None:
     """The batches' chain, with the platform's own pin of the contract: a receipt never chooses it."""
-    if args.rpc is None:
-        if args.contract is not None:
+    if opts.rpc is None:
+        if opts.contract is not None:
             raise ConfigError("--contract needs --rpc (the chain the contract is on)")
         return None
-    contract = args.contract or args.registry
+    contract = opts.contract or opts.registry
     if contract is None:
         raise ConfigError("--rpc needs --contract ADDRESS (or --registry ADDRESS): the Anchor contract to trust")
-    if args.registry is not None and args.contract is not None and args.registry != args.contract:
+    if opts.registry is not None and opts.contract is not None and opts.registry != opts.contract:
         raise ConfigError("--registry and --contract name different contracts; anchors and registry live in one")
-    return ChainAnchorChecker(f"anchor chain {args.rpc}", open_reader(args.rpc, contract, "--rpc"))
+    return ChainAnchorChecker(f"anchor chain {opts.rpc}", open_reader(opts.rpc, contract, "--rpc"))
 
 
-def rollup_checkers(specs: list[str]) -> dict[str, AnchorChecker]:
+def rollup_checkers(specs: Iterable[str]) -> dict[str, AnchorChecker]:
     """``TARGET=CONTRACT@URL``: each roll-up target's chain and the Anchor contract on it."""
     out: dict[str, AnchorChecker] = {}
     for spec in specs:
@@ -123,11 +183,11 @@ def rollup_checkers(specs: list[str]) -> dict[str, AnchorChecker]:
     return out
 
 
-def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> TrustPolicy:
+def trust_policy(opts: VerifyOptions, chain: AnchorChecker | None) -> TrustPolicy:
     """Exactly one trust root: pinned keys, the on-chain registry, or an explicit --tofu."""
     roots = [
         name
-        for name, given in (("--key", bool(args.key)), ("--registry", args.registry is not None), ("--tofu", args.tofu))
+        for name, given in (("--key", bool(opts.key)), ("--registry", opts.registry is not None), ("--tofu", opts.tofu))
         if given
     ]
     if len(roots) != 1:
@@ -136,20 +196,20 @@ def trust_policy(args: argparse.Namespace, chain: AnchorChecker | None) -> Trust
             "with --rpc), or --tofu (trust the key the gateway announces: never counts as verified)"
             + (f"; got {' and '.join(roots)}" if roots else "")
         )
-    if args.operator is not None and args.registry is None:
+    if opts.operator is not None and opts.registry is None:
         raise ConfigError("--operator needs --registry")
-    if args.registry is not None:
+    if opts.registry is not None:
         if chain is None:
             raise ConfigError(
                 "--registry needs --rpc: a key is judged at the block the chain says its batch was anchored in"
             )
         reader = chain.client if isinstance(chain, ChainAnchorChecker) else None
         assert reader is not None
-        operator = None if args.operator is None else address_arg(args.operator, "--operator")
+        operator = None if opts.operator is None else address_arg(opts.operator, "--operator")
         return TrustPolicy(registry=reader.gateway, point_verifier=point_verifier, operator=operator)
-    if args.tofu:
+    if opts.tofu:
         return TrustPolicy(tofu=load_public_key_pem)
-    pinned, unbound = pinned_keys(args.key)
+    pinned, unbound = pinned_keys(opts.key)
     return TrustPolicy(pinned=pinned, unbound=unbound)
 
 
@@ -189,16 +249,18 @@ class Liveness:
         return not self.heard or bool(self._down)
 
 
-async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: BinaryIO | None) -> int:
-    topic = f"tiyi/v1/{args.region}/{args.gateway}/#"
+async def _listen(opts: VerifyOptions, verifier: StreamVerifier, save: BinaryIO | None) -> int:
+    if opts.broker is None:
+        raise ConfigError("give exactly one of --broker URL or --capture FILE")
+    topic = f"tiyi/v1/{opts.region}/{opts.gateway}/#"
     settings = client_settings(
-        args.broker,
+        opts.broker,
         client_id=f"tiyi-verify-{int(time.time())}",
-        username=args.username,
-        password_file=args.password_file,
-        ca_file=args.ca_file,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
+        username=opts.username,
+        password_file=opts.password_file,
+        ca_file=opts.ca_file,
+        cert_file=opts.cert_file,
+        key_file=opts.key_file,
         names=CLI_NAMES,
     )
     count = 0
@@ -206,16 +268,16 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
     live = Liveness()
     sub = PahoSubscriber(settings, topic)
     async with sub:
-        print(f"listening on {topic} at {args.broker}", file=sys.stderr, flush=True)  # a caller may wait for it
+        print(f"listening on {topic} at {opts.broker}", file=sys.stderr, flush=True)  # a caller may wait for it
         it = sub.__aiter__()
         last = time.monotonic()  # quiet time counts from the subscription, not from before the connect
         while True:
             now = time.monotonic()
-            if args.duration is not None and now - start >= args.duration:
+            if opts.duration is not None and now - start >= opts.duration:
                 break
-            wait = (args.wait if live.waiting else args.idle) - (now - last)
-            if args.duration is not None:
-                wait = min(wait, args.duration - (now - start))
+            wait = (opts.wait if live.waiting else opts.idle) - (now - last)
+            if opts.duration is not None:
+                wait = min(wait, opts.duration - (now - start))
             if wait <= 0:
                 break
             try:
@@ -237,34 +299,34 @@ async def _listen(args: argparse.Namespace, verifier: StreamVerifier, save: Bina
     return count
 
 
-def verify_main(args: argparse.Namespace) -> int:
-    if (args.broker is None) == (args.capture is None):
+def verify_main(opts: VerifyOptions) -> int:
+    if (opts.broker is None) == (opts.capture is None):
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
-    for flag, value in (("--idle", args.idle), ("--wait", args.wait), ("--duration", args.duration)):
+    for flag, value in (("--idle", opts.idle), ("--wait", opts.wait), ("--duration", opts.duration)):
         if value is not None and not (math.isfinite(value) and 0 < value <= 86_400):
             raise ConfigError(f"{flag} must be a number of seconds from 0 to 86400, not {value!r}")
-    chain = chain_checker(args)
-    verifier = StreamVerifier(trust_policy(args, chain))
-    rollups = rollup_checkers(args.rollup_rpc)
-    if args.capture is not None:
+    chain = chain_checker(opts)
+    verifier = StreamVerifier(trust_policy(opts, chain))
+    rollups = rollup_checkers(opts.rollup_rpc)
+    if opts.capture is not None:
         try:
-            with args.capture.open("rb") as fh:
+            with opts.capture.open("rb") as fh:
                 n = 0
                 for n, item in enumerate(read_capture(fh), start=1):  # noqa: B007 - n is the count afterwards
                     verifier.feed(item.topic, item.payload, item.retained)
         except OSError as exc:
-            raise ConfigError(f"--capture {args.capture}: {exc.strerror}") from exc
+            raise ConfigError(f"--capture {opts.capture}: {exc.strerror}") from exc
         except CaptureError as exc:
             # Verify what was captured intact; the damage itself is reported, not hidden.
             print(f"warning: {exc}; verifying the {n} message(s) before it", file=sys.stderr)
     else:
         with contextlib.ExitStack() as stack:
-            save: BinaryIO | None = stack.enter_context(args.save.open("ab")) if args.save else None
-            n = asyncio.run(_listen(args, verifier, save))
+            save: BinaryIO | None = stack.enter_context(opts.save.open("ab")) if opts.save else None
+            n = asyncio.run(_listen(opts, verifier, save))
     report = verifier.report(
-        chain, require_complete=args.require_complete, rollup_targets=list(rollups), rollup_chains=rollups
+        chain, require_complete=opts.require_complete, rollup_targets=list(rollups), rollup_chains=rollups
     )
-    if args.json:
+    if opts.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(f"{n} messages read")
