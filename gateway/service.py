@@ -39,6 +39,7 @@ from gateway.stages.batching import Batching
 from gateway.stages.delivery import Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource, Health, Wakes, Worker
+from gateway.stages.retention import Retention
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -129,6 +130,7 @@ class Gateway:
             health,
             wakes,
         )
+        self.retention = Retention(cfg.retention, journal, worker, health)
         self._device_states: dict[str, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -171,6 +173,7 @@ class Gateway:
             ("acks", self.delivery.ack_loop),
             ("batching", self.batching.run),
             ("head", self.head.run),
+            ("retention", self.retention.run),
         ]
         if self.anchoring.targets:
             loops.append(("anchoring", self.anchoring.run))
