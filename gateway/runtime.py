@@ -173,7 +173,7 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
     if cfg.source == "ble":
         from gateway.ble.adapter import BluezAdapter
         from gateway.ble.source import BleakSource, BleSettings, DeviceClaims, MultiAdapterSource
-        from gateway.registry import DeviceRegistry
+        from gateway.registry import DeviceRegistry, SeenDevices
 
         b = cfg.ble
         settings = BleSettings(
@@ -185,7 +185,7 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
         )
         key = secret_file(cfg.pseudonym_key_path)
         claims = DeviceClaims() if len(b.adapters) > 1 else None
-        seen: dict[str, str | None] = {}
+        seen = SeenDevices(cfg.retention.seen_ttl_s, cfg.retention.seen_max)
         sources = [
             BleakSource(
                 settings,
