@@ -139,6 +139,11 @@ class GatewayConfig:
         return self.key_file or self.state_dir / "keys" / "gateway.key"
 
     @property
+    def site_secret_path(self) -> Path:
+        """The secret member pseudonyms (record ``sub``) are keyed with; never leaves this site."""
+        return self.state_dir / "keys" / "site-subject.key"
+
+    @property
     def pseudonym_key_path(self) -> Path:
         """Secret for device pseudonyms (HMAC of the Bluetooth address); losing it renames every device."""
         return self.state_dir / "keys" / "device-pseudonym.key"

@@ -154,7 +154,12 @@ def assemble(
     signer = load_signer(cfg.signing_key_path)
     _log_sm2_backend()
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
-    return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring), journal)
+    from gateway.binding import Bindings
+
+    subjects = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).subjects
+    return Assembled(
+        Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring, subjects), journal
+    )
 
 
 def _log_sm2_backend() -> None:

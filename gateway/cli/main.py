@@ -359,6 +359,27 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             )
 
 
+def _add_members(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "members",
+        help="bind a gym member to a device for a session (records then carry the member's pseudonym)",
+        description="Records of a bound device carry sub, HMAC-SM3 of the member id under this site's secret. "
+        "The member id itself is never stored, logged or sent.",
+    )
+    ms = p.add_subparsers(dest="members_cmd", required=True)
+    for name, hlp in (
+        ("bind", "bind a member to a device (replaces its previous wearer)"),
+        ("unbind", "end a device's session: its next records carry no sub"),
+        ("list", "bound devices and their subject ids"),
+    ):
+        m = ms.add_parser(name, help=hlp)
+        m.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
+        if name != "list":
+            m.add_argument("dev", help="the device id records carry (see `tiyi devices list`: id ble-...)")
+        if name == "bind":
+            m.add_argument("member", help="the member id from the gym's own system; - reads it from stdin")
+
+
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sim",
@@ -467,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_proof,
         _add_chain,
         _add_devices,
+        _add_members,
         _add_sim,
         _add_bench,
         _add_broker,
@@ -573,6 +595,30 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     duration = scenario.duration_s / args.speed if args.duration is None else args.duration
     return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count, duration=duration))
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    from gateway.binding import Bindings
+    from gateway.clock import wall_ms
+    from gateway.config import load_config
+    from gateway.runtime import secret_file
+
+    cfg = load_config(args.config)
+    table = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path))
+    if args.members_cmd == "bind":
+        member = sys.stdin.readline() if args.member == "-" else args.member
+        b = table.bind(args.dev, member, wall_ms())
+        print(f"bound {b.dev} to {b.sub}; its next records carry it")
+        return EXIT_OK
+    if args.members_cmd == "unbind":
+        if not table.unbind(args.dev):
+            print(f"{args.dev} was not bound", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"unbound {args.dev}; its next records carry no sub")
+        return EXIT_OK
+    for b in table.list():
+        print(f"{b.dev:24s} {b.sub}  since {b.since_ms}")
+    return EXIT_OK
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -723,6 +769,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "sim": _cmd_sim,
     "devices": _cmd_devices,
+    "members": _cmd_members,
     "chain": _cmd_chain,
     "broker": _cmd_broker,
     "bench": _cmd_bench,
