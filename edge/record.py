@@ -39,6 +39,11 @@ SUB_HEX = 16
 _SUB = re.compile(rf"sub-[0-9a-f]{{{SUB_HEX}}}")
 
 
+def is_sub(value: object) -> bool:
+    """Whether ``value`` is a subject id in its one valid spelling."""
+    return type(value) is str and _SUB.fullmatch(value) is not None
+
+
 # Names and ids already checked, so the hot path pays for each regex once per distinct string. Bounded:
 # strings are few (field names, device ids) but come from the network on the verifier side.
 _GOOD_NAMES: set[str] = set()
@@ -103,7 +108,7 @@ def _check_val(val: Any) -> dict[str, Value]:
 def _check_fields(
     gw: str, seq: int, dev: str, t: int, kind: str, raw: bytes, salt: bytes, q: tuple[str, ...], sub: str | None
 ) -> None:
-    if sub is not None and (type(sub) is not str or not _SUB.fullmatch(sub)):
+    if sub is not None and not is_sub(sub):
         raise CodecError(f"record.sub: expected 'sub-' and {SUB_HEX} lower-case hex digits")
     check_id(gw, "record.gw")
     check_id(dev, "record.dev")
