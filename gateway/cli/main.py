@@ -371,13 +371,17 @@ def _add_members(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("bind", "bind a member to a device (replaces its previous wearer)"),
         ("unbind", "end a device's session: its next records carry no sub"),
         ("list", "bound devices and their subject ids"),
+        ("grant", "record a member's consent to a purpose (signed into the consent chain)"),
+        ("withdraw", "record a member's withdrawal of consent to a purpose"),
     ):
         m = ms.add_parser(name, help=hlp)
         m.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
-        if name != "list":
+        if name in ("bind", "unbind"):
             m.add_argument("dev", help="the device id records carry (see `tiyi devices list`: id ble-...)")
-        if name == "bind":
+        if name in ("bind", "grant", "withdraw"):
             m.add_argument("member", help="the member id from the gym's own system; - reads it from stdin")
+        if name in ("grant", "withdraw"):
+            m.add_argument("purpose", help="fitness_service, health_management, research or insurance")
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -604,9 +608,20 @@ def _cmd_members(args: argparse.Namespace) -> int:
     from gateway.runtime import secret_file
 
     cfg = load_config(args.config)
-    table = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path))
+    secret = secret_file(cfg.site_secret_path)
+    table = Bindings(cfg.state_dir, secret)
+    member = sys.stdin.readline() if getattr(args, "member", None) == "-" else getattr(args, "member", "")
+    if args.members_cmd in ("grant", "withdraw"):
+        from gateway.binding import subject_id
+        from gateway.consent import ConsentLedger
+        from gateway.keys import load_signer
+
+        ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+        sub = subject_id(secret, member)
+        e = ledger.record(sub, args.purpose, args.members_cmd == "grant", wall_ms()).event
+        print(f"consent event {e.n}: {sub} {'granted' if e.granted else 'withdrew'} {e.purpose}")
+        return EXIT_OK
     if args.members_cmd == "bind":
-        member = sys.stdin.readline() if args.member == "-" else args.member
         b = table.bind(args.dev, member, wall_ms())
         print(f"bound {b.dev} to {b.sub}; its next records carry it")
         return EXIT_OK

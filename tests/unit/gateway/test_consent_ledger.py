@@ -57,3 +57,21 @@ def test_a_ledger_edited_on_disk_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConsentError, match="does not verify"):
         (tmp_path / CONSENT_FILE).write_text(json.dumps(events))
         ConsentLedger(tmp_path, "gw-1", generate_signer())  # another gateway key
+
+
+def test_members_grant_and_withdraw_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli.main import main
+
+    state = tmp_path / "state"
+    assert main(["keys", "generate", "--dir", str(state / "keys")]) == 0
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(f'[gateway]\nid = "gw-1"\nstate_dir = "{state}"\n')
+    capsys.readouterr()
+    assert main(["members", "grant", "--config", str(cfg), "M-77", "research"]) == 0
+    assert main(["members", "withdraw", "--config", str(cfg), "M-77", "research"]) == 0
+    out = capsys.readouterr().out
+    assert "consent event 2" in out and "withdrew research" in out and "M-77" not in out
+    assert main(["members", "grant", "--config", str(cfg), "M-77", "marketing"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown purpose" in err and "Traceback" not in err
+    assert "M-77" not in (state / CONSENT_FILE).read_text()
