@@ -1,8 +1,9 @@
 """The reading record: one decoded measurement, in the exact bytes that are streamed, hashed and proven.
 
 Wire form: a canonical CBOR map ``{gw, seq, dev, t, kind, val, raw, salt}`` (plus optional ``q``,
-quality flags). The bytes are produced once, when the record is accepted, and are never re-encoded
-afterwards: the journal, the MQTT payload and the Merkle leaf all use the same bytes.
+quality flags, and ``sub``, the wearer's pseudonymous subject id while a member is bound to the device).
+The bytes are produced once, when the record is accepted, and are never re-encoded afterwards: the
+journal, the MQTT payload and the Merkle leaf all use the same bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 Value = int | float | bool | list[int | float]
 
 _REQUIRED = {"gw", "seq", "dev", "t", "kind", "val", "raw", "salt"}
-_OPTIONAL = frozenset({"q"})
+_OPTIONAL = frozenset({"q", "sub"})
+# A subject id: "sub-" and the first SUB_HEX hex digits of HMAC-SM3(site secret, member id) (64 bits: a
+# collision among 100,000 members of a site has odds of about 3e-10). Stable per member per site.
+SUB_HEX = 16
+_SUB = re.compile(rf"sub-[0-9a-f]{{{SUB_HEX}}}")
+
+
+def is_sub(value: object) -> bool:
+    """Whether ``value`` is a subject id in its one valid spelling."""
+    return type(value) is str and _SUB.fullmatch(value) is not None
 
 
 # Names and ids already checked, so the hot path pays for each regex once per distinct string. Bounded:
@@ -95,7 +105,11 @@ def _check_val(val: Any) -> dict[str, Value]:
     return out
 
 
-def _check_fields(gw: str, seq: int, dev: str, t: int, kind: str, raw: bytes, salt: bytes, q: tuple[str, ...]) -> None:
+def _check_fields(
+    gw: str, seq: int, dev: str, t: int, kind: str, raw: bytes, salt: bytes, q: tuple[str, ...], sub: str | None
+) -> None:
+    if sub is not None and not is_sub(sub):
+        raise CodecError(f"record.sub: expected 'sub-' and {SUB_HEX} lower-case hex digits")
     check_id(gw, "record.gw")
     check_id(dev, "record.dev")
     if type(seq) is not int or seq < 0 or seq >= 1 << 64:
@@ -125,19 +139,20 @@ class Record:
     raw: bytes
     salt: bytes
     q: tuple[str, ...] = field(default=())
+    sub: str | None = None
 
     def __post_init__(self) -> None:
-        _check_fields(self.gw, self.seq, self.dev, self.t, self.kind, self.raw, self.salt, self.q)
+        _check_fields(self.gw, self.seq, self.dev, self.t, self.kind, self.raw, self.salt, self.q, self.sub)
         object.__setattr__(self, "val", _check_val(self.val))
 
     def to_map(self) -> dict[str, Any]:
         """The record as a map, built in canonical key order (``val`` too)."""
         val = {k: self.val[k] for k, _ in _field_order(tuple(self.val))}
-        return _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q)
+        return _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q, self.sub)
 
     def __bytes__(self) -> bytes:
         """Canonical CBOR, written directly (see :func:`encode_record`)."""
-        return _encode(self.gw, self.seq, self.dev, self.t, self.kind, self.val, self.raw, self.salt, self.q)
+        return _encode(self.gw, self.seq, self.dev, self.t, self.kind, self.val, self.raw, self.salt, self.q, self.sub)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
@@ -157,6 +172,7 @@ class Record:
             raw=cbor.field(m, "raw", bytes, w),
             salt=cbor.field(m, "salt", bytes, w),
             q=tuple(q),
+            sub=cbor.field(m, "sub", str, w) if "sub" in m else None,
         )
 
 
@@ -285,9 +301,9 @@ _ARRAY_HEADS = [_head(4, n) for n in range(24)]
 _MAP_HEADS = [_head(5, n) for n in range(24)]
 
 
-# Keys in canonical order: q, t, gw, dev, raw, seq, val, kind, salt (by encoded length, then bytewise).
-_K_Q, _K_T, _K_GW, _K_DEV, _K_RAW, _K_SEQ, _K_VAL, _K_KIND, _K_SALT = (
-    _text(k) for k in ("q", "t", "gw", "dev", "raw", "seq", "val", "kind", "salt")
+# Keys in canonical order: q, t, gw, dev, raw, seq, sub, val, kind, salt (by encoded length, then bytewise).
+_K_Q, _K_T, _K_GW, _K_DEV, _K_RAW, _K_SEQ, _K_SUB, _K_VAL, _K_KIND, _K_SALT = (
+    _text(k) for k in ("q", "t", "gw", "dev", "raw", "seq", "sub", "val", "kind", "salt")
 )
 
 
@@ -301,12 +317,13 @@ def _encode(
     raw: bytes,
     salt: bytes,
     q: tuple[str, ...],
+    sub: str | None = None,
 ) -> bytes:
     """Canonical CBOR of the record; checks ``val`` as it goes (the other fields are checked by the caller)."""
     if not isinstance(val, Mapping):
         raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
     order = _field_order(tuple(val))
-    parts = [b"\xa9" if q else b"\xa8"]
+    parts = [_MAP_HEADS[8 + bool(q) + (sub is not None)]]
     if q:
         parts += [_K_Q, _head(4, len(q)), *(_text(x) for x in q)]
     parts += [
@@ -320,6 +337,7 @@ def _encode(
         _bstr(raw),
         _K_SEQ,
         _int(seq),
+        *((_K_SUB, _text(sub)) if sub is not None else ()),
         _K_VAL,
         _MAP_HEADS[len(order)] if len(order) < 24 else _head(5, len(order)),
     ]
@@ -345,7 +363,7 @@ def _encode(
             else:
                 parts += (head, enc)
     if not plain:  # a value only cbor2 writes (a bignum, an int subclass): the general canonical encoder
-        return cbor.dumps(_as_map(gw, seq, dev, t, kind, _check_val(val), raw, salt, q))
+        return cbor.dumps(_as_map(gw, seq, dev, t, kind, _check_val(val), raw, salt, q, sub))
     parts += [_K_KIND, _text(kind), _K_SALT, _bstr(salt)]
     return b"".join(parts)
 
@@ -360,9 +378,12 @@ def _as_map(
     raw: bytes,
     salt: bytes,
     q: tuple[str, ...],
+    sub: str | None = None,
 ) -> dict[str, Any]:
     m: dict[str, Any] = {"q": list(q)} if q else {}
     m.update(t=t, gw=gw, dev=dev, raw=raw, seq=seq, val=dict(val), kind=kind, salt=salt)
+    if sub is not None:
+        m["sub"] = sub
     return m
 
 
@@ -376,14 +397,15 @@ def encode_record(
     raw: bytes,
     salt: bytes,
     q: tuple[str, ...] = (),
+    sub: str | None = None,
 ) -> bytes:
     """Validate the fields exactly as :class:`Record` does and return the record's canonical bytes.
 
     The gateway's ingest path uses this instead of building a ``Record``: the same checks, the same
     bytes, without an object per reading.
     """
-    _check_fields(gw, seq, dev, t, kind, raw, salt, q)
-    return _encode(gw, seq, dev, t, kind, val, raw, salt, q)
+    _check_fields(gw, seq, dev, t, kind, raw, salt, q, sub)
+    return _encode(gw, seq, dev, t, kind, val, raw, salt, q, sub)
 
 
 def encode_data_message(records: list[bytes]) -> bytes:

@@ -101,6 +101,16 @@ class BleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long readings stay on the gateway once they are delivered and anchored final (PIPL Art. 19, 47)."""
+
+    max_age_days: float = 30.0  # records older than this are purged, never before delivery and a final anchor
+    interval_s: float = 3_600.0  # how often the retention pass runs
+    seen_ttl_s: float = 600.0  # an unpaired device seen nearby is listed for this long, then forgotten
+    seen_max: int = 200  # at most this many unpaired devices are listed (the most recently seen)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     gateway_id: str = "gw-demo-01"
     region: str = "shenzhen"
@@ -114,6 +124,7 @@ class GatewayConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     rollups: tuple[RollupConfig, ...] = ()
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def chain_target(self) -> str:
@@ -126,6 +137,11 @@ class GatewayConfig:
     @property
     def signing_key_path(self) -> Path:
         return self.key_file or self.state_dir / "keys" / "gateway.key"
+
+    @property
+    def site_secret_path(self) -> Path:
+        """The secret member pseudonyms (record ``sub``) are keyed with; never leaves this site."""
+        return self.state_dir / "keys" / "site-subject.key"
 
     @property
     def pseudonym_key_path(self) -> Path:
@@ -227,6 +243,8 @@ class GatewayConfig:
             )
         if self.sim.devices < 0 or self.sim.interval_s <= 0:
             yield ConfigError("sim.devices must be >= 0 and sim.interval_s > 0")
+        if not 1 <= self.retention.seen_max <= 100_000:
+            yield ConfigError("retention.seen_max must be 1..100000 (unpaired devices listed at once)")
 
     def validated(self) -> GatewayConfig:
         """Check cross-field rules (the first broken one is raised); returns self so it chains after construction."""
@@ -245,6 +263,9 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "ble.silence_s": (0.1, 3_600, "seconds"),
     "ble.connect_timeout_s": (1, 300, "seconds"),
     "ble.scan_stall_s": (5, 86_400, "seconds"),
+    "retention.max_age_days": (0.001, 3_660, "days"),
+    "retention.interval_s": (1, 86_400, "seconds"),
+    "retention.seen_ttl_s": (1, 86_400, "seconds"),
     "period_s": (1, 366 * 86_400, "seconds"),  # rollup[i].period_s
     "poll_s": (0.01, 3_600, "seconds"),  # rollup[i].poll_s
 }
@@ -257,6 +278,7 @@ _SECTIONS: dict[str, type] = {
     "chain": ChainConfig,
     "sim": SimConfig,
     "ble": BleConfig,
+    "retention": RetentionConfig,
 }
 _TOP_KEYS = {
     "id": "gateway_id",

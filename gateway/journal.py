@@ -112,6 +112,16 @@ class BatchRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Purged:
+    """What one retention pass removed: whole batches' records, oldest first (``first_seq..last_seq``)."""
+
+    batches: int
+    records: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class JournalStats:
     records: int
     undelivered: int
@@ -121,6 +131,7 @@ class JournalStats:
     unpublished_receipts: int
     next_seq: int
     file_bytes: int
+    purged: int = 0  # records removed under the retention policy (seqs 1..purged)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -230,7 +241,8 @@ class _Records(_Db):
         for i, row in enumerate(rows):
             if row[0] != first + i:
                 raise JournalError(f"record seq {row[0]} out of order: expected {first + i}")
-        # Records are never deleted, so the next seq is MAX(seq) + 1 at open: no counter row to rewrite.
+        # The next seq is MAX(seq) + 1 at open, so no counter row is rewritten per append; retention, the
+        # only deletion, stores next_seq in meta before it deletes (see SqliteJournal.purge).
         self._tx([("INSERT INTO records(seq, dev, t, data) VALUES (?, ?, ?, ?)", rows, True)])
         self._next_seq += len(rows)
 
@@ -305,8 +317,23 @@ class _Records(_Db):
             "SELECT seq, data FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq)
         )
         if len(rows) != last_seq - first_seq + 1:
+            if first_seq <= self.purged_through():
+                raise JournalError(
+                    f"records up to seq {self.purged_through()} were purged under the retention policy "
+                    f"(asked for {first_seq}..{last_seq})"
+                )
             raise JournalError(f"journal lacks records in {first_seq}..{last_seq} ({len(rows)} found)")
         return [bytes(b) for _, b in rows]
+
+    def purged_through(self) -> int:
+        """The last seq whose record retention removed (0: none)."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'purged_through'")
+        return int(rows[0][0]) if rows else 0
+
+    def _covered(self, first: int, last: int) -> bool:
+        """Whether every seq in ``first..last`` was delivered (ranges are merged, so one range holds them)."""
+        i = bisect.bisect_right(self._delivered, (first, 1 << 62)) - 1
+        return i >= 0 and self._delivered[i][0] <= first and last <= self._delivered[i][1]
 
 
 class _Batches(_Records):
@@ -542,6 +569,8 @@ class SqliteJournal(_AnchorQueue):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Freed content is zeroed, not left in free pages: retention must leave no trace of a reading.
+            conn.execute("PRAGMA secure_delete=ON")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             for extra in ("-wal", "-shm"):  # left by an older version with looser modes
                 _private_file(path.with_name(path.name + extra), missing_ok=True)
@@ -582,6 +611,52 @@ class SqliteJournal(_AnchorQueue):
         next_seq = max(int(rows["next_seq"]), max_seq + 1)
         return cls(conn, path, gw, next_seq)
 
+    def purge(self, older_than_t: int, max_batches: int = 1000) -> Purged | None:
+        """Delete the records of the oldest batches whose every record is older than ``older_than_t`` (ms),
+        was delivered, whose manifest was published and whose batch anchor is final with its receipt
+        published — never anything earlier in that chain of custody. Whole batches only, oldest first,
+        stopping at the first batch that does not qualify, so what remains keeps complete batches and their
+        proofs still verify; batch rows (roots, signed manifests, receipts) carry no readings and stay.
+
+        ``secure_delete`` zeroes the freed content and a TRUNCATE checkpoint empties the WAL, so purged
+        readings are gone from both files, not only unlinked. Returns None when nothing qualified.
+        """
+        through = self.purged_through()
+        rows = self._query(
+            "SELECT b.batch, b.first_seq, b.last_seq, (SELECT MAX(t) FROM records r WHERE r.seq BETWEEN "
+            "b.first_seq AND b.last_seq) FROM batches b LEFT JOIN anchor_jobs a ON a.queue = ? AND a.number = b.batch "
+            "WHERE b.last_seq > ? AND b.published = 1 AND a.state = ? AND a.published = 1 ORDER BY b.batch LIMIT ?",
+            (BATCH_QUEUE, through, str(AnchorState.FINAL), max_batches),
+        )
+        first, last, n = through + 1, through, 0
+        for _, b_first, b_last, max_t in rows:
+            if (
+                b_first != last + 1
+                or not self._covered(b_first, b_last)
+                or (max_t is not None and max_t >= older_than_t)
+            ):
+                break  # a gap (a batch not yet final or published), undelivered, or still young: stop here
+            last, n = int(b_last), n + 1
+        if n == 0:
+            return None
+        self._tx(
+            [
+                ("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (str(self._next_seq),), False),
+                ("INSERT OR REPLACE INTO meta(key, value) VALUES ('purged_through', ?)", (str(last),), False),
+                ("DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last), False),
+            ]
+        )
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal checkpoint after purge failed ({self.path}): {exc}") from exc
+        if busy:
+            log.warning(
+                "journal checkpoint after purge was blocked by a reader; purged pages stay in the WAL until the next"
+            )
+        log.info("retention: purged %d records (seq %d..%d) of %d anchored batches", last - first + 1, first, last, n)
+        return Purged(n, last - first + 1, first, last)
+
     def stats(self) -> JournalStats:
         q = self._query
         anchors = {
@@ -590,7 +665,7 @@ class SqliteJournal(_AnchorQueue):
         }
         size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
         return JournalStats(
-            records=self._next_seq - 1,  # seqs run from 1 and records are never deleted (no full-table count)
+            records=self._next_seq - 1,  # seqs run from 1: every record ever journaled, purged or not
             undelivered=self._next_seq - 1 - self.delivered_count,
             batches=int(q("SELECT COUNT(*) FROM batches")[0][0]),
             unpublished_batches=int(q("SELECT COUNT(*) FROM batches WHERE published = 0")[0][0]),
@@ -603,6 +678,7 @@ class SqliteJournal(_AnchorQueue):
             ),
             next_seq=self._next_seq,
             file_bytes=size,
+            purged=self.purged_through(),
         )
 
 

@@ -32,6 +32,8 @@ class Metrics:
     chain_errors: int = 0
     journal_errors: int = 0
     clock_jumps: int = 0
+    records_purged: int = 0  # removed by the retention policy after delivery and a final anchor
+    batches_purged: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import secrets
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tinydb.storages import JSONStorage
 
 from edge.errors import EdgeError
 from edge.gatt.registry import check_quirks, known_characteristics, parse_uuid
+from gateway.clock import monotonic
 from gateway.errors import GatewayError
 
 REGISTRY_FILE = "devices.json"
@@ -58,6 +61,60 @@ class AtomicJSONStorage(JSONStorage):
 def pseudonym(key: bytes, address: str) -> str:
     """A device's id in records and topics: HMAC-SM3 of its address under the gateway's secret."""
     return "ble-" + hmac.new(key, address.upper().encode(), "sm3").hexdigest()[:12]
+
+
+class SeenDevices(MutableMapping[str, "str | None"]):
+    """Unpaired devices heard nearby (address → advertised name), for `tiyi devices list`.
+
+    A gym's radio hears every passer-by's phone, so this forgets: an entry lives ``ttl_s`` after it was last
+    heard, at most ``max_count`` entries are kept (the least recently heard go first), and at rest only a
+    salted hash of each address is written (see ``at_rest``). The salt lives only in memory and is replaced
+    every ``ttl_s``, so the file links nobody to an address, nor one listing to the next.
+    """
+
+    def __init__(self, ttl_s: float = 600.0, max_count: int = 200, clock: Callable[[], float] = monotonic) -> None:
+        self._ttl, self._max, self._clock = ttl_s, max_count, clock
+        self._items: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._salt = secrets.token_bytes(32)
+        self._salt_at = clock()
+
+    def _expire(self) -> None:
+        old = self._clock() - self._ttl
+        while self._items and next(iter(self._items.values()))[1] < old:
+            self._items.popitem(last=False)
+
+    def __setitem__(self, address: str, name: str | None) -> None:
+        self._items[address] = (name, self._clock())
+        self._items.move_to_end(address)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+        self._expire()
+
+    def __getitem__(self, address: str) -> str | None:
+        self._expire()
+        return self._items[address][0]
+
+    def __delitem__(self, address: str) -> None:
+        del self._items[address]
+
+    def __iter__(self) -> Iterator[str]:
+        self._expire()
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._items)
+
+    def salt(self) -> bytes:
+        """The current in-memory salt, replaced once it is ``ttl_s`` old."""
+        if self._clock() - self._salt_at >= self._ttl:
+            self._salt, self._salt_at = secrets.token_bytes(32), self._clock()
+        return self._salt
+
+
+def seen_id(salt: bytes, address: str) -> str:
+    """How an unpaired device is named at rest: a salted HMAC-SM3 of its address, never the address."""
+    return "seen-" + hmac.new(salt, address.upper().encode(), "sm3").hexdigest()[:12]
 
 
 def normalise(entry: str) -> str:
@@ -188,10 +245,16 @@ class DeviceRegistry:
 
     # The running gateway's own file: devices seen but not paired, for `tiyi devices list`.
     def write_seen(self, seen: Mapping[str, str | None]) -> None:
+        """Write unpaired devices under salted hashes (``seen_id``), never their addresses; devices paired
+        meanwhile are left out. ``seen`` is usually a ``SeenDevices`` (its rotating salt); for any other
+        mapping a fresh salt is used, so each write is unlinkable to the last."""
+        salt = seen.salt() if isinstance(seen, SeenDevices) else secrets.token_bytes(32)
+        paired = self.allowed()
+        at_rest = {seen_id(salt, a): n for a, n in seen.items() if a.upper() not in paired}
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".seen-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({a: n for a, n in sorted(seen.items())}, fh, indent=1)
+            json.dump(dict(sorted(at_rest.items())), fh, indent=1)
         os.replace(tmp, self.dir / SEEN_FILE)
 
     def seen(self) -> dict[str, str | None]:

@@ -154,7 +154,12 @@ def assemble(
     signer = load_signer(cfg.signing_key_path)
     _log_sm2_backend()
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
-    return Assembled(Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring), journal)
+    from gateway.binding import Bindings
+
+    subjects = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).subjects
+    return Assembled(
+        Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring, subjects), journal
+    )
 
 
 def _log_sm2_backend() -> None:
@@ -173,7 +178,7 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
     if cfg.source == "ble":
         from gateway.ble.adapter import BluezAdapter
         from gateway.ble.source import BleakSource, BleSettings, DeviceClaims, MultiAdapterSource
-        from gateway.registry import DeviceRegistry
+        from gateway.registry import DeviceRegistry, SeenDevices
 
         b = cfg.ble
         settings = BleSettings(
@@ -185,7 +190,7 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
         )
         key = secret_file(cfg.pseudonym_key_path)
         claims = DeviceClaims() if len(b.adapters) > 1 else None
-        seen: dict[str, str | None] = {}
+        seen = SeenDevices(cfg.retention.seen_ttl_s, cfg.retention.seen_max)
         sources = [
             BleakSource(
                 settings,

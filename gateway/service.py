@@ -39,6 +39,7 @@ from gateway.stages.batching import Batching
 from gateway.stages.delivery import Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource, Health, Wakes, Worker
+from gateway.stages.retention import Retention
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -95,9 +96,11 @@ class Gateway:
         rollup_chains: Mapping[str, ChainClient] | None = None,
         devices: DeviceDirectory = NO_DEVICES,
         anchoring: bool = True,
+        subjects: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         """``rollup_chains`` holds a client per ``[[rollup]]`` target of ``cfg``, by target name; ``devices``
-        what the frame source knows about its devices; ``anchoring=False`` leaves the anchor queues alone."""
+        what the frame source knows about its devices; ``anchoring=False`` leaves the anchor queues alone;
+        ``subjects`` gives dev → bound wearer's ``sub`` (``gateway.binding.Bindings.subjects``)."""
         self.cfg, self.journal, self.publisher, self.signer = cfg, journal, publisher, signer
         self.topics = topics = Topics(cfg.region, cfg.gateway_id)
         self.devices = devices
@@ -109,7 +112,7 @@ class Gateway:
             topics, cfg.publish.max_records_per_message, journal, worker, publisher, health, wakes.publish
         )
         self.ingest = Ingest(
-            gw, cfg.publish.linger_ms, journal, worker, health, devices, _Journaled(self.delivery, wakes)
+            gw, cfg.publish.linger_ms, journal, worker, health, devices, _Journaled(self.delivery, wakes), subjects
         )
         self.batching = Batching(gw, cfg.batch, signer, journal, worker, health, wakes)
         self.announcements = Announcements(
@@ -129,6 +132,7 @@ class Gateway:
             health,
             wakes,
         )
+        self.retention = Retention(cfg.retention, journal, worker, health)
         self._device_states: dict[str, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -171,6 +175,7 @@ class Gateway:
             ("acks", self.delivery.ack_loop),
             ("batching", self.batching.run),
             ("head", self.head.run),
+            ("retention", self.retention.run),
         ]
         if self.anchoring.targets:
             loops.append(("anchoring", self.anchoring.run))

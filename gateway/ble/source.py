@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ from gateway.ble.adapter import AdapterControl
 from gateway.ble.failures import error_code
 from gateway.ble.privacy import IrkResolver
 from gateway.ble.redact import describe, scrub
-from gateway.registry import DeviceRegistry, pseudonym
+from gateway.registry import DeviceRegistry, SeenDevices, pseudonym
 
 log = logging.getLogger("tiyi.ble")
 
@@ -151,7 +151,7 @@ class Admission:
         return self._profiles.get(st.entry) or self._profiles.get(st.identity) or set(known_characteristics())
 
     def refresh(
-        self, registry: DeviceRegistry, devices: Iterable[DeviceState], unknown_seen: dict[str, str | None]
+        self, registry: DeviceRegistry, devices: Iterable[DeviceState], unknown_seen: Mapping[str, str | None]
     ) -> None:
         """Pairings made with `tiyi devices pair` take effect here; what was seen goes back for listing."""
         try:
@@ -370,7 +370,7 @@ class BleakSource:
         adapter: AdapterControl | None = None,
         name: str = "hci0",
         claims: DeviceClaims | None = None,
-        unknown_seen: dict[str, str | None] | None = None,
+        unknown_seen: MutableMapping[str, str | None] | None = None,
     ) -> None:
         """``registry`` adds paired devices to ``settings.allow``, re-read while running; ``adapter`` is
         power-cycled when restarting the scanner does not end a stall. With several adapters, each has a
@@ -381,7 +381,8 @@ class BleakSource:
         self._kw = backend_kwargs or {}
         self._scanner_backend = scanner_backend
         self.devices: dict[str, DeviceState] = {}  # by identity (see DeviceState.identity)
-        self.unknown_seen: dict[str, str | None] = {} if unknown_seen is None else unknown_seen  # for `devices list`
+        # For `devices list`: bounded, forgetting, hashed at rest (see SeenDevices).
+        self.unknown_seen: MutableMapping[str, str | None] = SeenDevices() if unknown_seen is None else unknown_seen
         self.name = name
         self.claims = claims
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()

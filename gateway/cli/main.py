@@ -359,6 +359,31 @@ def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             )
 
 
+def _add_members(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "members",
+        help="bind a gym member to a device for a session (records then carry the member's pseudonym)",
+        description="Records of a bound device carry sub, HMAC-SM3 of the member id under this site's secret. "
+        "The member id itself is never stored, logged or sent.",
+    )
+    ms = p.add_subparsers(dest="members_cmd", required=True)
+    for name, hlp in (
+        ("bind", "bind a member to a device (replaces its previous wearer)"),
+        ("unbind", "end a device's session: its next records carry no sub"),
+        ("list", "bound devices and their subject ids"),
+        ("grant", "record a member's consent to a purpose (signed into the consent chain)"),
+        ("withdraw", "record a member's withdrawal of consent to a purpose"),
+    ):
+        m = ms.add_parser(name, help=hlp)
+        m.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir)")
+        if name in ("bind", "unbind"):
+            m.add_argument("dev", help="the device id records carry (see `tiyi devices list`: id ble-...)")
+        if name in ("bind", "grant", "withdraw"):
+            m.add_argument("member", help="the member id from the gym's own system; - reads it from stdin")
+        if name in ("grant", "withdraw"):
+            m.add_argument("purpose", help="fitness_service, health_management, research or insurance")
+
+
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sim",
@@ -467,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_proof,
         _add_chain,
         _add_devices,
+        _add_members,
         _add_sim,
         _add_bench,
         _add_broker,
@@ -573,6 +599,41 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     duration = scenario.duration_s / args.speed if args.duration is None else args.duration
     return demo_main(DemoOptions.from_args(args, scenario=scenario, devices=scenario.device_count, duration=duration))
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    from gateway.binding import Bindings
+    from gateway.clock import wall_ms
+    from gateway.config import load_config
+    from gateway.runtime import secret_file
+
+    cfg = load_config(args.config)
+    secret = secret_file(cfg.site_secret_path)
+    table = Bindings(cfg.state_dir, secret)
+    member = sys.stdin.readline() if getattr(args, "member", None) == "-" else getattr(args, "member", "")
+    if args.members_cmd in ("grant", "withdraw"):
+        from gateway.binding import subject_id
+        from gateway.consent import ConsentLedger
+        from gateway.keys import load_signer
+
+        ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+        sub = subject_id(secret, member)
+        e = ledger.record(sub, args.purpose, args.members_cmd == "grant", wall_ms()).event
+        print(f"consent event {e.n}: {sub} {'granted' if e.granted else 'withdrew'} {e.purpose}")
+        return EXIT_OK
+    if args.members_cmd == "bind":
+        b = table.bind(args.dev, member, wall_ms())
+        print(f"bound {b.dev} to {b.sub}; its next records carry it")
+        return EXIT_OK
+    if args.members_cmd == "unbind":
+        if not table.unbind(args.dev):
+            print(f"{args.dev} was not bound", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"unbound {args.dev}; its next records carry no sub")
+        return EXIT_OK
+    for b in table.list():
+        print(f"{b.dev:24s} {b.sub}  since {b.since_ms}")
+    return EXIT_OK
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -723,6 +784,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "sim": _cmd_sim,
     "devices": _cmd_devices,
+    "members": _cmd_members,
     "chain": _cmd_chain,
     "broker": _cmd_broker,
     "bench": _cmd_bench,

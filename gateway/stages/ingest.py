@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Protocol
 
 from edge.errors import EdgeError, MalformedFrame, UnknownCharacteristic
@@ -73,7 +74,10 @@ class Ingest:
         health: Health,
         devices: DeviceDirectory,
         sink: RecordSink,
+        subjects: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
+        """``subjects`` answers dev → the bound wearer's ``sub`` (gateway.binding); unbound devices get none."""
+        self._subjects = subjects
         self._gw, self._linger_s = gw, linger_ms / 1000
         self._journal, self._worker, self._health, self._devices, self._sink = journal, worker, health, devices, sink
         self._frames: IngestBuffer[Stamped] = IngestBuffer(INGEST_QUEUE_FRAMES)
@@ -150,6 +154,7 @@ class Ingest:
         # One getrandom call for the whole group, one salt per frame (most frames yield one reading; _salt
         # draws afresh for the rest).
         salts = secrets.token_bytes(SALT_BYTES * len(frames))
+        subs = self._subjects()
         for frame, t, jumped in frames:
             try:
                 readings = decode(frame.char, frame.data, self._devices.decode_quirks(frame.dev))
@@ -171,6 +176,7 @@ class Ingest:
                         frame.data,
                         _salt(salts, seq - first),
                         (*r.q, "clock_jump") if jumped else r.q,
+                        subs.get(frame.dev),
                     )
                 except EdgeError as exc:  # a reading no record may hold (say, a bad device id): refused, counted
                     self._malformed(frame, exc)

@@ -140,6 +140,7 @@ records = st.builds(
     raw=st.binary(max_size=40),
     salt=st.binary(min_size=16, max_size=16),
     q=st.lists(st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True), max_size=3).map(tuple),
+    sub=st.none() | st.from_regex(r"sub-[0-9a-f]{16}", fullmatch=True),
 )
 
 
@@ -204,6 +205,7 @@ def test_encode_record_checks_exactly_what_record_checks(
         "raw": r.raw,
         "salt": salt,
         "q": r.q,
+        "sub": r.sub,
     }
     try:
         expected = bytes(Record(**fields))  # type: ignore[arg-type]
@@ -212,3 +214,38 @@ def test_encode_record_checks_exactly_what_record_checks(
             encode_record(**fields)  # type: ignore[arg-type]
         return
     assert encode_record(**fields) == expected  # type: ignore[arg-type]
+
+
+SUB = "sub-0123456789abcdef"
+
+
+def test_a_bound_wearer_adds_sub_in_its_canonical_place() -> None:
+    from dataclasses import replace
+
+    r = replace(R, sub=SUB)
+    data = bytes(r)
+    assert data == cbor2.dumps(r.to_map(), canonical=True) and Record.from_bytes(data) == r
+    keys = list(cbor2.loads(data))
+    assert keys.index("seq") + 1 == keys.index("sub") == keys.index("val") - 1
+    assert Record.from_bytes(bytes(R)).sub is None and b"sub" not in bytes(R)  # unbound: no sub at all
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "sub-0123456789abcde",  # truncated
+        "sub-0123456789abcdef0",  # too long
+        "sub-0123456789ABCDEF",  # upper case: two spellings of one subject
+        "ble-0123456789abcdef",  # a device pseudonym where a subject belongs
+        "member-42",  # a raw member id
+        "",
+    ],
+)
+def test_a_forged_sub_is_refused_on_both_paths(forged: str) -> None:
+    m = {**R.to_map(), "sub": forged}
+    with pytest.raises(CodecError, match=r"record\.sub"):
+        Record.from_bytes(cbor2.dumps(m, canonical=True))
+    with pytest.raises(CodecError, match=r"record\.sub"):
+        encode_record(**{**R.to_map(), "q": (), "sub": forged})
+    with pytest.raises(CodecError):
+        Record.from_bytes(cbor2.dumps({**R.to_map(), "sub": 7}, canonical=True))  # not text
