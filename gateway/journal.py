@@ -605,6 +605,11 @@ class SqliteJournal(_AnchorQueue):
             file_bytes=size,
         )
 
+    def anchor_states(self) -> dict[tuple[str, str], int]:
+        """Anchor jobs per (queue, state), over every queue (batches and each roll-up target)."""
+        rows = self._query("SELECT queue, state, COUNT(*) FROM anchor_jobs GROUP BY queue, state")
+        return {(str(q), str(s)): int(n) for q, s, n in rows}
+
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint, non-adjacent ranges covering the same seqs (a seq s alone is (s, s))."""
