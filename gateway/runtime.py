@@ -12,9 +12,10 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anchoring.chain import ChainClient
 from gateway.config import ChainConfig, GatewayConfig, load_config
@@ -233,16 +234,54 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
     await gw.start()
     src = asyncio.create_task(source.run(gw.submit), name="source")
     states = asyncio.create_task(device_state_loop(gw), name="device-states")
+    api: ApiTask | None = None
     try:
+        api = await start_api(
+            cfg, gw, lambda: "not configured" if cfg.source != "ble" else "down" if src.done() else "ok"
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
+        if api is not None:
+            await api.stop()
         src.cancel()
         states.cancel()
         await asyncio.gather(src, states, return_exceptions=True)
         drained = await gw.stop(drain_timeout)
         parts.journal.close()
     return drained
+
+
+class ApiTask:
+    """The admin API's server running in the gateway's loop."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.task = asyncio.create_task(server.serve(), name="api")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.task, 5)
+
+
+async def start_api(cfg: GatewayConfig, gw: Gateway, radio: Callable[[], Any]) -> ApiTask | None:
+    """Serve the admin API when ``[api]`` is configured; a port that cannot be bound stops the start-up."""
+    if cfg.api is None:
+        return None
+    from gateway.api import ApiState, api_server
+    from gateway.registry import DeviceRegistry
+
+    key = secret_file(cfg.pseudonym_key_path)
+    state = ApiState(gw, cfg.api_token_path, DeviceRegistry(cfg.state_dir), key, radio)
+    server = api_server(state, cfg.api.listen, cfg.api.port)
+    api = ApiTask(server)
+    while not server.started:
+        if api.task.done():
+            raise GatewayError(f"the admin API could not listen on {cfg.api.listen}:{cfg.api.port}")
+        await asyncio.sleep(0.02)
+    log.info("admin API on http://%s:%d/ (token file %s)", cfg.api.listen, cfg.api.port, cfg.api_token_path)
+    return api
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,9 +65,16 @@ class Health:
     metrics: Metrics = field(default_factory=Metrics)
     last_error: str | None = None
     device_records: Counter[str] = field(default_factory=Counter)  # journaled records per (pseudonymous) device
+    device_last: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)  # dev → (seq, t, record bytes)
     batch_close_s: Latencies = field(default_factory=lambda: Latencies(BATCH_CLOSE_BUCKETS_S))
     anchor_final_s: Latencies = field(default_factory=lambda: Latencies(ANCHOR_BUCKETS_S))  # batch closed → final
     closed_at: dict[int, float] = field(default_factory=dict)  # batch → monotonic close time, until final
+
+    def journaled(self, rows: list[tuple[int, str, int, bytes]]) -> None:
+        """Per-device counts and each device's latest record, for /metrics and the dashboard."""
+        for row in rows:
+            self.device_records[row[1]] += 1
+            self.device_last[row[1]] = (row[0], row[2], row[3])
 
     def batch_closed(self, batch: int, took_s: float, now: float) -> None:
         self.batch_close_s.observe(took_s)
