@@ -174,6 +174,9 @@ def create_app(state: ApiState) -> FastAPI:
     _health_routes(app, state, auth)
     _device_routes(app, state, auth)
     _batch_routes(app, state, auth)
+    from gateway.web import mount
+
+    mount(app, state, auth, PREFIX)
     return app
 
 
@@ -379,6 +382,12 @@ def api_server(state: ApiState, listen: str, port: int) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(state), host=listen, port=port, log_level="warning", lifespan="off", access_log=False
+        create_app(state),
+        host=listen,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=1,
     )
     return uvicorn.Server(config)

@@ -45,6 +45,7 @@ class RunningGateway:
         self._thread.start()
         self.parts: Assembled | None = None
         self._api: ApiTask | None = None
+        self._source: asyncio.Future[None] | None = None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -74,6 +75,15 @@ class RunningGateway:
 
         self.call(go())
 
+    def run_source(self, source: Any) -> None:
+        """Run a frame source (e.g. simulated straps) in the gateway's loop until ``close``."""
+
+        async def go() -> None:
+            assert self.parts is not None
+            self._source = asyncio.ensure_future(source.run(self.parts.gateway.submit))
+
+        self.call(go())
+
     def settle(self) -> None:
         """Until everything fed is delivered, batched and anchored."""
 
@@ -85,6 +95,8 @@ class RunningGateway:
 
     def close(self) -> None:
         async def go() -> None:
+            if self._source is not None:
+                self._source.cancel()
             if self._api is not None:
                 await self._api.stop()
             if self.parts is not None:
