@@ -23,6 +23,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
 from gateway.mqtt import BrokerSettings, PahoPublisher, client_settings
+from gateway.sdnotify import Notifier, watchdog_interval
 from gateway.service import Gateway
 from gateway.sources import SimulatedStrapSource
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource
@@ -235,13 +236,20 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
     src = asyncio.create_task(source.run(gw.submit), name="source")
     states = asyncio.create_task(device_state_loop(gw), name="device-states")
     api: ApiTask | None = None
+    notifier = Notifier.from_environment()
+    dog: asyncio.Task[None] | None = None
     try:
         api = await start_api(
             cfg, gw, lambda: "not configured" if cfg.source != "ble" else "down" if src.done() else "ok"
         )
+        dog = start_watchdog(notifier, gw, src)
+        notifier.ready(f"gateway {cfg.gateway_id} running")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
+        notifier.stopping()
+        if dog is not None:
+            dog.cancel()
         if api is not None:
             await api.stop()
         src.cancel()
@@ -250,6 +258,23 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
         drained = await gw.stop(drain_timeout)
         parts.journal.close()
     return drained
+
+
+def start_watchdog(notifier: Notifier, gw: Gateway, source: asyncio.Task[None]) -> asyncio.Task[None] | None:
+    """Feed systemd's watchdog when the unit asks for one (``WatchdogSec=``), only while everything progresses."""
+    interval = watchdog_interval()
+    if interval is None or not notifier.enabled:
+        return None
+    from gateway.watchdog import feed_watchdog
+
+    loops = {**gw.loops, "source": source}
+    return asyncio.create_task(
+        feed_watchdog(notifier, interval, lambda: gw.worker.call(_nothing), loops), name="watchdog"
+    )
+
+
+def _nothing() -> None:
+    """The journal thread's liveness probe."""
 
 
 class ApiTask:
