@@ -327,6 +327,17 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             d.add_argument("name", help="who or what uses the token, e.g. dashboard-front-desk")
 
 
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="one screen: broker, chain, journal, last batch and anchor, devices, alarms",
+        description="Reads the running gateway's API ([api] in the config; token from --token-file or "
+        "$TIYI_API_TOKEN), else the journal. Exit status 0 when ready without alarms, 1 otherwise.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
+    p.add_argument("--token-file", type=Path, default=None, help="a file holding an API token (made by tiyi api)")
+
+
 def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "devices",
@@ -484,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_chain,
         _add_devices,
         _add_api,
+        _add_status,
         _add_sim,
         _add_bench,
         _add_broker,
@@ -736,6 +748,12 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway.status import status_main
+
+    return status_main(args.config, args.token_file)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from gateway.config_check import config_check_main
 
@@ -762,6 +780,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": _cmd_sim,
     "devices": _cmd_devices,
     "api": _cmd_api,
+    "status": _cmd_status,
     "chain": _cmd_chain,
     "broker": _cmd_broker,
     "bench": _cmd_bench,

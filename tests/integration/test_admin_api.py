@@ -194,3 +194,36 @@ def test_schemathesis_against_its_own_openapi(gw: RunningGateway) -> None:
             case.call_and_validate(headers=gw.auth, timeout=10)
 
         check()
+
+
+def test_tiyi_status_reads_the_api_or_else_the_journal(
+    gw: RunningGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+
+    gw.feed(7)
+    gw.settle()
+    assert gw.cfg.api is not None
+    conf = tmp_path / "status.toml"
+    conf.write_text(f'[gateway]\nid = "gw-api"\nstate_dir = "{tmp_path}"\n[api]\nport = {gw.cfg.api.port}\n')
+    token_file = tmp_path / "token"
+    token_file.write_text(gw.token + "\n")
+
+    code = main(["status", "--config", str(conf), "--token-file", str(token_file)])
+    out = capsys.readouterr().out
+    assert "from the API" in out and "broker   ok" in out and "chain    ok" in out
+    assert "7 records, 0 unacknowledged" in out and "anchor final (tx 0x" in out
+    assert "hr-1" in out and "alarms   key_not_registered" in out
+    assert code == 1  # an alarm is raised
+
+    # No token: the journal alone (the gateway still running), broker and chain unknown.
+    monkeypatch.delenv("TIYI_API_TOKEN", raising=False)
+    assert main(["status", "--config", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert "from the journal" in out and "broker   unknown" in out and "7 records" in out
+
+    # A wrong token is a clear refusal, not a silent fallback.
+    token_file.write_text("tiyi_wrong\n")
+    assert main(["status", "--config", str(conf), "--token-file", str(token_file)]) == 1
+    err = capsys.readouterr().err
+    assert "refused the status request (401)" in err and "Traceback" not in err
