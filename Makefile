@@ -43,6 +43,7 @@ typecheck: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed tools/node_modules/.installed
 	@$(SYS) mosquitto=mosquitto openssl=openssl shellcheck=shellcheck systemd-analyze=systemd useradd=passwd
+	@$(SYS) chromium=chromium font:WenQuanYi=fonts-wqy-microhei  # the dashboard's browser test (Chinese labels)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

@@ -480,6 +480,19 @@ def _platform(only: set[str], soak_s: float) -> None:
     write_outputs(results, machine(), extra, "bench-platform", out, shared)
 
 
+def _ops() -> None:
+    """The admin API and dashboard budgets (bench/ops.py), into their own block of docs/performance.md."""
+    from bench.ops import bench_ops
+
+    print("running ops ...", flush=True)
+    results, detail = bench_ops()
+    for r in results:
+        met = "n/a" if r.met is None else ("met" if r.met else "NOT MET")
+        print(f"  {r.name:26s} {_num(r.value):>12s} {r.unit:10s} goal {r.goal} -> {met}", flush=True)
+    shared = " The machine is shared with other developers' builds and tests: numbers vary run to run."
+    write_outputs(results, machine(), {"ops": detail}, "bench-ops", RESULTS.with_name("ops.json"), shared)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
@@ -490,13 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = ["merkle", "sm2", "journal", "pipeline", "latency", "process", "ble"]
     platform_names = ["verify", "ingest", "soak"]
-    p.add_argument("--only", choices=names + platform_names, action="append", help="run only these (repeatable)")
+    ops_names = ["ops"]
+    p.add_argument(
+        "--only", choices=names + platform_names + ops_names, action="append", help="run only these (repeatable)"
+    )
     p.add_argument("--soak-seconds", type=float, default=600.0, help="length of the ingest soak (default 600)")
     args = p.parse_args(argv)
-    only = set(args.only or names + platform_names)
+    only = set(args.only or names + platform_names + ops_names)
     if only & set(platform_names):
         _platform(only, args.soak_seconds)
-    only -= set(platform_names)
+    if "ops" in only:
+        _ops()
+    only -= set(platform_names + ops_names)
     if not only:
         return 0
     results: list[Result] = []

@@ -26,7 +26,7 @@ What it does, each step only if needed:
   1. Debian packages: python3, python3-venv, systemd (+ bluez for BLE, + mosquitto with --with-mosquitto)
   2. system user "tiyi" in the groups tiyi and bluetooth
   3. /etc/tiyi/gateway.toml from deploy/gateway.example.toml, only if absent (0640 root:tiyi)
-  4. /opt/tiyi/.venv with tiyi-edge and the extras its configuration needs (BLE: ble; EVM/FISCO chains: evm)
+  4. /opt/tiyi/.venv with tiyi-edge and the extras its configuration needs (BLE: ble; EVM/FISCO chains: evm; [api]: api)
   5. the state directory (0700 tiyi) and the SM2 signing key via `tiyi keys generate`, only if absent
   6. `tiyi config check` of the configuration
   7. the systemd unit tiyi-gateway.service, enabled, and started (restarted after an upgrade)
@@ -176,6 +176,8 @@ if what == "extras":
         extras.append("evm")
     if "inproc" in kinds:
         extras.append("sim")  # the in-process chain of the demo
+    if isinstance(data.get("api"), dict):
+        extras.append("api")  # the admin API, dashboard and /metrics
     print(",".join(extras))
 elif what == "source":
     print(gw.get("source", "sim"))

@@ -111,6 +111,15 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The admin API and dashboard, served by ``tiyi run`` only when an ``[api]`` section exists."""
+
+    listen: str = "127.0.0.1"  # localhost unless the operator opens it up on purpose
+    port: int = 8080
+    token_file: Path | None = None  # hashed bearer tokens (``tiyi api token add``); default <state_dir>/api-tokens
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     gateway_id: str = "gw-demo-01"
     region: str = "shenzhen"
@@ -125,6 +134,11 @@ class GatewayConfig:
     ble: BleConfig = field(default_factory=BleConfig)
     rollups: tuple[RollupConfig, ...] = ()
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    api: ApiConfig | None = None
+
+    @property
+    def api_token_path(self) -> Path:
+        return (self.api.token_file if self.api and self.api.token_file else None) or self.state_dir / "api-tokens"
 
     @property
     def chain_target(self) -> str:
@@ -210,6 +224,8 @@ class GatewayConfig:
             yield ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
         if not 1 <= self.publish.head_interval_s <= 86_400:
             yield ConfigError("publish.head_interval_s must be 1..86400 seconds")
+        if self.api is not None and not 1 <= self.api.port <= 65_535:
+            yield ConfigError("api.port must be 1..65535")
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             yield ConfigError("mqtt.max_inflight must be 1..65535")
         yield from self._chain_problems()
@@ -279,6 +295,7 @@ _SECTIONS: dict[str, type] = {
     "sim": SimConfig,
     "ble": BleConfig,
     "retention": RetentionConfig,
+    "api": ApiConfig,
 }
 _TOP_KEYS = {
     "id": "gateway_id",

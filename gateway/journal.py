@@ -122,6 +122,18 @@ class Purged:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchAnchor:
+    batch: int
+    first_seq: int
+    last_seq: int
+    root: bytes
+    published: bool
+    anchor_state: str | None  # None: no anchor job (a gateway without a chain)
+    tx_hash: bytes | None
+    block_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class JournalStats:
     records: int
     undelivered: int
@@ -680,6 +692,24 @@ class SqliteJournal(_AnchorQueue):
             file_bytes=size,
             purged=self.purged_through(),
         )
+
+    def batch_page(self, before: int | None, limit: int) -> list[BatchAnchor]:
+        """Up to ``limit`` batches below ``before`` (newest first), each with its own anchor job's state."""
+        rows = self._query(
+            "SELECT b.batch, b.first_seq, b.last_seq, b.root, b.published, a.state, a.tx_hash, a.block_number "
+            "FROM batches b LEFT JOIN anchor_jobs a ON a.queue = ? AND a.number = b.batch "
+            "WHERE b.batch < ? ORDER BY b.batch DESC LIMIT ?",
+            (BATCH_QUEUE, (1 << 62) if before is None else before, limit),
+        )
+        return [
+            BatchAnchor(int(b), int(f), int(la), bytes(r), bool(p), _opt(st, str), _opt(tx, bytes), _opt(bn, int))
+            for b, f, la, r, p, st, tx, bn in rows
+        ]
+
+    def anchor_states(self) -> dict[tuple[str, str], int]:
+        """Anchor jobs per (queue, state), over every queue (batches and each roll-up target)."""
+        rows = self._query("SELECT queue, state, COUNT(*) FROM anchor_jobs GROUP BY queue, state")
+        return {(str(q), str(s)): int(n) for q, s, n in rows}
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

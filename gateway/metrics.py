@@ -3,7 +3,12 @@ topic carries only online/offline)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+BATCH_CLOSE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ANCHOR_BUCKETS_S = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 @dataclass
@@ -37,3 +42,31 @@ class Metrics:
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
+
+
+class Latencies:
+    """A histogram of durations kept without the Prometheus client (an optional extra), exported at scrape time.
+
+    Buckets are upper bounds, inclusive, as Prometheus's ``le`` means them; the last count is above them all.
+    """
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.buckets, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it), the last bound being +Inf."""
+        out, total = [], 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out

@@ -12,9 +12,10 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anchoring.chain import ChainClient
 from gateway.config import ChainConfig, GatewayConfig, load_config
@@ -22,6 +23,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
 from gateway.mqtt import BrokerSettings, PahoPublisher, client_settings
+from gateway.sdnotify import Notifier, watchdog_interval
 from gateway.service import Gateway
 from gateway.sources import SimulatedStrapSource
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource
@@ -238,16 +240,78 @@ async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float
     await gw.start()
     src = asyncio.create_task(source.run(gw.submit), name="source")
     states = asyncio.create_task(device_state_loop(gw), name="device-states")
+    api: ApiTask | None = None
+    notifier = Notifier.from_environment()
+    dog: asyncio.Task[None] | None = None
     try:
+        api = await start_api(
+            cfg, gw, lambda: "not configured" if cfg.source != "ble" else "down" if src.done() else "ok"
+        )
+        dog = start_watchdog(notifier, gw, src)
+        notifier.ready(f"gateway {cfg.gateway_id} running")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
     finally:
+        notifier.stopping()
+        if dog is not None:
+            dog.cancel()
+        if api is not None:
+            await api.stop()
         src.cancel()
         states.cancel()
         await asyncio.gather(src, states, return_exceptions=True)
         drained = await gw.stop(drain_timeout)
         parts.journal.close()
     return drained
+
+
+def start_watchdog(notifier: Notifier, gw: Gateway, source: asyncio.Task[None]) -> asyncio.Task[None] | None:
+    """Feed systemd's watchdog when the unit asks for one (``WatchdogSec=``), only while everything progresses."""
+    interval = watchdog_interval()
+    if interval is None or not notifier.enabled:
+        return None
+    from gateway.watchdog import feed_watchdog
+
+    loops = {**gw.loops, "source": source}
+    return asyncio.create_task(
+        feed_watchdog(notifier, interval, lambda: gw.worker.call(_nothing), loops), name="watchdog"
+    )
+
+
+def _nothing() -> None:
+    """The journal thread's liveness probe."""
+
+
+class ApiTask:
+    """The admin API's server running in the gateway's loop."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.task = asyncio.create_task(server.serve(), name="api")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.task, 5)
+
+
+async def start_api(cfg: GatewayConfig, gw: Gateway, radio: Callable[[], Any]) -> ApiTask | None:
+    """Serve the admin API when ``[api]`` is configured; a port that cannot be bound stops the start-up."""
+    if cfg.api is None:
+        return None
+    from gateway.api import ApiState, api_server
+    from gateway.registry import DeviceRegistry
+
+    key = secret_file(cfg.pseudonym_key_path)
+    state = ApiState(gw, cfg.api_token_path, DeviceRegistry(cfg.state_dir), key, radio)
+    server = api_server(state, cfg.api.listen, cfg.api.port)
+    api = ApiTask(server)
+    while not server.started:
+        if api.task.done():
+            raise GatewayError(f"the admin API could not listen on {cfg.api.listen}:{cfg.api.port}")
+        await asyncio.sleep(0.02)
+    log.info("admin API on http://%s:%d/ (token file %s)", cfg.api.listen, cfg.api.port, cfg.api_token_path)
+    return api
 
 
 @dataclass(frozen=True, slots=True)

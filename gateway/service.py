@@ -161,6 +161,11 @@ class Gateway:
         return self.health.metrics
 
     @property
+    def loops(self) -> dict[str, asyncio.Task[None]]:
+        """The stage loops' tasks by name, once started (the watchdog checks they still run)."""
+        return {t.get_name(): t for t in self._tasks}
+
+    @property
     def last_error(self) -> str | None:
         return self.health.last_error
 

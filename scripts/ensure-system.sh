@@ -8,6 +8,7 @@ for pair in "$@"; do
   cmd="${pair%%=*}"; pkg="${pair#*=}"
   case "$cmd" in
     venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("$pkg") ;;
+    font:*) fc-list 2>/dev/null | grep -qi "${cmd#font:}" || missing+=("$pkg") ;;  # e.g. font:WenQuanYi=fonts-wqy-microhei
     *) command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg") ;;
   esac
 done

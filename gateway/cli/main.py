@@ -311,6 +311,33 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     a.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
 
 
+def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "api",
+        help="bearer tokens for the admin API and dashboard",
+        description="Tokens are shown once when made; the token file ([api] token_file, default "
+        "<state_dir>/api-tokens) keeps only their SHA-256 hashes. The running gateway picks changes up at once.",
+    )
+    ts = p.add_subparsers(dest="api_cmd", required=True).add_parser("token", help="add, list or remove tokens")
+    ops = ts.add_subparsers(dest="api_op", required=True)
+    for name, hlp in (("add", "make a token and print it (once)"), ("list", "token names"), ("remove", "revoke")):
+        d = ops.add_parser(name, help=hlp)
+        d.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
+        if name != "list":
+            d.add_argument("name", help="who or what uses the token, e.g. dashboard-front-desk")
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="one screen: broker, chain, journal, last batch and anchor, devices, alarms",
+        description="Reads the running gateway's API ([api] in the config; token from --token-file or "
+        "$TIYI_API_TOKEN), else the journal. Exit status 0 when ready without alarms, 1 otherwise.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
+    p.add_argument("--token-file", type=Path, default=None, help="a file holding an API token (made by tiyi api)")
+
+
 def _add_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "devices",
@@ -493,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_chain,
         _add_devices,
         _add_members,
+        _add_api,
+        _add_status,
         _add_sim,
         _add_bench,
         _add_broker,
@@ -759,6 +788,33 @@ def _cmd_proof(args: argparse.Namespace) -> int:
     return export_main(ProofExportOptions.from_args(args))
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    from gateway.api_tokens import TokenStore, add_token, remove_token
+    from gateway.config import load_config
+
+    path = load_config(args.config).api_token_path
+    if args.api_op == "add":
+        token = add_token(path, args.name)
+        print(token)
+        print(f"token {args.name!r} added to {path} (only its hash is kept: copy it now)", file=sys.stderr)
+        return EXIT_OK
+    if args.api_op == "remove":
+        if not remove_token(path, args.name):
+            print(f"no token named {args.name!r} in {path}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"token {args.name!r} removed")
+        return EXIT_OK
+    for name in TokenStore.load(path).names:
+        print(name)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway.status import status_main
+
+    return status_main(args.config, args.token_file)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from gateway.config_check import config_check_main
 
@@ -785,6 +841,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": _cmd_sim,
     "devices": _cmd_devices,
     "members": _cmd_members,
+    "api": _cmd_api,
+    "status": _cmd_status,
     "chain": _cmd_chain,
     "broker": _cmd_broker,
     "bench": _cmd_bench,

@@ -8,15 +8,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from anchoring.bundle import RollupProof, build_bundle, verify_bundle
-from anchoring.receipt import AnchorReceipt
-from edge.manifest import SignedManifest
-from edge.rollup import Rollup
+from anchoring.bundle import verify_bundle
 from gateway.cli.verify import VerifyOptions, chain_checker, rollup_checkers, trust_policy
 from gateway.config import load_config
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError
 from gateway.journal import SqliteJournal
 from gateway.keys import load_signer
+from gateway.proofs import proof_for_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,33 +34,17 @@ def export_main(opts: ProofExportOptions) -> int:
     cfg = load_config(opts.config)
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     try:
-        found = journal.batch_for_seq(opts.seq)
-        if found is None:
-            raise GatewayError(f"seq {opts.seq} is not in any closed batch yet (next seq is {journal.next_seq})")
-        signed = SignedManifest.from_bytes(found[0])
-        m = signed.manifest
-        records = journal.records(m.first_seq, m.last_seq)
-        rollups = []
-        for r in cfg.rollups:
-            held = journal.rollup_for_batch(r.target, m.batch)
-            if held is None:
-                continue  # not rolled up yet: the bundle proves against the batch anchor only
-            number, first, last, rreceipt = held
-            rollup = Rollup(cfg.gateway_id, r.target, number, first, tuple(journal.batch_roots(first, last)))
-            rollups.append(RollupProof(rollup, None if rreceipt is None else AnchorReceipt.from_bytes(rreceipt)))
+        proof = proof_for_seq(cfg, journal, opts.seq, lambda: load_signer(cfg.signing_key_path).public_key_pem())
     finally:
         journal.close()
-    receipt = None if found[1] is None else AnchorReceipt.from_bytes(found[1])
-    pem = load_signer(cfg.signing_key_path).public_key_pem()
-    bundle = build_bundle(opts.seq, records, signed, receipt, pem, rollups)
-    text = json.dumps(bundle, indent=2) + "\n"
+    text = json.dumps(proof.bundle, indent=2) + "\n"
     if opts.output is None:
         sys.stdout.write(text)
     else:
         opts.output.write_text(text)
         print(
-            f"wrote proof of seq {opts.seq} (batch {m.batch}) to {opts.output}"
-            + ("" if receipt else "; warning: the batch is not anchored yet"),
+            f"wrote proof of seq {opts.seq} (batch {proof.batch}) to {opts.output}"
+            + ("" if proof.anchored else "; warning: the batch is not anchored yet"),
             file=sys.stderr,
         )
     return 0

@@ -286,6 +286,7 @@ class AnchorDriver:
         if step.state is AnchorState.FINAL:
             if self.target.kind is AnchorKind.BATCH:
                 self._health.metrics.anchors_final += 1
+                self._health.batch_final(job.number, monotonic())
             else:
                 self._health.metrics.rollups_final += 1
             self._wakes.publish.set()

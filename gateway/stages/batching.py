@@ -70,6 +70,7 @@ class Batching:
         return True
 
     async def _close(self, first: int, last: int) -> None:
+        started = monotonic()
         records = await self._worker.call(self._journal.records, first, last)
         prev_row = await self._worker.call(self._journal.last_batch)
         number = 1 if prev_row is None else prev_row.batch + 1
@@ -78,6 +79,8 @@ class Batching:
         signed = await asyncio.get_running_loop().run_in_executor(None, sign_manifest, manifest, self._signer)
         await self._worker.call(self._journal.add_batch, manifest, signed)
         self._health.metrics.batches += 1
+        now = monotonic()
+        self._health.batch_closed(number, now - started, now)
         log.info(
             "batch %d closed: seq %d..%d (%d records), root %s",
             number,

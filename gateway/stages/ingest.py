@@ -124,6 +124,7 @@ class Ingest:
         self._unsettled -= len(items)
         if rows:
             self._health.metrics.records += len(rows)
+            self._health.journaled(rows)
             self._sink.journaled(rows)
 
     def _join(self, items: list[Stamped]) -> list[Stamped]:

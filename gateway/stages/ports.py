@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from edge.frame import Frame
-from gateway.metrics import Metrics
+from gateway.metrics import ANCHOR_BUCKETS_S, BATCH_CLOSE_BUCKETS_S, Latencies, Metrics
 
 T = TypeVar("T")
 
@@ -54,12 +55,38 @@ class JournalErrorPolicy(StrEnum):
     PAUSE_TARGET = "pause the target"  # anchoring: resync the nonce (a prepared tx may be lost), retry later
 
 
+MAX_TIMED_BATCHES = 4096
+
+
 @dataclass
 class Health:
     """Counters and the last error an operator should see, shared by all stages."""
 
     metrics: Metrics = field(default_factory=Metrics)
     last_error: str | None = None
+    device_records: Counter[str] = field(default_factory=Counter)  # journaled records per (pseudonymous) device
+    device_last: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)  # dev → (seq, t, record bytes)
+    batch_close_s: Latencies = field(default_factory=lambda: Latencies(BATCH_CLOSE_BUCKETS_S))
+    anchor_final_s: Latencies = field(default_factory=lambda: Latencies(ANCHOR_BUCKETS_S))  # batch closed → final
+    closed_at: dict[int, float] = field(default_factory=dict)  # batch → monotonic close time, until final
+
+    def journaled(self, rows: list[tuple[int, str, int, bytes]]) -> None:
+        """Per-device counts and each device's latest record, for /metrics and the dashboard."""
+        for row in rows:
+            self.device_records[row[1]] += 1
+            self.device_last[row[1]] = (row[0], row[2], row[3])
+
+    def batch_closed(self, batch: int, took_s: float, now: float) -> None:
+        self.batch_close_s.observe(took_s)
+        self.closed_at[batch] = now
+        if len(self.closed_at) > MAX_TIMED_BATCHES:  # no chain, or one that is down: keep the newest only
+            del self.closed_at[next(iter(self.closed_at))]
+
+    def batch_final(self, batch: int, now: float) -> None:
+        """A batch closed by this process reached ``final`` (those closed before a restart are not timed)."""
+        closed = self.closed_at.pop(batch, None)
+        if closed is not None:
+            self.anchor_final_s.observe(now - closed)
 
     def journal_failed(self, policy: JournalErrorPolicy, what: str, exc: Exception) -> None:
         self.metrics.journal_errors += 1

@@ -256,6 +256,7 @@ def test_existing_config_and_keys_are_kept_and_a_broken_config_is_reported(tmp_p
             None,
         ),
         ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n', "ble", "bluez"),
+        ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n[api]\nport = 8080\n', "ble,api", "bluez"),
         (
             '[gateway]\nsource = "sim"\n[chain]\nkind = "none"\n[[rollup]]\ntarget = "judicial"\nkind = "evm"\n',
             "evm",
