@@ -36,6 +36,7 @@ from gateway.ble.privacy import IrkResolver
 from gateway.ble.redact import describe, scrub
 from gateway.registry import DeviceRegistry, SeenDevices, pseudonym
 
+DISCONNECT_TIMEOUT_S = 5.0  # a clean disconnect takes milliseconds; past this the link is gone anyway
 log = logging.getLogger("tiyi.ble")
 
 BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
@@ -343,8 +344,10 @@ class ConnectionSlots:
         finally:
             st.connected = False
             if client is not None:
+                # Bounded like the connect: a backend waiting for a disconnection event that never comes (the
+                # device already dropped the link) must not keep this session, and so the source's close, alive.
                 with contextlib.suppress(Exception):
-                    await client.disconnect()
+                    await asyncio.wait_for(client.disconnect(), DISCONNECT_TIMEOUT_S)
             if self._claims is not None:
                 self._claims.release(st.identity, self._name)  # any adapter with a free slot may take it next
             if st.address == dialled:
