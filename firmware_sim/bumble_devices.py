@@ -104,6 +104,9 @@ class BumbleSensor:
     def __post_init__(self) -> None:
         self.device = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
         self._task: asyncio.Task[None] | None = None
+        # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
+        # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
+        self._stopping = False
         self._rng = random.Random(self.misbehaviour.seed or self.model.seed)  # noqa: S311 - simulation
         self.name = self.model.dev_id
         self.renames = 0
@@ -200,6 +203,7 @@ class BumbleSensor:
             await self._rotate_address()  # a private device never shows its identity address
         else:
             await self._advertise()
+        self._stopping = False
         self._task = asyncio.create_task(self._loop())
 
     def _subscribed(self, char: gatt.Characteristic[bytes]) -> bool:
@@ -226,7 +230,7 @@ class BumbleSensor:
         next_rename = mis.rename_every_s * self._rng.uniform(0.3, 1.0) or None
         next_drop = mis.disconnect_every_s * self._rng.uniform(0.3, 1.0) or None
         next_rotation = mis.rotate_address_every_s * self._rng.uniform(0.3, 1.0) or None
-        while not self.switched_off:
+        while not self.switched_off and not self._stopping:
             await asyncio.sleep(m.interval_s / self.speed)
             t += m.interval_s
             frames = m.frames_at(t)
@@ -294,6 +298,7 @@ class BumbleSensor:
                 await conn.disconnect()
 
     async def stop_notifying(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -348,6 +353,9 @@ class BumbleBroadcaster:
     def __post_init__(self) -> None:
         self.device = emulated_device(self.link, self.address, self.model.dev_id)
         self._task: asyncio.Task[None] | None = None
+        # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
+        # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
+        self._stopping = False
 
     @property
     def dev_id(self) -> str:
@@ -363,11 +371,12 @@ class BumbleBroadcaster:
 
     async def start(self) -> None:
         await self.device.power_on()
+        self._stopping = False
         self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
         t = 0.0
-        while True:
+        while not self._stopping:
             t += self.model.interval_s
             (frame,) = self.model.frames_at(t)
             name = self.model.dev_id.encode()[:10]
@@ -390,6 +399,7 @@ class BumbleBroadcaster:
             await asyncio.sleep(self.model.interval_s / self.speed)
 
     async def stop_notifying(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
