@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import cbor2
 
+from anchoring.readers import point_verifier
 from anchoring.stream_verifier import Outcome, StreamVerifier
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
@@ -36,7 +37,6 @@ from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
 from gateway.cli.harness import StreamCollector, dev_chain, serve
-from gateway.cli.verify import point_verifier
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
 from gateway.errors import ConfigError

@@ -21,6 +21,7 @@ from typing import BinaryIO
 from anchoring.capture import read_capture, write_capture_item
 from anchoring.chain import ADDRESS_SIZE, ChainReader
 from anchoring.errors import AnchoringError, CaptureError
+from anchoring.readers import point_verifier
 from anchoring.stream_verifier import StreamVerifier
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
@@ -115,13 +116,6 @@ def pinned_keys(specs: Iterable[str]) -> tuple[dict[str, list[Verifier]], list[V
         else:
             unbound.append(_load_pem_key(Path(spec), "--key"))
     return pinned, unbound
-
-
-def point_verifier(point: bytes) -> Verifier:
-    """A verifier for a registry key (64 bytes X‖Y)."""
-    from edge.sm2 import Sm2PublicKey, make_verifier
-
-    return make_verifier(Sm2PublicKey.from_point(b"\x04" + point))
 
 
 def address_arg(text: str, what: str) -> bytes:

@@ -8,12 +8,12 @@ import time
 
 from anchoring.chain import AnchorKind
 from anchoring.evm import EvmChainClient
+from anchoring.readers import point_verifier
 from anchoring.receipt import AnchorReceipt
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import ChainAnchorChecker
 from edge.manifest import SignedManifest
 from edge.signing import Signer
-from gateway.cli.verify import point_verifier
 from tests.unit.anchoring.test_stream_verifier import Stream
 
 
