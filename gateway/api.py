@@ -377,14 +377,19 @@ def _redact(v: Any, key: str = "") -> Any:
     return v
 
 
-def api_server(state: ApiState, listen: str, port: int) -> Any:
-    """A uvicorn server for the app, to run in the gateway's own loop (``await server.serve()``)."""
+def api_server(
+    state: ApiState, listen: str, port: int, cert_file: Path | None = None, key_file: Path | None = None
+) -> Any:
+    """A uvicorn server for the app, to run in the gateway's own loop (``await server.serve()``); HTTPS with
+    ``cert_file`` and ``key_file`` (checked beforehand by ``gateway.api_tls.check_api_tls``)."""
     import uvicorn
 
     config = uvicorn.Config(
         create_app(state),
         host=listen,
         port=port,
+        ssl_certfile=None if cert_file is None else str(cert_file),
+        ssl_keyfile=None if key_file is None else str(key_file),
         log_level="warning",
         lifespan="off",
         access_log=False,

@@ -117,6 +117,38 @@ class ApiConfig:
     listen: str = "127.0.0.1"  # localhost unless the operator opens it up on purpose
     port: int = 8080
     token_file: Path | None = None  # hashed bearer tokens (``tiyi api token add``); default <state_dir>/api-tokens
+    cert_file: Path | None = None  # HTTPS: the server's certificate (chain) in PEM ...
+    key_file: Path | None = None  # ... and its private key (0600)
+    # Off the loopback interface a bearer token over plain HTTP can be read by anyone on the gym's network:
+    # without TLS the gateway refuses such a listen address unless this is set on purpose.
+    allow_plain_http: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``listen`` is this machine only (127.0.0.0/8, ::1, localhost); a host name is not."""
+        import ipaddress
+
+        if self.listen == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.listen).is_loopback
+        except ValueError:
+            return False
+
+    def problems(self) -> Iterator[ConfigError]:
+        if not 1 <= self.port <= 65_535:
+            yield ConfigError("api.port must be 1..65535")
+        if (self.cert_file is None) != (self.key_file is None):
+            yield ConfigError("api.cert_file and api.key_file go together: set both for HTTPS, or neither")
+        elif not self.tls and not self.loopback and not self.allow_plain_http:
+            yield ConfigError(
+                f"api.listen = {self.listen!r} is reachable from the network but the API has no TLS: set "
+                "api.cert_file and api.key_file, or api.allow_plain_http = true on purpose"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +256,8 @@ class GatewayConfig:
             yield ConfigError("publish.max_records_per_message must be 1..10000 and linger_ms >= 0")
         if not 1 <= self.publish.head_interval_s <= 86_400:
             yield ConfigError("publish.head_interval_s must be 1..86400 seconds")
-        if self.api is not None and not 1 <= self.api.port <= 65_535:
-            yield ConfigError("api.port must be 1..65535")
+        if self.api is not None:
+            yield from self.api.problems()
         if not 1 <= self.mqtt.max_inflight <= 65_535:
             yield ConfigError("mqtt.max_inflight must be 1..65535")
         yield from self._chain_problems()

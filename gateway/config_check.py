@@ -52,6 +52,13 @@ def file_problems(cfg: GatewayConfig) -> Iterator[str]:
         )
     except (GatewayError, OSError, ValueError) as exc:
         yield str(exc) if "[mqtt]" in str(exc) else f"[mqtt]: {exc}"
+    if cfg.api is not None:
+        from gateway.api_tls import check_api_tls
+
+        try:
+            check_api_tls(cfg.api)
+        except ConfigError as exc:
+            yield f"[api]: {exc}"
 
 
 def check_file(path: Path, *, files: bool = True) -> CheckResult:

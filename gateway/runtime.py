@@ -227,6 +227,10 @@ def settle_heap() -> None:
 
 
 async def serve(cfg: GatewayConfig, duration: float | None, drain_timeout: float) -> bool:
+    if cfg.api is not None:  # before anything starts: a bad certificate must not leave a half-started gateway
+        from gateway.api_tls import check_api_tls
+
+        check_api_tls(cfg.api)
     chain = build_chain(cfg)
     source, devices = make_source(cfg)  # before settling the heap: it imports the radio stack (bleak, dbus-fast)
     parts = assemble(cfg, chain, rollup_chains=build_rollup_chains(cfg), devices=devices)
@@ -300,17 +304,20 @@ async def start_api(cfg: GatewayConfig, gw: Gateway, radio: Callable[[], Any]) -
     if cfg.api is None:
         return None
     from gateway.api import ApiState, api_server
+    from gateway.api_tls import check_api_tls
     from gateway.registry import DeviceRegistry
 
+    check_api_tls(cfg.api)
     key = secret_file(cfg.pseudonym_key_path)
     state = ApiState(gw, cfg.api_token_path, DeviceRegistry(cfg.state_dir), key, radio)
-    server = api_server(state, cfg.api.listen, cfg.api.port)
+    server = api_server(state, cfg.api.listen, cfg.api.port, cfg.api.cert_file, cfg.api.key_file)
     api = ApiTask(server)
     while not server.started:
         if api.task.done():
             raise GatewayError(f"the admin API could not listen on {cfg.api.listen}:{cfg.api.port}")
         await asyncio.sleep(0.02)
-    log.info("admin API on http://%s:%d/ (token file %s)", cfg.api.listen, cfg.api.port, cfg.api_token_path)
+    scheme = "https" if cfg.api.tls else "http"
+    log.info("admin API on %s://%s:%d/ (token file %s)", scheme, cfg.api.listen, cfg.api.port, cfg.api_token_path)
     return api
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +27,12 @@ MAX_SNAPSHOT_BYTES = 8 << 20  # a reply larger than this is not a snapshot
 def from_api(cfg: GatewayConfig, token: str, timeout: float = 5) -> dict[str, Any]:
     assert cfg.api is not None
     host = "127.0.0.1" if cfg.api.listen in ("0.0.0.0", "::", "") else cfg.api.listen  # noqa: S104
-    req = urllib.request.Request(
-        f"http://{host}:{cfg.api.port}/api/v1/events?once=true", headers={"Authorization": f"Bearer {token}"}
+    scheme = "https" if cfg.api.tls else "http"
+    req = urllib.request.Request(  # noqa: S310 (http or https, chosen above)
+        f"{scheme}://{host}:{cfg.api.port}/api/v1/events?once=true", headers={"Authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=_pinned(cfg)) as r:  # noqa: S310
             body = r.read(MAX_SNAPSHOT_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise GatewayError(f"the gateway's API refused the status request ({exc.code}): check the token") from None
@@ -40,6 +42,18 @@ def from_api(cfg: GatewayConfig, token: str, timeout: float = 5) -> dict[str, An
     snap: dict[str, Any] = json.loads(text[len("data: ") :])
     snap["source"] = f"API on port {cfg.api.port}"
     return snap
+
+
+def _pinned(cfg: GatewayConfig) -> ssl.SSLContext | None:
+    """With HTTPS, trust exactly the certificate the gateway is configured to serve (it is read from the same
+    configuration on the same machine), whoever issued it; the host name is not checked, since the API is
+    reached here by address."""
+    if cfg.api is None or cfg.api.cert_file is None:
+        return None
+    ctx = ssl.create_default_context(cafile=str(cfg.api.cert_file))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
+    return ctx
 
 
 def from_journal(cfg: GatewayConfig) -> dict[str, Any]:
