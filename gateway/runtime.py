@@ -277,8 +277,10 @@ def start_watchdog(notifier: Notifier, gw: Gateway, source: asyncio.Task[None]) 
     from gateway.watchdog import feed_watchdog
 
     loops = {**gw.loops, "source": source}
+    chains = [t.worker for t in gw.anchoring.targets]
     return asyncio.create_task(
-        feed_watchdog(notifier, interval, lambda: gw.worker.call(_nothing), loops), name="watchdog"
+        feed_watchdog(notifier, interval, lambda: gw.worker.call(_nothing), loops, gw.health.beats, chains),
+        name="watchdog",
     )
 
 

@@ -30,13 +30,14 @@ from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, PublishError
+from gateway.heartbeats import IDLE_BEAT_S
 from gateway.journal import BATCH_QUEUE, SqliteJournal
 from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
-from gateway.stages.anchoring import AnchorDriver, Anchoring, AnchorTarget, MqttStateNotes
-from gateway.stages.announce import Announcements, HeadPublisher
+from gateway.stages.anchoring import ANCHOR_RETRY_S, AnchorDriver, Anchoring, AnchorTarget, MqttStateNotes
+from gateway.stages.announce import HEAD_MIN_SPACING_S, Announcements, HeadPublisher
 from gateway.stages.batching import Batching
-from gateway.stages.delivery import Delivery, PublishLoop
+from gateway.stages.delivery import ACK_FLUSH_S, Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource, Health, Wakes, Worker
 from gateway.stages.retention import Retention
@@ -190,9 +191,27 @@ class Gateway:
             for r in self.cfg.rollups
             if r.target in {t.name for t in self.anchoring.targets}
         ]
+        for name, idle_s in self.idle_waits().items():
+            if name in self.loops:
+                self.health.beats.expect(name, idle_s)
         log.info(
             "gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region, self.journal.next_seq
         )
+
+    def idle_waits(self) -> dict[str, float]:
+        """Each stage loop's longest wait between passes by design (its watchdog bound adds one pass's work)."""
+        cfg = self.cfg
+        polls = [t.poll_s for t in self.anchoring.targets]
+        return {
+            "ingest": IDLE_BEAT_S + cfg.publish.linger_ms / 1000,
+            "publish": IDLE_BEAT_S,
+            "acks": ACK_FLUSH_S,
+            "batching": 0.1,
+            "head": cfg.publish.head_interval_s + HEAD_MIN_SPACING_S + IDLE_BEAT_S,
+            "retention": cfg.retention.interval_s,
+            "anchoring": (min(polls) if polls else 0.0) + ANCHOR_RETRY_S,
+            **{f"rollup-{r.target}": 1.0 for r in cfg.rollups},
+        }
 
     async def submit(self, frame: Frame) -> None:
         """Hand a received frame to the pipeline; stamps the gateway receive time now."""

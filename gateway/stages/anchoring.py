@@ -38,11 +38,14 @@ from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError, PublishError
 from gateway.journal import SqliteJournal
 from gateway.mqtt import Publisher
-from gateway.stages.ports import Health, JournalErrorPolicy, Wakes, Worker
+from gateway.stages.ports import CallHung, Health, JournalErrorPolicy, Wakes, Worker
 
 log = logging.getLogger("tiyi.gateway")
 
 ANCHOR_RETRY_S = 2.0
+# A chain call (one or two JSON-RPC requests of RPC_TIMEOUT_S each) that has not returned after this long is
+# given up on, and its thread counts as hung (the watchdog then lets systemd restart the gateway).
+CHAIN_CALL_S = 60.0
 
 
 @dataclass
@@ -55,7 +58,7 @@ class AnchorTarget:
     chain: ChainClient
     confirmations: int
     poll_s: float
-    worker: Worker = field(default_factory=lambda: Worker("tiyi-chain"))
+    worker: Worker = field(default_factory=lambda: Worker("tiyi-chain", CHAIN_CALL_S))
     retry_at: float = 0.0
 
     @property
@@ -98,7 +101,9 @@ class AnchorDriver:
         self._journal, self._worker, self._health, self._notes, self._wakes = journal, worker, health, notes, wakes
 
     async def _chain(self, fn: Any, *args: Any) -> Any:
-        return await self.target.worker.call(fn, *args)
+        out = await self.target.worker.call(fn, *args)
+        self._health.beat("anchoring")  # a pass over many jobs is many chain calls: each one is progress
+        return out
 
     async def advance(self) -> bool:
         """One pass over the open jobs; whether any moved."""
@@ -322,6 +327,7 @@ class Anchoring:
 
     async def run(self) -> None:
         while True:
+            self._health.beat("anchoring")
             busy = False
             for driver in self._drivers:
                 if monotonic() >= driver.target.retry_at:
@@ -333,7 +339,7 @@ class Anchoring:
         t = driver.target
         try:
             return await driver.advance()
-        except AnchoringError as exc:
+        except (AnchoringError, CallHung) as exc:
             self._health.metrics.chain_errors += 1
             self._health.last_error = f"chain {t.name}: {exc}"
             log.warning("anchoring on %s paused: %s (retrying in %.0f s)", t.name, exc, ANCHOR_RETRY_S)

@@ -4,6 +4,7 @@ and the signed head, which names the latest batch whose manifest the broker ackn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -16,6 +17,7 @@ from edge.signing import Signer
 from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError, PublishError
+from gateway.heartbeats import IDLE_BEAT_S
 from gateway.journal import BATCH_QUEUE, SqliteJournal
 from gateway.mqtt import Publisher
 from gateway.stages.ports import Background, Health, JournalErrorPolicy, Wake, Worker, acked
@@ -178,11 +180,13 @@ class HeadPublisher:
 
     async def run(self) -> None:
         while True:
+            self._health.beat("head")
             await self._wake.wait(max(0.0, self._sent + self._interval_s - monotonic()))
             await asyncio.sleep(max(0.0, self._sent + HEAD_MIN_SPACING_S - monotonic()))
             self._wake.clear()  # this head covers whatever woke it meanwhile
             if not self._publisher.connected:
-                await self._publisher.wait_connected(None)  # the birth on connect sends a fresh head
+                with contextlib.suppress(TimeoutError):  # bounded: a loop waiting for the broker still beats
+                    await self._publisher.wait_connected(IDLE_BEAT_S)  # the birth on connect sends a fresh head
                 continue
             try:
                 await self.publish()

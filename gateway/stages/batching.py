@@ -44,10 +44,11 @@ class Batching:
 
     async def run(self) -> None:
         while True:
+            self._health.beat("batching")
             await self._wakes.batch.wait(0.1)
             try:
                 while await self._maybe_close():
-                    pass
+                    self._health.beat("batching")
             except JournalError as exc:
                 self._health.journal_failed(self.journal_errors, "could not close a batch", exc)
                 await asyncio.sleep(1.0)
@@ -97,6 +98,7 @@ class Batching:
         period = rollup.period_s
         due = monotonic() + period
         while True:
+            self._health.beat(f"rollup-{rollup.target}")
             await asyncio.sleep(min(1.0, max(0.05, due - monotonic())))
             if not (self._flushing or monotonic() >= due):
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import ClassVar, Protocol
 from edge.record import encode_data_message
 from edge.topics import Topics
 from gateway.errors import JournalError, PublishError
+from gateway.heartbeats import IDLE_BEAT_S
 from gateway.journal import SqliteJournal
 from gateway.mqtt import Publisher
 from gateway.stages.ingest import Row
@@ -127,6 +129,7 @@ class Delivery:
 
     async def ack_loop(self) -> None:
         while True:
+            self._health.beat("acks")
             await asyncio.sleep(ACK_FLUSH_S)
             await self.flush_acks()
 
@@ -148,8 +151,12 @@ class PublishLoop:
 
     async def run(self) -> None:
         while True:
+            self._health.beat("publish")
+            if not self._publisher.connected:
+                with contextlib.suppress(TimeoutError):  # bounded: a loop waiting for the broker still beats
+                    await self._publisher.wait_connected(IDLE_BEAT_S)
+                continue
             try:
-                await self._publisher.wait_connected(None)
                 did = await self._delivery.publish_once()
                 did |= await self._announcements.publish_once()
             except PublishError as exc:

@@ -15,6 +15,7 @@ from edge.gatt.assembly import JOINABLE, Joined, RecordAssembler
 from edge.record import SALT_BYTES, encode_record
 from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError
+from gateway.heartbeats import IDLE_BEAT_S
 from gateway.ingest_buffer import IngestBuffer
 from gateway.journal import SqliteJournal
 from gateway.stages.ports import DeviceDirectory, Health, JournalErrorPolicy, Worker
@@ -103,9 +104,11 @@ class Ingest:
 
     async def run(self) -> None:
         while True:
-            # While parts are held, wake up to give up on records whose last part never comes.
+            self._health.beat("ingest")
+            # While parts are held, wake up to give up on records whose last part never comes; idle, wake only
+            # to beat (the watchdog's sign that this loop is not stuck).
             items = await self._frames.take(
-                MAX_FRAMES_PER_APPEND, self._linger_s, 0.2 if self._assembler.holding else None
+                MAX_FRAMES_PER_APPEND, self._linger_s, 0.2 if self._assembler.holding else IDLE_BEAT_S
             )
             if items or self._assembler.holding:
                 await self.accept(items)
@@ -120,6 +123,7 @@ class Ingest:
             except JournalError as exc:
                 # Nothing was written and no seq was consumed: refuse loudly, retry the same records.
                 self._health.journal_failed(self.journal_errors, f"journal refused {len(rows)} records", exc)
+                self._health.beat("ingest")  # retrying a failing journal is not being stuck
                 await asyncio.sleep(1.0)
         self._unsettled -= len(items)
         if rows:

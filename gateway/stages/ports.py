@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from edge.frame import Frame
+from gateway.clock import monotonic
+from gateway.heartbeats import Heartbeats
 from gateway.metrics import ANCHOR_BUCKETS_S, BATCH_CLOSE_BUCKETS_S, Latencies, Metrics
 
 T = TypeVar("T")
@@ -69,6 +71,10 @@ class Health:
     batch_close_s: Latencies = field(default_factory=lambda: Latencies(BATCH_CLOSE_BUCKETS_S))
     anchor_final_s: Latencies = field(default_factory=lambda: Latencies(ANCHOR_BUCKETS_S))  # batch closed → final
     closed_at: dict[int, float] = field(default_factory=dict)  # batch → monotonic close time, until final
+    beats: Heartbeats = field(default_factory=Heartbeats)  # each stage loop's passes, for the watchdog
+
+    def beat(self, loop: str) -> None:
+        self.beats.beat(loop)
 
     def journaled(self, rows: list[tuple[int, str, int, bytes]]) -> None:
         """Per-device counts and each device's latest record, for /metrics and the dashboard."""
@@ -121,18 +127,53 @@ class Wakes:
     head: Wake = field(default_factory=Wake)  # a batch's publication was recorded: the head can move on
 
 
+class CallHung(TimeoutError):
+    """A call on a bounded worker did not return within its bound; the thread is still inside it."""
+
+
 class Worker:
     """One dedicated thread for blocking work (the journal: SQLite is one writer and fsync must not stall the
-    loop; or a chain client)."""
+    loop; or a chain client).
 
-    def __init__(self, name: str) -> None:
+    With ``bound_s`` (a chain client: a node that accepts the connection and never answers) each call is
+    given up on after that long with :class:`CallHung`, and the worker reports how long the call its thread
+    is stuck in has run (``hung_for``): nothing can stop a thread, so the watchdog lets systemd restart us.
+    """
+
+    def __init__(self, name: str, bound_s: float | None = None) -> None:
+        self.name, self.bound_s = name, bound_s
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._running_since: float | None = None  # set and cleared on the worker's thread
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._timed, fn, args)
+        if self.bound_s is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, self.bound_s)
+        except TimeoutError:
+            raise CallHung(
+                f"{getattr(fn, '__name__', 'a call')} on {self.name} did not return within {self.bound_s:g} s"
+            ) from None
+
+    def _timed(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self._running_since = monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self._running_since = None
+
+    def hung_for(self, now: float) -> float | None:
+        """Seconds the current call has run when that is past the bound, else None (idle, or within it)."""
+        since = self._running_since
+        if self.bound_s is None or since is None or now - since <= self.bound_s:
+            return None
+        return now - since
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True)
+        # A thread stuck in a call would hold the process's exit forever; its queued calls are dropped.
+        hung = self.hung_for(monotonic()) is not None
+        self._pool.shutdown(wait=not hung, cancel_futures=hung)
 
 
 class Background:

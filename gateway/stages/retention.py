@@ -37,6 +37,7 @@ class Retention:
 
     async def run(self) -> None:
         while True:
+            self._health.beat("retention")
             try:
                 await self.purge_once()
             except JournalError as exc:

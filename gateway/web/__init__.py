@@ -42,6 +42,9 @@ class LiveState:
     key_status: str = "unknown"  # registered, not registered, unknown (no chain, or it could not be asked)
     key_checked_at: float | None = None
     rates: dict[str, float] = field(default_factory=lambda: {"in": 0.0, "out": 0.0})
+    started: float = field(default_factory=monotonic)  # the API (and with it the gateway) started
+    listed: dict[str, float] = field(default_factory=dict)  # paired device id → when first listed unheard
+    looked: bool = False  # a snapshot has listed the devices before (else a paired device counts from the start)
 
 
 def mount(app: FastAPI, api_state: Any, auth: list[Any], prefix: str) -> None:
@@ -133,10 +136,7 @@ def alarms(
         disk = shutil.disk_usage(gw.cfg.state_dir)
         if disk.free < disk.total * DISK_LOW_FRACTION or gw.health.last_error == "journal: disk full":
             out.append({"code": "disk_filling", "free_bytes": disk.free})
-    t = wall_ms()
-    silent = [
-        d["id"] for d in devices if d["last_reading"] is not None and t - d["last_reading"]["t"] > SILENT_AFTER_S * 1000
-    ]
+    silent = silent_devices(devices, live, wall_ms(), now)
     if silent:
         out.append({"code": "device_silent", "devices": silent})
     if gw.metrics.clock_jumps > live.clock_jumps:
@@ -145,6 +145,27 @@ def alarms(
         out.append({"code": "clock_jump", "count": live.clock_jumps})
     if live.key_status == "not registered":
         out.append({"code": "key_not_registered"})
+    return out
+
+
+def silent_devices(devices: list[dict[str, Any]], live: LiveState, t_ms: int, now: float) -> list[str]:
+    """Devices silent for ``SILENT_AFTER_S``: heard since start and then quiet, or paired and never heard since
+    start (counted from the start, or from when a device paired later was first listed)."""
+    out = []
+    for d in devices:
+        last = d["last_reading"]
+        if last is not None:
+            live.listed.pop(d["id"], None)
+            if t_ms - last["t"] > SILENT_AFTER_S * 1000:
+                out.append(d["id"])
+        elif d["paired"]:
+            since = live.listed.setdefault(d["id"], now if live.looked else live.started)
+            if now - since > SILENT_AFTER_S:
+                out.append(d["id"])
+    paired = {d["id"] for d in devices if d["paired"]}
+    for gone in [k for k in live.listed if k not in paired]:  # forgotten devices are not tracked any longer
+        del live.listed[gone]
+    live.looked = True
     return out
 
 

@@ -9,7 +9,9 @@ const T = {
     st_connected: "已连接", st_seen: "在线", st_paired: "已配对（未见）",
     broker_down: "消息代理断开：数据暂存本地日志", chain_down: "区块链不可用：上链暂停，稍后重试",
     disk_filling: "磁盘空间不足：日志即将无法写入", device_silent: "设备无数据", clock_jump: "系统时钟跳变",
-    key_not_registered: "签名密钥未在链上登记" },
+    key_not_registered: "签名密钥未在链上登记",
+    anc_pending: "待上链", anc_signed: "已签名，待发送", anc_submitted: "已提交，待入块", anc_included: "已入块，确认中",
+    anc_final: "已上链确认", anc_failed: "上链失败" },
   en: { title: "Gateway", offline: "offline", live: "live", token: "Access token", signin: "Sign in", tokenhint: "made with tiyi api token add NAME",
     in: "In, records/s", out: "Delivered, records/s", unacked: "Unacknowledged records", unpub: "Unpublished batches", anchors: "Anchors pending", journal: "Journal records",
     devices: "Devices", id: "ID", state: "State", battery: "Battery", reading: "Last reading", records: "Records",
@@ -18,7 +20,9 @@ const T = {
     st_connected: "connected", st_seen: "seen", st_paired: "paired (not seen)",
     broker_down: "Broker down: data waits in the journal", chain_down: "Chain down: anchoring paused, retrying",
     disk_filling: "Disk filling: the journal will soon refuse data", device_silent: "Device silent", clock_jump: "System clock jumped",
-    key_not_registered: "Signing key not registered on chain" },
+    key_not_registered: "Signing key not registered on chain",
+    anc_pending: "pending", anc_signed: "signed, not sent", anc_submitted: "submitted", anc_included: "in a block, confirming",
+    anc_final: "final", anc_failed: "failed" },
 };
 let lang = (localStorage.getItem("tiyi-lang") || (navigator.language || "zh").slice(0, 2)) === "en" ? "en" : "zh";
 let token = sessionStorage.getItem("tiyi-token") || "";
@@ -71,7 +75,9 @@ function render(s) {
     const link = document.createElement("a"); link.href = b.proof; link.textContent = t("download");
     link.addEventListener("click", (e) => { e.preventDefault(); download(b.proof, `proof-${b.first_seq}.json`); });
     const p = document.createElement("td"); p.append(link);
-    tr.append(cell(b.batch), cell(`${b.first_seq}–${b.last_seq}`, "mono"), cell(b.anchor || "–", "st-" + (b.anchor || "")), p);
+    const anc = cell(b.anchor ? T[lang]["anc_" + b.anchor] || b.anchor : "–", "st-" + (b.anchor || ""));
+    if (b.anchor) anc.dataset.state = b.anchor;
+    tr.append(cell(b.batch), cell(`${b.first_seq}–${b.last_seq}`, "mono"), anc, p);
     bt.append(tr);
   }
 }
