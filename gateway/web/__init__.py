@@ -30,6 +30,7 @@ SILENT_AFTER_S = 60.0  # a device that sent readings and then nothing for this l
 DISK_LOW_FRACTION = 0.10  # free space below this share of the journal's file system raises an alarm
 CLOCK_JUMP_ALARM_S = 600.0  # a wall-clock jump stays on the dashboard this long
 KEY_CHECK_S = 300.0  # how often the chain's registry is asked whether our signing key is registered
+KEY_CHECK_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -183,7 +184,8 @@ async def _check_key(api_state: Any, live: LiveState, now: float) -> None:
 
     ours = load_public_key_pem(api_state.public_key_pem).public_key.point[1:]
     try:
-        entry = await asyncio.get_running_loop().run_in_executor(None, targets[0].chain.gateway, gw.cfg.gateway_id)
+        ask = asyncio.get_running_loop().run_in_executor(None, targets[0].chain.gateway, gw.cfg.gateway_id)
+        entry = await asyncio.wait_for(ask, KEY_CHECK_TIMEOUT_S)  # a hung node must not stall the dashboard
     except Exception:  # a chain that cannot be asked is the chain_down alarm's business, not this one's
         live.key_status = "unknown"
         return

@@ -67,6 +67,9 @@ class RunningGateway:
     def get(self, path: str, **kw: Any) -> requests.Response:
         return requests.get(self.base + path, headers=kw.pop("headers", self.auth), timeout=10, **kw)
 
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return requests.post(self.base + path, json=body, headers=self.auth, timeout=10)
+
     def feed(self, n: int, dev: str = "hr-1") -> None:
         async def go() -> None:
             assert self.parts is not None

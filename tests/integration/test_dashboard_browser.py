@@ -8,8 +8,10 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from gateway.sources import SimulatedStrapSource
 from tests.conftest import Mosquitto
@@ -80,7 +82,9 @@ def test_live_readings_pairing_and_a_phone_sized_screenshot(gw: RunningGateway, 
             assert "C0:FF:EE" not in page.locator("#devices").inner_text()
 
             # Batches close and anchor on the in-process chain; the key is not registered there: an alarm.
-            expect(page.locator("#batches tbody tr").first).to_contain_text("final", timeout=15000)
+            # Anchor states are shown in the page's language (the state itself stays in data-state).
+            final = page.locator('#batches tbody tr td[data-state="final"]').first
+            expect(final).to_have_text("已上链确认", timeout=15000)
             expect(page.locator('#alarms [data-code="key_not_registered"]')).to_be_visible()
 
             shot = tmp_path / "dashboard-phone-zh.png"
@@ -88,6 +92,7 @@ def test_live_readings_pairing_and_a_phone_sized_screenshot(gw: RunningGateway, 
             keep(shot)
             page.click("#lang")
             expect(page.locator("#pair h3")).to_have_text("Pair a new device")
+            expect(final).to_have_text("final")
             page.set_viewport_size({"width": 1100, "height": 900})
             wide = tmp_path / "dashboard-wide-en.png"
             page.screenshot(path=str(wide), full_page=True)
@@ -95,3 +100,70 @@ def test_live_readings_pairing_and_a_phone_sized_screenshot(gw: RunningGateway, 
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000 and wide.stat().st_size > 10_000
+
+
+def signed_in(p: Any, gw: RunningGateway, **context: Any) -> Any:
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    page = browser.new_page(**context)
+    page.goto(gw.base + "/")
+    page.fill("#token", gw.token)
+    page.click("#login button")
+    return browser, page
+
+
+def test_at_phone_width_the_page_never_scrolls_sideways_and_the_device_table_scrolls_in_its_box(
+    gw: RunningGateway,
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    for i in range(3):  # long pseudonymous ids, paired and not yet heard
+        assert gw.post("/api/v1/devices", {"entry": f"C0:FF:EE:00:01:0{i}"}).status_code == 201
+    gw.run_source(SimulatedStrapSource(devices=3, interval_s=0.5, seed=7, prefix="strap"))
+    with sync_playwright() as p:
+        browser, page = signed_in(p, gw, viewport={"width": 390, "height": 844}, locale="zh-CN")
+        try:
+            expect(page.locator('#devices tr[data-id="strap-003"] .reading')).to_contain_text("heart_rate")
+            # A refused pairing answers with a long unbroken message: it wraps instead of widening the page.
+            page.fill("#entry", "not-an-address-" * 6)
+            page.click("#pair button")
+            expect(page.locator('#pairmsg[data-ok="0"]')).to_contain_text("entry")
+            m = page.evaluate(
+                """() => {
+                  const box = document.querySelector("#devices").parentElement;
+                  window.scrollTo(500, window.scrollY);
+                  const pageX = window.scrollX;
+                  box.scrollLeft = 120;
+                  const idCell = document.querySelector("#devices tbody tr td:first-child");
+                  return { vw: window.innerWidth, page: document.scrollingElement.scrollWidth,
+                           body: document.body.scrollWidth, pageX, overflow: getComputedStyle(box).overflowX,
+                           boxScroll: box.scrollWidth, boxWidth: box.clientWidth, boxLeft: box.scrollLeft,
+                           idLeft: idCell.getBoundingClientRect().left - box.getBoundingClientRect().left };
+                }"""
+            )
+            assert m["page"] <= m["vw"] and m["body"] <= m["vw"] and m["pageX"] == 0, m
+            assert m["overflow"] in ("auto", "scroll") and m["boxScroll"] > m["boxWidth"] and m["boxLeft"] > 0, m
+            assert 0 <= m["idLeft"] <= 2, m  # the id column stays in view while the rest scrolls
+        finally:
+            browser.close()
+
+
+def test_a_paired_device_never_heard_since_start_raises_device_silent(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    import gateway.web
+
+    monkeypatch.setattr(gateway.web, "SILENT_AFTER_S", 1.0)
+    pid = gw.post("/api/v1/devices", {"entry": "C0:FF:EE:00:02:01"}).json()["id"]
+    with sync_playwright() as p:
+        browser, page = signed_in(p, gw, viewport={"width": 1000, "height": 800}, locale="en-US")
+        try:
+            alarm = page.locator('#alarms [data-code="device_silent"]')
+            expect(alarm).to_contain_text(pid, timeout=10000)
+            expect(alarm).to_contain_text("Device silent")
+            # Forgotten, it is no longer expected to speak.
+            assert requests.delete(gw.base + f"/api/v1/devices/{pid}", headers=gw.auth, timeout=10).status_code == 204
+            expect(alarm).to_be_hidden(timeout=10000)
+        finally:
+            browser.close()
