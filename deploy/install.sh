@@ -174,8 +174,9 @@ if what == "extras":
     kinds = {chain.get("kind", "inproc")} | {r.get("kind", "inproc") for r in rollups}
     if kinds & {"evm", "fisco2"}:
         extras.append("evm")
-    if "inproc" in kinds:
-        extras.append("sim")  # the in-process chain of the demo
+    sim = data.get("sim") if isinstance(data.get("sim"), dict) else {}
+    if "inproc" in kinds or (gw.get("source", "sim") == "sim" and sim.get("radio") is True):
+        extras.append("sim")  # the in-process chain of the demo, or simulated straps on an emulated radio
     if isinstance(data.get("api"), dict):
         extras.append("api")  # the admin API, dashboard and /metrics
     print(",".join(extras))

@@ -82,6 +82,7 @@ class SimConfig:
     devices: int = 3
     interval_s: float = 1.0
     seed: int = 1
+    radio: bool = False  # the straps on an emulated Bluetooth radio: listed as seen, recorded once paired
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,6 +208,11 @@ def make_source(cfg: GatewayConfig) -> tuple[FrameSource, DeviceDirectory]:
         ]
         source = sources[0] if len(sources) == 1 else MultiAdapterSource(sources)
         return source, source
+    if cfg.sim.radio:
+        from gateway.sim_radio import EmulatedRadioSource
+
+        radio = EmulatedRadioSource(cfg, secret_file(cfg.pseudonym_key_path))
+        return radio, radio
     return SimulatedStrapSource(cfg.sim.devices, cfg.sim.interval_s, cfg.sim.seed), NO_DEVICES
 
 

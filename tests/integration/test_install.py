@@ -257,6 +257,9 @@ def test_existing_config_and_keys_are_kept_and_a_broken_config_is_reported(tmp_p
         ),
         ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n', "ble", "bluez"),
         ('[gateway]\nsource = "ble"\n[chain]\nkind = "none"\n[api]\nport = 8080\n', "ble,api", "bluez"),
+        # The rehearsal of docs/operations.md: simulated straps on an emulated radio need the sim extra.
+        ('[gateway]\nsource = "sim"\n[sim]\nradio = true\n[chain]\nkind = "none"\n[api]\n', "sim,api", None),
+        ('[gateway]\nsource = "sim"\n[chain]\nkind = "none"\n', "", None),
         (
             '[gateway]\nsource = "sim"\n[chain]\nkind = "none"\n[[rollup]]\ntarget = "judicial"\nkind = "evm"\n',
             "evm",
