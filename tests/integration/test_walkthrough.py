@@ -56,12 +56,9 @@ def rehearsal() -> tuple[dict[str, dict[str, str]], list[str], str]:
 
 def apply(conf: str, settings: dict[str, dict[str, str]]) -> str:
     """Each setting into its section of the installed file: replaced where it is, added where it is not; a
-    commented-out section (``# [api]``, its ``# key = …`` lines) is uncommented first."""
+    commented-out section header (``# [api]``) is uncommented first, its commented settings stay comments."""
     for section, values in settings.items():
-        commented = re.search(rf"^# \[{section}\]\n((?:# .*\n)*)", conf, re.M)
-        if commented is not None:
-            lines = re.sub(r"^# ", "", commented.group(1), flags=re.M)
-            conf = conf[: commented.start()] + f"[{section}]\n" + lines + conf[commented.end() :]
+        conf = re.sub(rf"^# \[{section}\]$", f"[{section}]", conf, flags=re.M)
         head = re.search(rf"^\[{section}\]\n", conf, re.M)
         assert head is not None, f"the installed configuration has no [{section}]"
         end = re.search(r"^\[", conf[head.end() :], re.M)
