@@ -122,9 +122,14 @@ def summary(cfg: GatewayConfig) -> list[str]:
             f"{b.max_connections} connections each"
         )
     else:
-        lines.append(f"sim        {cfg.sim.devices} simulated devices every {cfg.sim.interval_s:g} s")
+        radio = " on an emulated radio (recorded once paired)" if cfg.sim.radio else ""
+        lines.append(f"sim        {cfg.sim.devices} simulated devices every {cfg.sim.interval_s:g} s{radio}")
     for r in cfg.rollups:
         lines.append(f"rollup     {r.target} every {r.period_s:g} s on {r.chain.kind} {redact_url(r.chain.url)}")
+    if cfg.api is not None:
+        a = cfg.api
+        scheme = "https" if a.tls else "http (plain, allowed on purpose)" if not a.loopback else "http"
+        lines.append(f"api        {scheme} on {a.listen}:{a.port}; tokens in {cfg.api_token_path}")
     return lines
 
 
