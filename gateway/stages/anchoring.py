@@ -340,6 +340,10 @@ class Anchoring:
         try:
             return await driver.advance()
         except (AnchoringError, CallHung) as exc:
+            if isinstance(exc, CallHung):
+                # The call may still complete (a prepared transaction taking a nonce nobody keeps): forget the
+                # nonce on the chain's own thread, after that call and before any other.
+                t.worker.enqueue(t.chain.resync_nonce)
             self._health.metrics.chain_errors += 1
             self._health.last_error = f"chain {t.name}: {exc}"
             log.warning("anchoring on %s paused: %s (retrying in %.0f s)", t.name, exc, ANCHOR_RETRY_S)

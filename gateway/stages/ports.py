@@ -156,6 +156,10 @@ class Worker:
                 f"{getattr(fn, '__name__', 'a call')} on {self.name} did not return within {self.bound_s:g} s"
             ) from None
 
+    def enqueue(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the worker's thread after the calls already queued, without waiting for it."""
+        self._pool.submit(self._timed, fn, ())
+
     def _timed(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         self._running_since = monotonic()
         try:

@@ -133,11 +133,19 @@ class HangingChain:
     """The in-process chain, except that preparing an anchor blocks its thread until released."""
 
     def __init__(self, real: Any) -> None:
-        self.real, self.release = real, threading.Event()
+        self.real, self.release, self.resynced = real, threading.Event(), threading.Event()
+        self.order: list[str] = []
 
     def prepare_anchor(self, *args: Any) -> Any:
         self.release.wait()
-        return self.real.prepare_anchor(*args)
+        out = self.real.prepare_anchor(*args)
+        self.order.append("prepared")
+        return out
+
+    def resync_nonce(self) -> None:
+        self.order.append("resync")
+        self.real.resync_nonce()
+        self.resynced.set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -160,5 +168,9 @@ def test_a_hung_chain_call_stops_the_pings(
         # The stage itself was not left hanging: the call was given up on and the target paused.
         paused = [r.getMessage() for r in caplog.records if "anchoring on" in r.getMessage()]
         assert paused and "did not return within 0.5 s" in paused[0]
+        # When the call does come back, the nonce it may have used is forgotten before any other chain call.
+        chain.release.set()
+        assert chain.resynced.wait(10)
+        assert chain.order[:2] == ["prepared", "resync"], chain.order
     finally:
         chain.release.set()
