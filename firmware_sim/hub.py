@@ -8,7 +8,8 @@ the hub's process. Devices spread over several processes escape the GIL of one; 
 is a device that vanished from the air, exactly what the gateway must survive.
 
 Worker protocol (``python -m firmware_sim.hub worker``): a JSON list of device specs on stdin; runs until
-SIGTERM or SIGINT, then stops notifying and prints one JSON line:
+SIGTERM or SIGINT, then stops notifying, waits until every notification it counted has left for the hub,
+and only then prints one JSON line (its final count):
 ``{"sent": {dev: {"frames": [hex of each frame sent or battery value read], "chars": [its characteristic]}}}``.
 """
 
@@ -139,9 +140,9 @@ async def run_worker(specs: list[DeviceSpec]) -> dict[str, dict[str, Any]]:
         loop.add_signal_handler(sig, stop.set)
     print(json.dumps({"ready": len(devices)}), flush=True)
     await stop.wait()
-    for d in devices:
-        await d.stop_notifying()
-    await asyncio.sleep(0.3)  # the last notifications cross the socket before the link goes
+    # Each device's count is final once it stopped: its notifications in flight were counted and handed to
+    # the hub's controller. The reply below is the handshake the hub's side waits for.
+    await asyncio.gather(*(d.stop_notifying() for d in devices))
     out: dict[str, dict[str, Any]] = {}
     for d in devices:
         emitted = d.emitted()

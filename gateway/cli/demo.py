@@ -39,7 +39,7 @@ from firmware_sim.scenario import Chaos, Scenario
 from gateway.cli.harness import StreamCollector, dev_chain, serve
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble, chain_account_key, secret_file
 from gateway.service import Gateway
@@ -548,16 +548,19 @@ class HubDemoSource:
                         p.kill()
 
     async def quiesce(self) -> None:
-        """Stop every device process; each reports what it sent."""
+        """Stop every device process and take its final count: a process reports what it sent only after its
+        devices stopped emitting and their last notifications left for the hub. A process that exits without
+        that report leaves the count unknown, which is an error, not zero."""
         for p in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        for i, p in enumerate(self.procs):
             assert p.stdout is not None
             out, _ = await asyncio.wait_for(p.communicate(), 30)
-            for line in out.decode().splitlines():
-                if line.startswith('{"sent"'):
-                    self.sent.update(json.loads(line)["sent"])
+            reports = [json.loads(line)["sent"] for line in out.decode().splitlines() if line.startswith('{"sent"')]
+            if len(reports) != 1:
+                raise GatewayError(f"device process {i + 1} exited ({p.returncode}) without reporting what it sent")
+            self.sent.update(reports[0])
         await self.handed.until(lambda: self.frames_sent)  # the last notifications reach the gateway
         await self.hub.close()
 
