@@ -330,7 +330,7 @@ class FrameCounter(Protocol):
 
     @property
     def emitting(self) -> bool:
-        """Whether every device runs (a run's duration counts from then, not from the start of slow set-up)."""
+        """Whether every device emits to the gateway (a run's duration counts from then, not from slow set-up)."""
         ...
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None: ...
@@ -547,7 +547,10 @@ class HubDemoSource:
 
     @property
     def emitting(self) -> bool:
-        return self._spawned.is_set()
+        """Every device process runs and the gateway has connected to every device: devices in other
+        processes connect one after another, which on a busy CPU takes seconds of a short run."""
+        connected = sum(1 for st in self.source.devices.values() if st.connects)
+        return self._spawned.is_set() and connected >= sum(len(g) for g in self.groups)
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         try:
