@@ -134,7 +134,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
         report = rec.verify(key, EvmChainClient.reader(ganache.url, contract))
 
     journal = SqliteJournal.open(state / "journal.sqlite3", "gw-kill")
-    committed = journal.next_seq - 1
+    committed = journal.records.next_seq - 1
     journal.close()
     print(report.summary())
     assert report.ok, report.summary() + "\n" + log.read_text()[-3000:]
