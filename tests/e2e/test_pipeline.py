@@ -35,7 +35,7 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
     ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
-    with Recorder(mosquitto.url, Topics(cfg.region, cfg.gateway_id).all) as rec:
+    with Recorder(mosquitto.url, Topics(cfg.region, cfg.gateway_id)) as rec:
 
         async def run() -> tuple[int, int]:
             parts = assemble(cfg, chain)

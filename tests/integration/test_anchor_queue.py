@@ -94,7 +94,7 @@ def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
         gw.journal.close()
         return gw
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = asyncio.run(main(rec))
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -120,7 +120,7 @@ def test_chain_outage_only_delays_anchors(mosquitto: Mosquitto, ganache: Ganache
         gw.journal.close()
         return gw
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = asyncio.run(main())
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -197,7 +197,7 @@ def test_slow_blocks_and_confirmations(mosquitto: Mosquitto, tmp_path: Path) -> 
             gw.journal.close()
             return gw
 
-        with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
             gw = asyncio.run(main())
             rec.wait_idle(0.5)
             got = receipts(rec)
@@ -257,7 +257,7 @@ def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
     chain.send(lost)
 
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, restarted)
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -278,7 +278,7 @@ def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
     squatter = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=chain.contract)
     squatter.send(squatter.prepare_anchor(AnchorKind.BATCH, "gw-q", first.root, first.number, first.count))
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, chain)
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -305,7 +305,7 @@ def test_a_signed_transaction_whose_nonce_went_elsewhere_is_signed_again(
     other.send(other.prepare_anchor(AnchorKind.BATCH, "elsewhere", secrets.token_bytes(32), 1, 1))
 
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, restarted)
         rec.wait_idle(0.5)
         got = receipts(rec)
