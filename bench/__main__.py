@@ -242,7 +242,7 @@ def bench_journal(n: int = 20_000, per_commit: int = 100) -> Result:
         j = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-b")
         t = time.perf_counter()
         for i in range(0, n, per_commit):
-            j.append(recs[i : i + per_commit])
+            j.records.append(recs[i : i + per_commit])
         ours = time.perf_counter() - t
         j.close()
         conn = sqlite3.connect(Path(d) / "raw.sqlite3", isolation_level=None)

@@ -313,8 +313,8 @@ def bench_gateway_process(devices: int = 300, seconds: float = 30.0) -> tuple[li
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
             j = SqliteJournal.open(state / "journal.sqlite3", "gw-load")
-            seq1 = j.next_seq
-            blobs = j.records(seq0, seq1 - 1) if seq1 > seq0 else []
+            seq1 = j.records.next_seq
+            blobs = j.records.read(seq0, seq1 - 1) if seq1 > seq0 else []
             j.close()
             rate = (seq1 - seq0) / elapsed
             record_bytes = sum(len(b) for b in blobs)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from bumble import gatt
 from bumble.controller import Controller
@@ -45,6 +46,9 @@ def emulated_device(link: LocalLink | None, address: str, name: str, hci: Transp
 DEVICE_INFORMATION_SERVICE = "180A"
 BATTERY_LEVEL = 0x2A19
 REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
+# A controller that never acknowledges queued data (a hub gone): stop waiting; the count then includes frames
+# the gateway may not get, which a simulator reports as lost rather than hiding.
+FLUSH_TIMEOUT_S = 10.0
 
 
 def advertising_data(name: str, services16: list[int], company_id: int | None = None) -> bytes:
@@ -107,6 +111,7 @@ class BumbleSensor:
         # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
         # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
         self._stopping = False
+        self._in_flight: set[asyncio.Future[Any]] = set()  # notifications being sent (counted once they are)
         self._rng = random.Random(self.misbehaviour.seed or self.model.seed)  # noqa: S311 - simulation
         self.name = self.model.dev_id
         self.renames = 0
@@ -218,10 +223,19 @@ class BumbleSensor:
             if self.model.indicates(uuid) and uuid != BATTERY_LEVEL
             else self.device.notify_subscribers
         )
-        # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
-        await asyncio.shield(send(char, data))
-        self.sent.append(data)
-        self.sent_on.append(uuid)
+        # Shielded, and counted when the send completes even if the loop was cancelled meanwhile: a
+        # notification that went out uncounted made a stopping simulator report one frame fewer than the
+        # gateway received ('-1 simulated frame(s) were neither journaled nor reported').
+        sending = asyncio.ensure_future(send(char, data))
+        self._in_flight.add(sending)
+        sending.add_done_callback(lambda f: self._sent(f, uuid, data))
+        await asyncio.shield(sending)
+
+    def _sent(self, sending: asyncio.Future[Any], uuid: int, data: bytes) -> None:
+        self._in_flight.discard(sending)
+        if not sending.cancelled() and sending.exception() is None:
+            self.sent.append(data)
+            self.sent_on.append(uuid)
 
     async def _loop(self) -> None:
         m, mis = self.model, self.misbehaviour
@@ -298,11 +312,31 @@ class BumbleSensor:
                 await conn.disconnect()
 
     async def stop_notifying(self) -> None:
+        """Stop emitting; on return ``emitted()`` is final and every notification it counts has left the host
+        for the controller (none is still queued here): a stopping simulator compares it with what the
+        gateway received, so the count must not change afterwards nor include frames still on their way out."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await asyncio.gather(*self._in_flight, return_exceptions=True)  # counted as they complete
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Until the controller acknowledged every data packet queued on each connection (Bumble's host flow
+        control: a notification can wait in the host for the controller's 'completed packets'); a connection
+        that drops meanwhile flushes its queue, which also ends the wait."""
+        host = self.device.host
+        for handle in list(self.device.connections):
+            conn = host.connections.get(handle)
+            if conn is not None:
+                try:
+                    await asyncio.wait_for(conn.acl_packet_queue.drain(handle), FLUSH_TIMEOUT_S)
+                except ValueError:
+                    pass  # the connection went since it was listed (its queue was flushed)
+                except TimeoutError:
+                    log.warning("%s: data still queued %.0f s after stopping", self.dev_id, FLUSH_TIMEOUT_S)
 
     async def stop(self) -> None:
         await self.stop_notifying()

@@ -7,8 +7,11 @@ HCI packet stream before they reach the link. The gateway's emulated adapter sit
 the hub's process. Devices spread over several processes escape the GIL of one; a crashed device process
 is a device that vanished from the air, exactly what the gateway must survive.
 
-Worker protocol (``python -m firmware_sim.hub worker``): a JSON list of device specs on stdin; runs until
-SIGTERM or SIGINT, then stops notifying and prints one JSON line:
+Worker protocol (``python -m firmware_sim.hub worker``): one line on stdin, a JSON list of device specs; it
+prints ``{"ready": n}`` once its devices run, and runs until a second line (``stop``), the end of stdin, SIGTERM
+or SIGINT. Then it stops notifying, waits until every notification it counted has left for the hub, and only
+then prints one JSON line (its final count). Stopping through stdin is the handshake: a worker asked to stop
+while still starting reads the request only once it can answer it, where a signal would kill it unanswered.
 ``{"sent": {dev: {"frames": [hex of each frame sent or battery value read], "chars": [its characteristic]}}}``.
 """
 
@@ -34,6 +37,7 @@ from firmware_sim.devices import MODELS
 from firmware_sim.heart_rate_strap import HeartRateStrap
 
 Kind = Literal["tcp", "ws"]
+SPECS_LINE_LIMIT = 1 << 24  # the specs line from the hub's side: about 300 bytes a device, so a large gym fits
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -128,20 +132,29 @@ async def _attach(spec: DeviceSpec) -> BumbleSensor:
     return BumbleSensor(None, spec.address, model, spec.speed, mis, irk=irk, hci=hci)
 
 
-async def run_worker(specs: list[DeviceSpec]) -> dict[str, dict[str, Any]]:
-    """Attach every device, run until told to stop, and return what each one sent."""
+async def run_worker(commands: asyncio.StreamReader | None = None) -> dict[str, dict[str, Any]]:
+    """Read the specs from ``commands`` (stdin unless given), attach every device, run until told to stop, and
+    return what each one sent."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if commands is None:
+        commands = asyncio.StreamReader(limit=SPECS_LINE_LIMIT)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    specs = [DeviceSpec(**d) for d in json.loads(await commands.readline())]
     devices = [await _attach(s) for s in specs]
     for d in devices:
         await d.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     print(json.dumps({"ready": len(devices)}), flush=True)
-    await stop.wait()
-    for d in devices:
-        await d.stop_notifying()
-    await asyncio.sleep(0.3)  # the last notifications cross the socket before the link goes
+    asked = asyncio.ensure_future(commands.readline())  # 'stop', or b'' at the end of stdin
+    signalled = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({asked, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    asked.cancel()
+    signalled.cancel()
+    # Each device's count is final once it stopped: its notifications in flight were counted and handed to
+    # the hub's controller. The reply below is the handshake the hub's side waits for.
+    await asyncio.gather(*(d.stop_notifying() for d in devices))
     out: dict[str, dict[str, Any]] = {}
     for d in devices:
         emitted = d.emitted()
@@ -158,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    specs = [DeviceSpec(**d) for d in json.loads(sys.stdin.read())]
-    sent = asyncio.run(run_worker(specs))
+    sent = asyncio.run(run_worker())
     print(json.dumps({"sent": sent}), flush=True)
     return 0
 

@@ -247,7 +247,7 @@ def _batch_routes(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
         before: Annotated[int | None, Query(ge=1, le=1 << 62)] = None,
     ) -> list[Batch]:
         """Newest first; ``before`` pages back."""
-        rows = await state.gateway.worker.call(state.gateway.journal.batch_page, before, limit)
+        rows = await state.gateway.worker.call(state.gateway.journal.batches.batch_page, before, limit)
         target = state.cfg.chain_target
         return [
             Batch(

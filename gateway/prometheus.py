@@ -63,8 +63,8 @@ class JournalView:
 def read_journal(gateway: Gateway) -> JournalView:
     """Runs on the journal thread."""
     j = gateway.journal
-    head = j.last_published_batch()
-    return JournalView(j.stats(), j.anchor_states(), 0 if head is None else head.batch)
+    head = j.batches.last_published_batch()
+    return JournalView(j.stats(), j.anchors.anchor_states(), 0 if head is None else head.batch)
 
 
 async def scrape(gateway: Gateway) -> bytes:

@@ -110,22 +110,39 @@ class Gateway:
         self.wakes = wakes = Wakes()
         gw = cfg.gateway_id
         self.delivery = Delivery(
-            topics, cfg.publish.max_records_per_message, journal, worker, publisher, health, wakes.publish
+            topics, cfg.publish.max_records_per_message, journal.records, worker, publisher, health, wakes.publish
         )
         self.ingest = Ingest(
-            gw, cfg.publish.linger_ms, journal, worker, health, devices, _Journaled(self.delivery, wakes), subjects
+            gw,
+            cfg.publish.linger_ms,
+            journal.records,
+            worker,
+            health,
+            devices,
+            _Journaled(self.delivery, wakes),
+            subjects,
         )
-        self.batching = Batching(gw, cfg.batch, signer, journal, worker, health, wakes)
+        self.batching = Batching(
+            gw, cfg.batch, signer, journal.records, journal.batches, journal.anchors, worker, health, wakes
+        )
         self.announcements = Announcements(
-            gw, topics, [r.target for r in cfg.rollups], journal, worker, publisher, health, wakes.head
+            gw,
+            topics,
+            [r.target for r in cfg.rollups],
+            journal.batches,
+            journal.anchors,
+            worker,
+            publisher,
+            health,
+            wakes.head,
         )
         self.head = HeadPublisher(
-            gw, topics, cfg.publish.head_interval_s, signer, journal, worker, publisher, health, wakes.head
+            gw, topics, cfg.publish.head_interval_s, signer, journal.batches, worker, publisher, health, wakes.head
         )
         notes = MqttStateNotes(publisher, topics.anchor_state)
         self.anchoring = Anchoring(
             [
-                AnchorDriver(gw, t, journal, worker, health, notes, wakes)
+                AnchorDriver(gw, t, journal.anchors, worker, health, notes, wakes)
                 for t in self._targets(chain, rollup_chains or {})
             ]
             if anchoring
@@ -133,7 +150,7 @@ class Gateway:
             health,
             wakes,
         )
-        self.retention = Retention(cfg.retention, journal, worker, health)
+        self.retention = Retention(cfg.retention, journal.maintenance, worker, health)
         self._device_states: dict[str, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -195,7 +212,10 @@ class Gateway:
             if name in self.loops:
                 self.health.beats.expect(name, idle_s)
         log.info(
-            "gateway %s started (region %s, next seq %d)", self.cfg.gateway_id, self.cfg.region, self.journal.next_seq
+            "gateway %s started (region %s, next seq %d)",
+            self.cfg.gateway_id,
+            self.cfg.region,
+            self.journal.records.next_seq,
         )
 
     def idle_waits(self) -> dict[str, float]:
@@ -229,7 +249,7 @@ class Gateway:
     def _backlog(self) -> Backlog:
         j = self.journal
         st = j.stats()
-        rng = j.unbatched_range()
+        rng = j.batches.unbatched_range()
         rollups = self.batching.rollups_behind([t.name for t in self.anchoring.targets if t.kind is AnchorKind.ROLLUP])
         anchors_batches = any(t.kind is AnchorKind.BATCH for t in self.anchoring.targets)
         return Backlog(

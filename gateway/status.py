@@ -62,7 +62,7 @@ def from_journal(cfg: GatewayConfig) -> dict[str, Any]:
     journal = SqliteJournal.open(cfg.journal_path, cfg.gateway_id)
     try:
         st = journal.stats()
-        batches = journal.batch_page(None, 1)
+        batches = journal.batches.batch_page(None, 1)
     finally:
         journal.close()
     return {

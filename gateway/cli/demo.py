@@ -39,7 +39,7 @@ from firmware_sim.scenario import Chaos, Scenario
 from gateway.cli.harness import StreamCollector, dev_chain, serve
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble, chain_account_key, secret_file
 from gateway.service import Gateway
@@ -234,7 +234,7 @@ async def _demo(o: DemoOptions) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        progress = _Ticker(gw, collector, bool(rollups), o.duration, stop)
+        progress = _Ticker(gw, collector, bool(rollups), o.duration, stop, lambda: source.emitting)
         await serve(gw, source, stop, progress.tick, quiesce=source.quiesce)
         drained = await gw.stop(drain_timeout=30)
         parts.journal.close()
@@ -282,15 +282,24 @@ class _Ticker:
     """The live progress line, once a second; sets ``stop`` when the duration is up."""
 
     def __init__(
-        self, gw: Gateway, collector: StreamCollector, rollups: bool, duration: float | None, stop: asyncio.Event
+        self,
+        gw: Gateway,
+        collector: StreamCollector,
+        rollups: bool,
+        duration: float | None,
+        stop: asyncio.Event,
+        emitting: Callable[[], bool],
     ) -> None:
         self._gw, self._collector, self._rollups, self._duration, self._stop = gw, collector, rollups, duration, stop
+        self._emitting = emitting
         self._progress = Progress()
         self._start = self._last_t = monotonic()
         self._last_records = 0
 
     def tick(self) -> None:
         now = monotonic()
+        if not self._emitting():
+            self._start = now  # devices still starting (in other processes, on a busy CPU: seconds)
         m = self._gw.metrics
         rate = (m.records - self._last_records) / max(now - self._last_t, 1e-6)
         self._last_records, self._last_t = m.records, now
@@ -319,6 +328,11 @@ class FrameCounter(Protocol):
     @property
     def frames_sent(self) -> int: ...
 
+    @property
+    def emitting(self) -> bool:
+        """Whether every device emits to the gateway (a run's duration counts from then, not from slow set-up)."""
+        ...
+
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None: ...
 
     async def quiesce(self) -> None: ...
@@ -346,6 +360,10 @@ class ModelSource:
     @property
     def frames_sent(self) -> int:
         return len(self.emitted)
+
+    @property
+    def emitting(self) -> bool:
+        return True
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -419,6 +437,10 @@ class BumbleDemoSource:
     @property
     def frames_sent(self) -> int:
         return sum(p.frames_emitted for p in self.peripherals)
+
+    @property
+    def emitting(self) -> bool:
+        return True
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         for p in self.peripherals:
@@ -516,14 +538,35 @@ class HubDemoSource:
         self.procs: list[asyncio.subprocess.Process] = []
         self.sent: dict[str, dict[str, Any]] = {}
         self.handed = _Handed()
+        self._stopping = False  # quiesce began: start no further device process
+        self._spawned = asyncio.Event()  # every device process that will run was started (or starting failed)
 
     @property
     def frames_sent(self) -> int:
         return sum(len(d["frames"]) for d in self.sent.values())
 
+    @property
+    def emitting(self) -> bool:
+        """Every device process runs and the gateway has connected to every device: devices in other
+        processes connect one after another, which on a busy CPU takes seconds of a short run."""
+        connected = sum(1 for st in self.source.devices.values() if st.connects)
+        return self._spawned.is_set() and connected >= sum(len(g) for g in self.groups)
+
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         try:
+            await self._spawn()
+            await self.source.run(self.handed.counting(submit))
+        finally:
+            for p in self.procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+
+    async def _spawn(self) -> None:
+        try:
             for group in self.groups:
+                if self._stopping:
+                    break
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
@@ -534,30 +577,32 @@ class HubDemoSource:
                 )
                 self.procs.append(proc)
                 assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(json.dumps([s.to_json() for s in group]).encode())
-                await proc.stdin.drain()
-                proc.stdin.close()
+                proc.stdin.write(json.dumps([s.to_json() for s in group]).encode() + b"\n")
+                await proc.stdin.drain()  # stdin stays open: closing it asks the worker to stop and report
                 ready = await asyncio.wait_for(proc.stdout.readline(), 60)
                 if not ready.startswith(b'{"ready"'):
                     raise RuntimeError(f"a device process failed to start: {ready[:200]!r}")
-            await self.source.run(self.handed.counting(submit))
         finally:
-            for p in self.procs:
-                if p.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        p.kill()
+            self._spawned.set()
 
     async def quiesce(self) -> None:
-        """Stop every device process; each reports what it sent."""
+        """Stop every device process and take its final count: a process reports what it sent only after its
+        devices stopped emitting and their last notifications left for the hub. A process that exits without
+        that report leaves the count unknown, which is an error, not zero."""
+        self._stopping = True
+        await self._spawned.wait()  # a process being started now is asked too, once it can answer
         for p in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+            assert p.stdin is not None
+            with contextlib.suppress(ConnectionError):  # a process already gone: its report is missing below
+                p.stdin.write(b"stop\n")
+                p.stdin.close()  # the end of stdin also asks, should the line not arrive
+        for i, p in enumerate(self.procs):
             assert p.stdout is not None
             out, _ = await asyncio.wait_for(p.communicate(), 30)
-            for line in out.decode().splitlines():
-                if line.startswith('{"sent"'):
-                    self.sent.update(json.loads(line)["sent"])
+            reports = [json.loads(line)["sent"] for line in out.decode().splitlines() if line.startswith('{"sent"')]
+            if len(reports) != 1:
+                raise GatewayError(f"device process {i + 1} exited ({p.returncode}) without reporting what it sent")
+            self.sent.update(reports[0])
         await self.handed.until(lambda: self.frames_sent)  # the last notifications reach the gateway
         await self.hub.close()
 

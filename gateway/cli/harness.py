@@ -53,12 +53,26 @@ class StreamCollector:
     """
 
     def __init__(
-        self, url: str, topics: Topics, gw: str, protocol: str = "auto", client_id: str = "", session_expiry_s: int = 0
+        self,
+        url: str,
+        topics: Topics,
+        gw: str,
+        protocol: str = "auto",
+        client_id: str = "",
+        session_expiry_s: int = 0,
+        reconnect_s: tuple[float, float] | None = None,
     ) -> None:
         """``session_expiry_s`` > 0: a persistent session, so a broker restart (with persistence on) keeps the
-        subscription and queues what the gateway publishes meanwhile instead of dropping it."""
+        subscription and queues what the gateway publishes meanwhile instead of dropping it. ``reconnect_s``:
+        the first and the longest wait between reconnection attempts (the client's defaults unless given)."""
+        backoff_min, backoff_max = reconnect_s or (None, None)
         self._settings = BrokerSettings.from_url(
-            url, client_id=client_id or f"{gw}-verifier", protocol=protocol, session_expiry_s=session_expiry_s
+            url,
+            client_id=client_id or f"{gw}-verifier",
+            protocol=protocol,
+            session_expiry_s=session_expiry_s,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
         )
         self._sub = PahoSubscriber(self._settings, topics.all)
         self._status_topic, self._gw = topics.status, gw
@@ -78,6 +92,11 @@ class StreamCollector:
             self._last = time.monotonic()
             if m.topic == self._status_topic and not m.retain and says_offline(m.payload, self._gw):
                 self._ended.set()
+
+    @property
+    def last_message(self) -> float:
+        """When the last message arrived (monotonic seconds; the start, before any)."""
+        return self._last
 
     async def wait_end(self, timeout: float = END_WAIT_S) -> bool:
         """Until the gateway's stream ended and went quiet (bounded); whether the end mark arrived."""

@@ -36,9 +36,8 @@ from anchoring.receipt import AnchorReceipt
 from edge import cbor
 from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError, PublishError
-from gateway.journal import SqliteJournal
 from gateway.mqtt import Publisher
-from gateway.stages.ports import CallHung, Health, JournalErrorPolicy, Wakes, Worker
+from gateway.stages.ports import AnchorJobs, CallHung, Health, JournalErrorPolicy, Wakes, Worker
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -91,14 +90,14 @@ class AnchorDriver:
         self,
         gw: str,
         target: AnchorTarget,
-        journal: SqliteJournal,
+        jobs: AnchorJobs,
         worker: Worker,
         health: Health,
         notes: StateNotes,
         wakes: Wakes,
     ) -> None:
         self._gw, self.target = gw, target
-        self._journal, self._worker, self._health, self._notes, self._wakes = journal, worker, health, notes, wakes
+        self._jobs, self._worker, self._health, self._notes, self._wakes = jobs, worker, health, notes, wakes
 
     async def _chain(self, fn: Any, *args: Any) -> Any:
         out = await self.target.worker.call(fn, *args)
@@ -107,7 +106,7 @@ class AnchorDriver:
 
     async def advance(self) -> bool:
         """One pass over the open jobs; whether any moved."""
-        jobs = await self._worker.call(self._journal.anchor_jobs, OPEN_STATES, self.target.queue)
+        jobs = await self._worker.call(self._jobs.anchor_jobs, OPEN_STATES, self.target.queue)
         progressed = False
         for job in jobs:
             if job.state is AnchorState.PENDING:
@@ -286,7 +285,7 @@ class AnchorDriver:
     async def _store(self, job: Job, seen: Observation) -> Job:
         """Store the lifecycle's step for what was seen, then announce it (best effort, like any progress report)."""
         step = next_step(job, seen)
-        await self._worker.call(self._journal.advance, job.number, step, self.target.queue)
+        await self._worker.call(self._jobs.advance, job.number, step, self.target.queue)
         self._health.metrics.anchor_transitions += 1
         if step.state is AnchorState.FINAL:
             if self.target.kind is AnchorKind.BATCH:

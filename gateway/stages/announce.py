@@ -18,7 +18,7 @@ from edge.topics import Topics
 from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError, PublishError
 from gateway.heartbeats import IDLE_BEAT_S
-from gateway.journal import BATCH_QUEUE, SqliteJournal
+from gateway.journal import BATCH_QUEUE, AnchorQueue, BatchStore
 from gateway.mqtt import Publisher
 from gateway.stages.ports import Background, Health, JournalErrorPolicy, Wake, Worker, acked
 
@@ -39,14 +39,16 @@ class Announcements:
         gw: str,
         topics: Topics,
         rollup_targets: Sequence[str],
-        journal: SqliteJournal,
+        batches: BatchStore,
+        anchors: AnchorQueue,
         worker: Worker,
         publisher: Publisher,
         health: Health,
         head_wake: Wake,
     ) -> None:
         self._gw, self._topics, self._rollup_targets = gw, topics, tuple(rollup_targets)
-        self._journal, self._worker, self._publisher, self._health = journal, worker, publisher, health
+        self._batches, self._anchors = batches, anchors
+        self._worker, self._publisher, self._health = worker, publisher, health
         self._head_wake = head_wake
         self._inflight: set[Notice] = set()
         self._background = Background()
@@ -56,12 +58,12 @@ class Announcements:
 
     async def publish_once(self) -> bool:
         did = False
-        for batch, payload in await self._worker.call(self._journal.unpublished_batches):
+        for batch, payload in await self._worker.call(self._batches.unpublished_batches):
             did |= await self._send(("batch", BATCH_QUEUE, batch), self._topics.batch, payload)
-        for batch, payload in await self._worker.call(self._journal.unpublished_receipts, BATCH_QUEUE):
+        for batch, payload in await self._worker.call(self._anchors.unpublished_receipts, BATCH_QUEUE):
             did |= await self._send(("receipt", BATCH_QUEUE, batch), self._topics.anchor, payload)
         for target in self._rollup_targets:
-            for number, receipt in await self._worker.call(self._journal.unpublished_receipts, target):
+            for number, receipt in await self._worker.call(self._anchors.unpublished_receipts, target):
                 notice = ("rollup", target, number)
                 if notice not in self._inflight:
                     did |= await self._send(notice, self._topics.rollup(target), await self._rollup(notice, receipt))
@@ -70,8 +72,8 @@ class Announcements:
     async def _rollup(self, notice: Notice, receipt: bytes) -> bytes:
         """A final roll-up goes out with its batch roots, so a platform can check every batch against it."""
         _, target, number = notice
-        first, last = await self._worker.call(self._journal.rollup_range, target, number)
-        roots = await self._worker.call(self._journal.batch_roots, first, last)
+        first, last = await self._worker.call(self._anchors.rollup_range, target, number)
+        roots = await self._worker.call(self._batches.batch_roots, first, last)
         return cbor.dumps({"rollup": bytes(Rollup(self._gw, target, number, first, tuple(roots))), "receipt": receipt})
 
     async def _send(self, notice: Notice, topic: str, payload: bytes) -> bool:
@@ -99,14 +101,14 @@ class Announcements:
         try:
             if what == "batch":
                 m.batches_published += 1
-                await self._worker.call(self._journal.mark_batch_published, number)
+                await self._worker.call(self._batches.mark_batch_published, number)
                 self._head_wake.set()
             elif what == "receipt":
                 m.receipts_published += 1
-                await self._worker.call(self._journal.mark_receipt_published, number, queue)
+                await self._worker.call(self._anchors.mark_receipt_published, number, queue)
             else:
                 m.rollups_published += 1
-                await self._worker.call(self._journal.mark_receipt_published, number, queue)
+                await self._worker.call(self._anchors.mark_receipt_published, number, queue)
         except JournalError as exc:  # sent again after a reconnect or restart: platforms ignore duplicates
             self._health.journal_failed(self.journal_errors, f"could not record the ack of {what} {number}", exc)
 
@@ -122,15 +124,15 @@ class HeadPublisher:
         topics: Topics,
         interval_s: float,
         signer: Signer,
-        journal: SqliteJournal,
+        batches: BatchStore,
         worker: Worker,
         publisher: Publisher,
         health: Health,
         wake: Wake,
     ) -> None:
         self._gw, self._topics, self._interval_s, self._signer = gw, topics, interval_s, signer
-        self._journal, self._worker, self._publisher, self._health, self._wake = (
-            journal,
+        self._batches, self._worker, self._publisher, self._health, self._wake = (
+            batches,
             worker,
             publisher,
             health,
@@ -146,7 +148,7 @@ class HeadPublisher:
         never names an older batch than an earlier one (after a restart too: acks are recorded first).
         """
         async with self._lock:
-            row = await self._worker.call(self._journal.last_published_batch)
+            row = await self._worker.call(self._batches.last_published_batch)
             head = (
                 Head(self._gw, 0, 0, NO_MANIFEST, wall_ms())
                 if row is None

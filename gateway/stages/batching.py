@@ -12,7 +12,7 @@ from edge.signing import Signer
 from gateway.clock import monotonic, wall_ms
 from gateway.config import BatchConfig, RollupConfig
 from gateway.errors import JournalError
-from gateway.journal import SqliteJournal
+from gateway.journal import AnchorQueue, BatchStore, RecordLog
 from gateway.stages.ports import Health, JournalErrorPolicy, Wakes, Worker
 
 log = logging.getLogger("tiyi.gateway")
@@ -28,13 +28,16 @@ class Batching:
         gw: str,
         cfg: BatchConfig,
         signer: Signer,
-        journal: SqliteJournal,
+        records: RecordLog,
+        batches: BatchStore,
+        anchors: AnchorQueue,
         worker: Worker,
         health: Health,
         wakes: Wakes,
     ) -> None:
         self._gw, self._cfg, self._signer = gw, cfg, signer
-        self._journal, self._worker, self._health, self._wakes = journal, worker, health, wakes
+        self._records, self._batches, self._anchors = records, batches, anchors
+        self._worker, self._health, self._wakes = worker, health, wakes
         self._unbatched_since: float | None = None
         self._flushing = False  # draining: close what there is now
 
@@ -54,7 +57,7 @@ class Batching:
                 await asyncio.sleep(1.0)
 
     async def _maybe_close(self) -> bool:
-        rng = await self._worker.call(self._journal.unbatched_range)
+        rng = await self._worker.call(self._batches.unbatched_range)
         if rng is None:
             self._unbatched_since = None
             return False
@@ -72,13 +75,13 @@ class Batching:
 
     async def _close(self, first: int, last: int) -> None:
         started = monotonic()
-        records = await self._worker.call(self._journal.records, first, last)
-        prev_row = await self._worker.call(self._journal.last_batch)
+        records = await self._worker.call(self._records.read, first, last)
+        prev_row = await self._worker.call(self._batches.last_batch)
         number = 1 if prev_row is None else prev_row.batch + 1
         prev = GENESIS_PREV if prev_row is None else prev_row.digest
         manifest = build_manifest(self._gw, number, first, records, prev, wall_ms())
         signed = await asyncio.get_running_loop().run_in_executor(None, sign_manifest, manifest, self._signer)
-        await self._worker.call(self._journal.add_batch, manifest, signed)
+        await self._worker.call(self._batches.add_batch, manifest, signed)
         self._health.metrics.batches += 1
         now = monotonic()
         self._health.batch_closed(number, now - started, now)
@@ -102,7 +105,7 @@ class Batching:
             await asyncio.sleep(min(1.0, max(0.05, due - monotonic())))
             if not (self._flushing or monotonic() >= due):
                 continue
-            if self._flushing and await self._worker.call(self._journal.unbatched_range) is not None:
+            if self._flushing and await self._worker.call(self._batches.unbatched_range) is not None:
                 continue  # the last batch is still to close; roll it up too
             try:
                 made = await self._worker.call(self._make_rollup, rollup.target)
@@ -125,25 +128,23 @@ class Batching:
 
     def _make_rollup(self, target: str) -> Rollup | None:
         """Runs on the journal thread: read the new batch roots, build the tree, store the job."""
-        j = self._journal
-        last = j.last_batch()
-        prev = j.last_rollup(target)
+        last = self._batches.last_batch()
+        prev = self._anchors.last_rollup(target)
         first = 1 if prev is None else prev[1] + 1
         if last is None or last.batch < first:
             return None
         number = 1 if prev is None else prev[0] + 1
-        rollup = Rollup(self._gw, target, number, first, tuple(j.batch_roots(first, last.batch)))
-        j.add_rollup(target, number, first, rollup.last_batch, rollup.root)
+        rollup = Rollup(self._gw, target, number, first, tuple(self._batches.batch_roots(first, last.batch)))
+        self._anchors.add_rollup(target, number, first, rollup.last_batch, rollup.root)
         return rollup
 
     def rollups_behind(self, targets: list[str]) -> int:
         """Runs on the journal thread: roll-ups not final or not published, plus batches not yet rolled up."""
         if not targets:
             return 0
-        j = self._journal
-        last = j.last_batch()
+        last = self._batches.last_batch()
         behind = 0
         for target in targets:
-            prev = j.last_rollup(target)
+            prev = self._anchors.last_rollup(target)
             behind += (0 if last is None else last.batch) - (0 if prev is None else prev[1])
-        return j.rollups_open() + behind
+        return self._anchors.rollups_open() + behind

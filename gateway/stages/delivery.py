@@ -13,10 +13,9 @@ from edge.record import encode_data_message
 from edge.topics import Topics
 from gateway.errors import JournalError, PublishError
 from gateway.heartbeats import IDLE_BEAT_S
-from gateway.journal import SqliteJournal
 from gateway.mqtt import Publisher
 from gateway.stages.ingest import Row
-from gateway.stages.ports import Health, JournalErrorPolicy, Wake, Worker, acked
+from gateway.stages.ports import DeliveryLog, Health, JournalErrorPolicy, Wake, Worker, acked
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -34,15 +33,15 @@ class Delivery:
         self,
         topics: Topics,
         per_message: int,
-        journal: SqliteJournal,
+        records: DeliveryLog,
         worker: Worker,
         publisher: Publisher,
         health: Health,
         wake: Wake,
     ) -> None:
         self._topics, self._per_message = topics, per_message
-        self._journal, self._worker, self._publisher, self._health, self._wake = (
-            journal,
+        self._records, self._worker, self._publisher, self._health, self._wake = (
+            records,
             worker,
             publisher,
             health,
@@ -76,7 +75,7 @@ class Delivery:
         gen = self._generation
         rows = self._take_fresh(UNDELIVERED_FETCH)
         if rows is None:
-            rows = await self._worker.call(self._journal.undelivered, self._cursor, UNDELIVERED_FETCH)
+            rows = await self._worker.call(self._records.undelivered, self._cursor, UNDELIVERED_FETCH)
         if not rows:
             return False
         by_dev: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
@@ -122,7 +121,7 @@ class Delivery:
             return
         seqs, self._acked = self._acked, []
         try:
-            await self._worker.call(self._journal.mark_delivered, seqs)
+            await self._worker.call(self._records.mark_delivered, seqs)
         except (JournalError, RuntimeError) as exc:
             # Losing these marks only causes identical re-sends after a restart.
             self._health.journal_failed(self.journal_errors, f"could not record {len(seqs)} deliveries", exc)

@@ -17,8 +17,7 @@ from gateway.clock import monotonic, wall_ms
 from gateway.errors import JournalError
 from gateway.heartbeats import IDLE_BEAT_S
 from gateway.ingest_buffer import IngestBuffer
-from gateway.journal import SqliteJournal
-from gateway.stages.ports import DeviceDirectory, Health, JournalErrorPolicy, Worker
+from gateway.stages.ports import DeviceDirectory, Health, JournalErrorPolicy, RecordAppender, Worker
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -70,7 +69,7 @@ class Ingest:
         self,
         gw: str,
         linger_ms: int,
-        journal: SqliteJournal,
+        records: RecordAppender,
         worker: Worker,
         health: Health,
         devices: DeviceDirectory,
@@ -80,7 +79,7 @@ class Ingest:
         """``subjects`` answers dev → the bound wearer's ``sub`` (gateway.binding); unbound devices get none."""
         self._subjects = subjects
         self._gw, self._linger_s = gw, linger_ms / 1000
-        self._journal, self._worker, self._health, self._devices, self._sink = journal, worker, health, devices, sink
+        self._records, self._worker, self._health, self._devices, self._sink = records, worker, health, devices, sink
         self._frames: IngestBuffer[Stamped] = IngestBuffer(INGEST_QUEUE_FRAMES)
         self._stamp = WallStamp(health)
         # Parts of multi-notification records wait here for the rest (in memory: like frames still in the
@@ -118,7 +117,7 @@ class Ingest:
         rows = self._encode(self._join(items))
         while rows:
             try:
-                await self._worker.call(self._journal.append_encoded, rows)
+                await self._worker.call(self._records.append_encoded, rows)
                 break
             except JournalError as exc:
                 # Nothing was written and no seq was consumed: refuse loudly, retry the same records.
@@ -154,7 +153,7 @@ class Ingest:
 
     def _encode(self, frames: list[Stamped]) -> list[Row]:
         """Decode each frame and encode its readings as records with seqs from ``next_seq`` on."""
-        first = seq = self._journal.next_seq
+        first = seq = self._records.next_seq
         rows: list[Row] = []
         # One getrandom call for the whole group, one salt per frame (most frames yield one reading; _salt
         # draws afresh for the rest).

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from anchoring.lifecycle import Job, Step
 from edge.frame import Frame
 from gateway.clock import monotonic
 from gateway.heartbeats import Heartbeats
+from gateway.journal import Purged
 from gateway.metrics import ANCHOR_BUCKETS_S, BATCH_CLOSE_BUCKETS_S, Latencies, Metrics
 
 T = TypeVar("T")
@@ -46,6 +48,39 @@ class NoDevices:
 
 
 NO_DEVICES = NoDevices()
+
+
+# What each stage uses of the journal (``gateway.journal``'s parts satisfy them), so a test builds a stage with
+# a fake of just that. Batching and announcements use most of the batch and anchor parts and take those.
+class RecordAppender(Protocol):
+    """Ingest: seqs continue from ``next_seq``; ``append_encoded`` stores ``(seq, dev, t, bytes)`` rows durably."""
+
+    @property
+    def next_seq(self) -> int: ...
+
+    def append_encoded(self, rows: Sequence[tuple[int, str, int, bytes]]) -> None: ...
+
+
+class DeliveryLog(Protocol):
+    """Delivery: what is not yet acknowledged after a cursor, and the acknowledgements to store."""
+
+    def undelivered(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]: ...
+
+    def mark_delivered(self, seqs: Iterable[int]) -> None: ...
+
+
+class AnchorJobs(Protocol):
+    """The anchor driver: one target's open jobs, and each lifecycle step to store."""
+
+    def anchor_jobs(self, states: Collection[str], queue: str = ...) -> list[Job]: ...
+
+    def advance(self, number: int, step: Step, queue: str = ...) -> None: ...
+
+
+class Purger(Protocol):
+    """Retention: remove the records that qualify (see ``gateway.journal.Maintenance.purge``)."""
+
+    def purge(self, older_than_t: int, max_batches: int = ...) -> Purged | None: ...
 
 
 class JournalErrorPolicy(StrEnum):

@@ -9,8 +9,7 @@ from typing import ClassVar
 from gateway.clock import wall_ms
 from gateway.config import RetentionConfig
 from gateway.errors import JournalError
-from gateway.journal import SqliteJournal
-from gateway.stages.ports import Health, JournalErrorPolicy, Worker
+from gateway.stages.ports import Health, JournalErrorPolicy, Purger, Worker
 
 log = logging.getLogger("tiyi.gateway")
 
@@ -22,13 +21,13 @@ class Retention:
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
 
-    def __init__(self, cfg: RetentionConfig, journal: SqliteJournal, worker: Worker, health: Health) -> None:
-        self._cfg, self._journal, self._worker, self._health = cfg, journal, worker, health
+    def __init__(self, cfg: RetentionConfig, purger: Purger, worker: Worker, health: Health) -> None:
+        self._cfg, self._purger, self._worker, self._health = cfg, purger, worker, health
 
     async def purge_once(self, now_ms: int | None = None) -> int:
         """One pass; returns the records purged. The cutoff is taken from the wall clock unless given."""
         cutoff = (wall_ms() if now_ms is None else now_ms) - int(self._cfg.max_age_days * DAY_MS)
-        purged = await self._worker.call(self._journal.purge, cutoff)
+        purged = await self._worker.call(self._purger.purge, cutoff)
         if purged is None:
             return 0
         self._health.metrics.records_purged += purged.records

@@ -81,7 +81,7 @@ async def snapshot(api_state: Any, live: LiveState) -> dict[str, Any]:
 
     gw = api_state.gateway
     stats = await gw.worker.call(gw.journal.stats)
-    batches = await gw.worker.call(gw.journal.batch_page, None, 10)
+    batches = await gw.worker.call(gw.journal.batches.batch_page, None, 10)
     ready = await readiness(api_state)
     m = gw.metrics
     now = monotonic()

@@ -1,70 +1,80 @@
-"""Helpers for end-to-end runs: a subscriber in its own thread that records everything it receives."""
+"""End-to-end runs drive the gateway from synchronous tests: the shared subscriber
+(``gateway.cli.harness.StreamCollector``) runs here on a thread of its own, so it keeps receiving while a test
+blocks."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
 
 from anchoring.chain import ChainReader
 from anchoring.stream_verifier import StreamVerifier, VerificationReport
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import ChainAnchorChecker
 from edge.signing import Verifier
-from gateway.mqtt import BrokerSettings, PahoSubscriber
+from edge.topics import Topics
+from gateway.cli.harness import StreamCollector
+
+RECONNECT_S = (0.1, 1.0)  # a restarted broker is back in well under a second here: reconnect promptly
 
 
 class Recorder:
     """Subscribes before the gateway starts and keeps every message, like a platform would."""
 
-    def __init__(self, url: str, topic_filter: str, session_expiry_s: int = 0) -> None:
-        self._expiry = session_expiry_s
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.last_message = time.monotonic()
-        self._url, self._filter = url, topic_filter
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+    def __init__(self, url: str, topics: Topics, session_expiry_s: int = 0) -> None:
+        self._collector = StreamCollector(
+            url,
+            topics,
+            topics.gw,
+            client_id=f"recorder-{time.monotonic_ns()}",
+            session_expiry_s=session_expiry_s,
+            reconnect_s=RECONNECT_S,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="recorder", daemon=True)
+
+    @property
+    def messages(self) -> list[tuple[str, bytes, bool]]:
+        return self._collector.messages
 
     def __enter__(self) -> Recorder:
         self._thread.start()
-        assert self._ready.wait(20), "subscriber did not connect"
+        try:
+            self._call(self._collector.start(20)).result(30)  # connected and subscribed, or the error
+        except BaseException:
+            self._end_loop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        try:
+            self._call(self._collector.stop()).result(10)
+        finally:
+            self._end_loop()
 
-    async def _run(self) -> None:
-        settings = BrokerSettings.from_url(
-            self._url,
-            client_id=f"recorder-{time.monotonic_ns()}",
-            session_expiry_s=self._expiry,
-            backoff_min=0.1,
-            backoff_max=1.0,
-        )
-        async with PahoSubscriber(settings, self._filter) as sub:
-            self._ready.set()
-            it = sub.__aiter__()
-            while not self._stop.is_set():
-                try:
-                    m = await asyncio.wait_for(it.__anext__(), 0.2)
-                except TimeoutError:
-                    continue
-                self.messages.append((m.topic, m.payload, m.retain))
-                self.last_message = time.monotonic()
+    def _call(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _end_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
     def wait_idle(self, seconds: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if time.monotonic() - self.last_message >= seconds:
+            if time.monotonic() - self._collector.last_message >= seconds:
                 return
             time.sleep(0.1)
         raise TimeoutError("the stream never went quiet")
 
     def verify(self, key: Verifier, chain: ChainReader | None) -> VerificationReport:
         """Verify as a platform that pinned ``key`` for the one gateway it receives."""
-        v = StreamVerifier(TrustPolicy(unbound=[key]))
-        for topic, payload, retained in list(self.messages):
-            v.feed(topic, payload, retained)
-        return v.report(None if chain is None else ChainAnchorChecker("chain", chain), require_complete=True)
+        return self._collector.report(
+            StreamVerifier(TrustPolicy(unbound=[key])),
+            lambda v: v.report(None if chain is None else ChainAnchorChecker("chain", chain), require_complete=True),
+        )

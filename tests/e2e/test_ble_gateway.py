@@ -78,7 +78,7 @@ def test_ble_to_platform(mosquitto: Mosquitto, tmp_path: Path) -> None:
         bad = sum(1 for s in straps for d in s.sent if len(d) == 1 and d != b"\x64")  # truncated to the flags
         return emitted, bad, gw.metrics.records + gw.metrics.malformed_frames
 
-    with Recorder(mosquitto.url, Topics("dongguan", "gw-ble").all) as rec:
+    with Recorder(mosquitto.url, Topics("dongguan", "gw-ble")) as rec:
         emitted, bad, accounted = asyncio.run(run())
         rec.wait_idle(1.0)
         report = rec.verify(key, chain)

@@ -38,7 +38,7 @@ def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
     try:
         # The platform keeps a persistent MQTT 5 session, so the broker queues for it while it reconnects.
-        with Recorder(broker.url, Topics("foshan", "gw-br").all, session_expiry_s=600) as rec:
+        with Recorder(broker.url, Topics("foshan", "gw-br"), session_expiry_s=600) as rec:
 
             async def run() -> tuple[int, int, int]:
                 gw = assemble(cfg, chain).gateway

@@ -67,6 +67,18 @@ def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+STARTED = " started (region "  # logged once `tiyi run` handles SIGTERM and its stages run
+
+
+def wait_started(proc: subprocess.Popen[bytes], log: Path, count: int, timeout: float = 120) -> None:
+    """Until the log holds ``count`` start lines (the newest gateway's is the last), or the process exits."""
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(STARTED) < count:
+        assert proc.poll() is None, f"the gateway exited ({proc.returncode}) before it started"
+        assert time.monotonic() < deadline, f"the gateway did not start within {timeout:g} s"
+        time.sleep(0.05)  # polling the log for a condition, not waiting a guessed time
+
+
 def wait_listening(proc: subprocess.Popen[str]) -> str:
     """Until `tiyi verify` says it is subscribed (or exits); what it printed meanwhile."""
     assert proc.stdout is not None
@@ -120,13 +132,15 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
         text=True,
     )
     early = wait_listening(verify)  # records delivered before it subscribed would never reach it
-    with Recorder(mosquitto.url, Topics("macao", "gw-kill").all) as rec:
+    with Recorder(mosquitto.url, Topics("macao", "gw-kill")) as rec:
         for _ in range(KILLS):
             gw = start_gateway(config, log)
             time.sleep(rng.uniform(0.5, 3.0))
             gw.send_signal(signal.SIGKILL)
             gw.wait()
+        started = log.read_text().count(STARTED)
         gw = start_gateway(config, log)
+        wait_started(gw, log, started + 1)  # a SIGTERM before its handler exists kills a starting process
         time.sleep(3)
         gw.send_signal(signal.SIGTERM)  # a clean stop drains: last batch closed, signed, anchored
         assert gw.wait(90) == 0, log.read_text()[-3000:]
@@ -134,7 +148,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
         report = rec.verify(key, EvmChainClient.reader(ganache.url, contract))
 
     journal = SqliteJournal.open(state / "journal.sqlite3", "gw-kill")
-    committed = journal.next_seq - 1
+    committed = journal.records.next_seq - 1
     journal.close()
     print(report.summary())
     assert report.ok, report.summary() + "\n" + log.read_text()[-3000:]

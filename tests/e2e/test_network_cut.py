@@ -92,7 +92,7 @@ def test_a_silent_network_cut_delays_but_loses_nothing(mosquitto: Mosquitto, tmp
     ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
     try:
-        with Recorder(mosquitto.url, Topics("jiangmen", "gw-cut").all, session_expiry_s=600) as rec:
+        with Recorder(mosquitto.url, Topics("jiangmen", "gw-cut"), session_expiry_s=600) as rec:
 
             async def run() -> tuple[int, int, int, int]:
                 gw = assemble(cfg, chain).gateway

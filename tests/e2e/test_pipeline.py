@@ -35,7 +35,7 @@ def test_every_emitted_reading_arrives_proven_and_anchored(mosquitto: Mosquitto,
     ).validated()
     key = load_public_key_pem((tmp_path / "keys" / "gateway.pub").read_text())
 
-    with Recorder(mosquitto.url, Topics(cfg.region, cfg.gateway_id).all) as rec:
+    with Recorder(mosquitto.url, Topics(cfg.region, cfg.gateway_id)) as rec:
 
         async def run() -> tuple[int, int]:
             parts = assemble(cfg, chain)
@@ -98,7 +98,7 @@ def test_split_records_are_journaled_whole_and_nothing_held_is_lost_at_stop(
             await gw.submit(f)
         await gw.submit(Frame("bike-1", 0x2AD2, sent[0].data))  # a first part whose record never completes
         assert await gw.stop(drain_timeout=30)
-        records = [Record.from_bytes(b) for b in parts.journal.records(1, parts.journal.next_seq - 1)]
+        records = [Record.from_bytes(b) for b in parts.journal.records.read(1, parts.journal.records.next_seq - 1)]
         parts.journal.close()
         return records, gw.metrics.frames_joined
 

@@ -25,9 +25,9 @@ def record(seq: int) -> Record:
 def main() -> None:
     j = SqliteJournal.open(Path(sys.argv[1]), "gw-crash")
     while True:
-        n = j.next_seq
+        n = j.records.next_seq
         size = 1 + n % 5
-        j.append([record(s) for s in range(n, n + size)])
+        j.records.append([record(s) for s in range(n, n + size)])
         print(n + size - 1, flush=True)
 
 

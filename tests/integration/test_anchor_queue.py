@@ -73,7 +73,7 @@ def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
         await feed(gw, 10)
 
         async def included() -> bool:
-            return bool(await gw.worker.call(gw.journal.anchor_jobs, ["included"]))
+            return bool(await gw.worker.call(gw.journal.anchors.anchor_jobs, ["included"]))
 
         await wait_for(included)
         assert receipts(rec) == []  # included is not final: nothing reported yet
@@ -94,7 +94,7 @@ def test_a_reverted_anchor_is_resubmitted_and_only_the_final_one_reported(
         gw.journal.close()
         return gw
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = asyncio.run(main(rec))
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -120,7 +120,7 @@ def test_chain_outage_only_delays_anchors(mosquitto: Mosquitto, ganache: Ganache
         gw.journal.close()
         return gw
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = asyncio.run(main())
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -142,12 +142,12 @@ def test_a_signed_but_unsent_transaction_is_sent_first_so_no_nonce_gap(
         await feed(gw, 20)  # two batches
 
         async def two_batches() -> bool:
-            return len(await gw.worker.call(gw.journal.anchor_jobs, ["pending"])) == 2
+            return len(await gw.worker.call(gw.journal.anchors.anchor_jobs, ["pending"])) == 2
 
         await wait_for(two_batches)
-        job = (await gw.worker.call(gw.journal.anchor_jobs, ["pending"]))[0]
+        job = (await gw.worker.call(gw.journal.anchors.anchor_jobs, ["pending"]))[0]
         tx = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)  # the next nonce
-        await gw.worker.call(gw.journal.advance, job.number, next_step(job, Prepared(tx.raw, tx.tx_hash)))
+        await gw.worker.call(gw.journal.anchors.advance, job.number, next_step(job, Prepared(tx.raw, tx.tx_hash)))
         await gw.stop(drain_timeout=5)
         gw.journal.close()
 
@@ -197,7 +197,7 @@ def test_slow_blocks_and_confirmations(mosquitto: Mosquitto, tmp_path: Path) -> 
             gw.journal.close()
             return gw
 
-        with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+        with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
             gw = asyncio.run(main())
             rec.wait_idle(0.5)
             got = receipts(rec)
@@ -215,10 +215,10 @@ async def first_life_without_anchoring(tmp: Path, mqtt: str, chain: EvmChainClie
     await feed(gw, records)
 
     async def all_closed() -> bool:
-        return len(await gw.worker.call(gw.journal.anchor_jobs, ["pending"])) == records // 10
+        return len(await gw.worker.call(gw.journal.anchors.anchor_jobs, ["pending"])) == records // 10
 
     await wait_for(all_closed)
-    jobs = await gw.worker.call(gw.journal.anchor_jobs, ["pending"])
+    jobs = await gw.worker.call(gw.journal.anchors.anchor_jobs, ["pending"])
     await gw.stop(drain_timeout=5)
     gw.journal.close()
     return jobs
@@ -257,7 +257,7 @@ def test_an_anchor_sent_but_never_journaled_is_adopted_not_sent_again(
     chain.send(lost)
 
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, restarted)
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -278,7 +278,7 @@ def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
     squatter = EvmChainClient.connect(ganache.url, secrets.token_bytes(32), contract=chain.contract)
     squatter.send(squatter.prepare_anchor(AnchorKind.BATCH, "gw-q", first.root, first.number, first.count))
 
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, chain)
         rec.wait_idle(0.5)
         got = receipts(rec)
@@ -287,7 +287,7 @@ def test_a_root_anchored_first_by_someone_else_does_not_block_ours(
     assert all(r.anchorer == chain.account and confirmed(r, chain) for r in got)
     assert squatter.anchored_at(squatter.account, AnchorKind.BATCH, "gw-q", first.root) is not None  # both exist
     journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
-    assert journal.anchor_jobs(["failed"]) == []
+    assert journal.anchors.anchor_jobs(["failed"]) == []
     journal.close()
 
 
@@ -298,14 +298,14 @@ def test_a_signed_transaction_whose_nonce_went_elsewhere_is_signed_again(
     (job,) = asyncio.run(first_life_without_anchoring(tmp_path, mosquitto.url, chain, 10))
     stored = chain.prepare_anchor(AnchorKind.BATCH, "gw-q", job.root, job.number, job.count)
     journal = SqliteJournal.open(tmp_path / "journal.sqlite3", "gw-q")
-    journal.advance(job.number, next_step(job, Prepared(stored.raw, stored.tx_hash)))
+    journal.anchors.advance(job.number, next_step(job, Prepared(stored.raw, stored.tx_hash)))
     journal.close()
     # Another transaction from the same account takes that nonce first (say, an operator's registry action).
     other = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
     other.send(other.prepare_anchor(AnchorKind.BATCH, "elsewhere", secrets.token_bytes(32), 1, 1))
 
     restarted = EvmChainClient.connect(ganache.url, chain.account_key, contract=chain.contract)
-    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q").all) as rec:
+    with Recorder(mosquitto.url, Topics("zhuhai", "gw-q")) as rec:
         gw = second_life(tmp_path, mosquitto.url, restarted)
         rec.wait_idle(0.5)
         got = receipts(rec)

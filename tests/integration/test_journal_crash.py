@@ -48,9 +48,9 @@ def test_kill_9_twenty_times_loses_nothing_committed(tmp_path: Path) -> None:
         if last_line is not None:
             acknowledged = max(acknowledged, int(last_line))
     j = SqliteJournal.open(db, "gw-crash")
-    top = j.next_seq - 1
+    top = j.records.next_seq - 1
     assert top >= acknowledged > 0
-    assert j.records(1, top) == [bytes(record(s)) for s in range(1, top + 1)]
+    assert j.records.read(1, top) == [bytes(record(s)) for s in range(1, top + 1)]
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -68,13 +68,13 @@ def test_disk_full_refuses_loudly_and_recovers(tmp_path: Path) -> None:
         seq = 1
         with pytest.raises(JournalFull):
             while True:
-                j.append([record(s) for s in range(seq, seq + 50)])
+                j.records.append([record(s) for s in range(seq, seq + 50)])
                 seq += 50
-        assert j.next_seq == seq  # nothing of the failed append was half-written
-        assert j.records(1, seq - 1) == [bytes(record(s)) for s in range(1, seq)]
+        assert j.records.next_seq == seq  # nothing of the failed append was half-written
+        assert j.records.read(1, seq - 1) == [bytes(record(s)) for s in range(1, seq)]
         filler.unlink()
-        j.append([record(s) for s in range(seq, seq + 50)])
-        assert j.next_seq == seq + 50
+        j.records.append([record(s) for s in range(seq, seq + 50)])
+        assert j.records.next_seq == seq + 50
         j.close()
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

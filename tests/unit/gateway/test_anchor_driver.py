@@ -89,9 +89,9 @@ def journal_with_a_batch(tmp_path: Path) -> SqliteJournal:
         )
         for s in (1, 2, 3)
     ]
-    journal.append(records)
+    journal.records.append(records)
     m = build_manifest("gw-1", 1, 1, [bytes(r) for r in records], GENESIS_PREV, 1)
-    journal.add_batch(m, sign_manifest(m, SIGNER))
+    journal.batches.add_batch(m, sign_manifest(m, SIGNER))
     return journal
 
 
@@ -100,10 +100,10 @@ def drive(
 ) -> tuple[SqliteJournal, Health, Notes]:
     journal, health, notes = journal_with_a_batch(tmp_path), Health(), Notes()
     if stored is not None:  # what an earlier life left in the queue
-        journal.advance(1, stored)
+        journal.anchors.advance(1, stored)
     target = AnchorTarget("zhuhai", "*batch", AnchorKind.BATCH, chain, 0, 0.1)  # type: ignore[arg-type]
     worker = Worker("test-journal")
-    driver = AnchorDriver("gw-1", target, journal, worker, health, notes, Wakes())
+    driver = AnchorDriver("gw-1", target, journal.anchors, worker, health, notes, Wakes())
 
     async def run() -> None:
         for _ in range(passes):
@@ -116,7 +116,7 @@ def drive(
 
 
 def only_job(journal: SqliteJournal) -> Any:
-    (job,) = journal.anchor_jobs(list(AnchorState))
+    (job,) = journal.anchors.anchor_jobs(list(AnchorState))
     return job
 
 
@@ -126,7 +126,7 @@ def test_one_pass_takes_a_batch_from_pending_to_final_on_a_bft_chain(tmp_path: P
     job = only_job(journal)
     assert job.state is AnchorState.FINAL and chain.sent == [b"raw-1"]
     assert notes.states == ["signed", "submitted", "included", "final"]  # each step announced once, in order
-    ((number, receipt),) = journal.unpublished_receipts()
+    ((number, receipt),) = journal.anchors.unpublished_receipts()
     r = AnchorReceipt.from_bytes(receipt)
     assert (number, r.number, r.count, r.tx, r.block, r.block_hash) == (1, 1, 3, job.tx_hash, 40, BLOCK_HASH)
     m = health.metrics

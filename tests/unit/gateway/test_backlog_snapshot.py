@@ -37,7 +37,7 @@ def test_a_batch_closing_while_the_backlog_is_read_is_never_missed(tmp_path: Pat
         )
         for s in range(1, 11)
     ]
-    journal.append(records)
+    journal.records.append(records)
     manifest = build_manifest("gw-1", 1, 1, [bytes(r) for r in records], GENESIS_PREV, 1)
     signed = sign_manifest(manifest, SIGNER)
     gw = Gateway(cfg, journal, cast(Publisher, object()), SIGNER, chain=None)  # backlog never publishes
@@ -50,8 +50,9 @@ def test_a_batch_closing_while_the_backlog_is_read_is_never_missed(tmp_path: Pat
         def stats_then_a_batch_closes() -> JournalStats:
             st = read_stats()
             # The batching stage closes the batch right after this read, through the same journal thread.
+            add = journal.batches.add_batch
             loop.call_soon_threadsafe(
-                lambda: closing.append(asyncio.ensure_future(gw.worker.call(journal.add_batch, manifest, signed)))
+                lambda: closing.append(asyncio.ensure_future(gw.worker.call(add, manifest, signed)))
             )
             return st
 

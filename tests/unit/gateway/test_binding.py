@@ -80,7 +80,7 @@ def test_records_of_a_bound_device_carry_sub_and_of_an_unbound_one_none(tmp_path
     sub = table.bind("strap-1", MEMBER, 1).sub
     journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
     worker, sink = Worker("test-journal"), Sink()
-    ingest = Ingest("gw-1", 0, journal, worker, Health(), NO_DEVICES, sink, table.subjects)
+    ingest = Ingest("gw-1", 0, journal.records, worker, Health(), NO_DEVICES, sink, table.subjects)
     hr = b"\x00\x48"  # heart rate 72
 
     async def go() -> None:

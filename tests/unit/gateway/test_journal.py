@@ -39,28 +39,28 @@ def journal(tmp_path: Path) -> SqliteJournal:
 
 def test_append_and_read_back_exact_bytes(journal: SqliteJournal) -> None:
     records = [rec(i) for i in range(1, 11)]
-    journal.append(records)
-    assert journal.next_seq == 11
-    assert journal.records(1, 10) == [bytes(r) for r in records]
-    assert [s for s, _, _ in journal.undelivered(0, 100)] == list(range(1, 11))
+    journal.records.append(records)
+    assert journal.records.next_seq == 11
+    assert journal.records.read(1, 10) == [bytes(r) for r in records]
+    assert [s for s, _, _ in journal.records.undelivered(0, 100)] == list(range(1, 11))
 
 
 @pytest.mark.parametrize("bad", [[rec(2)], [rec(1), rec(3)], [rec(1, gw="gw-2")]])
 def test_seq_continuity_and_gateway_enforced(journal: SqliteJournal, bad: list[Record]) -> None:
     with pytest.raises(JournalError):
-        journal.append(bad)
-    assert journal.next_seq == 1
+        journal.records.append(bad)
+    assert journal.records.next_seq == 1
     assert journal.stats().records == 0
 
 
 def test_seq_survives_reopen(tmp_path: Path) -> None:
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    j.append([rec(1), rec(2)])
+    j.records.append([rec(1), rec(2)])
     j.close()
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    assert j.next_seq == 3
+    assert j.records.next_seq == 3
     with pytest.raises(JournalError):
-        j.append([rec(2)])
+        j.records.append([rec(2)])
 
 
 def test_journal_of_another_gateway_refused(tmp_path: Path) -> None:
@@ -70,76 +70,76 @@ def test_journal_of_another_gateway_refused(tmp_path: Path) -> None:
 
 
 def test_delivery_marks(journal: SqliteJournal) -> None:
-    journal.append([rec(i) for i in range(1, 6)])
-    journal.mark_delivered([2, 4])
-    assert [s for s, _, _ in journal.undelivered(0, 10)] == [1, 3, 5]
-    assert [s for s, _, _ in journal.undelivered(3, 10)] == [5]
+    journal.records.append([rec(i) for i in range(1, 6)])
+    journal.records.mark_delivered([2, 4])
+    assert [s for s, _, _ in journal.records.undelivered(0, 10)] == [1, 3, 5]
+    assert [s for s, _, _ in journal.records.undelivered(3, 10)] == [5]
 
 
 def _batch(journal: SqliteJournal, number: int, first: int, last: int, prev: bytes):  # type: ignore[no-untyped-def]
-    m = build_manifest("gw-1", number, first, journal.records(first, last), prev, 1)
+    m = build_manifest("gw-1", number, first, journal.records.read(first, last), prev, 1)
     return m, sign_manifest(m, SIGNER)
 
 
 def test_batches_must_chain(journal: SqliteJournal) -> None:
-    journal.append([rec(i) for i in range(1, 11)])
-    assert journal.unbatched_range() == (1, 10)
+    journal.records.append([rec(i) for i in range(1, 11)])
+    assert journal.batches.unbatched_range() == (1, 10)
     m1, s1 = _batch(journal, 1, 1, 4, GENESIS_PREV)
-    journal.add_batch(m1, s1)
-    assert journal.unbatched_range() == (5, 10)
+    journal.batches.add_batch(m1, s1)
+    assert journal.batches.unbatched_range() == (5, 10)
     bad_prev, sb = _batch(journal, 2, 5, 8, GENESIS_PREV)
     with pytest.raises(JournalError, match="prev"):
-        journal.add_batch(bad_prev, sb)
+        journal.batches.add_batch(bad_prev, sb)
     gap, sg = _batch(journal, 2, 6, 8, m1.digest)
     with pytest.raises(JournalError, match="continuity"):
-        journal.add_batch(gap, sg)
+        journal.batches.add_batch(gap, sg)
     m2, s2 = _batch(journal, 2, 5, 10, m1.digest)
-    journal.add_batch(m2, s2)
-    assert journal.unbatched_range() is None
-    last = journal.last_batch()
+    journal.batches.add_batch(m2, s2)
+    assert journal.batches.unbatched_range() is None
+    last = journal.batches.last_batch()
     assert last is not None and (last.batch, last.last_seq, last.digest) == (2, 10, m2.digest)
 
 
 def test_the_head_names_only_batches_whose_publication_was_recorded(tmp_path: Path) -> None:
     journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    journal.append([rec(i) for i in range(1, 10)])
-    assert journal.last_published_batch() is None
+    journal.records.append([rec(i) for i in range(1, 10)])
+    assert journal.batches.last_published_batch() is None
     m1, s1 = _batch(journal, 1, 1, 3, GENESIS_PREV)
-    journal.add_batch(m1, s1)
+    journal.batches.add_batch(m1, s1)
     m2, s2 = _batch(journal, 2, 4, 6, m1.digest)
-    journal.add_batch(m2, s2)
-    assert journal.last_published_batch() is None  # closed and signed, but no broker has acknowledged them
-    journal.mark_batch_published(1)
-    row = journal.last_published_batch()
+    journal.batches.add_batch(m2, s2)
+    assert journal.batches.last_published_batch() is None  # closed and signed, but no broker has acknowledged them
+    journal.batches.mark_batch_published(1)
+    row = journal.batches.last_published_batch()
     assert row is not None and (row.batch, row.last_seq, row.digest) == (1, 3, m1.digest)
     m3, s3 = _batch(journal, 3, 7, 9, m2.digest)
-    journal.add_batch(m3, s3)
-    journal.mark_batch_published(2)
+    journal.batches.add_batch(m3, s3)
+    journal.batches.mark_batch_published(2)
     journal.close()
     again = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")  # what a restarted gateway starts from
-    row = again.last_published_batch()
+    row = again.batches.last_published_batch()
     assert row is not None and (row.batch, row.last_seq, row.digest) == (2, 6, m2.digest)
 
 
 def test_anchor_queue_lifecycle(journal: SqliteJournal) -> None:
-    journal.append([rec(i) for i in range(1, 4)])
+    journal.records.append([rec(i) for i in range(1, 4)])
     m, s = _batch(journal, 1, 1, 3, GENESIS_PREV)
-    journal.add_batch(m, s)
-    assert journal.unpublished_batches() == [(1, bytes(s))]
-    journal.mark_batch_published(1)
-    (job,) = journal.anchor_jobs(["pending"])
+    journal.batches.add_batch(m, s)
+    assert journal.batches.unpublished_batches() == [(1, bytes(s))]
+    journal.batches.mark_batch_published(1)
+    (job,) = journal.anchors.anchor_jobs(["pending"])
     assert (job.number, job.root, job.count) == (1, m.root, 3)
-    journal.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"h" * 32))
-    journal.advance(1, Step(S.SUBMITTED, Event.SENT))
-    (job,) = journal.anchor_jobs(["submitted"])
+    journal.anchors.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"h" * 32))
+    journal.anchors.advance(1, Step(S.SUBMITTED, Event.SENT))
+    (job,) = journal.anchors.anchor_jobs(["submitted"])
     assert job.raw_tx == b"raw" and job.tx_hash == b"h" * 32
-    journal.advance(1, Step(S.PENDING, Event.REVERTED, forget_tx=True, forget_block=True, retry=True))  # a fresh
-    # transaction will be prepared
-    (job,) = journal.anchor_jobs(["pending"])
+    # a fresh transaction will be prepared
+    journal.anchors.advance(1, Step(S.PENDING, Event.REVERTED, forget_tx=True, forget_block=True, retry=True))
+    (job,) = journal.anchors.anchor_jobs(["pending"])
     assert job.raw_tx is None and job.attempts == 1
-    journal.advance(1, Step(S.INCLUDED, Event.INCLUDED, receipt=b"receipt"))
-    assert journal.unpublished_receipts() == [(1, b"receipt")]
-    journal.mark_receipt_published(1)
+    journal.anchors.advance(1, Step(S.INCLUDED, Event.INCLUDED, receipt=b"receipt"))
+    assert journal.anchors.unpublished_receipts() == [(1, b"receipt")]
+    journal.anchors.mark_receipt_published(1)
     st = journal.stats()
     assert st.anchors == {"included": 1} and st.unpublished_receipts == 0
 
@@ -149,26 +149,26 @@ def test_roll_ups_continue_exactly_and_their_jobs_move_like_batch_anchors(journa
     prev = GENESIS_PREV
     for b in range(1, 5):
         r = rec(b)
-        j.append([r])
+        j.records.append([r])
         m = build_manifest("gw-1", b, b, [bytes(r)], prev, 1)
-        j.add_batch(m, sign_manifest(m, SIGNER))
+        j.batches.add_batch(m, sign_manifest(m, SIGNER))
         prev = m.digest
-    assert j.last_rollup("judicial") is None
-    j.add_rollup("judicial", 1, 1, 3, b"\x01" * 32)
+    assert j.anchors.last_rollup("judicial") is None
+    j.anchors.add_rollup("judicial", 1, 1, 3, b"\x01" * 32)
     with pytest.raises(JournalError, match="continuity"):
-        j.add_rollup("judicial", 2, 3, 4, b"\x02" * 32)  # batch 3 again
+        j.anchors.add_rollup("judicial", 2, 3, 4, b"\x02" * 32)  # batch 3 again
     with pytest.raises(JournalError, match="do not exist"):
-        j.add_rollup("judicial", 2, 4, 9, b"\x02" * 32)
-    j.add_rollup("judicial", 2, 4, 4, b"\x02" * 32)
-    j.add_rollup("health_supervision", 1, 1, 4, b"\x03" * 32)  # targets are independent
-    assert j.last_rollup("judicial") == (2, 4) and j.rollup_for_batch("judicial", 2) == (1, 1, 3, None)
-    assert len(j.batch_roots(1, 3)) == 3
-    j.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"\x09" * 32), "judicial")
-    j.advance(1, Step(S.FINAL, Event.FINAL, receipt=b"receipt"), "judicial")
-    assert [x.number for x in j.anchor_jobs(["pending"], "judicial")] == [2]
-    assert j.unpublished_receipts("judicial") == [(1, b"receipt")] and j.rollups_open() == 3
-    j.mark_receipt_published(1, "judicial")
-    assert j.rollups_open() == 2
+        j.anchors.add_rollup("judicial", 2, 4, 9, b"\x02" * 32)
+    j.anchors.add_rollup("judicial", 2, 4, 4, b"\x02" * 32)
+    j.anchors.add_rollup("health_supervision", 1, 1, 4, b"\x03" * 32)  # targets are independent
+    assert j.anchors.last_rollup("judicial") == (2, 4) and j.anchors.rollup_for_batch("judicial", 2) == (1, 1, 3, None)
+    assert len(j.batches.batch_roots(1, 3)) == 3
+    j.anchors.advance(1, Step(S.SIGNED, Event.SIGNED, raw_tx=b"raw", tx_hash=b"\x09" * 32), "judicial")
+    j.anchors.advance(1, Step(S.FINAL, Event.FINAL, receipt=b"receipt"), "judicial")
+    assert [x.number for x in j.anchors.anchor_jobs(["pending"], "judicial")] == [2]
+    assert j.anchors.unpublished_receipts("judicial") == [(1, b"receipt")] and j.anchors.rollups_open() == 3
+    j.anchors.mark_receipt_published(1, "judicial")
+    assert j.anchors.rollups_open() == 2
 
 
 @settings(max_examples=150, deadline=None)
@@ -180,18 +180,18 @@ def test_delivery_ranges_answer_like_a_flag_per_record(acks: list[list[int]], af
 
     with tempfile.TemporaryDirectory() as d:
         j = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-1")
-        j.append([rec(i) for i in range(1, 51)])
+        j.records.append([rec(i) for i in range(1, 51)])
         flags: set[int] = set()
         for group in acks:
-            j.mark_delivered([s for s in group if s <= 50])
+            j.records.mark_delivered([s for s in group if s <= 50])
             flags |= {s for s in group if s <= 50}
             expected = [s for s in range(after + 1, 51) if s not in flags][:limit]
-            assert [s for s, _, _ in j.undelivered(after, limit)] == expected
+            assert [s for s, _, _ in j.records.undelivered(after, limit)] == expected
         assert j.stats().undelivered == 50 - len(flags)
         j.close()
         again = SqliteJournal.open(Path(d) / "j.sqlite3", "gw-1")
-        assert [s for s, _, _ in again.undelivered(0, 100)] == [s for s in range(1, 51) if s not in flags]
-        assert again.next_seq == 51
+        assert [s for s, _, _ in again.records.undelivered(0, 100)] == [s for s in range(1, 51) if s not in flags]
+        assert again.records.next_seq == 51
         again.close()
 
 
@@ -199,13 +199,13 @@ def test_a_journal_with_per_record_delivery_flags_is_migrated_to_ranges(tmp_path
     import sqlite3
 
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    j.append([rec(i) for i in range(1, 11)])
+    j.records.append([rec(i) for i in range(1, 11)])
     j.close()
     conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)  # as an older version left it
     conn.execute("UPDATE records SET delivered = 1 WHERE seq <= 4 OR seq = 7")
     conn.close()
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    assert [s for s, _, _ in j.undelivered(0, 100)] == [5, 6, 8, 9, 10]
+    assert [s for s, _, _ in j.records.undelivered(0, 100)] == [5, 6, 8, 9, 10]
     j.close()
 
 
@@ -236,11 +236,11 @@ def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
     assert len(old_anchors) == 7 and len(old_rollups) == 3 and len(old_records) == 40
 
     j = SqliteJournal.open(path, "gw-fixture")
-    assert j.next_seq == 41 and j.records(1, 40) == [bytes(r[3]) for r in old_records]
-    assert [s for s, _, _ in j.undelivered(0, 100)] == [31, 32, *range(36, 41)]
-    assert j.unpublished_batches() == [(b, bytes(s)) for b, _, _, _, _, s, p in old_batches if not p]
+    assert j.records.next_seq == 41 and j.records.read(1, 40) == [bytes(r[3]) for r in old_records]
+    assert [s for s, _, _ in j.records.undelivered(0, 100)] == [31, 32, *range(36, 41)]
+    assert j.batches.unpublished_batches() == [(b, bytes(s)) for b, _, _, _, _, s, p in old_batches if not p]
     assert j.stats().anchors == {"final": 2, "included": 1, "submitted": 1, "signed": 1, "pending": 1, "failed": 1}
-    jobs = {job.number: job for job in j.anchor_jobs(list(S))}
+    jobs = {job.number: job for job in j.anchors.anchor_jobs(list(S))}
     for b, root, count, state, raw, tx, _, block, bhash, attempts, _ in old_anchors:
         assert jobs[b] == Job(
             b,
@@ -253,22 +253,22 @@ def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
             None if bhash is None else bytes(bhash),
             attempts,
         )
-    assert j.unpublished_receipts() == [(2, b"receipt-\x02")]
-    assert j.batch_for_seq(3) == (bytes(old_batches[0][5]), b"receipt-\x01")
-    assert j.last_rollup("judicial") == (2, 5) and j.last_rollup("health_supervision") == (1, 6)
-    assert j.rollup_for_batch("judicial", 2) == (1, 1, 3, b"rollup-receipt-1")
-    assert j.rollup_range("health_supervision", 1) == (1, 6)
-    (signed,) = j.anchor_jobs(["signed"], "judicial")
+    assert j.anchors.unpublished_receipts() == [(2, b"receipt-\x02")]
+    assert j.batches.batch_for_seq(3) == (bytes(old_batches[0][5]), b"receipt-\x01")
+    assert j.anchors.last_rollup("judicial") == (2, 5) and j.anchors.last_rollup("health_supervision") == (1, 6)
+    assert j.anchors.rollup_for_batch("judicial", 2) == (1, 1, 3, b"rollup-receipt-1")
+    assert j.anchors.rollup_range("health_supervision", 1) == (1, 6)
+    (signed,) = j.anchors.anchor_jobs(["signed"], "judicial")
     assert (signed.number, signed.raw_tx, signed.tx_hash) == (2, b"rollup-raw-2", b"\x52" * 32)
-    assert [x.number for x in j.anchor_jobs(["pending"], "health_supervision")] == [1]
-    assert j.unpublished_receipts("judicial") == [] and j.rollups_open() == 2
+    assert [x.number for x in j.anchors.anchor_jobs(["pending"], "health_supervision")] == [1]
+    assert j.anchors.unpublished_receipts("judicial") == [] and j.anchors.rollups_open() == 2
     j.close()
     again = sqlite3.connect(path)  # upgraded in place, once: the old tables are gone, the schema says 2
     assert again.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
     tables = {n for (n,) in again.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert not tables & {"anchors", "rollups"} and "anchor_jobs" in tables
     again.close()
-    assert SqliteJournal.open(path, "gw-fixture").anchor_jobs(["final"]) != []  # and opens again as schema 2
+    assert SqliteJournal.open(path, "gw-fixture").anchors.anchor_jobs(["final"]) != []  # and opens again as schema 2
 
 
 def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:

@@ -44,8 +44,8 @@ def _records(first: int, n: int, t: int) -> list[Record]:
 
 
 def _close(j: SqliteJournal, batch: int, first: int, last: int, prev: bytes) -> bytes:
-    m = build_manifest("gw-1", batch, first, j.records(first, last), prev, 1)
-    j.add_batch(m, sign_manifest(m, SIGNER))
+    m = build_manifest("gw-1", batch, first, j.records.read(first, last), prev, 1)
+    j.batches.add_batch(m, sign_manifest(m, SIGNER))
     return m.digest
 
 
@@ -53,23 +53,23 @@ def _finish(j: SqliteJournal, batch: int, *, deliver: bool = True, publish: bool
     """Walk a batch through the chain of custody, optionally stopping short of one step."""
     first, last = next((f, la) for b, f, la in _rows(j) if b == batch)
     if deliver:
-        j.mark_delivered(range(first, last + 1))
+        j.records.mark_delivered(range(first, last + 1))
     if publish:
-        j.mark_batch_published(batch)
+        j.batches.mark_batch_published(batch)
     if final:
-        j.advance(batch, Step(S.FINAL, Event.FINAL, receipt=b"receipt-%d" % batch))
-        j.mark_receipt_published(batch)
+        j.anchors.advance(batch, Step(S.FINAL, Event.FINAL, receipt=b"receipt-%d" % batch))
+        j.anchors.mark_receipt_published(batch)
 
 
 def _rows(j: SqliteJournal) -> list[tuple[int, int, int]]:
-    return [(int(b), int(f), int(la)) for b, f, la in j._query("SELECT batch, first_seq, last_seq FROM batches")]
+    return [(int(b), int(f), int(la)) for b, f, la in j._file.query("SELECT batch, first_seq, last_seq FROM batches")]
 
 
 def _journal(tmp_path: Path) -> tuple[SqliteJournal, list[Record]]:
     """Three batches of 20 records: two an hour apart, old; the third young."""
     j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
     recs = _records(1, 20, T0) + _records(21, 20, T0 + HOUR) + _records(41, 20, T0 + 48 * HOUR)
-    j.append(recs)
+    j.records.append(recs)
     prev = GENESIS_PREV
     for b in range(3):
         prev = _close(j, b + 1, 20 * b + 1, 20 * b + 20, prev)
@@ -86,7 +86,7 @@ def test_purged_readings_leave_no_trace_in_the_database_or_its_wal(tmp_path: Pat
         _finish(j, b)
     before = _disk(j.path)
     assert all(r.salt in before for r in recs)  # the scan can see them: a pass below means they are gone
-    purged = j.purge(older_than_t=T0 + 24 * HOUR)
+    purged = j.maintenance.purge(older_than_t=T0 + 24 * HOUR)
     assert purged is not None and (purged.batches, purged.records, purged.first_seq, purged.last_seq) == (2, 40, 1, 40)
     after = _disk(j.path)
     assert not [r.seq for r in recs[:40] if r.salt in after or bytes(r) in after]
@@ -99,16 +99,16 @@ def test_what_remains_still_proves_against_its_signed_manifest(tmp_path: Path) -
     j, recs = _journal(tmp_path)
     for b in (1, 2, 3):
         _finish(j, b)
-    j.purge(older_than_t=T0 + 24 * HOUR)
-    signed, receipt = j.batch_for_seq(45) or (b"", None)
+    j.maintenance.purge(older_than_t=T0 + 24 * HOUR)
+    signed, receipt = j.batches.batch_for_seq(45) or (b"", None)
     sm = SignedManifest.from_bytes(signed)
     assert sm.verify(SIGNER) and receipt == b"receipt-3"
-    leaves = j.records(41, 60)
+    leaves = j.records.read(41, 60)
     tree = MerkleTree(leaves)
     assert tree.root == sm.manifest.root
     assert verify_inclusion(bytes(recs[44]), 4, 20, tree.inclusion_proof(4), sm.manifest.root)
     with pytest.raises(JournalError, match="purged under the retention policy"):
-        j.records(1, 20)  # a proof for a purged record is refused with the reason, not a generic gap
+        j.records.read(1, 20)  # a proof for a purged record is refused with the reason, not a generic gap
 
 
 @pytest.mark.parametrize(
@@ -125,26 +125,26 @@ def test_nothing_is_purged_before_delivery_publication_and_a_final_anchor(
     j, recs = _journal(tmp_path)
     _finish(j, 1, **missing)
     _finish(j, 2)
-    assert j.purge(older_than_t=T0 + 24 * HOUR) is None  # batch 1 blocks; batch 2 is never purged past it
-    assert j.records(1, 40) == [bytes(r) for r in recs[:40]]
+    assert j.maintenance.purge(older_than_t=T0 + 24 * HOUR) is None  # batch 1 blocks; batch 2 is never purged past it
+    assert j.records.read(1, 40) == [bytes(r) for r in recs[:40]]
 
 
 def test_an_included_but_not_final_anchor_or_an_unpublished_receipt_blocks_the_purge(tmp_path: Path) -> None:
     j, _ = _journal(tmp_path)
     _finish(j, 1, final=False)
-    j.advance(1, Step(S.INCLUDED, Event.INCLUDED, receipt=b"r"))
-    j.mark_receipt_published(1)
-    assert j.purge(older_than_t=T0 + 24 * HOUR) is None
-    j.advance(1, Step(S.FINAL, Event.FINAL))  # final, receipt (from inclusion) published: now it may go
-    assert (j.purge(older_than_t=T0 + 24 * HOUR) or None) is not None
+    j.anchors.advance(1, Step(S.INCLUDED, Event.INCLUDED, receipt=b"r"))
+    j.anchors.mark_receipt_published(1)
+    assert j.maintenance.purge(older_than_t=T0 + 24 * HOUR) is None
+    j.anchors.advance(1, Step(S.FINAL, Event.FINAL))  # final, receipt (from inclusion) published: now it may go
+    assert (j.maintenance.purge(older_than_t=T0 + 24 * HOUR) or None) is not None
 
 
 def test_young_records_stay_even_when_fully_anchored(tmp_path: Path) -> None:
     j, _ = _journal(tmp_path)
     for b in (1, 2, 3):
         _finish(j, b)
-    assert j.purge(older_than_t=T0 + 20) is None  # batch 1's newest record (t0+20) is not older than this
-    p = j.purge(older_than_t=T0 + 21)
+    assert j.maintenance.purge(older_than_t=T0 + 20) is None  # batch 1's newest record (t0+20) is not older than this
+    p = j.maintenance.purge(older_than_t=T0 + 21)
     assert p is not None and p.last_seq == 20
 
 
@@ -152,21 +152,22 @@ def test_a_purged_journal_reopens_and_continues_its_seqs(tmp_path: Path) -> None
     j, _ = _journal(tmp_path)
     for b in (1, 2, 3):
         _finish(j, b)
-    assert j.purge(older_than_t=T0 + 100 * HOUR) is not None  # everything: the records table is empty
+    assert j.maintenance.purge(older_than_t=T0 + 100 * HOUR) is not None  # everything: the records table is empty
     j.close()
     again = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
-    assert again.next_seq == 61 and again.unbatched_range() is None
-    again.append(_records(61, 1, T0 + 200 * HOUR))
-    assert again.stats().purged == 60 and again.purge(older_than_t=T0 + 300 * HOUR) is None  # 61 is unbatched
+    assert again.records.next_seq == 61 and again.batches.unbatched_range() is None
+    again.records.append(_records(61, 1, T0 + 200 * HOUR))
+    # 61 is unbatched
+    assert again.stats().purged == 60 and again.maintenance.purge(older_than_t=T0 + 300 * HOUR) is None
 
 
 def test_the_disk_scan_would_see_a_delete_that_only_unlinks(tmp_path: Path) -> None:
     # The control for the scan above: with secure_delete off, SQLite leaves deleted cells in free pages.
     j, recs = _journal(tmp_path)
-    j._db.execute("PRAGMA secure_delete=OFF")
+    j._file.db.execute("PRAGMA secure_delete=OFF")
     for b in (1, 2, 3):
         _finish(j, b)
-    j.purge(older_than_t=T0 + 24 * HOUR)
+    j.maintenance.purge(older_than_t=T0 + 24 * HOUR)
     after = _disk(j.path)
     assert [r.seq for r in recs[:40] if r.salt in after]
 
@@ -178,7 +179,7 @@ def test_the_retention_stage_purges_by_age_counts_and_logs_without_readings(
     for b in (1, 2, 3):
         _finish(j, b)
     health, worker = Health(), Worker("test-journal")
-    stage = Retention(RetentionConfig(max_age_days=1), j, worker, health)
+    stage = Retention(RetentionConfig(max_age_days=1), j.maintenance, worker, health)
     caplog.set_level(logging.INFO)
     try:
         assert asyncio.run(stage.purge_once(now_ms=T0 + DAY_MS + 21)) == 20  # batch 1 is over a day old; 2 is not

@@ -34,7 +34,7 @@ class Rows:
 
 def ingest(tmp_path: Path, devices: DeviceDirectory, health: Health, sink: Rows) -> tuple[Ingest, SqliteJournal]:
     journal = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-q")
-    return Ingest("gw-q", 0, journal, Worker("test-journal"), health, devices, sink), journal
+    return Ingest("gw-q", 0, journal.records, Worker("test-journal"), health, devices, sink), journal
 
 
 def accept(stage: Ingest, frames: list[Stamped]) -> None:
@@ -46,7 +46,7 @@ def test_quirks_reach_the_decoder(tmp_path: Path) -> None:
     rower = bytes.fromhex("00001c6400")
     for dev in ("rower-a", "rower-b"):
         accept(stage, [(Frame(dev, 0x2AD1, rower), 1_700_000_000_000, False)])
-    a, b = (Record.from_bytes(x) for x in journal.records(1, 2))
+    a, b = (Record.from_bytes(x) for x in journal.records.read(1, 2))
     assert (a.dev, a.val["stroke_rate"]) == ("rower-a", 28.0)
     assert (b.dev, b.val["stroke_rate"]) == ("rower-b", 14.0)
     assert a.raw == b.raw == rower  # the bytes are kept as received either way
@@ -62,6 +62,6 @@ def test_a_reading_no_record_may_hold_is_refused_and_counted_and_ingest_goes_on(
     accept(stage, frames)
     gw = health  # the counters the gateway reports
     assert gw.metrics.malformed_frames == 1 and gw.metrics.records == 2
-    assert [Record.from_bytes(x).dev for x in journal.records(1, 2)] == ["hr-1", "hr-2"]
-    assert journal.next_seq == 3  # no seq was spent on the refused reading
+    assert [Record.from_bytes(x).dev for x in journal.records.read(1, 2)] == ["hr-1", "hr-2"]
+    assert journal.records.next_seq == 3  # no seq was spent on the refused reading
     assert [q for q, _, _, _ in sink.rows] == [1, 2]  # and only the journaled records went on to delivery
