@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.audience_config import MinimiseConfig
 from gateway.config import GatewayConfig, check_data, read_config_data
 from gateway.errors import ConfigError, GatewayError
 
@@ -52,6 +53,14 @@ def file_problems(cfg: GatewayConfig) -> Iterator[str]:
         )
     except (GatewayError, OSError, ValueError) as exc:
         yield str(exc) if "[mqtt]" in str(exc) else f"[mqtt]: {exc}"
+    from gateway.audience_keys import AudienceKeyring
+
+    for i, a in enumerate(cfg.audiences):
+        if a.encrypt:
+            try:
+                AudienceKeyring(cfg.audience_key_dir, a.id).current()
+            except GatewayError as exc:
+                yield f"audience[{i}].encrypt: {exc}"
 
 
 def check_file(path: Path, *, files: bool = True) -> CheckResult:
@@ -118,7 +127,27 @@ def summary(cfg: GatewayConfig) -> list[str]:
         lines.append(f"sim        {cfg.sim.devices} simulated devices every {cfg.sim.interval_s:g} s")
     for r in cfg.rollups:
         lines.append(f"rollup     {r.target} every {r.period_s:g} s on {r.chain.kind} {redact_url(r.chain.url)}")
+    for a in cfg.audiences:
+        rules = ", ".join(f"{kind}: " + " ".join(_rule_words(rule)) for kind, rule in a.minimise if _rule_words(rule))
+        lines.append(
+            f"audience   {a.id}: {a.purpose}, {a.jurisdiction}"
+            + (f", legal basis {a.legal_basis}" if a.legal_basis else "")
+            + (", SM4-GCM" if a.encrypt else ", not encrypted")
+            + (", unbound devices too" if a.unbound else "")
+            + (f"; {rules}" if rules else "")
+        )
     return lines
+
+
+def _rule_words(rule: MinimiseConfig) -> list[str]:
+    words = ["no raw"] if rule.drop_raw else []
+    if rule.time_s:
+        words.append(f"time/{rule.time_s}s")
+    if rule.round is not None:
+        words.append(f"round {rule.round}")
+    if rule.aggregate:
+        words.append("aggregated")
+    return words
 
 
 def config_check_main(path: Path, *, files: bool = True) -> int:
