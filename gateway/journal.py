@@ -28,10 +28,11 @@ from anchoring.lifecycle import AnchorState, Job, Step
 from edge.manifest import Manifest, SignedManifest
 from edge.record import Record
 from gateway.errors import JournalError, JournalFull
+from gateway.view_journal import MIGRATE_2_TO_3, VIEW_SCHEMA
 
 log = logging.getLogger("tiyi.journal")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the audience tables (gateway/view_journal.py)
 BATCH_QUEUE = "*batch"  # the per-batch anchor queue's key (no target name starts with '*')
 
 _ADD_JOB = (
@@ -590,7 +591,7 @@ class SqliteJournal(_AnchorQueue):
                 raise JournalError(
                     f"journal {path} is corrupt ({check}); keep the file for analysis and restore from backup"
                 )
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + VIEW_SCHEMA)
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
                 conn.execute("BEGIN IMMEDIATE")
@@ -604,6 +605,10 @@ class SqliteJournal(_AnchorQueue):
                 _migrate(conn, _MIGRATE_1_TO_2)
                 log.info("journal %s upgraded from schema 1 to 2 (one anchor queue for batches and roll-ups)", path)
                 rows["schema"] = "2"
+            if rows.get("schema") == "2" and rows.get("gw") == gw:
+                _migrate(conn, MIGRATE_2_TO_3)
+                log.info("journal %s upgraded from schema 2 to 3 (audience views)", path)
+                rows["schema"] = "3"
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         except JournalError:

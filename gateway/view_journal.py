@@ -1,0 +1,194 @@
+"""The journal's audience tables: each audience's signed view manifests and how far their publication got.
+
+A view holds no readings: the manifest names the source batch, roots, counts and the withheld ranges. The view
+records themselves are not stored; they are rebuilt from the journaled source records when they must be
+(re)published, byte-identical because their salts and IVs are derived, not drawn (docs/privacy.md). So a
+view's source records must stay until the view is published: :meth:`ViewJournal.retain_from` tells the
+retention stage where to stop. Like batch rows, view rows are kept (proofs, no personal data).
+
+The tables live in the journal's SQLite file and use its connection and transactions (schema 3, upgraded in
+place from schema 2 by :data:`MIGRATE_2_TO_3`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.errors import JournalError
+
+if TYPE_CHECKING:
+    from gateway.journal import SqliteJournal
+
+VIEW_SCHEMA = """
+-- Each audience's view of each source batch from first_n on: the signed view manifest, the ledger head it
+-- was built at, and whether its records and then its manifest were acknowledged by the broker.
+CREATE TABLE IF NOT EXISTS views (
+    aud TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    consent_n INTEGER NOT NULL,
+    signed BLOB NOT NULL,
+    records_published INTEGER NOT NULL DEFAULT 0,
+    published INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (aud, n)
+);
+-- Per audience: the first source batch it gets a view of (the next batch when it was first configured), and
+-- the consent ledger number up to which its purpose's events were acknowledged on its consent topic.
+CREATE TABLE IF NOT EXISTS audiences (
+    aud TEXT PRIMARY KEY,
+    first_n INTEGER NOT NULL,
+    consent_published INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# Schema 2 had no audience tables; the journal's script creates them (IF NOT EXISTS) before this runs.
+MIGRATE_2_TO_3: list[tuple[str, tuple[str, ...]]] = [
+    *((stmt.strip(), ()) for stmt in VIEW_SCHEMA.split(";") if "CREATE" in stmt),
+    ("UPDATE meta SET value = '3' WHERE key = 'schema'", ()),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    n: int
+    first_seq: int
+    last_seq: int
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRow:
+    aud: str
+    n: int
+    consent_n: int
+    signed: bytes
+    records_published: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceProgress:
+    aud: str
+    first_n: int
+    views: int  # built
+    unpublished: int  # built, manifest not yet acknowledged
+    consent_published: int
+
+
+class ViewJournal:
+    """Audience rows in the journal; called on the journal's thread like the journal itself."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self._j = journal
+
+    def start(self, aud: str) -> int:
+        """The audience's first source batch, recorded on first sight as the next batch to close: an audience
+        added later gets no views of batches closed before it existed (their records may be purged)."""
+        rows = self._j._query("SELECT first_n FROM audiences WHERE aud = ?", (aud,))
+        if rows:
+            return int(rows[0][0])
+        last = self._j.last_batch()
+        first = 1 if last is None else last.batch + 1
+        self._j._tx([("INSERT INTO audiences(aud, first_n) VALUES (?, ?)", (aud, first), False)])
+        return first
+
+    def next_view(self, aud: str) -> int:
+        """The source batch whose view this audience needs next."""
+        rows = self._j._query("SELECT MAX(n) FROM views WHERE aud = ?", (aud,))
+        last = rows[0][0]
+        return self.start(aud) if last is None else int(last) + 1
+
+    def source_batch(self, n: int) -> SourceBatch | None:
+        rows = self._j._query("SELECT first_seq, last_seq, root FROM batches WHERE batch = ?", (n,))
+        if not rows:
+            return None
+        f, last, root = rows[0]
+        return SourceBatch(n, int(f), int(last), bytes(root))
+
+    def add_view(self, aud: str, n: int, consent_n: int, signed: bytes) -> None:
+        """Store a signed view manifest; views of one audience continue exactly, one per source batch."""
+        expected = self.next_view(aud)
+        if n != expected:
+            raise JournalError(f"view {n} of audience {aud} breaks continuity: expected view {expected}")
+        if self.source_batch(n) is None:
+            raise JournalError(f"view {n} of audience {aud} names a batch that does not exist")
+        self._j._tx(
+            [("INSERT INTO views(aud, n, consent_n, signed) VALUES (?, ?, ?, ?)", (aud, n, consent_n, signed), False)]
+        )
+
+    def unpublished(self, aud: str, limit: int = 100) -> list[ViewRow]:
+        """Views whose manifest the broker has not acknowledged, oldest first."""
+        rows = self._j._query(
+            "SELECT n, consent_n, signed, records_published FROM views WHERE aud = ? AND published = 0 "
+            "ORDER BY n LIMIT ?",
+            (aud, limit),
+        )
+        return [ViewRow(aud, int(n), int(c), bytes(s), bool(r)) for n, c, s, r in rows]
+
+    def mark_records_published(self, aud: str, n: int) -> None:
+        self._j._tx([("UPDATE views SET records_published = 1 WHERE aud = ? AND n = ?", (aud, n), False)])
+
+    def mark_published(self, aud: str, n: int) -> None:
+        self._j._tx([("UPDATE views SET published = 1 WHERE aud = ? AND n = ?", (aud, n), False)])
+
+    def consent_published(self, aud: str) -> int:
+        self.start(aud)
+        rows = self._j._query("SELECT consent_published FROM audiences WHERE aud = ?", (aud,))
+        return int(rows[0][0])
+
+    def mark_consent_published(self, aud: str, n: int) -> None:
+        """Every event of the audience's purpose up to ledger number ``n`` was acknowledged (never moves back)."""
+        self._j._tx(
+            [
+                (
+                    "UPDATE audiences SET consent_published = MAX(consent_published, ?) WHERE aud = ?",
+                    (n, aud),
+                    False,
+                )
+            ]
+        )
+
+    def retain_from(self, auds: Sequence[str]) -> int | None:
+        """The oldest source batch some configured audience still needs the records of (a view not built yet,
+        or built and not published); None when every view is published and none is due."""
+        need: list[int] = []
+        last = self._j.last_batch()
+        for aud in auds:
+            rows = self._j._query("SELECT MIN(n) FROM views WHERE aud = ? AND published = 0", (aud,))
+            if rows[0][0] is not None:
+                need.append(int(rows[0][0]))
+            else:
+                nxt = self.next_view(aud)
+                if last is not None and nxt <= last.batch:
+                    need.append(nxt)
+        return min(need) if need else None
+
+    def purge_limit(self, auds: Sequence[str], most: int) -> int:
+        """How many batches, from the oldest with records left, retention may consider without taking records
+        an audience's view still needs (0: none)."""
+        keep = self.retain_from(auds)
+        if keep is None:
+            return most
+        rows = self._j._query("SELECT MIN(batch) FROM batches WHERE last_seq > ?", (self._j.purged_through(),))
+        first = rows[0][0]
+        return most if first is None else max(0, min(most, keep - int(first)))
+
+    def progress(self, auds: Sequence[str]) -> list[AudienceProgress]:
+        out = []
+        for aud in auds:
+            first = self.start(aud)
+            built, open_ = self._j._query(
+                "SELECT COUNT(*), COALESCE(SUM(published = 0), 0) FROM views WHERE aud = ?", (aud,)
+            )[0]
+            out.append(AudienceProgress(aud, first, int(built), int(open_), self.consent_published(aud)))
+        return out
+
+    def unpublished_total(self, auds: Sequence[str]) -> int:
+        """Views not yet published plus source batches not yet viewed, over ``auds`` (the drain waits for 0)."""
+        last = self._j.last_batch()
+        total = 0
+        for aud in auds:
+            total += int(self._j._query("SELECT COUNT(*) FROM views WHERE aud = ? AND published = 0", (aud,))[0][0])
+            if last is not None:
+                total += max(0, last.batch - self.next_view(aud) + 1)
+        return total
