@@ -107,5 +107,5 @@ def test_a_replaced_ledger_that_drops_events_is_refused_on_reload(tmp_path: Path
         running.reload()
     assert not running.allows(SUB, "research") and running.head == 2
     (tmp_path / CONSENT_FILE).write_text(json.dumps(["00"]))
-    with pytest.raises(ConsentError, match="does not verify|not a consent ledger"):
+    with pytest.raises(ConsentError, match=r"does not verify|not a consent ledger"):
         running.reload()
