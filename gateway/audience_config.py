@@ -218,7 +218,7 @@ def audience_problems(region: str, audiences: tuple[AudienceConfig, ...]) -> Ite
                 f"in {a.jurisdiction}: no cross-border flow needs it (remove it)"
             )
             continue
-        decision = decide(region, a.jurisdiction, Flow.READING, a.legal_basis)
+        decision = decide(region, a.jurisdiction, Flow.READING, a.legal_basis, a.legal_basis_ref)
         if not decision.allowed:
             yield ConfigError(
                 f"audience[{i}].legal_basis {a.legal_basis!r} does not cover readings from {region} to "

@@ -38,7 +38,16 @@ from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
 from gateway.cli.harness import StreamCollector, dev_chain, serve
 from gateway.clock import monotonic, wall_ms
-from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
+from gateway.audience_config import AudienceConfig
+from gateway.config import (
+    BatchConfig,
+    ChainConfig,
+    GatewayConfig,
+    MqttConfig,
+    PublishConfig,
+    RollupConfig,
+    load_config,
+)
 from gateway.errors import ConfigError
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble, chain_account_key, secret_file
@@ -96,6 +105,7 @@ class DemoOptions:
     processes: int = 2
     scenario: Scenario | None = None
     truth: Path | None = None
+    audiences: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> DemoOptions:
@@ -173,6 +183,7 @@ async def _demo(o: DemoOptions) -> int:
             publish=PublishConfig(),
             chain=ChainConfig(kind="inproc", poll_s=0.2),
             rollups=rollups,
+            audiences=_audiences(o, state_dir),
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)
         print(f"gateway  {cfg.gateway_id} in {cfg.region}, state in {state_dir}")
@@ -276,6 +287,22 @@ async def _demo(o: DemoOptions) -> int:
                 file=sys.stderr,
             )
         return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
+
+
+def _audiences(o: DemoOptions, state_dir: Path) -> tuple[AudienceConfig, ...]:
+    """The ``[[audience]]`` tables of ``--audiences FILE``: a gateway configuration for this very gateway (its
+    id and state directory), the one ``tiyi members`` and ``tiyi keys audience`` are given."""
+    if o.audiences is None:
+        return ()
+    cfg = load_config(o.audiences)
+    if cfg.gateway_id != o.gateway_id or cfg.state_dir.resolve() != state_dir.resolve():
+        raise ConfigError(
+            f"{o.audiences}: [gateway] id and state_dir must be this run's ({o.gateway_id}, --state-dir "
+            f"{state_dir}): its bindings, consent and audience keys live there"
+        )
+    for a in cfg.audiences:
+        print(f"audience {a.id}: {a.purpose}, {a.jurisdiction}{', SM4-GCM' if a.encrypt else ''}")
+    return cfg.audiences
 
 
 class _Ticker:

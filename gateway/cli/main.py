@@ -439,6 +439,14 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="write every emitted frame (device, characteristic, raw bytes, time) to this CBOR sequence",
     )
+    r.add_argument(
+        "--audiences",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help="give the simulated gateway the [[audience]] tables of this gateway configuration (its [gateway] id "
+        "and state_dir must match --gateway-id and --state-dir, where `tiyi members` keeps bindings and consent)",
+    )
     _add_run_options(r)
 
 

@@ -119,6 +119,7 @@ class Wakes:
     batch: Wake = field(default_factory=Wake)
     anchor: Wake = field(default_factory=Wake)
     head: Wake = field(default_factory=Wake)  # a batch's publication was recorded: the head can move on
+    views: Wake = field(default_factory=Wake)  # a batch closed: the audiences' views are due
 
 
 class Worker:
