@@ -178,6 +178,10 @@ def audience_setup(cfg: GatewayConfig, signer: Signer, site_secret: bytes) -> Au
     from gateway.stages.audiences import AudienceSetup
 
     rings = {a.id: AudienceKeyring(cfg.audience_key_dir, a.id) for a in cfg.audiences}
+    if any(a.encrypt for a in cfg.audiences):
+        from edge.sealing import check_backend
+
+        check_backend()  # SM4-GCM missing from this OpenSSL/cryptography: refuse to start, never send in clear
     for a in cfg.audiences:
         if a.encrypt:
             rings[a.id].current()

@@ -34,8 +34,8 @@ from gateway.journal import BATCH_QUEUE, SqliteJournal
 from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
 from gateway.stages.anchoring import AnchorDriver, Anchoring, AnchorTarget, MqttStateNotes
-from gateway.stages.audiences import Audiences, AudienceSetup
 from gateway.stages.announce import Announcements, HeadPublisher
+from gateway.stages.audiences import Audiences, AudienceSetup
 from gateway.stages.batching import Batching
 from gateway.stages.delivery import Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row

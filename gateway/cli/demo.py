@@ -36,9 +36,9 @@ from edge.topics import Topics
 from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
+from gateway.audience_config import AudienceConfig
 from gateway.cli.harness import StreamCollector, dev_chain, serve
 from gateway.clock import monotonic, wall_ms
-from gateway.audience_config import AudienceConfig
 from gateway.config import (
     BatchConfig,
     ChainConfig,

@@ -203,6 +203,27 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="trust the key each gateway announces (trust on first use); the result is never 'verified'",
     )
     p.add_argument(
+        "--audience",
+        default=None,
+        metavar="AUD",
+        help="verify this audience's view stream (aud/AUD/...) instead of the full stream",
+    )
+    p.add_argument(
+        "--audience-purpose",
+        default=None,
+        metavar="PURPOSE",
+        help="with --audience: the purpose you agreed with the gateway (views and consent are checked against "
+        "it, never against what a message claims)",
+    )
+    p.add_argument(
+        "--audience-key",
+        default=None,
+        type=Path,
+        metavar="FILE",
+        help="with --audience: the audience's SM4 keys, lines 'kid hex' (tiyi keys audience export); without it "
+        "sealed content is reported as not checked",
+    )
+    p.add_argument(
         "--idle",
         type=float,
         default=5.0,

@@ -35,7 +35,9 @@ def test_a_cross_border_block_shows_in_metrics(
     rg.cfg = dataclasses.replace(
         rg.cfg,
         audiences=(
-            AudienceConfig("hk-research", "research", "hongkong", minimise=(("battery", MinimiseConfig(aggregate=True)),)),
+            AudienceConfig(
+                "hk-research", "research", "hongkong", minimise=(("battery", MinimiseConfig(aggregate=True)),)
+            ),
             AudienceConfig("gz-health", "research", "mainland"),
         ),
     ).validated()
@@ -61,11 +63,16 @@ def test_a_cross_border_block_shows_in_metrics(
         for fam in text_string_to_metric_families(r.text)
         for s in fam.samples
     }
-    blocked = samples[("tiyi_audience_withheld_records_total", (("audience", "hk-research"), ("reason", "cross_border")))]
+    blocked = samples[
+        ("tiyi_audience_withheld_records_total", (("audience", "hk-research"), ("reason", "cross_border")))
+    ]
     assert blocked == 12
     assert samples[("tiyi_audience_view_records_total", (("audience", "hk-research"),))] == 0
     assert samples[("tiyi_audience_view_records_total", (("audience", "gz-health"),))] == 12
-    assert ("tiyi_audience_withheld_records_total", (("audience", "gz-health"), ("reason", "cross_border"))) not in samples
+    assert (
+        "tiyi_audience_withheld_records_total",
+        (("audience", "gz-health"), ("reason", "cross_border")),
+    ) not in samples
     # What the Hong Kong platform received: signed views that account for every reading as withheld.
     views = [SignedView.from_bytes(p).manifest for t, p, _ in rec.messages if t == topics.aud_view("hk-research")]
     assert sum(v.last - v.first + 1 for v in views) == 12 and all(v.count == 0 for v in views)
@@ -80,4 +87,4 @@ def test_a_cross_border_block_shows_in_metrics(
     assert len({r.seq for r in mainland}) == 12 and {r.sub for r in mainland} == {sub}
     lines = [m for m in caplog.messages if "hk-research" in m and "cross_border" in m]
     assert lines and all("withheld cross_border" in m for m in lines)
-    assert not [m for m in caplog.messages if sub in m or MEMBER in m or "hr-1" in m and "audience" in m]
+    assert not [m for m in caplog.messages if sub in m or MEMBER in m or ("hr-1" in m and "audience" in m)]

@@ -95,6 +95,10 @@ jurisdiction = "mainland"
 id = "twice"
 purpose = "research"
 jurisdiction = "mainland"
+[[audience]]
+id = "a-note"
+purpose = "research"
+jurisdiction = "mainland"
 legal_basis_ref = "a note"
 """
 
@@ -112,8 +116,8 @@ EXPECTED = [
     "unknown setting audience[0].minimise.heart_rate.shuffle",
     "audience[1] needs id",
     "audience[1].legal_basis_ref is required with legal_basis = 'recorded_basis'",
-    "audience[3].legal_basis_ref is set but legal_basis is not",
-    "audience[2].id 'twice' is configured twice",
+    "audience[3].id 'twice' is configured twice",
+    "audience[4].legal_basis_ref is set but legal_basis is not",
 ]
 
 
