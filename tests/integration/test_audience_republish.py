@@ -1,0 +1,125 @@
+"""Audience views are published at least once and, when an acknowledgement was lost, published again after a
+restart byte-identical: view records are rebuilt from the journaled source records with the consent head and
+key id their signed manifest names — even after the key rotated and the member withdrew meanwhile. A view that
+no longer rebuilds identically (its audience's rules changed) is never sent as something else: its manifest
+goes out alone and the error is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.frame import Frame
+from edge.record import decode_data_message
+from edge.topics import Topics
+from gateway.audience_config import AudienceConfig, MinimiseConfig
+from gateway.audience_keys import AudienceKeyring
+from gateway.binding import Bindings
+from gateway.clock import wall_ms
+from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
+from gateway.consent import ConsentLedger
+from gateway.keys import generate_keypair, load_signer
+from gateway.runtime import assemble, secret_file
+from tests.conftest import Mosquitto
+from tests.e2e.harness import Recorder
+
+AUD = "aud-enc"
+HR = 0x2A37
+
+
+def config(tmp_path: Path, url: str, drop_raw: bool = True) -> GatewayConfig:
+    return GatewayConfig(
+        gateway_id="gw-rep",
+        region="shenzhen",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=url),
+        batch=BatchConfig(max_records=4, max_age_s=0.2),
+        chain=ChainConfig(kind="none"),
+        audiences=(
+            AudienceConfig(
+                AUD, "health_management", "mainland", encrypt=True, minimise=(("*", MinimiseConfig(drop_raw=drop_raw)),)
+            ),
+        ),
+    ).validated()
+
+
+async def run_gateway(cfg: GatewayConfig, frames: int) -> None:
+    parts = assemble(cfg, None)
+    gw = parts.gateway
+    await gw.start()
+    await gw.publisher.wait_connected(10)
+    for i in range(frames):
+        await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+    assert await gw.drain(60)
+    await gw.stop(drain_timeout=5)
+    parts.journal.close()
+
+
+def observe(url: str, cfg: GatewayConfig, frames: int) -> tuple[list[bytes], list[bytes]]:
+    """Run the gateway once under an observer: (view record bytes, view manifest payloads) it received."""
+    topics = Topics(cfg.region, cfg.gateway_id)
+    with Recorder(url, topics.all) as rec:
+        asyncio.run(run_gateway(cfg, frames))
+        rec.wait_idle(0.5)
+    records = [
+        b for t, p, _ in rec.messages if t.startswith(f"{topics.base}/aud/{AUD}/data/") for b in decode_data_message(p)
+    ]
+    manifests = [p for t, p, _ in rec.messages if t == topics.aud_view(AUD)]
+    return records, manifests
+
+
+def lose_acks(cfg: GatewayConfig) -> None:
+    """As if the broker's acks of every view and consent event had been lost before they were recorded."""
+    conn = sqlite3.connect(cfg.journal_path, isolation_level=None)
+    conn.execute("UPDATE views SET records_published = 0, published = 0")
+    conn.execute("UPDATE audiences SET consent_published = 0")
+    conn.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: Mosquitto) -> GatewayConfig:
+    generate_keypair(tmp_path / "keys")
+    cfg = config(tmp_path, mosquitto.url)
+    AudienceKeyring(cfg.audience_key_dir, AUD).add()
+    sub = Bindings(tmp_path, secret_file(cfg.site_secret_path)).bind("hr-1", "M-7", wall_ms()).sub
+    ConsentLedger(tmp_path, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        sub, "health_management", True, wall_ms()
+    )
+    return cfg
+
+
+def test_a_restart_republishes_views_byte_identical(site: GatewayConfig, mosquitto: Mosquitto) -> None:
+    cfg = site
+    first_records, first_views = observe(mosquitto.url, cfg, 10)
+    assert len(first_records) == 10 and len(first_views) == 3  # batches of 4, 4, 2
+    # Meanwhile: the key rotates and the member withdraws. Neither may change what was already signed.
+    AudienceKeyring(cfg.audience_key_dir, AUD).add()
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+    ledger.record(_sub(cfg), "health_management", False, wall_ms())
+    lose_acks(cfg)
+    again_records, again_views = observe(mosquitto.url, cfg, 0)
+    assert again_views == first_views
+    assert sorted(again_records) == sorted(first_records)
+
+
+def _sub(cfg: GatewayConfig) -> str:
+    return Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).list()[0].sub
+
+
+def test_a_view_that_no_longer_rebuilds_identically_goes_out_without_records(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = site
+    _, first_views = observe(mosquitto.url, cfg, 4)
+    assert len(first_views) == 1
+    lose_acks(cfg)
+    changed = dataclasses.replace(cfg, audiences=(config(cfg.state_dir, cfg.mqtt.url, drop_raw=False).audiences))
+    caplog.set_level(logging.ERROR, logger="tiyi")
+    records, views = observe(mosquitto.url, changed, 0)
+    assert views == first_views and records == []  # the signed truth, never records it does not describe
+    assert any("differs from the signed one" in m for m in caplog.messages)
