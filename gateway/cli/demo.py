@@ -264,6 +264,7 @@ async def _demo(o: DemoOptions) -> int:
                 rollup_chains=checkers,
             ),
         )
+        audiences_ok = _verify_audiences(cfg, collector, trust, ChainAnchorChecker(cfg.chain_target, chain))
         print()
         print(
             f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
@@ -286,7 +287,25 @@ async def _demo(o: DemoOptions) -> int:
                 f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
                 file=sys.stderr,
             )
-        return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
+        return 0 if report.outcome is Outcome.VERIFIED and drained and complete and audiences_ok else 1
+
+
+def _verify_audiences(cfg: GatewayConfig, collector: StreamCollector, trust: TrustPolicy, chain: AnchorChecker) -> bool:
+    """Each audience's stream checked as its platform would (``tiyi verify --audience``), with its keys."""
+    from anchoring.view_verify import AudienceVerifier
+    from gateway.audience_keys import AudienceKeyring
+
+    ok = True
+    for a in cfg.audiences:
+        keys = {k.kid: k.key for k in AudienceKeyring(cfg.audience_key_dir, a.id).load()} if a.encrypt else None
+        verifier = AudienceVerifier(trust, a.id, a.purpose, keys)
+        for topic, payload, retained in collector.messages:
+            verifier.feed(topic, payload, retained)
+        report = verifier.report(chain)
+        print()
+        print(report.summary())
+        ok &= report.outcome is Outcome.VERIFIED
+    return ok
 
 
 def _audiences(o: DemoOptions, state_dir: Path) -> tuple[AudienceConfig, ...]:

@@ -19,6 +19,7 @@ and then, from what an observer subscribed to ``#`` received and from the gatewa
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -30,9 +31,10 @@ from typing import Any
 import cbor2
 import pytest
 
+from anchoring.capture import write_capture_item
 from edge.consent import SignedConsent
 from edge.manifest import Manifest, SignedManifest
-from edge.record import Record, decode_data_message
+from edge.record import Record, decode_data_message, encode_data_message
 from edge.sealing import SealError
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
@@ -288,12 +290,69 @@ def check_research(st: Stream, site: Site) -> None:
     assert {e.event.purpose for _, e in st.consent[RESEARCH]} == {"research"}
 
 
+def verify_capture(tmp_path: Path, site: Site, messages: list[tuple[str, bytes, bool]], name: str) -> str:
+    """`tiyi verify --audience` on a capture of what the health platform's account may read (its own view
+    and the proof topics), as that platform runs it: exit code and output."""
+    capture = tmp_path / f"{name}.cbor"
+    allowed = ("batch", "head", "anchor", "anchor_state", "key", "rollup", "aud_data", "aud_view", "aud_consent")
+    with capture.open("wb") as fh:
+        for topic, payload, retained in messages:
+            p = parse_topic(topic)
+            if p.channel in allowed and p.aud in (None, HEALTH):
+                write_capture_item(fh, topic, payload, retained, 0)
+    keyfile = tmp_path / "health.keys"
+    keyfile.chmod(0o600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "verify",
+            "--capture",
+            str(capture),
+            "--audience",
+            HEALTH,
+            "--audience-purpose",
+            "health_management",
+            "--audience-key",
+            str(keyfile),
+            "--key",
+            f"{GW}={site.state / 'keys' / 'gateway.pub'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return f"exit {done.returncode}\n{done.stdout}{done.stderr}"
+
+
+def tamper_one_sealed_byte(messages: list[tuple[str, bytes, bool]]) -> list[tuple[str, bytes, bool]]:
+    """The same stream with one byte of one sealed record's ciphertext flipped (the record re-encoded, so it
+    still parses: only the seal can tell)."""
+    out = list(messages)
+    for i, (topic, payload, retained) in enumerate(out):
+        if parse_topic(topic).channel == "aud_data" and f"/aud/{HEALTH}/" in topic:
+            records = [Record.from_bytes(b) for b in decode_data_message(payload)]
+            ct = bytearray((records[0].enc or {})["ct"])
+            ct[0] ^= 0x01
+            records[0] = dataclasses.replace(records[0], enc={**(records[0].enc or {}), "ct": bytes(ct)})
+            out[i] = (topic, encode_data_message([bytes(r) for r in records]), retained)
+            return out
+    raise AssertionError("no sealed record to tamper with")
+
+
 def test_sim_run_with_bindings_and_two_audiences(mosquitto: Mosquitto, tmp_path: Path) -> None:
     site = prepare(tmp_path)
     log_path = tmp_path / "sim.log"
     messages, recorded = run_sim(mosquitto, site, log_path)
     log_text = log_path.read_bytes()
     assert b"RESULT: every record verified" in log_text
+    # The sim run verified each audience's stream as its platform would, anchors on the chain included.
+    out = log_text.decode()
+    for aud, purpose in ((HEALTH, "health_management"), (RESEARCH, "research")):
+        part = out.split(f"audience {aud} (purpose {purpose})", 1)[1]
+        assert part.split("RESULT: ", 1)[1].startswith("every view verified"), part[:2000]
+    assert re.search(r"sealed    [1-9][0-9]* opened and authenticated, 0 not checked", out)
     needles = forbidden(16)
     with pytest.raises(AssertionError):  # the scan finds what it looks for
         scan("control", b"x" + address(3).lower().encode() + b"x", needles)
@@ -304,3 +363,9 @@ def test_sim_run_with_bindings_and_two_audiences(mosquitto: Mosquitto, tmp_path:
     check_withdrawal(st, site, recorded)
     check_sealed(st, site)
     check_research(st, site)
+    # The platform's own tool on what its account can read: nothing fails (anchors need --rpc: exit 4) ...
+    result = verify_capture(tmp_path, site, messages, "health")
+    assert result.startswith("exit 4") and "PROBLEM" not in result and "0 not checked" in result, result
+    # ... and one flipped ciphertext byte fails it.
+    result = verify_capture(tmp_path, site, tamper_one_sealed_byte(messages), "tampered")
+    assert result.startswith("exit 1") and "seal_broken" in result, result
