@@ -123,3 +123,53 @@ def test_a_view_that_no_longer_rebuilds_identically_goes_out_without_records(
     records, views = observe(mosquitto.url, changed, 0)
     assert views == first_views and records == []  # the signed truth, never records it does not describe
     assert any("differs from the signed one" in m for m in caplog.messages)
+
+
+def test_an_encrypting_audience_without_a_key_stops_the_start(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Fail closed: no key means no start, rather than views that wait forever or go out in clear."""
+    from gateway.audience_keys import AudienceKeyError
+
+    generate_keypair(tmp_path / "keys")
+    with pytest.raises(AudienceKeyError, match=f"audience {AUD} encrypts but has no key"):
+        assemble(config(tmp_path, mosquitto.url), None)
+
+
+def test_a_consent_ledger_that_stops_verifying_holds_every_view_back(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged consent.json could resurrect a withdrawn consent: no view is built from it, the error is logged
+    once, and the views follow as soon as the file is restored."""
+    cfg = site
+    good = (cfg.state_dir / "consent.json").read_text()
+    topics = Topics(cfg.region, cfg.gateway_id)
+    caplog.set_level(logging.ERROR, logger="tiyi")
+
+    async def go() -> tuple[int, int]:
+        parts = assemble(cfg, None)
+        gw = parts.gateway
+        await gw.start()
+        await gw.publisher.wait_connected(10)
+        (cfg.state_dir / "consent.json").write_text('["00"]')  # damaged while running
+        for i in range(4):
+            await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+        deadline = asyncio.get_running_loop().time() + 60
+        # Until the batch closed (its view is due) and the stage refused the ledger.
+        while "does not verify" not in (gw.health.last_error or "") or (await gw.backlog()).views_open != 1:
+            assert asyncio.get_running_loop().time() < deadline, gw.health.last_error
+            await asyncio.sleep(0.05)
+        assert gw.audiences is not None and gw.audiences.views_built[AUD] == 0
+        held = (await gw.backlog()).views_open
+        (cfg.state_dir / "consent.json").write_text(good)  # restored
+        assert await gw.drain(60)
+        await gw.stop(drain_timeout=5)
+        parts.journal.close()
+        return held, gw.audiences.views_published[AUD] if gw.audiences else -1
+
+    with Recorder(mosquitto.url, topics.all) as rec:
+        held, published = asyncio.run(go())
+        rec.wait_idle(0.5)
+    assert held == 1 and published == 1
+    errors = [m for m in caplog.messages if "audience views wait" in m and "does not verify" in m]
+    assert len(errors) == 1  # once, not every second
+    views = [p for t, p, _ in rec.messages if t == topics.aud_view(AUD)]
+    assert len(views) == 1
