@@ -55,6 +55,9 @@ def test_a_cross_border_block_shows_in_metrics(
             rg.settle()
             r = rg.get("/metrics")
             assert r.status_code == 200
+            status = rg.get("/api/v1/audiences")
+            assert status.status_code == 200
+            assert rg.get("/api/v1/audiences", headers={}).status_code == 401
         finally:
             rg.close()
         rec.wait_idle(0.5)
@@ -73,6 +76,11 @@ def test_a_cross_border_block_shows_in_metrics(
         "tiyi_audience_withheld_records_total",
         (("audience", "gz-health"), ("reason", "cross_border")),
     ) not in samples
+    hk, gz = status.json()
+    assert (hk["id"], hk["jurisdiction"], hk["legal_basis"], hk["first_batch"]) == ("hk-research", "hongkong", "", 1)
+    assert hk["views"] == 3 and hk["views_unpublished"] == 0 and hk["view_records"] == 0  # batches of 5, 5, 2
+    assert hk["withheld"] == {"cross_border": 12} and gz["withheld"] == {} and gz["view_records"] == 12
+    assert sub not in status.text and MEMBER not in status.text
     # What the Hong Kong platform received: signed views that account for every reading as withheld.
     views = [SignedView.from_bytes(p).manifest for t, p, _ in rec.messages if t == topics.aud_view("hk-research")]
     assert sum(v.last - v.first + 1 for v in views) == 12 and all(v.count == 0 for v in views)
