@@ -45,7 +45,7 @@ from gateway.view_journal import SourceBatch, ViewJournal, ViewRow
 
 log = logging.getLogger("tiyi.gateway")
 
-CACHE_VIEWS = 64  # built views kept in memory until published; past this they are rebuilt when due
+CACHE_VIEWS = 16  # built views kept in memory until published; past this they are rebuilt when due
 PUBLISH_AHEAD = 16  # unpublished views handled per audience per round
 
 
