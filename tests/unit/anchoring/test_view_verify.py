@@ -407,3 +407,22 @@ def test_the_full_stream_verifier_is_not_disturbed_by_audience_topics() -> None:
     report = v.report(s.chain())
     assert report.ok, report.summary()
     assert report.gateways[GW].records_in_verified_batches == len(s.source)
+
+
+def test_consent_as_of_an_older_ledger_head_is_refused() -> None:
+    """A later view built at an earlier consent head could undo a withdrawal recorded in between."""
+    s = ViewStream.honest()
+    s.resign(3, consent_n=s.view(2).consent_n - 1)
+    problems = s.report({"k1": KEY}).problems
+    assert {p.reason for p in problems} == {Reason.NO_CONSENT}
+    assert any(p.batch == 3 and "before view 2" in p.message for p in problems)
+
+
+def test_a_forged_head_is_named_and_does_not_count() -> None:
+    s = ViewStream.honest()
+    from edge.head import SignedHead
+
+    h = SignedHead.from_bytes(s.heads[0])
+    s.heads = [bytes(sign_head(replace(h.head, batch=h.head.batch + 5, last_seq=99), OTHER))]
+    report = s.report({"k1": KEY})
+    assert {p.reason for p in report.problems} == {Reason.UNTRUSTED_KEY} and report.gateways[GW].head is None
