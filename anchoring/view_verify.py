@@ -616,14 +616,15 @@ class AudienceVerifier:
         numbers = sorted(c.st.views)
         if not numbers:
             return
-        first = numbers[0]
-        wanted = {n for n in c.st.sources if n >= first} | set(range(first, numbers[-1] + 1))
-        missing = sorted(wanted - set(numbers))
-        if missing:
+        # Gaps as ranges between the numbers received: a forged view number of 10^12 costs nothing.
+        gaps = [(a + 1, b - 1) for a, b in itertools.pairwise(numbers) if b > a + 1]
+        gaps += [(n, n) for n in sorted(c.st.sources) if n > numbers[-1]]
+        if gaps:
+            count = sum(b - a + 1 for a, b in gaps)
             c.problem(
                 Reason.MISSING_VIEW,
-                f"no view received for {len(missing)} source batch(es) from batch {missing[0]}",
-                batch=missing[0],
+                f"no view received for {count} source batch(es), from batch {gaps[0][0]}",
+                batch=gaps[0][0],
             )
         for a, b in itertools.pairwise(numbers):
             ma, mb = c.st.views[a][1].manifest, c.st.views[b][1].manifest

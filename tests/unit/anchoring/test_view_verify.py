@@ -460,3 +460,12 @@ def test_the_audience_verifier_never_raises_on_network_input(channel: str, paylo
     v.feed(topic, payload)
     v.feed(topic, encode_data_message([payload]))
     v.report(FakeChain())
+
+
+def test_a_forged_view_number_far_ahead_costs_nothing() -> None:
+    """Views are held before their signature is checked: a number of 10^15 must not size anything."""
+    s = ViewStream.honest()
+    m = s.view(3)
+    far = sign_view(replace(m, n=10**15), OTHER)
+    reasons = s.reasons(extra=[(T.aud_view(AUD), bytes(far))])
+    assert {Reason.MISSING_VIEW, Reason.UNTRUSTED_KEY, Reason.VIEW_SOURCE_MISMATCH} <= reasons
