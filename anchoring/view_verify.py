@@ -359,7 +359,7 @@ class AudienceVerifier:
             return Untrusted(f"SM2 signature does not verify under {signed.key_id}", bad_signature=True)
         return got
 
-    def _signature_ok(self, c: _Ctx, signed: _Signed, anchor: AnchorInfo | None, what: str, n: int) -> bool:
+    def _signature_ok(self, c: _Ctx, signed: _Signed, anchor: AnchorInfo | None, what: str, n: int | None) -> bool:
         got = self._trusted(c.gw, c.st, signed, anchor)
         if isinstance(got, Untrusted):
             if got.bad_signature:
@@ -392,8 +392,11 @@ class AudienceVerifier:
             self._check_view(c, n, chain)
         self._check_numbering(c)
         self._check_head(c)
-        covered = [(v.manifest.first, v.manifest.last) for _, v in st.views.values()]
-        rep.outside_views = sum(1 for s in c.seqs if not any(a <= s <= b for a, b in covered))
+        inside = 0
+        for _, v in st.views.values():
+            m = v.manifest
+            inside += bisect.bisect_right(c.seqs, m.last) - bisect.bisect_left(c.seqs, m.first)
+        rep.outside_views = max(0, len(c.seqs) - inside)  # overlapping views are a problem of their own
         return rep
 
     def _consent_state(self, c: _Ctx) -> None:
@@ -401,7 +404,7 @@ class AudienceVerifier:
         for n in sorted(c.st.consents):
             _, sc = c.st.consents[n]
             e = sc.event
-            if not self._signature_ok(c, sc, None, f"consent event {n}", 0):
+            if not self._signature_ok(c, sc, None, f"consent event {n}", None):
                 continue
             if e.purpose != self.purpose:
                 c.problem(
@@ -613,17 +616,24 @@ class AudienceVerifier:
         numbers = sorted(c.st.views)
         if not numbers:
             return
-        first = numbers[0]
-        wanted = {n for n in c.st.sources if n >= first} | set(range(first, numbers[-1] + 1))
-        missing = sorted(wanted - set(numbers))
-        if missing:
+        # Gaps as ranges between the numbers received: a forged view number of 10^12 costs nothing.
+        gaps = [(a + 1, b - 1) for a, b in itertools.pairwise(numbers) if b > a + 1]
+        gaps += [(n, n) for n in sorted(c.st.sources) if n > numbers[-1]]
+        if gaps:
+            count = sum(b - a + 1 for a, b in gaps)
             c.problem(
                 Reason.MISSING_VIEW,
-                f"no view received for {len(missing)} source batch(es) from batch {missing[0]}",
-                batch=missing[0],
+                f"no view received for {count} source batch(es), from batch {gaps[0][0]}",
+                batch=gaps[0][0],
             )
         for a, b in itertools.pairwise(numbers):
             ma, mb = c.st.views[a][1].manifest, c.st.views[b][1].manifest
+            if mb.consent_n < ma.consent_n:  # consent as of an older ledger head: a withdrawal could be undone
+                c.problem(
+                    Reason.NO_CONSENT,
+                    f"view {b} was built at consent event {mb.consent_n}, before view {a}'s {ma.consent_n}",
+                    batch=b,
+                )
             if b == a + 1 and mb.first != ma.last + 1:
                 reason = Reason.VIEW_OVERLAP if mb.first <= ma.last else Reason.BATCH_GAP
                 c.problem(reason, f"view {b} starts at seq {mb.first}, view {a} ends at {ma.last}", batch=b)
@@ -634,8 +644,9 @@ class AudienceVerifier:
         best: int | None = None
         for sh in c.st.heads.values():
             h = sh.head
-            if isinstance(self._trusted(c.gw, c.st, sh, None), Untrusted):
-                c.problem(Reason.UNTRUSTED_KEY, f"signed head (batch {h.batch}) does not verify under a trusted key")
+            got = self._trusted(c.gw, c.st, sh, None)
+            if isinstance(got, Untrusted):
+                c.problem(got.reason, f"signed head (batch {h.batch}): {got.why}")
                 continue
             best = h.batch if best is None else max(best, h.batch)
         c.rep.head = best

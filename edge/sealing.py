@@ -5,10 +5,11 @@ A sealed record carries ``enc = {kid, iv, ct}``: ``ct`` is SM4-GCM over the cano
 the 16-byte tag. The associated data binds the ciphertext to its gateway, seq, device, subject, kind and
 time, so a ciphertext moved to another record fails its tag.
 
-The IV is derived, never drawn: HMAC-SM3(key, "tiyi-iv" 0x00 aud 0x00 gw 0x00 seq as 8 bytes)[:12]. A view
-rebuilt after a restart is then byte-identical (its Merkle root does not change), and one key never sees
-one IV with two plaintexts, because (aud, gw, seq) names exactly one view record. The 0x00 separators
-make the message unambiguous (ids never contain NUL).
+The IV is derived, never drawn: HMAC-SM3(key, "tiyi-iv" 0x00 aud 0x00 gw 0x00 seq as 8 bytes ‖ SM3(plaintext))
+[:12]. A view rebuilt after a restart is then byte-identical (its Merkle root does not change). (aud, gw, seq)
+names one view record, and the plaintext's digest keeps the IV apart even if a rebuild ever produced other
+content for that seq (changed rules, a different set of readings in an aggregate): GCM must never see one IV
+with two plaintexts under one key. The 0x00 separators make the message unambiguous (ids never contain NUL).
 
 SM4 comes from ``cryptography`` (OpenSSL's implementation), never gmssl's pure-Python SM4.
 """
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from edge.errors import BackendUnavailable, CodecError
 from edge.record import ENC_IV_BYTES, ENC_TAG_BYTES, check_enc, check_id
+from edge.sm3 import sm3
 
 SM4_KEY_BYTES = 16
 IV_BYTES = ENC_IV_BYTES
@@ -57,10 +59,13 @@ def labelled(label: bytes, aud: str, gw: str, seq: int) -> bytes:
     return b"\x00".join((label, aud.encode(), gw.encode(), seq.to_bytes(8, "big")))
 
 
-def derive_iv(key: bytes, aud: str, gw: str, seq: int) -> bytes:
-    """The deterministic 12-byte IV of view record ``seq`` of gateway ``gw`` for audience ``aud``."""
+def derive_iv(key: bytes, aud: str, gw: str, seq: int, *, plaintext: bytes) -> bytes:
+    """The deterministic 12-byte IV of view record ``seq`` of gateway ``gw`` for audience ``aud``, sealing
+    ``plaintext``."""
     _check_key(key)
-    return hmac_sm3(key, labelled(_IV_LABEL, aud, gw, seq))[:IV_BYTES]
+    if not isinstance(plaintext, bytes):
+        raise SealError("plaintext must be bytes")
+    return hmac_sm3(key, labelled(_IV_LABEL, aud, gw, seq), sm3(plaintext))[:IV_BYTES]
 
 
 _backend_ok: bool | None = None

@@ -314,7 +314,8 @@ def _emit(rec: Record, spec: AudienceSpec) -> bytes:
     kid, key = spec.key
     bare = Record(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, {}, b"", rec.salt, rec.q, rec.sub)
     aad = bytes(bare)
-    enc = seal(key, kid, derive_iv(key, spec.aud, rec.gw, rec.seq), sealed_plaintext(rec.val, rec.raw), aad)
+    plain = sealed_plaintext(rec.val, rec.raw)
+    enc = seal(key, kid, derive_iv(key, spec.aud, rec.gw, rec.seq, plaintext=plain), plain, aad)
     return bytes(Record(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, {}, b"", rec.salt, rec.q, rec.sub, enc))
 
 

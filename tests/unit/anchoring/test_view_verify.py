@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
+import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anchoring.chain import AnchorKind
 from anchoring.findings import Outcome, Reason
@@ -407,3 +410,62 @@ def test_the_full_stream_verifier_is_not_disturbed_by_audience_topics() -> None:
     report = v.report(s.chain())
     assert report.ok, report.summary()
     assert report.gateways[GW].records_in_verified_batches == len(s.source)
+
+
+def test_consent_as_of_an_older_ledger_head_is_refused() -> None:
+    """A later view built at an earlier consent head could undo a withdrawal recorded in between."""
+    s = ViewStream.honest()
+    s.resign(3, consent_n=s.view(2).consent_n - 1)
+    problems = s.report({"k1": KEY}).problems
+    assert {p.reason for p in problems} == {Reason.NO_CONSENT}
+    assert any(p.batch == 3 and "before view 2" in p.message for p in problems)
+
+
+def test_a_forged_head_is_named_and_does_not_count() -> None:
+    s = ViewStream.honest()
+    from edge.head import SignedHead
+
+    h = SignedHead.from_bytes(s.heads[0])
+    s.heads = [bytes(sign_head(replace(h.head, batch=h.head.batch + 5, last_seq=99), OTHER))]
+    report = s.report({"k1": KEY})
+    assert {p.reason for p in report.problems} == {Reason.UNTRUSTED_KEY} and report.gateways[GW].head is None
+
+
+# ----------------------------------------------------------------------------- network input
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["aud_data", "aud_view", "aud_consent", "batch", "head", "anchor"]),
+    st.binary(max_size=300)
+    | st.builds(
+        lambda d: cbor2.dumps(d, canonical=True),
+        st.dictionaries(
+            st.sampled_from(["view", "sig", "key_id", "consent", "type", "gw", "aud", "n", "kid", "enc", "x"]),
+            st.integers(min_value=-5, max_value=5) | st.binary(max_size=40) | st.text(max_size=10),
+            max_size=6,
+        ),
+    ),
+)
+def test_the_audience_verifier_never_raises_on_network_input(channel: str, payload: bytes) -> None:
+    topic = {
+        "aud_data": T.aud_data(AUD, "dev-0"),
+        "aud_view": T.aud_view(AUD),
+        "aud_consent": T.aud_consent(AUD),
+        "batch": T.batch,
+        "head": T.head,
+        "anchor": T.anchor,
+    }[channel]
+    v = AudienceVerifier(TrustPolicy(pinned={GW: [SIGNER]}), AUD, "research", {"k1": KEY})
+    v.feed(topic, payload)
+    v.feed(topic, encode_data_message([payload]))
+    v.report(FakeChain())
+
+
+def test_a_forged_view_number_far_ahead_costs_nothing() -> None:
+    """Views are held before their signature is checked: a number of 10^15 must not size anything."""
+    s = ViewStream.honest()
+    m = s.view(3)
+    far = sign_view(replace(m, n=10**15), OTHER)
+    reasons = s.reasons(extra=[(T.aud_view(AUD), bytes(far))])
+    assert {Reason.MISSING_VIEW, Reason.UNTRUSTED_KEY, Reason.VIEW_SOURCE_MISMATCH} <= reasons

@@ -3,17 +3,20 @@ all decided by build_view from its arguments alone."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.crossborder import Jurisdiction, LegalBasis
-from edge.errors import CodecError
+from edge.errors import CodecError, EdgeError
 from edge.merkle import MerkleTree, empty_root
 from edge.record import Record
-from edge.sealing import SealError
+from edge.sealing import SealError, open_sealed
 from edge.sm2 import generate_signer
 from edge.view import (
     AudienceSpec,
@@ -269,3 +272,31 @@ def test_an_audience_spec_is_checked() -> None:
         ViewRule(time_s=-1)
     with pytest.raises(CodecError):
         ViewRule(round_digits=99)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=300)
+    | st.builds(
+        lambda d: cbor2.dumps(d, canonical=True),
+        st.dictionaries(
+            st.sampled_from(["type", "gw", "aud", "n", "src_root", "first", "last", "root", "withheld", "kid", "x"]),
+            st.integers(min_value=-3, max_value=2**65)
+            | st.binary(max_size=40)
+            | st.text(max_size=10)
+            | st.lists(st.lists(st.integers(0, 5) | st.text(max_size=12), max_size=3), max_size=3),
+            max_size=13,
+        ),
+    )
+)
+def test_views_from_the_network_fail_only_with_our_errors(data: bytes) -> None:
+    for parse in (ViewManifest.from_bytes, SignedView.from_bytes):
+        with contextlib.suppress(EdgeError):
+            parse(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["kid", "iv", "ct", "x"]), st.binary(max_size=40) | st.text(max_size=8)))
+def test_sealed_values_from_the_network_fail_only_with_seal_errors(enc: dict[str, object]) -> None:
+    with contextlib.suppress(SealError):
+        open_sealed({"k1": KEY}, enc, b"aad")
