@@ -47,6 +47,8 @@ class Reason(StrEnum):
     WRONG_KEY_ID = "wrong_key_id"  # a sealed record under another key id than its view's, or one not held
     NO_CONSENT = "no_consent"  # a view record of a subject without a received grant in force at consent_n
     BAD_AGGREGATE = "bad_aggregate"  # aggregate records that do not account for the seqs marked aggregated
+    CONSENT_INCOMPLETE = "consent_incomplete"  # fewer consent events received than the view's signed consent_count
+    NOT_SEALED = "not_sealed"  # a view in clear although the platform holds keys (and did not pass --audience-clear)
 
 
 class Outcome(IntEnum):

@@ -6,19 +6,24 @@ Feed it what arrived on ``tiyi/v1/{region}/{gw}/#`` under the audience's account
 view manifest:
 
 - its SM2 signature under the caller's ``TrustPolicy`` (the gateway key, as for batches; with the registry,
-  judged at the block where the chain recorded the source batch's anchor);
+  judged at the block where the chain recorded the source batch's anchor) -- first: a view whose signature
+  fails is reported and nothing else is done with it, so a forger's views cost one signature check each;
 - that it names the signed source batch exactly (``src_root``, ``first``, ``last``), whose manifest signature
   verifies and whose anchor the chain confirms (the existing ``AnchorChecker``; without one: not checked);
 - the Merkle root over the view records received, in seq order, and the count;
 - completeness: every source seq in ``first..last`` is a view record's seq or in one withheld range, exactly
-  once; aggregates account for the seqs marked ``aggregated``;
-- sealing as declared (``kid``), and, with the audience's keys, that each sealed record opens and its tag
-  verifies (without keys: reported as not checked, never as verified);
-- consent: each view record with a ``sub`` has a received, signature-valid grant for (sub, purpose) that no
-  received withdrawal numbered at or before ``consent_n`` overrides.
+  once; aggregates account for the seqs marked ``aggregated``; the views run from the signed ``since`` (or the
+  caller's declared start, reported as such) without a gap;
+- sealing: with the audience's keys, every view must be sealed (unless the caller accepts clear views) and each
+  sealed record must open with its tag verified (without keys: reported as not checked, never as verified);
+- consent: at least the view's signed ``consent_count`` events of the purpose numbered <= ``consent_n`` were
+  received (else a withdrawal may have been dropped: no ``sub`` of that view counts as consented), and each
+  view record with a ``sub`` has a received, signature-valid grant for (sub, purpose) that no received
+  withdrawal numbered at or before ``consent_n`` overrides.
 
-The audience and its purpose come from the caller (``tiyi verify --audience AUD --audience-purpose P``), never
-from a message: a view claiming another purpose is a finding. Pure: no I/O, no clock.
+The audience, its purpose, the gateways to verify, whether clear views are acceptable and a late start come
+from the caller (``tiyi verify --audience AUD --audience-purpose P``), never from a message: a view claiming
+another purpose is a finding. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class _Gw:
 @dataclass
 class AudienceGatewayReport:
     gw: str
+    joined_at: tuple[int, int] | None = None  # (since, declared start): views since..start-1 were not checked
     views: int = 0
     views_verified: int = 0
     records: int = 0  # view records received
@@ -134,6 +140,9 @@ class AudienceGatewayReport:
             )
         if self.head is None:
             out.append("no signed head arrived, so a dropped tail of views cannot be ruled out")
+        if self.joined_at is not None:
+            since, start = self.joined_at
+            out.append(f"views {since}..{start - 1} of the stream were not checked (joined at batch {start})")
         return out
 
 
@@ -143,6 +152,8 @@ class AudienceReport:
     purpose: str
     gateways: dict[str, AudienceGatewayReport]
     stray: list[Problem]
+    seen: list[str] = field(default_factory=list)  # every gateway id a message named (sorted, bounded)
+    ignored: list[str] = field(default_factory=list)  # seen, but not among the gateways asked for (--gateway)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +175,9 @@ class AudienceReport:
 
     def summary(self) -> str:
         lines = [f"audience {self.aud} (purpose {self.purpose})"]
+        lines.append(f"gateways seen: {', '.join(self.seen) or 'none'}")
+        if self.ignored:
+            lines.append(f"  not verified (not asked for with --gateway): {', '.join(self.ignored)}")
         if not self.gateways:
             lines.append("nothing to verify: no view of this audience was received")
         for g in self.gateways.values():
@@ -199,6 +213,8 @@ class AudienceReport:
             "exit_code": int(self.outcome),
             "audience": self.aud,
             "purpose": self.purpose,
+            "gateways_seen": self.seen,
+            "gateways_ignored": self.ignored,
             "gateways": {
                 gw: {
                     "ok": g.ok,
@@ -215,6 +231,7 @@ class AudienceReport:
                     "anchors_checked_on_chain": g.anchors_checked_on_chain,
                     "outside_views": g.outside_views,
                     "head": g.head,
+                    "joined_at": list(g.joined_at) if g.joined_at else None,
                     "not_checked": g.unchecked(),
                     "problems": [_problem_json(p) for p in g.problems],
                 }
@@ -234,23 +251,56 @@ class _Ctx:
     seqs: list[int]  # view records received, sorted
     consent: dict[str, list[tuple[int, bool]]]  # sub → (event n, granted), sorted by n
     problem: Callable[..., None]
+    consent_ns: list[int] = field(default_factory=list)  # numbers of the valid events of the purpose, sorted
+    signed: dict[int, ViewManifest] = field(default_factory=dict)  # views whose signature verified
+
+
+MAX_SEEN_GATEWAYS = 1000  # gateway ids remembered for the report (each message can name a new one)
 
 
 class AudienceVerifier:
-    """Collect one audience's stream, then report (``tiyi verify --audience``)."""
+    """Collect one audience's stream, then report (``tiyi verify --audience``).
 
-    def __init__(self, trust: TrustPolicy, aud: str, purpose: str, keys: Mapping[str, bytes] | None = None) -> None:
+    ``clear``: the platform accepts views in clear although it holds keys (``--audience-clear``); ``start``: the
+    platform joined the stream at this source batch (``--audience-from``), so views before it are reported as
+    not checked instead of missing; ``gateways``: verify only these gateways (``--gateway``), the others are
+    listed as seen and ignored.
+    """
+
+    def __init__(
+        self,
+        trust: TrustPolicy,
+        aud: str,
+        purpose: str,
+        keys: Mapping[str, bytes] | None = None,
+        *,
+        clear: bool = False,
+        start: int | None = None,
+        gateways: frozenset[str] | None = None,
+    ) -> None:
         check_id(aud, "audience id")
         if purpose not in PURPOSES:
             raise ValueError(f"purpose {purpose!r} is not one of {', '.join(PURPOSES)}")
+        if start is not None and (type(start) is not int or start < 1):
+            raise ValueError(f"the declared start of the stream is a batch number >= 1, not {start!r}")
+        for gw in gateways or ():
+            check_id(gw, "gateway id")
         self.trust, self.aud, self.purpose = trust, aud, purpose
         self.keys = dict(keys) if keys is not None else None
+        self.clear, self.start, self.gateways = clear, start, gateways
         self._gws: dict[str, _Gw] = {}
         self._stray: list[Problem] = []
+        self._seen: set[str] = set()
         self.messages = 0
 
     def _gw(self, gw: str) -> _Gw:
         return self._gws.setdefault(gw, _Gw())
+
+    def _wanted(self, gw: str) -> bool:
+        """Remember the gateway id; only the gateways asked for (all when none were named) are verified."""
+        if len(self._seen) < MAX_SEEN_GATEWAYS:
+            self._seen.add(gw)
+        return self.gateways is None or gw in self.gateways
 
     def _note(self, st: _Gw, reason: Reason, message: str, gw: str, **kw: Any) -> None:
         if sum(1 for p in st.problems if p.reason == reason) < MAX_PROBLEMS_PER_REASON:
@@ -264,10 +314,12 @@ class AudienceVerifier:
     def feed(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Take one message; never raises on bad input (a malformed payload is a finding)."""
         self.messages += 1
+        parts = topic.split("/")
+        if len(parts) > 3 and parts[3] and not self._wanted(parts[3]):
+            return  # another gateway than the ones asked for: listed as seen, never judged or trusted
         try:
             msg = decode_message(topic, payload)
         except MessageError as exc:
-            parts = topic.split("/")
             if not exc.topic_ok:
                 self._stray_problem(Reason.WRONG_TOPIC, str(exc))
             elif len(parts) > 5 and parts[4] == "aud" and parts[5] != self.aud:
@@ -374,7 +426,9 @@ class AudienceVerifier:
         if self.trust.uses_registry and chain is None:
             raise ValueError("registry trust needs the chain: a key's validity is judged at its anchor's block")
         gws = {gw: self._check(gw, st, chain) for gw, st in self._gws.items() if st.views or st.records}
-        return AudienceReport(self.aud, self.purpose, gws, list(self._stray))
+        seen = sorted(self._seen)
+        ignored = [gw for gw in seen if self.gateways is not None and gw not in self.gateways]
+        return AudienceReport(self.aud, self.purpose, gws, list(self._stray), seen, ignored)
 
     def _check(self, gw: str, st: _Gw, chain: AnchorChecker | None) -> AudienceGatewayReport:
         rep = AudienceGatewayReport(
@@ -393,8 +447,7 @@ class AudienceVerifier:
         self._check_numbering(c)
         self._check_head(c)
         inside = 0
-        for _, v in st.views.values():
-            m = v.manifest
+        for m in c.signed.values():  # a view whose signature failed accounts for nothing
             inside += bisect.bisect_right(c.seqs, m.last) - bisect.bisect_left(c.seqs, m.first)
         rep.outside_views = max(0, len(c.seqs) - inside)  # overlapping views are a problem of their own
         return rep
@@ -413,6 +466,7 @@ class AudienceVerifier:
                 )
                 continue
             c.rep.consent_events += 1
+            c.consent_ns.append(n)
             c.consent.setdefault(e.sub, []).append((n, e.granted))
 
     def _granted(self, c: _Ctx, sub: str, consent_n: int) -> bool:
@@ -421,15 +475,31 @@ class AudienceVerifier:
         return i >= 0 and events[i][1]
 
     def _check_view(self, c: _Ctx, n: int, chain: AnchorChecker | None) -> None:
+        """The signature first: a view that fails it is reported and nothing else is done with it (no Merkle,
+        coverage or decryption work over its range: a forger's views cost one signature check each)."""
         _, sv = c.st.views[n]
         m = sv.manifest
-        ok = True
+        if self.trust.uses_registry:  # the key is judged at the source anchor's block: find that first
+            anchor, source_ok = self._check_source(c, m, chain)
+            if not self._signature_ok(c, sv, anchor, f"view {n}", n):
+                return
+        else:
+            if not self._signature_ok(c, sv, None, f"view {n}", n):
+                return
+            anchor, source_ok = self._check_source(c, m, chain)
+        c.signed[n] = m
+        ok = source_ok
         if m.purpose != self.purpose:
             c.problem(Reason.PURPOSE_MISMATCH, f"view {n} claims purpose {m.purpose}, not {self.purpose}", batch=n)
             ok = False
-        anchor, source_ok = self._check_source(c, m, chain)
-        ok = source_ok and ok
-        ok = self._signature_ok(c, sv, anchor, f"view {n}", n) and ok
+        if self.keys is not None and not m.kid and not self.clear:
+            c.problem(
+                Reason.NOT_SEALED,
+                f'view {n} is in clear (kid ""), but this platform holds audience keys: sealing is expected '
+                "(--audience-clear accepts clear views)",
+                batch=n,
+            )
+            ok = False
         lo, hi = bisect.bisect_left(c.seqs, m.first), bisect.bisect_right(c.seqs, m.last)
         seqs = c.seqs[lo:hi]
         for reason, a, b in m.withheld:
@@ -534,6 +604,17 @@ class AudienceVerifier:
     def _check_content(self, c: _Ctx, m: ViewManifest, seqs: list[int]) -> bool:
         """Sealing as declared and authentic, consent for each subject, aggregates that add up."""
         ok = True
+        received = bisect.bisect_right(c.consent_ns, m.consent_n)
+        consent_complete = received >= m.consent_count
+        if not consent_complete:
+            c.problem(
+                Reason.CONSENT_INCOMPLETE,
+                f"view {m.n}: {received} consent event(s) of {self.purpose} numbered <= {m.consent_n} received, the "
+                f"view counts {m.consent_count} (a withdrawal may be missing: no subject of this view counts as "
+                "consented)",
+                batch=m.n,
+            )
+            ok = False
         aggregates: list[tuple[Record, Mapping[str, Any] | None]] = []
         for s in seqs:
             rec = c.st.records[s][1]
@@ -541,7 +622,7 @@ class AudienceVerifier:
             if val is False:
                 ok = False
                 val = None
-            if rec.sub is not None and not self._granted(c, rec.sub, m.consent_n):
+            if rec.sub is not None and not (consent_complete and self._granted(c, rec.sub, m.consent_n)):
                 c.problem(
                     Reason.NO_CONSENT,
                     f"view {m.n}: seq {s} belongs to a subject without a grant for {self.purpose} in force at "
@@ -612,12 +693,21 @@ class AudienceVerifier:
         return True
 
     def _check_numbering(self, c: _Ctx) -> None:
-        """One view per source batch from the first view on, with adjoining seq ranges."""
-        numbers = sorted(c.st.views)
+        """One signed view per source batch from the stream's signed start (``since``) on, adjoining ranges."""
+        numbers = sorted(c.signed)
         if not numbers:
             return
+        starts = {m.since for m in c.signed.values()}
+        since = min(starts)
+        if len(starts) > 1:
+            c.problem(Reason.MISSING_VIEW, f"the views name different starts of the stream: {sorted(starts)[:5]}")
+        begin = since
+        if self.start is not None and self.start > since:
+            begin = self.start  # a late joiner, by the caller's declaration: reported as not checked
+            c.rep.joined_at = (since, self.start)
         # Gaps as ranges between the numbers received: a forged view number of 10^12 costs nothing.
-        gaps = [(a + 1, b - 1) for a, b in itertools.pairwise(numbers) if b > a + 1]
+        gaps = [(begin, numbers[0] - 1)] if numbers[0] > begin else []
+        gaps += [(a + 1, b - 1) for a, b in itertools.pairwise(numbers) if b > a + 1]
         gaps += [(n, n) for n in sorted(c.st.sources) if n > numbers[-1]]
         if gaps:
             count = sum(b - a + 1 for a, b in gaps)
@@ -627,7 +717,7 @@ class AudienceVerifier:
                 batch=gaps[0][0],
             )
         for a, b in itertools.pairwise(numbers):
-            ma, mb = c.st.views[a][1].manifest, c.st.views[b][1].manifest
+            ma, mb = c.signed[a], c.signed[b]
             if mb.consent_n < ma.consent_n:  # consent as of an older ledger head: a withdrawal could be undone
                 c.problem(
                     Reason.NO_CONSENT,
@@ -640,7 +730,7 @@ class AudienceVerifier:
 
     def _check_head(self, c: _Ctx) -> None:
         """The newest verified signed head must not name a batch beyond the last view received."""
-        last = max(c.st.views) if c.st.views else 0
+        last = max(c.signed) if c.signed else 0
         best: int | None = None
         for sh in c.st.heads.values():
             h = sh.head

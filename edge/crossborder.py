@@ -6,15 +6,18 @@ does not explicitly allow is blocked (reason ``cross_border``). The rules (see d
 
 - PROOF (manifests, heads, anchors, receipts, view manifests) carries no personal data: always allowed.
 - Within one jurisdiction everything is allowed (consent is still checked elsewhere, for every flow).
-- AGGREGATE (an audience's aggregate records) across a border: allowed (de-identified summaries, consented).
-- READING (any individual reading, even minimised or encrypted: still personal information) across a border
-  only with a legal basis valid for the pair:
+- AGGREGATE (an audience's per-person aggregate records: with ``sub`` and ``dev``; with n = 1 it *is* the
+  reading) and READING (any individual reading, even minimised or encrypted: still personal information, PIPL
+  Art. 73) across a border only with a legal basis valid for the pair:
   * ``gba_standard_contract``: between Hong Kong and the nine mainland Greater Bay Area cities, both ways
     (the GBA Standard Contract of 2023-12-13; it covers neither Macao nor the other 12 Guangdong cities).
     For Hong Kong → mainland, the table cannot see the recipient's city: declaring this basis is the
     operator's statement that the recipient is in one of the nine cities.
   * ``pipl_standard_contract``, ``cac_assessment``, ``pipl_certification``: mainland → outside (PIPL Art. 38).
   * ``recorded_basis``: Hong Kong or Macao → elsewhere, with the ground recorded in ``legal_basis_ref``.
+- DEIDENTIFIED (de-identified aggregates: no ``sub``, no device, at least ``min_n`` readings, time coarsened
+  to at least a minute; :func:`edge.view.build_view` makes them): allowed across a border without a basis.
+  Consent is still required for every reading folded into one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Jurisdiction(StrEnum):
 
 class Flow(StrEnum):
     PROOF = "proof"
-    AGGREGATE = "aggregate"
+    AGGREGATE = "aggregate"  # per-person aggregates (sub, dev)
+    DEIDENTIFIED = "deidentified"  # aggregates without sub or device, over at least min_n readings
     READING = "reading"
 
 
@@ -61,7 +65,7 @@ assert set(GUANGDONG_CITIES) >= GBA_MAINLAND_CITIES
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    reason_code: str  # "proof", "same_jurisdiction", "aggregate", the basis's name, or "cross_border"
+    reason_code: str  # "proof", "same_jurisdiction", "deidentified", the basis's name, or "cross_border"
     explanation: str
 
 
@@ -94,8 +98,8 @@ def decide(
         return Decision(True, "proof", f"{pair}: proofs carry no personal data")
     if src is dst:
         return Decision(True, "same_jurisdiction", f"{pair}: same jurisdiction")
-    if flow is Flow.AGGREGATE:
-        return Decision(True, "aggregate", f"{pair}: consented aggregates may cross")
+    if flow is Flow.DEIDENTIFIED:
+        return Decision(True, "deidentified", f"{pair}: de-identified aggregates (no sub, no device) may cross")
     if basis is LegalBasis.GBA_STANDARD_CONTRACT:
         gba = {src, dst} == {Jurisdiction.HONGKONG, Jurisdiction.MAINLAND} and (
             src is Jurisdiction.HONGKONG or region in GBA_MAINLAND_CITIES
@@ -117,4 +121,5 @@ def decide(
         )
     else:
         why = "no legal basis is configured"
-    return Decision(False, CROSS_BORDER, f"{pair}: individual readings blocked, {basis.value}: {why}")
+    what = "per-person aggregates" if flow is Flow.AGGREGATE else "individual readings"
+    return Decision(False, CROSS_BORDER, f"{pair}: {what} blocked, {basis.value}: {why}")

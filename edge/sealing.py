@@ -5,11 +5,13 @@ A sealed record carries ``enc = {kid, iv, ct}``: ``ct`` is SM4-GCM over the cano
 the 16-byte tag. The associated data binds the ciphertext to its gateway, seq, device, subject, kind and
 time, so a ciphertext moved to another record fails its tag.
 
-The IV is derived, never drawn: HMAC-SM3(key, "tiyi-iv" 0x00 aud 0x00 gw 0x00 seq as 8 bytes ‖ SM3(plaintext))
-[:12]. A view rebuilt after a restart is then byte-identical (its Merkle root does not change). (aud, gw, seq)
-names one view record, and the plaintext's digest keeps the IV apart even if a rebuild ever produced other
-content for that seq (changed rules, a different set of readings in an aggregate): GCM must never see one IV
-with two plaintexts under one key. The 0x00 separators make the message unambiguous (ids never contain NUL).
+The IV is derived, never drawn: HMAC-SM3(key, "tiyi-iv" 0x00 aud 0x00 gw 0x00 seq as 8 bytes ‖ SM3(plaintext)
+‖ SM3(aad))[:12]. A view rebuilt after a restart is then byte-identical (its Merkle root does not change).
+(aud, gw, seq) names one view record, and the digests of the plaintext and of the associated data keep the IV
+apart even if a rebuild ever produced another record for that seq (changed rules, another time or flags, a
+different set of readings in an aggregate): GCM must never see one IV with two (plaintext, aad) pairs under
+one key, which would reveal the XOR of the plaintexts and let the authentication key be recovered. The 0x00
+separators make the message unambiguous (ids never contain NUL; the two digests have a fixed size).
 
 SM4 comes from ``cryptography`` (OpenSSL's implementation), never gmssl's pure-Python SM4.
 """
@@ -59,13 +61,13 @@ def labelled(label: bytes, aud: str, gw: str, seq: int) -> bytes:
     return b"\x00".join((label, aud.encode(), gw.encode(), seq.to_bytes(8, "big")))
 
 
-def derive_iv(key: bytes, aud: str, gw: str, seq: int, *, plaintext: bytes) -> bytes:
+def derive_iv(key: bytes, aud: str, gw: str, seq: int, *, plaintext: bytes, aad: bytes) -> bytes:
     """The deterministic 12-byte IV of view record ``seq`` of gateway ``gw`` for audience ``aud``, sealing
-    ``plaintext``."""
+    ``plaintext`` with associated data ``aad``."""
     _check_key(key)
-    if not isinstance(plaintext, bytes):
-        raise SealError("plaintext must be bytes")
-    return hmac_sm3(key, labelled(_IV_LABEL, aud, gw, seq), sm3(plaintext))[:IV_BYTES]
+    if not isinstance(plaintext, bytes) or not isinstance(aad, bytes):
+        raise SealError("plaintext and associated data must be bytes")
+    return hmac_sm3(key, labelled(_IV_LABEL, aud, gw, seq), sm3(plaintext), sm3(aad))[:IV_BYTES]
 
 
 _backend_ok: bool | None = None

@@ -20,6 +20,13 @@ An **aggregate record** replaces the readings of one (dev, sub, kind) in a batch
 
 The covered seqs other than the aggregate's own ``seq`` appear in the manifest's ``withheld`` ranges with
 reason ``aggregated``, so every source seq is accounted for exactly once.
+
+Across a border **without** a legal basis valid for the pair, a per-person aggregate is personal information
+(with n = 1 it is the reading itself; PIPL Art. 73), so only **de-identified aggregates** flow: one per kind per
+batch over every consented reading of that kind (consent is checked on each source record before its ``sub``
+is dropped), with ``sub`` absent, ``dev`` = ``deidentified``, ``t`` and ``t_end`` floored to
+``max(time_s, 60)`` seconds, and only when it covers at least the audience's ``min_n`` readings (default 5);
+a smaller group is withheld with reason ``cross_border``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ WITHHELD_REASONS = (NO_CONSENT, UNBOUND, CROSS_BORDER, AGGREGATED)
 MAX_VIEW_BYTES = 1 << 20  # a view manifest (its withheld list grows with alternating reasons only)
 MAX_SIGNED_VIEW_BYTES = MAX_VIEW_BYTES + 256
 MAX_ROUND_DIGITS = 9
+DEIDENTIFIED_DEV = "deidentified"  # the dev of a de-identified aggregate (it covers many devices)
+DEIDENTIFIED_MIN_TIME_S = 60  # a de-identified aggregate's times are floored to at least a minute
+DEFAULT_MIN_N = 5
+MAX_MIN_N = 100_000
 _SALT_LABEL = b"tiyi-view-salt"
 _FIELDS = {
     "type",
@@ -62,6 +73,8 @@ _FIELDS = {
     "consent_n",
     "purpose",
     "kid",
+    "consent_count",
+    "since",
 }
 
 
@@ -117,6 +130,7 @@ class AudienceSpec:
     legal_basis: LegalBasis = LegalBasis.NONE
     key: tuple[str, bytes] | None = None  # (kid, 16-byte SM4 key) when the audience's records are sealed
     legal_basis_ref: str = ""  # the recorded ground of a recorded_basis
+    min_n: int = DEFAULT_MIN_N  # fewest readings in a de-identified aggregate (cross-border without a basis)
 
     def __post_init__(self) -> None:
         check_id(self.aud, "audience id")
@@ -124,6 +138,8 @@ class AudienceSpec:
             raise CodecError(f"audience {self.aud}: purpose {self.purpose!r} is not one of {', '.join(PURPOSES)}")
         object.__setattr__(self, "jurisdiction", Jurisdiction(self.jurisdiction))
         object.__setattr__(self, "legal_basis", LegalBasis(self.legal_basis))
+        if type(self.min_n) is not int or not 1 <= self.min_n <= MAX_MIN_N:
+            raise CodecError(f"audience {self.aud}: min_n is 1..{MAX_MIN_N} readings")
         for kind, rule in self.rules.items():
             if not isinstance(rule, ViewRule) or not isinstance(kind, str):
                 raise CodecError(f"audience {self.aud}: rules map a kind (or '*') to a ViewRule")
@@ -157,14 +173,22 @@ class ViewManifest:
     consent_n: int  # the consent ledger's head number when the view was built
     purpose: str
     kid: str  # the key id of sealed records, "" when not sealed
+    # Consent events of the view's purpose numbered <= consent_n: the audience must have received that many,
+    # or a withdrawal may have been dropped on the way.
+    consent_count: int
+    since: int  # the first source batch of this audience's stream: views since..n are the whole stream
 
     def __post_init__(self) -> None:
         check_id(self.gw, "view.gw")
         check_id(self.aud, "view.aud")
-        for name in ("n", "first", "last", "count", "consent_n"):
+        for name in ("n", "first", "last", "count", "consent_n", "consent_count", "since"):
             cbor.check_u64(getattr(self, name), f"view.{name}")
         if self.n < 1 or self.last < self.first:
             raise CodecError("view: n counts from 1 and first..last must not be empty")
+        if not 1 <= self.since <= self.n:
+            raise CodecError("view.since: the audience's first batch is 1..n")
+        if self.consent_count > self.consent_n:
+            raise CodecError("view.consent_count: more events than the ledger head's number")
         for name in ("src_root", "root"):
             v = getattr(self, name)
             if not isinstance(v, bytes) or len(v) != DIGEST_SIZE:
@@ -193,6 +217,8 @@ class ViewManifest:
                 "consent_n": self.consent_n,
                 "purpose": self.purpose,
                 "kid": self.kid,
+                "consent_count": self.consent_count,
+                "since": self.since,
             }
         )
 
@@ -218,6 +244,8 @@ class ViewManifest:
             consent_n=cbor.uint(m, "consent_n", w),
             purpose=cbor.field(m, "purpose", str, w),
             kid=cbor.field(m, "kid", str, w),
+            consent_count=cbor.uint(m, "consent_count", w),
+            since=cbor.uint(m, "since", w),
         )
 
 
@@ -257,13 +285,15 @@ class SignedView:
     body: bytes
     sig: bytes
     key_id: str
+    _manifest: ViewManifest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ViewManifest.from_bytes(self.body)
+        # Parsed once: a view's withheld list can be long, and a verifier reads the manifest several times.
+        object.__setattr__(self, "_manifest", ViewManifest.from_bytes(self.body))
 
     @property
     def manifest(self) -> ViewManifest:
-        return ViewManifest.from_bytes(self.body)
+        return self._manifest
 
     def __bytes__(self) -> bytes:
         return envelope.encode(VIEW_TYPE, self.body, self.sig, self.key_id)
@@ -315,7 +345,7 @@ def _emit(rec: Record, spec: AudienceSpec) -> bytes:
     bare = Record(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, {}, b"", rec.salt, rec.q, rec.sub)
     aad = bytes(bare)
     plain = sealed_plaintext(rec.val, rec.raw)
-    enc = seal(key, kid, derive_iv(key, spec.aud, rec.gw, rec.seq, plaintext=plain), plain, aad)
+    enc = seal(key, kid, derive_iv(key, spec.aud, rec.gw, rec.seq, plaintext=plain, aad=aad), plain, aad)
     return bytes(Record(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, {}, b"", rec.salt, rec.q, rec.sub, enc))
 
 
@@ -328,8 +358,11 @@ def _numbers(val: Mapping[str, Value]) -> dict[str, list[int | float]]:
     return out
 
 
-def _aggregate(group: list[Record], rule: ViewRule, salt: bytes) -> Record:
+def _aggregate(group: list[Record], rule: ViewRule, salt: bytes, deidentified: bool = False) -> Record:
+    """One aggregate record over ``group`` (seq order); de-identified: no sub, no device, times >= a minute."""
     head, tail = group[0], group[-1]
+    if deidentified:
+        rule = ViewRule(rule.drop_raw, max(rule.time_s, DEIDENTIFIED_MIN_TIME_S), rule.round_digits, True)
     stats: dict[str, list[int | float]] = {}
     for r in group:
         for k, xs in _numbers(r.val).items():
@@ -344,9 +377,8 @@ def _aggregate(group: list[Record], rule: ViewRule, salt: bytes) -> Record:
     if len(val) > MAX_VAL_FIELDS:
         raise CodecError(f"{head.kind}: too many numeric fields to aggregate ({len(stats)})")
     q = tuple(sorted({f for r in group for f in r.q}))
-    return Record(
-        head.gw, head.seq, head.dev, rule.coarse_t(head.t), head.kind + AGG_SUFFIX, val, b"", salt, q, head.sub
-    )
+    dev, sub = (DEIDENTIFIED_DEV, None) if deidentified else (head.dev, head.sub)
+    return Record(head.gw, head.seq, dev, rule.coarse_t(head.t), head.kind + AGG_SUFFIX, val, b"", salt, q, sub)
 
 
 def _ranges(marks: list[tuple[int, str]]) -> tuple[Withheld, ...]:
@@ -369,12 +401,18 @@ def build_view(
     consent: Callable[[str, str], bool],
     consent_n: int,
     salt_for: Callable[[int], bytes],
+    *,
+    consent_count: int,
+    since: int,
 ) -> tuple[list[bytes], ViewManifest]:
     """The audience's view of source batch ``n`` (its records in seq order, consecutive): the view records'
     canonical bytes in seq order and the unsigned view manifest.
 
     ``consent(sub, purpose)`` answers from the consent ledger at head ``consent_n``; ``salt_for(seq)`` gives
-    the view salt of a seq (see :func:`derive_view_salt`). Nothing else is consulted.
+    the view salt of a seq (see :func:`derive_view_salt`). ``consent_count`` is the number of consent events
+    of the audience's purpose numbered <= ``consent_n`` (the gateway counts them in its ledger), ``since`` the
+    first source batch of this audience's stream; both are signed into the manifest so the audience can tell a
+    dropped withdrawal or a dropped start of its stream. Nothing else is consulted.
     """
     if not source:
         raise CodecError("a view needs a non-empty source batch")
@@ -384,6 +422,8 @@ def build_view(
             raise CodecError("a view's source must be one gateway's consecutive records in seq order")
     reading = spec.decide(region, Flow.READING)
     aggregate = spec.decide(region, Flow.AGGREGATE)
+    # Across a border without a basis only de-identified aggregates may flow (the table still has the last word).
+    deidentified = not aggregate.allowed and spec.decide(region, Flow.DEIDENTIFIED).allowed
     marks: list[tuple[int, str]] = []
     singles: list[Record] = []
     groups: dict[tuple[str, str | None, str], list[Record]] = {}
@@ -393,6 +433,8 @@ def build_view(
             marks.append((r.seq, UNBOUND))
         elif r.sub is not None and not consent(r.sub, spec.purpose):
             marks.append((r.seq, NO_CONSENT))
+        elif rule.aggregate and deidentified:
+            groups.setdefault(("", None, r.kind), []).append(r)  # consent checked above, sub dropped below
         elif not (aggregate if rule.aggregate else reading).allowed:
             marks.append((r.seq, CROSS_BORDER))
         elif rule.aggregate:
@@ -402,7 +444,10 @@ def build_view(
             raw = b"" if rule.drop_raw else r.raw
             singles.append(Record(r.gw, r.seq, r.dev, t, r.kind, val, raw, salt_for(r.seq), r.q, r.sub))
     for (_dev, _sub, kind), group in groups.items():
-        agg = _aggregate(group, spec.rule(kind), salt_for(group[0].seq))
+        if deidentified and len(group) < spec.min_n:
+            marks.extend((r.seq, CROSS_BORDER) for r in group)
+            continue
+        agg = _aggregate(group, spec.rule(kind), salt_for(group[0].seq), deidentified)
         singles.append(agg)
         marks.extend((r.seq, AGGREGATED) for r in group[1:])
     singles.sort(key=lambda rec: rec.seq)
@@ -420,6 +465,8 @@ def build_view(
         consent_n=consent_n,
         purpose=spec.purpose,
         kid=spec.key[0] if spec.key is not None else "",
+        consent_count=consent_count,
+        since=since,
     )
     return records, manifest
 

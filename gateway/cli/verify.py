@@ -66,6 +66,8 @@ class VerifyOptions:
     audience: str | None = None  # verify this audience's view stream (contract 1.3) instead of the full stream
     audience_purpose: str | None = None  # the purpose agreed with the gateway: never taken from a message
     audience_key: Path | None = None  # the audience's SM4 keys, lines "kid hex"
+    audience_clear: bool = False  # with keys: accept views in clear (kid "") instead of reporting not_sealed
+    audience_from: int | None = None  # a late joiner's declared first batch (views before it: not checked)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VerifyOptions:
@@ -97,6 +99,8 @@ class VerifyOptions:
             audience=a.get("audience"),
             audience_purpose=a.get("audience_purpose"),
             audience_key=a.get("audience_key"),
+            audience_clear=bool(a.get("audience_clear", False)),
+            audience_from=a.get("audience_from"),
         )
 
 
@@ -265,6 +269,8 @@ def audience_verifier(opts: VerifyOptions, trust: TrustPolicy) -> AudienceVerifi
         raise ConfigError("--rollup-rpc and --require-complete check the full stream; they do not apply to --audience")
     try:
         check_id(opts.audience, "--audience")
+        if opts.gateway != "+":
+            check_id(opts.gateway, "--gateway")
     except EdgeError as exc:
         raise ConfigError(str(exc)) from exc
     keys = None
@@ -273,7 +279,19 @@ def audience_verifier(opts: VerifyOptions, trust: TrustPolicy) -> AudienceVerifi
             keys = parse_audience_keys(read_secret_file(opts.audience_key, "--audience-key"))
         except EdgeError as exc:
             raise ConfigError(f"--audience-key {opts.audience_key}: {exc}") from exc
-    return AudienceVerifier(trust, opts.audience, opts.audience_purpose, keys)
+    if opts.audience_from is not None and (type(opts.audience_from) is not int or opts.audience_from < 1):
+        raise ConfigError(f"--audience-from is a batch number from 1, not {opts.audience_from!r}")
+    # --gateway restricts what is verified on a capture as on a broker (there it is the subscription too).
+    gateways = None if opts.gateway == "+" else frozenset({opts.gateway})
+    return AudienceVerifier(
+        trust,
+        opts.audience,
+        opts.audience_purpose,
+        keys,
+        clear=opts.audience_clear,
+        start=opts.audience_from,
+        gateways=gateways,
+    )
 
 
 async def _listen(opts: VerifyOptions, verifier: _Sink, save: BinaryIO | None) -> int:
@@ -332,8 +350,13 @@ def verify_main(opts: VerifyOptions) -> int:
     for flag, value in (("--idle", opts.idle), ("--wait", opts.wait), ("--duration", opts.duration)):
         if value is not None and not (math.isfinite(value) and 0 < value <= 86_400):
             raise ConfigError(f"{flag} must be a number of seconds from 0 to 86400, not {value!r}")
-    if opts.audience is None and (opts.audience_purpose is not None or opts.audience_key is not None):
-        raise ConfigError("--audience-purpose and --audience-key go with --audience AUD")
+    if opts.audience is None and (
+        opts.audience_purpose is not None
+        or opts.audience_key is not None
+        or opts.audience_clear
+        or opts.audience_from is not None
+    ):
+        raise ConfigError("--audience-purpose, --audience-key, --audience-clear and --audience-from go with --audience")
     chain = chain_checker(opts)
     trust = trust_policy(opts, chain)
     verifier: StreamVerifier | AudienceVerifier = (

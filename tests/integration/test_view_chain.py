@@ -98,6 +98,56 @@ def test_the_audience_key_file_is_a_secret_and_must_parse(tmp_path: Path) -> Non
         verify_main(replace(base, audience_purpose=None))
     with pytest.raises(ConfigError, match="go with --audience"):
         verify_main(replace(base, audience=None))
+    for alone in ({"audience_clear": True}, {"audience_from": 2}):
+        with pytest.raises(ConfigError, match="go with --audience"):
+            verify_main(replace(base, audience=None, audience_key=None, audience_purpose=None, **alone))  # type: ignore[arg-type]
+    keys.write_text(f"k1 {KEY.hex()}\n", encoding="ascii")
+    with pytest.raises(ConfigError, match="--audience-from is a batch number"):
+        verify_main(replace(base, audience_from=0))
+    with pytest.raises(ConfigError, match="--gateway"):
+        verify_main(replace(base, gateway="bad id"))
+
+
+def test_a_foreign_gateway_on_the_audience_topics_is_reported_apart_and_dropped_by_gateway(
+    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding 10: another account publishes a view under its own gateway id on aud/AUD/. The pinned key
+    decides (gw-evil has none), in gw-evil's own report; with --gateway gw-v it is listed as seen, not verified."""
+    from edge.sm2 import generate_signer
+    from edge.topics import Topics
+    from edge.view import sign_view
+
+    alliance = Alliance(ganache.url)
+    honest = anchored(ViewStream.honest(), alliance)
+    cap, pem, keys = files(tmp_path, honest)
+    fake = replace(honest.view(1), gw="gw-evil")
+    buf = io.BytesIO()
+    write_capture_item(
+        buf, Topics("shenzhen", "gw-evil").aud_view(AUD), bytes(sign_view(fake, generate_signer())), False, 0
+    )
+    with cap.open("ab") as fh:
+        fh.write(buf.getvalue())
+    opts = VerifyOptions(
+        capture=cap,
+        rpc=ganache.url,
+        contract=alliance.contract,
+        key=(f"gw-v={pem}",),
+        json=True,
+        audience=AUD,
+        audience_purpose="research",
+        audience_key=keys,
+    )
+    assert verify_main(opts) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["gateways"]["gw-v"]["ok"] and not out["gateways"]["gw-evil"]["ok"]
+    assert {p["reason"] for p in out["gateways"]["gw-evil"]["problems"]} == {"untrusted_key"}
+    assert out["gateways_seen"] == ["gw-evil", "gw-v"] and out["gateways_ignored"] == []
+    assert verify_main(replace(opts, gateway="gw-v")) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["gateways"]) == ["gw-v"] and out["gateways_ignored"] == ["gw-evil"]
+    assert verify_main(replace(opts, gateway="gw-v", json=False)) == 0
+    text = capsys.readouterr().out
+    assert "gateways seen: gw-evil, gw-v" in text and "not verified (not asked for with --gateway): gw-evil" in text
 
 
 def test_without_a_chain_or_a_key_the_result_is_not_verified(

@@ -44,7 +44,7 @@ def source_class(region: str) -> str:
 
 
 def expected(region: str, dst: Jurisdiction, flow: Flow, basis: LegalBasis) -> bool:
-    if flow is Flow.PROOF or jurisdiction_of(region) is dst or flow is Flow.AGGREGATE:
+    if flow in (Flow.PROOF, Flow.DEIDENTIFIED) or jurisdiction_of(region) is dst:
         return True
     return basis in READING_ALLOWED[(source_class(region), dst)]
 
@@ -70,8 +70,8 @@ def test_every_combination(region: str, dst: Jurisdiction, flow: Flow, basis: Le
         assert d.reason_code == "proof"
     elif jurisdiction_of(region) is dst:
         assert d.reason_code == "same_jurisdiction"
-    elif flow is Flow.AGGREGATE:
-        assert d.reason_code == "aggregate"
+    elif flow is Flow.DEIDENTIFIED:
+        assert d.reason_code == "deidentified"
     else:
         assert d.reason_code == basis.value
 
@@ -84,9 +84,13 @@ def test_a_recorded_basis_without_its_reference_is_blocked() -> None:
 
 
 def test_the_examples_of_the_issue() -> None:
-    """A Hong Kong audience without a legal basis gets no readings from Shenzhen, but its aggregates and proofs."""
+    """A Hong Kong audience without a legal basis gets no readings and no per-person aggregates from Shenzhen,
+    only de-identified aggregates and proofs (PIPL Art. 73: an aggregate with sub and n = 1 is the reading)."""
     assert not decide("shenzhen", "hongkong", "reading").allowed
-    assert decide("shenzhen", "hongkong", "aggregate").allowed
+    assert not decide("shenzhen", "hongkong", "aggregate").allowed
+    assert decide("shenzhen", "hongkong", "deidentified").allowed
+    assert decide("shenzhen", "hongkong", "aggregate", "gba_standard_contract").allowed
+    assert decide("shenzhen", "mainland", "aggregate").allowed
     assert decide("shenzhen", "hongkong", "proof").allowed
     assert decide("shenzhen", "hongkong", "reading", "gba_standard_contract").allowed
     assert not decide("shantou", "hongkong", "reading", "gba_standard_contract").allowed

@@ -37,7 +37,7 @@ def test_rfc_8998_sm4_gcm_vector() -> None:
 
 def test_round_trip_and_the_sealed_record_parses() -> None:
     aad = bytes(BARE)
-    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p"), b"\xa2craw@cval\xa0", aad)
+    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a"), b"\xa2craw@cval\xa0", aad)
     sealed = replace(BARE, enc=enc)
     data = bytes(sealed)
     assert data == cbor2.dumps(sealed.to_map(), canonical=True)
@@ -47,23 +47,28 @@ def test_round_trip_and_the_sealed_record_parses() -> None:
 
 
 def test_iv_is_deterministic_and_differs_per_audience_gateway_seq_key_and_plaintext() -> None:
-    iv = derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p")
-    assert len(iv) == 12 and iv == derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p")
+    iv = derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a")
+    assert len(iv) == 12 and iv == derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a")
     others = {
-        derive_iv(KEY, "aud-2", "gw-1", 7, plaintext=b"p"),
-        derive_iv(KEY, "aud-1", "gw-2", 7, plaintext=b"p"),
-        derive_iv(KEY, "aud-1", "gw-1", 8, plaintext=b"p"),
-        derive_iv(OTHER_KEY, "aud-1", "gw-1", 7, plaintext=b"p"),
-        derive_iv(KEY, "aud-1g", "w-1", 7, plaintext=b"p"),  # separators keep "aud-1"+"gw-1" apart from "aud-1g"+"w-1"
-        derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"q"),  # other content for the same seq: never the same IV
+        derive_iv(KEY, "aud-2", "gw-1", 7, plaintext=b"p", aad=b"a"),
+        derive_iv(KEY, "aud-1", "gw-2", 7, plaintext=b"p", aad=b"a"),
+        derive_iv(KEY, "aud-1", "gw-1", 8, plaintext=b"p", aad=b"a"),
+        derive_iv(OTHER_KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a"),
+        derive_iv(
+            KEY, "aud-1g", "w-1", 7, plaintext=b"p", aad=b"a"
+        ),  # separators keep "aud-1"+"gw-1" apart from "aud-1g"+"w-1"
+        derive_iv(
+            KEY, "aud-1", "gw-1", 7, plaintext=b"q", aad=b"a"
+        ),  # other content for the same seq: never the same IV
+        derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"b"),  # same content, another record (t, q, ...)
     }
-    assert iv not in others and len(others) == 6
+    assert iv not in others and len(others) == 7
 
 
 @pytest.mark.parametrize("where", ["ciphertext", "tag", "iv"])
 def test_a_flipped_byte_anywhere_is_refused(where: str) -> None:
     aad = bytes(BARE)
-    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p"), b"the reading", aad)
+    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a"), b"the reading", aad)
     field, at = {"ciphertext": ("ct", 0), "tag": ("ct", -1), "iv": ("iv", 3)}[where]
     b = bytearray(enc[field])
     b[at] ^= 0x01
@@ -73,7 +78,7 @@ def test_a_flipped_byte_anywhere_is_refused(where: str) -> None:
 
 def test_altered_associated_data_is_refused() -> None:
     """The record's own bytes are the associated data: moving a ciphertext to another seq or subject fails."""
-    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p"), b"the reading", bytes(BARE))
+    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a"), b"the reading", bytes(BARE))
     for other in (replace(BARE, seq=8), replace(BARE, sub="sub-fedcba9876543210"), replace(BARE, t=BARE.t + 1)):
         with pytest.raises(SealError, match="tag does not verify"):
             open_sealed({"k1": KEY}, enc, bytes(other))
@@ -81,7 +86,7 @@ def test_altered_associated_data_is_refused() -> None:
 
 def test_unknown_kid_wrong_key_and_bad_sizes() -> None:
     aad = bytes(BARE)
-    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p"), b"x", aad)
+    enc = seal(KEY, "k1", derive_iv(KEY, "aud-1", "gw-1", 7, plaintext=b"p", aad=b"a"), b"x", aad)
     with pytest.raises(SealError, match="no key with id 'k1'"):
         open_sealed({"k2": KEY}, enc, aad)
     with pytest.raises(SealError, match="tag does not verify"):

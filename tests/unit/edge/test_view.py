@@ -61,6 +61,8 @@ def view(
         lambda sub, purpose: (sub, purpose) in granted,
         17,
         lambda seq: derive_view_salt(SECRET, spec.aud, "gw-1", seq),
+        consent_count=9,
+        since=2,
     )
 
 
@@ -76,6 +78,7 @@ def test_everything_consented_and_local_goes_out_with_fresh_salts() -> None:
         assert (g.val, g.raw, g.t, g.sub, g.dev, g.kind) == (s.val, s.raw, s.t, s.sub, s.dev, s.kind)
         assert g.salt != s.salt
     assert (m.first, m.last, m.count, m.withheld, m.n, m.consent_n, m.kid) == (10, 13, 4, (), 3, 17, "")
+    assert (m.consent_count, m.since) == (9, 2)  # the caller's counts, signed into the manifest
     assert m.root == MerkleTree(records).root and m.src_root == SRC_ROOT and m.purpose == "research"
 
 
@@ -102,24 +105,89 @@ def test_a_withdrawal_is_honoured_by_the_next_view_built() -> None:
     ledger = {(ANN, "research"): True}
     consent = lambda sub, purpose: ledger.get((sub, purpose), False)  # noqa: E731
     salt = salts("a")
-    assert build_view(source, 1, SRC_ROOT, PLAIN, "shenzhen", consent, 1, salt)[1].count == 2  # type: ignore[arg-type]
+    assert build_view(source, 1, SRC_ROOT, PLAIN, "shenzhen", consent, 1, salt, consent_count=1, since=1)[1].count == 2  # type: ignore[arg-type]
     ledger[(ANN, "research")] = False
-    _, m = build_view(source, 1, SRC_ROOT, PLAIN, "shenzhen", consent, 2, salt)  # type: ignore[arg-type]
+    _, m = build_view(
+        source,
+        1,
+        SRC_ROOT,
+        PLAIN,
+        "shenzhen",
+        consent,
+        2,
+        salt,
+        consent_count=2,
+        since=1,  # type: ignore[arg-type]
+    )
     assert m.count == 0 and m.withheld == (("no_consent", 1, 2),) and m.root == empty_root() and m.consent_n == 2
 
 
-def test_cross_border_readings_are_withheld_but_aggregates_flow() -> None:
+def test_cross_border_readings_are_withheld_and_per_person_aggregates_need_a_basis() -> None:
     hk = AudienceSpec("research-hk", "research", jurisdiction=Jurisdiction.HONGKONG)
     source = [rec(1), rec(2, kind="temperature", temperature=36.6), rec(3)]
     records, m = view(source, hk)
     assert records == [] and m.withheld == (("cross_border", 1, 3),)
-    agg = replace(hk, rules={"heart_rate": ViewRule(aggregate=True)})
-    records, m = view(source, agg)
-    assert [(r.seq, r.kind) for r in map(Record.from_bytes, records)] == [(1, "heart_rate_agg")]
-    assert m.withheld == (("cross_border", 2, 2), ("aggregated", 3, 3))
     with_basis = replace(hk, legal_basis=LegalBasis.GBA_STANDARD_CONTRACT)
     assert view(source, with_basis)[1].count == 3
     assert view(source, with_basis, region="shantou")[1].withheld == (("cross_border", 1, 3),)
+    # With a basis valid for the pair, aggregates are per person as within one jurisdiction.
+    agg = replace(with_basis, rules={"heart_rate": ViewRule(aggregate=True)})
+    (a, t), m = view(source, agg)
+    assert (Record.from_bytes(a).kind, Record.from_bytes(a).sub, Record.from_bytes(a).dev) == (
+        "heart_rate_agg",
+        ANN,
+        "hr-1",
+    )
+    assert Record.from_bytes(t).kind == "temperature" and m.withheld == (("aggregated", 3, 3),)
+
+
+def test_the_reviewers_single_reading_aggregate_does_not_cross_a_border_without_a_basis() -> None:
+    """Forged input of the review (d1): aggregate rule, n = 1, sub and exact t to Hong Kong with no basis. The
+    'aggregate' is the reading itself (PIPL Art. 73): it is withheld, from Shantou and from Macao alike."""
+    source = [
+        Record("gw-1", 1, "dev-0", 1_700_000_123_456, "heart_rate", {"heart_rate": 87}, b"\x01", bytes(16), (), ANN),
+        Record(
+            "gw-1", 2, "dev-1", 1_700_000_124_000, "temperature", {"temperature": 38.7}, b"\x02", bytes(16), (), ANN
+        ),
+    ]
+    spec = AudienceSpec("hk-lab", "research", {"*": ViewRule(aggregate=True)}, jurisdiction=Jurisdiction.HONGKONG)
+    for region in ("shantou", "macao"):
+        records, m = view(source, spec, region=region)
+        assert records == [] and m.withheld == (("cross_border", 1, 2),) and m.count == 0
+
+
+def test_cross_border_without_a_basis_only_deidentified_aggregates_flow() -> None:
+    """No sub, no device, at least min_n readings, times floored to at least a minute; consent first."""
+    hk = AudienceSpec(
+        "research-hk", "research", {"heart_rate": ViewRule(aggregate=True, time_s=10)}, jurisdiction="hongkong"
+    )
+    source = [
+        rec(1, heart_rate=60, rr=[]),
+        rec(2, dev="hr-2", sub=BOB, heart_rate=90, rr=[]),
+        rec(3, sub="sub-000000000000c003", heart_rate=200, rr=[]),  # no consent: never folded in
+        rec(4, kind="temperature", temperature=36.6),
+        rec(5, heart_rate=70, rr=[]),
+        rec(6, dev="hr-2", sub=BOB, heart_rate=80, rr=[]),
+    ]
+    records, m = view(source, replace(hk, min_n=4))
+    (agg,) = map(Record.from_bytes, records)
+    assert agg.sub is None and agg.dev == "deidentified" and agg.kind == "heart_rate_agg" and agg.seq == 1
+    assert agg.t == (T0 + 1000) // 60_000 * 60_000 and agg.val["t_end"] == (T0 + 6000) // 60_000 * 60_000
+    assert agg.val == {**agg.val, "n": 4, "last_seq": 6, "heart_rate_min": 60, "heart_rate_max": 90}
+    assert agg.val["heart_rate_mean"] == 75.0
+    assert m.withheld == (
+        ("aggregated", 2, 2),
+        ("no_consent", 3, 3),
+        ("cross_border", 4, 4),
+        ("aggregated", 5, 6),
+    )
+    assert ANN.encode() not in records[0] and BOB.encode() not in records[0] and b"hr-1" not in records[0]
+    # Below min_n (default 5: four consented readings here) the group is withheld as cross_border.
+    records, m = view(source, hk)
+    assert records == [] and m.withheld == (("cross_border", 1, 2), ("no_consent", 3, 3), ("cross_border", 4, 6))
+    # A coarser rule than a minute stays as configured.
+    hour = replace(hk, rules={"heart_rate": ViewRule(aggregate=True, time_s=3600)}, min_n=1)
+    assert Record.from_bytes(view(source, hour)[0][0]).t == (T0 + 1000) // 3_600_000 * 3_600_000
 
 
 def test_consent_is_decided_before_the_border() -> None:
@@ -214,7 +282,7 @@ SIGNER, OTHER = generate_signer(), generate_signer()
 
 
 def manifest(**change: object) -> ViewManifest:
-    base = ViewManifest("gw-1", "aud-1", 3, SRC_ROOT, 10, 20, empty_root(), 0, (), 5, "research", "")
+    base = ViewManifest("gw-1", "aud-1", 3, SRC_ROOT, 10, 20, empty_root(), 0, (), 5, "research", "", 4, 1)
     return replace(base, **change)  # type: ignore[arg-type]
 
 
@@ -245,6 +313,9 @@ def test_manifest_round_trip_sign_verify() -> None:
         ({"root": bytes(31)}, "root"),
         ({"purpose": "marketing"}, "purpose"),
         ({"kid": "bad kid"}, "kid"),
+        ({"since": 0}, "since"),
+        ({"since": 4}, "since"),
+        ({"consent_count": 6}, "consent_count"),
     ],
 )
 def test_manifest_rules(change: dict[str, object], match: str) -> None:
@@ -272,6 +343,9 @@ def test_an_audience_spec_is_checked() -> None:
         ViewRule(time_s=-1)
     with pytest.raises(CodecError):
         ViewRule(round_digits=99)
+    for min_n in (0, -1, True, 10**9):
+        with pytest.raises(CodecError, match="min_n"):
+            AudienceSpec("a", "research", min_n=min_n)
 
 
 @settings(max_examples=400, deadline=None)
@@ -300,3 +374,17 @@ def test_views_from_the_network_fail_only_with_our_errors(data: bytes) -> None:
 def test_sealed_values_from_the_network_fail_only_with_seal_errors(enc: dict[str, object]) -> None:
     with contextlib.suppress(SealError):
         open_sealed({"k1": KEY}, enc, b"aad")
+
+
+def test_one_seq_sealed_twice_with_other_associated_data_never_reuses_an_iv() -> None:
+    """Review d6: same seq and same minimised value but another t (journal restored, rule changed): the IV bound
+    only the plaintext, so GCM saw one IV with two associated data (same keystream, two tags). SM3(aad) is in the
+    IV now."""
+    spec = replace(PLAIN, key=("k1", KEY), rules={"*": ViewRule(drop_raw=True, round_digits=0)})
+    ivs = []
+    for t in (1_700_000_000_000, 1_700_000_555_000):
+        source = [Record("gw-1", 7, "dev-0", t, "heart_rate", {"heart_rate": 72.4}, b"\x01", bytes(16), (), ANN)]
+        enc = Record.from_bytes(view(source, spec)[0][0]).enc
+        assert enc is not None
+        ivs.append(enc["iv"])
+    assert ivs[0] != ivs[1]
