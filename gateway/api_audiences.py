@@ -37,7 +37,7 @@ def audience_routes(app: FastAPI, state: ApiState, auth: list[Any], prefix: str,
     async def audiences() -> list[AudienceStatus]:
         """Each configured audience and its views' progress (docs/privacy.md)."""
         gw = state.gateway
-        ids = [a.id for a in state.cfg.audiences]
+        ids = [(a.id, a.purpose) for a in state.cfg.audiences]
         progress: dict[str, AudienceProgress] = {
             p.aud: p for p in await gw.worker.call(ViewJournal(gw.journal).progress, ids)
         }

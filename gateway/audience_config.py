@@ -10,6 +10,8 @@ into frozen dataclasses; every bad key is reported with its place (``audience[1]
     purpose = "health_management"
     jurisdiction = "mainland"        # mainland, hongkong or macao
     encrypt = true                   # SM4-GCM under the audience's key (tiyi keys audience new ID)
+    min_n = 5                        # across a border without a legal basis only de-identified aggregates of
+                                     # at least this many readings flow (default 5)
     [audience.minimise."*"]
     drop_raw = true
     time_s = 60                      # times floored to whole minutes
@@ -28,6 +30,7 @@ from typing import Any
 from edge.consent import PURPOSES
 from edge.errors import CodecError
 from edge.record import check_id
+from edge.view import DEFAULT_MIN_N, MAX_MIN_N
 from gateway.errors import ConfigError
 
 JURISDICTIONS = ("mainland", "hongkong", "macao")
@@ -67,6 +70,9 @@ class AudienceConfig:
     unbound: bool = False  # records of devices nobody is bound to: withheld unless true
     encrypt: bool = False
     minimise: tuple[tuple[str, MinimiseConfig], ...] = ()  # (kind or "*", rule), sorted by kind
+    # Fewest readings in a de-identified aggregate, the only thing that crosses a border without a legal basis
+    # (fewer are withheld: a small group would single a member out).
+    min_n: int = DEFAULT_MIN_N
 
     @property
     def rules(self) -> dict[str, MinimiseConfig]:
@@ -150,6 +156,14 @@ def _legal_basis(raw: Mapping[str, Any], where: str, problems: list[ConfigError]
     return basis, ref
 
 
+def _min_n(raw: Mapping[str, Any], where: str, problems: list[ConfigError]) -> int:
+    v = raw.get("min_n", DEFAULT_MIN_N)
+    if type(v) is not int or not 1 <= v <= MAX_MIN_N:
+        problems.append(ConfigError(f"{where}.min_n must be a whole number of readings, 1..{MAX_MIN_N}"))
+        return DEFAULT_MIN_N
+    return v
+
+
 def parse_audience(raw: Any, i: int) -> tuple[AudienceConfig | None, list[ConfigError]]:
     """One ``[[audience]]`` table: the audience, or None, and every problem found (each naming its key)."""
     where = f"audience[{i}]"
@@ -176,11 +190,12 @@ def parse_audience(raw: Any, i: int) -> tuple[AudienceConfig | None, list[Config
     basis, ref = _legal_basis(raw, where, problems)
     unbound = _flag(raw, "unbound", where, problems)
     encrypt = _flag(raw, "encrypt", where, problems)
+    min_n = _min_n(raw, where, problems)
     minimise, found = _minimise(raw.get("minimise", {}), f"{where}.minimise")
     problems += found
     if problems:
         return None, problems
-    return AudienceConfig(aud, purpose, jur, basis, ref, unbound, encrypt, minimise), []
+    return AudienceConfig(aud, purpose, jur, basis, ref, unbound, encrypt, minimise, min_n), []
 
 
 def parse_audiences(raw: Any) -> tuple[tuple[AudienceConfig, ...], list[ConfigError]]:

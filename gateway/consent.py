@@ -91,6 +91,16 @@ class ConsentLedger:
                 out.append((i, data))
         return out
 
+    def withdrawn_after(self, purpose: str, n: int) -> set[str]:
+        """Subjects with a withdrawal from ``purpose`` numbered after ``n`` (a view built at head ``n`` must not
+        transfer their readings any more, even if they granted again since)."""
+        out = set()
+        for _, data in self.events_for(purpose, n, len(self._events)):
+            e = SignedConsent.from_bytes(data).event
+            if not e.granted:
+                out.add(e.sub)
+        return out
+
     def record(self, sub: str, purpose: str, granted: bool, now_ms: int) -> SignedConsent:
         """Sign and keep the next consent event; it takes effect for ``allows`` at once."""
         if purpose not in PURPOSES:

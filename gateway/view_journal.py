@@ -33,12 +33,19 @@ CREATE TABLE IF NOT EXISTS views (
     published INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (aud, n)
 );
--- Per audience: the first source batch it gets a view of (the next batch when it was first configured), and
--- the consent ledger number up to which its purpose's events were acknowledged on its consent topic.
+-- Per audience: the first source batch it gets a view of (the next batch when it was first configured).
 CREATE TABLE IF NOT EXISTS audiences (
     aud TEXT PRIMARY KEY,
-    first_n INTEGER NOT NULL,
-    consent_published INTEGER NOT NULL DEFAULT 0
+    first_n INTEGER NOT NULL
+);
+-- Per audience and purpose: the consent ledger number up to which that purpose's events were acknowledged on
+-- the audience's consent topic. Keyed by the purpose too: an audience whose purpose is changed has published
+-- none of the new purpose's events, whatever number the old purpose's events reached.
+CREATE TABLE IF NOT EXISTS audience_consent (
+    aud TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    PRIMARY KEY (aud, purpose)
 );
 """
 
@@ -131,18 +138,19 @@ class ViewJournal:
     def mark_published(self, aud: str, n: int) -> None:
         self._j._tx([("UPDATE views SET published = 1 WHERE aud = ? AND n = ?", (aud, n), False)])
 
-    def consent_published(self, aud: str) -> int:
-        self.start(aud)
-        rows = self._j._query("SELECT consent_published FROM audiences WHERE aud = ?", (aud,))
-        return int(rows[0][0])
+    def consent_published(self, aud: str, purpose: str) -> int:
+        """The ledger number up to which ``purpose``'s events were acknowledged on ``aud``'s consent topic."""
+        rows = self._j._query("SELECT published FROM audience_consent WHERE aud = ? AND purpose = ?", (aud, purpose))
+        return int(rows[0][0]) if rows else 0
 
-    def mark_consent_published(self, aud: str, n: int) -> None:
-        """Every event of the audience's purpose up to ledger number ``n`` was acknowledged (never moves back)."""
+    def mark_consent_published(self, aud: str, purpose: str, n: int) -> None:
+        """Every event of ``purpose`` up to ledger number ``n`` was acknowledged (never moves back)."""
         self._j._tx(
             [
                 (
-                    "UPDATE audiences SET consent_published = MAX(consent_published, ?) WHERE aud = ?",
-                    (n, aud),
+                    "INSERT INTO audience_consent(aud, purpose, published) VALUES (?, ?, ?) "
+                    "ON CONFLICT(aud, purpose) DO UPDATE SET published = MAX(published, excluded.published)",
+                    (aud, purpose, n),
                     False,
                 )
             ]
@@ -173,14 +181,15 @@ class ViewJournal:
         first = rows[0][0]
         return most if first is None else max(0, min(most, keep - int(first)))
 
-    def progress(self, auds: Sequence[str]) -> list[AudienceProgress]:
+    def progress(self, auds: Sequence[tuple[str, str]]) -> list[AudienceProgress]:
+        """Per (audience, its configured purpose): views built and open, consent published for that purpose."""
         out = []
-        for aud in auds:
+        for aud, purpose in auds:
             first = self.start(aud)
             built, open_ = self._j._query(
                 "SELECT COUNT(*), COALESCE(SUM(published = 0), 0) FROM views WHERE aud = ?", (aud,)
             )[0]
-            out.append(AudienceProgress(aud, first, int(built), int(open_), self.consent_published(aud)))
+            out.append(AudienceProgress(aud, first, int(built), int(open_), self.consent_published(aud, purpose)))
         return out
 
     def unpublished_total(self, auds: Sequence[str]) -> int:

@@ -224,6 +224,18 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "sealed content is reported as not checked",
     )
     p.add_argument(
+        "--audience-clear",
+        action="store_true",
+        help="with --audience and --audience-key: accept views in clear (kid empty) instead of reporting not_sealed",
+    )
+    p.add_argument(
+        "--audience-from",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --audience: you joined the stream at source batch N; views before it are reported as not checked",
+    )
+    p.add_argument(
         "--idle",
         type=float,
         default=5.0,

@@ -73,6 +73,7 @@ def audience_spec(a: AudienceConfig, key: tuple[str, bytes] | None) -> AudienceS
         legal_basis=a.legal_basis or "none",  # type: ignore[arg-type]
         key=key,
         legal_basis_ref=a.legal_basis_ref,
+        min_n=a.min_n,
     )
 
 
@@ -122,11 +123,13 @@ class Audiences:
         )
         self._views = ViewJournal(journal)
         self._cache: dict[tuple[str, int], list[bytes]] = {}
+        self._since: dict[str, int] = {}  # each audience's first source batch (journaled, stable across restarts)
         self.view_records: Counter[str] = Counter()  # view records built, per audience
         self.withheld: Counter[tuple[str, str]] = Counter()  # source records withheld, per (audience, reason)
         self.views_built: Counter[str] = Counter()
         self.views_published: Counter[str] = Counter()
         self.rebuild_failures = 0
+        self.withdrawn_views: Counter[str] = Counter()  # views published without records: withdrawn since built
         self._last_problem: str | None = None
 
     @property
@@ -137,7 +140,7 @@ class Audiences:
         self._wake.set()
 
     async def run(self) -> None:
-        await self._worker.call(lambda: [self._views.start(a) for a in self.ids])
+        self._since = await self._worker.call(lambda: {a: self._views.start(a) for a in self.ids})
         while True:
             await self._wake.wait(0.5)
             try:
@@ -227,6 +230,7 @@ class Audiences:
         key: tuple[str, bytes] | None,
     ) -> tuple[list[bytes], ViewManifest]:
         secret, aud, gw = self._setup.site_secret, a.id, self._gw
+        consent_count = len(self._setup.ledger.events_for(a.purpose, 0, consent_n))
         return build_view(
             [Record.from_bytes(b) for b in raw],
             src.n,
@@ -236,6 +240,8 @@ class Audiences:
             allows,
             consent_n,
             lambda seq: derive_view_salt(secret, aud, gw, seq),
+            consent_count=consent_count,
+            since=self._since[aud],
         )
 
     def _rebuild(self, a: AudienceConfig, row: ViewRow, src: SourceBatch, raw: list[bytes]) -> list[bytes] | None:
@@ -273,23 +279,49 @@ class Audiences:
                 if row.consent_n > consent_done:
                     break  # its consent events go first
                 if not row.records_published:
+                    loop = asyncio.get_running_loop()
                     records = self._cache.pop((a.id, row.n), None)
                     if records is None:
                         src, raw = await self._source(row.n)
-                        loop = asyncio.get_running_loop()
                         records = await loop.run_in_executor(None, self._rebuild, a, row, src, raw)
                         if records is None:
                             self.rebuild_failures += 1
                             records = []
+                    records = await loop.run_in_executor(None, self._unless_withdrawn, a, row, records)
                     await self._send_records(a.id, records)
                     await self._worker.call(self._views.mark_records_published, a.id, row.n)
                 await (await self._publisher.publish(self._topics.aud_view(a.id), row.signed, 1, False))
                 await self._worker.call(self._views.mark_published, a.id, row.n)
                 self.views_published[a.id] += 1
 
+    def _unless_withdrawn(self, a: AudienceConfig, row: ViewRow, records: list[bytes]) -> list[bytes]:
+        """Off the loop: the view's records, or none when a member with a record in it withdrew from the view's
+        purpose after the consent head it was built at (its publication was delayed: broker down, restart).
+        Sending them now would transfer readings after the withdrawal; the signed manifest goes out alone."""
+        if not records:
+            return records
+        ledger = self._setup.ledger
+        ledger.reload()
+        withdrawn = ledger.withdrawn_after(SignedView.from_bytes(row.signed).manifest.purpose, row.consent_n)
+        if not withdrawn:
+            return records
+        gone = withdrawn & {Record.from_bytes(b).sub for b in records}
+        if not gone:
+            return records
+        log.warning(  # counts only: no member, device or reading
+            "audience %s, batch %d: %d member(s) withdrew consent after it was built; its manifest is published "
+            "without its %d records",
+            a.id,
+            row.n,
+            len(gone),
+            len(records),
+        )
+        self.withdrawn_views[a.id] += 1
+        return []
+
     async def _publish_consent(self, a: AudienceConfig) -> int:
         """Publish the purpose's consent events not yet acknowledged; the ledger number they are done to."""
-        done = await self._worker.call(self._views.consent_published, a.id)
+        done = await self._worker.call(self._views.consent_published, a.id, a.purpose)
         ledger = self._setup.ledger
         await asyncio.get_running_loop().run_in_executor(None, ledger.reload)
         head = ledger.head
@@ -300,7 +332,7 @@ class Audiences:
             for _, data in ledger.events_for(a.purpose, done, head)
         ]
         await _all_acked(futs)
-        await self._worker.call(self._views.mark_consent_published, a.id, head)
+        await self._worker.call(self._views.mark_consent_published, a.id, a.purpose, head)
         return head
 
     async def _send_records(self, aud: str, records: list[bytes]) -> None:

@@ -281,10 +281,34 @@ def check_sealed(st: Stream, site: Site) -> None:
 
 
 def check_research(st: Stream, site: Site) -> None:
-    """Hong Kong, no legal basis: heart-rate aggregates of consenting members only, no individual reading."""
+    """Hong Kong, no legal basis: no individual reading and no per-person aggregate, only de-identified
+    heart-rate aggregates (no wearer, no device, whole minutes, at least min_n = 5 readings) over the readings
+    of consenting members."""
     research = list(st.records[RESEARCH].values())
     assert research and {r.kind for r in research} == {"heart_rate_agg"}
-    assert {r.sub for r in research} == {site.subs[ALICE]}  # CAROL: no research consent; BOB: oximeter readings
+    assert {(r.sub, r.dev) for r in research} == {(None, "deidentified")}
+    assert all(r.t % 60_000 == 0 and r.val["t_end"] % 60_000 == 0 and r.val["n"] >= 5 for r in research)
+    # ALICE is the only member with research consent and a heart-rate monitor (CAROL: no research consent;
+    # BOB: oximeter readings). In each batch whose health view still carries her readings, the research
+    # aggregate counts exactly her heart-rate readings — nobody else's — or is withheld when under 5.
+    withdrawal = min(e.event.n for _, e in st.consent[HEALTH] if not e.event.granted)
+    health = {m.n: m for _, m in st.views[HEALTH]}
+    checked = 0
+    for _, m in st.views[RESEARCH]:
+        if health[m.n].consent_n >= withdrawal:
+            continue
+        hers = [
+            r
+            for s, r in st.records[HEALTH].items()
+            if m.first <= s <= m.last and r.sub == site.subs[ALICE] and r.kind == "heart_rate"
+        ]
+        agg = [r for s, r in st.records[RESEARCH].items() if m.first <= s <= m.last]
+        if len(hers) >= 5:
+            assert [r.val["n"] for r in agg] == [len(hers)], m.n
+            checked += 1
+        else:
+            assert agg == [], m.n
+    assert checked
     reasons = {w[0] for _, m in st.views[RESEARCH] for w in m.withheld}
     assert {"cross_border", "unbound", "no_consent", "aggregated"} <= reasons
     assert {e.event.purpose for _, e in st.consent[RESEARCH]} == {"research"}

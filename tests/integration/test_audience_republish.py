@@ -1,8 +1,10 @@
 """Audience views are published at least once and, when an acknowledgement was lost, published again after a
 restart byte-identical: view records are rebuilt from the journaled source records with the consent head and
-key id their signed manifest names — even after the key rotated and the member withdrew meanwhile. A view that
-no longer rebuilds identically (its audience's rules changed) is never sent as something else: its manifest
-goes out alone and the error is logged."""
+key id their signed manifest names — even after the key rotated meanwhile. A view that no longer rebuilds
+identically (its audience's rules changed) is never sent as something else, and a view whose members withdrew
+their consent after it was built never transfers their readings after the withdrawal: in both cases its
+manifest goes out alone and one line is logged. The consent events an audience gets follow its purpose, also
+when the purpose is changed."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.consent import SignedConsent
 from edge.frame import Frame
 from edge.record import decode_data_message
 from edge.topics import Topics
@@ -60,24 +63,37 @@ async def run_gateway(cfg: GatewayConfig, frames: int) -> None:
     parts.journal.close()
 
 
-def observe(url: str, cfg: GatewayConfig, frames: int) -> tuple[list[bytes], list[bytes]]:
-    """Run the gateway once under an observer: (view record bytes, view manifest payloads) it received."""
-    topics = Topics(cfg.region, cfg.gateway_id)
-    with Recorder(url, topics.all) as rec:
+def capture(url: str, cfg: GatewayConfig, frames: int) -> list[tuple[str, bytes]]:
+    """Run the gateway once under an observer subscribed before it starts: (topic, payload) received."""
+    with Recorder(url, Topics(cfg.region, cfg.gateway_id).all) as rec:
         asyncio.run(run_gateway(cfg, frames))
         rec.wait_idle(0.5)
-    records = [
-        b for t, p, _ in rec.messages if t.startswith(f"{topics.base}/aud/{AUD}/data/") for b in decode_data_message(p)
-    ]
-    manifests = [p for t, p, _ in rec.messages if t == topics.aud_view(AUD)]
-    return records, manifests
+    return [(t, p) for t, p, _ in rec.messages]
+
+
+def split(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(view record bytes, view manifest payloads) of the audience."""
+    topics = Topics(cfg.region, cfg.gateway_id)
+    records = [b for t, p in messages if t.startswith(f"{topics.base}/aud/{AUD}/data/") for b in decode_data_message(p)]
+    return records, [p for t, p in messages if t == topics.aud_view(AUD)]
+
+
+def observe(url: str, cfg: GatewayConfig, frames: int) -> tuple[list[bytes], list[bytes]]:
+    """Run the gateway once under an observer: (view record bytes, view manifest payloads) it received."""
+    return split(cfg, capture(url, cfg, frames))
+
+
+def consent_events(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> list[tuple[int, str, bool]]:
+    """(ledger number, purpose, granted) of the consent events on the audience's consent topic."""
+    topic = Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)
+    return [(e.n, e.purpose, e.granted) for e in (SignedConsent.from_bytes(p).event for t, p in messages if t == topic)]
 
 
 def lose_acks(cfg: GatewayConfig) -> None:
     """As if the broker's acks of every view and consent event had been lost before they were recorded."""
     conn = sqlite3.connect(cfg.journal_path, isolation_level=None)
     conn.execute("UPDATE views SET records_published = 0, published = 0")
-    conn.execute("UPDATE audiences SET consent_published = 0")
+    conn.execute("DELETE FROM audience_consent")
     conn.close()
 
 
@@ -97,10 +113,11 @@ def test_a_restart_republishes_views_byte_identical(site: GatewayConfig, mosquit
     cfg = site
     first_records, first_views = observe(mosquitto.url, cfg, 10)
     assert len(first_records) == 10 and len(first_views) == 3  # batches of 4, 4, 2
-    # Meanwhile: the key rotates and the member withdraws. Neither may change what was already signed.
+    # Meanwhile: the key rotates and the member withdraws from another purpose (a withdrawal from this one is
+    # below). Neither may change what was already signed.
     AudienceKeyring(cfg.audience_key_dir, AUD).add()
     ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
-    ledger.record(_sub(cfg), "health_management", False, wall_ms())
+    ledger.record(_sub(cfg), "research", False, wall_ms())
     lose_acks(cfg)
     again_records, again_views = observe(mosquitto.url, cfg, 0)
     assert again_views == first_views
@@ -173,3 +190,93 @@ def test_a_consent_ledger_that_stops_verifying_holds_every_view_back(
     assert len(errors) == 1  # once, not every second
     views = [p for t, p, _ in rec.messages if t == topics.aud_view(AUD)]
     assert len(views) == 1
+
+
+async def build_while_the_broker_is_down(cfg: GatewayConfig, frames: int, views: int) -> None:
+    """Run the gateway without a broker until ``views`` views are built (journaled, none acknowledged), then
+    stop it."""
+    parts = assemble(cfg, None)
+    gw = parts.gateway
+    await gw.start()
+    for i in range(frames):
+        await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+    deadline = asyncio.get_running_loop().time() + 60
+    assert gw.audiences is not None
+    while gw.audiences.views_built[AUD] < views:
+        assert asyncio.get_running_loop().time() < deadline, gw.health.last_error
+        await asyncio.sleep(0.05)
+    assert gw.audiences.views_published[AUD] == 0
+    await gw.stop(drain_timeout=0)
+    parts.journal.close()
+
+
+def test_a_view_built_before_a_withdrawal_is_published_after_it_without_records(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Broker down: the view of batch 1 is built (the member consents) but not sent; the member withdraws; the
+    gateway restarts and the broker is back. Sending the view's records now would transfer her readings after
+    she withdrew: the signed manifest goes out alone (the audience sees a view whose records never came, not
+    a forged one), one line with counts is logged, and the withdrawal precedes it on the consent topic."""
+    cfg = site
+    mosquitto.stop()
+    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1))
+    ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        _sub(cfg), "health_management", False, wall_ms()
+    )
+    mosquitto.start()
+    caplog.set_level(logging.INFO, logger="tiyi")
+    messages = capture(mosquitto.url, cfg, 0)
+    records, views = split(cfg, messages)
+    assert len(views) == 1 and records == []
+    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
+    topics = [t for t, _ in messages]
+    assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
+        Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
+    )
+    lines = [m for m in caplog.messages if "withdrew consent after it was built" in m]
+    assert lines == [
+        f"audience {AUD}, batch 1: 1 member(s) withdrew consent after it was built; its manifest is "
+        "published without its 4 records"
+    ]
+    assert _sub(cfg) not in caplog.text and "M-7" not in caplog.text
+
+
+def test_a_withdrawal_from_another_purpose_or_by_a_member_not_in_the_view_keeps_its_records(
+    site: GatewayConfig, mosquitto: Mosquitto
+) -> None:
+    """The check is no broader than the withdrawal: the view's records still go out after a withdrawal from
+    another purpose and after one by a member none of whose readings are in the view."""
+    cfg = site
+    signer = load_signer(cfg.signing_key_path)
+    other = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).bind("hr-2", "M-8", wall_ms()).sub
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, signer)
+    ledger.record(other, "health_management", True, wall_ms())
+    mosquitto.stop()
+    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1))
+    ledger.record(_sub(cfg), "research", False, wall_ms())
+    ledger.record(other, "health_management", False, wall_ms())
+    mosquitto.start()
+    records, views = observe(mosquitto.url, cfg, 0)
+    assert len(views) == 1 and len(records) == 4
+
+
+def test_an_audience_whose_purpose_changed_gets_every_consent_event_of_its_new_purpose(
+    site: GatewayConfig, mosquitto: Mosquitto
+) -> None:
+    """The consent topic carried the health events up to ledger number 2; the audience is then configured for
+    research. The research grant numbered 2 (at or below what was published for health) must still go out,
+    before the first research view."""
+    cfg = site
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+    ledger.record(_sub(cfg), "research", True, wall_ms())
+    first = capture(mosquitto.url, cfg, 4)
+    assert consent_events(cfg, first) == [(1, "health_management", True)]
+    research = dataclasses.replace(cfg, audiences=(dataclasses.replace(cfg.audiences[0], purpose="research"),))
+    again = capture(mosquitto.url, research, 4)
+    assert consent_events(cfg, again) == [(2, "research", True)]
+    records, views = split(cfg, again)
+    assert len(views) == 1 and len(records) == 4
+    topics = [t for t, _ in again]
+    assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
+        Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
+    )

@@ -14,7 +14,9 @@ from gateway.audience_config import AudienceConfig, MinimiseConfig
 from gateway.cli import main
 from gateway.config import parse_config
 from gateway.config_check import check_file
+from gateway.errors import ConfigError
 from gateway.keys import generate_keypair
+from gateway.stages.audiences import audience_spec
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "gateway.example.toml"
 
@@ -41,6 +43,7 @@ purpose = "research"
 jurisdiction = "hongkong"
 legal_basis = "gba_standard_contract"
 legal_basis_ref = "GBA-SC filing 2026-001"
+min_n = 10
 [audience.minimise.heart_rate]
 aggregate = true
 """
@@ -58,6 +61,8 @@ def test_audiences_parse_into_frozen_dataclasses(tmp_path: Path) -> None:
     )
     assert research.rules == {"heart_rate": MinimiseConfig(aggregate=True)}
     assert (research.legal_basis, research.unbound) == ("gba_standard_contract", False)  # unbound: fail closed
+    assert (health.min_n, research.min_n) == (5, 10)  # 5 unless set
+    assert audience_spec(research, None).min_n == 10  # and it reaches the view builder
     with pytest.raises(dataclasses.FrozenInstanceError):
         health.encrypt = False  # type: ignore[misc]
 
@@ -74,6 +79,7 @@ jurisdiction = "taiwan"
 colour = "red"
 unbound = "yes"
 legal_basis = "handshake"
+min_n = 0
 [audience.minimise.HeartRate]
 drop_raw = true
 [audience.minimise.heart_rate]
@@ -109,6 +115,7 @@ EXPECTED = [
     "audience[0].jurisdiction 'taiwan' is not one of",
     "audience[0].legal_basis 'handshake' is not one of",
     "audience[0].unbound must be true or false",
+    "audience[0].min_n must be a whole number of readings, 1..100000",
     "audience[0].minimise.HeartRate: a record kind is snake_case",
     "audience[0].minimise.heart_rate.round must be a number of decimals from 0 to 9",
     "audience[0].minimise.heart_rate.time_s must be a whole number of seconds",
@@ -119,6 +126,15 @@ EXPECTED = [
     "audience[3].id 'twice' is configured twice",
     "audience[4].legal_basis_ref is set but legal_basis is not",
 ]
+
+
+@pytest.mark.parametrize("value", ["0", "100001", "-5", "true", '"5"', "2.5"])
+def test_min_n_is_a_whole_number_of_readings_in_range(tmp_path: Path, value: str) -> None:
+    """A de-identified aggregate of 0 readings, or of a number TOML gives as text, float or bool, is refused
+    (a bool is an int in Python: True would mean groups of one)."""
+    text = GOOD.format(state=tmp_path).replace("min_n = 10", f"min_n = {value}")
+    with pytest.raises(ConfigError, match=re.escape("audience[1].min_n must be a whole number of readings")):
+        parse_config(tomllib.loads(text))
 
 
 def test_config_check_names_every_bad_audience_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

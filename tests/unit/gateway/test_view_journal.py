@@ -53,7 +53,7 @@ def test_a_schema_2_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(SCHEMA_VERSION),) == ("3",)
     tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"views", "audiences"} <= tables
+    assert {"views", "audiences", "audience_consent"} <= tables
     conn.close()
     SqliteJournal.open(path, "gw-fixture-2").close()  # and opens again
 
@@ -116,8 +116,23 @@ def test_views_continue_exactly_one_per_source_batch(tmp_path: Path) -> None:
     views.mark_published("aud-1", 2)
     assert views.retain_from(["aud-1"]) == 3  # batch 3 has no view yet: its records are still needed
     assert views.unpublished_total(["aud-1"]) == 1
-    views.mark_consent_published("aud-1", 5)
-    views.mark_consent_published("aud-1", 2)  # an older ack arriving late never moves it back
-    assert views.consent_published("aud-1") == 5
-    (p,) = views.progress(["aud-1"])
+    views.mark_consent_published("aud-1", "research", 5)
+    views.mark_consent_published("aud-1", "research", 2)  # an older ack arriving late never moves it back
+    assert views.consent_published("aud-1", "research") == 5
+    (p,) = views.progress([("aud-1", "research")])
     assert (p.first_n, p.views, p.unpublished, p.consent_published) == (1, 2, 0, 5)
+
+
+def test_the_consent_watermark_belongs_to_the_audience_and_its_purpose(tmp_path: Path) -> None:
+    """An audience whose purpose changed has published none of the new purpose's events, whatever ledger
+    number the old purpose's events were published to (events of the new purpose at or below it would never
+    go out); going back to the old purpose continues where it stopped."""
+    j = _journal(tmp_path, 1)
+    views = ViewJournal(j)
+    views.mark_consent_published("aud-1", "health_management", 7)
+    assert views.consent_published("aud-1", "research") == 0
+    views.mark_consent_published("aud-1", "research", 3)
+    assert views.consent_published("aud-1", "health_management") == 7
+    assert views.consent_published("aud-2", "health_management") == 0
+    (p,) = views.progress([("aud-1", "research")])
+    assert p.consent_published == 3
