@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.services import Mosquitto, free_port
 from edge.consent import SignedConsent
 from edge.frame import Frame
 from edge.record import decode_data_message
@@ -28,7 +29,6 @@ from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.consent import ConsentLedger
 from gateway.keys import generate_keypair, load_signer
 from gateway.runtime import assemble, secret_file
-from tests.conftest import Mosquitto
 from tests.e2e.harness import Recorder
 
 AUD = "aud-enc"
@@ -99,8 +99,13 @@ def lose_acks(cfg: GatewayConfig) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path, mosquitto: Mosquitto) -> GatewayConfig:
+    return make_site(tmp_path, mosquitto.url)
+
+
+def make_site(tmp_path: Path, url: str) -> GatewayConfig:
+    """A gateway with one encrypting audience and one bound member (hr-1) who consents to its purpose."""
     generate_keypair(tmp_path / "keys")
-    cfg = config(tmp_path, mosquitto.url)
+    cfg = config(tmp_path, url)
     AudienceKeyring(cfg.audience_key_dir, AUD).add()
     sub = Bindings(tmp_path, secret_file(cfg.site_secret_path)).bind("hr-1", "M-7", wall_ms()).sub
     ConsentLedger(tmp_path, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
@@ -280,3 +285,58 @@ def test_an_audience_whose_purpose_changed_gets_every_consent_event_of_its_new_p
     assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
         Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
     )
+
+
+def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_members_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same within one run (the view's records are still in memory): the broker goes down, the view is
+    built, the member withdraws, the broker comes back. The platform keeps a persistent session, so it would
+    receive anything sent after the outage: it gets the withdrawal, then the manifest, and no record."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(free_port(), tmp_path / "broker", persistent=True)
+    broker.start()
+    (tmp_path / "site").mkdir()
+    cfg = make_site(tmp_path / "site", broker.url)
+    topics = Topics(cfg.region, cfg.gateway_id)
+    caplog.set_level(logging.INFO, logger="tiyi")
+
+    async def run() -> int:
+        parts = assemble(cfg, None)
+        gw = parts.gateway
+        await gw.start()
+        await gw.publisher.wait_connected(10)
+        broker.stop()  # SIGTERM: Mosquitto saves the platform's session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while gw.publisher.connected:  # the gateway noticed: nothing is handed to the client library any more
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        for i in range(4):
+            await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+        assert gw.audiences is not None
+        while gw.audiences.views_built[AUD] < 1:
+            assert loop.time() < deadline, gw.health.last_error
+            await asyncio.sleep(0.05)
+        ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+            _sub(cfg), "health_management", False, wall_ms()
+        )
+        broker.start()
+        assert await gw.drain(60)
+        await gw.stop(drain_timeout=5)
+        parts.journal.close()
+        return gw.audiences.withdrawn_views[AUD]
+
+    try:
+        with Recorder(broker.url, topics.all, session_expiry_s=600) as rec:
+            withdrawn = asyncio.run(run())
+            rec.wait_idle(1.0)
+    finally:
+        broker.stop()
+    messages = [(t, p) for t, p, _ in rec.messages]
+    records, views = split(cfg, messages)
+    assert withdrawn == 1 and len(views) == 1 and records == []
+    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
+    order = [t for t, _ in messages]
+    assert order.index(topics.aud_consent(AUD)) < order.index(topics.aud_view(AUD))
+    assert sum("withdrew consent after it was built" in m for m in caplog.messages) == 1
