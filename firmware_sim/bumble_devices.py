@@ -218,8 +218,18 @@ class BumbleSensor:
             if self.model.indicates(uuid) and uuid != BATTERY_LEVEL
             else self.device.notify_subscribers
         )
-        # Shielded, and counted only once sent, so stopping never leaves a half-counted notification.
-        await asyncio.shield(send(char, data))
+        # Shielded, and counted only once sent, so stopping never leaves a half-counted notification. A cancel
+        # (stop) that arrives while it is on its way does not stop it reaching the central: wait for it and
+        # count it before stopping, else the central holds a frame the device says it never sent.
+        sending = asyncio.ensure_future(send(char, data))
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            await asyncio.wait([sending])
+            if not sending.cancelled() and sending.exception() is None:
+                self.sent.append(data)
+                self.sent_on.append(uuid)
+            raise
         self.sent.append(data)
         self.sent_on.append(uuid)
 
