@@ -37,6 +37,18 @@ class Reason(StrEnum):
     MISSING_ROLLUP = "missing_rollup"
     TRUNCATED = "truncated"
     HEAD_MISMATCH = "head_mismatch"
+    # An audience's view stream (anchoring.view_verify)
+    MISSING_VIEW = "missing_view"  # a source batch (or a number between views) without its view manifest
+    VIEW_SOURCE_MISMATCH = "view_source_mismatch"  # src_root/first/last are not the signed source batch's
+    VIEW_INCOMPLETE = "view_incomplete"  # a source seq neither a view record nor in a withheld range
+    VIEW_OVERLAP = "view_overlap"  # a source seq accounted for twice (or views whose ranges overlap)
+    PURPOSE_MISMATCH = "purpose_mismatch"  # a view or consent event for another purpose than the configured one
+    SEAL_BROKEN = "seal_broken"  # sealed content whose SM4-GCM tag does not verify, or sealing not as declared
+    WRONG_KEY_ID = "wrong_key_id"  # a sealed record under another key id than its view's, or one not held
+    NO_CONSENT = "no_consent"  # a view record of a subject without a received grant in force at consent_n
+    BAD_AGGREGATE = "bad_aggregate"  # aggregate records that do not account for the seqs marked aggregated
+    CONSENT_INCOMPLETE = "consent_incomplete"  # fewer consent events received than the view's signed consent_count
+    NOT_SEALED = "not_sealed"  # a view in clear although the platform holds keys (and did not pass --audience-clear)
 
 
 class Outcome(IntEnum):

@@ -15,12 +15,14 @@ from anchoring.errors import ReceiptError
 from anchoring.findings import ANCHOR_STATES
 from anchoring.receipt import AnchorReceipt
 from edge import cbor
+from edge.consent import SignedConsent
 from edge.errors import CodecError, EdgeError
 from edge.head import SignedHead
 from edge.manifest import SignedManifest
 from edge.record import Record, decode_data_message
 from edge.rollup import Rollup
 from edge.topics import ParsedTopic, parse_topic
+from edge.view import SignedView
 
 
 class MessageError(CodecError):
@@ -101,6 +103,36 @@ class DeviceStateMessage:
     state: dict[Any, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class AudDataMessage:
+    """An audience's view records of one device (``aud/{aud}/data/{dev}``), each still raw."""
+
+    gw: str
+    aud: str
+    dev: str
+    raw: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewMessage:
+    """An audience's signed view manifest (``aud/{aud}/view``)."""
+
+    gw: str
+    aud: str
+    signed: SignedView
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AudConsentMessage:
+    """A signed consent event published for an audience's purpose (``aud/{aud}/consent``)."""
+
+    gw: str
+    aud: str
+    signed: SignedConsent
+    payload: bytes
+
+
 Message = (
     DataMessage
     | ManifestMessage
@@ -111,6 +143,9 @@ Message = (
     | KeyMessage
     | StatusMessage
     | DeviceStateMessage
+    | AudDataMessage
+    | ViewMessage
+    | AudConsentMessage
 )
 
 
@@ -125,7 +160,7 @@ def decode_message(topic: str, payload: bytes) -> Message:
     """The typed message, or ``MessageError`` (never another exception, whatever the bytes)."""
     t = decode_topic(topic)
     try:
-        return _decode(t, payload)
+        return (_decode_aud if t.channel.startswith("aud_") else _decode)(t, payload)
     except (EdgeError, ReceiptError) as exc:
         raise MessageError(f"{topic}: {exc}") from exc
 
@@ -172,3 +207,15 @@ def _decode(t: ParsedTopic, payload: bytes) -> Message:
     if not isinstance(m, dict) or m.get("state") not in ("online", "offline"):
         raise CodecError("status message must be a map with state online|offline")
     return StatusMessage(t.gw, m["state"])
+
+
+def _decode_aud(t: ParsedTopic, payload: bytes) -> Message:
+    aud = t.aud or ""
+    if t.channel == "aud_data":
+        raw = tuple(decode_data_message(payload))
+        if not raw:
+            raise CodecError("a data message must hold at least one record")
+        return AudDataMessage(t.gw, aud, t.dev or "", raw)
+    if t.channel == "aud_view":
+        return ViewMessage(t.gw, aud, SignedView.from_bytes(payload), payload)
+    return AudConsentMessage(t.gw, aud, SignedConsent.from_bytes(payload), payload)

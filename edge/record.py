@@ -1,7 +1,8 @@
 """The reading record: one decoded measurement, in the exact bytes that are streamed, hashed and proven.
 
 Wire form: a canonical CBOR map ``{gw, seq, dev, t, kind, val, raw, salt}`` (plus optional ``q``,
-quality flags, and ``sub``, the wearer's pseudonymous subject id while a member is bound to the device).
+quality flags, ``sub``, the wearer's pseudonymous subject id while a member is bound to the device, and
+``enc``, an audience view record's sealed content, see :mod:`edge.sealing`).
 The bytes are produced once, when the record is accepted, and are never re-encoded afterwards: the
 journal, the MQTT payload and the Merkle leaf all use the same bytes.
 """
@@ -32,11 +33,40 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 Value = int | float | bool | list[int | float]
 
 _REQUIRED = {"gw", "seq", "dev", "t", "kind", "val", "raw", "salt"}
-_OPTIONAL = frozenset({"q", "sub"})
+_OPTIONAL = frozenset({"q", "sub", "enc"})
 # A subject id: "sub-" and the first SUB_HEX hex digits of HMAC-SM3(site secret, member id) (64 bits: a
 # collision among 100,000 members of a site has odds of about 3e-10). Stable per member per site.
 SUB_HEX = 16
 _SUB = re.compile(rf"sub-[0-9a-f]{{{SUB_HEX}}}")
+
+
+# The sealed content of an audience view record (contract 1.3): {kid, iv, ct}; ct is ciphertext + tag.
+ENC_IV_BYTES = 12
+ENC_TAG_BYTES = 16
+# The plaintext is {raw, val}: at most MAX_RAW_BYTES of raw and 64 fields of 64 numbers (< 40 KiB).
+MAX_ENC_CT_BYTES = 1 << 16
+_ENC_KEYS = {"kid", "iv", "ct"}
+
+
+def check_enc(enc: Any) -> dict[str, Any]:
+    """Validate an ``enc`` map (exact keys, key id text, 12-byte IV, bounded ciphertext with its tag)."""
+    w = "record.enc"
+    m = cbor.expect_map(dict(enc) if isinstance(enc, Mapping) else enc, w, _ENC_KEYS)
+    kid = check_id(cbor.field(m, "kid", str, w), "record.enc.kid")
+    iv, ct = cbor.field(m, "iv", bytes, w), cbor.field(m, "ct", bytes, w)
+    if len(iv) != ENC_IV_BYTES:
+        raise CodecError(f"record.enc.iv: expected exactly {ENC_IV_BYTES} bytes")
+    if not ENC_TAG_BYTES <= len(ct) <= MAX_ENC_CT_BYTES:
+        raise CodecError(f"record.enc.ct: expected {ENC_TAG_BYTES}..{MAX_ENC_CT_BYTES} bytes (ciphertext and tag)")
+    return {"kid": kid, "iv": bytes(iv), "ct": bytes(ct)}
+
+
+def _check_sealed(enc: Any, val: Any, raw: bytes) -> dict[str, Any]:
+    """A sealed record carries its content only in ``enc``: ``val`` empty and ``raw`` empty."""
+    out = check_enc(enc)
+    if val or raw:
+        raise CodecError("record.enc: a sealed record must have val = {} and raw = b''")
+    return out
 
 
 def is_sub(value: object) -> bool:
@@ -140,19 +170,27 @@ class Record:
     salt: bytes
     q: tuple[str, ...] = field(default=())
     sub: str | None = None
+    enc: Mapping[str, Any] | None = None  # contract 1.3: sealed {raw, val} of an audience view record
 
     def __post_init__(self) -> None:
         _check_fields(self.gw, self.seq, self.dev, self.t, self.kind, self.raw, self.salt, self.q, self.sub)
         object.__setattr__(self, "val", _check_val(self.val))
+        if self.enc is not None:
+            object.__setattr__(self, "enc", _check_sealed(self.enc, self.val, self.raw))
 
     def to_map(self) -> dict[str, Any]:
         """The record as a map, built in canonical key order (``val`` too)."""
         val = {k: self.val[k] for k, _ in _field_order(tuple(self.val))}
-        return _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q, self.sub)
+        m = _as_map(self.gw, self.seq, self.dev, self.t, self.kind, val, self.raw, self.salt, self.q, self.sub)
+        if self.enc is not None:
+            m["enc"] = dict(self.enc)
+        return m
 
     def __bytes__(self) -> bytes:
         """Canonical CBOR, written directly (see :func:`encode_record`)."""
-        return _encode(self.gw, self.seq, self.dev, self.t, self.kind, self.val, self.raw, self.salt, self.q, self.sub)
+        return _encode(
+            self.gw, self.seq, self.dev, self.t, self.kind, self.val, self.raw, self.salt, self.q, self.sub, self.enc
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
@@ -173,6 +211,7 @@ class Record:
             salt=cbor.field(m, "salt", bytes, w),
             q=tuple(q),
             sub=cbor.field(m, "sub", str, w) if "sub" in m else None,
+            enc=m.get("enc"),
         )
 
 
@@ -318,12 +357,13 @@ def _encode(
     salt: bytes,
     q: tuple[str, ...],
     sub: str | None = None,
+    sealed: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Canonical CBOR of the record; checks ``val`` as it goes (the other fields are checked by the caller)."""
     if not isinstance(val, Mapping):
         raise CodecError(f"record.val: expected a map, got {type(val).__name__}")
     order = _field_order(tuple(val))
-    parts = [_MAP_HEADS[8 + bool(q) + (sub is not None)]]
+    parts = [_MAP_HEADS[8 + bool(q) + (sub is not None) + (sealed is not None)]]
     if q:
         parts += [_K_Q, _head(4, len(q)), *(_text(x) for x in q)]
     parts += [
@@ -333,6 +373,8 @@ def _encode(
         _text(gw),
         _K_DEV,
         _text(dev),
+        # ``enc`` sorts after ``dev`` (same length, bytewise): its value is a checked {kid, iv, ct} map
+        *((cbor.dumps({"enc": dict(sealed)})[1:],) if sealed is not None else ()),
         _K_RAW,
         _bstr(raw),
         _K_SEQ,
@@ -363,7 +405,10 @@ def _encode(
             else:
                 parts += (head, enc)
     if not plain:  # a value only cbor2 writes (a bignum, an int subclass): the general canonical encoder
-        return cbor.dumps(_as_map(gw, seq, dev, t, kind, _check_val(val), raw, salt, q, sub))
+        m = _as_map(gw, seq, dev, t, kind, _check_val(val), raw, salt, q, sub)
+        if sealed is not None:
+            m["enc"] = dict(sealed)
+        return cbor.dumps(m)
     parts += [_K_KIND, _text(kind), _K_SALT, _bstr(salt)]
     return b"".join(parts)
 
@@ -398,6 +443,7 @@ def encode_record(
     salt: bytes,
     q: tuple[str, ...] = (),
     sub: str | None = None,
+    enc: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Validate the fields exactly as :class:`Record` does and return the record's canonical bytes.
 
@@ -405,7 +451,9 @@ def encode_record(
     bytes, without an object per reading.
     """
     _check_fields(gw, seq, dev, t, kind, raw, salt, q, sub)
-    return _encode(gw, seq, dev, t, kind, val, raw, salt, q, sub)
+    if enc is not None:
+        enc = _check_sealed(enc, val, raw)
+    return _encode(gw, seq, dev, t, kind, val, raw, salt, q, sub, enc)
 
 
 def encode_data_message(records: list[bytes]) -> bytes:

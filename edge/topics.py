@@ -1,7 +1,8 @@
 """The MQTT topic tree of the platform contract (see docs/mqtt-contract.md).
 
-``tiyi/v1/{region}/{gw}/{channel}`` with channels data/{dev}, batch, head, anchor, status, key. Pure values,
-so publishers and verifiers share one definition and it is tested without a broker.
+``tiyi/v1/{region}/{gw}/{channel}`` with channels data/{dev}, batch, head, anchor, status, key, and per
+audience (contract 1.3) aud/{aud}/data/{dev}, aud/{aud}/view, aud/{aud}/consent. Pure values, so
+publishers and verifiers share one definition and it is tested without a broker.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from edge.record import check_id
 
 ROOT = "tiyi/v1"
 CHANNELS = ("data", "batch", "head", "anchor", "rollup", "status", "key", "devices")
+# An audience's own channels under aud/{aud}/, parsed as channel "aud_<name>" so that a consumer that knows
+# only the site's full stream never mistakes an audience's view records for it.
+AUD_CHANNELS = ("data", "view", "consent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,21 @@ class Topics:
         """Retained per-device state (connection, battery, RSSI): operations data, not readings."""
         return f"{self.base}/devices/{check_id(dev, 'device id')}/state"
 
+    def aud_base(self, aud: str) -> str:
+        return f"{self.base}/aud/{check_id(aud, 'audience id')}"
+
+    def aud_data(self, aud: str, dev: str) -> str:
+        """An audience's view records of one device (same framing as ``data``)."""
+        return f"{self.aud_base(aud)}/data/{check_id(dev, 'device id')}"
+
+    def aud_view(self, aud: str) -> str:
+        """An audience's signed view manifests, one per source batch."""
+        return f"{self.aud_base(aud)}/view"
+
+    def aud_consent(self, aud: str) -> str:
+        """Signed consent events for the audience's purpose."""
+        return f"{self.aud_base(aud)}/consent"
+
     @property
     def all(self) -> str:
         """Subscription filter for everything this gateway publishes."""
@@ -78,6 +97,7 @@ class ParsedTopic:
     channel: str
     dev: str | None = None
     target: str | None = None  # the chain a roll-up message is about
+    aud: str | None = None  # the audience of an aud_data / aud_view / aud_consent message
 
 
 def parse_topic(topic: str) -> ParsedTopic:
@@ -92,6 +112,8 @@ def parse_topic(topic: str) -> ParsedTopic:
         if len(parts) != 6:
             raise CodecError(f"data topic {topic!r} must end in /data/<device>")
         return ParsedTopic(region, gw, channel, check_id(parts[5], "device id"))
+    if channel == "aud":
+        return _parse_aud(topic, parts, region, gw)
     if channel == "devices":
         if len(parts) != 7 or parts[6] != "state":
             raise CodecError(f"device topic {topic!r} must end in /devices/<device>/state")
@@ -107,3 +129,16 @@ def parse_topic(topic: str) -> ParsedTopic:
     if channel not in CHANNELS or len(parts) != 5:
         raise CodecError(f"topic {topic!r} has an unknown channel")
     return ParsedTopic(region, gw, channel)
+
+
+def _parse_aud(topic: str, parts: list[str], region: str, gw: str) -> ParsedTopic:
+    if len(parts) < 7 or parts[6] not in AUD_CHANNELS:
+        raise CodecError(f"audience topic {topic!r} must be /aud/<audience>/data/<device>, /view or /consent")
+    aud, sub = check_id(parts[5], "audience id"), parts[6]
+    if sub == "data":
+        if len(parts) != 8:
+            raise CodecError(f"audience data topic {topic!r} must end in /aud/<audience>/data/<device>")
+        return ParsedTopic(region, gw, "aud_data", check_id(parts[7], "device id"), aud=aud)
+    if len(parts) != 7:
+        raise CodecError(f"audience topic {topic!r} has extra levels")
+    return ParsedTopic(region, gw, f"aud_{sub}", aud=aud)

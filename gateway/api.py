@@ -174,6 +174,9 @@ def create_app(state: ApiState) -> FastAPI:
     _health_routes(app, state, auth)
     _device_routes(app, state, auth)
     _batch_routes(app, state, auth)
+    from gateway.api_audiences import audience_routes
+
+    audience_routes(app, state, auth, PREFIX, _AUTH_ERRORS)
     from gateway.web import mount
 
     mount(app, state, auth, PREFIX)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from edge.errors import CodecError
 from edge.record import check_id
 from edge.regions import REGIONS, TARGETS, is_region, is_target
+from gateway.audience_config import AudienceConfig, audience_problems, parse_audiences
 from gateway.errors import ConfigError
 
 ChainKind = Literal["inproc", "evm", "fisco2", "none"]
@@ -168,6 +169,12 @@ class GatewayConfig:
     rollups: tuple[RollupConfig, ...] = ()
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     api: ApiConfig | None = None
+    audiences: tuple[AudienceConfig, ...] = ()  # [[audience]]: platforms that get a consent-filtered view
+
+    @property
+    def audience_key_dir(self) -> Path:
+        """One directory per audience with its SM4 keys (``tiyi keys audience``)."""
+        return self.state_dir / "keys" / "audience"
 
     @property
     def api_token_path(self) -> Path:
@@ -264,6 +271,8 @@ class GatewayConfig:
         yield from self._chain_problems()
         yield from self._target_problems()
         yield from self._source_problems()
+        if is_region(self.region):
+            yield from audience_problems(self.region, self.audiences)
 
     def _chain_problems(self) -> Iterator[ConfigError]:
         if self.chain.kind in ("evm", "fisco2") and not self.chain.url:
@@ -463,6 +472,9 @@ def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayC
             _gateway_section(value, origin, top, problems)
         elif section == "rollup":
             _rollup_section(value, origin, top, problems)
+        elif section == "audience":
+            top["audiences"], found = parse_audiences(value)
+            problems += (ConfigError(f"{origin}: {p}") for p in found)
         elif section in _SECTIONS:
             if not isinstance(value, dict):
                 problems.append(ConfigError(f"{origin}: [{section}] must be a table"))
@@ -471,7 +483,8 @@ def check_data(data: dict[str, Any], origin: str = "<config>") -> tuple[GatewayC
         else:
             problems.append(
                 ConfigError(
-                    f"{origin}: unknown section [{section}] (known: gateway, {', '.join(_SECTIONS)}, [[rollup]])"
+                    f"{origin}: unknown section [{section}] "
+                    f"(known: gateway, {', '.join(_SECTIONS)}, [[rollup]], [[audience]])"
                 )
             )
     if "chain" in top and top["chain"].kind not in ("inproc", "evm", "fisco2", "none"):

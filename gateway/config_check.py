@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.audience_config import MinimiseConfig
 from gateway.config import GatewayConfig, check_data, read_config_data
 from gateway.errors import ConfigError, GatewayError
 
@@ -59,6 +60,14 @@ def file_problems(cfg: GatewayConfig) -> Iterator[str]:
             check_api_tls(cfg.api)
         except ConfigError as exc:
             yield f"[api]: {exc}"
+    from gateway.audience_keys import AudienceKeyring
+
+    for i, a in enumerate(cfg.audiences):
+        if a.encrypt:
+            try:
+                AudienceKeyring(cfg.audience_key_dir, a.id).current()
+            except GatewayError as exc:
+                yield f"audience[{i}].encrypt: {exc}"
 
 
 def check_file(path: Path, *, files: bool = True) -> CheckResult:
@@ -130,7 +139,27 @@ def summary(cfg: GatewayConfig) -> list[str]:
         a = cfg.api
         scheme = "https" if a.tls else "http (plain, allowed on purpose)" if not a.loopback else "http"
         lines.append(f"api        {scheme} on {a.listen}:{a.port}; tokens in {cfg.api_token_path}")
+    for aud in cfg.audiences:
+        rules = ", ".join(f"{kind}: " + " ".join(_rule_words(rule)) for kind, rule in aud.minimise if _rule_words(rule))
+        lines.append(
+            f"audience   {aud.id}: {aud.purpose}, {aud.jurisdiction}"
+            + (f", legal basis {aud.legal_basis}" if aud.legal_basis else "")
+            + (", SM4-GCM" if aud.encrypt else ", not encrypted")
+            + (", unbound devices too" if aud.unbound else "")
+            + (f"; {rules}" if rules else "")
+        )
     return lines
+
+
+def _rule_words(rule: MinimiseConfig) -> list[str]:
+    words = ["no raw"] if rule.drop_raw else []
+    if rule.time_s:
+        words.append(f"time/{rule.time_s}s")
+    if rule.round is not None:
+        words.append(f"round {rule.round}")
+    if rule.aggregate:
+        words.append("aggregated")
+    return words
 
 
 def config_check_main(path: Path, *, files: bool = True) -> int:

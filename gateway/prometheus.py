@@ -90,6 +90,30 @@ class _Collector:
         yield from self._journal()
         yield from self._latencies()
         yield from self._links()
+        yield from self._audiences()
+
+    def _audiences(self) -> Iterator[Metric]:
+        """Per audience (a platform's name, never a member or device): view records built and source records
+        withheld, by reason (no_consent, unbound, cross_border, aggregated)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        aud = self._gw.audiences
+        if aud is None:
+            return
+        built = CounterMetricFamily(
+            "tiyi_audience_view_records", "View records built for an audience", labels=["audience"]
+        )
+        withheld = CounterMetricFamily(
+            "tiyi_audience_withheld_records",
+            "Source records an audience did not get one by one, by reason",
+            labels=["audience", "reason"],
+        )
+        for a in aud.ids:
+            built.add_metric([a], aud.view_records[a])
+        for (a, reason), n in sorted(aud.withheld.items()):
+            withheld.add_metric([a, reason], n)
+        yield built
+        yield withheld
 
     def _counters(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily

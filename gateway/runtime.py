@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anchoring.chain import ChainClient
 from gateway.config import ChainConfig, GatewayConfig, load_config
@@ -27,6 +27,10 @@ from gateway.sdnotify import Notifier, watchdog_interval
 from gateway.service import Gateway
 from gateway.sources import SimulatedStrapSource
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource
+
+if TYPE_CHECKING:
+    from edge.signing import Signer
+    from gateway.stages.audiences import AudienceSetup
 
 log = logging.getLogger("tiyi.runtime")
 
@@ -158,10 +162,30 @@ def assemble(
     publisher = PahoPublisher(broker_settings(cfg, broker_url))
     from gateway.binding import Bindings
 
-    subjects = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).subjects
+    site_secret = secret_file(cfg.site_secret_path)
+    subjects = Bindings(cfg.state_dir, site_secret).subjects
+    setup = audience_setup(cfg, signer, site_secret) if cfg.audiences else None
     return Assembled(
-        Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring, subjects), journal
+        Gateway(cfg, journal, publisher, signer, chain, rollup_chains, devices, anchoring, subjects, setup), journal
     )
+
+
+def audience_setup(cfg: GatewayConfig, signer: Signer, site_secret: bytes) -> AudienceSetup:
+    """The consent ledger and the keyrings; an encrypting audience without a key stops the start (fail closed:
+    its views would otherwise wait, or worse, go out in clear)."""
+    from gateway.audience_keys import AudienceKeyring
+    from gateway.consent import ConsentLedger
+    from gateway.stages.audiences import AudienceSetup
+
+    rings = {a.id: AudienceKeyring(cfg.audience_key_dir, a.id) for a in cfg.audiences}
+    if any(a.encrypt for a in cfg.audiences):
+        from edge.sealing import check_backend
+
+        check_backend()  # SM4-GCM missing from this OpenSSL/cryptography: refuse to start, never send in clear
+    for a in cfg.audiences:
+        if a.encrypt:
+            rings[a.id].current()
+    return AudienceSetup(ConsentLedger(cfg.state_dir, cfg.gateway_id, signer), site_secret, rings)
 
 
 def _log_sm2_backend() -> None:

@@ -36,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
 from gateway.stages.anchoring import ANCHOR_RETRY_S, AnchorDriver, Anchoring, AnchorTarget, MqttStateNotes
 from gateway.stages.announce import HEAD_MIN_SPACING_S, Announcements, HeadPublisher
+from gateway.stages.audiences import Audiences, AudienceSetup
 from gateway.stages.batching import Batching
 from gateway.stages.delivery import ACK_FLUSH_S, Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row
@@ -55,6 +56,7 @@ class Backlog:
     anchors_open: int
     unpublished_receipts: int
     rollups_open: int = 0  # roll-ups not final or not published, plus batches not yet rolled up
+    views_open: int = 0  # audience views not published, plus batches not yet viewed
 
     @property
     def empty(self) -> bool:
@@ -65,6 +67,7 @@ class Backlog:
             or self.anchors_open
             or self.unpublished_receipts
             or self.rollups_open
+            or self.views_open
         )
 
     @property
@@ -98,10 +101,12 @@ class Gateway:
         devices: DeviceDirectory = NO_DEVICES,
         anchoring: bool = True,
         subjects: Callable[[], Mapping[str, str]] = dict,
+        audience_setup: AudienceSetup | None = None,
     ) -> None:
         """``rollup_chains`` holds a client per ``[[rollup]]`` target of ``cfg``, by target name; ``devices``
         what the frame source knows about its devices; ``anchoring=False`` leaves the anchor queues alone;
-        ``subjects`` gives dev → bound wearer's ``sub`` (``gateway.binding.Bindings.subjects``)."""
+        ``subjects`` gives dev → bound wearer's ``sub`` (``gateway.binding.Bindings.subjects``);
+        ``audience_setup`` the consent ledger, site secret and keyrings the ``[[audience]]`` views need."""
         self.cfg, self.journal, self.publisher, self.signer = cfg, journal, publisher, signer
         self.topics = topics = Topics(cfg.region, cfg.gateway_id)
         self.devices = devices
@@ -150,7 +155,29 @@ class Gateway:
             health,
             wakes,
         )
-        self.retention = Retention(cfg.retention, journal.maintenance, worker, health)
+        self.retention = Retention(
+            cfg.retention, journal.maintenance, worker, health, journal.views, [a.id for a in cfg.audiences]
+        )
+        self.audiences: Audiences | None = None
+        if cfg.audiences:
+            if audience_setup is None:  # fail closed: never a view without its consent ledger and keys
+                raise GatewayError("[[audience]] is configured but the gateway got no consent ledger and keys")
+            self.audiences = Audiences(
+                gw,
+                cfg.region,
+                topics,
+                cfg.audiences,
+                audience_setup,
+                signer,
+                journal.records,
+                journal.batches,
+                journal.views,
+                worker,
+                publisher,
+                health,
+                wakes.views,
+                cfg.publish.max_records_per_message,
+            )
         self._device_states: dict[str, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -202,6 +229,8 @@ class Gateway:
         ]
         if self.anchoring.targets:
             loops.append(("anchoring", self.anchoring.run))
+        if self.audiences is not None:
+            loops.append(("audiences", self.audiences.run))
         self._tasks = [asyncio.create_task(f(), name=name) for name, f in loops]
         self._tasks += [
             asyncio.create_task(self.batching.rollup_loop(r), name=f"rollup-{r.target}")
@@ -259,6 +288,7 @@ class Gateway:
             anchors_open=sum(st.anchors.get(s, 0) for s in OPEN_STATES) if anchors_batches else 0,
             unpublished_receipts=st.unpublished_receipts,
             rollups_open=rollups,
+            views_open=0 if self.audiences is None else self.audiences.backlog(),
         )
 
     async def drain(self, timeout: float) -> bool:
@@ -303,6 +333,8 @@ class Gateway:
         """Birth on every (re)connect: retained key, status and head, then re-send from the journal."""
         self.delivery.reconnected()  # everything undelivered is re-read from the journal
         self.announcements.reconnected()
+        if self.audiences is not None:
+            self.audiences.reconnected()
         self._device_states.clear()  # re-announce device states after a reconnect
         key = cbor.dumps({"key_id": self.signer.key_id, "pem": self.signer.public_key_pem()})
         await self.publisher.publish(self.topics.key, key, 1, True)

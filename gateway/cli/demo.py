@@ -36,9 +36,18 @@ from edge.topics import Topics
 from firmware_sim.devices import MODELS, SimDevice
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from firmware_sim.scenario import Chaos, Scenario
+from gateway.audience_config import AudienceConfig
 from gateway.cli.harness import StreamCollector, dev_chain, serve
 from gateway.clock import monotonic, wall_ms
-from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig, PublishConfig, RollupConfig
+from gateway.config import (
+    BatchConfig,
+    ChainConfig,
+    GatewayConfig,
+    MqttConfig,
+    PublishConfig,
+    RollupConfig,
+    load_config,
+)
 from gateway.errors import ConfigError, GatewayError
 from gateway.keys import generate_keypair
 from gateway.runtime import assemble, chain_account_key, secret_file
@@ -96,6 +105,7 @@ class DemoOptions:
     processes: int = 2
     scenario: Scenario | None = None
     truth: Path | None = None
+    audiences: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> DemoOptions:
@@ -173,6 +183,7 @@ async def _demo(o: DemoOptions) -> int:
             publish=PublishConfig(),
             chain=ChainConfig(kind="inproc", poll_s=0.2),
             rollups=rollups,
+            audiences=_audiences(o, state_dir),
         ).validated()
         topics = Topics(cfg.region, cfg.gateway_id)
         print(f"gateway  {cfg.gateway_id} in {cfg.region}, state in {state_dir}")
@@ -253,6 +264,7 @@ async def _demo(o: DemoOptions) -> int:
                 rollup_chains=checkers,
             ),
         )
+        audiences_ok = _verify_audiences(cfg, collector, trust, ChainAnchorChecker(cfg.chain_target, chain))
         print()
         print(
             f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
@@ -275,7 +287,41 @@ async def _demo(o: DemoOptions) -> int:
                 f"error: {source.frames_sent - accounted} simulated frame(s) were neither journaled nor reported",
                 file=sys.stderr,
             )
-        return 0 if report.outcome is Outcome.VERIFIED and drained and complete else 1
+        return 0 if report.outcome is Outcome.VERIFIED and drained and complete and audiences_ok else 1
+
+
+def _verify_audiences(cfg: GatewayConfig, collector: StreamCollector, trust: TrustPolicy, chain: AnchorChecker) -> bool:
+    """Each audience's stream checked as its platform would (``tiyi verify --audience``), with its keys."""
+    from anchoring.view_verify import AudienceVerifier
+    from gateway.audience_keys import AudienceKeyring
+
+    ok = True
+    for a in cfg.audiences:
+        keys = {k.kid: k.key for k in AudienceKeyring(cfg.audience_key_dir, a.id).load()} if a.encrypt else None
+        verifier = AudienceVerifier(trust, a.id, a.purpose, keys)
+        for topic, payload, retained in collector.messages:
+            verifier.feed(topic, payload, retained)
+        report = verifier.report(chain)
+        print()
+        print(report.summary())
+        ok &= report.outcome is Outcome.VERIFIED
+    return ok
+
+
+def _audiences(o: DemoOptions, state_dir: Path) -> tuple[AudienceConfig, ...]:
+    """The ``[[audience]]`` tables of ``--audiences FILE``: a gateway configuration for this very gateway (its
+    id and state directory), the one ``tiyi members`` and ``tiyi keys audience`` are given."""
+    if o.audiences is None:
+        return ()
+    cfg = load_config(o.audiences)
+    if cfg.gateway_id != o.gateway_id or cfg.state_dir.resolve() != state_dir.resolve():
+        raise ConfigError(
+            f"{o.audiences}: [gateway] id and state_dir must be this run's ({o.gateway_id}, --state-dir "
+            f"{state_dir}): its bindings, consent and audience keys live there"
+        )
+    for a in cfg.audiences:
+        print(f"audience {a.id}: {a.purpose}, {a.jurisdiction}{', SM4-GCM' if a.encrypt else ''}")
+    return cfg.audiences
 
 
 class _Ticker:

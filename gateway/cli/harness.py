@@ -116,11 +116,19 @@ class StreamCollector:
     def report(
         self, verifier: StreamVerifier, report: Callable[[StreamVerifier], VerificationReport]
     ) -> VerificationReport:
-        """Feed everything received to ``verifier`` (after the run, so checking never competes with the
-        gateway for the loop) and return ``report(verifier)``."""
+        """Feed everything received of the site's own stream to ``verifier`` (after the run, so checking never
+        competes with the gateway for the loop) and return ``report(verifier)``. Audience views (``aud/``) are
+        each audience's own stream, checked by the audience verifier (``tiyi verify --audience``)."""
         for topic, payload, retained in self.messages:
-            verifier.feed(topic, payload, retained)
+            if not is_audience_topic(topic):
+                verifier.feed(topic, payload, retained)
         return report(verifier)
+
+
+def is_audience_topic(topic: str) -> bool:
+    """Whether ``topic`` is one of an audience's channels (``tiyi/v1/{region}/{gw}/aud/...``)."""
+    parts = topic.split("/")
+    return len(parts) > 4 and parts[4] == "aud"
 
 
 def says_offline(payload: bytes, gw: str) -> bool:

@@ -203,6 +203,39 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="trust the key each gateway announces (trust on first use); the result is never 'verified'",
     )
     p.add_argument(
+        "--audience",
+        default=None,
+        metavar="AUD",
+        help="verify this audience's view stream (aud/AUD/...) instead of the full stream",
+    )
+    p.add_argument(
+        "--audience-purpose",
+        default=None,
+        metavar="PURPOSE",
+        help="with --audience: the purpose you agreed with the gateway (views and consent are checked against "
+        "it, never against what a message claims)",
+    )
+    p.add_argument(
+        "--audience-key",
+        default=None,
+        type=Path,
+        metavar="FILE",
+        help="with --audience: the audience's SM4 keys, lines 'kid hex' (tiyi keys audience export); without it "
+        "sealed content is reported as not checked",
+    )
+    p.add_argument(
+        "--audience-clear",
+        action="store_true",
+        help="with --audience and --audience-key: accept views in clear (kid empty) instead of reporting not_sealed",
+    )
+    p.add_argument(
+        "--audience-from",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --audience: you joined the stream at source batch N; views before it are reported as not checked",
+    )
+    p.add_argument(
         "--idle",
         type=float,
         default=5.0,
@@ -226,7 +259,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("keys", help="manage the gateway's SM2 signing key")
+    p = sub.add_parser("keys", help="manage the gateway's SM2 signing key and the audiences' SM4 keys")
     ks = p.add_subparsers(dest="keys_cmd", required=True)
     g = ks.add_parser(
         "generate",
@@ -241,6 +274,16 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--force", action="store_true", help="replace an existing key (the old one is lost)")
     s = ks.add_parser("show", help="print the public key and key id of a private key file")
     s.add_argument("path", type=Path)
+    a = ks.add_parser(
+        "audience",
+        help="an audience's SM4 keys (encrypted views): new, rotate, list, export",
+        description="Keys live in <state_dir>/keys/audience/AUD/, one 0600 file per key id. The newest key "
+        "encrypts new views; older ones stay so unpublished views can be rebuilt. `export` prints "
+        "'kid hex' lines for the platform (hand them over out of band; they are secrets).",
+    )
+    a.add_argument("audience_cmd", choices=["new", "rotate", "list", "export"])
+    a.add_argument("aud", help="the audience id ([[audience]] id in the configuration)")
+    a.add_argument("--config", type=Path, required=True, help="the gateway's configuration (state dir, audiences)")
 
 
 def _add_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -429,6 +472,14 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="write every emitted frame (device, characteristic, raw bytes, time) to this CBOR sequence",
     )
+    r.add_argument(
+        "--audiences",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help="give the simulated gateway the [[audience]] tables of this gateway configuration (its [gateway] id "
+        "and state_dir must match --gateway-id and --state-dir, where `tiyi members` keeps bindings and consent)",
+    )
     _add_run_options(r)
 
 
@@ -471,7 +522,15 @@ def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="append",
         default=[],
         metavar="USER[=REGION,...]",
-        help="a read-only platform account: every region, or only those listed (repeatable)",
+        help="a read-only platform account of the site owner (reads readings too): every region, or only those "
+        "listed (repeatable)",
+    )
+    a.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="AUD[=REGION,...]",
+        help="an audience's read-only account: its own view (aud/AUD/) and the proof topics, never data/ (repeatable)",
     )
     a.add_argument("-o", "--output", type=Path, default=None, help="write the file here (default: standard output)")
 
@@ -591,6 +650,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     from gateway.keys import generate_keypair, load_signer
 
+    if args.keys_cmd == "audience":
+        from gateway.audience_keys import audience_keys_main
+
+        return audience_keys_main(args.config, args.audience_cmd, args.aud)
     if args.keys_cmd == "generate":
         priv, pub = generate_keypair(args.dir, force=args.force)
         signer = load_signer(priv)

@@ -16,22 +16,24 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from anchoring.capture import read_capture, write_capture_item
 from anchoring.chain import ADDRESS_SIZE, ChainReader
 from anchoring.errors import AnchoringError, CaptureError
 from anchoring.readers import point_verifier
-from anchoring.stream_verifier import StreamVerifier
+from anchoring.stream_verifier import StreamVerifier, VerificationReport
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
+from anchoring.view_verify import AudienceReport, AudienceVerifier, parse_audience_keys
 from edge import cbor
+from edge.consent import PURPOSES
 from edge.errors import EdgeError
 from edge.record import check_id
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
 from gateway.errors import ConfigError
-from gateway.mqtt import CLI_NAMES, PahoSubscriber, client_settings
+from gateway.mqtt import CLI_NAMES, PahoSubscriber, client_settings, read_secret_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,11 @@ class VerifyOptions:
     duration: float | None = None
     require_complete: bool = False
     json: bool = False
+    audience: str | None = None  # verify this audience's view stream (contract 1.3) instead of the full stream
+    audience_purpose: str | None = None  # the purpose agreed with the gateway: never taken from a message
+    audience_key: Path | None = None  # the audience's SM4 keys, lines "kid hex"
+    audience_clear: bool = False  # with keys: accept views in clear (kid "") instead of reporting not_sealed
+    audience_from: int | None = None  # a late joiner's declared first batch (views before it: not checked)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VerifyOptions:
@@ -89,6 +96,11 @@ class VerifyOptions:
             duration=a["duration"],
             require_complete=a["require_complete"],
             json=a["json"],
+            audience=a.get("audience"),
+            audience_purpose=a.get("audience_purpose"),
+            audience_key=a.get("audience_key"),
+            audience_clear=bool(a.get("audience_clear", False)),
+            audience_from=a.get("audience_from"),
         )
 
 
@@ -243,7 +255,46 @@ class Liveness:
         return not self.heard or bool(self._down)
 
 
-async def _listen(opts: VerifyOptions, verifier: StreamVerifier, save: BinaryIO | None) -> int:
+class _Sink(Protocol):
+    def feed(self, topic: str, payload: bytes, retained: bool = False) -> None: ...
+
+
+def audience_verifier(opts: VerifyOptions, trust: TrustPolicy) -> AudienceVerifier:
+    """``--audience AUD --audience-purpose P [--audience-key FILE]``: the audience and its purpose are the
+    platform's own settings; the key file is a secret (owner-only, like a password file)."""
+    assert opts.audience is not None
+    if opts.audience_purpose not in PURPOSES:
+        raise ConfigError(f"--audience needs --audience-purpose, one of: {', '.join(PURPOSES)}")
+    if opts.rollup_rpc or opts.require_complete:
+        raise ConfigError("--rollup-rpc and --require-complete check the full stream; they do not apply to --audience")
+    try:
+        check_id(opts.audience, "--audience")
+        if opts.gateway != "+":
+            check_id(opts.gateway, "--gateway")
+    except EdgeError as exc:
+        raise ConfigError(str(exc)) from exc
+    keys = None
+    if opts.audience_key is not None:
+        try:
+            keys = parse_audience_keys(read_secret_file(opts.audience_key, "--audience-key"))
+        except EdgeError as exc:
+            raise ConfigError(f"--audience-key {opts.audience_key}: {exc}") from exc
+    if opts.audience_from is not None and (type(opts.audience_from) is not int or opts.audience_from < 1):
+        raise ConfigError(f"--audience-from is a batch number from 1, not {opts.audience_from!r}")
+    # --gateway restricts what is verified on a capture as on a broker (there it is the subscription too).
+    gateways = None if opts.gateway == "+" else frozenset({opts.gateway})
+    return AudienceVerifier(
+        trust,
+        opts.audience,
+        opts.audience_purpose,
+        keys,
+        clear=opts.audience_clear,
+        start=opts.audience_from,
+        gateways=gateways,
+    )
+
+
+async def _listen(opts: VerifyOptions, verifier: _Sink, save: BinaryIO | None) -> int:
     if opts.broker is None:
         raise ConfigError("give exactly one of --broker URL or --capture FILE")
     topic = f"tiyi/v1/{opts.region}/{opts.gateway}/#"
@@ -299,8 +350,18 @@ def verify_main(opts: VerifyOptions) -> int:
     for flag, value in (("--idle", opts.idle), ("--wait", opts.wait), ("--duration", opts.duration)):
         if value is not None and not (math.isfinite(value) and 0 < value <= 86_400):
             raise ConfigError(f"{flag} must be a number of seconds from 0 to 86400, not {value!r}")
+    if opts.audience is None and (
+        opts.audience_purpose is not None
+        or opts.audience_key is not None
+        or opts.audience_clear
+        or opts.audience_from is not None
+    ):
+        raise ConfigError("--audience-purpose, --audience-key, --audience-clear and --audience-from go with --audience")
     chain = chain_checker(opts)
-    verifier = StreamVerifier(trust_policy(opts, chain))
+    trust = trust_policy(opts, chain)
+    verifier: StreamVerifier | AudienceVerifier = (
+        audience_verifier(opts, trust) if opts.audience is not None else StreamVerifier(trust)
+    )
     rollups = rollup_checkers(opts.rollup_rpc)
     if opts.capture is not None:
         try:
@@ -317,9 +378,13 @@ def verify_main(opts: VerifyOptions) -> int:
         with contextlib.ExitStack() as stack:
             save: BinaryIO | None = stack.enter_context(opts.save.open("ab")) if opts.save else None
             n = asyncio.run(_listen(opts, verifier, save))
-    report = verifier.report(
-        chain, require_complete=opts.require_complete, rollup_targets=list(rollups), rollup_chains=rollups
-    )
+    report: VerificationReport | AudienceReport
+    if isinstance(verifier, AudienceVerifier):
+        report = verifier.report(chain)
+    else:
+        report = verifier.report(
+            chain, require_complete=opts.require_complete, rollup_targets=list(rollups), rollup_chains=rollups
+        )
     if opts.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -11,7 +11,8 @@ The journal is synchronous and single-writer: the gateway calls it from one dedi
 Each public method is one transaction, so every state the file can be in after a crash is a state
 the gateway can resume from. ``SqliteJournal`` owns the file (``file.JournalFile``, the one connection) and
 its parts, one concern each: ``records`` (append, delivery), ``batches``, ``anchors`` (the anchor queue for
-batches and roll-ups) and ``maintenance`` (retention's purge); a stage is given only the parts it uses.
+batches and roll-ups), ``maintenance`` (retention's purge) and ``views`` (each audience's view manifests); a
+stage is given only the parts it uses.
 """
 
 from gateway.journal.anchors import AnchorQueue
@@ -21,11 +22,13 @@ from gateway.journal.maintenance import Maintenance, Purged
 from gateway.journal.records import RecordLog
 from gateway.journal.schema import BATCH_QUEUE, SCHEMA_VERSION
 from gateway.journal.sqlite import JournalStats, SqliteJournal
+from gateway.journal.views import AudienceProgress, SourceBatch, ViewJournal, ViewRow
 
 __all__ = [
     "BATCH_QUEUE",
     "SCHEMA_VERSION",
     "AnchorQueue",
+    "AudienceProgress",
     "BatchAnchor",
     "BatchRow",
     "BatchStore",
@@ -34,5 +37,8 @@ __all__ = [
     "Maintenance",
     "Purged",
     "RecordLog",
+    "SourceBatch",
     "SqliteJournal",
+    "ViewJournal",
+    "ViewRow",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import JournalError, JournalFull
-from gateway.journal.schema import MIGRATE_1_TO_2, SCHEMA, SCHEMA_VERSION
+from gateway.journal.schema import MIGRATE_1_TO_2, MIGRATE_2_TO_3, SCHEMA, SCHEMA_VERSION, VIEW_SCHEMA
 
 log = logging.getLogger("tiyi.journal")
 
@@ -49,7 +49,7 @@ class JournalFile:
                 raise JournalError(
                     f"journal {path} is corrupt ({check}); keep the file for analysis and restore from backup"
                 )
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + VIEW_SCHEMA)
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
                 conn.execute("BEGIN IMMEDIATE")
@@ -63,6 +63,10 @@ class JournalFile:
                 _migrate(conn, MIGRATE_1_TO_2)
                 log.info("journal %s upgraded from schema 1 to 2 (one anchor queue for batches and roll-ups)", path)
                 rows["schema"] = "2"
+            if rows.get("schema") == "2" and rows.get("gw") == gw:
+                _migrate(conn, MIGRATE_2_TO_3)
+                log.info("journal %s upgraded from schema 2 to 3 (audience views)", path)
+                rows["schema"] = "3"
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         except JournalError:

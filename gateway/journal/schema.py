@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the audience tables (gateway/journal/views.py)
 BATCH_QUEUE = "*batch"  # the per-batch anchor queue's key (no target name starts with '*')
 
 ADD_JOB = (
@@ -72,3 +72,37 @@ CREATE TABLE IF NOT EXISTS anchor_jobs (
     PRIMARY KEY (queue, number)
 );
 """
+
+VIEW_SCHEMA = """
+-- Each audience's view of each source batch from first_n on: the signed view manifest, the ledger head it
+-- was built at, and whether its records and then its manifest were acknowledged by the broker.
+CREATE TABLE IF NOT EXISTS views (
+    aud TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    consent_n INTEGER NOT NULL,
+    signed BLOB NOT NULL,
+    records_published INTEGER NOT NULL DEFAULT 0,
+    published INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (aud, n)
+);
+-- Per audience: the first source batch it gets a view of (the next batch when it was first configured).
+CREATE TABLE IF NOT EXISTS audiences (
+    aud TEXT PRIMARY KEY,
+    first_n INTEGER NOT NULL
+);
+-- Per audience and purpose: the consent ledger number up to which that purpose's events were acknowledged on
+-- the audience's consent topic. Keyed by the purpose too: an audience whose purpose is changed has published
+-- none of the new purpose's events, whatever number the old purpose's events reached.
+CREATE TABLE IF NOT EXISTS audience_consent (
+    aud TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    PRIMARY KEY (aud, purpose)
+);
+"""
+
+# Schema 2 had no audience tables; the journal's script creates them (IF NOT EXISTS) before this runs.
+MIGRATE_2_TO_3: list[tuple[str, tuple[str, ...]]] = [
+    *((stmt.strip(), ()) for stmt in VIEW_SCHEMA.split(";") if "CREATE" in stmt),
+    ("UPDATE meta SET value = '3' WHERE key = 'schema'", ()),
+]

@@ -11,6 +11,7 @@ from gateway.journal.file import JournalFile
 from gateway.journal.maintenance import Maintenance
 from gateway.journal.records import RecordLog
 from gateway.journal.schema import BATCH_QUEUE
+from gateway.journal.views import ViewJournal
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class SqliteJournal:
         self.batches = BatchStore(file, self.records)
         self.anchors = AnchorQueue(file, self.batches)
         self.maintenance = Maintenance(file, self.records)
+        self.views = ViewJournal(file, self.records, self.batches)
 
     @classmethod
     def open(cls, path: Path, gw: str) -> SqliteJournal:

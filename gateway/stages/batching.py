@@ -95,6 +95,7 @@ class Batching:
         )
         self._wakes.publish.set()
         self._wakes.anchor.set()
+        self._wakes.views.set()
 
     async def rollup_loop(self, rollup: RollupConfig) -> None:
         """Every period (and when draining), roll up the batches closed since the previous roll-up."""

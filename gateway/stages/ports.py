@@ -83,6 +83,12 @@ class Purger(Protocol):
     def purge(self, older_than_t: int, max_batches: int = ...) -> Purged | None: ...
 
 
+class PurgeLimit(Protocol):
+    """Retention: how many batches may be considered without taking records an audience's view still needs."""
+
+    def purge_limit(self, auds: Sequence[str], most: int) -> int: ...
+
+
 class JournalErrorPolicy(StrEnum):
     """What a stage does when the journal fails it; each stage has exactly one."""
 
@@ -160,6 +166,7 @@ class Wakes:
     batch: Wake = field(default_factory=Wake)
     anchor: Wake = field(default_factory=Wake)
     head: Wake = field(default_factory=Wake)  # a batch's publication was recorded: the head can move on
+    views: Wake = field(default_factory=Wake)  # a batch closed: the audiences' views are due
 
 
 class CallHung(TimeoutError):

@@ -25,13 +25,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.services import free_port
-from gateway.broker_acl import parse_gateway, parse_platform, render_acl
+from gateway.broker_acl import parse_audience, parse_gateway, parse_platform, render_acl
 from tests.conftest import ROOT
 from tests.integration.private_broker import Pki, make_pki, mosquitto_with, password_file
 
 DEPLOY = ROOT / "deploy" / "mosquitto"
 GW, OTHER_GW, PLATFORM = "gw-sz-futian-001", "gw-gz-tianhe-001", "platform-health-bureau"
-PASSWORDS = {GW: "gw-pass", OTHER_GW: "other-pass", PLATFORM: "platform-pass", "observer": "observer-pass"}
+AUDIENCE, HK_AUDIENCE = "platform-health", "hku-research"  # every region; Hong Kong and Shenzhen only
+PASSWORDS = {
+    GW: "gw-pass",
+    OTHER_GW: "other-pass",
+    PLATFORM: "platform-pass",
+    AUDIENCE: "audience-pass",
+    HK_AUDIENCE: "hk-pass",
+    "observer": "observer-pass",
+}
 OWN = f"tiyi/v1/shenzhen/{GW}"
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 _ids = itertools.count()
@@ -40,7 +48,9 @@ _ids = itertools.count()
 def test_the_shipped_acl_is_what_the_generator_writes() -> None:
     """The file in deploy/ is `tiyi broker acl` output, not hand-edited: the test below runs what ships."""
     expected = render_acl(
-        [parse_gateway(f"shenzhen/{GW}"), parse_gateway(f"guangzhou/{OTHER_GW}")], [parse_platform(PLATFORM)]
+        [parse_gateway(f"shenzhen/{GW}"), parse_gateway(f"guangzhou/{OTHER_GW}")],
+        [parse_platform(PLATFORM)],
+        [parse_audience(AUDIENCE), parse_audience(f"{HK_AUDIENCE}=hongkong,shenzhen")],
     )
     assert (DEPLOY / "tiyi.acl").read_text() == expected
     assert "pattern" not in "\n".join(x for x in expected.splitlines() if not x.startswith("#"))
@@ -245,4 +255,60 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(broker: Broker, proto
             assert c.connack is not None and c.connack.is_failure, (user, c.connack)
             assert c.connack.value in (0x86, 0x87), c.connack  # bad user name or password / not authorized
         finally:
+            c.close()
+
+
+OTHER = f"tiyi/v1/guangzhou/{OTHER_GW}"
+# What the two gateways publish in the audience test: (topic, may platform-health read it, may hku-research).
+AUDIENCE_TOPICS = [
+    (f"{OWN}/aud/{AUDIENCE}/data/ble-1", True, False),
+    (f"{OWN}/aud/{AUDIENCE}/view", True, False),
+    (f"{OWN}/aud/{AUDIENCE}/consent", True, False),
+    (f"{OWN}/aud/{HK_AUDIENCE}/data/ble-1", False, True),
+    (f"{OWN}/aud/{HK_AUDIENCE}/view", False, True),
+    (f"{OWN}/batch", True, True),
+    (f"{OWN}/head", True, True),
+    (f"{OWN}/anchor", True, True),
+    (f"{OWN}/anchor/state", True, True),
+    (f"{OWN}/key", True, True),
+    (f"{OWN}/rollup/health_supervision", True, True),
+    (f"{OWN}/data/ble-1", False, False),  # readings: the site owner's platform only
+    (f"{OWN}/devices/ble-1/state", False, False),
+    (f"{OWN}/aud/{AUDIENCE}x/view", False, False),  # a look-alike audience id
+    (f"{OTHER}/aud/{AUDIENCE}/view", True, False),  # guangzhou: not a region hku-research may read
+    (f"{OTHER}/batch", True, False),
+    (f"{OTHER}/data/ble-9", False, False),
+]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_an_audience_reads_only_its_own_view_and_the_proofs(broker: Broker, observer: Client, protocol: str) -> None:
+    """Subscribed to everything it may ask for, each audience account receives exactly its rows of the table."""
+    health, hk = connect(broker, AUDIENCE, protocol), connect(broker, HK_AUDIENCE, protocol)
+    gw, other = connect(broker, GW), connect(broker, OTHER_GW)
+    try:
+        for account in (health, hk):
+            assert account.connack is not None and not account.connack.is_failure
+            for topic in ("tiyi/v1/#", "#", f"{OWN}/data/#", f"{OWN}/aud/+/#"):
+                refused_or_granted_empty(account.subscribe(topic))
+        payload = f"aud-{protocol}".encode()
+        for topic, _, _ in AUDIENCE_TOPICS:
+            sender = gw if topic.startswith(OWN) else other
+            assert not sender.publish(topic, payload).is_failure, topic
+        for account in (health, hk):  # an audience writes nothing, not even to its own topics
+            ack = account.publish(f"{OWN}/aud/{AUDIENCE}/view", b"forged")
+            assert ack.is_failure if protocol == "5" else True
+        got = _fenced(observer, gw, f"aud-fence-{protocol}".encode())
+        assert all((t, payload) in got for t, _, _ in AUDIENCE_TOPICS)  # every message was really sent
+        assert not [m for m in got if m[1] == b"forged"]
+        # Delivery to one subscriber follows the broker's order for that connection: the fence arrives last
+        # to the observer; a marker on a proof topic fences the audience accounts.
+        marker = f"aud-marker-{protocol}".encode()
+        assert not gw.publish(f"{OWN}/head", marker).is_failure
+        _wait(lambda: (f"{OWN}/head", marker) in health.received() and (f"{OWN}/head", marker) in hk.received())
+        for account, column in ((health, 1), (hk, 2)):
+            seen = {t for t, p in account.received() if p == payload}
+            assert seen == {row[0] for row in AUDIENCE_TOPICS if row[column]}, account.c._client_id
+    finally:
+        for c in (health, hk, gw, other):
             c.close()

@@ -45,3 +45,30 @@ def test_every_selector_and_the_event_topic_are_the_contracts() -> None:
         canonical = f"{name}({','.join(i['type'] for i in abi[name]['inputs'])})"
         digest = Web3.keccak(text=canonical).hex().removeprefix("0x")
         assert given == "0x" + (digest if abi[name]["type"] == "event" else digest[:8]), canonical
+
+
+def test_the_sealed_view_record_example_opens_with_the_documented_key_and_iv() -> None:
+    """Contract 1.3: the sealed example is what build_view makes of the record example, and opens as documented."""
+    from dataclasses import replace
+
+    from edge.sealing import derive_iv, open_sealed
+    from edge.view import AudienceSpec, ViewRule, build_view
+
+    section = DOC.split("### Sealed records (SM4-GCM)", 1)[1].split("### View manifest", 1)[0]
+    data = bytes.fromhex("".join(section.split("```")[1].split()))
+    key = bytes.fromhex(re.search(r"key\s+`([0-9a-f]{32})` \(id `k1`\)", section).group(1))  # type: ignore[union-attr]
+    iv = re.search(r"its IV is\s+`([0-9a-f]{24})`", section).group(1)  # type: ignore[union-attr]
+    plain = re.search(r"its plaintext\s+`([0-9a-f]+)`", section).group(1)  # type: ignore[union-attr]
+    rec = Record.from_bytes(data)
+    aad = bytes(replace(rec, enc=None))
+    derived = derive_iv(key, "health-platform", rec.gw, rec.seq, plaintext=bytes.fromhex(plain), aad=aad)
+    assert rec.enc is not None and rec.enc["iv"].hex() == iv == derived.hex()
+    assert open_sealed({"k1": key}, rec.enc, bytes(replace(rec, enc=None))).hex() == plain
+    block = DOC.split("and its exact bytes (the salt is normally random):", 1)[1].split("```")[1]
+    source = replace(Record.from_bytes(bytes.fromhex("".join(block.split()))), sub="sub-0123456789abcdef")
+    spec = AudienceSpec("health-platform", "health_management", {"*": ViewRule(drop_raw=True)}, key=("k1", key))
+    salt = bytes.fromhex("101112131415161718191a1b1c1d1e1f")
+    records, _ = build_view(
+        [source], 1, bytes(32), spec, "shenzhen", lambda s, p: True, 1, lambda q: salt, consent_count=1, since=1
+    )
+    assert records == [data]

@@ -80,6 +80,41 @@ def test_topics() -> None:
     assert (d.channel, d.dev) == ("devices", "ble-0123")
 
 
+def test_audience_topics() -> None:
+    """Contract 1.3: an audience's own channels, parsed apart from the site's full stream."""
+    t = Topics("shenzhen", "gw-1")
+    assert t.aud_data("research-hk", "hr-1") == "tiyi/v1/shenzhen/gw-1/aud/research-hk/data/hr-1"
+    assert t.aud_view("research-hk") == "tiyi/v1/shenzhen/gw-1/aud/research-hk/view"
+    assert t.aud_consent("research-hk") == "tiyi/v1/shenzhen/gw-1/aud/research-hk/consent"
+    d = parse_topic(t.aud_data("research-hk", "hr-1"))
+    assert (d.region, d.gw, d.channel, d.dev, d.aud) == ("shenzhen", "gw-1", "aud_data", "hr-1", "research-hk")
+    v, c = parse_topic(t.aud_view("a1")), parse_topic(t.aud_consent("a1"))
+    assert (v.channel, v.aud, v.dev, c.channel, c.aud) == ("aud_view", "a1", None, "aud_consent", "a1")
+    assert parse_topic(t.data("hr-1")).aud is None
+    for bad in ("a b", "+", "#", ""):
+        with pytest.raises(CodecError):
+            t.aud_view(bad)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "tiyi/v1/r/g/aud",
+        "tiyi/v1/r/g/aud/a1",
+        "tiyi/v1/r/g/aud/a1/data",
+        "tiyi/v1/r/g/aud/a1/data/d/x",
+        "tiyi/v1/r/g/aud/a1/view/x",
+        "tiyi/v1/r/g/aud/a1/consent/x",
+        "tiyi/v1/r/g/aud/a1/batch",
+        "tiyi/v1/r/g/aud/+/view",
+        "tiyi/v1/r/g/aud/a 1/view",
+    ],
+)
+def test_bad_audience_topics(topic: str) -> None:
+    with pytest.raises(CodecError):
+        parse_topic(topic)
+
+
 @pytest.mark.parametrize(
     "topic",
     [

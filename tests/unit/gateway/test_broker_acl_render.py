@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker_acl import parse_gateway, parse_platform, render_acl
+from gateway.broker_acl import parse_audience, parse_gateway, parse_platform, render_acl
 from gateway.cli import main
 from gateway.errors import ConfigError
 
@@ -83,3 +83,30 @@ def test_the_command_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["broker", "acl", "--gateway", "beijing/gw-1"]) == 2
     assert "23 regions" in capsys.readouterr().err
     assert main(["broker", "acl"]) == 2
+
+
+def test_an_audience_reads_its_own_view_and_the_proofs_only() -> None:
+    text = render_acl([parse_gateway("shenzhen/gw-1")], [], [parse_audience("hku=hongkong,shenzhen")])
+    proofs = ["batch", "head", "anchor", "anchor/state", "key", "rollup/+"]
+    assert _sections(text)["hku"] == [
+        line
+        for region in ("hongkong", "shenzhen")
+        for line in (
+            f"topic read tiyi/v1/{region}/+/aud/hku/#",
+            *(f"topic read tiyi/v1/{region}/+/{c}" for c in proofs),
+        )
+    ]
+    everywhere = _sections(render_acl([], [], [parse_audience("aud-1")]))["aud-1"]
+    assert everywhere[0] == "topic read tiyi/v1/+/+/aud/aud-1/#"
+    assert not [rule for rule in everywhere if "data" in rule or (rule.endswith("/#") and "/aud/" not in rule)]
+
+
+@pytest.mark.parametrize("spec", ["aud=beijing", "aud#", "a+b", "aud\ntopic read #", "=shenzhen", ""])
+def test_malformed_audiences_are_refused(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_audience(spec)
+
+
+def test_an_audience_may_not_share_a_name_with_another_account() -> None:
+    with pytest.raises(ConfigError, match="used twice: p"):
+        render_acl([], [parse_platform("p")], [parse_audience("p")])

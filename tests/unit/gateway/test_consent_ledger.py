@@ -75,3 +75,37 @@ def test_members_grant_and_withdraw_commands(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "unknown purpose" in err and "Traceback" not in err
     assert "M-77" not in (state / CONSENT_FILE).read_text()
+
+
+def test_a_running_ledger_sees_events_another_process_recorded(tmp_path: Path) -> None:
+    """The gateway's ledger picks up a withdrawal `tiyi members withdraw` wrote, and answers as of any head."""
+    running = ConsentLedger(tmp_path, "gw-1", SIGNER)
+    assert not running.reload() and running.head == 0
+    cli = ConsentLedger(tmp_path, "gw-1", SIGNER)
+    cli.record(SUB, "research", True, 1)
+    cli.record(SUB, "insurance", True, 2)
+    assert running.reload() and running.head == 2 and running.allows(SUB, "research")
+    ConsentLedger(tmp_path, "gw-1", SIGNER).record(SUB, "research", False, 3)
+    assert running.reload() and not running.allows(SUB, "research")
+    assert running.allows_at(2)(SUB, "research") and not running.allows_at(0)(SUB, "research")
+    assert not running.allows_at(3)(SUB, "research") and not running.allows_at(2)(None, "research")
+    assert [n for n, _ in running.events_for("research", 0, 3)] == [1, 3]
+    assert [n for n, _ in running.events_for("research", 1, 3)] == [3]
+    running.record(SUB, "research", True, 4)  # continues the chain the other process extended
+    assert check_consent_chain(ConsentLedger(tmp_path, "gw-1", SIGNER).signed_events(), "gw-1", SIGNER)
+
+
+def test_a_replaced_ledger_that_drops_events_is_refused_on_reload(tmp_path: Path) -> None:
+    """Fail closed: a file rolled back to fewer events (a restored old backup, a tampering) would resurrect a
+    withdrawn consent; the running ledger refuses it and keeps what it had."""
+    running = ConsentLedger(tmp_path, "gw-1", SIGNER)
+    running.record(SUB, "research", True, 1)
+    old = (tmp_path / CONSENT_FILE).read_text()
+    running.record(SUB, "research", False, 2)
+    (tmp_path / CONSENT_FILE).write_text(old + "\n")
+    with pytest.raises(ConsentError, match="no longer holds"):
+        running.reload()
+    assert not running.allows(SUB, "research") and running.head == 2
+    (tmp_path / CONSENT_FILE).write_text(json.dumps(["00"]))
+    with pytest.raises(ConsentError, match=r"does not verify|not a consent ledger"):
+        running.reload()

@@ -14,7 +14,7 @@ from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record
 from edge.sm2 import generate_signer
 from gateway.errors import JournalError
-from gateway.journal import SqliteJournal
+from gateway.journal import SCHEMA_VERSION, SqliteJournal
 
 SIGNER = generate_signer()
 
@@ -263,12 +263,12 @@ def test_a_schema_1_journal_is_upgraded_in_place_and_loses_nothing(tmp_path: Pat
     assert [x.number for x in j.anchors.anchor_jobs(["pending"], "health_supervision")] == [1]
     assert j.anchors.unpublished_receipts("judicial") == [] and j.anchors.rollups_open() == 2
     j.close()
-    again = sqlite3.connect(path)  # upgraded in place, once: the old tables are gone, the schema says 2
-    assert again.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    again = sqlite3.connect(path)  # upgraded in place, once: the old tables are gone, the schema is current
+    assert again.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(SCHEMA_VERSION),)
     tables = {n for (n,) in again.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert not tables & {"anchors", "rollups"} and "anchor_jobs" in tables
     again.close()
-    assert SqliteJournal.open(path, "gw-fixture").anchors.anchor_jobs(["final"]) != []  # and opens again as schema 2
+    assert SqliteJournal.open(path, "gw-fixture").anchors.anchor_jobs(["final"]) != []  # and opens again
 
 
 def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -276,9 +276,9 @@ def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 
     SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1").close()
     conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION + 1),))
     conn.close()
-    with pytest.raises(JournalError, match="schema 3"):
+    with pytest.raises(JournalError, match=f"schema {SCHEMA_VERSION + 1}"):
         SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,36 @@ def test_a_nonsensical_retention_setting_is_refused(tmp_path: Path, setting: str
     path.write_text(f"[retention]\n{setting}\n")
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path)
+
+
+def test_records_an_audience_view_still_needs_are_kept(tmp_path: Path) -> None:
+    """A view not yet published is rebuilt from its source records: retention stops before that batch, and
+    goes on once the view is published."""
+    j = SqliteJournal.open(tmp_path / "j.sqlite3", "gw-1")
+    j.records.append(_records(1, 60, T0))
+    prev = GENESIS_PREV
+    for b, (first, last) in enumerate(((1, 20), (21, 40), (41, 60)), 1):
+        prev = _close(j, b, first, last, prev)
+        _finish(j, b)
+    views = j.views
+    conn_first = views.start("aud-1")
+    assert conn_first == 4
+    conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    conn.execute("UPDATE audiences SET first_n = 1 WHERE aud = 'aud-1'")  # as if configured from the start
+    conn.close()
+    views.add_view("aud-1", 1, 0, b"view-1")
+    views.mark_published("aud-1", 1)
+    views.add_view("aud-1", 2, 0, b"view-2")  # built, not yet published
+    health, worker = Health(), Worker("test-journal")
+    stage = Retention(RetentionConfig(max_age_days=1), j.maintenance, worker, health, j.views, ["aud-1"])
+    try:
+        assert asyncio.run(stage.purge_once(now_ms=T0 + 100 * DAY_MS)) == 20  # batch 1 only
+        assert asyncio.run(stage.purge_once(now_ms=T0 + 100 * DAY_MS)) == 0  # batch 2's view is pending
+        views.mark_published("aud-1", 2)
+        assert asyncio.run(stage.purge_once(now_ms=T0 + 100 * DAY_MS)) == 20  # batch 3 has no view yet
+        views.add_view("aud-1", 3, 0, b"view-3")
+        views.mark_published("aud-1", 3)
+        assert asyncio.run(stage.purge_once(now_ms=T0 + 100 * DAY_MS)) == 20
+    finally:
+        worker.shutdown()
+    j.close()

@@ -1,0 +1,354 @@
+"""Audiences: each configured platform's own view of every closed batch, built, signed, journaled, published.
+
+When a batch closes, each audience's view is built by the pure :func:`edge.view.build_view` from the batch's
+journaled records, the consent ledger as it stands at that moment (re-read if ``tiyi members`` changed it),
+salts derived from the site secret, and the audience's SM4 key when it encrypts. The signed view manifest is
+journaled (no readings in it); the view records are not: after a reconnect or restart they are rebuilt from the
+source records, byte-identical, with the consent head and key id the manifest names.
+
+Publication per audience, at least once and in this order: the consent events of its purpose up to the head
+a view was built at (``aud/<id>/consent``), then the view's records (``aud/<id>/data/<dev>``), then its
+manifest (``aud/<id>/view``). Each step is recorded in the journal only after the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from edge.errors import EdgeError
+from edge.record import Record, encode_data_message
+from edge.signing import Signer
+from edge.topics import Topics
+from edge.view import (
+    AGGREGATED,
+    AudienceSpec,
+    SignedView,
+    ViewManifest,
+    ViewRule,
+    build_view,
+    derive_view_salt,
+    sign_view,
+)
+from gateway.audience_config import AudienceConfig
+from gateway.audience_keys import AudienceKeyring
+from gateway.consent import ConsentLedger
+from gateway.errors import GatewayError, JournalError, PublishError
+from gateway.journal import BatchStore, RecordLog, SourceBatch, ViewJournal, ViewRow
+from gateway.mqtt import Publisher
+from gateway.stages.ports import Health, JournalErrorPolicy, Wake, Worker
+
+log = logging.getLogger("tiyi.gateway")
+
+CACHE_VIEWS = 16  # built views kept in memory until published; past this they are rebuilt when due
+PUBLISH_AHEAD = 16  # unpublished views handled per audience per round
+
+
+@dataclass(frozen=True)
+class AudienceSetup:
+    """What the stage needs besides the journal: the consent ledger, the site secret (view salts) and where
+    the audiences' keys live."""
+
+    ledger: ConsentLedger
+    site_secret: bytes
+    keyrings: dict[str, AudienceKeyring]
+
+
+def audience_spec(a: AudienceConfig, key: tuple[str, bytes] | None) -> AudienceSpec:
+    rules = {
+        kind: ViewRule(drop_raw=r.drop_raw, time_s=r.time_s, round_digits=r.round, aggregate=r.aggregate)
+        for kind, r in a.minimise
+    }
+    return AudienceSpec(
+        aud=a.id,
+        purpose=a.purpose,
+        rules=rules,
+        unbound=a.unbound,
+        jurisdiction=a.jurisdiction,  # type: ignore[arg-type]  # AudienceSpec converts and checks it
+        legal_basis=a.legal_basis or "none",  # type: ignore[arg-type]
+        key=key,
+        legal_basis_ref=a.legal_basis_ref,
+        min_n=a.min_n,
+    )
+
+
+async def _all_acked(futs: list[asyncio.Future[None]]) -> None:
+    """Wait for every ack; the first failure is raised once all have settled (none is left unretrieved)."""
+    for result in await asyncio.gather(*futs, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
+def withheld_counts(m: ViewManifest) -> Counter[str]:
+    """Source records not sent one by one, per reason (aggregated ones are in an aggregate record)."""
+    out: Counter[str] = Counter()
+    for reason, first, last in m.withheld:
+        out[reason] += last - first + 1
+    return out
+
+
+class Audiences:
+    """Builds and publishes the views; counts per audience for /metrics."""
+
+    journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
+
+    def __init__(
+        self,
+        gw: str,
+        region: str,
+        topics: Topics,
+        audiences: Sequence[AudienceConfig],
+        setup: AudienceSetup,
+        signer: Signer,
+        records: RecordLog,
+        batches: BatchStore,
+        views: ViewJournal,
+        worker: Worker,
+        publisher: Publisher,
+        health: Health,
+        wake: Wake,
+        per_message: int,
+    ) -> None:
+        self._gw, self._region, self._topics, self._audiences = gw, region, topics, tuple(audiences)
+        self._setup, self._signer, self._per_message = setup, signer, per_message
+        self._records, self._batches, self._worker, self._publisher, self._health, self._wake = (
+            records,
+            batches,
+            worker,
+            publisher,
+            health,
+            wake,
+        )
+        self._views = views
+        self._cache: dict[tuple[str, int], list[bytes]] = {}
+        self._since: dict[str, int] = {}  # each audience's first source batch (journaled, stable across restarts)
+        self.view_records: Counter[str] = Counter()  # view records built, per audience
+        self.withheld: Counter[tuple[str, str]] = Counter()  # source records withheld, per (audience, reason)
+        self.views_built: Counter[str] = Counter()
+        self.views_published: Counter[str] = Counter()
+        self.rebuild_failures = 0
+        self.withdrawn_views: Counter[str] = Counter()  # views published without records: withdrawn since built
+        self._last_problem: str | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.id for a in self._audiences]
+
+    def reconnected(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._since = await self._worker.call(lambda: {a: self._views.start(a) for a in self.ids})
+        while True:
+            await self._wake.wait(0.5)
+            try:
+                await self._build_due()
+                if self._publisher.connected:
+                    await self._publish_due()
+                self._last_problem = None
+            except PublishError as exc:
+                self._health.metrics.publish_failures += 1
+                log.debug("audience view not sent: %s", exc)
+                await asyncio.sleep(0.1)
+            except JournalError as exc:
+                self._health.journal_failed(self.journal_errors, "could not build or record an audience view", exc)
+                await asyncio.sleep(1.0)
+            except (GatewayError, EdgeError) as exc:  # a consent ledger or key that cannot be used: views wait
+                self._problem(f"audience views wait: {exc}")
+                await asyncio.sleep(1.0)
+
+    def _problem(self, text: str) -> None:
+        if text != self._last_problem:  # once per distinct problem, not every second
+            log.error("%s", text)
+            self._health.last_error = text
+        self._last_problem = text
+
+    # ------------------------------------------------------------------ building
+    async def _build_due(self) -> None:
+        last = await self._worker.call(self._batches.last_batch)
+        if last is None:
+            return
+        for a in self._audiences:
+            while (n := await self._worker.call(self._views.next_view, a.id)) <= last.batch:
+                await self._build(a, n)
+
+    async def _source(self, n: int) -> tuple[SourceBatch, list[bytes]]:
+        src = await self._worker.call(self._views.source_batch, n)
+        if src is None:
+            raise JournalError(f"batch {n} is not in the journal")
+        return src, await self._worker.call(self._records.read, src.first_seq, src.last_seq)
+
+    async def _build(self, a: AudienceConfig, n: int) -> None:
+        src, raw = await self._source(n)
+        loop = asyncio.get_running_loop()
+        records, manifest, signed, consent_n = await loop.run_in_executor(None, self._make_new, a, src, raw)
+        await self._worker.call(self._views.add_view, a.id, n, consent_n, bytes(signed))
+        if len(self._cache) < CACHE_VIEWS:
+            self._cache[(a.id, n)] = records
+        self.views_built[a.id] += 1
+        self.view_records[a.id] += manifest.count
+        counts = withheld_counts(manifest)
+        for reason, k in counts.items():
+            self.withheld[(a.id, reason)] += k
+        blocked = {r: k for r, k in counts.items() if r != AGGREGATED}
+        if blocked:  # counts only: no member, device or reading in the log
+            log.info(
+                "audience %s, batch %d: %d view records; withheld %s",
+                a.id,
+                n,
+                manifest.count,
+                ", ".join(f"{r} {k}" for r, k in sorted(blocked.items())),
+            )
+        self._wake.set()
+
+    def _make_new(
+        self, a: AudienceConfig, src: SourceBatch, raw: list[bytes]
+    ) -> tuple[list[bytes], ViewManifest, SignedView, int]:
+        """Off the loop: read the consent ledger as it stands now, the current key, build and sign."""
+        ledger = self._setup.ledger
+        ledger.reload()
+        consent_n = ledger.head
+        ring = self._setup.keyrings.get(a.id)
+        key = None
+        if a.encrypt:
+            if ring is None:
+                raise GatewayError(f"audience {a.id} encrypts but has no keyring")
+            current = ring.current()
+            key = (current.kid, current.key)
+        records, manifest = self._make(a, src, raw, ledger.allows_at(consent_n), consent_n, key)
+        return records, manifest, sign_view(manifest, self._signer), consent_n
+
+    def _make(
+        self,
+        a: AudienceConfig,
+        src: SourceBatch,
+        raw: list[bytes],
+        allows: Callable[[str | None, str], bool],
+        consent_n: int,
+        key: tuple[str, bytes] | None,
+    ) -> tuple[list[bytes], ViewManifest]:
+        secret, aud, gw = self._setup.site_secret, a.id, self._gw
+        consent_count = len(self._setup.ledger.events_for(a.purpose, 0, consent_n))
+        return build_view(
+            [Record.from_bytes(b) for b in raw],
+            src.n,
+            src.root,
+            audience_spec(a, key),
+            self._region,
+            allows,
+            consent_n,
+            lambda seq: derive_view_salt(secret, aud, gw, seq),
+            consent_count=consent_count,
+            since=self._since[aud],
+        )
+
+    def _rebuild(self, a: AudienceConfig, row: ViewRow, src: SourceBatch, raw: list[bytes]) -> list[bytes] | None:
+        """Off the loop: the records of a journaled view, rebuilt with the consent head and key it names; None
+        when they no longer come out identical (the audience's rules changed since, or its key is gone)."""
+        signed = SignedView.from_bytes(row.signed)
+        m = signed.manifest
+        try:
+            ring = self._setup.keyrings.get(a.id)
+            key = None
+            if m.kid:
+                if ring is None:
+                    raise GatewayError(f"audience {a.id} has no keyring for key {m.kid}")
+                key = (m.kid, ring.by_kid(m.kid))
+            self._setup.ledger.reload()
+            records, again = self._make(a, src, raw, self._setup.ledger.allows_at(row.consent_n), row.consent_n, key)
+        except (GatewayError, EdgeError) as exc:
+            log.error("audience %s, batch %d: the view cannot be rebuilt (%s)", a.id, row.n, exc)
+            return None
+        if bytes(again) != signed.body:
+            log.error(
+                "audience %s, batch %d: the rebuilt view differs from the signed one (its rules changed since it "
+                "was built?); the manifest is published without its records",
+                a.id,
+                row.n,
+            )
+            return None
+        return records
+
+    # ------------------------------------------------------------------ publishing
+    async def _publish_due(self) -> None:
+        for a in self._audiences:
+            consent_done = await self._publish_consent(a)
+            for row in await self._worker.call(self._views.unpublished, a.id, PUBLISH_AHEAD):
+                if row.consent_n > consent_done:
+                    break  # its consent events go first
+                if not row.records_published:
+                    loop = asyncio.get_running_loop()
+                    records = self._cache.pop((a.id, row.n), None)
+                    if records is None:
+                        src, raw = await self._source(row.n)
+                        records = await loop.run_in_executor(None, self._rebuild, a, row, src, raw)
+                        if records is None:
+                            self.rebuild_failures += 1
+                            records = []
+                    records = await loop.run_in_executor(None, self._unless_withdrawn, a, row, records)
+                    await self._send_records(a.id, records)
+                    await self._worker.call(self._views.mark_records_published, a.id, row.n)
+                await (await self._publisher.publish(self._topics.aud_view(a.id), row.signed, 1, False))
+                await self._worker.call(self._views.mark_published, a.id, row.n)
+                self.views_published[a.id] += 1
+
+    def _unless_withdrawn(self, a: AudienceConfig, row: ViewRow, records: list[bytes]) -> list[bytes]:
+        """Off the loop: the view's records, or none when a member with a record in it withdrew from the view's
+        purpose after the consent head it was built at (its publication was delayed: broker down, restart).
+        Sending them now would transfer readings after the withdrawal; the signed manifest goes out alone."""
+        if not records:
+            return records
+        ledger = self._setup.ledger
+        ledger.reload()
+        withdrawn = ledger.withdrawn_after(SignedView.from_bytes(row.signed).manifest.purpose, row.consent_n)
+        if not withdrawn:
+            return records
+        gone = withdrawn & {Record.from_bytes(b).sub for b in records}
+        if not gone:
+            return records
+        log.warning(  # counts only: no member, device or reading
+            "audience %s, batch %d: %d member(s) withdrew consent after it was built; its manifest is published "
+            "without its %d records",
+            a.id,
+            row.n,
+            len(gone),
+            len(records),
+        )
+        self.withdrawn_views[a.id] += 1
+        return []
+
+    async def _publish_consent(self, a: AudienceConfig) -> int:
+        """Publish the purpose's consent events not yet acknowledged; the ledger number they are done to."""
+        done = await self._worker.call(self._views.consent_published, a.id, a.purpose)
+        ledger = self._setup.ledger
+        await asyncio.get_running_loop().run_in_executor(None, ledger.reload)
+        head = ledger.head
+        if head <= done:
+            return done
+        futs = [
+            await self._publisher.publish(self._topics.aud_consent(a.id), data, 1, False)
+            for _, data in ledger.events_for(a.purpose, done, head)
+        ]
+        await _all_acked(futs)
+        await self._worker.call(self._views.mark_consent_published, a.id, a.purpose, head)
+        return head
+
+    async def _send_records(self, aud: str, records: list[bytes]) -> None:
+        by_dev: dict[str, list[bytes]] = defaultdict(list)
+        for data in records:
+            by_dev[Record.from_bytes(data).dev].append(data)
+        futs = []
+        n = self._per_message
+        for dev, items in by_dev.items():
+            for i in range(0, len(items), n):
+                payload = encode_data_message(items[i : i + n])
+                futs.append(await self._publisher.publish(self._topics.aud_data(aud, dev), payload, 1, False))
+        await _all_acked(futs)
+
+    def backlog(self) -> int:
+        """Runs on the journal thread: views not published plus batches not yet viewed."""
+        return self._views.unpublished_total(self.ids)

@@ -1,0 +1,342 @@
+"""Audience views are published at least once and, when an acknowledgement was lost, published again after a
+restart byte-identical: view records are rebuilt from the journaled source records with the consent head and
+key id their signed manifest names — even after the key rotated meanwhile. A view that no longer rebuilds
+identically (its audience's rules changed) is never sent as something else, and a view whose members withdrew
+their consent after it was built never transfers their readings after the withdrawal: in both cases its
+manifest goes out alone and one line is logged. The consent events an audience gets follow its purpose, also
+when the purpose is changed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bench.services import Mosquitto, free_port
+from edge.consent import SignedConsent
+from edge.frame import Frame
+from edge.record import decode_data_message
+from edge.topics import Topics
+from gateway.audience_config import AudienceConfig, MinimiseConfig
+from gateway.audience_keys import AudienceKeyring
+from gateway.binding import Bindings
+from gateway.clock import wall_ms
+from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
+from gateway.consent import ConsentLedger
+from gateway.keys import generate_keypair, load_signer
+from gateway.runtime import assemble, secret_file
+from tests.e2e.harness import Recorder
+
+AUD = "aud-enc"
+HR = 0x2A37
+
+
+def config(tmp_path: Path, url: str, drop_raw: bool = True) -> GatewayConfig:
+    return GatewayConfig(
+        gateway_id="gw-rep",
+        region="shenzhen",
+        state_dir=tmp_path,
+        mqtt=MqttConfig(url=url),
+        batch=BatchConfig(max_records=4, max_age_s=0.2),
+        chain=ChainConfig(kind="none"),
+        audiences=(
+            AudienceConfig(
+                AUD, "health_management", "mainland", encrypt=True, minimise=(("*", MinimiseConfig(drop_raw=drop_raw)),)
+            ),
+        ),
+    ).validated()
+
+
+async def run_gateway(cfg: GatewayConfig, frames: int) -> None:
+    parts = assemble(cfg, None)
+    gw = parts.gateway
+    await gw.start()
+    await gw.publisher.wait_connected(10)
+    for i in range(frames):
+        await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+    assert await gw.drain(60)
+    await gw.stop(drain_timeout=5)
+    parts.journal.close()
+
+
+def capture(url: str, cfg: GatewayConfig, frames: int) -> list[tuple[str, bytes]]:
+    """Run the gateway once under an observer subscribed before it starts: (topic, payload) received."""
+    with Recorder(url, Topics(cfg.region, cfg.gateway_id).all) as rec:
+        asyncio.run(run_gateway(cfg, frames))
+        rec.wait_idle(0.5)
+    return [(t, p) for t, p, _ in rec.messages]
+
+
+def split(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(view record bytes, view manifest payloads) of the audience."""
+    topics = Topics(cfg.region, cfg.gateway_id)
+    records = [b for t, p in messages if t.startswith(f"{topics.base}/aud/{AUD}/data/") for b in decode_data_message(p)]
+    return records, [p for t, p in messages if t == topics.aud_view(AUD)]
+
+
+def observe(url: str, cfg: GatewayConfig, frames: int) -> tuple[list[bytes], list[bytes]]:
+    """Run the gateway once under an observer: (view record bytes, view manifest payloads) it received."""
+    return split(cfg, capture(url, cfg, frames))
+
+
+def consent_events(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> list[tuple[int, str, bool]]:
+    """(ledger number, purpose, granted) of the consent events on the audience's consent topic."""
+    topic = Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)
+    return [(e.n, e.purpose, e.granted) for e in (SignedConsent.from_bytes(p).event for t, p in messages if t == topic)]
+
+
+def lose_acks(cfg: GatewayConfig) -> None:
+    """As if the broker's acks of every view and consent event had been lost before they were recorded."""
+    conn = sqlite3.connect(cfg.journal_path, isolation_level=None)
+    conn.execute("UPDATE views SET records_published = 0, published = 0")
+    conn.execute("DELETE FROM audience_consent")
+    conn.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: Mosquitto) -> GatewayConfig:
+    return make_site(tmp_path, mosquitto.url)
+
+
+def make_site(tmp_path: Path, url: str) -> GatewayConfig:
+    """A gateway with one encrypting audience and one bound member (hr-1) who consents to its purpose."""
+    generate_keypair(tmp_path / "keys")
+    cfg = config(tmp_path, url)
+    AudienceKeyring(cfg.audience_key_dir, AUD).add()
+    sub = Bindings(tmp_path, secret_file(cfg.site_secret_path)).bind("hr-1", "M-7", wall_ms()).sub
+    ConsentLedger(tmp_path, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        sub, "health_management", True, wall_ms()
+    )
+    return cfg
+
+
+def test_a_restart_republishes_views_byte_identical(site: GatewayConfig, mosquitto: Mosquitto) -> None:
+    cfg = site
+    first_records, first_views = observe(mosquitto.url, cfg, 10)
+    assert len(first_records) == 10 and len(first_views) == 3  # batches of 4, 4, 2
+    # Meanwhile: the key rotates and the member withdraws from another purpose (a withdrawal from this one is
+    # below). Neither may change what was already signed.
+    AudienceKeyring(cfg.audience_key_dir, AUD).add()
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+    ledger.record(_sub(cfg), "research", False, wall_ms())
+    lose_acks(cfg)
+    again_records, again_views = observe(mosquitto.url, cfg, 0)
+    assert again_views == first_views
+    assert sorted(again_records) == sorted(first_records)
+
+
+def _sub(cfg: GatewayConfig) -> str:
+    return Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).list()[0].sub
+
+
+def test_a_view_that_no_longer_rebuilds_identically_goes_out_without_records(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = site
+    _, first_views = observe(mosquitto.url, cfg, 4)
+    assert len(first_views) == 1
+    lose_acks(cfg)
+    changed = dataclasses.replace(cfg, audiences=(config(cfg.state_dir, cfg.mqtt.url, drop_raw=False).audiences))
+    caplog.set_level(logging.ERROR, logger="tiyi")
+    records, views = observe(mosquitto.url, changed, 0)
+    assert views == first_views and records == []  # the signed truth, never records it does not describe
+    assert any("differs from the signed one" in m for m in caplog.messages)
+
+
+def test_an_encrypting_audience_without_a_key_stops_the_start(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Fail closed: no key means no start, rather than views that wait forever or go out in clear."""
+    from gateway.audience_keys import AudienceKeyError
+
+    generate_keypair(tmp_path / "keys")
+    with pytest.raises(AudienceKeyError, match=f"audience {AUD} encrypts but has no key"):
+        assemble(config(tmp_path, mosquitto.url), None)
+
+
+def test_a_consent_ledger_that_stops_verifying_holds_every_view_back(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged consent.json could resurrect a withdrawn consent: no view is built from it, the error is logged
+    once, and the views follow as soon as the file is restored."""
+    cfg = site
+    good = (cfg.state_dir / "consent.json").read_text()
+    topics = Topics(cfg.region, cfg.gateway_id)
+    caplog.set_level(logging.ERROR, logger="tiyi")
+
+    async def go() -> tuple[int, int]:
+        parts = assemble(cfg, None)
+        gw = parts.gateway
+        await gw.start()
+        await gw.publisher.wait_connected(10)
+        (cfg.state_dir / "consent.json").write_text('["00"]')  # damaged while running
+        for i in range(4):
+            await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+        deadline = asyncio.get_running_loop().time() + 60
+        # Until the batch closed (its view is due) and the stage refused the ledger.
+        while "does not verify" not in (gw.health.last_error or "") or (await gw.backlog()).views_open != 1:
+            assert asyncio.get_running_loop().time() < deadline, gw.health.last_error
+            await asyncio.sleep(0.05)
+        assert gw.audiences is not None and gw.audiences.views_built[AUD] == 0
+        held = (await gw.backlog()).views_open
+        (cfg.state_dir / "consent.json").write_text(good)  # restored
+        assert await gw.drain(60)
+        await gw.stop(drain_timeout=5)
+        parts.journal.close()
+        return held, gw.audiences.views_published[AUD] if gw.audiences else -1
+
+    with Recorder(mosquitto.url, topics.all) as rec:
+        held, published = asyncio.run(go())
+        rec.wait_idle(0.5)
+    assert held == 1 and published == 1
+    errors = [m for m in caplog.messages if "audience views wait" in m and "does not verify" in m]
+    assert len(errors) == 1  # once, not every second
+    views = [p for t, p, _ in rec.messages if t == topics.aud_view(AUD)]
+    assert len(views) == 1
+
+
+async def build_while_the_broker_is_down(cfg: GatewayConfig, frames: int, views: int) -> None:
+    """Run the gateway without a broker until ``views`` views are built (journaled, none acknowledged), then
+    stop it."""
+    parts = assemble(cfg, None)
+    gw = parts.gateway
+    await gw.start()
+    for i in range(frames):
+        await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+    deadline = asyncio.get_running_loop().time() + 60
+    assert gw.audiences is not None
+    while gw.audiences.views_built[AUD] < views:
+        assert asyncio.get_running_loop().time() < deadline, gw.health.last_error
+        await asyncio.sleep(0.05)
+    assert gw.audiences.views_published[AUD] == 0
+    await gw.stop(drain_timeout=0)
+    parts.journal.close()
+
+
+def test_a_view_built_before_a_withdrawal_is_published_after_it_without_records(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Broker down: the view of batch 1 is built (the member consents) but not sent; the member withdraws; the
+    gateway restarts and the broker is back. Sending the view's records now would transfer her readings after
+    she withdrew: the signed manifest goes out alone (the audience sees a view whose records never came, not
+    a forged one), one line with counts is logged, and the withdrawal precedes it on the consent topic."""
+    cfg = site
+    mosquitto.stop()
+    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1))
+    ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        _sub(cfg), "health_management", False, wall_ms()
+    )
+    mosquitto.start()
+    caplog.set_level(logging.INFO, logger="tiyi")
+    messages = capture(mosquitto.url, cfg, 0)
+    records, views = split(cfg, messages)
+    assert len(views) == 1 and records == []
+    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
+    topics = [t for t, _ in messages]
+    assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
+        Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
+    )
+    lines = [m for m in caplog.messages if "withdrew consent after it was built" in m]
+    assert lines == [
+        f"audience {AUD}, batch 1: 1 member(s) withdrew consent after it was built; its manifest is "
+        "published without its 4 records"
+    ]
+    assert _sub(cfg) not in caplog.text and "M-7" not in caplog.text
+
+
+def test_a_withdrawal_from_another_purpose_or_by_a_member_not_in_the_view_keeps_its_records(
+    site: GatewayConfig, mosquitto: Mosquitto
+) -> None:
+    """The check is no broader than the withdrawal: the view's records still go out after a withdrawal from
+    another purpose and after one by a member none of whose readings are in the view."""
+    cfg = site
+    signer = load_signer(cfg.signing_key_path)
+    other = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).bind("hr-2", "M-8", wall_ms()).sub
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, signer)
+    ledger.record(other, "health_management", True, wall_ms())
+    mosquitto.stop()
+    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1))
+    ledger.record(_sub(cfg), "research", False, wall_ms())
+    ledger.record(other, "health_management", False, wall_ms())
+    mosquitto.start()
+    records, views = observe(mosquitto.url, cfg, 0)
+    assert len(views) == 1 and len(records) == 4
+
+
+def test_an_audience_whose_purpose_changed_gets_every_consent_event_of_its_new_purpose(
+    site: GatewayConfig, mosquitto: Mosquitto
+) -> None:
+    """The consent topic carried the health events up to ledger number 2; the audience is then configured for
+    research. The research grant numbered 2 (at or below what was published for health) must still go out,
+    before the first research view."""
+    cfg = site
+    ledger = ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path))
+    ledger.record(_sub(cfg), "research", True, wall_ms())
+    first = capture(mosquitto.url, cfg, 4)
+    assert consent_events(cfg, first) == [(1, "health_management", True)]
+    research = dataclasses.replace(cfg, audiences=(dataclasses.replace(cfg.audiences[0], purpose="research"),))
+    again = capture(mosquitto.url, research, 4)
+    assert consent_events(cfg, again) == [(2, "research", True)]
+    records, views = split(cfg, again)
+    assert len(views) == 1 and len(records) == 4
+    topics = [t for t, _ in again]
+    assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
+        Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
+    )
+
+
+def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_members_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same within one run (the view's records are still in memory): the broker goes down, the view is
+    built, the member withdraws, the broker comes back. The platform keeps a persistent session, so it would
+    receive anything sent after the outage: it gets the withdrawal, then the manifest, and no record."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(free_port(), tmp_path / "broker", persistent=True)
+    broker.start()
+    (tmp_path / "site").mkdir()
+    cfg = make_site(tmp_path / "site", broker.url)
+    topics = Topics(cfg.region, cfg.gateway_id)
+    caplog.set_level(logging.INFO, logger="tiyi")
+
+    async def run() -> int:
+        parts = assemble(cfg, None)
+        gw = parts.gateway
+        await gw.start()
+        await gw.publisher.wait_connected(10)
+        broker.stop()  # SIGTERM: Mosquitto saves the platform's session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while gw.publisher.connected:  # the gateway noticed: nothing is handed to the client library any more
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        for i in range(4):
+            await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+        assert gw.audiences is not None
+        while gw.audiences.views_built[AUD] < 1:
+            assert loop.time() < deadline, gw.health.last_error
+            await asyncio.sleep(0.05)
+        ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+            _sub(cfg), "health_management", False, wall_ms()
+        )
+        broker.start()
+        assert await gw.drain(60)
+        await gw.stop(drain_timeout=5)
+        parts.journal.close()
+        return gw.audiences.withdrawn_views[AUD]
+
+    try:
+        with Recorder(broker.url, topics.all, session_expiry_s=600) as rec:
+            withdrawn = asyncio.run(run())
+            rec.wait_idle(1.0)
+    finally:
+        broker.stop()
+    messages = [(t, p) for t, p, _ in rec.messages]
+    records, views = split(cfg, messages)
+    assert withdrawn == 1 and len(views) == 1 and records == []
+    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
+    order = [t for t, _ in messages]
+    assert order.index(topics.aud_consent(AUD)) < order.index(topics.aud_view(AUD))
+    assert sum("withdrew consent after it was built" in m for m in caplog.messages) == 1
