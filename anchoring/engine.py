@@ -49,6 +49,7 @@ from edge.errors import EdgeError
 from edge.head import SignedHead
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest
 from edge.merkle import MerkleTree, leaf_hash
+from edge.record import read_record
 from edge.rollup import Rollup
 from edge.sm3 import sm3
 
@@ -72,6 +73,10 @@ class SeqSet:
     def add(self, n: int) -> bool:
         """Add ``n``; False when it was already there."""
         lo, hi = self._lo, self._hi
+        if hi and hi[-1] == n - 1:  # the next seq in order: the usual case
+            hi[-1] = n
+            self.count += 1
+            return True
         i = bisect.bisect_right(lo, n) - 1
         if i >= 0 and n <= hi[i]:
             return False
@@ -351,26 +356,29 @@ class VerificationEngine:
             st.key_id, st.key_pem = msg.key_id, msg.pem
 
     def _feed_data(self, st: _Gw, msg: DataMessage) -> None:
-        gw = msg.gw
-        for data, rec in msg.records():
-            if isinstance(rec, EdgeError):
-                self._note(st, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}", gw)
+        gw, dev = msg.gw, msg.dev
+        received, pending = st.received, st.pending
+        for data in msg.raw:
+            try:
+                rgw, seq, rdev = read_record(data)[:3]
+            except EdgeError as exc:
+                self._note(st, Reason.MALFORMED, f"record on data/{dev}: {exc}", gw)
                 continue
-            if rec.gw != gw or rec.dev != msg.dev:
+            if rgw != gw or rdev != dev:
                 self._note(
                     st,
                     Reason.WRONG_TOPIC,
-                    f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on {gw}/data/{msg.dev}",
+                    f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}",
                     gw,
-                    seq=rec.seq,
+                    seq=seq,
                 )
                 continue
-            seq = rec.seq
-            if st.received.add(seq):
-                st.pending[seq] = data
-                self._try_waiting(st, gw, seq)
+            if received.add(seq):
+                pending[seq] = data
+                if st.waiting:
+                    self._try_waiting(st, gw, seq)
                 continue
-            old = st.pending.get(seq)
+            old = pending.get(seq)
             if old is not None:
                 if old != data:
                     self._note(st, Reason.CONFLICTING_DUPLICATE, f"two different records claim seq {seq}", gw, seq=seq)
