@@ -1091,12 +1091,37 @@ def judge_batch(
     """One batch judged from stored rows (``tiyi ingest``): the same checks and ``Reason``s as the engine's —
     manifest for this gateway, every record present, Merkle root, signature under a trusted key, and the prev chain
     when the previous batch's digest is known. With registry trust the key is judged at ``anchor`` (the chain's)."""
+    return judge_leaves(
+        trust,
+        gw,
+        signed,
+        [leaf_hash(d) for d in records],
+        prev_digest=prev_digest,
+        anchor=anchor,
+        gateways_in_view=gateways_in_view,
+        announced_pem=announced_pem,
+    )
+
+
+def judge_leaves(
+    trust: TrustPolicy,
+    gw: str,
+    signed: SignedManifest,
+    leaves: list[bytes],
+    *,
+    prev_digest: bytes | None = None,
+    anchor: AnchorInfo | None = None,
+    gateways_in_view: int = 1,
+    announced_pem: str | None = None,
+) -> BatchVerdict:
+    """``judge_batch`` from the records' leaf hashes, in seq order (an ingest store keeps each record's leaf, hashed
+    from its bytes when it was stored, so a batch is not hashed twice)."""
     m = signed.manifest
     if m.gw != gw:
         return BatchVerdict(Reason.WRONG_TOPIC, f"manifest of {m.gw} stored under {gw}")
-    if len(records) != m.count:
-        return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(records)} record(s) missing")
-    if MerkleTree.from_leaf_hashes([leaf_hash(d) for d in records]).root != m.root:
+    if len(leaves) != m.count:
+        return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(leaves)} record(s) missing")
+    if MerkleTree.from_leaf_hashes(leaves).root != m.root:
         return BatchVerdict(
             Reason.ROOT_MISMATCH,
             f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."
