@@ -171,22 +171,39 @@ def _wait_count(dsn: str, sql: str, want: int, timeout: float) -> float:
     raise TimeoutError(f"{_count(dsn, sql)} of {want} after {timeout:g} s: {sql}")
 
 
+def _instances_probed(dsn: str) -> int:
+    import psycopg
+
+    try:
+        return _count(dsn, "SELECT count(DISTINCT instance) FROM problems WHERE gw = 'probe'")
+    except psycopg.errors.UndefinedTable:
+        return 0  # no instance has created the schema yet
+
+
 def _wait_subscribed(dsn: str, broker: Mosquitto, streams: Streams, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Every instance subscribed: a probe message of an unknown gateway is stored as a problem by one of them."""
+    """Every instance subscribed: probe messages of an unknown gateway, sent until each instance has stored one as a
+    problem (a shared subscription drops what arrives before anyone subscribed, and start-up time varies)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    time.sleep(2.0)  # schema created, sessions open
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe", protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
-    for i in range(2 * len(procs)):  # shared subscription: round robin reaches each instance
-        c.publish(f"tiyi/v1/bench/probe/data/d{i}", b"\xff", qos=1).wait_for_publish(10)
-    c.loop_stop()
-    c.disconnect()
-    _wait_count(dsn, "SELECT count(*) FROM problems WHERE gw = 'probe'", 2 * len(procs), 60)
-    for p in procs:
-        assert p.poll() is None, "an ingest instance exited"
+    deadline = time.monotonic() + 120
+    try:
+        i = 0
+        while _instances_probed(dsn) < len(procs):
+            for p in procs:
+                assert p.poll() is None, "an ingest instance exited"
+            if time.monotonic() > deadline:
+                raise TimeoutError("the ingest instances did not all subscribe within 120 s")
+            for _ in range(len(procs)):  # shared subscription: round robin reaches each instance
+                c.publish(f"tiyi/v1/bench/probe/data/d{i}", b"\xff", qos=1).wait_for_publish(10)
+                i += 1
+            time.sleep(0.5)  # pacing the probes, not synchronisation: the loop ends on what the database says
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 BARE = r"""
