@@ -511,37 +511,36 @@ class VerificationEngine:
         self._live_anchor(st, gw, b)
 
     def _live_confirm(self, st: _Gw, b: _Batch) -> AnchorInfo | None:
+        got = self._live_anchors(st, b)
+        return got[0][0] if got else None
+
+    def _live_anchors(self, st: _Gw, b: _Batch) -> list[tuple[AnchorInfo, AnchorReceipt]]:
+        """The chain's anchors of the batch through its receipts, the one that counts first: with registry trust
+        only those by an account the registry names for the gateway (anyone may anchor any root, and a squatter's
+        earlier anchor must not become the block the key is judged at), else the earliest."""
         if self.chain is None:
-            return None
+            return []
         m = b.m
+        found: list[tuple[AnchorInfo, AnchorReceipt]] = []
         for r in st.receipts.get(m.batch, []):
             if r.root == m.root and r.count == m.count:
                 got = self.chain.confirm(r)
-                if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                    m.gw,
-                    m.batch,
-                    m.count,
-                    AnchorKind.BATCH,
+                if (
+                    not isinstance(got, str)
+                    and (got.gw, got.number, got.count, got.kind) == (m.gw, m.batch, m.count, AnchorKind.BATCH)
+                    and self.trust.counts_anchor(m.gw, got.anchorer)
                 ):
-                    return got
-        return None
+                    found.append((got, r))
+        found.sort(key=lambda a: a[0].block_number)
+        return found
 
     def _live_anchor(self, st: _Gw, gw: str, b: _Batch) -> None:
         if self.on_event is None or self.chain is None or b.anchored_sent:
             return
-        m = b.m
-        for r in st.receipts.get(m.batch, []):
-            if r.root == m.root and r.count == m.count:
-                got = self.chain.confirm(r)
-                if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                    m.gw,
-                    m.batch,
-                    m.count,
-                    AnchorKind.BATCH,
-                ):
-                    b.anchored_sent = True
-                    self.on_event(BatchAnchored(gw, m.batch, got, r))
-                    return
+        found = self._live_anchors(st, b)
+        if found:
+            b.anchored_sent = True
+            self.on_event(BatchAnchored(gw, b.m.batch, found[0][0], found[0][1]))
 
     def _trusted(
         self,

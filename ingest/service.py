@@ -349,7 +349,20 @@ class Ingest:
                         once=f"anchor_not_on_chain:{gw}:{n}:{tx.hex()}",
                     )
                     continue
-                # With registry trust, whether this account may anchor for the gateway is the key's judgement.
+                if not self.trust.counts_anchor(gw, got.anchorer):
+                    # Anyone may anchor any root (the contract keys anchors by account): with registry trust only
+                    # an account the registry names for the gateway counts, so a squatter's anchor of the same
+                    # root, however early, never becomes the block the key is judged at.
+                    self.store.receipt_checked(gw, n, tx, "unregistered anchorer")
+                    self.store.problem(
+                        gw,
+                        Reason.UNTRUSTED_KEY,
+                        f"batch {n}: an anchor of its root by 0x{got.anchorer.hex()}, an account the registry does "
+                        f"not name for {gw}, is not counted",
+                        batch=n,
+                        once=f"unregistered_anchorer:{gw}:{n}:{tx.hex()}",
+                    )
+                    continue
                 self.store.receipt_checked(gw, n, tx, "confirmed")
                 self.store.set_anchor(gw, n, receipt.tx, got.block_number, receipt.block_hash, got.anchorer)
         with self.conn.transaction():
