@@ -22,11 +22,10 @@ from edge.manifest import SignedManifest
 from edge.record import Record
 from gateway.cli import main as tiyi
 from tests.integration.chainkit import Alliance, anchor
-from tests.integration.test_ingest_states import GW, SIGNER, batch_msgs, database, feed, ingest, view
+from tests.integration.test_ingest_states import GW, SIGNER, batch_msgs, feed, ingest, view
 from tests.unit.anchoring.test_stream_verifier import Stream
 
 pytestmark = pytest.mark.slow
-__all__ = ["database"]  # the fixture, shared
 
 
 def store_anchored(ganache: Ganache, dsn: str) -> tuple[Alliance, Stream]:

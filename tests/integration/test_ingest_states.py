@@ -5,11 +5,8 @@ instance on a real PostgreSQL, fed directly (the MQTT side is covered by test_in
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
-import psycopg
 import pytest
 
 from anchoring.chain import AnchorKind
@@ -30,21 +27,6 @@ from tests.unit.anchoring.test_stream_verifier import GW, OTHER, SIGNER, Stream
 pytestmark = pytest.mark.slow
 T = Topics("shenzhen", GW)
 TIMEOUT = 0.6  # the gap timeout the tests run with
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"tiyi_states_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 dbname=postgres", autocommit=True)
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"host=127.0.0.1 dbname={name}"
-    finally:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
 
 
 def ingest(dsn: str, trust: TrustPolicy | None = None, chain: ChainView | None = None, **kw: object) -> Ingest:
