@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -88,8 +88,9 @@ ALTER TABLE records SET (fillfactor = 50);
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
+class RecordRow(NamedTuple):
+    """A record as stored, fields in the table's column order (so a row is written to ``COPY`` as it is)."""
+
     gw: str
     seq: int
     dev: str
@@ -219,7 +220,7 @@ class Store:
             ):
                 copy.set_types(_RECORD_TYPES)  # binary: bytes travel as they are, not as hex text
                 for r in rows:
-                    copy.write_row((r.gw, r.seq, r.dev, r.t, r.kind, r.data, r.leaf))
+                    copy.write_row(r)
         except psycopg.errors.UniqueViolation:
             return False
         return True
