@@ -630,6 +630,8 @@ def _read_val(data: bytes, p: int) -> tuple[dict[str, Value], int]:
         b = data[end]
         if b < 0x18:
             val[name], p = b, end + 1
+        elif b == 0x18 and data[end + 1] >= 0x18:  # 24..255 (a heart rate): inline
+            val[name], p = data[end + 1], end + 2
         else:
             val[name], p = _read_value(data, end)
     if len(val) != n:
@@ -716,6 +718,11 @@ def _read_raw_seq(data: bytes, p: int) -> tuple[bytes, int, int]:
         raise _UNSURE
     if b < 0x18:
         return raw, b, p + 5
+    if b == 0x19:  # seq 256..65535: inline, the usual case once a gateway has run a while
+        seq = _U16(data, p + 5)[0]
+        if seq < 0x100:
+            raise _UNSURE
+        return raw, seq, p + 7
     seq, p = _read_uint(data, p + 4)
     return raw, seq, p
 
