@@ -453,9 +453,10 @@ def decode_data_message(payload: bytes, max_records: int = 10_000) -> list[bytes
 # the bytes: each head must be the shortest one, keys must come in canonical order, each field is checked as it
 # is read, and the input must end exactly where the map does. The reader only ever *accepts*: anything it does
 # not recognise (a tag, a bignum, an indefinite length, a long map, an error of any kind) is handed to the
-# reference path above (cbor2 + canonical re-encoding), which decides and words the error. So what is accepted
-# can only shrink if the reader is wrong, never grow: ``tests/unit/edge/test_record_reader.py`` checks that
-# both paths agree on generated records and on every mutation of them.
+# reference path above (cbor2 + canonical re-encoding), which decides and words the error. Nothing is refused
+# that the reference would accept; the one risk is the reader accepting what the reference refuses, which
+# ``tests/unit/edge/test_record_reader.py`` rules out on generated records, every mutation of them, and each
+# forgery class by name.
 
 
 # A record's fields in ``Record``'s order: (gw, seq, dev, t, kind, val, raw, salt, q, sub).
