@@ -2,7 +2,8 @@
 
 Every row is keyed by what the contract keys it by — records by (gw, seq), batches by (gw, batch) — so a redelivered
 message never makes a second row, and bytes that differ from the stored ones for the same key are kept as evidence
-(``record_conflicts``, ``problems``) instead of replacing them. A record's ``state`` moves received → proven (the
+(``record_conflicts``, ``problems``) instead of replacing them. A record's ``state`` (read from its batch row, to
+which proving links it: ``records`` is a view over ``record_rows`` and ``batches``) moves received → proven (the
 batch's Merkle root over the stored records matches its manifest, signed under a trusted key) → anchored (a chain
 confirmed the batch's anchor) → final, or to rejected with the ``Reason`` from ``anchoring.findings``. Whichever
 instance stored the last piece of a batch proves it, from the rows: no instance needs to have seen the whole batch.
@@ -20,7 +21,7 @@ from edge.manifest import GENESIS_PREV
 from edge.record import Record
 from ingest.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LEAF_BYTES = 32  # an SM3 digest
 _RECORD_TYPES = ["text", "int8", "text", "int8", "text", "bytea", "bytea"]
 
@@ -85,6 +86,24 @@ CREATE UNIQUE INDEX problems_once ON problems (once) WHERE once IS NOT NULL;
 DROP INDEX IF EXISTS records_state;
 ALTER TABLE records SET (fillfactor = 50);
 """,
+    # A record's settled state lives on its batch: proving a batch links its records to it once (``batch``), and
+    # anchoring, finalising or rejecting it later touch only the batch row. ``records`` becomes a view with the old
+    # table's columns in their old order, so every query that read a record's state reads the same answer. A
+    # database whose records disagree with their batch (which no earlier version wrote) is refused, not guessed at.
+    4: """
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM records r LEFT JOIN batches b ON b.gw = r.gw AND b.batch = r.batch
+             WHERE r.state IS DISTINCT FROM coalesce(b.state, 'received') OR r.reason IS DISTINCT FROM b.reason) THEN
+    RAISE EXCEPTION 'stored records whose state or reason differs from their batch''s: not migrated';
+  END IF;
+END $$;
+ALTER TABLE records RENAME TO record_rows;
+ALTER TABLE record_rows DROP COLUMN state, DROP COLUMN reason;
+CREATE VIEW records AS
+  SELECT r.gw, r.seq, r.dev, r.t, r.kind, r.data, r.leaf, coalesce(b.state, 'received') AS state, b.reason,
+         r.batch, r.conflict, r.received_at
+  FROM record_rows r LEFT JOIN batches b ON b.gw = r.gw AND b.batch = r.batch;
+""",
 }
 
 
@@ -141,7 +160,10 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
         if have > SCHEMA_VERSION:
             raise StoreError(f"the database schema is version {have}, newer than this tiyi-ingest ({SCHEMA_VERSION})")
         for v in range(have + 1, SCHEMA_VERSION + 1):
-            conn.execute(_MIGRATIONS[v].encode())
+            try:
+                conn.execute(_MIGRATIONS[v].encode())
+            except psycopg.errors.RaiseException as exc:
+                raise StoreError(f"cannot upgrade the schema to version {v}: {exc.diag.message_primary}") from exc
             conn.execute("INSERT INTO schema_version VALUES (%s)", (v,))
     return SCHEMA_VERSION
 
@@ -187,7 +209,7 @@ class Store:
             for r in rows:
                 copy.write_row((r.gw, r.seq, r.dev, r.t, r.kind, r.data, r.leaf))
         inserted = cur.execute(
-            "INSERT INTO records (gw, seq, dev, t, kind, data, leaf) "
+            "INSERT INTO record_rows (gw, seq, dev, t, kind, data, leaf) "
             "SELECT DISTINCT ON (gw, seq) gw, seq, dev, t, kind, data, leaf FROM incoming "
             "ON CONFLICT (gw, seq) DO NOTHING"
         ).rowcount
@@ -195,7 +217,7 @@ class Store:
             cur.execute("DELETE FROM incoming")
             return 0  # every key new and none twice: nothing can conflict
         conflicts = cur.execute(
-            "SELECT DISTINCT i.gw, i.seq, i.leaf, i.data FROM incoming i JOIN records r USING (gw, seq) "
+            "SELECT DISTINCT i.gw, i.seq, i.leaf, i.data FROM incoming i JOIN record_rows r USING (gw, seq) "
             "WHERE r.leaf <> i.leaf"
         ).fetchall()
         cur.execute("DELETE FROM incoming")
@@ -204,7 +226,7 @@ class Store:
                 "INSERT INTO record_conflicts (gw, seq, leaf, data) VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                 (gw, seq, leaf, data),
             ).rowcount
-            cur.execute("UPDATE records SET conflict = true WHERE gw = %s AND seq = %s", (gw, seq))
+            cur.execute("UPDATE record_rows SET conflict = true WHERE gw = %s AND seq = %s", (gw, seq))
             if inserted:
                 self.problem(gw, "conflicting_duplicate", f"two different records claim seq {seq}", seq=seq)
         return len(conflicts)
@@ -216,7 +238,7 @@ class Store:
             with (
                 self.conn.transaction(),  # a savepoint inside the caller's transaction
                 self.conn.cursor() as cur,
-                cur.copy("COPY records (gw, seq, dev, t, kind, data, leaf) FROM STDIN (FORMAT BINARY)") as copy,
+                cur.copy("COPY record_rows (gw, seq, dev, t, kind, data, leaf) FROM STDIN (FORMAT BINARY)") as copy,
             ):
                 copy.set_types(_RECORD_TYPES)  # binary: bytes travel as they are, not as hex text
                 for r in rows:
@@ -281,7 +303,7 @@ class Store:
             "FROM batches b WHERE b.state = 'received' AND NOT b.conflict "
             "AND (b.batch = 1 OR b.released OR EXISTS (SELECT 1 FROM batches p WHERE p.gw = b.gw AND "
             "p.batch = b.batch - 1)) AND (NOT %s OR b.anchor_block IS NOT NULL) AND b.count = "
-            "(SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) "
+            "(SELECT count(*) FROM record_rows r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) "
             "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE OF b SKIP LOCKED",
             (need_anchor, limit),
         ).fetchall()
@@ -290,7 +312,7 @@ class Store:
         leaves: list[list[bytes]] = [[] for _ in rows]
         for i, joined in self.conn.execute(  # each batch's leaves as one value: a row per batch, not per record
             "SELECT w.i, string_agg(r.leaf, ''::bytea ORDER BY r.seq) FROM unnest(%s::int[], %s::text[], "
-            "%s::bigint[], %s::bigint[]) AS w(i, gw, f, l) JOIN records r ON r.gw = w.gw AND r.seq BETWEEN w.f "
+            "%s::bigint[], %s::bigint[]) AS w(i, gw, f, l) JOIN record_rows r ON r.gw = w.gw AND r.seq BETWEEN w.f "
             "AND w.l GROUP BY w.i",
             (list(range(len(rows))), [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
         ):
@@ -324,17 +346,10 @@ class Store:
         self.conn.execute("UPDATE batches SET prev_checked = true WHERE gw = %s AND batch = %s", (gw, batch))
 
     def reject(self, gw: str, batch: int, reason: str) -> None:
-        """A batch already proven turns out to be rejected (its late predecessor does not chain to it)."""
-        row = self.conn.execute(
-            "SELECT first_seq, last_seq FROM batches WHERE gw = %s AND batch = %s", (gw, batch)
-        ).fetchone()
-        assert row is not None
+        """A batch already proven turns out to be rejected (its late predecessor does not chain to it): its records,
+        linked to it when it was proven, are rejected with it."""
         self.conn.execute(
             "UPDATE batches SET state = 'rejected', reason = %s WHERE gw = %s AND batch = %s", (reason, gw, batch)
-        )
-        self.conn.execute(
-            "UPDATE records SET state = 'rejected', reason = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s",
-            (reason, gw, row[0], row[1], batch),
         )
 
     def alternatives(self, b: BatchRow) -> list[tuple[int, bytes, bytes]]:
@@ -349,7 +364,7 @@ class Store:
 
     def swap(self, gw: str, seq: int, data: bytes, leaf: bytes) -> None:
         """The copy the signed batch proves becomes the record; the one stored first becomes the evidence."""
-        old = self.conn.execute("SELECT data, leaf FROM records WHERE gw = %s AND seq = %s", (gw, seq)).fetchone()
+        old = self.conn.execute("SELECT data, leaf FROM record_rows WHERE gw = %s AND seq = %s", (gw, seq)).fetchone()
         assert old is not None
         self.conn.execute("DELETE FROM record_conflicts WHERE gw = %s AND seq = %s AND leaf = %s", (gw, seq, leaf))
         self.conn.execute(
@@ -358,19 +373,20 @@ class Store:
         )
         rec = Record.from_bytes(data)
         self.conn.execute(
-            "UPDATE records SET data = %s, leaf = %s, dev = %s, t = %s, kind = %s WHERE gw = %s AND seq = %s",
+            "UPDATE record_rows SET data = %s, leaf = %s, dev = %s, t = %s, kind = %s WHERE gw = %s AND seq = %s",
             (data, leaf, rec.dev, rec.t, rec.kind, gw, seq),
         )
 
     def settle(
         self, b: BatchRow, state: str, reason: str | None, key_source: str | None, prev_checked: bool = False
     ) -> None:
-        """Mark a batch and its records proven (or anchored, when the chain already confirmed it), or rejected."""
+        """Mark a batch proven (or anchored, when the chain already confirmed it), or rejected, and link to it its
+        records no other batch has claimed: from then on they read their state from the batch row."""
         self.conn.execute(  # one round trip for both
             "WITH settled AS (UPDATE batches SET state = %(state)s, reason = %(reason)s, key_source = %(key)s, "
             "prev_checked = %(checked)s WHERE gw = %(gw)s AND batch = %(batch)s RETURNING gw) "
-            "UPDATE records SET state = %(state)s, reason = %(reason)s, batch = %(batch)s WHERE gw = %(gw)s "
-            "AND seq BETWEEN %(first)s AND %(last)s AND state = 'received'",
+            "UPDATE record_rows SET batch = %(batch)s WHERE gw = %(gw)s "
+            "AND seq BETWEEN %(first)s AND %(last)s AND batch IS NULL",
             {
                 "state": state,
                 "reason": reason,
@@ -414,15 +430,10 @@ class Store:
         self._advance(gw, batch, "proven", "anchored")
 
     def _advance(self, gw: str, batch: int, frm: str, to: str) -> None:
-        row = self.conn.execute(
-            "UPDATE batches SET state = %s WHERE gw = %s AND batch = %s AND state = %s RETURNING first_seq, last_seq",
-            (to, gw, batch, frm),
-        ).fetchone()
-        if row is not None:
-            self.conn.execute(
-                "UPDATE records SET state = %s WHERE gw = %s AND seq BETWEEN %s AND %s AND batch = %s AND state = %s",
-                (to, gw, row[0], row[1], batch, frm),
-            )
+        """The batch row alone: its records read their state from it."""
+        self.conn.execute(
+            "UPDATE batches SET state = %s WHERE gw = %s AND batch = %s AND state = %s", (to, gw, batch, frm)
+        )
 
     def anchored(self, limit: int) -> list[tuple[str, int, int, bytes]]:
         """Anchored batches not yet final, locked: (gw, batch, anchor block, the confirmed receipt's payload)."""
@@ -479,7 +490,7 @@ class Store:
         rows = self.conn.execute(
             "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload "
             "FROM batches b WHERE b.state = 'received' AND NOT b.conflict AND b.received_at < now() - make_interval("
-            "secs => %s) AND b.count > (SELECT count(*) FROM records r WHERE r.gw = b.gw AND r.seq BETWEEN "
+            "secs => %s) AND b.count > (SELECT count(*) FROM record_rows r WHERE r.gw = b.gw AND r.seq BETWEEN "
             "b.first_seq AND b.last_seq)",
             (age_s,),
         ).fetchall()
@@ -492,7 +503,7 @@ class Store:
         out: list[tuple[int, int]] = []
         expect = first
         for (seq,) in self.conn.execute(
-            "SELECT seq FROM records WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq", (gw, first, last)
+            "SELECT seq FROM record_rows WHERE gw = %s AND seq BETWEEN %s AND %s ORDER BY seq", (gw, first, last)
         ):
             if seq > expect:
                 out.append((expect, seq - 1))

@@ -81,7 +81,7 @@ def test_a_proof_from_the_database_verifies_on_chain_and_an_altered_row_does_not
     with psycopg.connect(database) as c:
         data = bytes(c.execute("SELECT data FROM records WHERE gw = %s AND seq = 17", (GW,)).fetchone()[0])  # type: ignore[index]
         altered = bytes(replace(Record.from_bytes(data), val={"heart_rate": 40}))
-        c.execute("UPDATE records SET data = %s WHERE gw = %s AND seq = 17", (altered, GW))
+        c.execute("UPDATE record_rows SET data = %s WHERE gw = %s AND seq = 17", (altered, GW))  # the table
     assert tiyi(["proof", "export", "--db", database, "--gw", GW, "--seq", "17", "-o", str(out)]) == 0
     assert tiyi(check) == 1
     assert "NOT proven" in capsys.readouterr().out
