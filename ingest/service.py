@@ -199,7 +199,7 @@ class Ingest:
                     gw, Reason.WRONG_TOPIC, f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}", seq=seq
                 )
             else:
-                rows.append(RecordRow(gw, seq, dev, t, kind, data, leaf_hash(data)))
+                rows.append((gw, seq, dev, t, kind, data, leaf_hash(data)))
         return rows
 
     def _write(self, items: list[_Incoming]) -> None:

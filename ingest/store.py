@@ -11,9 +11,9 @@ instance stored the last piece of a batch proves it, from the rows: no instance 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
@@ -107,16 +107,10 @@ CREATE VIEW records AS
 }
 
 
-class RecordRow(NamedTuple):
-    """A record as stored, fields in the table's column order (so a row is written to ``COPY`` as it is)."""
-
-    gw: str
-    seq: int
-    dev: str
-    t: int
-    kind: str
-    data: bytes
-    leaf: bytes
+# A record as stored, fields in the table's column order (so a row is written to ``COPY`` as it is): gw, seq, dev,
+# t, kind, data, leaf. A plain tuple, not a NamedTuple: one is built per record on the hot path, and a NamedTuple's
+# constructor costs three times a tuple display (0.44 vs 0.15 us here).
+RecordRow = tuple[str, int, str, int, str, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +192,7 @@ class Store:
         number of conflicts found."""
         if not rows:
             return 0
-        if len({(r.gw, r.seq) for r in rows}) == len(rows) and self._copy_new(rows):
+        if len({(r[0], r[1]) for r in rows}) == len(rows) and self._copy_new(rows):
             return 0
         cur = self.conn.cursor()
         cur.execute(
@@ -207,13 +201,13 @@ class Store:
         )
         with cur.copy("COPY incoming (gw, seq, dev, t, kind, data, leaf) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row((r.gw, r.seq, r.dev, r.t, r.kind, r.data, r.leaf))
+                copy.write_row(r)
         inserted = cur.execute(
             "INSERT INTO record_rows (gw, seq, dev, t, kind, data, leaf) "
             "SELECT DISTINCT ON (gw, seq) gw, seq, dev, t, kind, data, leaf FROM incoming "
             "ON CONFLICT (gw, seq) DO NOTHING"
         ).rowcount
-        if inserted == len(rows) and len({(r.gw, r.seq) for r in rows}) == len(rows):
+        if inserted == len(rows) and len({(r[0], r[1]) for r in rows}) == len(rows):
             cur.execute("DELETE FROM incoming")
             return 0  # every key new and none twice: nothing can conflict
         conflicts = cur.execute(
@@ -562,7 +556,3 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
-
-
-def record_rows(items: Iterable[tuple[str, int, str, int, str, bytes, bytes]]) -> list[RecordRow]:
-    return [RecordRow(*i) for i in items]
