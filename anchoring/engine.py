@@ -49,6 +49,7 @@ from edge.errors import EdgeError
 from edge.head import SignedHead
 from edge.manifest import GENESIS_PREV, Manifest, SignedManifest
 from edge.merkle import MerkleTree, leaf_hash
+from edge.record import read_record
 from edge.rollup import Rollup
 from edge.sm3 import sm3
 
@@ -72,6 +73,10 @@ class SeqSet:
     def add(self, n: int) -> bool:
         """Add ``n``; False when it was already there."""
         lo, hi = self._lo, self._hi
+        if hi and hi[-1] == n - 1:  # the next seq in order: the usual case
+            hi[-1] = n
+            self.count += 1
+            return True
         i = bisect.bisect_right(lo, n) - 1
         if i >= 0 and n <= hi[i]:
             return False
@@ -351,26 +356,29 @@ class VerificationEngine:
             st.key_id, st.key_pem = msg.key_id, msg.pem
 
     def _feed_data(self, st: _Gw, msg: DataMessage) -> None:
-        gw = msg.gw
-        for data, rec in msg.records():
-            if isinstance(rec, EdgeError):
-                self._note(st, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}", gw)
+        gw, dev = msg.gw, msg.dev
+        received, pending = st.received, st.pending
+        for data in msg.raw:
+            try:
+                rgw, seq, rdev = read_record(data)[:3]
+            except EdgeError as exc:
+                self._note(st, Reason.MALFORMED, f"record on data/{dev}: {exc}", gw)
                 continue
-            if rec.gw != gw or rec.dev != msg.dev:
+            if rgw != gw or rdev != dev:
                 self._note(
                     st,
                     Reason.WRONG_TOPIC,
-                    f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on {gw}/data/{msg.dev}",
+                    f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}",
                     gw,
-                    seq=rec.seq,
+                    seq=seq,
                 )
                 continue
-            seq = rec.seq
-            if st.received.add(seq):
-                st.pending[seq] = data
-                self._try_waiting(st, gw, seq)
+            if received.add(seq):
+                pending[seq] = data
+                if st.waiting:
+                    self._try_waiting(st, gw, seq)
                 continue
-            old = st.pending.get(seq)
+            old = pending.get(seq)
             if old is not None:
                 if old != data:
                     self._note(st, Reason.CONFLICTING_DUPLICATE, f"two different records claim seq {seq}", gw, seq=seq)
@@ -503,37 +511,36 @@ class VerificationEngine:
         self._live_anchor(st, gw, b)
 
     def _live_confirm(self, st: _Gw, b: _Batch) -> AnchorInfo | None:
+        got = self._live_anchors(st, b)
+        return got[0][0] if got else None
+
+    def _live_anchors(self, st: _Gw, b: _Batch) -> list[tuple[AnchorInfo, AnchorReceipt]]:
+        """The chain's anchors of the batch through its receipts, the one that counts first: with registry trust
+        only those by an account the registry names for the gateway (anyone may anchor any root, and a squatter's
+        earlier anchor must not become the block the key is judged at), else the earliest."""
         if self.chain is None:
-            return None
+            return []
         m = b.m
+        found: list[tuple[AnchorInfo, AnchorReceipt]] = []
         for r in st.receipts.get(m.batch, []):
             if r.root == m.root and r.count == m.count:
                 got = self.chain.confirm(r)
-                if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                    m.gw,
-                    m.batch,
-                    m.count,
-                    AnchorKind.BATCH,
+                if (
+                    not isinstance(got, str)
+                    and (got.gw, got.number, got.count, got.kind) == (m.gw, m.batch, m.count, AnchorKind.BATCH)
+                    and self.trust.counts_anchor(m.gw, got.anchorer)
                 ):
-                    return got
-        return None
+                    found.append((got, r))
+        found.sort(key=lambda a: a[0].block_number)
+        return found
 
     def _live_anchor(self, st: _Gw, gw: str, b: _Batch) -> None:
         if self.on_event is None or self.chain is None or b.anchored_sent:
             return
-        m = b.m
-        for r in st.receipts.get(m.batch, []):
-            if r.root == m.root and r.count == m.count:
-                got = self.chain.confirm(r)
-                if not isinstance(got, str) and (got.gw, got.number, got.count, got.kind) == (
-                    m.gw,
-                    m.batch,
-                    m.count,
-                    AnchorKind.BATCH,
-                ):
-                    b.anchored_sent = True
-                    self.on_event(BatchAnchored(gw, m.batch, got, r))
-                    return
+        found = self._live_anchors(st, b)
+        if found:
+            b.anchored_sent = True
+            self.on_event(BatchAnchored(gw, b.m.batch, found[0][0], found[0][1]))
 
     def _trusted(
         self,
@@ -1083,12 +1090,37 @@ def judge_batch(
     """One batch judged from stored rows (``tiyi ingest``): the same checks and ``Reason``s as the engine's —
     manifest for this gateway, every record present, Merkle root, signature under a trusted key, and the prev chain
     when the previous batch's digest is known. With registry trust the key is judged at ``anchor`` (the chain's)."""
+    return judge_leaves(
+        trust,
+        gw,
+        signed,
+        [leaf_hash(d) for d in records],
+        prev_digest=prev_digest,
+        anchor=anchor,
+        gateways_in_view=gateways_in_view,
+        announced_pem=announced_pem,
+    )
+
+
+def judge_leaves(
+    trust: TrustPolicy,
+    gw: str,
+    signed: SignedManifest,
+    leaves: list[bytes],
+    *,
+    prev_digest: bytes | None = None,
+    anchor: AnchorInfo | None = None,
+    gateways_in_view: int = 1,
+    announced_pem: str | None = None,
+) -> BatchVerdict:
+    """``judge_batch`` from the records' leaf hashes, in seq order (an ingest store keeps each record's leaf, hashed
+    from its bytes when it was stored, so a batch is not hashed twice)."""
     m = signed.manifest
     if m.gw != gw:
         return BatchVerdict(Reason.WRONG_TOPIC, f"manifest of {m.gw} stored under {gw}")
-    if len(records) != m.count:
-        return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(records)} record(s) missing")
-    if MerkleTree.from_leaf_hashes([leaf_hash(d) for d in records]).root != m.root:
+    if len(leaves) != m.count:
+        return BatchVerdict(Reason.MISSING_RECORD, f"batch {m.batch}: {m.count - len(leaves)} record(s) missing")
+    if MerkleTree.from_leaf_hashes(leaves).root != m.root:
         return BatchVerdict(
             Reason.ROOT_MISMATCH,
             f"batch {m.batch}: the Merkle root over seq {m.first_seq}.."

@@ -19,7 +19,7 @@ from edge.consent import SignedConsent
 from edge.errors import CodecError, EdgeError
 from edge.head import SignedHead
 from edge.manifest import SignedManifest
-from edge.record import Record, decode_data_message
+from edge.record import Record, RecordFields, decode_data_message, read_record
 from edge.rollup import Rollup
 from edge.topics import ParsedTopic, parse_topic
 from edge.view import SignedView
@@ -45,6 +45,14 @@ class DataMessage:
         for data in self.raw:
             try:
                 yield data, Record.from_bytes(data)
+            except EdgeError as exc:
+                yield data, exc
+
+    def fields(self) -> Iterator[tuple[bytes, RecordFields | EdgeError]]:
+        """Like ``records``, without a ``Record`` per record: (gw, seq, dev, t, kind, ...) once all are checked."""
+        for data in self.raw:
+            try:
+                yield data, read_record(data)
             except EdgeError as exc:
                 yield data, exc
 

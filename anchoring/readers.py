@@ -1,7 +1,8 @@
 """Opening a read-only chain view from what a platform's operator types: a node URL and the Anchor contract address.
 
-Shared by every verifier that is not the gateway (``tiyi-ingest``; ``tiyi verify`` has the same rules in
-``gateway.verify_cmd``). The contract is always the platform's own pin: a receipt never chooses it.
+The one place these are parsed (``tiyi-ingest``, ``tiyi verify``, ``tiyi proof``, ``tiyi chain``): errors are
+``ChainOptionError`` (bad input), which each command line turns into a one-line message at its error boundary. The
+contract is always the platform's own pin: a receipt never chooses it.
 """
 
 from __future__ import annotations
@@ -28,15 +29,20 @@ def address(text: str, what: str) -> bytes:
 
 def open_reader(url: str, contract: bytes, what: str = "--rpc") -> ChainReader:
     """A read-only client for ``contract`` on the node at ``url`` (``fisco2+http://…``: FISCO BCOS 2.x, group 1)."""
-    if url.startswith("fisco2+"):
-        from anchoring.fisco2 import Fisco2ChainClient
-
-        return Fisco2ChainClient.reader(url.removeprefix("fisco2+"), contract)
-    if not url.startswith(("http://", "https://")):
+    if not url.startswith(("http://", "https://", "fisco2+http://", "fisco2+https://")):
         raise ChainOptionError(f"{what} {url!r}: expected http(s)://HOST:PORT or fisco2+http(s)://HOST:PORT")
-    from anchoring.evm import EvmChainClient
+    try:
+        if url.startswith("fisco2+"):
+            from anchoring.fisco2 import Fisco2ChainClient
 
-    return EvmChainClient.reader(url, contract)
+            return Fisco2ChainClient.reader(url.removeprefix("fisco2+"), contract)
+        from anchoring.evm import EvmChainClient
+
+        return EvmChainClient.reader(url, contract)
+    except ChainOptionError:
+        raise
+    except AnchoringError as exc:  # a URL the client cannot use (the cause stays: an unreachable node shows)
+        raise ChainOptionError(f"{what} {url}: {exc}") from exc
 
 
 def point_verifier(point: bytes) -> Verifier:

@@ -98,6 +98,16 @@ class TrustPolicy:
         entry = self.entry(gw)
         return set() if isinstance(entry, str) else {k.anchorer for k in entry.keys}
 
+    def counts_anchor(self, gw: str, anchorer: bytes) -> bool:
+        """Whether an anchor by ``anchorer`` may be the one ``gw``'s batch is judged at. Anyone may anchor any root
+        (the contract keys anchors by account), so with the registry only an account it names for ``gw`` counts; a
+        gateway the registry does not hold is refused on its key whichever anchor is used. Without the registry
+        every confirmed anchor counts (the earliest is used)."""
+        if self._registry is None:
+            return True
+        names = self.anchorers(gw)
+        return not names or anchorer in names
+
     def key_for(
         self, gw: str, key_id: str, anchor: AnchorInfo | None, gateways_in_view: int, announced_pem: str | None = None
     ) -> TrustedKey | str:

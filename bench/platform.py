@@ -86,8 +86,9 @@ def bench_verify_throughput(gateways: int = 20, per_gateway: int = 5000) -> tupl
                 ok += bare_key.verify(env["manifest"], env["sig"])
         return time.perf_counter() - t
 
-    o = min(ours() for _ in range(3))
-    b = min(bare() for _ in range(3))
+    runs = [(ours(), bare()) for _ in range(3)]  # interleaved: a busy spell on a shared machine hits both sides
+    o = min(r[0] for r in runs)
+    b = min(r[1] for r in runs)
     value, base = streams.records / o, streams.records / b
     ratio = value / base
     return (
@@ -101,7 +102,7 @@ def bench_verify_throughput(gateways: int = 20, per_gateway: int = 5000) -> tupl
             ">= 0.5x",
             ratio >= 0.5,
         ),
-        {"records": streams.records, "gateways": gateways, "ours_s": o, "bare_s": b},
+        {"records": streams.records, "gateways": gateways, "ours_s": o, "bare_s": b, "runs_s": runs},
     )
 
 
@@ -171,22 +172,39 @@ def _wait_count(dsn: str, sql: str, want: int, timeout: float) -> float:
     raise TimeoutError(f"{_count(dsn, sql)} of {want} after {timeout:g} s: {sql}")
 
 
+def _instances_probed(dsn: str) -> int:
+    import psycopg
+
+    try:
+        return _count(dsn, "SELECT count(DISTINCT instance) FROM problems WHERE gw = 'probe'")
+    except psycopg.errors.UndefinedTable:
+        return 0  # no instance has created the schema yet
+
+
 def _wait_subscribed(dsn: str, broker: Mosquitto, streams: Streams, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Every instance subscribed: a probe message of an unknown gateway is stored as a problem by one of them."""
+    """Every instance subscribed: probe messages of an unknown gateway, sent until each instance has stored one as a
+    problem (a shared subscription drops what arrives before anyone subscribed, and start-up time varies)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    time.sleep(2.0)  # schema created, sessions open
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe", protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
-    for i in range(2 * len(procs)):  # shared subscription: round robin reaches each instance
-        c.publish(f"tiyi/v1/bench/probe/data/d{i}", b"\xff", qos=1).wait_for_publish(10)
-    c.loop_stop()
-    c.disconnect()
-    _wait_count(dsn, "SELECT count(*) FROM problems WHERE gw = 'probe'", 2 * len(procs), 60)
-    for p in procs:
-        assert p.poll() is None, "an ingest instance exited"
+    deadline = time.monotonic() + 120
+    try:
+        i = 0
+        while _instances_probed(dsn) < len(procs):
+            for p in procs:
+                assert p.poll() is None, "an ingest instance exited"
+            if time.monotonic() > deadline:
+                raise TimeoutError("the ingest instances did not all subscribe within 120 s")
+            for _ in range(len(procs)):  # shared subscription: round robin reaches each instance
+                c.publish(f"tiyi/v1/bench/probe/data/d{i}", b"\xff", qos=1).wait_for_publish(10)
+                i += 1
+            time.sleep(0.5)  # pacing the probes, not synchronisation: the loop ends on what the database says
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 BARE = r"""
@@ -227,7 +245,15 @@ def bench_ingest_throughput(tmp: Path, gateways: int = 20, per_gateway: int = 10
         try:
             _wait_subscribed(dsn, broker, streams, procs)
             r = replay(broker.port, streams)
-            done = _wait_count(dsn, "SELECT count(*) FROM records WHERE state = 'proven'", streams.records, 600)
+            # Poll the batch rows (200), not the records: counting 200,000 records every 50 ms took most of a core
+            # here and competed with what it measures. A batch and its records settle in one statement, so the two
+            # agree; the records are counted once at the end to show it.
+            done = _wait_count(
+                dsn, "SELECT coalesce(sum(count), 0) FROM batches WHERE state = 'proven'", streams.records, 600
+            )
+            proven = _count(dsn, "SELECT count(*) FROM records WHERE state = 'proven'")
+            if proven != streams.records:
+                raise AssertionError(f"{proven} of {streams.records} records proven when their batches were")
             ours = streams.records / (done - r.started)
             detail["publish_s"] = r.finished - r.started
         finally:

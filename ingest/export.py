@@ -157,8 +157,9 @@ def query(
     with conn.transaction(), conn.cursor(name="tiyi_export") as cur:
         cur.itersize = 2000
         cur.execute(
-            "SELECT r.data, r.state, r.batch, b.anchor_tx FROM records r LEFT JOIN batches b ON b.gw = r.gw AND "
-            "b.batch = r.batch WHERE r.state = ANY(%(states)s) AND (%(gw)s::text IS NULL OR r.gw = %(gw)s) AND "
+            "SELECT r.data, coalesce(b.state, 'received'), r.batch, b.anchor_tx FROM record_rows r LEFT JOIN batches b "
+            "ON b.gw = r.gw AND b.batch = r.batch WHERE coalesce(b.state, 'received') = ANY(%(states)s) AND "
+            "(%(gw)s::text IS NULL OR r.gw = %(gw)s) AND "
             "(%(dev)s::text IS NULL OR r.dev = %(dev)s) AND (%(kind)s::text IS NULL OR r.kind = %(kind)s) AND "
             "(%(since)s::bigint IS NULL OR r.t >= %(since)s) AND (%(until)s::bigint IS NULL OR r.t < %(until)s) "
             "ORDER BY r.gw, r.seq",

@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from anchoring.chain import AnchorInfo, AnchorKind
-from anchoring.engine import BatchVerdict, Untrusted, check_signature, judge_batch
+from anchoring.engine import BatchVerdict, Untrusted, check_signature, judge_leaves
 from anchoring.errors import AnchoringError
 from anchoring.findings import MAX_PROBLEMS_PER_REASON, Reason, _span
 from anchoring.messages import (
@@ -44,6 +44,7 @@ from edge.errors import EdgeError
 from edge.head import SignedHead
 from edge.manifest import SignedManifest
 from edge.merkle import leaf_hash
+from edge.record import read_record
 from edge.sm3 import sm3
 from ingest.errors import SettingsError
 from ingest.store import BatchRow, Ready, RecordRow, Store, connect, migrate
@@ -186,18 +187,19 @@ class Ingest:
     def _record_rows(self, msg: DataMessage) -> list[RecordRow]:
         """The rows of a data message's well-formed records on their own topic; the rest become problems."""
         rows: list[RecordRow] = []
-        for data, rec in msg.records():
-            if isinstance(rec, EdgeError):
-                self.store.problem(msg.gw, Reason.MALFORMED, f"record on data/{msg.dev}: {rec}"[:500])
-            elif rec.gw != msg.gw or rec.dev != msg.dev:
+        gw, dev = msg.gw, msg.dev
+        for data in msg.raw:
+            try:
+                rgw, seq, rdev, t, kind = read_record(data)[:5]
+            except EdgeError as exc:
+                self.store.problem(gw, Reason.MALFORMED, f"record on data/{dev}: {exc}"[:500])
+                continue
+            if rgw != gw or rdev != dev:
                 self.store.problem(
-                    msg.gw,
-                    Reason.WRONG_TOPIC,
-                    f"record seq {rec.seq} of {rec.gw}/{rec.dev} arrived on {msg.gw}/data/{msg.dev}",
-                    seq=rec.seq,
+                    gw, Reason.WRONG_TOPIC, f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}", seq=seq
                 )
             else:
-                rows.append(RecordRow(rec.gw, rec.seq, rec.dev, rec.t, rec.kind, data, leaf_hash(data)))
+                rows.append((gw, seq, dev, t, kind, data, leaf_hash(data)))
         return rows
 
     def _write(self, items: list[_Incoming]) -> None:
@@ -267,17 +269,17 @@ class Ingest:
             None if r.anchor is None else AnchorInfo(r.anchor[0], r.anchor[1], AnchorKind.BATCH, b.gw, b.batch, b.count)
         )
 
-        def judge(data: list[bytes]) -> BatchVerdict:
-            return judge_batch(
-                self.trust, b.gw, signed, data, prev_digest=r.prev, anchor=anchor, announced_pem=r.announced_pem
+        def judge(leaves: list[bytes]) -> BatchVerdict:
+            return judge_leaves(
+                self.trust, b.gw, signed, leaves, prev_digest=r.prev, anchor=anchor, announced_pem=r.announced_pem
             )
 
-        verdict = judge(r.records)
+        verdict = judge(r.leaves)
         if verdict.reason is Reason.ROOT_MISMATCH:
             # Conflicting copies arrived: whichever was stored first, the signed root decides.
             for seq, alt, leaf in self.store.alternatives(b):
-                trial = list(r.records)
-                trial[seq - b.first_seq] = alt
+                trial = list(r.leaves)
+                trial[seq - b.first_seq] = leaf
                 v2 = judge(trial)
                 if v2.reason is None:
                     self.store.swap(b.gw, seq, alt, leaf)
@@ -347,7 +349,20 @@ class Ingest:
                         once=f"anchor_not_on_chain:{gw}:{n}:{tx.hex()}",
                     )
                     continue
-                # With registry trust, whether this account may anchor for the gateway is the key's judgement.
+                if not self.trust.counts_anchor(gw, got.anchorer):
+                    # Anyone may anchor any root (the contract keys anchors by account): with registry trust only
+                    # an account the registry names for the gateway counts, so a squatter's anchor of the same
+                    # root, however early, never becomes the block the key is judged at.
+                    self.store.receipt_checked(gw, n, tx, "unregistered anchorer")
+                    self.store.problem(
+                        gw,
+                        Reason.UNTRUSTED_KEY,
+                        f"batch {n}: an anchor of its root by 0x{got.anchorer.hex()}, an account the registry does "
+                        f"not name for {gw}, is not counted",
+                        batch=n,
+                        once=f"unregistered_anchorer:{gw}:{n}:{tx.hex()}",
+                    )
+                    continue
                 self.store.receipt_checked(gw, n, tx, "confirmed")
                 self.store.set_anchor(gw, n, receipt.tx, got.block_number, receipt.block_hash, got.anchorer)
         with self.conn.transaction():

@@ -1,7 +1,9 @@
-"""Shared fixtures: real processes (Mosquitto) on free loopback ports, started and stopped by the tests."""
+"""Shared fixtures: real processes (Mosquitto, ganache) on free loopback ports and throwaway PostgreSQL databases,
+started and dropped by the tests."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +38,22 @@ def ganache(tmp_path: Path) -> Iterator[Ganache]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped afterwards: the
+    ingest tests' store. A PostgreSQL that is not running fails the test (it is a real part here, never skipped)."""
+    import psycopg
+
+    name = f"tiyi_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect("host=127.0.0.1 dbname=postgres", autocommit=True)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}")
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"host=127.0.0.1 dbname={name}"
+    finally:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from anchoring.readers import address
 from edge.errors import KeyFormatError
 from edge.sm2 import load_public_key_pem
-from gateway.cli.verify import address_arg
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.runtime import chain_account_key
@@ -58,7 +58,7 @@ def _point(path: Path) -> bytes:
 
 def _client(opts: ChainOptions) -> Any:
     """A registry client for ``--rpc``: EVM JSON-RPC, or FISCO BCOS 2.x native RPC for ``fisco2+http(s)://``."""
-    contract = address_arg(opts.contract, "--contract")
+    contract = address(opts.contract, "--contract")
     if opts.rpc.startswith("fisco2+"):
         from anchoring.fisco2 import Fisco2ChainClient
         from gateway.keys import generate_keypair, load_signer
@@ -108,18 +108,18 @@ def registry_main(opts: ChainOptions) -> int:
     if cmd == "show":
         return _show(client, opts.gateway)
     if cmd == "approve-operator":
-        rec = client.approve_operator(address_arg(opts.account, "--account"))
+        rec = client.approve_operator(address(opts.account, "--account"))
     elif cmd == "revoke-operator":
-        rec = client.revoke_operator(address_arg(opts.account, "--account"))
+        rec = client.revoke_operator(address(opts.account, "--account"))
     elif cmd == "transfer-admin":
-        rec = client.transfer_admin(address_arg(opts.account, "--account"))
+        rec = client.transfer_admin(address(opts.account, "--account"))
     elif cmd == "register":
         rec = client.register_gateway(
-            opts.gateway, _point(opts.need(opts.pub, "--pub")), address_arg(opts.anchorer, "--anchorer")
+            opts.gateway, _point(opts.need(opts.pub, "--pub")), address(opts.anchorer, "--anchorer")
         )
     elif cmd == "rotate":
         rec = client.rotate_gateway_key(
-            opts.gateway, _point(opts.need(opts.pub, "--pub")), address_arg(opts.anchorer, "--anchorer")
+            opts.gateway, _point(opts.need(opts.pub, "--pub")), address(opts.anchorer, "--anchorer")
         )
     else:
         rec = client.revoke_gateway(opts.gateway)

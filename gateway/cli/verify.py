@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from anchoring.capture import read_capture, write_capture_item
-from anchoring.chain import ADDRESS_SIZE, ChainReader
-from anchoring.errors import AnchoringError, CaptureError
-from anchoring.readers import point_verifier
+from anchoring.errors import CaptureError
+from anchoring.readers import address, open_reader, point_verifier
 from anchoring.stream_verifier import StreamVerifier, VerificationReport
 from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import AnchorChecker, ChainAnchorChecker
@@ -130,34 +129,6 @@ def pinned_keys(specs: Iterable[str]) -> tuple[dict[str, list[Verifier]], list[V
     return pinned, unbound
 
 
-def address_arg(text: str, what: str) -> bytes:
-    """An account or contract address given on the command line (0x + 40 hex digits)."""
-    try:
-        raw = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raw = b""
-    if len(raw) != ADDRESS_SIZE:
-        raise ConfigError(f"{what} {text!r}: expected a 20-byte hex account address (0x + 40 hex digits)")
-    return raw
-
-
-def open_reader(url: str, contract: str, what: str) -> ChainReader:
-    """A read-only client for the chain at ``url`` (``fisco2+http://…`` for FISCO BCOS 2.x native RPC, group 1)."""
-    address = address_arg(contract, f"{what} contract")
-    if url.startswith("fisco2+"):
-        from anchoring.fisco2 import Fisco2ChainClient
-
-        return Fisco2ChainClient.reader(url.removeprefix("fisco2+"), address)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{what} {url!r}: expected http(s)://HOST:PORT or fisco2+http(s)://HOST:PORT")
-    from anchoring.evm import EvmChainClient
-
-    try:
-        return EvmChainClient.reader(url, address)
-    except AnchoringError as exc:
-        raise ConfigError(f"{what} {url}: {exc}") from exc
-
-
 def chain_checker(opts: VerifyOptions) -> AnchorChecker | None:
     """The batches' chain, with the platform's own pin of the contract: a receipt never chooses it."""
     if opts.rpc is None:
@@ -169,7 +140,7 @@ def chain_checker(opts: VerifyOptions) -> AnchorChecker | None:
         raise ConfigError("--rpc needs --contract ADDRESS (or --registry ADDRESS): the Anchor contract to trust")
     if opts.registry is not None and opts.contract is not None and opts.registry != opts.contract:
         raise ConfigError("--registry and --contract name different contracts; anchors and registry live in one")
-    return ChainAnchorChecker(f"anchor chain {opts.rpc}", open_reader(opts.rpc, contract, "--rpc"))
+    return ChainAnchorChecker(f"anchor chain {opts.rpc}", open_reader(opts.rpc, address(contract, "--rpc contract")))
 
 
 def rollup_checkers(specs: Iterable[str]) -> dict[str, AnchorChecker]:
@@ -185,7 +156,10 @@ def rollup_checkers(specs: Iterable[str]) -> dict[str, AnchorChecker]:
             )
         if target in out:
             raise ConfigError(f"--rollup-rpc: {target} given twice")
-        out[target] = ChainAnchorChecker(f"{target} {url}", open_reader(url, contract, f"--rollup-rpc {target}"))
+        out[target] = ChainAnchorChecker(
+            f"{target} {url}",
+            open_reader(url, address(contract, f"--rollup-rpc {target} contract"), f"--rollup-rpc {target}"),
+        )
     return out
 
 
@@ -211,7 +185,7 @@ def trust_policy(opts: VerifyOptions, chain: AnchorChecker | None) -> TrustPolic
             )
         reader = chain.client if isinstance(chain, ChainAnchorChecker) else None
         assert reader is not None
-        operator = None if opts.operator is None else address_arg(opts.operator, "--operator")
+        operator = None if opts.operator is None else address(opts.operator, "--operator")
         return TrustPolicy(registry=reader.gateway, point_verifier=point_verifier, operator=operator)
     if opts.tofu:
         return TrustPolicy(tofu=load_public_key_pem)

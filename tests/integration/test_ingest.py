@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,21 +30,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SIGNER = generate_signer()
 OTHER = generate_signer()
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"tiyi_ingest_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 dbname=postgres", autocommit=True)
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"host=127.0.0.1 dbname={name}"
-    finally:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
 
 
 def rec(gw: str, seq: int) -> bytes:

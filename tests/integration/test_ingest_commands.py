@@ -22,11 +22,10 @@ from edge.manifest import SignedManifest
 from edge.record import Record
 from gateway.cli import main as tiyi
 from tests.integration.chainkit import Alliance, anchor
-from tests.integration.test_ingest_states import GW, SIGNER, batch_msgs, database, feed, ingest, view
+from tests.integration.test_ingest_states import GW, SIGNER, batch_msgs, feed, ingest, view
 from tests.unit.anchoring.test_stream_verifier import Stream
 
 pytestmark = pytest.mark.slow
-__all__ = ["database"]  # the fixture, shared
 
 
 def store_anchored(ganache: Ganache, dsn: str) -> tuple[Alliance, Stream]:
@@ -82,7 +81,7 @@ def test_a_proof_from_the_database_verifies_on_chain_and_an_altered_row_does_not
     with psycopg.connect(database) as c:
         data = bytes(c.execute("SELECT data FROM records WHERE gw = %s AND seq = 17", (GW,)).fetchone()[0])  # type: ignore[index]
         altered = bytes(replace(Record.from_bytes(data), val={"heart_rate": 40}))
-        c.execute("UPDATE records SET data = %s WHERE gw = %s AND seq = 17", (altered, GW))
+        c.execute("UPDATE record_rows SET data = %s WHERE gw = %s AND seq = 17", (altered, GW))  # the table
     assert tiyi(["proof", "export", "--db", database, "--gw", GW, "--seq", "17", "-o", str(out)]) == 0
     assert tiyi(check) == 1
     assert "NOT proven" in capsys.readouterr().out

@@ -5,11 +5,8 @@ instance on a real PostgreSQL, fed directly (the MQTT side is covered by test_in
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
-import psycopg
 import pytest
 
 from anchoring.chain import AnchorKind
@@ -30,21 +27,6 @@ from tests.unit.anchoring.test_stream_verifier import GW, OTHER, SIGNER, Stream
 pytestmark = pytest.mark.slow
 T = Topics("shenzhen", GW)
 TIMEOUT = 0.6  # the gap timeout the tests run with
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"tiyi_states_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 dbname=postgres", autocommit=True)
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"host=127.0.0.1 dbname={name}"
-    finally:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
 
 
 def ingest(dsn: str, trust: TrustPolicy | None = None, chain: ChainView | None = None, **kw: object) -> Ingest:
@@ -256,6 +238,40 @@ def test_registry_trust_waits_for_the_chain_and_a_dropped_tail_the_chain_knows_i
     settle(ing)  # ... but it never comes
     assert states(ing) == [(1, "final"), (2, "final")]
     assert ("truncated", 3, None) in problems(ing)
+
+
+def test_registry_trust_counts_only_the_registered_account_s_anchor_not_a_squatter_s_earlier_one(
+    ganache: Ganache, database: str
+) -> None:
+    """The contract keys anchors by (anchorer, kind, gw, root): anyone can anchor a gateway's root. A squatter who
+    anchors batch 1's root first, and whose receipt arrives first, must not become the anchor the key is judged at
+    (it would reject the genuine batch): only the account the registry names for the gateway counts."""
+    alliance = Alliance(ganache.url)
+    operator = alliance.operator()
+    gateway, squatter = alliance.account(), alliance.account()
+    operator.register_gateway(GW, point(SIGNER), gateway.account)
+    s = Stream.honest(n=10)
+    m = SignedManifest.from_bytes(s.batches[0]).manifest
+    squatted = anchor(squatter, AnchorKind.BATCH, GW, m.root, m.batch, m.count)  # first on the chain
+    genuine = anchor(gateway, AnchorKind.BATCH, GW, m.root, m.batch, m.count)
+    assert squatted.block < genuine.block
+    ing = ingest(database, alliance.registry(), view(alliance))
+    feed(ing, [*batch_msgs(s, 1), (T.anchor, bytes(squatted))])
+    ing.check_chain()
+    ing.prove()
+    assert states(ing) == [(1, "received")]  # the squatter's anchor is confirmed on the chain, but not counted
+    assert q(ing, "SELECT anchor_tx FROM batches") == [(None,)]
+    assert [p[:2] for p in problems(ing)] == [("untrusted_key", 1)]
+    feed(ing, [(T.anchor, bytes(genuine))])
+    ing.check_chain()
+    ing.prove()
+    assert states(ing) == [(1, "anchored")]
+    assert q(ing, "SELECT anchor_tx, anchorer, key_source FROM batches") == [
+        (genuine.tx, gateway.account, "the on-chain gateway registry")
+    ]
+    assert q(ing, "SELECT tx, checked FROM receipts ORDER BY checked") == sorted(
+        [(squatted.tx, "unregistered anchorer"), (genuine.tx, "confirmed")], key=lambda r: r[1]
+    )
 
 
 def test_registry_trust_rejects_a_gateway_nobody_registered(ganache: Ganache, database: str) -> None:

@@ -301,3 +301,39 @@ def test_memory_stays_flat_over_a_long_run() -> None:
     g = report.gateways[GW]
     assert report.ok, report.summary()
     assert (g.batches_verified, g.records_in_verified_batches) == (300, 15_000)
+
+
+# ---------------------------------------------------------------- registry trust, live
+def test_with_registry_trust_a_squatter_s_earlier_anchor_of_the_root_is_not_the_one_that_counts() -> None:
+    """Anyone can anchor a gateway's root (anchors are keyed by account). A squatter's anchor, earlier on the chain
+    and whose receipt comes first, must neither reject the batch (its account is not registered) nor be reported as
+    the batch's anchor: the registered account's anchor is."""
+    from anchoring.chain import GatewayEntry, KeyRecord
+    from anchoring.readers import point_verifier
+    from anchoring.trust import TrustPolicy
+    from edge.sm2 import load_public_key_pem
+    from tests.unit.anchoring.fakes import ANCHORER, FakeChain
+
+    squatter = b"\x55" * 20
+    xy = load_public_key_pem(SIGNER.public_key_pem()).public_key.point[1:]
+    entry = GatewayEntry(GW, b"o" * 20, False, 0, (KeyRecord(xy, ANCHORER, 1),))
+    trust = TrustPolicy(registry=lambda gw: entry if gw == GW else None, point_verifier=point_verifier)
+    s = Stream.honest(n=10)
+    m = SignedManifest.from_bytes(s.batches[0]).manifest
+    squatted = receipt(GW, 1, m.count, m.root, block=5, anchorer=squatter)
+    genuine = receipt(GW, 1, m.count, m.root, block=9)
+    squatted = replace(squatted, tx=b"\x99" * 32)
+    chain = FakeChain()
+    chain.put(squatted)
+    chain.put(genuine)
+    events: list[Event] = []
+    engine = VerificationEngine(trust, chain=chain, on_event=events.append)
+    engine.feed(T.anchor, bytes(squatted))
+    engine.feed(T.anchor, bytes(genuine))
+    for topic, payload in messages(s)[: len(s.records)]:
+        engine.feed(topic, payload)
+    engine.feed(T.batch, s.batches[0])
+    assert not [e for e in events if isinstance(e, RecordsRejected)]
+    assert proven_seqs(events) == list(range(1, 11))
+    anchored = [e for e in events if isinstance(e, BatchAnchored)]
+    assert [(e.anchor.anchorer, e.anchor.block_number) for e in anchored] == [(ANCHORER, 9)]

@@ -6,9 +6,10 @@ import pytest
 
 from anchoring.bundle import BundleError
 from anchoring.errors import ChainUnavailable, MalformedReply, TransactionFailed
+from anchoring.readers import ChainOptionError
 from edge.errors import BackendUnavailable, MalformedFrame
 from firmware_sim.scenario import ScenarioError
-from gateway.cli.main import EXIT_FAIL, EXIT_USAGE, exit_code
+from gateway.cli.main import EXIT_FAIL, EXIT_USAGE, exit_code, main
 from gateway.errors import ConfigError, GatewayError, JournalError
 
 
@@ -21,6 +22,8 @@ def wrapped(outer: Exception, inner: Exception) -> Exception:
     ("exc", "code"),
     [
         (ConfigError("--rpc needs --contract"), EXIT_USAGE),
+        # node URLs and addresses are parsed once, in anchoring.readers, for every command; not re-wrapped
+        (ChainOptionError("--rpc 'ftp://x': expected http(s)://HOST:PORT"), EXIT_USAGE),
         (BundleError("bundle: bad proof"), EXIT_USAGE),  # no longer re-wrapped as ConfigError by `verify --bundle`
         (ScenarioError("chaos.toml: no devices"), EXIT_USAGE),  # nor by `sim run`
         (MalformedFrame("2 bytes, too short"), EXIT_USAGE),
@@ -42,3 +45,20 @@ def test_exit_code_by_error(exc: BaseException, code: int) -> None:
 @pytest.mark.parametrize("bug", [KeyError("x"), AssertionError(), TypeError("bad call"), ValueError("plain")])
 def test_a_bug_has_no_exit_code_and_keeps_its_traceback(bug: BaseException) -> None:
     assert exit_code(bug) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rpc", "ftp://x", "--contract", "0x" + "12" * 20], "--rpc 'ftp://x': expected http(s)://HOST:PORT"),
+        (["--rpc", "http://127.0.0.1:1", "--contract", "0x1234"], "--rpc contract '0x1234': expected a 20-byte hex"),
+    ],
+)
+def test_tiyi_verify_reports_a_bad_chain_option_in_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shared parser's errors reach the user through main's boundary: exit 2, one line, no traceback."""
+    assert main(["verify", "--tofu", "--capture", "/dev/null", *args]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert message in err
