@@ -860,4 +860,5 @@ def _checked_record(fields: RecordFields) -> Record:
     _set(r, "salt", salt)
     _set(r, "q", q)
     _set(r, "sub", sub)
+    _set(r, "enc", None)  # the reader only accepts records without ``enc``; sealed ones take the reference path
     return r

@@ -229,3 +229,17 @@ def test_non_canonical_data_messages_are_refused(payload: str) -> None:
 def test_a_data_message_over_the_record_limit_is_refused() -> None:
     with pytest.raises(CodecError, match="more than 2"):
         decode_data_message(encode_data_message([b"a", b"b", b"c"]), max_records=2)
+
+
+def test_a_record_read_by_the_fast_path_has_every_field_of_the_reference_one() -> None:
+    """The reader builds a Record without __init__: a field it forgets to set (``enc`` once did) would make the
+    record unusable, so the two paths must give equal records, every field present."""
+    fast = Record.from_bytes(bytes(R))
+    assert fast == Record._from_bytes_reference(bytes(R)) and fast.enc is None
+
+
+def test_a_sealed_record_takes_the_reference_path_and_keeps_its_enc() -> None:
+    enc = {"kid": "k1", "iv": bytes(12), "ct": bytes(20)}
+    sealed = Record(**{**R.to_map(), "val": {}, "raw": b"", "enc": enc})  # type: ignore[arg-type]
+    assert _fast(bytes(sealed)) is None
+    assert Record.from_bytes(bytes(sealed)).enc == enc
