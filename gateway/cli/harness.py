@@ -61,8 +61,10 @@ class StreamCollector:
         client_id: str = "",
         session_expiry_s: int = 0,
         reconnect_s: tuple[float, float] | None = None,
+        subscription: str | None = None,
     ) -> None:
-        """``session_expiry_s`` > 0: a persistent session, so a broker restart (with persistence on) keeps the
+        """``subscription``: the topic filter (the gateway's own tree unless given; a test scanning for leaks
+        subscribes to ``#``). ``session_expiry_s`` > 0: a persistent session, so a broker restart (with persistence on) keeps the
         subscription and queues what the gateway publishes meanwhile instead of dropping it. ``reconnect_s``:
         the first and the longest wait between reconnection attempts (the client's defaults unless given)."""
         backoff_min, backoff_max = reconnect_s or (None, None)
@@ -74,7 +76,7 @@ class StreamCollector:
             backoff_min=backoff_min,
             backoff_max=backoff_max,
         )
-        self._sub = PahoSubscriber(self._settings, topics.all)
+        self._sub = PahoSubscriber(self._settings, subscription or topics.all)
         self._status_topic, self._gw = topics.status, gw
         self.messages: list[tuple[str, bytes, bool]] = []
         self._ended = asyncio.Event()

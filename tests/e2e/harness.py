@@ -25,7 +25,7 @@ RECONNECT_S = (0.1, 1.0)  # a restarted broker is back in well under a second he
 class Recorder:
     """Subscribes before the gateway starts and keeps every message, like a platform would."""
 
-    def __init__(self, url: str, topics: Topics, session_expiry_s: int = 0) -> None:
+    def __init__(self, url: str, topics: Topics, session_expiry_s: int = 0, subscription: str | None = None) -> None:
         self._collector = StreamCollector(
             url,
             topics,
@@ -33,6 +33,7 @@ class Recorder:
             client_id=f"recorder-{time.monotonic_ns()}",
             session_expiry_s=session_expiry_s,
             reconnect_s=RECONNECT_S,
+            subscription=subscription,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="recorder", daemon=True)

@@ -38,7 +38,7 @@ from edge.record import Record, decode_data_message, encode_data_message
 from edge.sealing import SealError
 from edge.signing import Verifier
 from edge.sm2 import load_public_key_pem
-from edge.topics import parse_topic
+from edge.topics import Topics, parse_topic
 from edge.view import SignedView, ViewManifest, open_view_record
 from gateway.binding import subject_id
 from gateway.cli import main
@@ -171,7 +171,7 @@ def run_sim(mosquitto: Mosquitto, site: Site, log_path: Path) -> tuple[list[tupl
         "--speed", "10", "--broker", mosquitto.url, "--state-dir", str(site.state), "--gateway-id", GW,
         "--region", REGION, "--batch-seconds", "1.5", "--rollup-every", "0", "--audiences", str(site.cfg),
     ]  # fmt: skip
-    with Recorder(mosquitto.url, "#") as rec, log_path.open("wb") as log:
+    with Recorder(mosquitto.url, Topics(REGION, GW), subscription="#") as rec, log_path.open("wb") as log:
         sim = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             view_topic = f"tiyi/v1/{REGION}/{GW}/aud/{HEALTH}/view"

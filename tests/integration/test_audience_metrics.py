@@ -48,7 +48,7 @@ def test_a_cross_border_block_shows_in_metrics(
     )
     topics = Topics(rg.cfg.region, rg.cfg.gateway_id)
     caplog.set_level(logging.INFO, logger="tiyi")
-    with Recorder(mosquitto.url, topics.all) as rec:
+    with Recorder(mosquitto.url, topics) as rec:
         rg.start()
         try:
             rg.feed(12)  # heart-rate readings of the bound, consenting member

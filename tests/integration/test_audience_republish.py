@@ -65,7 +65,7 @@ async def run_gateway(cfg: GatewayConfig, frames: int) -> None:
 
 def capture(url: str, cfg: GatewayConfig, frames: int) -> list[tuple[str, bytes]]:
     """Run the gateway once under an observer subscribed before it starts: (topic, payload) received."""
-    with Recorder(url, Topics(cfg.region, cfg.gateway_id).all) as rec:
+    with Recorder(url, Topics(cfg.region, cfg.gateway_id)) as rec:
         asyncio.run(run_gateway(cfg, frames))
         rec.wait_idle(0.5)
     return [(t, p) for t, p, _ in rec.messages]
@@ -187,7 +187,7 @@ def test_a_consent_ledger_that_stops_verifying_holds_every_view_back(
         parts.journal.close()
         return held, gw.audiences.views_published[AUD] if gw.audiences else -1
 
-    with Recorder(mosquitto.url, topics.all) as rec:
+    with Recorder(mosquitto.url, topics) as rec:
         held, published = asyncio.run(go())
         rec.wait_idle(0.5)
     assert held == 1 and published == 1
@@ -328,7 +328,7 @@ def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_mem
         return gw.audiences.withdrawn_views[AUD]
 
     try:
-        with Recorder(broker.url, topics.all, session_expiry_s=600) as rec:
+        with Recorder(broker.url, topics, session_expiry_s=600) as rec:
             withdrawn = asyncio.run(run())
             rec.wait_idle(1.0)
     finally:
