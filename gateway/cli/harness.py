@@ -64,8 +64,9 @@ class StreamCollector:
         subscription: str | None = None,
     ) -> None:
         """``subscription``: the topic filter (the gateway's own tree unless given; a test scanning for leaks
-        subscribes to ``#``). ``session_expiry_s`` > 0: a persistent session, so a broker restart (with persistence on) keeps the
-        subscription and queues what the gateway publishes meanwhile instead of dropping it. ``reconnect_s``:
+        subscribes to ``#``). ``session_expiry_s`` > 0: a persistent session, so a broker restart (with
+        persistence on) keeps the subscription and queues what the gateway publishes meanwhile instead of
+        dropping it. ``reconnect_s``:
         the first and the longest wait between reconnection attempts (the client's defaults unless given)."""
         backoff_min, backoff_max = reconnect_s or (None, None)
         self._settings = BrokerSettings.from_url(

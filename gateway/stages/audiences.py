@@ -132,6 +132,8 @@ class Audiences:
         self.views_published: Counter[str] = Counter()
         self.rebuild_failures = 0
         self.withdrawn_views: Counter[str] = Counter()  # views published without records: withdrawn since built
+        self.rebuilt_views: Counter[str] = Counter()  # views rebuilt at a later consent head before publication
+        self._floor: dict[str, int] = {}  # per audience: the latest consent head a view was published at (this run)
         self._last_problem: str | None = None
 
     @property
@@ -252,12 +254,7 @@ class Audiences:
         signed = SignedView.from_bytes(row.signed)
         m = signed.manifest
         try:
-            ring = self._setup.keyrings.get(a.id)
-            key = None
-            if m.kid:
-                if ring is None:
-                    raise GatewayError(f"audience {a.id} has no keyring for key {m.kid}")
-                key = (m.kid, ring.by_kid(m.kid))
+            key = self._key(a, m.kid)
             self._setup.ledger.reload()
             records, again = self._make(a, src, raw, self._setup.ledger.allows_at(row.consent_n), row.consent_n, key)
         except (GatewayError, EdgeError) as exc:
@@ -273,41 +270,111 @@ class Audiences:
             return None
         return records
 
+    def _key(self, a: AudienceConfig, kid: str) -> tuple[str, bytes] | None:
+        """The audience key a view names (None: a view in clear)."""
+        if not kid:
+            return None
+        ring = self._setup.keyrings.get(a.id)
+        if ring is None:
+            raise GatewayError(f"audience {a.id} has no keyring for key {kid}")
+        return (kid, ring.by_kid(kid))
+
+    def _make_at_head(
+        self, a: AudienceConfig, row: ViewRow, src: SourceBatch, raw: list[bytes]
+    ) -> tuple[list[bytes], SignedView, int] | None:
+        """Off the loop: the view rebuilt at the consent ledger's current head with the key it names, signed; None
+        when that is not possible (its key is gone). The records of members still consenting come out
+        byte-identical to the first build (salts and IVs are derived), so any already sent stay valid."""
+        try:
+            key = self._key(a, SignedView.from_bytes(row.signed).manifest.kid)
+            ledger = self._setup.ledger
+            ledger.reload()
+            consent_n = ledger.head
+            records, manifest = self._make(a, src, raw, ledger.allows_at(consent_n), consent_n, key)
+        except (GatewayError, EdgeError) as exc:
+            log.error("audience %s, batch %d: the view cannot be rebuilt at the current consent (%s)", a.id, row.n, exc)
+            return None
+        return records, sign_view(manifest, self._signer), consent_n
+
+    async def _at_head(
+        self, a: AudienceConfig, row: ViewRow, records: list[bytes], floor: int, consent_done: int
+    ) -> tuple[ViewRow, list[bytes]] | None:
+        """The view to publish: as journaled, or — when a member with a record in it withdrew from its purpose
+        after it was built, or an earlier view went out at a later consent head (``floor``; the audience's
+        verifier requires heads never to go back) — rebuilt at the current head, re-signed and replacing the
+        unacknowledged journaled view. None: its consent events must go out first (the ledger moved meanwhile).
+        A view that cannot be rebuilt is returned as it is (:meth:`_unless_withdrawn` then withholds its
+        records)."""
+        loop = asyncio.get_running_loop()
+        gone = await loop.run_in_executor(None, self._withdrawn_in, row, records)
+        if not gone and row.consent_n >= floor:
+            return row, records
+        src, raw = await self._source(row.n)
+        made = await loop.run_in_executor(None, self._make_at_head, a, row, src, raw)
+        if made is None:
+            return row, records
+        fresh, signed, consent_n = made
+        if consent_n > consent_done:
+            return None
+        await self._worker.call(self._views.replace_unpublished, a.id, row.n, consent_n, bytes(signed))
+        log.warning(  # counts only: no member, device or reading
+            "audience %s, batch %d: rebuilt at consent event %d (%d member(s) withdrew consent after it was built): "
+            "%d of its %d records are published",
+            a.id,
+            row.n,
+            consent_n,
+            gone,
+            len(fresh),
+            len(records),
+        )
+        self.rebuilt_views[a.id] += 1
+        return ViewRow(a.id, row.n, consent_n, bytes(signed), False), fresh
+
     # ------------------------------------------------------------------ publishing
     async def _publish_due(self) -> None:
+        loop = asyncio.get_running_loop()
         for a in self._audiences:
             consent_done = await self._publish_consent(a)
             for row in await self._worker.call(self._views.unpublished, a.id, PUBLISH_AHEAD):
                 if row.consent_n > consent_done:
                     break  # its consent events go first
                 if not row.records_published:
-                    loop = asyncio.get_running_loop()
-                    records = self._cache.pop((a.id, row.n), None)
-                    if records is None:
+                    cached = self._cache.pop((a.id, row.n), None)
+                    if cached is None:
                         src, raw = await self._source(row.n)
-                        records = await loop.run_in_executor(None, self._rebuild, a, row, src, raw)
-                        if records is None:
-                            self.rebuild_failures += 1
-                            records = []
+                        cached = await loop.run_in_executor(None, self._rebuild, a, row, src, raw)
+                    if cached is None:  # it no longer rebuilds as signed: its manifest goes out alone
+                        self.rebuild_failures += 1
+                        records: list[bytes] = []
+                    else:
+                        current = await self._at_head(a, row, cached, self._floor.get(a.id, 0), consent_done)
+                        if current is None:
+                            break  # rebuilt past the consent published: next round, consent first
+                        row, records = current
                     records = await loop.run_in_executor(None, self._unless_withdrawn, a, row, records)
                     await self._send_records(a.id, records)
                     await self._worker.call(self._views.mark_records_published, a.id, row.n)
                 await (await self._publisher.publish(self._topics.aud_view(a.id), row.signed, 1, False))
                 await self._worker.call(self._views.mark_published, a.id, row.n)
+                self._floor[a.id] = max(self._floor.get(a.id, 0), row.consent_n)
                 self.views_published[a.id] += 1
 
-    def _unless_withdrawn(self, a: AudienceConfig, row: ViewRow, records: list[bytes]) -> list[bytes]:
-        """Off the loop: the view's records, or none when a member with a record in it withdrew from the view's
-        purpose after the consent head it was built at (its publication was delayed: broker down, restart).
-        Sending them now would transfer readings after the withdrawal; the signed manifest goes out alone."""
+    def _withdrawn_in(self, row: ViewRow, records: list[bytes]) -> int:
+        """Off the loop: how many members with a record in the view withdrew from its purpose after the consent
+        head it was built at."""
         if not records:
-            return records
+            return 0
         ledger = self._setup.ledger
         ledger.reload()
         withdrawn = ledger.withdrawn_after(SignedView.from_bytes(row.signed).manifest.purpose, row.consent_n)
-        if not withdrawn:
-            return records
-        gone = withdrawn & {Record.from_bytes(b).sub for b in records}
+        return len(withdrawn & {Record.from_bytes(b).sub for b in records}) if withdrawn else 0
+
+    def _unless_withdrawn(self, a: AudienceConfig, row: ViewRow, records: list[bytes]) -> list[bytes]:
+        """Off the loop: the view's records, or none when a member with a record in it withdrew from the view's
+        purpose after the consent head it was built at and the view could not be rebuilt at a later head (its
+        key is gone) or the withdrawal came after that rebuild. Sending them would transfer readings after the
+        withdrawal; the signed manifest goes out alone."""
+        gone = self._withdrawn_in(row, records)
         if not gone:
             return records
         log.warning(  # counts only: no member, device or reading
@@ -315,7 +382,7 @@ class Audiences:
             "without its %d records",
             a.id,
             row.n,
-            len(gone),
+            gone,
             len(records),
         )
         self.withdrawn_views[a.id] += 1

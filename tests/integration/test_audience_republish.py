@@ -1,10 +1,12 @@
 """Audience views are published at least once and, when an acknowledgement was lost, published again after a
 restart byte-identical: view records are rebuilt from the journaled source records with the consent head and
 key id their signed manifest names — even after the key rotated meanwhile. A view that no longer rebuilds
-identically (its audience's rules changed) is never sent as something else, and a view whose members withdrew
-their consent after it was built never transfers their readings after the withdrawal: in both cases its
-manifest goes out alone and one line is logged. The consent events an audience gets follow its purpose, also
-when the purpose is changed."""
+identically (its audience's rules changed) is never sent as something else: its manifest goes out alone and
+one line is logged. A view whose member withdrew consent after it was built, before the broker acknowledged it,
+never transfers her readings after the withdrawal: it is rebuilt at the current consent head, re-signed and
+replaces the journaled one, so the audience gets a consistent view without her records that its verifier
+accepts; only a view that cannot be rebuilt (its key is gone) goes out as its manifest alone. The consent
+events an audience gets follow its purpose, also when the purpose is changed."""
 
 from __future__ import annotations
 
@@ -16,11 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from anchoring.findings import Reason
+from anchoring.trust import TrustPolicy
+from anchoring.view_verify import AudienceVerifier
 from bench.services import Mosquitto, free_port
 from edge.consent import SignedConsent
 from edge.frame import Frame
-from edge.record import decode_data_message
+from edge.record import Record, decode_data_message
+from edge.sm2 import load_public_key_pem
 from edge.topics import Topics
+from edge.view import SignedView
 from gateway.audience_config import AudienceConfig, MinimiseConfig
 from gateway.audience_keys import AudienceKeyring
 from gateway.binding import Bindings
@@ -87,6 +94,25 @@ def consent_events(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> lis
     """(ledger number, purpose, granted) of the consent events on the audience's consent topic."""
     topic = Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)
     return [(e.n, e.purpose, e.granted) for e in (SignedConsent.from_bytes(p).event for t, p in messages if t == topic)]
+
+
+def verify(cfg: GatewayConfig, messages: list[tuple[str, bytes]]) -> list[tuple[Reason, str]]:
+    """The audience's own verifier (anchoring.view_verify, with its keys and the gateway's pinned key) on what
+    it received: its problems. Without a chain (kind "none") no anchor receipt is published, so each view also
+    reports its source batch's missing anchor; any other problem is the stream's."""
+    pub = load_public_key_pem((cfg.state_dir / "keys" / "gateway.pub").read_text())
+    ring = AudienceKeyring(cfg.audience_key_dir, AUD)
+    v = AudienceVerifier(
+        TrustPolicy(pinned={cfg.gateway_id: [pub]}),
+        AUD,
+        cfg.audiences[0].purpose,
+        {kid: ring.by_kid(kid) for kid in ring.kids()},
+    )
+    for t, p in messages:
+        v.feed(t, p)
+    rep = v.report()
+    assert rep.gateways[cfg.gateway_id].views >= 1
+    return [(p.reason, p.message) for p in rep.problems if p.reason != Reason.MISSING_ANCHOR]
 
 
 def lose_acks(cfg: GatewayConfig) -> None:
@@ -197,14 +223,16 @@ def test_a_consent_ledger_that_stops_verifying_holds_every_view_back(
     assert len(views) == 1
 
 
-async def build_while_the_broker_is_down(cfg: GatewayConfig, frames: int, views: int) -> None:
+async def build_while_the_broker_is_down(
+    cfg: GatewayConfig, frames: int, views: int, devs: tuple[str, ...] = ("hr-1",)
+) -> None:
     """Run the gateway without a broker until ``views`` views are built (journaled, none acknowledged), then
-    stop it."""
+    stop it. Frames come from ``devs`` in turn."""
     parts = assemble(cfg, None)
     gw = parts.gateway
     await gw.start()
     for i in range(frames):
-        await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+        await gw.submit(Frame(devs[i % len(devs)], HR, bytes([0, 60 + i])))
     deadline = asyncio.get_running_loop().time() + 60
     assert gw.audiences is not None
     while gw.audiences.views_built[AUD] < views:
@@ -215,35 +243,119 @@ async def build_while_the_broker_is_down(cfg: GatewayConfig, frames: int, views:
     parts.journal.close()
 
 
-def test_a_view_built_before_a_withdrawal_is_published_after_it_without_records(
+def second_member(cfg: GatewayConfig) -> str:
+    """Bind hr-2 to a second member who consents to the audience's purpose: her pseudonymous sub."""
+    sub = Bindings(cfg.state_dir, secret_file(cfg.site_secret_path)).bind("hr-2", "M-8", wall_ms()).sub
+    ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        sub, "health_management", True, wall_ms()
+    )
+    return sub
+
+
+REBUILT_LINE = (
+    f"audience {AUD}, batch 1: rebuilt at consent event 3 (1 member(s) withdrew consent after it was built): "
+    "2 of its 4 records are published"
+)
+
+
+def topics_data(cfg: GatewayConfig, topic: str) -> str | None:
+    """``topic`` when it is one of the audience's data topics."""
+    return topic if topic.startswith(f"{Topics(cfg.region, cfg.gateway_id).base}/aud/{AUD}/data/") else None
+
+
+def assert_rebuilt_without_her(cfg: GatewayConfig, messages: list[tuple[str, bytes]], other: str) -> None:
+    """The audience got the withdrawal, then the other member's 2 records, then one view manifest built at the
+    withdrawal's head that withholds her 2 readings; its verifier finds nothing missing or unconsented."""
+    records, views = split(cfg, messages)
+    assert len(views) == 1 and len(records) == 2
+    assert {Record.from_bytes(b).sub for b in records} == {other}
+    m = SignedView.from_bytes(views[0]).manifest
+    assert (m.consent_n, m.consent_count, m.count) == (3, 3, 2)
+    assert sum(b - a + 1 for reason, a, b in m.withheld if reason == "no_consent") == 2
+    assert verify(cfg, messages) == []
+    without_data = [(t, p) for t, p in messages if t != topics_data(cfg, t)]
+    assert Reason.MISSING_RECORD in {r for r, _ in verify(cfg, without_data)}  # control: the check can fail
+    assert consent_events(cfg, messages) == [
+        (1, "health_management", True),
+        (2, "health_management", True),
+        (3, "health_management", False),
+    ]
+    topics = Topics(cfg.region, cfg.gateway_id)
+    order = [t for t, _ in messages]
+    first_data = min(i for i, t in enumerate(order) if t.startswith(f"{topics.base}/aud/{AUD}/data/"))
+    assert order.index(topics.aud_consent(AUD)) < first_data < order.index(topics.aud_view(AUD))
+
+
+def test_a_view_built_before_a_withdrawal_is_rebuilt_without_her_records(
     site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Broker down: the view of batch 1 is built (the member consents) but not sent; the member withdraws; the
-    gateway restarts and the broker is back. Sending the view's records now would transfer her readings after
-    she withdrew: the signed manifest goes out alone (the audience sees a view whose records never came, not
-    a forged one), one line with counts is logged, and the withdrawal precedes it on the consent topic."""
+    """Broker down: the view of batch 1 is built (two members consent, two readings each) but not sent; one
+    withdraws; the gateway restarts and the broker is back. Her readings must not go out after she withdrew,
+    and a manifest without its records would show the audience a broken stream: the view is rebuilt at the
+    current consent head, re-signed and replaces the unacknowledged journaled one. None of her readings reaches
+    the broker; one line with counts is logged."""
     cfg = site
+    her = _sub(cfg)
+    other = second_member(cfg)
     mosquitto.stop()
-    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1))
+    asyncio.run(build_while_the_broker_is_down(cfg, 4, 1, devs=("hr-1", "hr-2")))
+    built = journaled_views(cfg)
     ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
-        _sub(cfg), "health_management", False, wall_ms()
+        her, "health_management", False, wall_ms()
+    )
+    mosquitto.start()
+    caplog.set_level(logging.INFO, logger="tiyi")
+    messages = capture(mosquitto.url, cfg, 0)
+    assert_rebuilt_without_her(cfg, messages, other)
+    assert [(n, c, p) for n, c, _, p in built] == [(1, 2, 0)]
+    ((n, c, signed, published),) = journaled_views(cfg)
+    assert (n, c, published) == (1, 3, 1) and signed == split(cfg, messages)[1][0] != built[0][2]
+    assert [m for m in caplog.messages if "withdrew consent" in m] == [REBUILT_LINE]
+    assert her not in caplog.text and other not in caplog.text and "M-7" not in caplog.text
+
+
+def test_a_later_view_follows_a_rebuilt_one_to_its_consent_head(
+    site: GatewayConfig, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two views built while the broker is down; only the first holds readings of the member who then
+    withdraws. It is rebuilt at the withdrawal's head; the second, at the older head, would tell the audience
+    a consent state older than the view before it (its verifier flags that as no_consent), so it is rebuilt at
+    that head too — its records unchanged. The whole stream verifies."""
+    cfg = site
+    her = _sub(cfg)
+    other = second_member(cfg)
+    mosquitto.stop()
+    devs = ("hr-1", "hr-2", "hr-1", "hr-2", "hr-2", "hr-2", "hr-2", "hr-2")
+    asyncio.run(build_while_the_broker_is_down(cfg, 8, 2, devs=devs))
+    assert [(n, c) for n, c, _, _ in journaled_views(cfg)] == [(1, 2), (2, 2)]
+    ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
+        her, "health_management", False, wall_ms()
     )
     mosquitto.start()
     caplog.set_level(logging.INFO, logger="tiyi")
     messages = capture(mosquitto.url, cfg, 0)
     records, views = split(cfg, messages)
-    assert len(views) == 1 and records == []
-    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
-    topics = [t for t, _ in messages]
-    assert topics.index(Topics(cfg.region, cfg.gateway_id).aud_consent(AUD)) < topics.index(
-        Topics(cfg.region, cfg.gateway_id).aud_view(AUD)
-    )
-    lines = [m for m in caplog.messages if "withdrew consent after it was built" in m]
-    assert lines == [
-        f"audience {AUD}, batch 1: 1 member(s) withdrew consent after it was built; its manifest is "
-        "published without its 4 records"
+    assert [SignedView.from_bytes(v).manifest.consent_n for v in views] == [3, 3]
+    assert len(records) == 6 and {Record.from_bytes(b).sub for b in records} == {other}
+    assert verify(cfg, messages) == []
+    assert [(n, c, p) for n, c, _, p in journaled_views(cfg)] == [(1, 3, 1), (2, 3, 1)]
+    assert [m for m in caplog.messages if "withdrew consent" in m] == [
+        REBUILT_LINE,
+        f"audience {AUD}, batch 2: rebuilt at consent event 3 (0 member(s) withdrew consent after it was built): "
+        "4 of its 4 records are published",
     ]
-    assert _sub(cfg) not in caplog.text and "M-7" not in caplog.text
+
+
+def journaled_views(cfg: GatewayConfig) -> list[tuple[int, int, bytes, int]]:
+    """(n, consent_n, signed, published) of the audience's journaled views."""
+    conn = sqlite3.connect(cfg.journal_path)
+    try:
+        return [
+            (int(n), int(c), bytes(s), int(p))
+            for n, c, s, p in conn.execute("SELECT n, consent_n, signed, published FROM views ORDER BY n")
+        ]
+    finally:
+        conn.close()
 
 
 def test_a_withdrawal_from_another_purpose_or_by_a_member_not_in_the_view_keeps_its_records(
@@ -287,21 +399,26 @@ def test_an_audience_whose_purpose_changed_gets_every_consent_event_of_its_new_p
     )
 
 
+@pytest.mark.parametrize("key_kept", [True, False], ids=["rebuilt", "key-gone-manifest-alone"])
 def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_members_records(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, key_kept: bool
 ) -> None:
     """The same within one run (the view's records are still in memory): the broker goes down, the view is
-    built, the member withdraws, the broker comes back. The platform keeps a persistent session, so it would
-    receive anything sent after the outage: it gets the withdrawal, then the manifest, and no record."""
+    built, a member withdraws, the broker comes back. The platform keeps a persistent session, so it would
+    receive anything sent after the outage: it gets the withdrawal, then the view rebuilt without her
+    readings, which verifies. Only when the view cannot be rebuilt (here: its audience key was removed
+    meanwhile) does its manifest go out alone, with no record at all."""
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(free_port(), tmp_path / "broker", persistent=True)
     broker.start()
     (tmp_path / "site").mkdir()
     cfg = make_site(tmp_path / "site", broker.url)
+    her = _sub(cfg)
+    other = second_member(cfg)
     topics = Topics(cfg.region, cfg.gateway_id)
     caplog.set_level(logging.INFO, logger="tiyi")
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         parts = assemble(cfg, None)
         gw = parts.gateway
         await gw.start()
@@ -313,30 +430,43 @@ def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_mem
             assert loop.time() < deadline
             await asyncio.sleep(0.05)
         for i in range(4):
-            await gw.submit(Frame("hr-1", HR, bytes([0, 60 + i])))
+            await gw.submit(Frame(("hr-1", "hr-2")[i % 2], HR, bytes([0, 60 + i])))
         assert gw.audiences is not None
         while gw.audiences.views_built[AUD] < 1:
             assert loop.time() < deadline, gw.health.last_error
             await asyncio.sleep(0.05)
         ConsentLedger(cfg.state_dir, cfg.gateway_id, load_signer(cfg.signing_key_path)).record(
-            _sub(cfg), "health_management", False, wall_ms()
+            her, "health_management", False, wall_ms()
         )
+        if not key_kept:
+            for key in cfg.audience_key_dir.glob(f"{AUD}/*.key"):
+                key.unlink()
         broker.start()
         assert await gw.drain(60)
         await gw.stop(drain_timeout=5)
         parts.journal.close()
-        return gw.audiences.withdrawn_views[AUD]
+        return gw.audiences.withdrawn_views[AUD], gw.audiences.rebuilt_views[AUD]
 
     try:
         with Recorder(broker.url, topics, session_expiry_s=600) as rec:
-            withdrawn = asyncio.run(run())
+            withdrawn, rebuilt = asyncio.run(run())
             rec.wait_idle(1.0)
     finally:
         broker.stop()
     messages = [(t, p) for t, p, _ in rec.messages]
+    if key_kept:
+        assert (withdrawn, rebuilt) == (0, 1)
+        assert_rebuilt_without_her(cfg, messages, other)
+        assert [m for m in caplog.messages if "withdrew consent" in m] == [REBUILT_LINE]
+        return
     records, views = split(cfg, messages)
-    assert withdrawn == 1 and len(views) == 1 and records == []
-    assert consent_events(cfg, messages) == [(1, "health_management", True), (2, "health_management", False)]
+    assert (withdrawn, rebuilt) == (1, 0) and len(views) == 1 and records == []
+    assert SignedView.from_bytes(views[0]).manifest.consent_n == 2  # the view as first built and signed
+    assert [(n, c, p) for n, c, _, p in journaled_views(cfg)] == [(1, 2, 1)]
     order = [t for t, _ in messages]
     assert order.index(topics.aud_consent(AUD)) < order.index(topics.aud_view(AUD))
-    assert sum("withdrew consent after it was built" in m for m in caplog.messages) == 1
+    assert sum("cannot be rebuilt at the current consent" in m for m in caplog.messages) == 1
+    assert [m for m in caplog.messages if "withdrew consent" in m] == [
+        f"audience {AUD}, batch 1: 1 member(s) withdrew consent after it was built; its manifest is published "
+        "without its 4 records"
+    ]

@@ -134,3 +134,33 @@ def test_the_consent_watermark_belongs_to_the_audience_and_its_purpose(tmp_path:
     assert views.consent_published("aud-2", "health_management") == 0
     (p,) = views.progress([("aud-1", "research")])
     assert p.consent_published == 3
+
+
+def test_only_an_unpublished_view_is_replaced_and_only_at_a_later_consent_head(tmp_path: Path) -> None:
+    """A view rebuilt after a withdrawal replaces the journaled one while the broker has not acknowledged its
+    manifest; its records start over. An acknowledged view is final, a missing one is not created, an older
+    consent head is refused: each refusal leaves the row as it was."""
+    j = _journal(tmp_path, 2)
+    views = j.views
+    views.start("aud-1")
+    conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    conn.execute("UPDATE audiences SET first_n = 1 WHERE aud = 'aud-1'")
+    conn.close()
+    views.add_view("aud-1", 1, 2, b"v1")
+    views.add_view("aud-1", 2, 2, b"v2")
+    views.mark_records_published("aud-1", 2)
+    views.replace_unpublished("aud-1", 2, 3, b"v2 at 3")
+    with pytest.raises(JournalError, match="view 2 of audience aud-1 cannot be replaced: it has a later consent"):
+        views.replace_unpublished("aud-1", 2, 2, b"v2 at 2")
+    views.mark_published("aud-1", 1)
+    with pytest.raises(JournalError, match="view 1 of audience aud-1 cannot be replaced: it is published"):
+        views.replace_unpublished("aud-1", 1, 3, b"v1 at 3")
+    with pytest.raises(JournalError, match="view 3 of audience aud-1 cannot be replaced: it does not exist"):
+        views.replace_unpublished("aud-1", 3, 3, b"v3")
+    assert [(v.n, v.consent_n, v.signed, v.records_published) for v in views.unpublished("aud-1")] == [
+        (2, 3, b"v2 at 3", False)
+    ]
+    conn = sqlite3.connect(tmp_path / "j.sqlite3")
+    assert conn.execute("SELECT consent_n, signed FROM views WHERE n = 1").fetchone() == (2, b"v1")
+    assert conn.execute("SELECT COUNT(*) FROM views").fetchone() == (2,)
+    conn.close()
