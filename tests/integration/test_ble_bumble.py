@@ -69,6 +69,78 @@ async def _run_for(
     return source, frames, straps
 
 
+# A run that makes no progress at all (no new frame, connect or newly seen stranger) for this long
+# is stuck, not slow: the bound is on progress, so a starved CPU only makes a run longer, never a failure.
+STALL_S = 20.0
+Done = Callable[[BleakSource, list[Frame], Straps], bool]
+
+
+def progress(source: BleakSource, frames: list[Frame]) -> tuple[int, ...]:
+    """What moves while collection goes on; unchanged for ``STALL_S`` means the run is stuck."""
+    connects = sum(st.connects for st in source.devices.values())
+    return len(frames), connects, len(source.unknown_seen)
+
+
+async def until(done: Callable[[], bool], moved: Callable[[], object], what: str) -> None:
+    """Until ``done()``; fails only when ``moved()`` stays the same for ``STALL_S`` (a wall-clock window
+    would count the time a busy CPU did not run us, and fail a run that was merely slow)."""
+    loop = asyncio.get_running_loop()
+    last, since = moved(), loop.time()
+    while not done():
+        await asyncio.sleep(0.05)
+        now, seen = loop.time(), moved()
+        if seen != last:
+            last, since = seen, now
+        elif now - since > STALL_S:
+            raise AssertionError(f"no progress for {STALL_S:.0f} s while waiting for {what} ({seen})")
+
+
+def run_until(
+    done: Done,
+    make: Callable[[LocalLink], Straps],
+    settings: BleSettings,
+    during: Callable[[BleakSource, Straps], Awaitable[None]] | None = None,
+) -> tuple[BleakSource, list[Frame], Straps]:
+    """Like ``run_for``, but collection runs until ``done(source, frames, straps)`` holds, however slowly."""
+    return asyncio.run(_run_until(done, make, settings, during))
+
+
+async def _run_until(
+    done: Done,
+    make: Callable[[LocalLink], Straps],
+    settings: BleSettings,
+    during: Callable[[BleakSource, Straps], Awaitable[None]] | None,
+) -> tuple[BleakSource, list[Frame], Straps]:
+    link = LocalLink()
+    devs = make(link)
+    central = BumbleCentral(link)
+    for s in devs:
+        await s.start()
+    source = BleakSource(settings, KEY, {"central": central}, BumbleScanner, BumbleClient)
+    frames: list[Frame] = []
+
+    async def submit(f: Frame) -> None:
+        frames.append(f)
+
+    task = asyncio.create_task(source.run(submit))
+    helper = asyncio.create_task(during(source, devs)) if during is not None else None
+    try:
+        await until(lambda: done(source, frames, devs), lambda: progress(source, frames), "the run's condition")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if helper is not None:
+            helper.cancel()
+            await asyncio.gather(helper, return_exceptions=True)
+        for s in devs:
+            await s.stop()
+    return source, frames, devs
+
+
+def hr_of(frames: list[Frame], dev: str | None = None) -> list[bytes]:
+    return [f.data for f in frames if f.char == 0x2A37 and (dev is None or f.dev == dev)]
+
+
 def straps(n: int, **kw: object) -> Callable[[LocalLink], Straps]:
     return lambda link: [
         BumbleHeartRateStrap(link, address(i), HeartRateStrap(f"strap-{i}", seed=i), 0.1, **kw)  # type: ignore[arg-type]
@@ -125,10 +197,13 @@ def test_more_devices_than_slots() -> None:
                 peak[0] = max(peak[0], sum(1 for s in source.devices.values() if s.connected))
                 await asyncio.sleep(0.02)
 
-        asyncio.get_running_loop().create_task(loop())
+        await loop()
 
-    _source, frames, _ = run_for(
-        1.5, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)), max_connections=2), watch
+    def two_collected(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        return sum(len(hr_of(frames, source.dev_id(address(i)))) >= 5 for i in range(4)) >= 2
+
+    _source, frames, _ = run_until(
+        two_collected, straps(4), BleSettings(allow=frozenset(address(i) for i in range(4)), max_connections=2), watch
     )
     assert peak[0] == 2
     assert len({f.dev for f in frames}) == 2  # the others wait for a free slot
@@ -358,8 +433,12 @@ def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
 
 
 def test_a_device_that_keeps_dropping_its_link_is_reconnected_and_nothing_is_reordered() -> None:
-    source, frames, devs = run_for(
-        3.0,
+    def reconnected(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        st = source.devices.get(address(0))
+        return st is not None and st.connects >= 3 and len(hr_of(frames)) >= 10
+
+    source, frames, devs = run_until(
+        reconnected,
         straps(1, misbehaviour=Misbehaviour(disconnect_every_s=0.6)),
         BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
     )
@@ -424,7 +503,10 @@ def test_a_brand_paired_by_vendor_id_and_limited_to_one_profile(tmp_path: Path) 
     async def use_registry(source: BleakSource, _devs: Straps) -> None:
         source.registry = registry  # read at the source's first tick
 
-    source, frames, _ = run_for(1.5, fleet, BleSettings(), use_registry)
+    def collected_and_refused(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        return len(frames) >= 8 and address(1) in source.unknown_seen
+
+    source, frames, _ = run_until(collected_and_refused, fleet, BleSettings(), use_registry)
     assert {f.dev for f in frames} == {source.dev_id(address(0))}
     assert {f.char for f in frames} == {0x2A37} and len(frames) >= 8
     assert "[vendor:0x0059]" in (source.unknown_seen[address(1)] or "")
@@ -474,12 +556,20 @@ def test_two_adapters_share_the_devices_and_never_collect_one_twice() -> None:
         async def submit(f: Frame) -> None:
             frames.append(f)
 
+        def each_collected() -> bool:
+            return all(len(hr_of(frames, multi.dev_id(address(i)))) >= 10 for i in range(6))
+
+        def moved() -> tuple[int, ...]:
+            return tuple(n for s in sources for n in progress(s, frames))
+
         task = asyncio.create_task(multi.run(submit))
-        await asyncio.sleep(2.5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        for s in devs:
-            await s.stop()
+        try:
+            await until(each_collected, moved, "ten readings from each strap")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            for s in devs:
+                await s.stop()
         return multi, frames, devs
 
     multi, frames, devs = asyncio.run(main())
