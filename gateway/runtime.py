@@ -30,7 +30,7 @@ from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource
 
 if TYPE_CHECKING:
     from edge.signing import Signer
-    from gateway.stages.audiences import AudienceSetup
+    from gateway.stages.view_maker import AudienceSetup
 
 log = logging.getLogger("tiyi.runtime")
 
@@ -175,7 +175,7 @@ def audience_setup(cfg: GatewayConfig, signer: Signer, site_secret: bytes) -> Au
     its views would otherwise wait, or worse, go out in clear)."""
     from gateway.audience_keys import AudienceKeyring
     from gateway.consent import ConsentLedger
-    from gateway.stages.audiences import AudienceSetup
+    from gateway.stages.view_maker import AudienceSetup
 
     rings = {a.id: AudienceKeyring(cfg.audience_key_dir, a.id) for a in cfg.audiences}
     if any(a.encrypt for a in cfg.audiences):

@@ -36,12 +36,13 @@ from gateway.metrics import Metrics
 from gateway.mqtt import Publisher
 from gateway.stages.anchoring import ANCHOR_RETRY_S, AnchorDriver, Anchoring, AnchorTarget, MqttStateNotes
 from gateway.stages.announce import HEAD_MIN_SPACING_S, Announcements, HeadPublisher
-from gateway.stages.audiences import Audiences, AudienceSetup
+from gateway.stages.audiences import Audiences
 from gateway.stages.batching import Batching
 from gateway.stages.delivery import ACK_FLUSH_S, Delivery, PublishLoop
 from gateway.stages.ingest import Ingest, Row
 from gateway.stages.ports import NO_DEVICES, DeviceDirectory, FrameSource, Health, Wakes, Worker
 from gateway.stages.retention import Retention
+from gateway.stages.view_maker import AudienceSetup
 
 log = logging.getLogger("tiyi.gateway")
 

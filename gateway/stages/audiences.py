@@ -16,64 +16,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import ClassVar
 
 from edge.errors import EdgeError
 from edge.record import Record, encode_data_message
 from edge.signing import Signer
 from edge.topics import Topics
-from edge.view import (
-    AGGREGATED,
-    AudienceSpec,
-    SignedView,
-    ViewManifest,
-    ViewRule,
-    build_view,
-    derive_view_salt,
-    sign_view,
-)
+from edge.view import AGGREGATED, ViewManifest
 from gateway.audience_config import AudienceConfig
-from gateway.audience_keys import AudienceKeyring
-from gateway.consent import ConsentLedger
 from gateway.errors import GatewayError, JournalError, PublishError
 from gateway.journal import BatchStore, RecordLog, SourceBatch, ViewJournal, ViewRow
 from gateway.mqtt import Publisher
 from gateway.stages.ports import Health, JournalErrorPolicy, Wake, Worker
+from gateway.stages.view_maker import AudienceSetup, ViewMaker
 
 log = logging.getLogger("tiyi.gateway")
 
 CACHE_VIEWS = 16  # built views kept in memory until published; past this they are rebuilt when due
 PUBLISH_AHEAD = 16  # unpublished views handled per audience per round
-
-
-@dataclass(frozen=True)
-class AudienceSetup:
-    """What the stage needs besides the journal: the consent ledger, the site secret (view salts) and where
-    the audiences' keys live."""
-
-    ledger: ConsentLedger
-    site_secret: bytes
-    keyrings: dict[str, AudienceKeyring]
-
-
-def audience_spec(a: AudienceConfig, key: tuple[str, bytes] | None) -> AudienceSpec:
-    rules = {
-        kind: ViewRule(drop_raw=r.drop_raw, time_s=r.time_s, round_digits=r.round, aggregate=r.aggregate)
-        for kind, r in a.minimise
-    }
-    return AudienceSpec(
-        aud=a.id,
-        purpose=a.purpose,
-        rules=rules,
-        unbound=a.unbound,
-        jurisdiction=a.jurisdiction,  # type: ignore[arg-type]  # AudienceSpec converts and checks it
-        legal_basis=a.legal_basis or "none",  # type: ignore[arg-type]
-        key=key,
-        legal_basis_ref=a.legal_basis_ref,
-        min_n=a.min_n,
-    )
 
 
 async def _all_acked(futs: list[asyncio.Future[None]]) -> None:
@@ -113,8 +74,8 @@ class Audiences:
         wake: Wake,
         per_message: int,
     ) -> None:
-        self._gw, self._region, self._topics, self._audiences = gw, region, topics, tuple(audiences)
-        self._setup, self._signer, self._per_message = setup, signer, per_message
+        self._topics, self._audiences, self._setup, self._per_message = topics, tuple(audiences), setup, per_message
+        self._maker = ViewMaker(gw, region, setup, signer)
         self._records, self._batches, self._worker, self._publisher, self._health, self._wake = (
             records,
             batches,
@@ -125,7 +86,6 @@ class Audiences:
         )
         self._views = views
         self._cache: dict[tuple[str, int], list[bytes]] = {}
-        self._since: dict[str, int] = {}  # each audience's first source batch (journaled, stable across restarts)
         self.view_records: Counter[str] = Counter()  # view records built, per audience
         self.withheld: Counter[tuple[str, str]] = Counter()  # source records withheld, per (audience, reason)
         self.views_built: Counter[str] = Counter()
@@ -144,7 +104,8 @@ class Audiences:
         self._wake.set()
 
     async def run(self) -> None:
-        self._since = await self._worker.call(lambda: {a: self._views.start(a) for a in self.ids})
+        since = await self._worker.call(lambda: {a: self._views.start(a) for a in self.ids})
+        self._maker.since.update(since)  # journaled, stable across restarts
         while True:
             await self._wake.wait(0.5)
             try:
@@ -187,7 +148,7 @@ class Audiences:
     async def _build(self, a: AudienceConfig, n: int) -> None:
         src, raw = await self._source(n)
         loop = asyncio.get_running_loop()
-        records, manifest, signed, consent_n = await loop.run_in_executor(None, self._make_new, a, src, raw)
+        records, manifest, signed, consent_n = await loop.run_in_executor(None, self._maker.new, a, src, raw)
         await self._worker.call(self._views.add_view, a.id, n, consent_n, bytes(signed))
         if len(self._cache) < CACHE_VIEWS:
             self._cache[(a.id, n)] = records
@@ -207,95 +168,6 @@ class Audiences:
             )
         self._wake.set()
 
-    def _make_new(
-        self, a: AudienceConfig, src: SourceBatch, raw: list[bytes]
-    ) -> tuple[list[bytes], ViewManifest, SignedView, int]:
-        """Off the loop: read the consent ledger as it stands now, the current key, build and sign."""
-        ledger = self._setup.ledger
-        ledger.reload()
-        consent_n = ledger.head
-        ring = self._setup.keyrings.get(a.id)
-        key = None
-        if a.encrypt:
-            if ring is None:
-                raise GatewayError(f"audience {a.id} encrypts but has no keyring")
-            current = ring.current()
-            key = (current.kid, current.key)
-        records, manifest = self._make(a, src, raw, ledger.allows_at(consent_n), consent_n, key)
-        return records, manifest, sign_view(manifest, self._signer), consent_n
-
-    def _make(
-        self,
-        a: AudienceConfig,
-        src: SourceBatch,
-        raw: list[bytes],
-        allows: Callable[[str | None, str], bool],
-        consent_n: int,
-        key: tuple[str, bytes] | None,
-    ) -> tuple[list[bytes], ViewManifest]:
-        secret, aud, gw = self._setup.site_secret, a.id, self._gw
-        consent_count = len(self._setup.ledger.events_for(a.purpose, 0, consent_n))
-        return build_view(
-            [Record.from_bytes(b) for b in raw],
-            src.n,
-            src.root,
-            audience_spec(a, key),
-            self._region,
-            allows,
-            consent_n,
-            lambda seq: derive_view_salt(secret, aud, gw, seq),
-            consent_count=consent_count,
-            since=self._since[aud],
-        )
-
-    def _rebuild(self, a: AudienceConfig, row: ViewRow, src: SourceBatch, raw: list[bytes]) -> list[bytes] | None:
-        """Off the loop: the records of a journaled view, rebuilt with the consent head and key it names; None
-        when they no longer come out identical (the audience's rules changed since, or its key is gone)."""
-        signed = SignedView.from_bytes(row.signed)
-        m = signed.manifest
-        try:
-            key = self._key(a, m.kid)
-            self._setup.ledger.reload()
-            records, again = self._make(a, src, raw, self._setup.ledger.allows_at(row.consent_n), row.consent_n, key)
-        except (GatewayError, EdgeError) as exc:
-            log.error("audience %s, batch %d: the view cannot be rebuilt (%s)", a.id, row.n, exc)
-            return None
-        if bytes(again) != signed.body:
-            log.error(
-                "audience %s, batch %d: the rebuilt view differs from the signed one (its rules changed since it "
-                "was built?); the manifest is published without its records",
-                a.id,
-                row.n,
-            )
-            return None
-        return records
-
-    def _key(self, a: AudienceConfig, kid: str) -> tuple[str, bytes] | None:
-        """The audience key a view names (None: a view in clear)."""
-        if not kid:
-            return None
-        ring = self._setup.keyrings.get(a.id)
-        if ring is None:
-            raise GatewayError(f"audience {a.id} has no keyring for key {kid}")
-        return (kid, ring.by_kid(kid))
-
-    def _make_at_head(
-        self, a: AudienceConfig, row: ViewRow, src: SourceBatch, raw: list[bytes]
-    ) -> tuple[list[bytes], SignedView, int] | None:
-        """Off the loop: the view rebuilt at the consent ledger's current head with the key it names, signed; None
-        when that is not possible (its key is gone). The records of members still consenting come out
-        byte-identical to the first build (salts and IVs are derived), so any already sent stay valid."""
-        try:
-            key = self._key(a, SignedView.from_bytes(row.signed).manifest.kid)
-            ledger = self._setup.ledger
-            ledger.reload()
-            consent_n = ledger.head
-            records, manifest = self._make(a, src, raw, ledger.allows_at(consent_n), consent_n, key)
-        except (GatewayError, EdgeError) as exc:
-            log.error("audience %s, batch %d: the view cannot be rebuilt at the current consent (%s)", a.id, row.n, exc)
-            return None
-        return records, sign_view(manifest, self._signer), consent_n
-
     async def _at_head(
         self, a: AudienceConfig, row: ViewRow, records: list[bytes], floor: int, consent_done: int
     ) -> tuple[ViewRow, list[bytes]] | None:
@@ -306,11 +178,11 @@ class Audiences:
         A view that cannot be rebuilt is returned as it is (:meth:`_unless_withdrawn` then withholds its
         records)."""
         loop = asyncio.get_running_loop()
-        gone = await loop.run_in_executor(None, self._withdrawn_in, row, records)
+        gone = await loop.run_in_executor(None, self._maker.withdrawn_in, row, records)
         if not gone and row.consent_n >= floor:
             return row, records
         src, raw = await self._source(row.n)
-        made = await loop.run_in_executor(None, self._make_at_head, a, row, src, raw)
+        made = await loop.run_in_executor(None, self._maker.at_head, a, row, src, raw)
         if made is None:
             return row, records
         fresh, signed, consent_n = made
@@ -342,7 +214,7 @@ class Audiences:
                     cached = self._cache.pop((a.id, row.n), None)
                     if cached is None:
                         src, raw = await self._source(row.n)
-                        cached = await loop.run_in_executor(None, self._rebuild, a, row, src, raw)
+                        cached = await loop.run_in_executor(None, self._maker.rebuild, a, row, src, raw)
                     if cached is None:  # it no longer rebuilds as signed: its manifest goes out alone
                         self.rebuild_failures += 1
                         records: list[bytes] = []
@@ -359,22 +231,12 @@ class Audiences:
                 self._floor[a.id] = max(self._floor.get(a.id, 0), row.consent_n)
                 self.views_published[a.id] += 1
 
-    def _withdrawn_in(self, row: ViewRow, records: list[bytes]) -> int:
-        """Off the loop: how many members with a record in the view withdrew from its purpose after the consent
-        head it was built at."""
-        if not records:
-            return 0
-        ledger = self._setup.ledger
-        ledger.reload()
-        withdrawn = ledger.withdrawn_after(SignedView.from_bytes(row.signed).manifest.purpose, row.consent_n)
-        return len(withdrawn & {Record.from_bytes(b).sub for b in records}) if withdrawn else 0
-
     def _unless_withdrawn(self, a: AudienceConfig, row: ViewRow, records: list[bytes]) -> list[bytes]:
         """Off the loop: the view's records, or none when a member with a record in it withdrew from the view's
         purpose after the consent head it was built at and the view could not be rebuilt at a later head (its
         key is gone) or the withdrawal came after that rebuild. Sending them would transfer readings after the
         withdrawal; the signed manifest goes out alone."""
-        gone = self._withdrawn_in(row, records)
+        gone = self._maker.withdrawn_in(row, records)
         if not gone:
             return records
         log.warning(  # counts only: no member, device or reading

@@ -16,7 +16,7 @@ from gateway.config import parse_config
 from gateway.config_check import check_file
 from gateway.errors import ConfigError
 from gateway.keys import generate_keypair
-from gateway.stages.audiences import audience_spec
+from gateway.stages.view_maker import audience_spec
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "gateway.example.toml"
 
