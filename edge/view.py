@@ -50,7 +50,7 @@ from edge.errors import CodecError
 from edge.merkle import MerkleTree
 from edge.record import MAX_VAL_FIELDS, SALT_BYTES, Record, Value, check_id
 from edge.sealing import SM4_KEY_BYTES, derive_iv, hmac_sm3, labelled, open_sealed, seal
-from edge.signing import Signer, Verifier
+from edge.signing import Signer
 from edge.sm3 import DIGEST_SIZE
 
 VIEW_TYPE = "view"
@@ -285,41 +285,24 @@ def _check_withheld(items: Any, first: int, last: int) -> tuple[Withheld, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class SignedView:
+class SignedView(envelope.Signed[ViewManifest]):
     """The ``aud/{aud}/view`` payload: the view manifest's bytes as signed, the DER signature, the key id."""
 
-    body: bytes
-    sig: bytes
-    key_id: str
-    _manifest: ViewManifest = field(init=False, repr=False, compare=False)
+    __slots__ = ()
+    BODY_KEY = VIEW_TYPE
+    WHAT = "signed view"
+    MAX_BYTES = MAX_SIGNED_VIEW_BYTES
 
-    def __post_init__(self) -> None:
-        # Parsed once: a view's withheld list can be long, and a verifier reads the manifest several times.
-        object.__setattr__(self, "_manifest", ViewManifest.from_bytes(self.body))
+    def _parse(self, body: bytes) -> ViewManifest:
+        return ViewManifest.from_bytes(body)
 
     @property
     def manifest(self) -> ViewManifest:
-        return self._manifest
-
-    def __bytes__(self) -> bytes:
-        return envelope.encode(VIEW_TYPE, self.body, self.sig, self.key_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SignedView:
-        w = "signed view"
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) > MAX_SIGNED_VIEW_BYTES:
-            raise CodecError(f"{w}: expected at most {MAX_SIGNED_VIEW_BYTES} bytes")
-        body, sig, key_id = envelope.decode(bytes(data), VIEW_TYPE, w)
-        return cls(body, sig, key_id)
-
-    def verify(self, verifier: Verifier) -> bool:
-        return envelope.verify(self.body, self.sig, self.key_id, verifier)
+        return self._parsed
 
 
 def sign_view(manifest: ViewManifest, signer: Signer) -> SignedView:
-    data = bytes(manifest)
-    return SignedView(data, signer.sign(data), signer.key_id)
+    return SignedView.sign(bytes(manifest), signer)
 
 
 # ----------------------------------------------------------------------------- building a view
