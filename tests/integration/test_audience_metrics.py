@@ -50,8 +50,7 @@ def test_a_cross_border_block_shows_in_metrics(
     topics = Topics(rg.cfg.region, rg.cfg.gateway_id)
     caplog.set_level(logging.INFO, logger="tiyi")
     with Recorder(mosquitto.url, topics) as rec:
-        rg.start()
-        try:
+        with rg:
             rg.feed(12)  # heart-rate readings of the bound, consenting member
             rg.settle()
             r = rg.get("/metrics")
@@ -59,8 +58,6 @@ def test_a_cross_border_block_shows_in_metrics(
             status = rg.get("/api/v1/audiences")
             assert status.status_code == 200
             assert rg.get("/api/v1/audiences", headers={}).status_code == 401
-        finally:
-            rg.close()
         rec.wait_idle(0.5)
     families = {fam.name: fam for fam in text_string_to_metric_families(r.text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in families.values() for s in fam.samples}
