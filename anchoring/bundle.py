@@ -64,7 +64,7 @@ def build_bundle(
         "gw": m.gw,
         "record": batch_records[index].hex(),
         "inclusion": {"index": index, "size": m.count, "path": [h.hex() for h in tree.inclusion_proof(index)]},
-        "batch": {"manifest": signed.manifest_bytes.hex(), "sig": signed.sig.hex(), "key_id": signed.key_id},
+        "batch": {"manifest": signed.body.hex(), "sig": signed.sig.hex(), "key_id": signed.key_id},
         "anchor": None
         if receipt is None
         else {

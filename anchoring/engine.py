@@ -406,7 +406,7 @@ class VerificationEngine:
             return
         old = st.batches.get(m.batch)
         if old is None:
-            st.batches[m.batch] = _Batch(msg.payload, msg.signed, sm3(msg.signed.manifest_bytes))
+            st.batches[m.batch] = _Batch(msg.payload, msg.signed, sm3(msg.signed.body))
             bisect.insort(st.waiting, (m.first_seq, m.last_seq, m.batch))
             if st.received.covers(m.first_seq, m.last_seq):
                 self._try_prove(st, gw, m.batch)

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from anchoring.trust import KeySource
 
@@ -124,11 +124,34 @@ class GatewayReport:
         return out
 
 
+class JudgedGateway(Protocol):
+    """What a report's verdict needs of each gateway's part."""
+
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool: ...
+
+    def unchecked(self) -> list[str]: ...
+
+
+G = TypeVar("G", bound=JudgedGateway)
+
+
 @dataclass
-class VerificationReport:
-    gateways: dict[str, GatewayReport]
+class Report(Generic[G]):
+    """What every report shares (``tiyi verify``'s and an audience's): the verdict over its gateways' parts,
+    its ``RESULT`` line and the head of its JSON form. A subclass says what is pending and how it words
+    "everything verified" and "pending"."""
+
+    gateways: dict[str, G]
     stray: list[Problem]
-    chains: dict[str, bool] = field(default_factory=dict)  # chain name → consulted
+
+    VERIFIED: ClassVar[str]
+    PENDING: ClassVar[str]
+
+    def _pending(self, g: G) -> bool:
+        raise NotImplementedError
 
     @property
     def ok(self) -> bool:
@@ -141,13 +164,36 @@ class VerificationReport:
             return Outcome.PROBLEMS
         if any(g.unchecked() for g in self.gateways.values()):
             return Outcome.UNCHECKED
-        if any(g.unbatched for g in self.gateways.values()):
+        if any(self._pending(g) for g in self.gateways.values()):
             return Outcome.PENDING
         return Outcome.VERIFIED
 
     @property
     def problems(self) -> list[Problem]:
         return [*self.stray, *(p for g in self.gateways.values() for p in g.problems)]
+
+    def result_line(self) -> str:
+        verdict = {
+            Outcome.VERIFIED: self.VERIFIED,
+            Outcome.PROBLEMS: f"{len(self.problems)} problem(s)",
+            Outcome.PENDING: self.PENDING,
+            Outcome.UNCHECKED: "no problems found, but not everything could be checked (see NOT CHECKED)",
+        }[self.outcome]
+        return "RESULT: " + verdict
+
+    def json_head(self) -> dict[str, Any]:
+        return {"ok": self.ok, "outcome": self.outcome.name.lower(), "exit_code": int(self.outcome)}
+
+
+@dataclass
+class VerificationReport(Report[GatewayReport]):
+    chains: dict[str, bool] = field(default_factory=dict)  # chain name → consulted
+
+    VERIFIED = "every record verified"
+    PENDING = "no problems, but some records are not in a signed batch yet (pending)"
+
+    def _pending(self, g: GatewayReport) -> bool:
+        return bool(g.unbatched)
 
     def summary(self) -> str:
         lines: list[str] = []
@@ -180,20 +226,12 @@ class VerificationReport:
                 "chains    "
                 + ", ".join(f"{n} ({'consulted' if c else 'NOT consulted'})" for n, c in self.chains.items())
             )
-        verdict = {
-            Outcome.VERIFIED: "every record verified",
-            Outcome.PROBLEMS: f"{len(self.problems)} problem(s)",
-            Outcome.PENDING: "no problems, but some records are not in a signed batch yet (pending)",
-            Outcome.UNCHECKED: "no problems found, but not everything could be checked (see NOT CHECKED)",
-        }[self.outcome]
-        lines.append("RESULT: " + verdict)
+        lines.append(self.result_line())
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok,
-            "outcome": self.outcome.name.lower(),
-            "exit_code": int(self.outcome),
+            **self.json_head(),
             "chains": self.chains,
             "gateways": {
                 gw: {

@@ -36,7 +36,15 @@ from typing import Any, Protocol
 
 from anchoring.chain import AnchorInfo, AnchorKind
 from anchoring.engine import Untrusted
-from anchoring.findings import MAX_PROBLEMS_PER_REASON, Outcome, Problem, Reason, _problem_json, _problem_lines, _span
+from anchoring.findings import (
+    MAX_PROBLEMS_PER_REASON,
+    Problem,
+    Reason,
+    Report,
+    _problem_json,
+    _problem_lines,
+    _span,
+)
 from anchoring.messages import (
     AudConsentMessage,
     AudDataMessage,
@@ -147,31 +155,17 @@ class AudienceGatewayReport:
 
 
 @dataclass
-class AudienceReport:
+class AudienceReport(Report[AudienceGatewayReport]):
     aud: str
     purpose: str
-    gateways: dict[str, AudienceGatewayReport]
-    stray: list[Problem]
     seen: list[str] = field(default_factory=list)  # every gateway id a message named (sorted, bounded)
     ignored: list[str] = field(default_factory=list)  # seen, but not among the gateways asked for (--gateway)
 
-    @property
-    def ok(self) -> bool:
-        return bool(self.gateways) and not self.stray and all(g.ok for g in self.gateways.values())
+    VERIFIED = "every view verified"
+    PENDING = "no problems, but some view records are in no view manifest yet (pending)"
 
-    @property
-    def problems(self) -> list[Problem]:
-        return [*self.stray, *(p for g in self.gateways.values() for p in g.problems)]
-
-    @property
-    def outcome(self) -> Outcome:
-        if not self.ok:
-            return Outcome.PROBLEMS
-        if any(g.unchecked() for g in self.gateways.values()):
-            return Outcome.UNCHECKED
-        if any(g.outside_views for g in self.gateways.values()):
-            return Outcome.PENDING
-        return Outcome.VERIFIED
+    def _pending(self, g: AudienceGatewayReport) -> bool:
+        return bool(g.outside_views)
 
     def summary(self) -> str:
         lines = [f"audience {self.aud} (purpose {self.purpose})"]
@@ -197,20 +191,12 @@ class AudienceReport:
             lines.extend(_problem_lines(g.problems))
             lines.extend(f"  NOT CHECKED: {u}" for u in g.unchecked())
         lines.extend(_problem_lines(self.stray))
-        verdict = {
-            Outcome.VERIFIED: "every view verified",
-            Outcome.PROBLEMS: f"{len(self.problems)} problem(s)",
-            Outcome.PENDING: "no problems, but some view records are in no view manifest yet (pending)",
-            Outcome.UNCHECKED: "no problems found, but not everything could be checked (see NOT CHECKED)",
-        }[self.outcome]
-        lines.append("RESULT: " + verdict)
+        lines.append(self.result_line())
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok,
-            "outcome": self.outcome.name.lower(),
-            "exit_code": int(self.outcome),
+            **self.json_head(),
             "audience": self.aud,
             "purpose": self.purpose,
             "gateways_seen": self.seen,
@@ -428,7 +414,7 @@ class AudienceVerifier:
         gws = {gw: self._check(gw, st, chain) for gw, st in self._gws.items() if st.views or st.records}
         seen = sorted(self._seen)
         ignored = [gw for gw in seen if self.gateways is not None and gw not in self.gateways]
-        return AudienceReport(self.aud, self.purpose, gws, list(self._stray), seen, ignored)
+        return AudienceReport(gws, list(self._stray), aud=self.aud, purpose=self.purpose, seen=seen, ignored=ignored)
 
     def _check(self, gw: str, st: _Gw, chain: AnchorChecker | None) -> AudienceGatewayReport:
         rep = AudienceGatewayReport(

@@ -29,14 +29,6 @@ MAX_SIGNED_CONSENT_BYTES = 512
 _FIELDS = {"type", "gw", "n", "t", "sub", "purpose", "granted", "prev"}
 
 
-def _bounded(data: bytes, limit: int, what: str) -> bytes:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CodecError(f"{what}: expected bytes, got {type(data).__name__}")
-    if len(data) > limit:
-        raise CodecError(f"{what}: {len(data)} bytes exceeds the {limit}-byte limit")
-    return bytes(data)
-
-
 @dataclass(frozen=True, slots=True)
 class ConsentEvent:
     gw: str
@@ -86,7 +78,7 @@ class ConsentEvent:
     @classmethod
     def from_bytes(cls, data: bytes) -> ConsentEvent:
         w = "consent"
-        m = cbor.expect_map(cbor.loads(_bounded(data, MAX_CONSENT_BYTES, w)), w, _FIELDS)
+        m = cbor.expect_map(cbor.loads(envelope.bounded(data, MAX_CONSENT_BYTES, w)), w, _FIELDS)
         if cbor.field(m, "type", str, w) != CONSENT_TYPE:
             raise CodecError(f"consent.type: expected {CONSENT_TYPE!r}")
         return cls(
@@ -100,37 +92,24 @@ class ConsentEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedConsent:
+class SignedConsent(envelope.Signed[ConsentEvent]):
     """The signed envelope of one consent event; always holds a well-formed event."""
 
-    body: bytes
-    sig: bytes
-    key_id: str
+    __slots__ = ()
+    BODY_KEY = CONSENT_TYPE
+    WHAT = "signed consent"
+    MAX_BYTES = MAX_SIGNED_CONSENT_BYTES
 
-    def __post_init__(self) -> None:
-        ConsentEvent.from_bytes(self.body)
+    def _parse(self, body: bytes) -> ConsentEvent:
+        return ConsentEvent.from_bytes(body)
 
     @property
     def event(self) -> ConsentEvent:
-        return ConsentEvent.from_bytes(self.body)
-
-    def __bytes__(self) -> bytes:
-        return envelope.encode(CONSENT_TYPE, self.body, self.sig, self.key_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SignedConsent:
-        w = "signed consent"
-        body, sig, key_id = envelope.decode(_bounded(data, MAX_SIGNED_CONSENT_BYTES, w), CONSENT_TYPE, w)
-        return cls(body, sig, key_id)
-
-    def verify(self, verifier: Verifier) -> bool:
-        return envelope.verify(self.body, self.sig, self.key_id, verifier)
+        return self._parsed
 
 
 def sign_consent(event: ConsentEvent, signer: Signer) -> SignedConsent:
-    data = bytes(event)
-    return SignedConsent(data, signer.sign(data), signer.key_id)
+    return SignedConsent.sign(bytes(event), signer)
 
 
 def check_consent_chain(signed: Iterable[bytes], gw: str, verifier: Verifier) -> dict[tuple[str, str], bool]:

@@ -20,7 +20,7 @@ from edge import cbor, envelope
 from edge.errors import CodecError
 from edge.manifest import GENESIS_PREV
 from edge.record import check_id
-from edge.signing import Signer, Verifier
+from edge.signing import Signer
 from edge.sm3 import DIGEST_SIZE
 
 HEAD_TYPE = "head"
@@ -29,15 +29,6 @@ MAX_HEAD_BYTES = 256  # the largest valid head (64-char gw, 64-bit numbers) is 1
 MAX_SIGNED_HEAD_BYTES = 512  # that, an 80-byte signature and a 64-char key id: 339 bytes
 
 _FIELDS = {"type", "gw", "batch", "last_seq", "manifest", "issued"}
-
-
-def _bounded(data: bytes, limit: int, what: str) -> bytes:
-    """Refuse oversized input before decoding anything in it."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CodecError(f"{what}: expected bytes, got {type(data).__name__}")
-    if len(data) > limit:
-        raise CodecError(f"{what}: {len(data)} bytes exceeds the {limit}-byte limit")
-    return bytes(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +74,7 @@ class Head:
     @classmethod
     def from_bytes(cls, data: bytes) -> Head:
         w = "head"
-        m = cbor.expect_map(cbor.loads(_bounded(data, MAX_HEAD_BYTES, w)), w, _FIELDS)
+        m = cbor.expect_map(cbor.loads(envelope.bounded(data, MAX_HEAD_BYTES, w)), w, _FIELDS)
         if cbor.field(m, "type", str, w) != HEAD_TYPE:
             raise CodecError(f"head.type: expected {HEAD_TYPE!r}, got {m['type']!r}")
         return cls(
@@ -95,38 +86,21 @@ class Head:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedHead:
-    """The ``head`` topic payload: head bytes exactly as signed, the DER signature, the key id.
+class SignedHead(envelope.Signed[Head]):
+    """The ``head`` topic payload: head bytes exactly as signed, the DER signature, the key id."""
 
-    Always holds a well-formed head: construction refuses bytes that are not one.
-    """
+    __slots__ = ()
+    BODY_KEY = HEAD_TYPE
+    WHAT = "signed head"
+    MAX_BYTES = MAX_SIGNED_HEAD_BYTES
 
-    head_bytes: bytes
-    sig: bytes
-    key_id: str
-
-    def __post_init__(self) -> None:
-        Head.from_bytes(self.head_bytes)
+    def _parse(self, body: bytes) -> Head:
+        return Head.from_bytes(body)
 
     @property
     def head(self) -> Head:
-        return Head.from_bytes(self.head_bytes)
-
-    def __bytes__(self) -> bytes:
-        return envelope.encode("head", self.head_bytes, self.sig, self.key_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SignedHead:
-        w = "signed head"
-        body, sig, key_id = envelope.decode(_bounded(data, MAX_SIGNED_HEAD_BYTES, w), "head", w)
-        return cls(head_bytes=body, sig=sig, key_id=key_id)
-
-    def verify(self, verifier: Verifier) -> bool:
-        """True when the signature is valid under ``verifier`` and the key ids agree."""
-        return envelope.verify(self.head_bytes, self.sig, self.key_id, verifier)
+        return self._parsed
 
 
 def sign_head(head: Head, signer: Signer) -> SignedHead:
-    data = bytes(head)
-    return SignedHead(head_bytes=data, sig=signer.sign(data), key_id=signer.key_id)
+    return SignedHead.sign(bytes(head), signer)

@@ -14,11 +14,12 @@ from edge import cbor, envelope
 from edge.errors import CodecError
 from edge.merkle import merkle_root
 from edge.record import check_id
-from edge.signing import Signer, Verifier
+from edge.signing import Signer
 from edge.sm3 import DIGEST_SIZE, sm3
 
 GENESIS_PREV = bytes(DIGEST_SIZE)
 HASH_NAME = "sm3"
+MAX_SIGNED_MANIFEST_BYTES = 512  # the largest valid one (64-char gw and key id, 64-bit numbers, 80-byte sig): 404
 
 _MANIFEST_FIELDS = {"gw", "batch", "first_seq", "last_seq", "count", "root", "prev", "hash", "created"}
 
@@ -105,31 +106,21 @@ def build_manifest(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedManifest:
+class SignedManifest(envelope.Signed[Manifest]):
     """The ``batch`` topic payload: manifest bytes exactly as signed, the DER signature, the key id."""
 
-    manifest_bytes: bytes
-    sig: bytes
-    key_id: str
+    __slots__ = ()
+    BODY_KEY = "manifest"
+    WHAT = "signed manifest"
+    MAX_BYTES = MAX_SIGNED_MANIFEST_BYTES
+
+    def _parse(self, body: bytes) -> Manifest:
+        return Manifest.from_bytes(body)
 
     @property
     def manifest(self) -> Manifest:
-        return Manifest.from_bytes(self.manifest_bytes)
-
-    def __bytes__(self) -> bytes:
-        return envelope.encode("manifest", self.manifest_bytes, self.sig, self.key_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SignedManifest:
-        body, sig, key_id = envelope.decode(data, "manifest", "signed manifest")
-        return cls(manifest_bytes=body, sig=sig, key_id=key_id)
-
-    def verify(self, verifier: Verifier) -> bool:
-        """True when the signature is valid under ``verifier`` and the key ids agree."""
-        return envelope.verify(self.manifest_bytes, self.sig, self.key_id, verifier)
+        return self._parsed
 
 
 def sign_manifest(manifest: Manifest, signer: Signer) -> SignedManifest:
-    data = bytes(manifest)
-    return SignedManifest(manifest_bytes=data, sig=signer.sign(data), key_id=signer.key_id)
+    return SignedManifest.sign(bytes(manifest), signer)

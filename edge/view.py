@@ -25,8 +25,15 @@ Across a border **without** a legal basis valid for the pair, a per-person aggre
 (with n = 1 it is the reading itself; PIPL Art. 73), so only **de-identified aggregates** flow: one per kind per
 batch over every consented reading of that kind (consent is checked on each source record before its ``sub``
 is dropped), with ``sub`` absent, ``dev`` = ``deidentified``, ``t`` and ``t_end`` floored to
-``max(time_s, 60)`` seconds, and only when it covers at least the audience's ``min_n`` readings (default 5);
-a smaller group is withheld with reason ``cross_border``.
+``max(time_s, 60)`` seconds, and only when its readings come from at least the audience's ``min_n`` distinct
+wearers (default 5); a smaller group is withheld with reason ``cross_border``.
+
+``min_n`` counts **people, not readings**: one member with 50 readings is one wearer, so a threshold of readings
+would let a lone person's readings through as an "aggregate" of many. Wearers are told apart by ``sub`` (one
+member has one ``sub`` at a site, also across several devices). Readings of unbound devices (no ``sub``; only
+for an audience with ``unbound``) are folded in but never counted: a device is not a person (one person may
+carry several, and nothing says who wore an unbound one), so counting devices could make one person pass
+for several. The count may only err low: a group it cannot vouch for is withheld.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from edge.errors import CodecError
 from edge.merkle import MerkleTree
 from edge.record import MAX_VAL_FIELDS, SALT_BYTES, Record, Value, check_id
 from edge.sealing import SM4_KEY_BYTES, derive_iv, hmac_sm3, labelled, open_sealed, seal
-from edge.signing import Signer, Verifier
+from edge.signing import Signer
 from edge.sm3 import DIGEST_SIZE
 
 VIEW_TYPE = "view"
@@ -130,7 +137,7 @@ class AudienceSpec:
     legal_basis: LegalBasis = LegalBasis.NONE
     key: tuple[str, bytes] | None = None  # (kid, 16-byte SM4 key) when the audience's records are sealed
     legal_basis_ref: str = ""  # the recorded ground of a recorded_basis
-    min_n: int = DEFAULT_MIN_N  # fewest readings in a de-identified aggregate (cross-border without a basis)
+    min_n: int = DEFAULT_MIN_N  # fewest distinct wearers (subs) in a de-identified aggregate (cross-border, no basis)
 
     def __post_init__(self) -> None:
         check_id(self.aud, "audience id")
@@ -139,7 +146,7 @@ class AudienceSpec:
         object.__setattr__(self, "jurisdiction", Jurisdiction(self.jurisdiction))
         object.__setattr__(self, "legal_basis", LegalBasis(self.legal_basis))
         if type(self.min_n) is not int or not 1 <= self.min_n <= MAX_MIN_N:
-            raise CodecError(f"audience {self.aud}: min_n is 1..{MAX_MIN_N} readings")
+            raise CodecError(f"audience {self.aud}: min_n is 1..{MAX_MIN_N} wearers")
         for kind, rule in self.rules.items():
             if not isinstance(rule, ViewRule) or not isinstance(kind, str):
                 raise CodecError(f"audience {self.aud}: rules map a kind (or '*') to a ViewRule")
@@ -278,41 +285,24 @@ def _check_withheld(items: Any, first: int, last: int) -> tuple[Withheld, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class SignedView:
+class SignedView(envelope.Signed[ViewManifest]):
     """The ``aud/{aud}/view`` payload: the view manifest's bytes as signed, the DER signature, the key id."""
 
-    body: bytes
-    sig: bytes
-    key_id: str
-    _manifest: ViewManifest = field(init=False, repr=False, compare=False)
+    __slots__ = ()
+    BODY_KEY = VIEW_TYPE
+    WHAT = "signed view"
+    MAX_BYTES = MAX_SIGNED_VIEW_BYTES
 
-    def __post_init__(self) -> None:
-        # Parsed once: a view's withheld list can be long, and a verifier reads the manifest several times.
-        object.__setattr__(self, "_manifest", ViewManifest.from_bytes(self.body))
+    def _parse(self, body: bytes) -> ViewManifest:
+        return ViewManifest.from_bytes(body)
 
     @property
     def manifest(self) -> ViewManifest:
-        return self._manifest
-
-    def __bytes__(self) -> bytes:
-        return envelope.encode(VIEW_TYPE, self.body, self.sig, self.key_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SignedView:
-        w = "signed view"
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) > MAX_SIGNED_VIEW_BYTES:
-            raise CodecError(f"{w}: expected at most {MAX_SIGNED_VIEW_BYTES} bytes")
-        body, sig, key_id = envelope.decode(bytes(data), VIEW_TYPE, w)
-        return cls(body, sig, key_id)
-
-    def verify(self, verifier: Verifier) -> bool:
-        return envelope.verify(self.body, self.sig, self.key_id, verifier)
+        return self._parsed
 
 
 def sign_view(manifest: ViewManifest, signer: Signer) -> SignedView:
-    data = bytes(manifest)
-    return SignedView(data, signer.sign(data), signer.key_id)
+    return SignedView.sign(bytes(manifest), signer)
 
 
 # ----------------------------------------------------------------------------- building a view
@@ -381,6 +371,12 @@ def _aggregate(group: list[Record], rule: ViewRule, salt: bytes, deidentified: b
     return Record(head.gw, head.seq, dev, rule.coarse_t(head.t), head.kind + AGG_SUFFIX, val, b"", salt, q, sub)
 
 
+def wearers(group: Sequence[Record]) -> int:
+    """The distinct people a de-identified aggregate over ``group`` is known to cover: its distinct ``sub``s.
+    Readings without one (unbound devices) add nobody, since a device is not a person (see the module)."""
+    return len({r.sub for r in group if r.sub is not None})
+
+
 def _ranges(marks: list[tuple[int, str]]) -> tuple[Withheld, ...]:
     """Sorted (seq, reason) marks → ranges of consecutive seqs with the same reason."""
     out: list[list[Any]] = []
@@ -444,7 +440,7 @@ def build_view(
             raw = b"" if rule.drop_raw else r.raw
             singles.append(Record(r.gw, r.seq, r.dev, t, r.kind, val, raw, salt_for(r.seq), r.q, r.sub))
     for (_dev, _sub, kind), group in groups.items():
-        if deidentified and len(group) < spec.min_n:
+        if deidentified and wearers(group) < spec.min_n:
             marks.extend((r.seq, CROSS_BORDER) for r in group)
             continue
         agg = _aggregate(group, spec.rule(kind), salt_for(group[0].seq), deidentified)

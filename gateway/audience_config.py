@@ -11,7 +11,7 @@ into frozen dataclasses; every bad key is reported with its place (``audience[1]
     jurisdiction = "mainland"        # mainland, hongkong or macao
     encrypt = true                   # SM4-GCM under the audience's key (tiyi keys audience new ID)
     min_n = 5                        # across a border without a legal basis only de-identified aggregates of
-                                     # at least this many readings flow (default 5)
+                                     # the readings of at least this many distinct wearers flow (default 5)
     [audience.minimise."*"]
     drop_raw = true
     time_s = 60                      # times floored to whole minutes
@@ -159,7 +159,7 @@ def _legal_basis(raw: Mapping[str, Any], where: str, problems: list[ConfigError]
 def _min_n(raw: Mapping[str, Any], where: str, problems: list[ConfigError]) -> int:
     v = raw.get("min_n", DEFAULT_MIN_N)
     if type(v) is not int or not 1 <= v <= MAX_MIN_N:
-        problems.append(ConfigError(f"{where}.min_n must be a whole number of readings, 1..{MAX_MIN_N}"))
+        problems.append(ConfigError(f"{where}.min_n must be a whole number of wearers, 1..{MAX_MIN_N}"))
         return DEFAULT_MIN_N
     return v
 

@@ -8,6 +8,7 @@ writes to a stage. Device labels are the pseudonymous ids the gateway publishes,
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,27 @@ COUNTERS: Mapping[str, tuple[str, str]] = {
     "chain_errors": ("tiyi_chain_errors", "Chain calls that failed"),
     "journal_errors": ("tiyi_journal_errors", "Journal operations that failed (disk full, I/O)"),
     "clock_jumps": ("tiyi_clock_jumps", "Wall-clock jumps detected against the monotonic clock"),
+}
+
+
+# Audiences stage counter (a Counter by audience id) → (counter name without ``_total``, help), one sample per
+# configured audience.
+AUDIENCE_COUNTERS: Mapping[str, tuple[str, str]] = {
+    "view_records": ("tiyi_audience_view_records", "View records built for an audience"),
+    "views_built": ("tiyi_audience_views_built", "Views of source batches built, signed and journaled"),
+    "views_published": ("tiyi_audience_views_published", "View manifests the broker acknowledged"),
+    "rebuilt_views": (
+        "tiyi_audience_views_rebuilt",
+        "Unpublished views rebuilt and re-signed at a later consent head (a member withdrew after the build)",
+    ),
+    "withdrawn_views": (
+        "tiyi_audience_views_withdrawn",
+        "Views published without their records: a member withdrew and the view could not be rebuilt",
+    ),
+    "rebuild_failures": (
+        "tiyi_audience_views_unrebuildable",
+        "Views published without their records: they no longer rebuild as signed (rules changed, key gone)",
+    ),
 }
 
 
@@ -93,26 +115,27 @@ class _Collector:
         yield from self._audiences()
 
     def _audiences(self) -> Iterator[Metric]:
-        """Per audience (a platform's name, never a member or device): view records built and source records
-        withheld, by reason (no_consent, unbound, cross_border, aggregated)."""
+        """Per audience (a platform's name, never a member or device): the stage's counters (views built,
+        published, rebuilt, sent without records; view records built) and source records withheld, by reason
+        (no_consent, unbound, cross_border, aggregated)."""
         from prometheus_client.core import CounterMetricFamily
 
         aud = self._gw.audiences
         if aud is None:
             return
-        built = CounterMetricFamily(
-            "tiyi_audience_view_records", "View records built for an audience", labels=["audience"]
-        )
+        for attr, (name, doc) in AUDIENCE_COUNTERS.items():
+            family = CounterMetricFamily(name, doc, labels=["audience"])
+            counts: Counter[str] = getattr(aud, attr)
+            for a in aud.ids:
+                family.add_metric([a], counts[a])
+            yield family
         withheld = CounterMetricFamily(
             "tiyi_audience_withheld_records",
             "Source records an audience did not get one by one, by reason",
             labels=["audience", "reason"],
         )
-        for a in aud.ids:
-            built.add_metric([a], aud.view_records[a])
         for (a, reason), n in sorted(aud.withheld.items()):
             withheld.add_metric([a, reason], n)
-        yield built
         yield withheld
 
     def _counters(self) -> Iterator[Metric]:

@@ -229,7 +229,7 @@ class Ingest:
                         m.count,
                         m.root,
                         m.prev,
-                        sm3(msg.signed.manifest_bytes),
+                        sm3(msg.signed.body),
                         msg.payload,
                     )
                 )

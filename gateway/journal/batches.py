@@ -67,7 +67,7 @@ class BatchStore:
 
     def add_batch(self, manifest: Manifest, signed: SignedManifest) -> None:
         """Store a signed batch and its pending anchor job in one transaction, checking continuity."""
-        if signed.manifest_bytes != bytes(manifest):
+        if signed.body != bytes(manifest):
             raise JournalError("signed manifest bytes do not match the manifest")
         last = self.last_batch()
         exp_batch, exp_first = (1, 1) if last is None else (last.batch + 1, last.last_seq + 1)

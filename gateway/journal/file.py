@@ -89,15 +89,16 @@ class JournalFile:
     def close(self) -> None:
         self.db.close()
 
-    def tx(self, sql_batches: Iterable[tuple[str, Sequence[object] | Iterable[Sequence[object]], bool]]) -> None:
-        """Run statements in one IMMEDIATE transaction; roll back and translate errors."""
+    def tx(self, sql_batches: Iterable[tuple[str, Sequence[object] | Iterable[Sequence[object]], bool]]) -> list[int]:
+        """Run statements in one IMMEDIATE transaction; roll back and translate errors. Returns each statement's
+        row count (rows inserted, updated or deleted; for an ``executemany``, over all its parameter sets), so a
+        conditional write says itself whether it happened: no read-then-write."""
+        counts: list[int] = []
         try:
             self.db.execute("BEGIN IMMEDIATE")
             for sql, params, many in sql_batches:
-                if many:
-                    self.db.executemany(sql, params)  # type: ignore[arg-type]
-                else:
-                    self.db.execute(sql, params)  # type: ignore[arg-type]
+                cur = self.db.executemany(sql, params) if many else self.db.execute(sql, params)  # type: ignore[arg-type]
+                counts.append(cur.rowcount)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -108,6 +109,7 @@ class JournalFile:
             if _is_full(exc):
                 raise JournalFull(f"journal disk is full ({self.path}): new data refused until space returns") from exc
             raise JournalError(f"journal write failed ({self.path}): {exc}") from exc
+        return counts
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:

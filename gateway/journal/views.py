@@ -95,22 +95,23 @@ class ViewJournal:
     def replace_unpublished(self, aud: str, n: int, consent_n: int, signed: bytes) -> None:
         """Swap a view the broker has not acknowledged for one rebuilt at a later consent head (a member withdrew
         meanwhile); its records start over. Refused once its manifest was acknowledged (that view is final) or
-        for an older head. Only this journal's thread writes views, so the check holds for the UPDATE, which
-        repeats it."""
-        rows = self._file.query("SELECT consent_n, published FROM views WHERE aud = ? AND n = ?", (aud, n))
-        if not rows or rows[0][1] or consent_n < int(rows[0][0]):
-            why = "does not exist" if not rows else "is published" if rows[0][1] else "has a later consent head"
-            raise JournalError(f"view {n} of audience {aud} cannot be replaced: it {why}")
-        self._file.tx(
+        for an older head: one conditional UPDATE decides, and its row count says whether it happened (the rows
+        are read afterwards only to say why not)."""
+        (changed,) = self._file.tx(
             [
                 (
                     "UPDATE views SET consent_n = ?, signed = ?, records_published = 0 "
-                    "WHERE aud = ? AND n = ? AND published = 0",
-                    (consent_n, signed, aud, n),
+                    "WHERE aud = ? AND n = ? AND published = 0 AND consent_n <= ?",
+                    (consent_n, signed, aud, n, consent_n),
                     False,
                 )
             ]
         )
+        if changed == 1:
+            return
+        rows = self._file.query("SELECT consent_n, published FROM views WHERE aud = ? AND n = ?", (aud, n))
+        why = "does not exist" if not rows else "is published" if rows[0][1] else "has a later consent head"
+        raise JournalError(f"view {n} of audience {aud} cannot be replaced: it {why}")
 
     def unpublished(self, aud: str, limit: int = 100) -> list[ViewRow]:
         """Views whose manifest the broker has not acknowledged, oldest first."""

@@ -53,7 +53,7 @@ def withheld_counts(m: ViewManifest) -> Counter[str]:
 
 
 class Audiences:
-    """Builds and publishes the views; counts per audience for /metrics."""
+    """Builds and publishes the views; counts per audience for /metrics (``gateway.prometheus.AUDIENCE_COUNTERS``)."""
 
     journal_errors: ClassVar[JournalErrorPolicy] = JournalErrorPolicy.PAUSE
 
@@ -90,7 +90,7 @@ class Audiences:
         self.withheld: Counter[tuple[str, str]] = Counter()  # source records withheld, per (audience, reason)
         self.views_built: Counter[str] = Counter()
         self.views_published: Counter[str] = Counter()
-        self.rebuild_failures = 0
+        self.rebuild_failures: Counter[str] = Counter()  # views sent without records: no longer rebuild as signed
         self.withdrawn_views: Counter[str] = Counter()  # views published without records: withdrawn since built
         self.rebuilt_views: Counter[str] = Counter()  # views rebuilt at a later consent head before publication
         self._floor: dict[str, int] = {}  # per audience: the latest consent head a view was published at (this run)
@@ -216,7 +216,7 @@ class Audiences:
                         src, raw = await self._source(row.n)
                         cached = await loop.run_in_executor(None, self._maker.rebuild, a, row, src, raw)
                     if cached is None:  # it no longer rebuilds as signed: its manifest goes out alone
-                        self.rebuild_failures += 1
+                        self.rebuild_failures[a.id] += 1
                         records: list[bytes] = []
                     else:
                         current = await self._at_head(a, row, cached, self._floor.get(a.id, 0), consent_done)

@@ -2,7 +2,8 @@
 bleak, a real Mosquitto) with wearer bindings and two audiences —
 
 - ``platform-health``: mainland, health_management, SM4-GCM, raw dropped, times to the minute, whole numbers;
-- ``hku-research``: Hong Kong, research, no legal basis, heart rate as aggregates only —
+- ``hku-research``: Hong Kong, research, no legal basis, heart rate as aggregates only, ``min_n = 2``;
+- ``hku-cohort``: the same with ``min_n = 3``, one more than the members who consented to research —
 
 and then, from what an observer subscribed to ``#`` received and from the gateway's log:
 
@@ -10,7 +11,9 @@ and then, from what an observer subscribed to ``#`` received and from the gatewa
   with the exported keys) or log line;
 - a withdrawal recorded mid-run (``tiyi members withdraw``) stops that member's records in that audience from
   the first batch closed after it, and every consent event received verifies and precedes the views built on it;
-- the Hong Kong audience gets no individual reading from the Shenzhen gateway (cross-border), only aggregates;
+- the Hong Kong audiences get no individual reading from the Shenzhen gateway (cross-border), only
+  de-identified aggregates, each over the readings of at least ``min_n`` distinct members: two consenting
+  members' hundreds of readings make aggregates for ``min_n = 2`` and none at all for ``min_n = 3``;
 - every sealed record opens with the audience's key, and one flipped ciphertext byte is detected;
 - every view manifest verifies under the gateway key, covers its source batch exactly once and names a source
   root the batch manifest carries.
@@ -51,11 +54,12 @@ from tests.e2e.harness import Recorder
 pytestmark = pytest.mark.slow
 
 GW, REGION = "gw-sz-aud-1", "shenzhen"
-HEALTH, RESEARCH = "platform-health", "hku-research"
+HEALTH, RESEARCH, COHORT = "platform-health", "hku-research", "hku-cohort"
 # (member id as the gym's system has it, scenario device index): the clinic scenario's devices 0-5 are heart-rate
 # straps, 6-11 oximeters; the emulated radio gives device i the address F3:00:00:00:00:<i>.
-ALICE, BOB, CAROL = "张伟-1001", "Bob Leeson 1002", "陈小红-1003"
-WEARERS = {ALICE: 0, BOB: 6, CAROL: 1}
+ALICE, BOB, CAROL, DAVE = "张伟-1001", "Bob Leeson 1002", "陈小红-1003", "Dave Okafor 1004"
+WEARERS = {ALICE: 0, BOB: 6, CAROL: 1, DAVE: 2}
+RESEARCHERS = (ALICE, DAVE)  # the members with research consent and a heart-rate strap
 
 CONFIG = """\
 [gateway]
@@ -78,6 +82,15 @@ round = 0
 id = "{research}"
 purpose = "research"
 jurisdiction = "hongkong"
+min_n = 2
+[audience.minimise.heart_rate]
+aggregate = true
+
+[[audience]]
+id = "{cohort}"
+purpose = "research"
+jurisdiction = "hongkong"
+min_n = 3
 [audience.minimise.heart_rate]
 aggregate = true
 """
@@ -140,7 +153,7 @@ def prepare(tmp_path: Path) -> Site:
     """Keys, the audience key, bindings and consent, all through the CLI as staff would do it."""
     state = tmp_path / "state"
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text(CONFIG.format(gw=GW, region=REGION, state=state, health=HEALTH, research=RESEARCH))
+    cfg.write_text(CONFIG.format(gw=GW, region=REGION, state=state, health=HEALTH, research=RESEARCH, cohort=COHORT))
     assert main(["keys", "generate", "--dir", str(state / "keys")]) == 0
     assert main(["keys", "audience", "new", HEALTH, "--config", str(cfg)]) == 0
     dev_key = secret_file(state / "keys" / "device-pseudonym.key")
@@ -151,6 +164,7 @@ def prepare(tmp_path: Path) -> Site:
         for purpose in ("health_management", "research"):
             assert main(["members", "grant", "--config", str(cfg), member, purpose]) == 0
     assert main(["members", "grant", "--config", str(cfg), CAROL, "health_management"]) == 0  # not research
+    assert main(["members", "grant", "--config", str(cfg), DAVE, "research"]) == 0  # research only
     out = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "keys", "audience", "export", HEALTH, "--config", str(cfg)],
         capture_output=True,
@@ -198,6 +212,7 @@ class Stream:
     consent: dict[str, list[tuple[int, SignedConsent]]] = field(default_factory=lambda: defaultdict(list))
     batches: dict[int, Manifest] = field(default_factory=dict)
     sealed: list[Record] = field(default_factory=list)
+    source: dict[int, Record] = field(default_factory=dict)  # the site's full stream (the observer reads '#')
 
 
 def decode_and_scan(messages: list[tuple[str, bytes, bool]], site: Site, gw_pub: Verifier) -> Stream:
@@ -229,6 +244,8 @@ def decode_and_scan(messages: list[tuple[str, bytes, bool]], site: Site, gw_pub:
         elif p.channel == "batch":
             m = SignedManifest.from_bytes(payload).manifest
             st.batches[m.batch] = m
+        elif p.channel == "data":
+            st.source.update((r.seq, r) for r in map(Record.from_bytes, decode_data_message(payload)))
     return st
 
 
@@ -236,7 +253,7 @@ def check_views_complete(st: Stream) -> None:
     """One view per source batch, naming its root and range; each source seq in exactly one view record or
     withheld range — also for a health view built before the mid-run withdrawal and not yet sent when it was
     recorded: it is rebuilt at the withdrawal's head, so its records all arrive."""
-    assert set(st.views) == {HEALTH, RESEARCH}
+    assert set(st.views) == {HEALTH, RESEARCH, COHORT}
     for aud, vs in st.views.items():
         assert sorted({m.n for _, m in vs}) == sorted(st.batches), aud
         for _, m in vs:
@@ -283,39 +300,43 @@ def check_sealed(st: Stream, site: Site) -> None:
 
 def check_research(st: Stream, site: Site) -> None:
     """Hong Kong, no legal basis: no individual reading and no per-person aggregate, only de-identified
-    heart-rate aggregates (no wearer, no device, whole minutes, at least min_n = 5 readings) over the readings
-    of consenting members."""
+    heart-rate aggregates (no wearer, no device, whole minutes) over the heart-rate readings of the members
+    who consented to research — and only when at least min_n distinct members made them: ALICE and DAVE
+    (two) are enough for min_n = 2 and never for min_n = 3, however many readings they make (CAROL: no
+    research consent; BOB: oximeter readings)."""
     research = list(st.records[RESEARCH].values())
     assert research and {r.kind for r in research} == {"heart_rate_agg"}
     assert {(r.sub, r.dev) for r in research} == {(None, "deidentified")}
     for r in research:
         t_end, n = r.val["t_end"], r.val["n"]
         assert isinstance(t_end, int) and isinstance(n, int)
-        assert r.t % 60_000 == 0 and t_end % 60_000 == 0 and n >= 5
-    # ALICE is the only member with research consent and a heart-rate monitor (CAROL: no research consent;
-    # BOB: oximeter readings). In each batch whose health view still carries her readings, the research
-    # aggregate counts exactly her heart-rate readings — nobody else's — or is withheld when under 5.
-    withdrawal = min(e.event.n for _, e in st.consent[HEALTH] if not e.event.granted)
-    health = {m.n: m for _, m in st.views[HEALTH]}
-    checked = 0
+        assert r.t % 60_000 == 0 and t_end % 60_000 == 0
+    consenting = {site.subs[m] for m in RESEARCHERS}
+    both = 0
     for _, m in st.views[RESEARCH]:
-        if health[m.n].consent_n >= withdrawal:
-            continue
-        hers = [
-            r
-            for s, r in st.records[HEALTH].items()
-            if m.first <= s <= m.last and r.sub == site.subs[ALICE] and r.kind == "heart_rate"
+        theirs = [
+            r for s, r in st.source.items() if m.first <= s <= m.last and r.sub in consenting and r.kind == "heart_rate"
         ]
         agg = [r for s, r in st.records[RESEARCH].items() if m.first <= s <= m.last]
-        if len(hers) >= 5:
-            assert [r.val["n"] for r in agg] == [len(hers)], m.n
-            checked += 1
+        if len({r.sub for r in theirs}) >= 2:
+            assert [r.val["n"] for r in agg] == [len(theirs)], m.n  # exactly their readings, nobody else's
+            both += 1
         else:
             assert agg == [], m.n
-    assert checked
+    assert both
     reasons = {w[0] for _, m in st.views[RESEARCH] for w in m.withheld}
     assert {"cross_border", "unbound", "no_consent", "aggregated"} <= reasons
     assert {e.event.purpose for _, e in st.consent[RESEARCH]} == {"research"}
+    # min_n = 3 with two consenting members: not one aggregate in the whole run, every one of their readings
+    # withheld as cross_border, although each batch holds many more than three of them.
+    assert st.views[COHORT] and not st.records[COHORT]
+    most = 0
+    for _, m in st.views[COHORT]:
+        blocked = {s for reason, a, b in m.withheld if reason == "cross_border" for s in range(a, b + 1)}
+        theirs = {s for s, r in st.source.items() if m.first <= s <= m.last and r.sub in consenting}
+        assert theirs <= blocked and m.count == 0, m.n
+        most = max(most, len(theirs))
+    assert most > 3
 
 
 def verify_capture(tmp_path: Path, site: Site, messages: list[tuple[str, bytes, bool]], name: str) -> str:
@@ -377,7 +398,7 @@ def test_sim_run_with_bindings_and_two_audiences(mosquitto: Mosquitto, tmp_path:
     assert b"RESULT: every record verified" in log_text
     # The sim run verified each audience's stream as its platform would, anchors on the chain included.
     out = log_text.decode()
-    for aud, purpose in ((HEALTH, "health_management"), (RESEARCH, "research")):
+    for aud, purpose in ((HEALTH, "health_management"), (RESEARCH, "research"), (COHORT, "research")):
         part = out.split(f"audience {aud} (purpose {purpose})", 1)[1]
         assert part.split("RESULT: ", 1)[1].startswith("every view verified"), part[:2000]
     assert re.search(r"sealed    [1-9][0-9]* opened and authenticated, 0 not checked", out)

@@ -24,7 +24,8 @@ HR = 0x2A37
 
 
 class RunningGateway:
-    """Start with ``start()``; ``feed`` frames; call the API at ``base``; ``close()`` drains and stops."""
+    """Start with ``start()``; ``feed`` frames; call the API at ``base``; ``close()`` drains and stops. As a
+    context manager it starts on entry and stops on exit (``tests/integration/conftest.py``'s ``gw``)."""
 
     def __init__(self, tmp_path: Path, broker_url: str, anchored: bool = True) -> None:
         generate_keypair(tmp_path / "keys")
@@ -59,6 +60,16 @@ class RunningGateway:
 
         self.call(go())
         return self
+
+    def __enter__(self) -> RunningGateway:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def auth(self) -> dict[str, str]:

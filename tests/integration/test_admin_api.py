@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from anchoring.bundle import verify_bundle
 from anchoring.trust import TrustPolicy
 from edge.sm2 import load_public_key_pem
 from gateway.api_tokens import TokenStore, add_token
-from tests.conftest import Mosquitto
 from tests.integration.api_harness import RunningGateway
 
 ADDRESS = re.compile(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}")
@@ -33,15 +31,6 @@ PROTECTED = [
     ("GET", "/metrics"),
     ("GET", "/api/v1/events?once=true"),
 ]
-
-
-@pytest.fixture
-def gw(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[RunningGateway]:
-    g = RunningGateway(tmp_path, mosquitto.url).start()
-    try:
-        yield g
-    finally:
-        g.close()
 
 
 def test_health_is_the_only_anonymous_endpoint(gw: RunningGateway) -> None:

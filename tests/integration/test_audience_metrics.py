@@ -20,6 +20,7 @@ from gateway.binding import Bindings
 from gateway.clock import wall_ms
 from gateway.consent import ConsentLedger
 from gateway.keys import load_signer
+from gateway.prometheus import AUDIENCE_COUNTERS
 from gateway.runtime import secret_file
 from tests.conftest import Mosquitto
 from tests.e2e.harness import Recorder
@@ -49,8 +50,7 @@ def test_a_cross_border_block_shows_in_metrics(
     topics = Topics(rg.cfg.region, rg.cfg.gateway_id)
     caplog.set_level(logging.INFO, logger="tiyi")
     with Recorder(mosquitto.url, topics) as rec:
-        rg.start()
-        try:
+        with rg:
             rg.feed(12)  # heart-rate readings of the bound, consenting member
             rg.settle()
             r = rg.get("/metrics")
@@ -58,14 +58,19 @@ def test_a_cross_border_block_shows_in_metrics(
             status = rg.get("/api/v1/audiences")
             assert status.status_code == 200
             assert rg.get("/api/v1/audiences", headers={}).status_code == 401
-        finally:
-            rg.close()
         rec.wait_idle(0.5)
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(r.text)
-        for s in fam.samples
-    }
+    families = {fam.name: fam for fam in text_string_to_metric_families(r.text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in families.values() for s in fam.samples}
+    # Every counter the audiences stage keeps is exported, per audience, with its help text; three views each
+    # (batches of 5, 5, 2), all published, none rebuilt or sent without records.
+    for attr, (name, doc) in AUDIENCE_COUNTERS.items():
+        assert families[name].type == "counter" and families[name].documentation == doc, attr
+        for aud in ("hk-research", "gz-health"):
+            got = samples[(name + "_total", (("audience", aud),))]
+            want = {"views_built": 3, "views_published": 3}.get(attr, 0)
+            if attr == "view_records":
+                want = 0 if aud == "hk-research" else 12
+            assert got == want, (attr, aud)
     blocked = samples[
         ("tiyi_audience_withheld_records_total", (("audience", "hk-research"), ("reason", "cross_border")))
     ]

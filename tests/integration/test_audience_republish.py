@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from anchoring.findings import Reason
 from anchoring.trust import TrustPolicy
@@ -35,6 +36,7 @@ from gateway.clock import wall_ms
 from gateway.config import BatchConfig, ChainConfig, GatewayConfig, MqttConfig
 from gateway.consent import ConsentLedger
 from gateway.keys import generate_keypair, load_signer
+from gateway.prometheus import scrape
 from gateway.runtime import assemble, secret_file
 from tests.e2e.harness import Recorder
 
@@ -418,7 +420,7 @@ def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_mem
     topics = Topics(cfg.region, cfg.gateway_id)
     caplog.set_level(logging.INFO, logger="tiyi")
 
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[int, int, str]:
         parts = assemble(cfg, None)
         gw = parts.gateway
         await gw.start()
@@ -443,16 +445,31 @@ def test_a_broker_outage_between_build_and_publication_withholds_a_withdrawn_mem
                 key.unlink()
         broker.start()
         assert await gw.drain(60)
+        metrics = (await scrape(gw)).decode()
         await gw.stop(drain_timeout=5)
         parts.journal.close()
-        return gw.audiences.withdrawn_views[AUD], gw.audiences.rebuilt_views[AUD]
+        return gw.audiences.withdrawn_views[AUD], gw.audiences.rebuilt_views[AUD], metrics
 
     try:
         with Recorder(broker.url, topics, session_expiry_s=600) as rec:
-            withdrawn, rebuilt = asyncio.run(run())
+            withdrawn, rebuilt, metrics = asyncio.run(run())
             rec.wait_idle(1.0)
     finally:
         broker.stop()
+    # What the operator sees in /metrics: the same counts, per audience.
+    exported = {
+        s.name: s.value
+        for fam in text_string_to_metric_families(metrics)
+        for s in fam.samples
+        if s.labels == {"audience": AUD}
+    }
+    assert (
+        exported["tiyi_audience_views_withdrawn_total"],
+        exported["tiyi_audience_views_rebuilt_total"],
+        exported["tiyi_audience_views_built_total"],
+        exported["tiyi_audience_views_published_total"],
+        exported["tiyi_audience_views_unrebuildable_total"],
+    ) == (withdrawn, rebuilt, 1, 1, 0)
     messages = [(t, p) for t, p, _ in rec.messages]
     if key_kept:
         assert (withdrawn, rebuilt) == (0, 1)

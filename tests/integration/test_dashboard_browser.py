@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 import requests
 
 from gateway.sources import SimulatedStrapSource
-from tests.conftest import Mosquitto
 from tests.integration.api_harness import RunningGateway
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,15 +27,6 @@ ARGS = [
 ]
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it)")
-
-
-@pytest.fixture
-def gw(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[RunningGateway]:
-    g = RunningGateway(tmp_path, mosquitto.url).start()
-    try:
-        yield g
-    finally:
-        g.close()
 
 
 def keep(shot: Path) -> None:

@@ -56,7 +56,7 @@ def batch_msgs(s: Stream, batch: int, with_receipt: bool = False) -> list[tuple[
 def head_for(s: Stream, batch: int, signer: object = SIGNER) -> bytes:
     sm = SignedManifest.from_bytes(s.batches[batch - 1])
     m = sm.manifest
-    return bytes(sign_head(Head(GW, m.batch, m.last_seq, sm3(sm.manifest_bytes), 1_700_000_100_000), signer))  # type: ignore[arg-type]
+    return bytes(sign_head(Head(GW, m.batch, m.last_seq, sm3(sm.body), 1_700_000_100_000), signer))  # type: ignore[arg-type]
 
 
 def q(ing: Ingest, sql: str) -> list[tuple[object, ...]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,40 +38,64 @@ def anchored(stream: ViewStream, alliance: Alliance, forge: int | None = None) -
     return stream
 
 
-def files(tmp_path: Path, stream: ViewStream) -> tuple[Path, Path, Path]:
-    buf = io.BytesIO()
-    for topic, payload in stream.messages():
-        write_capture_item(buf, topic, payload, topic.endswith("/head"), 0)
-    cap = tmp_path / "audience.cap"
-    cap.write_bytes(buf.getvalue())
-    pem = tmp_path / "gw.pem"
-    pem.write_text(SIGNER.public_key_pem(), encoding="ascii")
-    keys = tmp_path / "lab-1.keys"
-    keys.write_text(f"k1 {KEY.hex()}\n", encoding="ascii")
-    keys.chmod(0o600)
-    return cap, pem, keys
+@dataclass(frozen=True)
+class Capture:
+    """A view stream as the audience's platform captured it, next to the gateway's public key and the
+    audience's key file (owner-only), and the `tiyi verify --audience` options that read them."""
+
+    path: Path
+    pem: Path
+    keys: Path
+
+    def options(self, **overrides: Any) -> VerifyOptions:
+        base: dict[str, Any] = {
+            "capture": self.path,
+            "key": (f"gw-v={self.pem}",),
+            "json": True,
+            "audience": AUD,
+            "audience_purpose": "research",
+            "audience_key": self.keys,
+        }
+        return VerifyOptions(**{**base, **overrides})
+
+    def on_chain(self, ganache: Ganache, alliance: Alliance, **overrides: Any) -> VerifyOptions:
+        return self.options(rpc=ganache.url, contract=alliance.contract, **overrides)
+
+    def append(self, topic: str, payload: bytes) -> None:
+        with self.path.open("ab") as fh:
+            write_capture_item(fh, topic, payload, False, 0)
 
 
-def run(cap: Path, pem: Path, keys: Path, ganache: Ganache, alliance: Alliance) -> int:
-    opts = VerifyOptions(
-        capture=cap,
-        rpc=ganache.url,
-        contract=alliance.contract,
-        key=(f"gw-v={pem}",),
-        json=True,
-        audience=AUD,
-        audience_purpose="research",
-        audience_key=keys,
-    )
-    return verify_main(opts)
+@pytest.fixture
+def capture(tmp_path: Path) -> Callable[[ViewStream], Capture]:
+    """Writes a stream's messages as a capture file (heads retained), with the key files beside it."""
+
+    def write(stream: ViewStream) -> Capture:
+        buf = io.BytesIO()
+        for topic, payload in stream.messages():
+            write_capture_item(buf, topic, payload, topic.endswith("/head"), 0)
+        cap = tmp_path / "audience.cap"
+        cap.write_bytes(buf.getvalue())
+        pem = tmp_path / "gw.pem"
+        pem.write_text(SIGNER.public_key_pem(), encoding="ascii")
+        keys = tmp_path / "lab-1.keys"
+        keys.write_text(f"k1 {KEY.hex()}\n", encoding="ascii")
+        keys.chmod(0o600)
+        return Capture(cap, pem, keys)
+
+    return write
+
+
+@pytest.fixture
+def alliance(ganache: Ganache) -> Alliance:
+    return Alliance(ganache.url)
 
 
 def test_an_anchored_view_stream_verifies_and_an_unanchored_source_root_is_refused(
-    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ganache: Ganache, alliance: Alliance, capture: Callable[[ViewStream], Capture], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    alliance = Alliance(ganache.url)
     honest = anchored(ViewStream.honest(), alliance)
-    assert run(*files(tmp_path, honest), ganache, alliance) == 0
+    assert verify_main(capture(honest).on_chain(ganache, alliance)) == 0
     out = json.loads(capsys.readouterr().out)
     g = out["gateways"]["gw-v"]
     assert (out["outcome"], g["views_verified"], g["anchors_verified"]) == ("verified", 3, 3)
@@ -77,16 +103,17 @@ def test_an_anchored_view_stream_verifies_and_an_unanchored_source_root_is_refus
 
     forged = anchored(ViewStream.honest(), alliance, forge=2)
     assert AnchorReceipt.from_bytes(forged.receipts[1]).root == forged.view(2).src_root
-    assert run(*files(tmp_path, forged), ganache, alliance) == 1
+    assert verify_main(capture(forged).on_chain(ganache, alliance)) == 1
     out = json.loads(capsys.readouterr().out)
     problems = out["gateways"]["gw-v"]["problems"]
     assert [p["reason"] for p in problems] == ["anchor_not_on_chain"] and problems[0]["batch"] == 2
     assert "no Anchored event for this root" in problems[0]["message"]
 
 
-def test_the_audience_key_file_is_a_secret_and_must_parse(tmp_path: Path) -> None:
-    cap, pem, keys = files(tmp_path, ViewStream.honest())
-    base = VerifyOptions(capture=cap, key=(str(pem),), audience=AUD, audience_purpose="research", audience_key=keys)
+def test_the_audience_key_file_is_a_secret_and_must_parse(capture: Callable[[ViewStream], Capture]) -> None:
+    cap = capture(ViewStream.honest())
+    base = cap.options(key=(str(cap.pem),), json=False)
+    keys = cap.keys
     keys.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         verify_main(base)
@@ -109,7 +136,7 @@ def test_the_audience_key_file_is_a_secret_and_must_parse(tmp_path: Path) -> Non
 
 
 def test_a_foreign_gateway_on_the_audience_topics_is_reported_apart_and_dropped_by_gateway(
-    ganache: Ganache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ganache: Ganache, alliance: Alliance, capture: Callable[[ViewStream], Capture], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Review finding 10: another account publishes a view under its own gateway id on aud/AUD/. The pinned key
     decides (gw-evil has none), in gw-evil's own report; with --gateway gw-v it is listed as seen, not verified."""
@@ -117,26 +144,11 @@ def test_a_foreign_gateway_on_the_audience_topics_is_reported_apart_and_dropped_
     from edge.topics import Topics
     from edge.view import sign_view
 
-    alliance = Alliance(ganache.url)
     honest = anchored(ViewStream.honest(), alliance)
-    cap, pem, keys = files(tmp_path, honest)
+    cap = capture(honest)
     fake = replace(honest.view(1), gw="gw-evil")
-    buf = io.BytesIO()
-    write_capture_item(
-        buf, Topics("shenzhen", "gw-evil").aud_view(AUD), bytes(sign_view(fake, generate_signer())), False, 0
-    )
-    with cap.open("ab") as fh:
-        fh.write(buf.getvalue())
-    opts = VerifyOptions(
-        capture=cap,
-        rpc=ganache.url,
-        contract=alliance.contract,
-        key=(f"gw-v={pem}",),
-        json=True,
-        audience=AUD,
-        audience_purpose="research",
-        audience_key=keys,
-    )
+    cap.append(Topics("shenzhen", "gw-evil").aud_view(AUD), bytes(sign_view(fake, generate_signer())))
+    opts = cap.on_chain(ganache, alliance)
     assert verify_main(opts) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["gateways"]["gw-v"]["ok"] and not out["gateways"]["gw-evil"]["ok"]
@@ -151,11 +163,10 @@ def test_a_foreign_gateway_on_the_audience_topics_is_reported_apart_and_dropped_
 
 
 def test_without_a_chain_or_a_key_the_result_is_not_verified(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    capture: Callable[[ViewStream], Capture], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cap, pem, _ = files(tmp_path, ViewStream.honest())
-    opts = VerifyOptions(capture=cap, key=(str(pem),), audience=AUD, audience_purpose="research")
-    assert verify_main(opts) == 4
+    cap = capture(ViewStream.honest())
+    assert verify_main(cap.options(key=(str(cap.pem),), json=False, audience_key=None)) == 4
     out = capsys.readouterr().out
     assert "NOT CHECKED: the source batches' anchors were not checked on a chain" in out
     assert "content and SM4-GCM tag not checked (no audience key)" in out

@@ -19,7 +19,6 @@ import pytest
 from gateway.clock import monotonic
 from gateway.sdnotify import Notifier
 from gateway.watchdog import feed_watchdog
-from tests.conftest import Mosquitto
 from tests.integration.api_harness import RunningGateway
 
 INTERVAL_S = 0.4  # WatchdogSec as the gateway sees it; pings come every 0.2 to 0.3 s while all is well
@@ -86,15 +85,12 @@ def until_withheld(caplog: pytest.LogCaptureFixture, sock: socket.socket, what: 
 
 
 @pytest.fixture
-def gw(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[RunningGateway]:
-    g = RunningGateway(tmp_path, mosquitto.url).start()
-    g.watchdog = None
-    try:
-        yield g
-    finally:
-        if g.watchdog is not None:
-            g._loop.call_soon_threadsafe(g.watchdog.cancel)
-        g.close()
+def gw(gw: RunningGateway) -> Iterator[RunningGateway]:
+    """The shared gateway (conftest), whose watchdog task, once ``watch`` started it, ends before it stops."""
+    gw.watchdog = None
+    yield gw
+    if gw.watchdog is not None:
+        gw._loop.call_soon_threadsafe(gw.watchdog.cancel)
 
 
 def test_an_idle_gateway_keeps_feeding_the_watchdog(gw: RunningGateway, systemd: socket.socket) -> None:

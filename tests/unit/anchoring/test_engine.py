@@ -166,7 +166,7 @@ def joined_stream() -> tuple[Stream, bytes]:
     """Five batches of 10; the head a late joiner finds retained names batch 2."""
     s = Stream.honest(n=50)
     sm = SignedManifest.from_bytes(s.batches[1])
-    head = bytes(sign_head(Head(GW, 2, 20, sm3(sm.manifest_bytes), 1_700_000_050_000), SIGNER))
+    head = bytes(sign_head(Head(GW, 2, 20, sm3(sm.body), 1_700_000_050_000), SIGNER))
     return s, head
 
 
@@ -204,7 +204,7 @@ def test_without_late_join_the_same_stream_misses_batches() -> None:
 def test_a_head_signed_by_another_key_is_no_join_point() -> None:
     s, _ = joined_stream()
     sm = SignedManifest.from_bytes(s.batches[1])
-    forged = bytes(sign_head(Head(GW, 2, 20, sm3(sm.manifest_bytes), 1_700_000_050_000), OTHER))
+    forged = bytes(sign_head(Head(GW, 2, 20, sm3(sm.body), 1_700_000_050_000), OTHER))
     engine = VerificationEngine(pinned(), late_join=True)
     feed_from(engine, s, forged)
     reasons = {p.reason for p in engine.report().problems}

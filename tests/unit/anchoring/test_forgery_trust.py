@@ -55,7 +55,7 @@ def test_a_bare_pinned_key_binds_only_when_one_gateway_is_in_view() -> None:
     v = StreamVerifier(TrustPolicy(unbound=[SIGNER]))
     s.feed(v)
     other = Topics("shenzhen", "gw-two")
-    m = Manifest.from_bytes(sign_manifest(build_one("gw-two"), SIGNER).manifest_bytes)
+    m = Manifest.from_bytes(sign_manifest(build_one("gw-two"), SIGNER).body)
     v.feed(other.batch, bytes(sign_manifest(m, SIGNER)))
     got = v.report()
     assert {p.reason for p in got.problems} >= {Reason.UNTRUSTED_KEY}

@@ -79,7 +79,7 @@ class Stream:
 
         sm = SignedManifest.from_bytes(self.batches[-1])
         m = sm.manifest
-        return bytes(sign_head(Head(m.gw, m.batch, m.last_seq, sm3(sm.manifest_bytes), issued), signer))
+        return bytes(sign_head(Head(m.gw, m.batch, m.last_seq, sm3(sm.body), issued), signer))
 
     @classmethod
     def honest(cls, n: int = 25, per_batch: int = 10, signer: GmsslSm2Signer = SIGNER) -> Stream:
@@ -265,6 +265,20 @@ def test_an_empty_data_message_is_malformed() -> None:
     v = StreamVerifier(pinned())
     v.feed(T.data("d"), b"\x80")  # found by the fuzz test below: an empty array used to pass as a clean stream
     assert {p.reason for p in v.report().problems} == {Reason.MALFORMED}
+
+
+def test_a_batch_message_whose_signed_body_is_not_a_manifest_is_malformed_not_a_crash() -> None:
+    """A well-formed envelope on ``batch`` around another kind's body (here a signed head, validly signed by the
+    gateway's own key) used to pass decoding and raise when the verifier read the manifest, ending the whole
+    verification with a traceback. It is a malformed message; the honest stream around it still verifies."""
+    from edge.head import Head, sign_head
+
+    sh = sign_head(Head(GW, 0, 0, bytes(32), 1), SIGNER)
+    v = StreamVerifier(pinned())
+    v.feed(T.batch, cbor.dumps({"manifest": sh.body, "sig": sh.sig, "key_id": sh.key_id}))
+    Stream.honest().feed(v)
+    problems = v.report().problems
+    assert [p.reason for p in problems] == [Reason.MALFORMED] and "missing field" in problems[0].message
 
 
 def test_record_on_the_wrong_topic() -> None:

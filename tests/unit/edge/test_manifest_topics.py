@@ -34,10 +34,10 @@ def test_build_sign_parse_verify() -> None:
 
 def test_tampered_manifest_bytes_fail() -> None:
     signed = sign_manifest(build_manifest("gw-1", 1, 1, RECORDS, GENESIS_PREV, 1), SIGNER)
-    forged = cbor.loads(signed.manifest_bytes)
+    forged = cbor.loads(signed.body)
     forged["count"], forged["last_seq"] = 4, 4
     assert not SignedManifest(cbor.dumps(forged), signed.sig, signed.key_id).verify(SIGNER)
-    assert not SignedManifest(signed.manifest_bytes, signed.sig, OTHER.key_id).verify(SIGNER)
+    assert not SignedManifest(signed.body, signed.sig, OTHER.key_id).verify(SIGNER)
 
 
 @pytest.mark.parametrize(

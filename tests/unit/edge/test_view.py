@@ -169,7 +169,7 @@ def test_cross_border_without_a_basis_only_deidentified_aggregates_flow() -> Non
         rec(5, heart_rate=70, rr=[]),
         rec(6, dev="hr-2", sub=BOB, heart_rate=80, rr=[]),
     ]
-    records, m = view(source, replace(hk, min_n=4))
+    records, m = view(source, replace(hk, min_n=2))  # four consented readings of two wearers
     (agg,) = map(Record.from_bytes, records)
     assert agg.sub is None and agg.dev == "deidentified" and agg.kind == "heart_rate_agg" and agg.seq == 1
     assert agg.t == (T0 + 1000) // 60_000 * 60_000 and agg.val["t_end"] == (T0 + 6000) // 60_000 * 60_000
@@ -182,12 +182,64 @@ def test_cross_border_without_a_basis_only_deidentified_aggregates_flow() -> Non
         ("aggregated", 5, 6),
     )
     assert ANN.encode() not in records[0] and BOB.encode() not in records[0] and b"hr-1" not in records[0]
-    # Below min_n (default 5: four consented readings here) the group is withheld as cross_border.
-    records, m = view(source, hk)
-    assert records == [] and m.withheld == (("cross_border", 1, 2), ("no_consent", 3, 3), ("cross_border", 4, 6))
+    # Below min_n wearers the group is withheld as cross_border: four readings are still only two people.
+    for few in (hk, replace(hk, min_n=3), replace(hk, min_n=4)):
+        records, m = view(source, few)
+        assert records == [] and m.withheld == (("cross_border", 1, 2), ("no_consent", 3, 3), ("cross_border", 4, 6))
     # A coarser rule than a minute stays as configured.
     hour = replace(hk, rules={"heart_rate": ViewRule(aggregate=True, time_s=3600)}, min_n=1)
     assert Record.from_bytes(view(source, hour)[0][0]).t == (T0 + 1000) // 3_600_000 * 3_600_000
+
+
+HK_AGG = AudienceSpec("research-hk", "research", {"heart_rate": ViewRule(aggregate=True)}, jurisdiction="hongkong")
+
+
+def test_one_person_with_many_readings_is_one_wearer_however_they_are_spread() -> None:
+    """Forged input for a k-anonymity threshold of 5: one member's 50 readings, the same member on five
+    straps, or five unbound straps (no way to tell they are five people) never make a de-identified
+    aggregate: each is withheld whole as cross_border."""
+    one_person = [rec(s) for s in range(1, 51)]
+    five_straps = [rec(s, dev=f"hr-{s % 5}") for s in range(1, 51)]
+    unbound = [rec(s, dev=f"hr-{s % 5}", sub=None) for s in range(1, 51)]
+    for source, spec in ((one_person, HK_AGG), (five_straps, HK_AGG), (unbound, replace(HK_AGG, unbound=True))):
+        records, m = view(source, spec)
+        assert records == [] and m.count == 0 and m.withheld == (("cross_border", 1, 50),)
+    # With a fifth consenting member the same readings are an aggregate of five wearers; readings of unbound
+    # devices are folded in (they are allowed to this audience) without counting as anyone.
+    subs = [f"sub-00000000000000{i:02x}" for i in range(5)]
+    granted = frozenset((s, "research") for s in subs)
+    source = [rec(s, dev=f"hr-{s % 5}", sub=subs[s % 5]) for s in range(1, 51)] + [rec(51, dev="x", sub=None)]
+    (agg,) = map(Record.from_bytes, view(source, replace(HK_AGG, unbound=True), granted=granted)[0])
+    assert (agg.sub, agg.dev, agg.val["n"], agg.val["last_seq"]) == (None, "deidentified", 51, 51)
+    four = granted - {(subs[0], "research")}
+    records, m = view(source, replace(HK_AGG, unbound=True), granted=four)
+    assert records == [] and {w[0] for w in m.withheld} == {"cross_border", "no_consent"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=40),
+    st.integers(1, 6),
+)
+def test_a_deidentified_aggregate_exists_exactly_when_min_n_distinct_wearers_consented(
+    readings: list[tuple[int, int]], min_n: int
+) -> None:
+    """Wearer 0 has no sub (an unbound device), wearer 5 no consent; the rest consent. Whatever the readings'
+    spread over wearers and devices, the aggregate covers every consented reading and is made only when they
+    come from at least min_n distinct subs."""
+    subs = [None] + [f"sub-00000000000000{i:02x}" for i in range(1, 6)]
+    granted = frozenset((s, "research") for s in subs[1:5] if s is not None)
+    source = [rec(i + 1, dev=f"d{d}", sub=subs[w]) for i, (w, d) in enumerate(readings)]
+    records, m = view(source, replace(HK_AGG, unbound=True, min_n=min_n), granted=granted)
+    folded = [r for r in source if r.sub != subs[5]]
+    people = len({r.sub for r in folded if r.sub is not None})
+    if people >= min_n:
+        (agg,) = map(Record.from_bytes, records)
+        assert agg.val["n"] == len(folded) and agg.sub is None
+    else:
+        assert records == []
+        withheld = {s for reason, a, b in m.withheld if reason == "cross_border" for s in range(a, b + 1)}
+        assert withheld == {r.seq for r in folded}
 
 
 def test_consent_is_decided_before_the_border() -> None:

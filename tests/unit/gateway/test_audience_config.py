@@ -115,7 +115,7 @@ EXPECTED = [
     "audience[0].jurisdiction 'taiwan' is not one of",
     "audience[0].legal_basis 'handshake' is not one of",
     "audience[0].unbound must be true or false",
-    "audience[0].min_n must be a whole number of readings, 1..100000",
+    "audience[0].min_n must be a whole number of wearers, 1..100000",
     "audience[0].minimise.HeartRate: a record kind is snake_case",
     "audience[0].minimise.heart_rate.round must be a number of decimals from 0 to 9",
     "audience[0].minimise.heart_rate.time_s must be a whole number of seconds",
@@ -129,11 +129,11 @@ EXPECTED = [
 
 
 @pytest.mark.parametrize("value", ["0", "100001", "-5", "true", '"5"', "2.5"])
-def test_min_n_is_a_whole_number_of_readings_in_range(tmp_path: Path, value: str) -> None:
-    """A de-identified aggregate of 0 readings, or of a number TOML gives as text, float or bool, is refused
+def test_min_n_is_a_whole_number_of_wearers_in_range(tmp_path: Path, value: str) -> None:
+    """A de-identified aggregate of 0 wearers, or of a number TOML gives as text, float or bool, is refused
     (a bool is an int in Python: True would mean groups of one)."""
     text = GOOD.format(state=tmp_path).replace("min_n = 10", f"min_n = {value}")
-    with pytest.raises(ConfigError, match=re.escape("audience[1].min_n must be a whole number of readings")):
+    with pytest.raises(ConfigError, match=re.escape("audience[1].min_n must be a whole number of wearers")):
         parse_config(tomllib.loads(text))
 
 

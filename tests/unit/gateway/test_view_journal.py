@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from edge.record import Record
 from edge.sm2 import generate_signer
 from gateway.errors import JournalError
 from gateway.journal import SCHEMA_VERSION, SqliteJournal
+from gateway.journal.file import JournalFile
 
 FIXTURE_V2 = Path(__file__).resolve().parents[2] / "fixtures" / "journal_v2.sqlite3"
 
@@ -164,3 +167,49 @@ def test_only_an_unpublished_view_is_replaced_and_only_at_a_later_consent_head(t
     assert conn.execute("SELECT consent_n, signed FROM views WHERE n = 1").fetchone() == (2, b"v1")
     assert conn.execute("SELECT COUNT(*) FROM views").fetchone() == (2,)
     conn.close()
+
+
+def test_a_replacement_decided_on_a_stale_read_is_never_a_silent_no_op(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view's manifest is acknowledged (another writer, here a second connection) just after anything reads
+    its row. A replacement that read first and then wrote ``... AND published = 0`` matched no row and returned
+    as if it had replaced the view; the caller then published a manifest the journal never held. Now the one
+    conditional UPDATE decides: the replacement either happened, or raises."""
+    j = _journal(tmp_path, 1)
+    views = j.views
+    views.start("aud-1")
+    conn = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    conn.execute("UPDATE audiences SET first_n = 1 WHERE aud = 'aud-1'")
+    views.add_view("aud-1", 1, 2, b"v1")
+    real_query = JournalFile.query
+
+    def acknowledged_right_after_a_read(
+        self: JournalFile, sql: str, params: Sequence[object] = ()
+    ) -> list[tuple[Any, ...]]:
+        rows = real_query(self, sql, params)
+        conn.execute("UPDATE views SET published = 1 WHERE aud = 'aud-1' AND n = 1")
+        return rows
+
+    monkeypatch.setattr(JournalFile, "query", acknowledged_right_after_a_read)
+    try:
+        views.replace_unpublished("aud-1", 1, 3, b"v1 at 3")
+    except JournalError as exc:
+        assert "cannot be replaced: it is published" in str(exc)
+        assert conn.execute("SELECT consent_n, signed FROM views WHERE n = 1").fetchone() == (2, b"v1")
+    else:
+        assert conn.execute("SELECT consent_n, signed FROM views WHERE n = 1").fetchone() == (3, b"v1 at 3")
+    conn.close()
+
+
+def test_a_journal_transaction_returns_each_statements_row_count(tmp_path: Path) -> None:
+    file, _ = JournalFile.open(tmp_path / "j.sqlite3", "gw-1")
+    counts = file.tx(
+        [
+            ("INSERT INTO audiences(aud, first_n) VALUES (?, ?)", [("a", 1), ("b", 1), ("c", 2)], True),
+            ("UPDATE audiences SET first_n = 5 WHERE first_n = ?", (1,), False),
+            ("DELETE FROM audiences WHERE aud = ?", ("nobody",), False),
+        ]
+    )
+    assert counts == [3, 2, 0]
+    file.close()
