@@ -301,6 +301,10 @@ class BumbleSensor:
             return  # the address changes on the next advertising round; the link keeps its address
         with contextlib.suppress(Exception):
             await self.device.stop_advertising()
+        if self.device.connections:
+            # A central connected just before advertising stopped (the link's event reached the host while
+            # it waited): a link keeps the address it was made to, which a real controller never changes.
+            return
         self.device.random_address = new
         await self.device.send_sync_command(HCI_LE_Set_Random_Address_Command(random_address=new))
         await self._advertise()

@@ -24,6 +24,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.hci import Address
@@ -34,6 +35,7 @@ from bumble.transport.common import AsyncPipeSink
 from gateway.ble.redact import scrub
 
 log = logging.getLogger("tiyi.ble.bumble")
+WITHDRAW_TIMEOUT_S = 5.0  # a withdrawn connect ends within milliseconds; past this, stop waiting for it
 
 BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
 _PROPS = {0x02: "read", 0x04: "write-without-response", 0x08: "write", 0x10: "notify", 0x20: "indicate"}
@@ -75,21 +77,62 @@ def parse_advertising_data(data: bytes) -> tuple[str | None, list[str], dict[str
     return name, uuids, service_data, manufacturer, tx_power
 
 
+class _Controller(Controller):
+    """Bumble's emulated controller, with two things a real one does that the tests need.
+
+    LE Create Connection Cancel ends the pending connect as the Core spec requires (Vol 4 Part E 7.8.13: an
+    LE Connection Complete event with Unknown Connection Identifier); Bumble's (0.0.236) acknowledges the
+    command but keeps the connect pending, so the host's connect never ends and the controller refuses every
+    later one. And a wedged controller hears nothing: no advertisement reaches the host, and no connect can
+    complete (an initiator connects in answer to an advertisement it heard)."""
+
+    wedged = False
+
+    def on_hci_le_create_connection_cancel_command(
+        self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        failed = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        # After this command's Command Complete, which the caller queues once this returns.
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, failed)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+    def on_ll_advertising_pdu(self, packet: ll.AdvertisingPdu) -> None:
+        if not self.wedged:
+            super().on_ll_advertising_pdu(packet)
+
+
 class BumbleCentral:
     """The gateway's emulated adapter: a Bumble host and controller on a link shared with peripherals."""
 
     def __init__(self, link: LocalLink, address: str = "C0:FF:EE:00:00:01", name: str = "tiyi-gateway") -> None:
         self.link = link
-        self.controller = Controller(name, link=link, public_address=address)
+        self.controller = _Controller(name, link=link, public_address=address)
         self.device = Device(
             name=name, address=Address(address), host=Host(self.controller, AsyncPipeSink(self.controller))
         )
         self._started = False
         self._scan_users = 0
         self.name = name
-        # Fault injection for tests: a controller whose discovery hangs silently until it is power-cycled.
-        self.wedged = False
         self.resets = 0
+
+    @property
+    def wedged(self) -> bool:
+        """Fault injection for tests: the controller hangs silently until it is power-cycled."""
+        return self.controller.wedged
 
     async def start(self) -> None:
         if not self._started:
@@ -101,36 +144,63 @@ class BumbleCentral:
         await self.start()
         if on:
             self._scan_users += 1
-            if self._scan_users == 1 and not self.wedged:
+            if self._scan_users == 1:
                 await self.device.start_scanning(filter_duplicates=False)
         else:
             self._scan_users = max(0, self._scan_users - 1)
             if self._scan_users == 0 and self.device.is_scanning:
                 await self.device.stop_scanning()
 
-    def abandon_connect(self) -> None:
-        """Withdraw a connect that timed out or was given up. A real controller does this on LE Create
-        Connection Cancel; Bumble's emulated one (0.0.236) acknowledges the command but keeps the connect
-        pending until the peer advertises again, which a device that moved to a new private address never
-        does, and then refuses every later connect. So the emulated adapter drops it itself."""
-        self.controller.pending_le_connection = None
+    async def connect(self, peer: Address, timeout: float) -> Connection:
+        """Connect, and when that is given up (timed out, or cancelled because the device moved to a new
+        private address) withdraw it as a host does, with LE Create Connection Cancel, before returning.
+
+        The attempt runs as its own task behind a shield and is never cancelled once it has begun: Bumble
+        waits for its HCI commands with ``asyncio.wait_for``, which on Python 3.11 loses a cancel that races
+        the command's answer (and a command cancelled in flight leaves its answer unclaimed). The
+        withdrawal ends it instead, as the controller fails the pending connect."""
+        began = asyncio.Event()
+
+        async def attempt() -> Connection:
+            began.set()
+            return await self.device.connect(peer, timeout=None)
+
+        dial = asyncio.ensure_future(attempt())
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(dial)
+        except BaseException:
+            await self._withdraw(dial, began.is_set())
+            raise
+
+    async def _withdraw(self, dial: asyncio.Future[Connection], began: bool) -> None:
+        if not began:
+            dial.cancel()  # it never ran: nothing was sent
+            return
+        if not dial.done():
+            # Bumble sends one command at a time, in order: this reaches the controller after the connect's.
+            with contextlib.suppress(Exception):  # none pending: the connect has just completed, or failed
+                await self.device.send_sync_command(hci.HCI_LE_Create_Connection_Cancel_Command())
+            await asyncio.wait({dial}, timeout=WITHDRAW_TIMEOUT_S)
+        if not dial.done():
+            log.warning("a withdrawn connect did not end within %.0f s", WITHDRAW_TIMEOUT_S)
+        elif not dial.cancelled() and dial.exception() is None:
+            # It completed in the same instant it was given up: close the link rather than leak it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dial.result().disconnect(), WITHDRAW_TIMEOUT_S)
 
     async def wedge(self) -> None:
-        """Stop discovery the way a hung controller does: no error, just no advertisements, even after the
-        scanner is restarted."""
-        self.wedged = True
-        if self.device.is_scanning:
-            await self.device.stop_scanning()
+        """Hang the controller the way discovery hangs: no error, just nothing heard (no advertisements, and
+        so no connect completes), even after the scanner is restarted."""
+        self.controller.wedged = True
 
     async def reset(self) -> None:
         """``AdapterControl``: power-cycle the emulated adapter; its links drop, a wedge clears."""
         for conn in list(self.device.connections.values()):
             with contextlib.suppress(Exception):
                 await conn.disconnect()
-        self.wedged = False
+        self.controller.wedged = False
         self.resets += 1
-        if self._scan_users and not self.device.is_scanning:
-            await self.device.start_scanning(filter_duplicates=False)
 
 
 class BumbleScanner(BaseBleakScanner):
@@ -206,17 +276,12 @@ class BumbleClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await self.central.start()
         try:
-            try:
-                conn = await asyncio.wait_for(
-                    self.central.device.connect(self._peer_address, timeout=None), self._timeout
-                )
-            except BaseException:  # timed out, or abandoned because the device moved to a new private address
-                self.central.abandon_connect()
-                raise
+            conn = await self.central.connect(self._peer_address, self._timeout)
             self._connection = conn
             # Discovery under a deadline too: a peripheral that drops the link right after accepting it (a
             # "busy" device) must not leave discovery waiting for answers forever.
-            await asyncio.wait_for(self._discover(conn), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._discover(conn)
         except (TimeoutError, Exception) as exc:  # bumble raises several types; bleak callers expect BleakError
             if self._connection is not None:
                 with contextlib.suppress(Exception):

@@ -252,10 +252,15 @@ class ConnectionSlots:
 
     def abort_stale_dial(self, identity: str, address: str) -> None:
         """The device now advertises from ``address``: a connect under way to another address can only time
-        out, and meanwhile it holds the adapter. Abort it; the next try dials the new address."""
+        out, and meanwhile it holds the adapter. Abort it, once; the next try dials the new address.
+
+        Once: a backend withdraws a cancelled connect before it ends (LE Create Connection Cancel and its
+        answer), and a device that rotates again meanwhile must not cancel that withdrawal half-way; the
+        connect would stay pending in the adapter, which then refuses every later one."""
         dialled = self._dialing.get(identity)
         task = self._tasks.get(identity)
         if dialled is not None and dialled != address and task is not None and not task.done():
+            del self._dialing[identity]  # being aborted: later addresses leave it alone
             task.cancel()
 
     def start_due(self, devices: Iterable[DeviceState], now: float) -> None:
@@ -300,9 +305,14 @@ class ConnectionSlots:
         # advertise from a new one, which the next try (with the scanner's latest address) will use.
         attempts = 1 if st.identity.startswith("irk:") else self._settings.connect_attempts
         limit = attempts * (self._settings.connect_timeout_s + 5.0)
+        # The watchdog also bounds an aborted attempt, so it is a deadline in this task, not wait_for: on
+        # Python 3.11 wait_for runs the attempt as a task of its own and, once cancelled, waits for it
+        # without bound; a library that loses the cancel (3.11's own wait_for does when the awaited
+        # result arrives in the same loop pass, as Bumble's HCI commands' do) would hold the adapter for
+        # good. Here the deadline cancels again, in the very frame the attempt waits in.
         try:
-            return await asyncio.wait_for(
-                establish_connection(
+            async with asyncio.timeout(limit):
+                return await establish_connection(
                     BleakClient,
                     st.ble_device,
                     st.dev,
@@ -312,9 +322,7 @@ class ConnectionSlots:
                     timeout=self._settings.connect_timeout_s,
                     backend=self._client_backend,
                     **self._kw,
-                ),
-                limit,
-            )
+                )
         except TimeoutError as exc:
             raise BleakError(f"connecting to {st.dev} did not finish within {limit:.0f} s") from exc
 

@@ -7,6 +7,7 @@ is swapped for one over Bumble, whose peripherals send real Heart Rate Measureme
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from edge.gatt import decode
 from firmware_sim.bumble_devices import BumbleHeartRateStrap, Misbehaviour
 from firmware_sim.heart_rate_strap import HeartRateStrap
 from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
-from gateway.ble.source import BleakSource, BleSettings
+from gateway.ble.source import BleakSource, BleSettings, DeviceState
 
 KEY = b"k" * 32
 
@@ -354,13 +355,28 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
             BumbleHeartRateStrap(link, address(0), HeartRateStrap("strap-0", seed=0), 0.1, misbehaviour=mis, irk=irk)
         ]
 
-    async def drop_twice(_source: BleakSource, devs: Straps) -> None:
-        for _ in range(2):
-            await asyncio.sleep(0.8)
+    async def drop_twice(source: BleakSource, devs: Straps) -> None:
+        # Each drop once the link is up and has carried a notification (a fixed delay raced the connects on
+        # a busy machine, and dropping nothing left the reconnects untested).
+        def link_up(connects: int, notes: int) -> bool:
+            return any(
+                st.connected and st.connects >= connects and st.notifications > notes for st in source.devices.values()
+            )
+
+        def moved() -> tuple[int, ...]:
+            return tuple(n for st in source.devices.values() for n in (st.connects, st.notifications))
+
+        notes = 0
+        for connects in (1, 2):
+            await until(functools.partial(link_up, connects, notes), moved, f"link {connects} to carry a notification")
+            notes = sum(st.notifications for st in source.devices.values())
             await devs[0].drop_connections()  # it comes back from a new address
 
+    def reconnected_twice(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        return any(st.connects >= 3 for st in source.devices.values()) and len(hr_of(frames)) >= 15
+
     settings = BleSettings(allow=frozenset({"irk:" + irk.hex()}), backoff_min_s=0.1)
-    source, frames, devs = run_for(3.0, private_strap, settings, drop_twice)
+    source, frames, devs = run_until(reconnected_twice, private_strap, settings, drop_twice)
     (st,) = source.devices.values()
     assert st.identity == "irk:" + irk.hex() and st.connects >= 3
     assert {f.dev for f in frames} == {source.dev_id("irk:" + irk.hex())}
@@ -369,7 +385,10 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
     assert hr == devs[0].sent[: len(hr)] and len(hr) >= 15
 
     # Without its IRK the same device is a stranger: seen, listed, never ingested.
-    source, frames, _ = run_for(1.0, private_strap, BleSettings(allow=frozenset({address(0)})))
+    def listed(source: BleakSource, _frames: list[Frame], _devs: Straps) -> bool:
+        return len(source.unknown_seen) >= 3  # heard at three of its addresses, and never admitted meanwhile
+
+    source, frames, _ = run_until(listed, private_strap, BleSettings(allow=frozenset({address(0)})))
     assert not frames and source.unknown_seen
 
 
@@ -454,8 +473,8 @@ def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> 
 
     async def main() -> tuple[BleakSource, BumbleCentral, list[Frame], int, int]:
         link = LocalLink()
-        (strap,) = straps(1)(link)
-        await strap.start()
+        (peripheral,) = straps(1)(link)
+        await peripheral.start()
         central = BumbleCentral(link)
         settings = BleSettings(
             allow=frozenset({address(0)}), scan_stall_s=0.3, scan_restarts_before_adapter_reset=2, backoff_min_s=0.1
@@ -466,18 +485,36 @@ def test_a_hung_adapter_is_power_cycled_after_scanner_restarts_do_not_help() -> 
         async def submit(f: Frame) -> None:
             frames.append(f)
 
+        def strap() -> DeviceState | None:
+            return source.devices.get(address(0))
+
+        def connected_and_quiet() -> bool:  # connected: no advertisements, so the scanner is restarted
+            st = strap()
+            return st is not None and st.connected and source.scanner_restarts >= 3
+
+        resumed_at: list[int] = []  # frames collected when the strap was connected again
+
+        def resumed() -> bool:
+            st = strap()
+            if not resumed_at and st is not None and st.connected and st.connects >= 2:
+                resumed_at.append(len(frames))
+            return bool(resumed_at) and len(frames) - resumed_at[0] >= 5
+
+        def moved() -> tuple[int, ...]:
+            return progress(source, frames)
+
         task = asyncio.create_task(source.run(submit))
-        await asyncio.sleep(2.0)  # connected: no advertisements, scanner restarts, but no adapter reset
-        resets_while_connected = central.resets
-        await central.wedge()
-        await strap.drop_connections()  # now the strap must be found again, and discovery is hung
-        await asyncio.sleep(3.0)
-        before = len(frames)
-        await asyncio.sleep(1.0)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await strap.stop()
-        return source, central, frames, resets_while_connected, len(frames) - before
+        try:
+            await until(connected_and_quiet, moved, "the strap connected and the scanner restarted")
+            resets_while_connected = central.resets
+            await central.wedge()
+            await peripheral.drop_connections()  # now the strap must be found again, and discovery is hung
+            await until(resumed, moved, "collection to resume after the adapter was power-cycled")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await peripheral.stop()
+        return source, central, frames, resets_while_connected, len(frames) - resumed_at[0]
 
     source, central, _frames, resets_while_connected, late = asyncio.run(main())
     assert resets_while_connected == 0
