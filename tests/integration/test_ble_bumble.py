@@ -33,43 +33,6 @@ def address(i: int) -> str:
 Straps = list[BumbleHeartRateStrap]
 
 
-def run_for(
-    seconds: float,
-    make: Callable[[LocalLink], Straps],
-    settings: BleSettings,
-    during: Callable[[BleakSource, Straps], Awaitable[None]] | None = None,
-) -> tuple[BleakSource, list[Frame], Straps]:
-    return asyncio.run(_run_for(seconds, make, settings, during))
-
-
-async def _run_for(
-    seconds: float,
-    make: Callable[[LocalLink], Straps],
-    settings: BleSettings,
-    during: Callable[[BleakSource, Straps], Awaitable[None]] | None,
-) -> tuple[BleakSource, list[Frame], Straps]:
-    link = LocalLink()  # Bumble controllers need the running loop, so everything is built in here
-    straps = make(link)
-    central = BumbleCentral(link)
-    for s in straps:
-        await s.start()
-    source = BleakSource(settings, KEY, {"central": central}, BumbleScanner, BumbleClient)
-    frames: list[Frame] = []
-
-    async def submit(f: Frame) -> None:
-        frames.append(f)
-
-    task = asyncio.create_task(source.run(submit))
-    if during is not None:
-        await during(source, straps)
-    await asyncio.sleep(seconds)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    for s in straps:
-        await s.stop()
-    return source, frames, straps
-
-
 # A run that makes no progress at all (no new frame, connect or newly seen stranger) for this long
 # is stuck, not slow: the bound is on progress, so a starved CPU only makes a run longer, never a failure.
 STALL_S = 20.0
@@ -102,7 +65,8 @@ def run_until(
     settings: BleSettings,
     during: Callable[[BleakSource, Straps], Awaitable[None]] | None = None,
 ) -> tuple[BleakSource, list[Frame], Straps]:
-    """Like ``run_for``, but collection runs until ``done(source, frames, straps)`` holds, however slowly."""
+    """Collect from emulated straps until ``done(source, frames, straps)`` holds, however slowly; ``during`` runs
+    beside the collection (a test's own actions)."""
     return asyncio.run(_run_until(done, make, settings, during))
 
 
@@ -138,6 +102,11 @@ async def _run_until(
     return source, frames, devs
 
 
+def linked(source: BleakSource) -> bool:
+    st = source.devices.get(address(0))
+    return st is not None and st.connected
+
+
 def hr_of(frames: list[Frame], dev: str | None = None) -> list[bytes]:
     return [f.data for f in frames if f.char == 0x2A37 and (dev is None or f.dev == dev)]
 
@@ -151,7 +120,13 @@ def straps(n: int, **kw: object) -> Callable[[LocalLink], Straps]:
 
 def test_only_allowed_devices_are_ingested_with_pseudonymous_ids() -> None:
     allow = frozenset({address(0), address(1), "name:strap-2"})  # strap-3 is a stranger's
-    source, frames, devs = run_for(1.5, straps(4), BleSettings(allow=allow))
+
+    def allowed_collected(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        ids = [source.dev_id(address(i)) for i in range(3)]
+        batteries = {f.dev for f in frames if f.char == 0x2A19}
+        return all(len(hr_of(frames, d)) >= 5 and d in batteries for d in ids) and address(3) in source.unknown_seen
+
+    source, frames, devs = run_until(allowed_collected, straps(4), BleSettings(allow=allow))
     ids = {source.dev_id(address(i)) for i in range(3)}
     assert {f.dev for f in frames} == ids
     assert all(f.dev.startswith("ble-") and "F2" not in f.dev for f in frames)  # no MAC address leaves
@@ -170,18 +145,27 @@ def test_only_allowed_devices_are_ingested_with_pseudonymous_ids() -> None:
 
 def test_peripheral_disconnect_then_reconnect() -> None:
     async def drop(source: BleakSource, devs: Straps) -> None:
-        await asyncio.sleep(0.8)
+        await until(lambda: linked(source), lambda: progress(source, []), "the first link")
         await devs[0].drop_connections()
 
-    source, frames, _ = run_for(2.5, straps(1), BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.2), drop)
+    def back(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        st = source.devices.get(address(0))
+        return st is not None and st.connects >= 2 and len(frames) > 15
+
+    settings = BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.2)
+    source, frames, _ = run_until(back, straps(1), settings, drop)
     st = source.devices[address(0)]
     assert st.connects >= 2
     assert len(frames) > 15
 
 
 def test_a_silent_peripheral_is_dropped_and_reconnected() -> None:
-    source, _, _ = run_for(
-        2.5,
+    def dropped_for_silence(source: BleakSource, _frames: list[Frame], _devs: Straps) -> bool:
+        st = source.devices.get(address(0))
+        return st is not None and st.connects >= 2 and st.last_error == "silent"
+
+    source, _, _ = run_until(
+        dropped_for_silence,
         straps(1, misbehaviour=Misbehaviour(silent=True)),
         BleSettings(allow=frozenset({address(0)}), silence_s=0.5, silence_floor_s=0.3, backoff_min_s=0.1),
     )
@@ -212,10 +196,15 @@ def test_more_devices_than_slots() -> None:
 
 @pytest.mark.parametrize("every", [2])
 def test_malformed_frames_pass_through_untouched_for_the_gateway_to_count(every: int) -> None:
-    _, frames, _ = run_for(
-        1.5, straps(1, misbehaviour=Misbehaviour(malformed_every=every)), BleSettings(allow=frozenset({address(0)}))
+    def malformed(frames: list[Frame]) -> list[Frame]:
+        return [f for f in frames if f.char == 0x2A37 and len(f.data) == 1]  # flags whose fields never follow
+
+    _, frames, _ = run_until(
+        lambda _s, frames, _d: len(malformed(frames)) >= 3,
+        straps(1, misbehaviour=Misbehaviour(malformed_every=every)),
+        BleSettings(allow=frozenset({address(0)})),
     )
-    bad = [f for f in frames if f.char == 0x2A37 and len(f.data) == 1]  # flags whose fields never follow
+    bad = malformed(frames)
     assert len(bad) >= 3
     for f in bad:
         with pytest.raises(MalformedFrame):
@@ -227,17 +216,21 @@ def test_pairing_while_running_takes_effect(tmp_path: Path) -> None:
 
     registry = DeviceRegistry(tmp_path)
 
+    paired = asyncio.Event()
+
     async def pair_later(source: BleakSource, _devs: Straps) -> None:
         source.registry = registry
-        await asyncio.sleep(0.6)
-        assert address(0) in source.unknown_seen and not source.devices  # seen, listed, not ingested
+        await until(lambda: address(0) in source.unknown_seen, lambda: progress(source, []), "the strap to be heard")
+        assert not source.devices  # seen, listed, not ingested
         registry.pair(address(0), quirks={"ftms_variant": "current"})
-        await asyncio.sleep(5.5)  # the registry is re-read every 5 s
-        # ... and a second refresh maps the now-known device to its model's quirks
-        await asyncio.sleep(5.0)
-        assert source.decode_quirks(source.dev_id(address(0))) == {"ftms_variant": "current"}
+        paired.set()
 
-    source, frames, _ = run_for(1.0, straps(1), BleSettings(), pair_later)
+    def collected_with_quirks(source: BleakSource, frames: list[Frame], _devs: Straps) -> bool:
+        # the registry is re-read every 5 s; a second refresh maps the now-known device to its model's quirks
+        dev = source.dev_id(address(0))
+        return paired.is_set() and bool(hr_of(frames, dev)) and source.decode_quirks(dev) == {"ftms_variant": "current"}
+
+    source, frames, _ = run_until(collected_with_quirks, straps(1), BleSettings(), pair_later)
     assert {f.dev for f in frames} == {source.dev_id(address(0))}
     # seen.json names unpaired devices by a salted hash only, and a device paired meanwhile drops out of it
     assert address(0) not in (tmp_path / "seen.json").read_text() and not registry.seen()
@@ -393,8 +386,13 @@ def test_a_device_behind_rotating_private_addresses_keeps_one_id_when_paired_by_
 
 
 def test_duplicated_notifications_arrive_as_sent() -> None:
-    _, frames, devs = run_for(
-        1.5, straps(1, misbehaviour=Misbehaviour(duplicate_every=3)), BleSettings(allow=frozenset({address(0)}))
+    def repeats(frames: list[Frame]) -> int:
+        return sum(1 for a, b in itertools.pairwise(hr_of(frames)) if a == b)
+
+    _, frames, devs = run_until(
+        lambda _s, frames, _d: len(hr_of(frames)) >= 12 and repeats(frames) >= 3,
+        straps(1, misbehaviour=Misbehaviour(duplicate_every=3)),
+        BleSettings(allow=frozenset({address(0)})),
     )
     hr = [f.data for f in frames if f.char == 0x2A37]
     assert hr == devs[0].sent[: len(hr)] and len(hr) >= 12
@@ -402,8 +400,8 @@ def test_duplicated_notifications_arrive_as_sent() -> None:
 
 
 def test_a_busy_peripheral_that_refuses_connections_is_retried() -> None:
-    source, frames, devs = run_for(
-        2.5,
+    source, frames, devs = run_until(
+        lambda _s, frames, devs: devs[0].refused >= 2 and len(hr_of(frames)) >= 5,
         straps(1, misbehaviour=Misbehaviour(refuse_connections=2)),
         BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
     )
@@ -417,16 +415,15 @@ def test_renamed_devices_allowed_by_address_are_still_collected() -> None:
     async def drop(source: BleakSource, devs: Straps) -> None:
         # Drop the link once it is up (a fixed delay raced the first connect on a loaded machine, and
         # dropping nothing left the reconnect untested).
-        for _ in range(100):
-            st = source.devices.get(address(0))
-            if st is not None and st.connected:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await until(lambda: linked(source), lambda: progress(source, []), "the first link")
         await devs[0].drop_connections()
 
-    source, frames, devs = run_for(
-        3.5,
+    def renamed_and_back(source: BleakSource, _frames: list[Frame], devs: Straps) -> bool:
+        st = source.devices.get(address(0))
+        return st is not None and devs[0].renames >= 3 and st.name not in (None, "strap-0") and st.connects >= 2
+
+    source, frames, devs = run_until(
+        renamed_and_back,
         straps(1, misbehaviour=Misbehaviour(rename_every_s=0.3)),
         BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1),
         drop,
@@ -443,7 +440,11 @@ def test_battery_drains_to_zero_then_the_device_switches_off() -> None:
             BumbleHeartRateStrap(link, address(0), strap, 0.1, misbehaviour=Misbehaviour(battery_drain_per_min=600.0))
         ]  # 1 % per 0.1 s
 
-    source, frames, devs = run_for(2.0, weak, BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
+    def switched_off(source: BleakSource, _frames: list[Frame], devs: Straps) -> bool:
+        st = source.devices.get(address(0))
+        return devs[0].switched_off and st is not None and not st.connected and st.battery == 0
+
+    source, frames, devs = run_until(switched_off, weak, BleSettings(allow=frozenset({address(0)}), backoff_min_s=0.1))
     levels = [f.data[0] for f in frames if f.char == 0x2A19]
     assert levels[0] <= 5 and levels[-1] == 0 and levels == sorted(levels, reverse=True)
     assert devs[0].switched_off
@@ -557,7 +558,7 @@ def test_individually_paired_devices_get_the_slots_first() -> None:
         ]
 
     settings = BleSettings(allow=frozenset({"vendor:006b", address(2)}), max_connections=1)
-    source, frames, _ = run_for(1.5, fleet, settings)
+    source, frames, _ = run_until(lambda source, frames, _d: len(hr_of(frames)) >= 5, fleet, settings)
     assert {f.dev for f in frames} == {source.dev_id(address(2))}  # the one paired by address, not the brand
 
 
