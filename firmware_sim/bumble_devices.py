@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from bumble import gatt
+from bumble import att, gatt
 from bumble.controller import Controller
 from bumble.device import AdvertisingType, Connection, Device
 from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
@@ -32,15 +32,17 @@ HEART_RATE_SERVICE = "180D"
 BATTERY_SERVICE = "180F"
 
 
-def emulated_device(link: LocalLink | None, address: str, name: str, hci: Transport | None = None) -> Device:
-    """A Bumble host with its own controller on the shared link: one simulated radio. With ``hci`` the
-    controller lives elsewhere (a hub process, ``firmware_sim.hub``) and this host talks to it over that
-    transport."""
+def emulated_device(
+    link: LocalLink | None, address: str, name: str, hci: Transport | None = None
+) -> tuple[Device, Controller | None]:
+    """A Bumble host with its own controller on the shared link: one simulated radio, and its controller (the
+    sender whose data ``firmware_sim.air.Air`` records). With ``hci`` the controller lives elsewhere (a hub,
+    ``firmware_sim.hub``; None here) and this host talks to it over that transport."""
     if hci is not None:
-        return Device(name=name, address=Address(address), host=Host(hci.source, hci.sink))
+        return Device(name=name, address=Address(address), host=Host(hci.source, hci.sink)), None
     assert link is not None
     c = Controller(name, link=link, public_address=address)
-    return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
+    return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c))), c
 
 
 DEVICE_INFORMATION_SERVICE = "180A"
@@ -106,7 +108,7 @@ class BumbleSensor:
     company_id: int | None = None  # advertised as manufacturer data (Bluetooth SIG company identifier)
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
+        self.device, self.controller = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
         self._task: asyncio.Task[None] | None = None
         # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
         # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
@@ -170,6 +172,10 @@ class BumbleSensor:
         return [*zip(self.sent_on, self.sent, strict=True), *((BATTERY_LEVEL, v) for v in self.served)]
 
     def _read_battery(self, _conn: Connection) -> bytes:
+        if self._stopping:
+            # Stopped: its count is final, so nothing more may leave it. A value served now could arrive after
+            # the simulator compared counts (seen: one battery read more than the gateway accounted for).
+            raise att.ATT_Error(att.ErrorCode.READ_NOT_PERMITTED)
         value = bytes([round(self.battery)])
         self.served.append(value)
         return value
@@ -314,7 +320,8 @@ class BumbleSensor:
     async def stop_notifying(self) -> None:
         """Stop emitting; on return ``emitted()`` is final and every notification it counts has left the host
         for the controller (none is still queued here): a stopping simulator compares it with what the
-        gateway received, so the count must not change afterwards nor include frames still on their way out."""
+        gateway received, so the count must not change afterwards nor include frames still on their way out.
+        Reads are refused from now on (the link stays up, so a central may still ask)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -385,7 +392,7 @@ class BumbleBroadcaster:
     sent: list[bytes] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.model.dev_id)
+        self.device, _ = emulated_device(self.link, self.address, self.model.dev_id)
         self._task: asyncio.Task[None] | None = None
         # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
         # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
