@@ -48,6 +48,12 @@ def emulated_device(
 DEVICE_INFORMATION_SERVICE = "180A"
 BATTERY_LEVEL = 0x2A19
 REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
+# Every emulated advertisement is a few loop callbacks in each controller on the link and a report through the
+# gateway's scanner. At 20 ms (32 ms as Bumble's controller times it), a dozen unconnected devices took most of a
+# starved CPU, and connecting (discovery, subscribing) became slower than a chaos device keeps its link (seen
+# with a busy core: 1-5 connects in a whole run, against 28 and 50 at 100 ms). Real devices advertise at
+# 100 ms to seconds.
+ADVERTISING_INTERVAL_MS = 100
 # A controller that never acknowledges queued data (a hub gone): stop waiting; the count then includes frames
 # the gateway may not get, which a simulator reports as lost rather than hiding.
 FLUSH_TIMEOUT_S = 10.0
@@ -205,7 +211,9 @@ class BumbleSensor:
             await self.device.stop_advertising()
         with contextlib.suppress(Exception):
             await self.device.start_advertising(
-                advertising_data=self._advertising_data(), advertising_interval_min=20, advertising_interval_max=20
+                advertising_data=self._advertising_data(),
+                advertising_interval_min=ADVERTISING_INTERVAL_MS,
+                advertising_interval_max=ADVERTISING_INTERVAL_MS,
             )
 
     async def start(self) -> None:
