@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from bumble import gatt
+from bumble import att, gatt
 from bumble.controller import Controller
 from bumble.device import AdvertisingType, Connection, Device
 from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
@@ -32,20 +32,28 @@ HEART_RATE_SERVICE = "180D"
 BATTERY_SERVICE = "180F"
 
 
-def emulated_device(link: LocalLink | None, address: str, name: str, hci: Transport | None = None) -> Device:
-    """A Bumble host with its own controller on the shared link: one simulated radio. With ``hci`` the
-    controller lives elsewhere (a hub process, ``firmware_sim.hub``) and this host talks to it over that
-    transport."""
+def emulated_device(
+    link: LocalLink | None, address: str, name: str, hci: Transport | None = None
+) -> tuple[Device, Controller | None]:
+    """A Bumble host with its own controller on the shared link: one simulated radio, and its controller (the
+    sender whose data ``firmware_sim.air.Air`` records). With ``hci`` the controller lives elsewhere (a hub,
+    ``firmware_sim.hub``; None here) and this host talks to it over that transport."""
     if hci is not None:
-        return Device(name=name, address=Address(address), host=Host(hci.source, hci.sink))
+        return Device(name=name, address=Address(address), host=Host(hci.source, hci.sink)), None
     assert link is not None
     c = Controller(name, link=link, public_address=address)
-    return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c)))
+    return Device(name=name, address=Address(address), host=Host(c, AsyncPipeSink(c))), c
 
 
 DEVICE_INFORMATION_SERVICE = "180A"
 BATTERY_LEVEL = 0x2A19
 REJECTED_LIMITED_RESOURCES = 0x0D  # HCI error: connection rejected due to limited resources
+# Every emulated advertisement is a few loop callbacks in each controller on the link and a report through the
+# gateway's scanner. At 20 ms (32 ms as Bumble's controller times it), a dozen unconnected devices took most of a
+# starved CPU, and connecting (discovery, subscribing) became slower than a chaos device keeps its link (seen
+# with a busy core: 1-5 connects in a whole run, against 28 and 50 at 100 ms). Real devices advertise at
+# 100 ms to seconds.
+ADVERTISING_INTERVAL_MS = 100
 # A controller that never acknowledges queued data (a hub gone): stop waiting; the count then includes frames
 # the gateway may not get, which a simulator reports as lost rather than hiding.
 FLUSH_TIMEOUT_S = 10.0
@@ -106,7 +114,7 @@ class BumbleSensor:
     company_id: int | None = None  # advertised as manufacturer data (Bluetooth SIG company identifier)
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
+        self.device, self.controller = emulated_device(self.link, self.address, self.model.dev_id, self.hci)
         self._task: asyncio.Task[None] | None = None
         # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
         # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.
@@ -170,6 +178,10 @@ class BumbleSensor:
         return [*zip(self.sent_on, self.sent, strict=True), *((BATTERY_LEVEL, v) for v in self.served)]
 
     def _read_battery(self, _conn: Connection) -> bytes:
+        if self._stopping:
+            # Stopped: its count is final, so nothing more may leave it. A value served now could arrive after
+            # the simulator compared counts (seen: one battery read more than the gateway accounted for).
+            raise att.ATT_Error(att.ErrorCode.READ_NOT_PERMITTED)
         value = bytes([round(self.battery)])
         self.served.append(value)
         return value
@@ -199,7 +211,9 @@ class BumbleSensor:
             await self.device.stop_advertising()
         with contextlib.suppress(Exception):
             await self.device.start_advertising(
-                advertising_data=self._advertising_data(), advertising_interval_min=20, advertising_interval_max=20
+                advertising_data=self._advertising_data(),
+                advertising_interval_min=ADVERTISING_INTERVAL_MS,
+                advertising_interval_max=ADVERTISING_INTERVAL_MS,
             )
 
     async def start(self) -> None:
@@ -318,7 +332,8 @@ class BumbleSensor:
     async def stop_notifying(self) -> None:
         """Stop emitting; on return ``emitted()`` is final and every notification it counts has left the host
         for the controller (none is still queued here): a stopping simulator compares it with what the
-        gateway received, so the count must not change afterwards nor include frames still on their way out."""
+        gateway received, so the count must not change afterwards nor include frames still on their way out.
+        Reads are refused from now on (the link stays up, so a central may still ask)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -389,7 +404,7 @@ class BumbleBroadcaster:
     sent: list[bytes] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.device = emulated_device(self.link, self.address, self.model.dev_id)
+        self.device, _ = emulated_device(self.link, self.address, self.model.dev_id)
         self._task: asyncio.Task[None] | None = None
         # Stopping is a flag as well as a cancel: Bumble's advertising calls (under asyncio.wait_for, which on
         # 3.11 can swallow a cancel that races its inner future) may eat the cancel, and the loop would go on.

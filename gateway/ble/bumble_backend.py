@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Iterator
+from typing import Any, TypeVar
 
 from bleak.args import SizedBuffer
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -26,8 +27,9 @@ from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bumble import hci, ll
 from bumble.controller import Controller
+from bumble.core import BaseBumbleError
 from bumble.device import Advertisement, Connection, Device, Peer
-from bumble.hci import Address
+from bumble.hci import Address, Role
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
@@ -38,6 +40,7 @@ log = logging.getLogger("tiyi.ble.bumble")
 WITHDRAW_TIMEOUT_S = 5.0  # a withdrawn connect ends within milliseconds; past this, stop waiting for it
 
 BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+T = TypeVar("T")
 _PROPS = {0x02: "read", 0x04: "write-without-response", 0x08: "write", 0x10: "notify", 0x20: "indicate"}
 
 
@@ -126,6 +129,10 @@ class BumbleCentral:
         )
         self._started = False
         self._scan_users = 0
+        self._dialled: list[Address] = []  # the peers a client is connecting to right now
+        self._made: list[Connection] = []  # links made while dialling (closed if that connect fails)
+        self._closing: set[asyncio.Task[None]] = set()
+        self.device.on("connection", self._on_connection)
         self.name = name
         self.resets = 0
 
@@ -188,6 +195,43 @@ class BumbleCentral:
             # It completed in the same instant it was given up: close the link rather than leak it.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(dial.result().disconnect(), WITHDRAW_TIMEOUT_S)
+
+    @contextlib.contextmanager
+    def dialling(self, peer: Address) -> Iterator[None]:
+        """While a client connects to ``peer``: a link to it is that client's, unless the connect fails (then
+        the link, made as the connect was being given up, is closed)."""
+        self._dialled.append(peer)
+        made = len(self._made)
+        try:
+            yield
+        except BaseException:
+            for conn in self._made[made:]:
+                if conn.peer_address == peer:
+                    self._close(conn)
+            raise
+        finally:
+            self._dialled.remove(peer)
+            if not self._dialled:
+                self._made.clear()
+
+    def _on_connection(self, conn: Connection) -> None:
+        """A link made for a connect that was given up on (the controller completed it as the connect was being
+        withdrawn) belongs to no client: close it. Left open, the device stops advertising and can never be
+        reached again, and two links to one device (under two private addresses) mix up their data on the
+        emulated link, which finds connections by address (seen: notifications delivered to the wrong link,
+        'received notification with no subscriber')."""
+        if conn.role != Role.CENTRAL:
+            return
+        if conn.peer_address in self._dialled:
+            self._made.append(conn)
+        else:
+            self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        log.info("closing a link nobody asked for (a connect given up on completed)")
+        closing = asyncio.get_running_loop().create_task(_disconnect_quietly(conn))
+        self._closing.add(closing)  # held until done: the loop keeps only a weak reference to a task
+        closing.add_done_callback(self._closing.discard)
 
     async def wedge(self) -> None:
         """Hang the controller the way discovery hangs: no error, just nothing heard (no advertisements, and
@@ -276,12 +320,12 @@ class BumbleClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await self.central.start()
         try:
-            conn = await self.central.connect(self._peer_address, self._timeout)
+            with self.central.dialling(self._peer_address):  # a link made as the connect is given up is closed
+                conn = await self.central.connect(self._peer_address, self._timeout)
             self._connection = conn
             # Discovery under a deadline too: a peripheral that drops the link right after accepting it (a
             # "busy" device) must not leave discovery waiting for answers forever.
-            async with asyncio.timeout(self._timeout):
-                await self._discover(conn)
+            await _bounded(self._discover(conn), self._timeout)
         except (TimeoutError, Exception) as exc:  # bumble raises several types; bleak callers expect BleakError
             if self._connection is not None:
                 with contextlib.suppress(Exception):
@@ -337,23 +381,83 @@ class BumbleClient(BaseBleakClient):
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._require().read_value(characteristic.obj))
+        return bytearray(await _gatt(self._require().read_value(characteristic.obj)))
 
     async def read_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._require().read_value(descriptor.handle))
+        return bytearray(await _gatt(self._require().read_value(descriptor.handle)))
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
-        await self._require().write_value(characteristic.obj, bytes(data), with_response=response)
+        await _gatt(self._require().write_value(characteristic.obj, bytes(data), with_response=response))
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
-        await self._require().write_value(descriptor.handle, bytes(data), with_response=True)
+        await _gatt(self._require().write_value(descriptor.handle, bytes(data), with_response=True))
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
     ) -> None:
-        await self._require().subscribe(characteristic.obj, lambda value: callback(bytearray(value)))
+        await _gatt(self._require().subscribe(characteristic.obj, lambda value: callback(bytearray(value))))
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
-        await self._require().unsubscribe(characteristic.obj)
+        await _gatt(self._require().unsubscribe(characteristic.obj))
+
+
+CANCEL_AGAIN_S = 0.05  # how soon a task given up on is cancelled again if it is still running
+
+
+async def _bounded(work: Awaitable[T], timeout: float | None) -> T:
+    """``work`` in a task of its own, within ``timeout`` if given (TimeoutError past it). Given up on (timed
+    out, or the caller was cancelled), the task is cancelled until it has ended, and only then does this
+    return: on Python 3.11 an ``asyncio.wait_for`` inside Bumble returns its inner result when a cancel lands
+    just as that result arrives, swallowing the cancel; an abandoned connect then waited for ever, and the
+    host refused every later one as 'connection already pending' (seen on a busy CPU: whole runs without a
+    single connection). Work that Bumble cancelled from inside (a GATT request whose link dropped) is a
+    failure, not a cancel of the caller."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        await _end(task)
+        raise
+    if not done:
+        await _end(task)
+        raise TimeoutError
+    if task.cancelled():
+        raise ConnectionError("the link went down meanwhile")
+    return task.result()
+
+
+async def _end(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` until it has ended, and wait for that (a second cancel of the caller stops the wait, not
+    the cancelling)."""
+    task.add_done_callback(_retrieve)
+    _cancel_for_good(task)
+    await asyncio.wait({task})
+
+
+def _cancel_for_good(task: asyncio.Future[Any]) -> None:
+    if not task.done():
+        task.cancel()
+        asyncio.get_running_loop().call_later(CANCEL_AGAIN_S, _cancel_for_good, task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take an abandoned task's outcome, so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _disconnect_quietly(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect()
+
+
+async def _gatt(operation: Awaitable[T]) -> T:
+    """A GATT operation whose refusal (an ATT error response) or failure (its link dropped) surfaces as
+    ``BleakError``, as bleak reports it over BlueZ, so callers handle it like any failed operation rather than
+    as a crash or as a cancel of their own task."""
+    try:
+        return await _bounded(operation, None)
+    except (BaseBumbleError, ConnectionError) as exc:
+        raise BleakError(f"GATT operation failed: {exc!r}") from exc

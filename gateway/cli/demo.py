@@ -55,9 +55,10 @@ from gateway.service import Gateway
 from gateway.stages.ports import NO_DEVICES
 
 if TYPE_CHECKING:
-    from bumble.link import LocalLink
+    from bumble.controller import Controller
 
     from anchoring.evm import EvmChainClient
+    from firmware_sim.air import Air
     from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
     from firmware_sim.hub import DeviceSpec, Hub
     from gateway.ble.source import BleakSource
@@ -266,8 +267,11 @@ async def _demo(o: DemoOptions) -> int:
         )
         audiences_ok = _verify_audiences(cfg, collector, trust, ChainAnchorChecker(cfg.chain_target, chain))
         print()
+        lost = source.frames_emitted - source.frames_sent
         print(
-            f"simulated frames sent {source.frames_sent}, records journaled {gw.metrics.records} "
+            f"simulated frames sent {source.frames_emitted}"
+            + (f" ({lost} lost as links ended, before reaching the gateway's radio)" if lost else "")
+            + f", records journaled {gw.metrics.records} "
             f"({gw.metrics.frames_joined} notifications joined into multi-part records), "
             f"malformed {gw.metrics.malformed_frames}, delivered {gw.metrics.records_delivered}"
         )
@@ -278,8 +282,9 @@ async def _demo(o: DemoOptions) -> int:
             print("warning: the gateway could not finish all work before stopping", file=sys.stderr)
         if o.truth is not None:
             n = source.write_truth(o.truth)
-            print(f"ground truth: {n} emitted frames written to {o.truth}")
-        # Every emitted frame is a record, a part joined into one, or counted as malformed: nothing vanishes.
+            print(f"ground truth: {n} emitted frames (those that reached the gateway's radio) written to {o.truth}")
+        # Every frame that reached the gateway's radio is a record, a part joined into one, or counted as
+        # malformed: nothing vanishes.
         accounted = gw.metrics.records + gw.metrics.frames_joined + gw.metrics.malformed_frames
         complete = accounted == source.frames_sent
         if not complete:
@@ -324,6 +329,9 @@ def _audiences(o: DemoOptions, state_dir: Path) -> tuple[AudienceConfig, ...]:
     return cfg.audiences
 
 
+START_WAIT_S = 60.0  # after the first reading, how long a run's duration waits for every device to connect
+
+
 class _Ticker:
     """The live progress line, once a second; sets ``stop`` when the duration is up."""
 
@@ -341,12 +349,24 @@ class _Ticker:
         self._progress = Progress()
         self._start = self._last_t = monotonic()
         self._last_records = 0
+        self._first_record: float | None = None  # when readings began to arrive
+        self._waited = False  # gave up waiting for every device to connect
 
     def tick(self) -> None:
         now = monotonic()
-        if not self._emitting():
-            self._start = now  # devices still starting (in other processes, on a busy CPU: seconds)
         m = self._gw.metrics
+        if m.records and self._first_record is None:
+            self._first_record = now
+        if not self._waited and not self._emitting():
+            # Devices still starting (in other processes, on a busy CPU: seconds): the duration waits for them,
+            # but not for ever for a device that never connects (refusing, out of range) once others send.
+            if self._first_record is None or now - self._first_record <= START_WAIT_S:
+                self._start = now
+            else:
+                self._waited = True
+                log.warning(
+                    "not every device connected within %.0f s of the first reading; the run goes on", START_WAIT_S
+                )
         rate = (m.records - self._last_records) / max(now - self._last_t, 1e-6)
         self._last_records, self._last_t = m.records, now
         self._progress.show(
@@ -372,7 +392,15 @@ class FrameCounter(Protocol):
     """A demo source: runs, can stop emitting before it is cancelled, and counts what it emitted."""
 
     @property
-    def frames_sent(self) -> int: ...
+    def frames_emitted(self) -> int:
+        """Frames the devices sent (notifications, indications, values read)."""
+        ...
+
+    @property
+    def frames_sent(self) -> int:
+        """Of those, the frames that reached the gateway's radio: what the gateway must account for. Over an
+        emulated radio a frame on its way when a link ended is lost on the air (``firmware_sim.air``)."""
+        ...
 
     @property
     def emitting(self) -> bool:
@@ -404,8 +432,12 @@ class ModelSource:
         self.emitted: list[tuple[str, int, bytes, int | None]] = []
 
     @property
-    def frames_sent(self) -> int:
+    def frames_emitted(self) -> int:
         return len(self.emitted)
+
+    @property
+    def frames_sent(self) -> int:
+        return len(self.emitted)  # handed straight to the gateway: nothing is lost on the way
 
     @property
     def emitting(self) -> bool:
@@ -475,18 +507,30 @@ class _Handed:
 class BumbleDemoSource:
     """Devices as Bumble peripherals on an emulated link, collected by the gateway's BleakSource."""
 
-    def __init__(self, peripherals: list[BumbleHeartRateStrap | BumbleSensor], source: BleakSource) -> None:
+    def __init__(self, peripherals: list[BumbleHeartRateStrap | BumbleSensor], source: BleakSource, air: Air) -> None:
         self.peripherals = peripherals
         self.source = source
+        self.air = air
         self.handed = _Handed()
 
     @property
-    def frames_sent(self) -> int:
+    def frames_emitted(self) -> int:
         return sum(p.frames_emitted for p in self.peripherals)
 
     @property
+    def frames_sent(self) -> int:
+        return sum(len(self._arrived(p)) for p in self.peripherals)
+
+    def _arrived(self, p: BumbleSensor) -> list[bytes]:
+        return [] if p.controller is None else self.air.arrived(p.controller)
+
+    @property
     def emitting(self) -> bool:
-        return True
+        """The gateway has connected to every device (or the device switched itself off first): a busy CPU
+        takes seconds to start a dozen devices and connect them one after another, which a short run's
+        duration must not count (seen: chaos runs of 8 s on a busy CPU that ended before the first frame)."""
+        connected = sum(1 for st in self.source.devices.values() if st.connects)
+        return connected + sum(p.switched_off for p in self.peripherals) >= len(self.peripherals)
 
     async def run(self, submit: Callable[[Frame], Awaitable[None]]) -> None:
         for p in self.peripherals:
@@ -499,7 +543,16 @@ class BumbleDemoSource:
         await self.handed.until(lambda: self.frames_sent)  # the last notifications cross the link
 
     def write_truth(self, path: Path) -> int:
-        return _write_truth(path, [(p.dev_id, c, d, None) for p in self.peripherals for c, d in p.emitted()])
+        from firmware_sim.air import arrived_frames
+
+        return _write_truth(
+            path,
+            [
+                (p.dev_id, c, d, None)
+                for p in self.peripherals
+                for c, d in arrived_frames(p.emitted(), self._arrived(p))
+            ],
+        )
 
     def misbehaviour_summary(self) -> str:
         ps = self.peripherals
@@ -519,14 +572,13 @@ async def _bumble_source(
     hub: str | None = None,
     processes: int = 2,
 ) -> FrameCounter:
-    from bumble.link import LocalLink
-
+    from firmware_sim.air import Air
     from firmware_sim.bumble_devices import BumbleHeartRateStrap, BumbleSensor, Misbehaviour
     from gateway.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleScanner
     from gateway.ble.source import BleakSource, BleSettings
 
     logging.getLogger("bumble").setLevel(logging.WARNING)
-    link = LocalLink()  # type: ignore[no-untyped-call]
+    link = Air()
     allow: set[str] = set()
     silent_every = round(1 / chaos.silent_fraction) if chaos.silent_fraction else 0
     plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour, bytes | None]] = []
@@ -571,16 +623,26 @@ async def _bumble_source(
             peripherals.append(BumbleHeartRateStrap(link, address, m, 1.0, speed, misbehaviour=misbehave, irk=irk))
         else:
             peripherals.append(BumbleSensor(link, address, m, speed, misbehaviour=misbehave, irk=irk))
-    return BumbleDemoSource(peripherals, source)
+    return BumbleDemoSource(peripherals, source, link)
 
 
 class HubDemoSource:
     """Devices in worker processes, attached over TCP or WebSocket to a hub that shares this process's link."""
 
-    def __init__(self, hub: Hub, groups: list[list[DeviceSpec]], source: BleakSource) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        groups: list[list[DeviceSpec]],
+        source: BleakSource,
+        air: Air,
+        controllers: dict[str, Controller],
+    ) -> None:
+        """``controllers``: each device's controller, the hub's in its slot, whose data ``air`` records."""
         self.hub = hub
         self.groups = groups
         self.source = source
+        self.air = air
+        self.controllers = controllers
         self.procs: list[asyncio.subprocess.Process] = []
         self.sent: dict[str, dict[str, Any]] = {}
         self.handed = _Handed()
@@ -588,8 +650,12 @@ class HubDemoSource:
         self._spawned = asyncio.Event()  # every device process that will run was started (or starting failed)
 
     @property
-    def frames_sent(self) -> int:
+    def frames_emitted(self) -> int:
         return sum(len(d["frames"]) for d in self.sent.values())
+
+    @property
+    def frames_sent(self) -> int:
+        return sum(len(self.air.arrived(c)) for c in self.controllers.values())
 
     @property
     def emitting(self) -> bool:
@@ -653,18 +719,23 @@ class HubDemoSource:
         await self.hub.close()
 
     def write_truth(self, path: Path) -> int:
+        from firmware_sim.air import arrived_frames
+
         return _write_truth(
             path,
             [
-                (dev, c, bytes.fromhex(h), None)
+                (dev, c, data, None)
                 for dev, d in self.sent.items()
-                for c, h in zip(d["chars"], d["frames"], strict=True)
+                for c, data in arrived_frames(
+                    zip(d["chars"], map(bytes.fromhex, d["frames"]), strict=True),
+                    self.air.arrived(self.controllers[dev]),
+                )
             ],
         )
 
 
 async def _hub_source(
-    link: LocalLink,
+    link: Air,
     plan: list[tuple[HeartRateStrap | SimDevice, str, Misbehaviour, bytes | None]],
     speed: float,
     kind: str,
@@ -677,7 +748,9 @@ async def _hub_source(
         raise ValueError("--hub must be tcp or ws")
     hub = await Hub.open(link, len(plan), "tcp" if kind == "tcp" else "ws")
     specs = []
+    controllers: dict[str, Controller] = {}
     for slot, (m, address, misbehave, irk) in enumerate(plan):
+        controllers[m.dev_id] = hub.controllers[slot]
         name = "hr_strap" if isinstance(m, HeartRateStrap) else next(k for k, v in MODELS.items() if type(m) is v)
         specs.append(
             DeviceSpec(
@@ -693,7 +766,7 @@ async def _hub_source(
             )
         )
     n = max(1, min(processes, len(specs)))
-    return HubDemoSource(hub, [specs[i::n] for i in range(n)], source)
+    return HubDemoSource(hub, [specs[i::n] for i in range(n)], source, link, controllers)
 
 
 def demo_main(options: DemoOptions) -> int:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from anchoring.chain import ChainReader
 from anchoring.stream_verifier import StreamVerifier, VerificationReport
@@ -17,8 +17,9 @@ from anchoring.trust import TrustPolicy
 from anchoring.verify_anchor import ChainAnchorChecker
 from edge.signing import Verifier
 from edge.topics import Topics
-from gateway.cli.harness import StreamCollector
+from gateway.cli.harness import END_WAIT_S, StreamCollector
 
+T = TypeVar("T")
 RECONNECT_S = (0.1, 1.0)  # a restarted broker is back in well under a second here: reconnect promptly
 
 
@@ -57,7 +58,7 @@ class Recorder:
         finally:
             self._end_loop()
 
-    def _call(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
+    def _call(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _end_loop(self) -> None:
@@ -72,6 +73,13 @@ class Recorder:
                 return
             time.sleep(0.1)
         raise TimeoutError("the stream never went quiet")
+
+    def wait_end(self, timeout: float = END_WAIT_S) -> bool:
+        """Until the gateway's clean-stop ``offline`` arrived and the stream went quiet after it (bounded);
+        whether it arrived. A stopped gateway sends it after everything else, so nothing is missing then,
+        however slowly this process runs; a quiet spell of fixed length instead ended early on a starved CPU,
+        before the last anchor receipt had reached this recorder."""
+        return self._call(self._collector.wait_end(timeout)).result(timeout + 30)
 
     def verify(self, key: Verifier, chain: ChainReader | None) -> VerificationReport:
         """Verify as a platform that pinned ``key`` for the one gateway it receives."""

@@ -27,6 +27,7 @@ from tests.e2e.harness import Recorder
 
 pytestmark = pytest.mark.slow
 KILLS = 20  # at random points, from mid-startup to mid-batch
+STARTUP_KILL = 0.25  # the share of kills at a random moment of start-up, each followed by one after progress
 
 
 def write_config(path: Path, state: Path, mqtt_url: str, chain_url: str, contract: str) -> None:
@@ -77,6 +78,21 @@ def wait_started(proc: subprocess.Popen[bytes], log: Path, count: int, timeout: 
         assert proc.poll() is None, f"the gateway exited ({proc.returncode}) before it started"
         assert time.monotonic() < deadline, f"the gateway did not start within {timeout:g} s"
         time.sleep(0.05)  # polling the log for a condition, not waiting a guessed time
+
+
+PROGRESS = " closed: seq "  # a batch closed: records journaled since the gateway started, and going out
+
+
+def wait_progress(proc: subprocess.Popen[bytes], log: Path, since: int, timeout: float = 120) -> None:
+    """Until the gateway whose log starts at offset ``since`` closed a batch (or exits): it journaled records
+    and publishes them, so a kill now lands mid-stream. Killed at a fixed delay instead, every gateway of a
+    starved run could die while still starting (seen: no gateway published anything, and `tiyi verify`,
+    having heard nothing for 60 s, gave up)."""
+    deadline = time.monotonic() + timeout
+    while PROGRESS not in log.read_text()[since:]:
+        assert proc.poll() is None, f"the gateway exited ({proc.returncode}) before it closed a batch"
+        assert time.monotonic() < deadline, f"the gateway closed no batch within {timeout:g} s"
+        time.sleep(0.05)
 
 
 def wait_listening(proc: subprocess.Popen[str]) -> str:
@@ -133,18 +149,28 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, ganache: Ganache,
     )
     early = wait_listening(verify)  # records delivered before it subscribed would never reach it
     with Recorder(mosquitto.url, Topics("macao", "gw-kill")) as rec:
+        startup = False
         for _ in range(KILLS):
+            since = len(log.read_text()) if log.exists() else 0
             gw = start_gateway(config, log)
-            time.sleep(rng.uniform(0.5, 3.0))
+            # Now and then a kill at any moment of start-up (journal recovery, connecting, re-sending), but
+            # never two in a row: the gateway after it runs until it made progress, so the stream moves on.
+            startup = not startup and rng.random() < STARTUP_KILL
+            if startup:
+                time.sleep(rng.uniform(0.2, 2.0))
+            else:
+                wait_progress(gw, log, since)
+                time.sleep(rng.uniform(0.0, 1.5))  # then anywhere in its stream: mid-batch, mid-anchor, ...
             gw.send_signal(signal.SIGKILL)
             gw.wait()
         started = log.read_text().count(STARTED)
+        since = len(log.read_text())
         gw = start_gateway(config, log)
         wait_started(gw, log, started + 1)  # a SIGTERM before its handler exists kills a starting process
-        time.sleep(3)
+        wait_progress(gw, log, since)
         gw.send_signal(signal.SIGTERM)  # a clean stop drains: last batch closed, signed, anchored
         assert gw.wait(90) == 0, log.read_text()[-3000:]
-        rec.wait_idle(1.5)
+        assert rec.wait_end(), "the stopped gateway's offline status never reached the recorder"
         report = rec.verify(key, EvmChainClient.reader(ganache.url, contract))
 
     journal = SqliteJournal.open(state / "journal.sqlite3", "gw-kill")
