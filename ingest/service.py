@@ -42,11 +42,28 @@ from edge.record import read_record
 from edge.sm3 import sm3
 from ingest.errors import SettingsError
 from ingest.link import Link
-from ingest.store import BatchRow, Ready, RecordRow, Store, connect, migrate
+from ingest.store import BIGINT_END, BatchRow, Ready, RecordRow, Store, connect, migrate
 
 log = logging.getLogger("tiyi.ingest")
 
 TOPIC = "tiyi/v1/+/+/#"
+_BEYOND = "a seq or batch number beyond the store's range (PostgreSQL bigint, below 2**63)"
+
+
+def _beyond(msg: object) -> bool:
+    """Whether a manifest, receipt, roll-up or head carries a number the store's bigint columns cannot hold (the
+    contract allows uints up to 2**64 - 1): such a message is a problem, not a failed transaction that the broker
+    would redeliver forever."""
+    if isinstance(msg, ManifestMessage):
+        m = msg.signed.manifest
+        return max(m.batch, m.last_seq) >= BIGINT_END
+    if isinstance(msg, ReceiptMessage):
+        return msg.receipt.number >= BIGINT_END
+    if isinstance(msg, RollupMessage):
+        return msg.rollup.number >= BIGINT_END
+    if isinstance(msg, HeadMessage):
+        return max(msg.signed.head.batch, msg.signed.head.last_seq) >= BIGINT_END
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +195,9 @@ class Ingest:
             except EdgeError as exc:
                 self.store.problem(gw, Reason.MALFORMED, f"record on data/{dev}: {exc}"[:500])
                 continue
-            if rgw != gw or rdev != dev:
+            if seq >= BIGINT_END or t >= BIGINT_END:
+                self.store.problem(gw, Reason.MALFORMED, f"record on data/{dev}: {_BEYOND}")
+            elif rgw != gw or rdev != dev:
                 self.store.problem(
                     gw, Reason.WRONG_TOPIC, f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}", seq=seq
                 )
@@ -197,6 +216,8 @@ class Ingest:
                 continue
             if isinstance(msg, DataMessage):
                 rows.extend(self._record_rows(msg))
+            elif _beyond(msg):
+                self.store.problem(msg.gw, Reason.MALFORMED, f"{it.topic.rsplit('/', 1)[-1]} message: {_BEYOND}")
             elif isinstance(msg, ManifestMessage):
                 m = msg.signed.manifest
                 if m.gw != msg.gw:
