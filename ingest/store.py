@@ -339,32 +339,27 @@ class Store:
         A batch waits for the one before it, so the prev chain is checked — unless it was *released*: its
         predecessor never came (a gap, stated as a problem) or it is where a late join starts. ``need_anchor``
         (registry trust): it also waits until the chain has confirmed its anchor, the block its key is judged at.
-        Two round trips however many batches: the batches (with the gateway's announced key and the previous
-        manifest's digest), then every leaf of them."""
+        One round trip however many batches: each batch with the gateway's announced key, the previous manifest's
+        digest, and its records' count and leaves from one pass over them (in seq order, as one value: a row per
+        batch, not per record)."""
         rows = self.conn.execute(
             "SELECT b.gw, b.batch, b.first_seq, b.last_seq, b.count, b.root, b.prev, b.digest, b.payload, "
             "b.released, b.join_prev, b.anchor_block, b.anchorer, (SELECT k.pem FROM keys k WHERE k.gw = b.gw), "
-            "(SELECT p.digest FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1) "
-            "FROM batches b WHERE b.state = 'received' AND NOT b.conflict "
+            "(SELECT p.digest FROM batches p WHERE p.gw = b.gw AND p.batch = b.batch - 1), s.leaves "
+            "FROM batches b CROSS JOIN LATERAL (SELECT count(*) AS n, string_agg(r.leaf, ''::bytea ORDER BY r.seq) "
+            "AS leaves FROM record_rows r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) s "
+            "WHERE b.state = 'received' AND NOT b.conflict "
             "AND (b.batch = 1 OR b.released OR EXISTS (SELECT 1 FROM batches p WHERE p.gw = b.gw AND "
-            "p.batch = b.batch - 1)) AND (NOT %s OR b.anchor_block IS NOT NULL) AND b.count = "
-            "(SELECT count(*) FROM record_rows r WHERE r.gw = b.gw AND r.seq BETWEEN b.first_seq AND b.last_seq) "
+            "p.batch = b.batch - 1)) AND (NOT %s OR b.anchor_block IS NOT NULL) AND s.n = b.count "
             "ORDER BY b.gw, b.batch LIMIT %s FOR UPDATE OF b SKIP LOCKED",
             (need_anchor, limit),
         ).fetchall()
-        if not rows:
-            return []
-        leaves: list[list[bytes]] = [[] for _ in rows]
-        for i, joined in self.conn.execute(  # each batch's leaves as one value: a row per batch, not per record
-            "SELECT w.i, string_agg(r.leaf, ''::bytea ORDER BY r.seq) FROM unnest(%s::int[], %s::text[], "
-            "%s::bigint[], %s::bigint[]) AS w(i, gw, f, l) JOIN record_rows r ON r.gw = w.gw AND r.seq BETWEEN w.f "
-            "AND w.l GROUP BY w.i",
-            (list(range(len(rows))), [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
-        ):
-            blob = bytes(joined)
+        leaves: list[list[bytes]] = []
+        for row in rows:
+            blob = bytes(row[15])
             if len(blob) % LEAF_BYTES:
-                raise StoreError(f"a stored leaf of {rows[i][0]} is not {LEAF_BYTES} bytes")
-            leaves[i] = [blob[k : k + LEAF_BYTES] for k in range(0, len(blob), LEAF_BYTES)]
+                raise StoreError(f"a stored leaf of {row[0]} is not {LEAF_BYTES} bytes")
+            leaves.append([blob[k : k + LEAF_BYTES] for k in range(0, len(blob), LEAF_BYTES)])
         out = []
         for row, batch_leaves in zip(rows, leaves, strict=True):
             b = BatchRow(
