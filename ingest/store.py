@@ -244,7 +244,7 @@ class Store:
         number of conflicts found."""
         if not rows:
             return 0
-        if len({(r[0], r[1]) for r in rows}) == len(rows) and self._copy_new(rows):
+        if self._copy_new(rows):  # a key twice among the rows fails the COPY like a stored one: the staged path
             return 0
         cur = self.conn.cursor()
         cur.execute(

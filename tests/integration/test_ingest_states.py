@@ -346,3 +346,20 @@ def test_the_copy_block_stores_what_psycopg_s_own_binary_copy_stores(database: s
     assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in got] == sorted(
         rows, key=lambda r: r[1]
     )
+
+
+def test_a_key_twice_in_one_transaction_is_a_redelivery_or_a_conflict_whichever_it_is(database: str) -> None:
+    """The fast path copies a transaction's records straight into the table; a key that comes twice within it (an
+    identical redelivery, or a different record claiming the same seq) must take the staged path, which keeps the
+    conflict as evidence and lets the signed batch decide which copy is the record."""
+    s = Stream.honest(n=10)
+    forged = bytes(replace(Record.from_bytes(s.records[6]), val={"heart_rate": 199}))
+    ing = ingest(database)
+    data = [(T.data(Record.from_bytes(s.records[n]).dev), encode_data_message([s.records[n]])) for n in range(1, 11)]
+    feed(ing, [data[4], data[4], (T.data("dev-0"), encode_data_message([forged])), *data, (T.batch, s.batches[0])])
+    assert states(ing) == [(1, "proven")]
+    assert q(ing, "SELECT count(*), count(DISTINCT seq) FROM records") == [(10, 10)]
+    assert q(ing, "SELECT seq FROM record_conflicts") == [(6,)]
+    assert q(ing, "SELECT seq FROM records WHERE conflict") == [(6,)]
+    assert [bytes(d) for (d,) in q(ing, "SELECT data FROM records WHERE seq = 6")] == [s.records[6]]  # the proven one
+    assert [(r, sq) for r, _b, sq in problems(ing)] == [("conflicting_duplicate", 6)]
