@@ -450,6 +450,13 @@ def _platform(only: set[str], soak_s: float) -> None:
         steps: list[tuple[str, str, Callable[[], tuple[Result, dict[str, Any]]]]] = [
             ("verify", "verify_throughput", pf.bench_verify_throughput),
             ("ingest", "ingest_throughput", lambda: pf.bench_ingest_throughput(Path(tmp))),
+            # What a live gateway sends: one record per data message (its 20 ms linger catches one reading of a
+            # 1-4 Hz device; `tiyi sim run stress-300` sent 6,010 messages of exactly one record in 20 s).
+            (
+                "ingest",
+                "ingest_throughput_1rec",
+                lambda: pf.bench_ingest_throughput(Path(tmp), per_gateway=2_500, per_message=1),
+            ),
             ("ingest", "ingest_latency_p99", lambda: pf.bench_ingest_latency(Path(tmp))),
             ("soak", "ingest_soak_rss", lambda: pf.bench_ingest_soak(Path(tmp), soak_s)),
         ]
