@@ -3,24 +3,24 @@ gateways, so the ingest (not the generator) is what a benchmark measures.
 
 Recording does the gateway's work once — canonical records, SM3 Merkle roots, SM2-signed manifests, receipts and
 a signed head — and writes the messages to a capture file (the format ``tiyi verify --capture`` reads), cached by
-its parameters. Replaying only publishes bytes: several paho clients (MQTT 5, QoS 1, many messages in flight), each
-paced to its share of the target rate, and the wall time of every data message is kept for latency.
+its parameters. Replaying only publishes bytes: several MQTT 5 connections (QoS 1, PUBLISH packets encoded before the
+run and written many per system call, as many in flight as the broker allows), each paced to its share of the target
+rate, and the wall time of every data message is kept for latency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from anchoring.capture import read_capture, write_capture_item
+from bench.rawmqtt import Packet, RawPublisher, publish_packet
 from edge.head import Head, sign_head
 from edge.manifest import GENESIS_PREV, build_manifest, sign_manifest
 from edge.record import Record, encode_data_message
@@ -138,12 +138,51 @@ def _first_seqs(streams: Streams) -> dict[tuple[str, int], tuple[int, int]]:
     }
 
 
-def _pace(start: float, records: int, per_second: float | None) -> None:
-    """Sleep until ``records`` are due at ``per_second`` since ``start`` (None: no pacing)."""
-    if per_second is not None:
-        delay = start + records / per_second - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+@dataclass
+class _Connection:
+    """One replaying connection: its gateways' messages in order (interleaved between them), encoded beforehand."""
+
+    order: list[tuple[str, int]]  # (gateway, index of its message)
+    packets: list[Packet]
+    counts: list[int]  # counts[j]: data records in the packets before j
+    firsts: dict[tuple[str, int], tuple[int, int]]
+    sent: list[tuple[str, int, int, float]] = field(default_factory=list)
+    start: float = 0.0
+
+    @classmethod
+    def of(cls, streams: Streams, mine: list[str], firsts: dict[tuple[str, int], tuple[int, int]]) -> _Connection:
+        order = [
+            (gw, i)
+            for i in range(max(len(streams.messages[g]) for g in mine))
+            for gw in mine
+            if i < len(streams.messages[gw])
+        ]
+        packets, counts = [], [0]
+        for gw, i in order:
+            topic, payload = streams.messages[gw][i]
+            packets.append(publish_packet(topic, payload, retain=topic.endswith("/head")))
+            counts.append(counts[-1] + (_array_len(payload) if "/data/" in topic else 0))
+        return cls(order, packets, counts, firsts)
+
+    def note(self, i: int, j: int) -> None:
+        """Packets ``i..j-1`` are being written now: the wall time of each data message among them."""
+        now = time.time()
+        for key in self.order[i:j]:
+            if key in self.firsts:
+                seq, n = self.firsts[key]
+                self.sent.append((key[0], seq, n, now))
+
+    def paced(self, per_second: float) -> Callable[[int], int]:
+        """How many packets from ``i`` on are due at ``per_second`` records/s since ``start``."""
+
+        def allowed(i: int) -> int:
+            due = (time.monotonic() - self.start) * per_second
+            j = i
+            while j < len(self.packets) and self.counts[j] <= due:
+                j += 1
+            return j - i
+
+        return allowed
 
 
 def replay(
@@ -151,58 +190,52 @@ def replay(
 ) -> Replay:
     """Publish every gateway's messages (gateways split over ``clients`` connections, each in order) at ``rate``
     records/s in total (None: as fast as the broker takes them). With ``timing``, note each data message's wall
-    time (its first seq is read from the bytes before the run, not during it)."""
+    time (its first seq is read from the bytes before the run, not during it).
+
+    The packets are encoded before the run and written many per system call (``bench.rawmqtt``): the generator's
+    own cost per message is a few microseconds, so what a benchmark measures is the side that receives."""
     out = Replay()
     gws = streams.gateways
-    shares = [gws[i::clients] for i in range(clients)]
+    shares = [s for s in (gws[i::clients] for i in range(clients)) if s]
     firsts = _first_seqs(streams) if timing else {}
+    conns = [_Connection.of(streams, mine, firsts) for mine in shares]
+    per_client = None if rate is None else rate / len(conns)
     lock = threading.Lock()
-    per_client = None if rate is None else rate / len([x for x in shares if x])
+    errors: list[BaseException] = []
+    ready = threading.Barrier(len(conns) + 1)
 
-    def run(mine: list[str], k: int) -> None:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"loadgen-{k}-{secrets.token_hex(3)}", protocol=mqtt.MQTTv5
-        )
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.connect("127.0.0.1", url_port)
-        c.loop_start()
-        order = [
-            (gw, i)
-            for i in range(max(len(streams.messages[g]) for g in mine))
-            for gw in mine
-            if i < len(streams.messages[gw])
-        ]
-        sent: list[tuple[str, int, int, float]] = []
-        infos = []
-        ready.wait()
-        start = time.monotonic()
-        records = 0
-        for gw, i in order:
-            topic, payload = streams.messages[gw][i]
-            _pace(start, records, per_client)
-            infos.append(c.publish(topic, payload, qos=1, retain=topic.endswith("/head")))
-            if "/data/" in topic:
-                if timing:
-                    seq, n = firsts[(gw, i)]
-                    sent.append((gw, seq, n, time.time()))
-                    records += n
-                else:
-                    records += _array_len(payload)
-        for info in infos:
-            info.wait_for_publish(120)
-        c.loop_stop()
-        c.disconnect()
+    def run(conn: _Connection, k: int) -> None:
+        try:
+            pub = RawPublisher(url_port, f"loadgen-{k}-{secrets.token_hex(3)}")
+        except BaseException as exc:
+            errors.append(exc)
+            ready.abort()  # the others (and the caller) stop waiting instead of hanging at the barrier
+            raise
+        try:
+            ready.wait()
+            conn.start = time.monotonic()
+            pub.send(
+                conn.packets,
+                None if per_client is None else conn.paced(per_client),
+                conn.note if timing else None,
+            )
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+        finally:
+            pub.close()
         with lock:
-            out.sent += sent
+            out.sent += conn.sent
 
-    threads = [threading.Thread(target=run, args=(s, k), daemon=True) for k, s in enumerate(shares) if s]
-    ready = threading.Barrier(len(threads) + 1)
+    threads = [threading.Thread(target=run, args=(c, k), daemon=True) for k, c in enumerate(conns)]
     for th in threads:
         th.start()
-    ready.wait()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a connection failed: reported below
+        ready.wait()
     out.started = time.time()
     for th in threads:
         th.join()
     out.finished = time.time()
+    if errors:
+        raise RuntimeError(f"the replay failed: {errors[0]}") from errors[0]
     return out

@@ -4,24 +4,18 @@ It joins an MQTT 5 shared subscription (``$share/{group}/tiyi/v1/+/+/#``) with a
 client id, ``clean_start`` false, a session expiry), so instances split the stream and a restarted one gets what the
 broker queued for it. A message is acknowledged only after its rows are committed: a ``kill -9`` between the two
 makes the broker redeliver, and the (gw, seq) keys make the redelivery harmless. After each commit the instance
-proves whatever batches the database now holds complete, whichever instance stored their pieces.
+proves whatever batches the database now holds complete, whichever instance stored their pieces. One thread does
+it all: it reads what the broker sent (``ingest.link``), writes it in one transaction, acknowledges, proves.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from anchoring.chain import AnchorInfo, AnchorKind
 from anchoring.engine import BatchVerdict, Untrusted, check_signature, judge_leaves
@@ -47,11 +41,29 @@ from edge.merkle import leaf_hash
 from edge.record import read_record
 from edge.sm3 import sm3
 from ingest.errors import SettingsError
-from ingest.store import BatchRow, Ready, RecordRow, Store, connect, migrate
+from ingest.link import Link
+from ingest.store import BIGINT_END, BatchRow, Ready, RecordRow, Store, connect, migrate
 
 log = logging.getLogger("tiyi.ingest")
 
 TOPIC = "tiyi/v1/+/+/#"
+_BEYOND = "a seq or batch number beyond the store's range (PostgreSQL bigint, below 2**63)"
+
+
+def _beyond(msg: object) -> bool:
+    """Whether a manifest, receipt, roll-up or head carries a number the store's bigint columns cannot hold (the
+    contract allows uints up to 2**64 - 1): such a message is a problem, not a failed transaction that the broker
+    would redeliver forever."""
+    if isinstance(msg, ManifestMessage):
+        m = msg.signed.manifest
+        return max(m.batch, m.last_seq) >= BIGINT_END
+    if isinstance(msg, ReceiptMessage):
+        return msg.receipt.number >= BIGINT_END
+    if isinstance(msg, RollupMessage):
+        return msg.rollup.number >= BIGINT_END
+    if isinstance(msg, HeadMessage):
+        return max(msg.signed.head.batch, msg.signed.head.last_seq) >= BIGINT_END
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +112,7 @@ class _Incoming:
 
 
 class Ingest:
-    """One instance: an MQTT thread (paho's loop) hands messages to the writer (the caller's thread in ``run``)."""
+    """One instance, run by the caller's thread: ``run`` reads messages, writes and proves them."""
 
     def __init__(self, settings: IngestSettings, trust: TrustPolicy, chain: ChainView | None = None) -> None:
         if trust.uses_registry and chain is None:
@@ -113,68 +125,57 @@ class Ingest:
         self.conn = connect(settings.dsn)
         migrate(self.conn)
         self.store = Store(self.conn, settings.client_id)
-        self._q: queue.Queue[_Incoming] = queue.Queue()
+        self._inbox: list[_Incoming] = []
         self._stop = threading.Event()
-        self.connected = threading.Event()
         self.stored = 0
         u = urlsplit(settings.broker)
-        self._host, self._port = u.hostname or "", u.port or 1883
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        self.link = Link(
+            u.hostname or "",
+            u.port or 1883,
+            settings.client_id,
+            f"$share/{settings.group}/{TOPIC}",
+            settings.session_expiry_s,
+            settings.receive_maximum,
+            lambda topic, payload, mid: self._inbox.append(_Incoming(topic, payload, mid)),
         )
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        c.reconnect_delay_set(1, 5)
-        c.max_inflight_messages_set(settings.receive_maximum)
-        self.client = c
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
-            return
-        client.subscribe(f"$share/{self.settings.group}/{TOPIC}", qos=1)
-        self.connected.set()
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._q.put(_Incoming(msg.topic, bytes(msg.payload), msg.mid))
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.receive_maximum
-        self.client.connect(self._host, self._port, keepalive=30, clean_start=False, properties=props)
-        self.client.loop_start()
+        self.link.connect()
 
     def stop(self) -> None:
         self._stop.set()
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.link.close()
         self.conn.close()
 
+    def _full(self) -> bool:
+        return len(self._inbox) >= self.settings.max_batch
+
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Write and prove until ``stop`` (or ``until()``)."""
+        """Write and prove until ``stop`` (or ``until()``): whatever the broker has sent when the socket runs dry (or
+        ``max_batch`` messages) goes into one transaction, then is acknowledged, then batches are proven."""
+        idle_since = time.monotonic()
         while not self._stop.is_set() and not (until and until()):
-            try:
-                first = self._q.get(timeout=0.2)
-            except queue.Empty:
+            before = len(self._inbox)
+            self.link.pump(0.0 if self._inbox else 0.2, self._full)
+            if self._inbox and (len(self._inbox) == before or self._full()):
+                items, self._inbox = self._inbox, []
+                with self.conn.transaction():
+                    self._write(items)
+                self.link.ack(it.mid for it in items)  # only now: a crash before this makes the broker redeliver
+                self.stored += len(items)
                 self.prove()
                 self._periodic()
-                continue
-            items = [first]
-            while len(items) < self.settings.max_batch:
-                try:
-                    items.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            with self.conn.transaction():
-                self._write(items)
-            for it in items:  # only now: a crash before this line makes the broker redeliver
-                self.client.ack(it.mid, 1)
-            self.stored += len(items)
-            self.prove()
-            self._periodic()
+                idle_since = time.monotonic()
+            elif not self._inbox and time.monotonic() - idle_since >= 0.2:
+                self.prove()
+                self._periodic()
+                idle_since = time.monotonic()
 
     def _periodic(self) -> None:
         now = time.monotonic()
@@ -194,7 +195,9 @@ class Ingest:
             except EdgeError as exc:
                 self.store.problem(gw, Reason.MALFORMED, f"record on data/{dev}: {exc}"[:500])
                 continue
-            if rgw != gw or rdev != dev:
+            if seq >= BIGINT_END or t >= BIGINT_END:
+                self.store.problem(gw, Reason.MALFORMED, f"record on data/{dev}: {_BEYOND}")
+            elif rgw != gw or rdev != dev:
                 self.store.problem(
                     gw, Reason.WRONG_TOPIC, f"record seq {seq} of {rgw}/{rdev} arrived on {gw}/data/{dev}", seq=seq
                 )
@@ -213,6 +216,8 @@ class Ingest:
                 continue
             if isinstance(msg, DataMessage):
                 rows.extend(self._record_rows(msg))
+            elif _beyond(msg):
+                self.store.problem(msg.gw, Reason.MALFORMED, f"{it.topic.rsplit('/', 1)[-1]} message: {_BEYOND}")
             elif isinstance(msg, ManifestMessage):
                 m = msg.signed.manifest
                 if m.gw != msg.gw:
@@ -517,7 +522,9 @@ class Ingest:
 
 
 def wait_connected(ingest: Ingest, timeout: float = 20) -> None:
+    """Pump the connection until the broker accepted it (messages arriving meanwhile wait in the inbox)."""
     deadline = time.monotonic() + timeout
-    while not ingest.connected.wait(0.1):
+    while not ingest.connected:
         if time.monotonic() > deadline:
             raise SettingsError(f"could not connect to {ingest.settings.broker}")
+        ingest.link.pump(0.1, ingest._full)

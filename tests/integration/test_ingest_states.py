@@ -300,3 +300,66 @@ def test_late_join_starts_at_a_batch_whose_anchor_the_chain_confirms(ganache: Ga
     assert states(ing) == [(3, "final"), (4, "final")] and problems(ing) == []
     assert q(ing, "SELECT joined_batch, joined_by FROM gateways") == [(3, "anchored manifest")]
     assert q(ing, "SELECT prev_checked FROM batches ORDER BY batch") == [(False,), (True,)]
+
+
+def test_numbers_beyond_the_store_s_bigint_are_problems_not_a_failed_transaction(database: str) -> None:
+    """The contract allows seqs and batch numbers up to 2**64 - 1, PostgreSQL's bigint holds less: such a record or
+    manifest is stated as malformed and the rest of the transaction is stored. (Before, the insert raised and the
+    instance exited; the broker redelivered the same message to it after every restart.)"""
+    s = Stream.honest(n=10)
+    huge = bytes(replace(Record.from_bytes(s.records[1]), seq=1 << 63))
+    late = bytes(replace(Record.from_bytes(s.records[2]), t=(1 << 63) + 5))
+    m = build_manifest(GW, 1 << 63, 1 << 63, [huge], b"\x00" * 32, 1)
+    ing = ingest(database)
+    feed(ing, [(T.data("dev-1"), encode_data_message([huge, s.records[1]]))])
+    feed(ing, [(T.data("dev-2"), encode_data_message([late])), (T.batch, bytes(sign_manifest(m, SIGNER)))])
+    feed(ing, batch_msgs(s, 1))
+    assert states(ing) == [(1, "proven")]
+    assert [r for r, _b, _q in problems(ing)] == ["malformed", "malformed", "malformed"]
+    assert q(ing, "SELECT count(*) FROM records") == [(10,)]
+
+
+def test_the_copy_block_stores_what_psycopg_s_own_binary_copy_stores(database: str) -> None:
+    """``copy_block`` writes PostgreSQL's binary COPY format itself (faster than a dumper per value): the rows it
+    stores are the rows psycopg's ``write_row`` stores, byte for byte, including texts beyond ASCII and the edges of
+    bigint."""
+    from ingest.store import _RECORD_TYPES, copy_block
+
+    rows = [
+        ("gw-1", 1, "dev-é", 0, "heart_rate", b"", bytes(32)),
+        ("g" * 64, (1 << 63) - 1, "d", (1 << 63) - 1, "körper", bytes(range(256)) * 3, bytes(range(32))),
+        ("gw-1", 2, "dev-é", 1_700_000_000_000, "heart_rate", b"\x00\xff", b"\xff" * 32),
+    ]
+    ing = ingest(database)
+    cols = "(gw text, seq bigint, dev text, t bigint, kind text, data bytea, leaf bytea)"
+    with ing.conn.transaction():
+        ing.conn.execute(f"CREATE TABLE ours {cols}; CREATE TABLE theirs {cols}".encode())
+        with ing.conn.cursor() as cur:
+            with cur.copy(b"COPY ours FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(copy_block(rows))
+            with cur.copy(b"COPY theirs FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_RECORD_TYPES)
+                for r in rows:
+                    cp.write_row(r)
+    got = q(ing, "SELECT * FROM ours ORDER BY seq")
+    assert got == q(ing, "SELECT * FROM theirs ORDER BY seq")
+    assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in got] == sorted(
+        rows, key=lambda r: r[1]
+    )
+
+
+def test_a_key_twice_in_one_transaction_is_a_redelivery_or_a_conflict_whichever_it_is(database: str) -> None:
+    """The fast path copies a transaction's records straight into the table; a key that comes twice within it (an
+    identical redelivery, or a different record claiming the same seq) must take the staged path, which keeps the
+    conflict as evidence and lets the signed batch decide which copy is the record."""
+    s = Stream.honest(n=10)
+    forged = bytes(replace(Record.from_bytes(s.records[6]), val={"heart_rate": 199}))
+    ing = ingest(database)
+    data = [(T.data(Record.from_bytes(s.records[n]).dev), encode_data_message([s.records[n]])) for n in range(1, 11)]
+    feed(ing, [data[4], data[4], (T.data("dev-0"), encode_data_message([forged])), *data, (T.batch, s.batches[0])])
+    assert states(ing) == [(1, "proven")]
+    assert q(ing, "SELECT count(*), count(DISTINCT seq) FROM records") == [(10, 10)]
+    assert q(ing, "SELECT seq FROM record_conflicts") == [(6,)]
+    assert q(ing, "SELECT seq FROM records WHERE conflict") == [(6,)]
+    assert [bytes(d) for (d,) in q(ing, "SELECT data FROM records WHERE seq = 6")] == [s.records[6]]  # the proven one
+    assert [(r, sq) for r, _b, sq in problems(ing)] == [("conflicting_duplicate", 6)]
