@@ -172,13 +172,14 @@ class BumbleCentral:
             began.set()
             return await self.device.connect(peer, timeout=None)
 
-        dial = asyncio.ensure_future(attempt())
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(dial)
-        except BaseException:
-            await self._withdraw(dial, began.is_set())
-            raise
+        with self.dialling(peer):  # a link the controller completes as the connect is withdrawn is closed
+            dial = asyncio.ensure_future(attempt())
+            try:
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(dial)
+            except BaseException:
+                await self._withdraw(dial, began.is_set())
+                raise
 
     async def _withdraw(self, dial: asyncio.Future[Connection], began: bool) -> None:
         if not began:
@@ -191,10 +192,8 @@ class BumbleCentral:
             await asyncio.wait({dial}, timeout=WITHDRAW_TIMEOUT_S)
         if not dial.done():
             log.warning("a withdrawn connect did not end within %.0f s", WITHDRAW_TIMEOUT_S)
-        elif not dial.cancelled() and dial.exception() is None:
-            # It completed in the same instant it was given up: close the link rather than leak it.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(dial.result().disconnect(), WITHDRAW_TIMEOUT_S)
+        elif not dial.cancelled():
+            dial.exception()  # retrieved: the controller failing it is what the withdrawal asked for
 
     @contextlib.contextmanager
     def dialling(self, peer: Address) -> Iterator[None]:
@@ -320,8 +319,7 @@ class BumbleClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         await self.central.start()
         try:
-            with self.central.dialling(self._peer_address):  # a link made as the connect is given up is closed
-                conn = await self.central.connect(self._peer_address, self._timeout)
+            conn = await self.central.connect(self._peer_address, self._timeout)
             self._connection = conn
             # Discovery under a deadline too: a peripheral that drops the link right after accepting it (a
             # "busy" device) must not leave discovery waiting for answers forever.

@@ -44,8 +44,9 @@ def run(scenario: Scenario) -> tuple[int, int, int]:
         await central.scan(True)
         address = (await seen).address
         await central.scan(False)
-        with central.dialling(address):  # as the gateway's client connects (a link nobody dialled is closed)
-            conn = await central.device.connect(address)
+        conn = await central.connect(
+            address, 10.0
+        )  # as the gateway's client connects (a link nobody dialled is closed)
         peer = Peer(conn)
         await peer.discover_services()
         chars: dict[int, CharacteristicProxy[Any]] = {}
